@@ -1,0 +1,613 @@
+//! A CA directory (`ca.crt`, `ca.key`, `ca.db`) and the rules for issuing from it: unique names
+//! and mesh IPs among live certificates, automatic IP allocation, validity inside the CA's,
+//! revocation and revocation lists.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use time::{Duration, OffsetDateTime};
+
+use crate::ca_cert::{CaCert, CaCertError};
+use crate::crl::RevocationList;
+use crate::files::{self, FileError, Mode, OutputFiles};
+use crate::ids::Serial;
+use crate::index::{Index, IndexError, IssuedCert, Status};
+use crate::issue::{self, CaParams, CrlParams, IssueError, NodeCertParams};
+use crate::keys::{CaKey, KeyError, NodePublicKeys};
+use crate::names::{Group, NodeName};
+use crate::node_cert::NodeCert;
+
+pub const CA_CERT_FILE: &str = "ca.crt";
+pub const CA_KEY_FILE: &str = "ca.key";
+pub const INDEX_FILE: &str = "ca.db";
+
+/// Node certificates last a year unless asked otherwise, and never beyond the CA.
+pub const DEFAULT_NODE_VALIDITY: Duration = Duration::days(365);
+/// Revocation lists are due to be replaced after this long.
+pub const DEFAULT_CRL_VALIDITY: Duration = Duration::days(30);
+/// New certificates start this far in the past, so peers whose clocks lag a little accept them.
+const BACKDATE: Duration = Duration::minutes(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    CaCert { path: PathBuf, source: CaCertError },
+    #[error("{}: {source}", path.display())]
+    Key { path: PathBuf, source: KeyError },
+    #[error("{}: key does not match the CA certificate {}", key.display(), cert.display())]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
+    #[error("{}: the CA expired at {}; make a new CA", path.display(), crate::timefmt::rfc3339(*not_after))]
+    CaExpired {
+        path: PathBuf,
+        not_after: OffsetDateTime,
+    },
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    #[error(
+        "name {name:?} is already held by a live certificate ({ip}, fingerprint {fingerprint}); revoke it or pass --force"
+    )]
+    NameTaken {
+        name: String,
+        ip: Ipv4Addr,
+        fingerprint: String,
+    },
+    #[error(
+        "mesh IP {ip} is already held by live certificate {holder:?}; choose another or pass --force"
+    )]
+    IpTaken { ip: Ipv4Addr, holder: String },
+    #[error("no free address left in {network}")]
+    NetworkFull { network: Ipv4Net },
+    #[error("no certificate named {selector:?} or with a fingerprint starting with it")]
+    NotFound { selector: String },
+    #[error("every certificate matching {selector:?} is already revoked")]
+    AlreadyRevoked { selector: String },
+    #[error("fingerprint prefix {selector:?} matches {count} certificates; give more digits")]
+    Ambiguous { selector: String, count: usize },
+}
+
+/// Where a new certificate's mesh IP comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpChoice {
+    /// The lowest address in the network that no certificate has ever held.
+    Auto,
+    Fixed(Ipv4Addr),
+}
+
+/// A request to issue a node certificate.
+#[derive(Debug, Clone)]
+pub struct SignRequest {
+    pub name: NodeName,
+    pub ip: IpChoice,
+    pub groups: Vec<Group>,
+    pub keys: NodePublicKeys,
+    /// `None`: the default, shortened to end with the CA. `Some`: exactly this, or refused.
+    pub duration: Option<Duration>,
+    /// Allow a name or IP that a live certificate already holds.
+    pub force: bool,
+}
+
+/// An opened CA directory.
+#[derive(Debug)]
+pub struct Authority {
+    dir: PathBuf,
+    ca: CaCert,
+    key: CaKey,
+    index: Index,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, AuthorityError> {
+    std::fs::read(path).map_err(|source| AuthorityError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Authority {
+    /// Creates a new CA in `dir`. Refuses if any of its files already exists.
+    pub fn init(
+        dir: &Path,
+        name: NodeName,
+        network: Ipv4Net,
+        duration: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Self, AuthorityError> {
+        let (cert_path, key_path, index_path) = paths(dir);
+        files::check_absent(
+            [
+                cert_path.as_path(),
+                key_path.as_path(),
+                index_path.as_path(),
+            ],
+            false,
+        )?;
+        let key = CaKey::generate();
+        let now = now
+            .replace_nanosecond(0)
+            .expect("zero nanoseconds is valid");
+        let ca = issue::self_sign_ca(
+            &key,
+            &CaParams {
+                name,
+                network: network.trunc(),
+                not_before: now - BACKDATE,
+                not_after: now + duration,
+                serial: Serial::random(),
+            },
+        )?;
+        let mut out = OutputFiles::new(false);
+        out.stage(&key_path, key.to_pem().as_bytes(), Mode::Private)?;
+        out.stage(&cert_path, ca.to_pem().as_bytes(), Mode::Public)?;
+        let index = Index::create(&index_path)?;
+        if let Err(e) = out.commit() {
+            drop(index);
+            let _ = std::fs::remove_file(&index_path);
+            return Err(e.into());
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            ca,
+            key,
+            index,
+        })
+    }
+
+    /// Opens the CA in `dir`, checking that the key belongs to the certificate.
+    pub fn open(dir: &Path) -> Result<Self, AuthorityError> {
+        let (cert_path, key_path, index_path) = paths(dir);
+        let ca =
+            CaCert::from_bytes(&read(&cert_path)?).map_err(|source| AuthorityError::CaCert {
+                path: cert_path.clone(),
+                source,
+            })?;
+        let key = CaKey::from_pem(&read(&key_path)?).map_err(|source| AuthorityError::Key {
+            path: key_path.clone(),
+            source,
+        })?;
+        if key.verifying_key() != *ca.public_key() {
+            return Err(AuthorityError::KeyMismatch {
+                key: key_path,
+                cert: cert_path,
+            });
+        }
+        let index = Index::open(&index_path)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            ca,
+            key,
+            index,
+        })
+    }
+
+    pub fn ca(&self) -> &CaCert {
+        &self.ca
+    }
+
+    pub fn list(&self) -> Result<Vec<IssuedCert>, AuthorityError> {
+        Ok(self.index.list()?)
+    }
+
+    fn ensure_ca_valid(&self, now: OffsetDateTime) -> Result<(), AuthorityError> {
+        if now > self.ca.not_after() {
+            return Err(AuthorityError::CaExpired {
+                path: self.dir.join(CA_CERT_FILE),
+                not_after: self.ca.not_after(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Issues a node certificate and records it. `persist` runs after the certificate is made
+    /// and before the index commits: if it fails, nothing is recorded.
+    pub fn sign(
+        &mut self,
+        request: &SignRequest,
+        now: OffsetDateTime,
+        persist: impl FnOnce(&NodeCert) -> Result<(), FileError>,
+    ) -> Result<NodeCert, AuthorityError> {
+        self.ensure_ca_valid(now)?;
+        let now = now
+            .replace_nanosecond(0)
+            .expect("zero nanoseconds is valid");
+        let not_before = (now - BACKDATE).max(self.ca.not_before());
+        let not_after = match request.duration {
+            Some(duration) => now + duration,
+            None => (now + DEFAULT_NODE_VALIDITY).min(self.ca.not_after()),
+        };
+        let network = self.ca.network();
+        let tx = self.index.transaction()?;
+        if !request.force
+            && let Some(holder) = tx.live_with_name(request.name.as_str(), now)?.first()
+        {
+            return Err(AuthorityError::NameTaken {
+                name: holder.name.clone(),
+                ip: holder.mesh_ip,
+                fingerprint: holder.fingerprint.to_string(),
+            });
+        }
+        let mesh_ip = match request.ip {
+            IpChoice::Auto => tx
+                .next_free_ip(network)?
+                .ok_or(AuthorityError::NetworkFull { network })?,
+            IpChoice::Fixed(ip) => {
+                issue::check_mesh_ip(ip, network)?;
+                if !request.force
+                    && let Some(holder) = tx.live_with_ip(ip, now)?.first()
+                {
+                    return Err(AuthorityError::IpTaken {
+                        ip,
+                        holder: holder.name.clone(),
+                    });
+                }
+                ip
+            }
+        };
+        let cert = issue::sign_node(
+            &self.ca,
+            &self.key,
+            &NodeCertParams {
+                name: request.name.clone(),
+                mesh_ip,
+                groups: request.groups.clone(),
+                keys: request.keys.clone(),
+                not_before,
+                not_after,
+                serial: Serial::random(),
+            },
+        )?;
+        tx.record(&cert, now)?;
+        persist(&cert)?;
+        tx.commit()?;
+        Ok(cert)
+    }
+
+    /// Revokes every unrevoked certificate named `selector`, or the one whose fingerprint starts
+    /// with it. Returns what was revoked.
+    pub fn revoke(
+        &mut self,
+        selector: &str,
+        reason: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<IssuedCert>, AuthorityError> {
+        let tx = self.index.transaction()?;
+        let matches = tx.find(selector)?;
+        let by_name = matches.iter().any(|c| c.name == selector);
+        if !by_name && matches.len() > 1 {
+            return Err(AuthorityError::Ambiguous {
+                selector: selector.to_owned(),
+                count: matches.len(),
+            });
+        }
+        let targets: Vec<IssuedCert> = matches
+            .into_iter()
+            .filter(|c| c.status(now) != Status::Revoked)
+            .collect();
+        if targets.is_empty() {
+            let err = if by_name || tx.find(selector)?.len() == 1 {
+                AuthorityError::AlreadyRevoked {
+                    selector: selector.to_owned(),
+                }
+            } else {
+                AuthorityError::NotFound {
+                    selector: selector.to_owned(),
+                }
+            };
+            return Err(err);
+        }
+        let now = now
+            .replace_nanosecond(0)
+            .expect("zero nanoseconds is valid");
+        for cert in &targets {
+            tx.mark_revoked(&cert.serial, now, reason)?;
+        }
+        tx.commit()?;
+        Ok(targets)
+    }
+
+    /// Signs a revocation list of every revoked certificate, valid for `duration`. `persist`
+    /// runs before the CRL number is committed.
+    pub fn crl(
+        &mut self,
+        now: OffsetDateTime,
+        duration: Duration,
+        persist: impl FnOnce(&RevocationList) -> Result<(), FileError>,
+    ) -> Result<RevocationList, AuthorityError> {
+        self.ensure_ca_valid(now)?;
+        let now = now
+            .replace_nanosecond(0)
+            .expect("zero nanoseconds is valid");
+        let tx = self.index.transaction()?;
+        let crl = issue::sign_crl(
+            &self.ca,
+            &self.key,
+            &CrlParams {
+                number: tx.next_crl_number()?,
+                this_update: now,
+                next_update: (now + duration).min(self.ca.not_after()),
+                revoked: tx.revoked()?,
+            },
+        )?;
+        persist(&crl)?;
+        tx.commit()?;
+        Ok(crl)
+    }
+}
+
+fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join(CA_CERT_FILE),
+        dir.join(CA_KEY_FILE),
+        dir.join(INDEX_FILE),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::{NodeKeys, verify};
+
+    const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
+
+    fn new_ca(network: &str) -> (tempfile::TempDir, Authority) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::init(
+            dir.path(),
+            "lab".parse().unwrap(),
+            network.parse().unwrap(),
+            Duration::days(730),
+            NOW,
+        )
+        .unwrap();
+        (dir, ca)
+    }
+
+    fn request(name: &str) -> SignRequest {
+        SignRequest {
+            name: name.parse().unwrap(),
+            ip: IpChoice::Auto,
+            groups: Group::parse_list("workers").unwrap(),
+            keys: NodeKeys::generate().public(),
+            duration: None,
+            force: false,
+        }
+    }
+
+    fn sign(ca: &mut Authority, request: &SignRequest) -> Result<NodeCert, AuthorityError> {
+        ca.sign(request, NOW, |_| Ok(()))
+    }
+
+    #[test]
+    fn init_writes_three_files_once() {
+        let (dir, ca) = new_ca("10.1.0.0/16");
+        let mode = |f: &str| {
+            std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(CA_KEY_FILE), 0o600);
+        assert_eq!(mode(CA_CERT_FILE), 0o644);
+        assert_eq!(ca.ca().network().to_string(), "10.1.0.0/16");
+        let before = std::fs::read(dir.path().join(CA_KEY_FILE)).unwrap();
+        let err = Authority::init(
+            dir.path(),
+            "lab".parse().unwrap(),
+            "10.9.0.0/16".parse().unwrap(),
+            Duration::days(1),
+            NOW,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, AuthorityError::File(FileError::Exists { .. })),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(dir.path().join(CA_KEY_FILE)).unwrap(), before);
+        assert!(Authority::open(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn auto_ips_are_never_handed_out_twice() {
+        let (_dir, mut ca) = new_ca("10.1.0.0/16");
+        let a = sign(&mut ca, &request("a")).unwrap();
+        let b = sign(&mut ca, &request("b")).unwrap();
+        assert_eq!(a.mesh_ip().to_string(), "10.1.0.1");
+        assert_eq!(b.mesh_ip().to_string(), "10.1.0.2");
+        ca.revoke("a", Some("decommissioned"), NOW).unwrap();
+        let c = sign(&mut ca, &request("c")).unwrap();
+        assert_eq!(
+            c.mesh_ip().to_string(),
+            "10.1.0.3",
+            "revoked IPs stay retired"
+        );
+        let fixed = SignRequest {
+            ip: IpChoice::Fixed("10.1.0.5".parse().unwrap()),
+            ..request("d")
+        };
+        sign(&mut ca, &fixed).unwrap();
+        assert_eq!(
+            sign(&mut ca, &request("e")).unwrap().mesh_ip().to_string(),
+            "10.1.0.4"
+        );
+        assert_eq!(
+            sign(&mut ca, &request("f")).unwrap().mesh_ip().to_string(),
+            "10.1.0.6"
+        );
+    }
+
+    #[test]
+    fn a_small_network_fills_up() {
+        let (_dir, mut ca) = new_ca("10.1.0.0/30");
+        sign(&mut ca, &request("a")).unwrap();
+        sign(&mut ca, &request("b")).unwrap();
+        let err = sign(&mut ca, &request("c")).unwrap_err();
+        assert!(matches!(err, AuthorityError::NetworkFull { .. }), "{err}");
+    }
+
+    #[test]
+    fn names_and_ips_are_unique_among_live_certificates_unless_forced() {
+        let (_dir, mut ca) = new_ca("10.1.0.0/16");
+        sign(&mut ca, &request("a")).unwrap();
+        let err = sign(&mut ca, &request("a")).unwrap_err();
+        assert!(matches!(err, AuthorityError::NameTaken { .. }), "{err}");
+        let taken = SignRequest {
+            ip: IpChoice::Fixed("10.1.0.1".parse().unwrap()),
+            ..request("b")
+        };
+        let err = sign(&mut ca, &taken).unwrap_err();
+        assert!(
+            matches!(err, AuthorityError::IpTaken { ref holder, .. } if holder == "a"),
+            "{err}"
+        );
+        sign(
+            &mut ca,
+            &SignRequest {
+                force: true,
+                ..taken
+            },
+        )
+        .unwrap();
+        sign(
+            &mut ca,
+            &SignRequest {
+                force: true,
+                ..request("a")
+            },
+        )
+        .unwrap();
+        assert_eq!(ca.list().unwrap().len(), 3);
+        // An expired certificate no longer holds its name.
+        let short = SignRequest {
+            duration: Some(Duration::hours(1)),
+            ..request("brief")
+        };
+        ca.sign(&short, NOW, |_| Ok(())).unwrap();
+        ca.sign(&request("brief"), NOW + Duration::hours(2), |_| Ok(()))
+            .unwrap();
+    }
+
+    #[test]
+    fn ips_must_be_hosts_in_the_network() {
+        let (_dir, mut ca) = new_ca("10.1.0.0/16");
+        for (ip, expected) in [
+            ("10.2.0.1", "outside"),
+            ("10.1.0.0", "network or broadcast"),
+            ("10.1.255.255", "network or broadcast"),
+        ] {
+            let req = SignRequest {
+                ip: IpChoice::Fixed(ip.parse().unwrap()),
+                ..request("x")
+            };
+            let err = sign(&mut ca, &req).unwrap_err();
+            assert!(err.to_string().contains(expected), "{ip}: {err}");
+        }
+        assert!(ca.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn validity_stays_inside_the_ca() {
+        let (_dir, mut ca) = new_ca("10.1.0.0/16");
+        let cert = sign(&mut ca, &request("a")).unwrap();
+        assert_eq!(cert.not_after(), NOW + DEFAULT_NODE_VALIDITY);
+        assert_eq!(cert.not_before(), NOW - BACKDATE);
+        let near_end = NOW + Duration::days(700);
+        let capped = ca.sign(&request("b"), near_end, |_| Ok(())).unwrap();
+        assert_eq!(capped.not_after(), ca.ca().not_after());
+        let too_long = SignRequest {
+            duration: Some(Duration::days(800)),
+            ..request("c")
+        };
+        let err = sign(&mut ca, &too_long).unwrap_err();
+        assert!(
+            matches!(err, AuthorityError::Issue(IssueError::OutlivesCa { .. })),
+            "{err}"
+        );
+        let err = ca
+            .sign(&request("d"), NOW + Duration::days(731), |_| Ok(()))
+            .unwrap_err();
+        assert!(matches!(err, AuthorityError::CaExpired { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_failed_write_records_nothing() {
+        let (_dir, mut ca) = new_ca("10.1.0.0/16");
+        let err = ca
+            .sign(&request("a"), NOW, |_| {
+                Err(FileError::Exists {
+                    path: "node.crt".into(),
+                })
+            })
+            .unwrap_err();
+        assert!(matches!(err, AuthorityError::File(_)));
+        assert!(ca.list().unwrap().is_empty());
+        assert_eq!(
+            sign(&mut ca, &request("a")).unwrap().mesh_ip().to_string(),
+            "10.1.0.1"
+        );
+    }
+
+    #[test]
+    fn a_foreign_key_is_refused() {
+        let (dir, _ca) = new_ca("10.1.0.0/16");
+        std::fs::write(
+            dir.path().join(CA_KEY_FILE),
+            CaKey::generate().to_pem().as_bytes(),
+        )
+        .unwrap();
+        let err = Authority::open(dir.path()).unwrap_err();
+        assert!(matches!(err, AuthorityError::KeyMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn revocation_reaches_the_list() {
+        let (_dir, mut ca) = new_ca("10.1.0.0/16");
+        let a = sign(&mut ca, &request("a")).unwrap();
+        let b = sign(&mut ca, &request("b")).unwrap();
+        let err = ca.revoke("nobody", None, NOW).unwrap_err();
+        assert!(matches!(err, AuthorityError::NotFound { .. }), "{err}");
+        let prefix = &b.fingerprint().to_string()[..12];
+        let revoked = ca.revoke(prefix, Some("lost laptop"), NOW).unwrap();
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].name, "b");
+        let err = ca.revoke("b", None, NOW).unwrap_err();
+        assert!(
+            matches!(err, AuthorityError::AlreadyRevoked { .. }),
+            "{err}"
+        );
+        let err = ca.revoke(prefix, None, NOW).unwrap_err();
+        assert!(
+            matches!(err, AuthorityError::AlreadyRevoked { .. }),
+            "{err}"
+        );
+
+        let first = ca.crl(NOW, DEFAULT_CRL_VALIDITY, |_| Ok(())).unwrap();
+        let second = ca.crl(NOW, DEFAULT_CRL_VALIDITY, |_| Ok(())).unwrap();
+        assert!(second.number() > first.number());
+        assert_eq!(second.len(), 1);
+        assert!(verify(&a, ca.ca(), Some(&second), NOW).is_ok());
+        assert!(matches!(
+            verify(&b, ca.ca(), Some(&second), NOW),
+            Err(crate::VerifyError::Revoked { .. })
+        ));
+        let listed = ca.list().unwrap();
+        let b_row = listed.iter().find(|c| c.name == "b").unwrap();
+        assert_eq!(b_row.status(NOW), Status::Revoked);
+        assert_eq!(
+            b_row.revoked.as_ref().unwrap().reason.as_deref(),
+            Some("lost laptop")
+        );
+    }
+}

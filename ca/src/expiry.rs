@@ -1,0 +1,107 @@
+//! Early warning for certificates and CAs that will soon expire, for daemons to log and export.
+
+use time::{Duration, OffsetDateTime};
+
+use crate::ca_cert::CaCert;
+use crate::node_cert::NodeCert;
+use crate::timefmt::rfc3339;
+
+/// How far ahead of expiry the daemons start warning.
+pub const DEFAULT_WARNING_WINDOW: Duration = Duration::days(30);
+
+/// A certificate that expires within the warning window (or already has).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryWarning {
+    /// What expires, such as `CA "rma"` or `certificate "worker-1"`.
+    pub subject: String,
+    pub not_after: OffsetDateTime,
+    /// Time left; zero or negative once expired.
+    pub remaining: Duration,
+}
+
+impl std::fmt::Display for ExpiryWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.remaining <= Duration::ZERO {
+            write!(f, "{} expired at {}", self.subject, rfc3339(self.not_after))
+        } else {
+            write!(
+                f,
+                "{} expires at {} (in {} days)",
+                self.subject,
+                rfc3339(self.not_after),
+                self.remaining.whole_days()
+            )
+        }
+    }
+}
+
+/// Anything with an end of validity that operators must renew in time.
+pub trait Expiring {
+    fn expiry_subject(&self) -> String;
+    fn expires_at(&self) -> OffsetDateTime;
+
+    /// Seconds until expiry at `now`, negative once expired: the value daemons export as a metric.
+    fn seconds_to_expiry(&self, now: OffsetDateTime) -> i64 {
+        (self.expires_at() - now).whole_seconds()
+    }
+
+    /// A warning when expiry is at most `window` after `now`.
+    fn expiry_warning(&self, now: OffsetDateTime, window: Duration) -> Option<ExpiryWarning> {
+        let remaining = self.expires_at() - now;
+        (remaining <= window).then(|| ExpiryWarning {
+            subject: self.expiry_subject(),
+            not_after: self.expires_at(),
+            remaining,
+        })
+    }
+}
+
+impl Expiring for CaCert {
+    fn expiry_subject(&self) -> String {
+        format!("CA {:?}", self.name())
+    }
+    fn expires_at(&self) -> OffsetDateTime {
+        self.not_after()
+    }
+}
+
+impl Expiring for NodeCert {
+    fn expiry_subject(&self) -> String {
+        format!("certificate {:?}", self.name().as_str())
+    }
+    fn expires_at(&self) -> OffsetDateTime {
+        self.not_after()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn warns_inside_the_window_only() {
+        let alpha = fixtures::node("alpha.crt");
+        assert_eq!(
+            alpha.expiry_warning(fixtures::NOW, DEFAULT_WARNING_WINDOW),
+            None
+        );
+        let soon = datetime!(2029-12-10 0:00 UTC);
+        let warning = alpha.expiry_warning(soon, DEFAULT_WARNING_WINDOW).unwrap();
+        assert_eq!(warning.remaining, Duration::days(22));
+        assert_eq!(
+            warning.to_string(),
+            "certificate \"alpha\" expires at 2030-01-01T00:00:00Z (in 22 days)"
+        );
+        let late = alpha.expiry_warning(datetime!(2030-02-01 0:00 UTC), DEFAULT_WARNING_WINDOW);
+        assert!(late.unwrap().to_string().contains("expired at"));
+        let ca = fixtures::ca();
+        assert_eq!(ca.seconds_to_expiry(datetime!(2035-12-31 0:00 UTC)), 86_400);
+        assert!(
+            ca.expiry_warning(datetime!(2035-12-31 0:00 UTC), DEFAULT_WARNING_WINDOW)
+                .is_some()
+        );
+    }
+}

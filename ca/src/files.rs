@@ -1,0 +1,245 @@
+//! Writing keys, certificates and lists: all of a command's outputs or none, never replacing an
+//! existing file unless asked, and private keys readable by their owner only.
+//!
+//! Each output is first written in full to a temporary file beside its destination, then moved
+//! into place: with a hard link when overwriting is not allowed (which fails atomically if the
+//! destination appeared meanwhile), with a rename when it is.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Unix permissions for an output file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Private keys: 0600.
+    Private,
+    /// Certificates, public keys and revocation lists: 0644.
+    Public,
+}
+
+impl Mode {
+    fn bits(self) -> u32 {
+        match self {
+            Self::Private => 0o600,
+            Self::Public => 0o644,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{}: already exists (pass --force to overwrite it)", path.display())]
+    Exists { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
+    move |source| FileError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Fails if any of `paths` exists and overwriting was not allowed. Commands call this before
+/// doing any work, so a refused command has changed nothing.
+pub fn check_absent<'a>(
+    paths: impl IntoIterator<Item = &'a Path>,
+    overwrite: bool,
+) -> Result<(), FileError> {
+    if overwrite {
+        return Ok(());
+    }
+    for path in paths {
+        if fs::symlink_metadata(path).is_ok() {
+            return Err(FileError::Exists {
+                path: path.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Staged {
+    temp: PathBuf,
+    dest: PathBuf,
+}
+
+/// A set of files to be written together. Dropping it without [`OutputFiles::commit`] removes
+/// the temporary files and leaves every destination untouched.
+#[derive(Debug)]
+pub struct OutputFiles {
+    overwrite: bool,
+    staged: Vec<Staged>,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn temp_path(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    let unique = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    dest.with_file_name(format!(".{name}.{}.{unique}.tmp", std::process::id()))
+}
+
+impl OutputFiles {
+    pub fn new(overwrite: bool) -> Self {
+        Self {
+            overwrite,
+            staged: Vec::new(),
+        }
+    }
+
+    /// Writes `contents` to a temporary file beside `dest`, with `mode` from the start.
+    pub fn stage(&mut self, dest: &Path, contents: &[u8], mode: Mode) -> Result<(), FileError> {
+        check_absent([dest], self.overwrite)?;
+        let temp = temp_path(dest);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode.bits())
+            .open(&temp)
+            .map_err(io_error(dest))?;
+        self.staged.push(Staged {
+            temp: temp.clone(),
+            dest: dest.to_owned(),
+        });
+        file.write_all(contents).map_err(io_error(dest))?;
+        file.sync_all().map_err(io_error(dest))?;
+        Ok(())
+    }
+
+    /// Moves every staged file into place. If one cannot be placed, the ones already placed by
+    /// this call are removed again (when they were new), so either all appear or none.
+    pub fn commit(mut self) -> Result<(), FileError> {
+        let staged = std::mem::take(&mut self.staged);
+        let mut placed: Vec<&Path> = Vec::new();
+        for item in &staged {
+            let result = if self.overwrite {
+                fs::rename(&item.temp, &item.dest).map_err(io_error(&item.dest))
+            } else {
+                match fs::hard_link(&item.temp, &item.dest) {
+                    Ok(()) => fs::remove_file(&item.temp).map_err(io_error(&item.temp)),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(FileError::Exists {
+                        path: item.dest.clone(),
+                    }),
+                    Err(e) => Err(io_error(&item.dest)(e)),
+                }
+            };
+            if let Err(e) = result {
+                if !self.overwrite {
+                    for path in placed {
+                        let _ = fs::remove_file(path);
+                    }
+                }
+                for rest in &staged {
+                    let _ = fs::remove_file(&rest.temp);
+                }
+                return Err(e);
+            }
+            placed.push(&item.dest);
+        }
+        for dir in staged.iter().filter_map(|s| s.dest.parent()) {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(dir))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OutputFiles {
+    fn drop(&mut self) {
+        for item in &self.staged {
+            let _ = fs::remove_file(&item.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn writes_all_with_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, crt) = (dir.path().join("n.key"), dir.path().join("n.crt"));
+        let mut out = OutputFiles::new(false);
+        out.stage(&key, b"secret", Mode::Private).unwrap();
+        out.stage(&crt, b"cert", Mode::Public).unwrap();
+        out.commit().unwrap();
+        assert_eq!(fs::read(&key).unwrap(), b"secret");
+        assert_eq!(mode_of(&key), 0o600);
+        assert_eq!(entries(dir.path()), ["n.crt", "n.key"]);
+    }
+
+    #[test]
+    fn refuses_to_clobber_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, crt) = (dir.path().join("n.key"), dir.path().join("n.crt"));
+        fs::write(&crt, b"old").unwrap();
+        assert!(matches!(
+            check_absent([crt.as_path()], false),
+            Err(FileError::Exists { .. })
+        ));
+        let mut out = OutputFiles::new(false);
+        out.stage(&key, b"secret", Mode::Private).unwrap();
+        assert!(matches!(
+            out.stage(&crt, b"new", Mode::Public),
+            Err(FileError::Exists { .. })
+        ));
+        drop(out);
+        assert_eq!(entries(dir.path()), ["n.crt"]);
+        assert_eq!(fs::read(&crt).unwrap(), b"old");
+    }
+
+    #[test]
+    fn a_file_appearing_before_commit_rolls_back_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let mut out = OutputFiles::new(false);
+        out.stage(&a, b"a", Mode::Public).unwrap();
+        out.stage(&b, b"b", Mode::Public).unwrap();
+        fs::write(&b, b"raced").unwrap();
+        assert!(matches!(out.commit(), Err(FileError::Exists { .. })));
+        assert_eq!(entries(dir.path()), ["b"]);
+        assert_eq!(fs::read(&b).unwrap(), b"raced");
+    }
+
+    #[test]
+    fn overwrite_replaces_with_new_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("n.key");
+        fs::write(&key, b"old").unwrap();
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+        let mut out = OutputFiles::new(true);
+        out.stage(&key, b"new", Mode::Private).unwrap();
+        out.commit().unwrap();
+        assert_eq!(fs::read(&key).unwrap(), b"new");
+        assert_eq!(mode_of(&key), 0o600);
+    }
+}
