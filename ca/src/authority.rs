@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::ca_cert::{CaCert, CaCertError};
 use crate::crl::RevocationList;
-use crate::files::{self, FileError, Mode, OutputFiles};
+use crate::files::{FileError, Mode, OutputFiles};
 use crate::ids::Serial;
 use crate::index::{Index, IndexError, IssuedCert, Status};
 use crate::issue::{self, CaParams, CrlParams, IssueError, NodeCertParams};
@@ -33,15 +33,17 @@ const BACKDATE: Duration = Duration::minutes(1);
 pub enum AuthorityError {
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: a CA already exists here; refusing to replace it", path.display())]
+    AlreadyInitialised { path: PathBuf },
+    #[error("{}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
-    CaCert { path: PathBuf, source: CaCertError },
-    #[error("{}: {source}", path.display())]
-    Key { path: PathBuf, source: KeyError },
+    #[error("{}: {cause}", path.display())]
+    CaCert { path: PathBuf, cause: CaCertError },
+    #[error("{}: {cause}", path.display())]
+    Key { path: PathBuf, cause: KeyError },
     #[error("{}: key does not match the CA certificate {}", key.display(), cert.display())]
     KeyMismatch { key: PathBuf, cert: PathBuf },
     #[error("{}: the CA expired at {}; make a new CA", path.display(), crate::timefmt::rfc3339(*not_after))]
@@ -106,9 +108,9 @@ pub struct Authority {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, AuthorityError> {
-    std::fs::read(path).map_err(|source| AuthorityError::Read {
+    std::fs::read(path).map_err(|cause| AuthorityError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     })
 }
 
@@ -122,14 +124,12 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<Self, AuthorityError> {
         let (cert_path, key_path, index_path) = paths(dir);
-        files::check_absent(
-            [
-                cert_path.as_path(),
-                key_path.as_path(),
-                index_path.as_path(),
-            ],
-            false,
-        )?;
+        for path in [&cert_path, &key_path, &index_path] {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(AuthorityError::AlreadyInitialised { path: path.clone() });
+            }
+        }
+        create_private_dir(dir)?;
         let key = CaKey::generate();
         let now = now
             .replace_nanosecond(0)
@@ -165,13 +165,13 @@ impl Authority {
     pub fn open(dir: &Path) -> Result<Self, AuthorityError> {
         let (cert_path, key_path, index_path) = paths(dir);
         let ca =
-            CaCert::from_bytes(&read(&cert_path)?).map_err(|source| AuthorityError::CaCert {
+            CaCert::from_bytes(&read(&cert_path)?).map_err(|cause| AuthorityError::CaCert {
                 path: cert_path.clone(),
-                source,
+                cause,
             })?;
-        let key = CaKey::from_pem(&read(&key_path)?).map_err(|source| AuthorityError::Key {
+        let key = CaKey::from_pem(&read(&key_path)?).map_err(|cause| AuthorityError::Key {
             path: key_path.clone(),
-            source,
+            cause,
         })?;
         if key.verifying_key() != *ca.public_key() {
             return Err(AuthorityError::KeyMismatch {
@@ -342,6 +342,25 @@ impl Authority {
     }
 }
 
+/// Creates the CA directory, readable by its owner only, if it does not exist yet.
+fn create_private_dir(dir: &Path) -> Result<(), AuthorityError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|cause| {
+            FileError::Io {
+                path: dir.to_owned(),
+                cause,
+            }
+            .into()
+        })
+}
+
 fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (
         dir.join(CA_CERT_FILE),
@@ -412,7 +431,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(err, AuthorityError::File(FileError::Exists { .. })),
+            matches!(err, AuthorityError::AlreadyInitialised { .. }),
             "{err}"
         );
         assert_eq!(std::fs::read(dir.path().join(CA_KEY_FILE)).unwrap(), before);

@@ -172,7 +172,11 @@ mod tests {
         let err = CaCert::from_bytes(&fixtures::load("alpha.crt")).unwrap_err();
         assert_eq!(err, CaCertError::NotCa);
         let err = CaCert::from_bytes(&fixtures::load("alpha.key")).unwrap_err();
-        assert!(err.to_string().contains("holds 2 PEM blocks"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("holds 2 PEM blocks, expected just a CA certificate"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub enum EncodingError {
         found: String,
         expected: &'static str,
     },
-    #[error("holds {count} PEM blocks, expected one {expected}")]
+    #[error("holds no complete PEM block (truncated?), expected {expected}")]
+    NoBlock { expected: &'static str },
+    #[error("holds {count} PEM blocks, expected just {expected}")]
     Count {
         count: usize,
         expected: &'static str,
@@ -45,6 +47,9 @@ pub(crate) fn pem_or_der<'a>(
         return Ok(Cow::Borrowed(bytes));
     }
     let mut blocks = pem::parse_many(trimmed).map_err(|e| EncodingError::Pem(e.to_string()))?;
+    if blocks.is_empty() {
+        return Err(EncodingError::NoBlock { expected });
+    }
     if blocks.len() != 1 {
         return Err(EncodingError::Count {
             count: blocks.len(),
@@ -83,6 +88,9 @@ mod tests {
             pem_or_der(two.as_bytes(), CRL_TAG, "a CRL").unwrap_err(),
             EncodingError::Count { count: 2, .. }
         ));
-        assert!(pem_or_der(b"-----BEGIN X509 CRL-----\nAAA", CRL_TAG, "a CRL").is_err());
+        assert!(matches!(
+            pem_or_der(b"-----BEGIN X509 CRL-----\nAAA", CRL_TAG, "a CRL").unwrap_err(),
+            EncodingError::NoBlock { .. }
+        ));
     }
 }

@@ -33,14 +33,14 @@ impl Mode {
 pub enum FileError {
     #[error("{}: already exists (pass --force to overwrite it)", path.display())]
     Exists { path: PathBuf },
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
-    move |source| FileError::Io {
+    move |cause| FileError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     }
 }
 

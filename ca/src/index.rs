@@ -44,10 +44,10 @@ pub enum IndexError {
     Exists { path: PathBuf },
     #[error("{}: missing (is this the CA directory?)", path.display())]
     Missing { path: PathBuf },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     #[error("{}: not an RMA Mesh CA index (schema version {found}, expected {SCHEMA_VERSION})", path.display())]
     Schema { path: PathBuf, found: i64 },
@@ -104,9 +104,9 @@ pub struct Index {
 }
 
 fn open_error(path: &Path) -> impl FnOnce(rusqlite::Error) -> IndexError + '_ {
-    move |source| IndexError::Open {
+    move |cause| IndexError::Open {
         path: path.to_owned(),
-        source,
+        cause,
     }
 }
 

@@ -1,0 +1,205 @@
+//! The `rma-ca` command line. Doc comments here are the `--help` text.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+use rma_ca::authority::IpChoice;
+use rma_ca::{Group, NodeName};
+
+/// The RMA Mesh certificate authority: issues node certificates that bind a node's name, mesh
+/// IP, groups and WireGuard key, and revokes them.
+#[derive(Debug, Parser)]
+#[command(name = "rma-ca", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The CA directory, holding ca.crt, ca.key (mode 0600) and the index ca.db.
+#[derive(Debug, Args)]
+pub struct CaDir {
+    #[arg(long, value_name = "DIR", default_value = ".", env = "RMA_CA_DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new CA: an Ed25519 self-signed X.509 certificate whose network becomes an IP
+    /// name constraint. Refuses if the directory already holds a CA.
+    Init {
+        #[command(flatten)]
+        ca: CaDir,
+        /// The CA's name (its certificate's common name).
+        #[arg(long)]
+        name: NodeName,
+        /// The network mesh IPs come from, such as 10.42.0.0/16.
+        #[arg(long, value_name = "CIDR")]
+        network: Ipv4Net,
+        /// How long the CA is valid, such as 5y, 18months or 365d.
+        #[arg(long, default_value = "5y", value_parser = parse_duration)]
+        duration: time::Duration,
+    },
+    /// Generate a node's keys: an Ed25519 identity key and an X25519 WireGuard key. The
+    /// private file is written with mode 0600; the public file holds only public keys and is
+    /// what the CA signs (`rma-ca sign --pub`).
+    Keygen {
+        /// Where to write the private keys.
+        #[arg(long, value_name = "FILE")]
+        out_key: PathBuf,
+        /// Where to write the public keys.
+        #[arg(long, value_name = "FILE")]
+        out_pub: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a node certificate and record it in the index.
+    Sign(SignArgs),
+    /// Show a certificate: name, mesh IP, groups, WireGuard key, validity, fingerprint, issuer.
+    Print {
+        /// A node or CA certificate, PEM or DER.
+        cert: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that a node certificate is trusted now: signature chain to the CA, validity
+    /// window, network, revocation list and WireGuard key. Exits 0 when trusted, 1 otherwise.
+    Verify {
+        /// The CA certificate to trust.
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+        /// A revocation list signed by that CA.
+        #[arg(long, value_name = "FILE")]
+        crl: Option<PathBuf>,
+        /// The node certificate to check.
+        cert: PathBuf,
+    },
+    /// List every certificate the CA has issued, with its status.
+    List {
+        #[command(flatten)]
+        ca: CaDir,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a node's live certificates by name, or one certificate by (a unique prefix of)
+    /// its fingerprint. Publish the change with `rma-ca crl`.
+    Revoke {
+        #[command(flatten)]
+        ca: CaDir,
+        /// A node name, or a certificate fingerprint or unique prefix of one.
+        #[arg(value_name = "NAME|FINGERPRINT")]
+        selector: String,
+        /// Why, kept in the index.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Write a CA-signed X.509 revocation list of every revoked certificate, for lighthouses to
+    /// hand to every node.
+    Crl {
+        #[command(flatten)]
+        ca: CaDir,
+        /// Where to write the list (PEM).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// When the list is due to be replaced, such as 30d.
+        #[arg(long, default_value = "30d", value_parser = parse_duration)]
+        duration: time::Duration,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["public", "out_key"])))]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub ca: CaDir,
+    /// The node's name: certificate common name and DNS name.
+    #[arg(long)]
+    pub name: NodeName,
+    /// The node's public key file (from `rma-ca keygen` or `meshd keygen`). The private key
+    /// never leaves the node.
+    #[arg(long = "pub", value_name = "FILE")]
+    pub public: Option<PathBuf>,
+    /// Lab shortcut instead of --pub: generate the node's keys here and write them to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out_key: Option<PathBuf>,
+    /// The mesh IP: an address inside the CA network, or `auto` for the lowest address no
+    /// certificate has ever held.
+    #[arg(long, default_value = "auto", value_parser = parse_ip_choice)]
+    pub ip: IpChoice,
+    /// Comma-separated groups, such as gpu,workers.
+    #[arg(long, default_value = "", value_parser = parse_groups)]
+    pub groups: Groups,
+    /// How long the certificate is valid. Default: a year, shortened to end with the CA; a
+    /// duration given here that outlives the CA is refused.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<time::Duration>,
+    /// Where to write the certificate.
+    #[arg(long, value_name = "FILE")]
+    pub out_crt: PathBuf,
+    /// Overwrite existing output files, and allow a name or mesh IP that a live certificate
+    /// already holds.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// A parsed `--groups` list (clap needs one value type per argument).
+#[derive(Debug, Clone)]
+pub struct Groups(pub Vec<Group>);
+
+fn parse_groups(text: &str) -> Result<Groups, String> {
+    Group::parse_list(text)
+        .map(Groups)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_duration(text: &str) -> Result<time::Duration, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (try 5y, 90d or 12h)"))?;
+    let duration = time::Duration::try_from(duration).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+fn parse_ip_choice(text: &str) -> Result<IpChoice, String> {
+    if text == "auto" {
+        return Ok(IpChoice::Auto);
+    }
+    text.parse::<Ipv4Addr>()
+        .map(IpChoice::Fixed)
+        .map_err(|_| format!("{text:?} is neither `auto` nor an IPv4 address such as 10.42.0.7"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn value_parsers() {
+        assert_eq!(parse_duration("5y").unwrap().whole_days(), 1826);
+        assert_eq!(parse_duration("90d").unwrap().whole_days(), 90);
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_ip_choice("auto").unwrap(), IpChoice::Auto);
+        assert_eq!(
+            parse_ip_choice("10.0.0.7").unwrap(),
+            IpChoice::Fixed(Ipv4Addr::new(10, 0, 0, 7))
+        );
+        assert!(parse_ip_choice("10.0.0.7/16").is_err());
+        assert_eq!(parse_groups("b,a").unwrap().0.len(), 2);
+    }
+}

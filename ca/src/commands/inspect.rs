@@ -1,0 +1,193 @@
+//! `rma-ca print`, `verify` and `list`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use rma_ca::authority::Authority;
+use rma_ca::index::IssuedCert;
+use rma_ca::timefmt::rfc3339;
+use rma_ca::{CaCert, DEFAULT_WARNING_WINDOW, Expiring, NodeCert, NodeCertError, RevocationList};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{named, read};
+
+fn days_left(not_after: OffsetDateTime, now: OffsetDateTime) -> String {
+    let days = (not_after - now).whole_days();
+    if not_after < now {
+        "expired".into()
+    } else {
+        format!("in {days} days")
+    }
+}
+
+pub fn print(path: &Path, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
+    let bytes = read(path)?;
+    match NodeCert::from_bytes(&bytes) {
+        Ok(cert) => print_node(&cert, json, now),
+        Err(NodeCertError::IsCa) => {
+            let ca = CaCert::from_bytes(&bytes).map_err(named(path))?;
+            print_ca(&ca, json, now)
+        }
+        Err(e) => Err(named(path)(e)),
+    }
+}
+
+fn print_node(cert: &NodeCert, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
+    let identity = base64::engine::general_purpose::STANDARD.encode(cert.identity_key().as_bytes());
+    let groups: Vec<&str> = cert.groups().iter().map(|g| g.as_str()).collect();
+    let wireguard = cert.wireguard_key().map(ToString::to_string);
+    if json {
+        let value = json!({
+            "kind": "node",
+            "name": cert.name().as_str(),
+            "mesh_ip": cert.mesh_ip().to_string(),
+            "groups": groups,
+            "wireguard_key": wireguard,
+            "identity_key": identity,
+            "serial": cert.serial().to_string(),
+            "not_before": rfc3339(cert.not_before()),
+            "not_after": rfc3339(cert.not_after()),
+            "fingerprint": cert.fingerprint().to_string(),
+            "issuer": cert.issuer_name(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("name:          {}", cert.name());
+    println!("mesh ip:       {}", cert.mesh_ip());
+    println!(
+        "groups:        {}",
+        if groups.is_empty() {
+            "(none)".into()
+        } else {
+            groups.join(", ")
+        }
+    );
+    println!(
+        "wireguard key: {}",
+        wireguard.as_deref().unwrap_or("(missing)")
+    );
+    println!("identity key:  {identity}");
+    println!("serial:        {}", cert.serial());
+    println!("not before:    {}", rfc3339(cert.not_before()));
+    println!(
+        "not after:     {} ({})",
+        rfc3339(cert.not_after()),
+        days_left(cert.not_after(), now)
+    );
+    println!("issuer:        {}", cert.issuer_name());
+    println!("fingerprint:   {}", cert.fingerprint());
+    Ok(())
+}
+
+fn print_ca(ca: &CaCert, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
+    if json {
+        let value = json!({
+            "kind": "ca",
+            "name": ca.name(),
+            "network": ca.network().to_string(),
+            "serial": ca.serial().to_string(),
+            "not_before": rfc3339(ca.not_before()),
+            "not_after": rfc3339(ca.not_after()),
+            "fingerprint": ca.fingerprint().to_string(),
+            "issuer": ca.name(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("CA name:       {}", ca.name());
+    println!("network:       {}", ca.network());
+    println!("serial:        {}", ca.serial());
+    println!("not before:    {}", rfc3339(ca.not_before()));
+    println!(
+        "not after:     {} ({})",
+        rfc3339(ca.not_after()),
+        days_left(ca.not_after(), now)
+    );
+    println!("issuer:        {} (self-signed)", ca.name());
+    println!("fingerprint:   {}", ca.fingerprint());
+    Ok(())
+}
+
+pub fn verify(
+    ca_path: &Path,
+    crl_path: Option<&Path>,
+    cert_path: &Path,
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
+    let ca = CaCert::from_bytes(&read(ca_path)?).map_err(named(ca_path))?;
+    let crl = match crl_path {
+        Some(path) => Some(RevocationList::from_bytes(&read(path)?, &ca).map_err(named(path))?),
+        None => None,
+    };
+    if let Some(crl) = crl.as_ref().filter(|c| c.is_stale(now)) {
+        let due = crl.next_update().map(rfc3339).unwrap_or_default();
+        eprintln!("rma-ca: warning: the revocation list was due to be replaced at {due}");
+    }
+    let cert = NodeCert::from_bytes(&read(cert_path)?)
+        .with_context(|| format!("{}: untrusted", cert_path.display()))?;
+    rma_ca::verify(&cert, &ca, crl.as_ref(), now)
+        .with_context(|| format!("{}: untrusted", cert_path.display()))?;
+    for warning in [
+        ca.expiry_warning(now, DEFAULT_WARNING_WINDOW),
+        cert.expiry_warning(now, DEFAULT_WARNING_WINDOW),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        eprintln!("rma-ca: warning: {warning}");
+    }
+    println!(
+        "{}: trusted: {} ({}) signed by {:?}, valid until {}",
+        cert_path.display(),
+        cert.name(),
+        cert.mesh_ip(),
+        ca.name(),
+        rfc3339(cert.not_after())
+    );
+    Ok(())
+}
+
+pub fn list(dir: &Path, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
+    let certs = Authority::open(dir)?.list()?;
+    if json {
+        let rows: Vec<_> = certs.iter().map(|c| row_json(c, now)).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<15} {:<20} {:<8} {:<20} FINGERPRINT",
+        "NAME", "MESH IP", "GROUPS", "STATUS", "NOT AFTER"
+    );
+    for cert in &certs {
+        let status = serde_json::to_value(cert.status(now))?;
+        println!(
+            "{:<24} {:<15} {:<20} {:<8} {:<20} {}",
+            cert.name,
+            cert.mesh_ip,
+            cert.groups.join(","),
+            status.as_str().unwrap_or_default(),
+            rfc3339(cert.not_after),
+            &cert.fingerprint.to_string()[..16]
+        );
+    }
+    Ok(())
+}
+
+fn row_json(cert: &IssuedCert, now: OffsetDateTime) -> serde_json::Value {
+    json!({
+        "name": cert.name,
+        "mesh_ip": cert.mesh_ip.to_string(),
+        "groups": cert.groups,
+        "status": cert.status(now),
+        "serial": cert.serial.to_string(),
+        "fingerprint": cert.fingerprint.to_string(),
+        "not_before": rfc3339(cert.not_before),
+        "not_after": rfc3339(cert.not_after),
+        "issued_at": rfc3339(cert.issued_at),
+        "revoked_at": cert.revoked.as_ref().map(|r| rfc3339(r.at)),
+        "revoke_reason": cert.revoked.as_ref().and_then(|r| r.reason.clone()),
+    })
+}

@@ -1,0 +1,118 @@
+//! `rma-ca init`, `keygen` and `sign`.
+
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use rma_ca::authority::{Authority, SignRequest};
+use rma_ca::files::{self, Mode, OutputFiles};
+use rma_ca::timefmt::rfc3339;
+use rma_ca::{DEFAULT_WARNING_WINDOW, Expiring, NodeKeys, NodeName, NodePublicKeys};
+use time::{Duration, OffsetDateTime};
+
+use super::{named, read};
+use crate::cli::SignArgs;
+
+pub fn init(
+    dir: &Path,
+    name: NodeName,
+    network: Ipv4Net,
+    duration: Duration,
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
+    if network.prefix_len() > 30 {
+        anyhow::bail!("network {network} is too small for a mesh; use /30 or larger");
+    }
+    let authority = Authority::init(dir, name, network, duration, now)?;
+    let ca = authority.ca();
+    println!(
+        "created CA {:?} for network {}, valid until {}",
+        ca.name(),
+        ca.network(),
+        rfc3339(ca.not_after())
+    );
+    println!(
+        "  {}  (certificate)",
+        dir.join(rma_ca::authority::CA_CERT_FILE).display()
+    );
+    println!(
+        "  {}  (private key, mode 0600: keep it offline)",
+        dir.join(rma_ca::authority::CA_KEY_FILE).display()
+    );
+    println!(
+        "  {}  (index of issued certificates)",
+        dir.join(rma_ca::authority::INDEX_FILE).display()
+    );
+    println!("fingerprint {}", ca.fingerprint());
+    Ok(())
+}
+
+pub fn keygen(out_key: &Path, out_pub: &Path, force: bool) -> anyhow::Result<()> {
+    files::check_absent([out_key, out_pub], force)?;
+    let keys = NodeKeys::generate();
+    let public = keys.public();
+    let mut out = OutputFiles::new(force);
+    out.stage(out_key, keys.to_pem().as_bytes(), Mode::Private)?;
+    out.stage(out_pub, public.to_pem().as_bytes(), Mode::Public)?;
+    out.commit()?;
+    println!(
+        "wrote {} (mode 0600) and {}",
+        out_key.display(),
+        out_pub.display()
+    );
+    println!("wireguard public key {}", public.wireguard);
+    Ok(())
+}
+
+pub fn sign(args: SignArgs, now: OffsetDateTime) -> anyhow::Result<()> {
+    let outputs: Vec<&Path> = [Some(args.out_crt.as_path()), args.out_key.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    files::check_absent(outputs.iter().copied(), args.force)?;
+    let mut authority = Authority::open(&args.ca.dir)?;
+    if let Some(warning) = authority.ca().expiry_warning(now, DEFAULT_WARNING_WINDOW) {
+        eprintln!("rma-ca: warning: {warning}");
+    }
+    // clap's argument group makes --out-key present whenever --pub is not.
+    let (keys, generated) = match &args.public {
+        Some(path) => (
+            NodePublicKeys::from_pem(&read(path)?).map_err(named(path))?,
+            None,
+        ),
+        None => {
+            let keys = NodeKeys::generate();
+            (keys.public(), Some(keys))
+        }
+    };
+    let request = SignRequest {
+        name: args.name,
+        ip: args.ip,
+        groups: args.groups.0,
+        keys,
+        duration: args.duration,
+        force: args.force,
+    };
+    let mut out = OutputFiles::new(args.force);
+    let cert = authority.sign(&request, now, |cert| {
+        if let (Some(keys), Some(path)) = (&generated, &args.out_key) {
+            out.stage(path, keys.to_pem().as_bytes(), Mode::Private)?;
+        }
+        out.stage(&args.out_crt, cert.to_pem().as_bytes(), Mode::Public)
+    })?;
+    out.commit()?;
+    let groups: Vec<&str> = cert.groups().iter().map(|g| g.as_str()).collect();
+    println!(
+        "signed {} with mesh IP {}/{} groups [{}], valid until {}",
+        cert.name(),
+        cert.mesh_ip(),
+        authority.ca().network().prefix_len(),
+        groups.join(","),
+        rfc3339(cert.not_after())
+    );
+    println!("wrote {}", args.out_crt.display());
+    if let Some(path) = &args.out_key {
+        println!("wrote {} (mode 0600)", path.display());
+    }
+    println!("fingerprint {}", cert.fingerprint());
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! What each `rma-ca` subcommand does. Time comes in as an argument, like everywhere else.
+
+mod inspect;
+mod issue;
+mod revocation;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use time::OffsetDateTime;
+
+use crate::cli::Command;
+
+pub fn run(command: Command, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Init {
+            ca,
+            name,
+            network,
+            duration,
+        } => issue::init(&ca.dir, name, network, duration, now),
+        Command::Keygen {
+            out_key,
+            out_pub,
+            force,
+        } => issue::keygen(&out_key, &out_pub, force),
+        Command::Sign(args) => issue::sign(args, now),
+        Command::Print { cert, json } => inspect::print(&cert, json, now),
+        Command::Verify { ca, crl, cert } => inspect::verify(&ca, crl.as_deref(), &cert, now),
+        Command::List { ca, json } => inspect::list(&ca.dir, json, now),
+        Command::Revoke {
+            ca,
+            selector,
+            reason,
+        } => revocation::revoke(&ca.dir, &selector, reason.as_deref(), now),
+        Command::Crl {
+            ca,
+            out,
+            duration,
+            force,
+        } => revocation::crl(&ca.dir, &out, duration, force, now),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a whole input file, naming it in the error.
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| path.display().to_string())
+}
+
+/// Error context naming a file: `node.pub: holds a private key, ...`.
+fn named<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("{}: {e}", path.display())
+}
