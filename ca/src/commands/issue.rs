@@ -70,9 +70,6 @@ pub fn sign(args: SignArgs, now: OffsetDateTime) -> anyhow::Result<()> {
         .collect();
     files::check_absent(outputs.iter().copied(), args.force)?;
     let mut authority = Authority::open(&args.ca.dir)?;
-    if let Some(warning) = authority.ca().expiry_warning(now, DEFAULT_WARNING_WINDOW) {
-        eprintln!("rma-ca: warning: {warning}");
-    }
     // clap's argument group makes --out-key present whenever --pub is not.
     let (keys, generated) = match &args.public {
         Some(path) => (
@@ -114,5 +111,8 @@ pub fn sign(args: SignArgs, now: OffsetDateTime) -> anyhow::Result<()> {
         println!("wrote {} (mode 0600)", path.display());
     }
     println!("fingerprint {}", cert.fingerprint());
+    if let Some(warning) = authority.ca().expiry_warning(now, DEFAULT_WARNING_WINDOW) {
+        eprintln!("rma-ca: warning: {warning}; node certificates cannot outlive it");
+    }
     Ok(())
 }

@@ -1,0 +1,567 @@
+//! Drives the real `rma-ca` binary through an operator's whole flow, checks the results with
+//! openssl, and checks that every kind of bad input is refused with a one-line error naming
+//! the file, a non-zero exit, and nothing written or changed.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rma_ca::authority::Authority;
+use time::{Duration, OffsetDateTime};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run_in(dir: &Path, program: &str, args: &[&str]) -> Run {
+    let output: Output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RMA_CA_DIR")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (install it; .ci/run does)"));
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn rma_ca(dir: &Path, args: &[&str]) -> Run {
+    run_in(dir, env!("CARGO_BIN_EXE_rma-ca"), args)
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let run = rma_ca(dir, args);
+    assert_eq!(run.code, 0, "rma-ca {args:?} failed: {}", run.stderr);
+    run.stdout
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Run {
+    run_in(dir, "openssl", args)
+}
+
+/// Every file below `dir` with its contents, to show that a refused command changed nothing.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.clone(), fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Runs a command that must be refused: non-zero exit, one line on stderr that contains
+/// `expected`, and no file created, changed or removed.
+fn refused(dir: &Path, args: &[&str], expected: &str) {
+    let before = snapshot(dir);
+    let run = rma_ca(dir, args);
+    assert_ne!(
+        run.code, 0,
+        "rma-ca {args:?} should fail; stdout: {}",
+        run.stdout
+    );
+    let line = run.stderr.trim_end();
+    assert_eq!(
+        line.lines().count(),
+        1,
+        "rma-ca {args:?}: expected one line, got {line:?}"
+    );
+    assert!(
+        line.contains(expected),
+        "rma-ca {args:?}: {line:?} lacks {expected:?}"
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "rma-ca {args:?} printed {:?}",
+        run.stdout
+    );
+    assert!(
+        before == snapshot(dir),
+        "rma-ca {args:?} changed files although it failed"
+    );
+}
+
+#[test]
+fn an_operator_flow_from_init_to_revocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(
+        dir,
+        &[
+            "init",
+            "--dir",
+            "ca",
+            "--name",
+            "rma",
+            "--network",
+            "10.42.0.0/16",
+            "--duration",
+            "5y",
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "keygen",
+            "--out-key",
+            "worker.key",
+            "--out-pub",
+            "worker.pub",
+        ],
+    );
+    let signed = ok(
+        dir,
+        &[
+            "sign",
+            "--dir",
+            "ca",
+            "--name",
+            "worker-1",
+            "--pub",
+            "worker.pub",
+            "--groups",
+            "workers,gpu",
+            "--out-crt",
+            "worker.crt",
+        ],
+    );
+    assert!(signed.contains("mesh IP 10.42.0.1/16"), "{signed}");
+
+    let printed: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["print", "--json", "worker.crt"])).unwrap();
+    assert_eq!(printed["name"], "worker-1");
+    assert_eq!(printed["mesh_ip"], "10.42.0.1");
+    assert_eq!(printed["groups"], serde_json::json!(["gpu", "workers"]));
+    assert_eq!(printed["issuer"], "rma");
+    let public =
+        rma_ca::NodePublicKeys::from_pem(&fs::read(dir.join("worker.pub")).unwrap()).unwrap();
+    assert_eq!(printed["wireguard_key"], public.wireguard.to_string());
+    let text = ok(dir, &["print", "worker.crt"]);
+    for field in [
+        "name:",
+        "mesh ip:",
+        "groups:",
+        "wireguard key:",
+        "not after:",
+        "fingerprint:",
+        "issuer:",
+    ] {
+        assert!(text.contains(field), "print lacks {field}: {text}");
+    }
+
+    let trusted = ok(dir, &["verify", "--ca", "ca/ca.crt", "worker.crt"]);
+    assert!(trusted.contains("trusted"), "{trusted}");
+
+    // Standard tools read and trust what rma-ca issues.
+    let x509 = openssl(dir, &["x509", "-noout", "-text", "-in", "worker.crt"]);
+    assert_eq!(x509.code, 0, "{}", x509.stderr);
+    assert!(
+        x509.stdout.contains("IP Address:10.42.0.1"),
+        "{}",
+        x509.stdout
+    );
+    assert!(x509.stdout.contains("DNS:worker-1"), "{}", x509.stdout);
+    let verified = openssl(dir, &["verify", "-CAfile", "ca/ca.crt", "worker.crt"]);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    assert!(
+        verified.stdout.contains("worker.crt: OK"),
+        "{}",
+        verified.stdout
+    );
+
+    // A second CA trusts none of it, by openssl's judgement or by ours.
+    ok(
+        dir,
+        &[
+            "init",
+            "--dir",
+            "other",
+            "--name",
+            "other",
+            "--network",
+            "10.43.0.0/16",
+        ],
+    );
+    let foreign = openssl(dir, &["verify", "-CAfile", "other/ca.crt", "worker.crt"]);
+    assert_ne!(
+        foreign.code, 0,
+        "openssl trusted a foreign CA: {}",
+        foreign.stdout
+    );
+    refused(
+        dir,
+        &["verify", "--ca", "other/ca.crt", "worker.crt"],
+        "signed by another CA",
+    );
+
+    // Revocation reaches verification through the CRL.
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["list", "--dir", "ca", "--json"])).unwrap();
+    assert_eq!(listed[0]["status"], "valid");
+    ok(
+        dir,
+        &["revoke", "--dir", "ca", "worker-1", "--reason", "retired"],
+    );
+    ok(dir, &["crl", "--dir", "ca", "--out", "revoked.crl"]);
+    refused(
+        dir,
+        &[
+            "verify",
+            "--ca",
+            "ca/ca.crt",
+            "--crl",
+            "revoked.crl",
+            "worker.crt",
+        ],
+        "revoked at",
+    );
+    let crl_check = openssl(
+        dir,
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "ca/ca.crt",
+            "-CRLfile",
+            "revoked.crl",
+            "worker.crt",
+        ],
+    );
+    assert_ne!(
+        crl_check.code, 0,
+        "openssl ignored the CRL: {}",
+        crl_check.stdout
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(dir, &["list", "--dir", "ca", "--json"])).unwrap();
+    assert_eq!(listed[0]["status"], "revoked");
+    assert_eq!(listed[0]["revoke_reason"], "retired");
+}
+
+#[test]
+fn private_keys_are_mode_0600_and_never_overwritten_without_force() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(
+        dir,
+        &[
+            "init",
+            "--dir",
+            "ca",
+            "--name",
+            "rma",
+            "--network",
+            "10.42.0.0/16",
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "sign",
+            "--dir",
+            "ca",
+            "--name",
+            "lab",
+            "--out-key",
+            "lab.key",
+            "--out-crt",
+            "lab.crt",
+        ],
+    );
+    for key in ["ca/ca.key", "lab.key"] {
+        let mode = fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    ok(dir, &["keygen", "--out-key", "n.key", "--out-pub", "n.pub"]);
+    refused(
+        dir,
+        &["keygen", "--out-key", "n.key", "--out-pub", "fresh.pub"],
+        "n.key: already exists",
+    );
+    let before = fs::read(dir.join("n.key")).unwrap();
+    ok(
+        dir,
+        &[
+            "keygen",
+            "--out-key",
+            "n.key",
+            "--out-pub",
+            "n.pub",
+            "--force",
+        ],
+    );
+    assert_ne!(before, fs::read(dir.join("n.key")).unwrap());
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    for fixture in ["corrupt.pem", "truncated.der", "alpha.key", "other-ca.crt"] {
+        fs::copy(testdata.join(fixture), dir.join(fixture)).unwrap();
+    }
+    ok(
+        dir,
+        &[
+            "init",
+            "--dir",
+            "ca",
+            "--name",
+            "rma",
+            "--network",
+            "10.42.0.0/16",
+        ],
+    );
+    ok(dir, &["keygen", "--out-key", "n.key", "--out-pub", "n.pub"]);
+    ok(
+        dir,
+        &[
+            "sign",
+            "--dir",
+            "ca",
+            "--name",
+            "taken",
+            "--pub",
+            "n.pub",
+            "--ip",
+            "10.42.0.9",
+            "--out-crt",
+            "taken.crt",
+        ],
+    );
+    let sign = |name: &'static str, extra: &[&'static str]| {
+        let mut args = vec![
+            "sign",
+            "--dir",
+            "ca",
+            "--name",
+            name,
+            "--out-crt",
+            "new.crt",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+
+    // Corrupt PEM and truncated DER, wherever a certificate is read.
+    refused(dir, &["print", "corrupt.pem"], "corrupt.pem: not valid PEM");
+    refused(
+        dir,
+        &["print", "truncated.der"],
+        "truncated.der: malformed certificate",
+    );
+    refused(
+        dir,
+        &["verify", "--ca", "ca/ca.crt", "truncated.der"],
+        "truncated.der: untrusted: malformed",
+    );
+    refused(
+        dir,
+        &["verify", "--ca", "corrupt.pem", "taken.crt"],
+        "corrupt.pem: not valid PEM",
+    );
+    refused(
+        dir,
+        &[
+            "verify",
+            "--ca",
+            "ca/ca.crt",
+            "--crl",
+            "truncated.der",
+            "taken.crt",
+        ],
+        "truncated.der: malformed revocation list",
+    );
+    refused(dir, &sign("x", &["--pub", "corrupt.pem"]), "corrupt.pem");
+
+    // A key file of the wrong kind, and a key that does not match the CA.
+    refused(
+        dir,
+        &sign("x", &["--pub", "n.key"]),
+        "n.key: holds a private key, expected a node public key file",
+    );
+    refused(
+        dir,
+        &sign("x", &["--pub", "taken.crt"]),
+        "taken.crt: holds a certificate",
+    );
+    fs::create_dir(dir.join("mixed")).unwrap();
+    fs::copy(dir.join("ca/ca.crt"), dir.join("mixed/ca.crt")).unwrap();
+    fs::copy(dir.join("ca/ca.db"), dir.join("mixed/ca.db")).unwrap();
+    fs::copy(dir.join("alpha.key"), dir.join("mixed/ca.key")).unwrap();
+    refused(
+        dir,
+        &[
+            "sign",
+            "--dir",
+            "mixed",
+            "--name",
+            "x",
+            "--pub",
+            "n.pub",
+            "--out-crt",
+            "new.crt",
+        ],
+        "mixed/ca.key: holds 2 private keys, expected a CA private key",
+    );
+    ok(
+        dir,
+        &[
+            "init",
+            "--dir",
+            "second",
+            "--name",
+            "rma",
+            "--network",
+            "10.42.0.0/16",
+        ],
+    );
+    fs::copy(dir.join("second/ca.key"), dir.join("mixed/ca.key")).unwrap();
+    refused(
+        dir,
+        &[
+            "sign",
+            "--dir",
+            "mixed",
+            "--name",
+            "x",
+            "--pub",
+            "n.pub",
+            "--out-crt",
+            "new.crt",
+        ],
+        "mixed/ca.key: key does not match the CA certificate mixed/ca.crt",
+    );
+
+    // An expired CA: made through the library with a validity that ended nine days ago.
+    Authority::init(
+        &dir.join("expired"),
+        "old".parse().unwrap(),
+        "10.44.0.0/16".parse().unwrap(),
+        Duration::days(1),
+        OffsetDateTime::now_utc() - Duration::days(10),
+    )
+    .unwrap();
+    refused(
+        dir,
+        &[
+            "sign",
+            "--dir",
+            "expired",
+            "--name",
+            "x",
+            "--pub",
+            "n.pub",
+            "--out-crt",
+            "new.crt",
+        ],
+        "expired/ca.crt: the CA expired at",
+    );
+
+    // Mesh IPs outside the network or already taken.
+    refused(
+        dir,
+        &sign("x", &["--pub", "n.pub", "--ip", "10.99.0.1"]),
+        "mesh IP 10.99.0.1 is outside the CA network 10.42.0.0/16",
+    );
+    refused(
+        dir,
+        &sign("x", &["--pub", "n.pub", "--ip", "10.42.0.9"]),
+        "mesh IP 10.42.0.9 is already held by live certificate \"taken\"",
+    );
+    refused(
+        dir,
+        &sign("taken", &["--pub", "n.pub"]),
+        "name \"taken\" is already held",
+    );
+
+    // Existing outputs, and revoking what is not there.
+    refused(
+        dir,
+        &[
+            "sign",
+            "--dir",
+            "ca",
+            "--name",
+            "x",
+            "--pub",
+            "n.pub",
+            "--out-crt",
+            "taken.crt",
+        ],
+        "taken.crt: already exists",
+    );
+    refused(
+        dir,
+        &[
+            "sign",
+            "--dir",
+            "ca",
+            "--name",
+            "x",
+            "--out-key",
+            "n.key",
+            "--out-crt",
+            "new.crt",
+        ],
+        "n.key: already exists",
+    );
+    refused(
+        dir,
+        &["revoke", "--dir", "ca", "ghost"],
+        "no certificate named \"ghost\"",
+    );
+    ok(dir, &["crl", "--dir", "ca", "--out", "list.crl"]);
+    refused(
+        dir,
+        &["crl", "--dir", "ca", "--out", "list.crl"],
+        "list.crl: already exists",
+    );
+    refused(
+        dir,
+        &[
+            "init",
+            "--dir",
+            "ca",
+            "--name",
+            "rma",
+            "--network",
+            "10.42.0.0/16",
+        ],
+        "a CA already exists here",
+    );
+    refused(
+        dir,
+        &[
+            "verify",
+            "--ca",
+            "ca/ca.crt",
+            "--crl",
+            "list.crl",
+            "missing.crt",
+        ],
+        "missing.crt: No such file",
+    );
+    let usage = rma_ca(dir, &["print", "other-ca.crt", "--json", "extra"]);
+    assert_eq!(usage.code, 2, "usage errors exit 2: {}", usage.stderr);
+    assert!(
+        usage.stderr.contains("unexpected argument 'extra'"),
+        "{}",
+        usage.stderr
+    );
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need and a fresh machine (only the Rust toolchain) lacks.
+# Debian packages through apt-get when running as root; otherwise it names what is missing.
+set -euo pipefail
+
+# command -> Debian package that provides it
+declare -A packages=(
+    [openssl]=openssl
+    [make]=make
+)
+
+missing=()
+for command in "${!packages[@]}"; do
+    command -v "$command" >/dev/null 2>&1 || missing+=("${packages[$command]}")
+done
+
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "install-deps: missing ${missing[*]}; run as root or install them with apt-get" >&2
+        exit 1
+    fi
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        rustup component add "$component"
+    fi
+done
