@@ -287,21 +287,18 @@ impl Authority {
                 count: matches.len(),
             });
         }
+        let found_any = !matches.is_empty();
         let targets: Vec<IssuedCert> = matches
             .into_iter()
             .filter(|c| c.status(now) != Status::Revoked)
             .collect();
         if targets.is_empty() {
-            let err = if by_name || tx.find(selector)?.len() == 1 {
-                AuthorityError::AlreadyRevoked {
-                    selector: selector.to_owned(),
-                }
+            let selector = selector.to_owned();
+            return Err(if found_any {
+                AuthorityError::AlreadyRevoked { selector }
             } else {
-                AuthorityError::NotFound {
-                    selector: selector.to_owned(),
-                }
-            };
-            return Err(err);
+                AuthorityError::NotFound { selector }
+            });
         }
         let now = now
             .replace_nanosecond(0)

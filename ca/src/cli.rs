@@ -17,9 +17,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The CA directory, holding ca.crt, ca.key (mode 0600) and the index ca.db.
+/// Where the CA lives.
 #[derive(Debug, Args)]
 pub struct CaDir {
+    /// The CA directory, holding ca.crt, ca.key (mode 0600) and the index ca.db.
     #[arg(long, value_name = "DIR", default_value = ".", env = "RMA_CA_DIR")]
     pub dir: PathBuf,
 }
@@ -122,7 +123,7 @@ pub struct SignArgs {
     /// The node's name: certificate common name and DNS name.
     #[arg(long)]
     pub name: NodeName,
-    /// The node's public key file (from `rma-ca keygen` or `meshd keygen`). The private key
+    /// The node's public key file, from `rma-ca keygen` on the node. The private key
     /// never leaves the node.
     #[arg(long = "pub", value_name = "FILE")]
     pub public: Option<PathBuf>,
@@ -186,6 +187,28 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_and_subcommand_explains_itself() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            assert!(
+                sub.get_about().is_some(),
+                "`{}` has no help",
+                sub.get_name()
+            );
+            for arg in sub.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                assert!(
+                    builtin || arg.get_help().is_some(),
+                    "`rma-ca {} --{}` has no help text",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
     }
 
     #[test]

@@ -63,6 +63,21 @@ pub fn check_absent<'a>(
     Ok(())
 }
 
+/// Writes a node's private keys (mode 0600) and public keys together. Every command that makes
+/// node keys calls this, so they are written the same way everywhere.
+pub fn write_node_keys(
+    keys: &crate::NodeKeys,
+    key_path: &Path,
+    pub_path: &Path,
+    overwrite: bool,
+) -> Result<(), FileError> {
+    check_absent([key_path, pub_path], overwrite)?;
+    let mut out = OutputFiles::new(overwrite);
+    out.stage(key_path, keys.to_pem().as_bytes(), Mode::Private)?;
+    out.stage(pub_path, keys.public().to_pem().as_bytes(), Mode::Public)?;
+    out.commit()
+}
+
 #[derive(Debug)]
 struct Staged {
     temp: PathBuf,

@@ -8,7 +8,7 @@ mod ca_cert;
 mod crl;
 mod encoding;
 mod expiry;
-pub mod extensions;
+mod extensions;
 pub mod files;
 mod ids;
 pub mod index;

@@ -47,19 +47,14 @@ pub fn init(
 }
 
 pub fn keygen(out_key: &Path, out_pub: &Path, force: bool) -> anyhow::Result<()> {
-    files::check_absent([out_key, out_pub], force)?;
     let keys = NodeKeys::generate();
-    let public = keys.public();
-    let mut out = OutputFiles::new(force);
-    out.stage(out_key, keys.to_pem().as_bytes(), Mode::Private)?;
-    out.stage(out_pub, public.to_pem().as_bytes(), Mode::Public)?;
-    out.commit()?;
+    files::write_node_keys(&keys, out_key, out_pub, force)?;
     println!(
         "wrote {} (mode 0600) and {}",
         out_key.display(),
         out_pub.display()
     );
-    println!("wireguard public key {}", public.wireguard);
+    println!("wireguard public key {}", keys.public().wireguard);
     Ok(())
 }
 
