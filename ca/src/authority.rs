@@ -67,6 +67,8 @@ pub enum AuthorityError {
         "mesh IP {ip} is already held by live certificate {holder:?}; choose another or pass --force"
     )]
     IpTaken { ip: Ipv4Addr, holder: String },
+    #[error("network {network} is too small for a mesh; use a /30 or larger")]
+    NetworkTooSmall { network: Ipv4Net },
     #[error("no free address left in {network}")]
     NetworkFull { network: Ipv4Net },
     #[error("no certificate named {selector:?} or with a fingerprint starting with it")]
@@ -123,6 +125,9 @@ impl Authority {
         duration: Duration,
         now: OffsetDateTime,
     ) -> Result<Self, AuthorityError> {
+        if network.prefix_len() > 30 {
+            return Err(AuthorityError::NetworkTooSmall { network });
+        }
         let (cert_path, key_path, index_path) = paths(dir);
         for path in [&cert_path, &key_path, &index_path] {
             if std::fs::symlink_metadata(path).is_ok() {

@@ -191,8 +191,8 @@ fn identity_public(key: [u8; 32]) -> Result<VerifyingKey, KeyError> {
     })
 }
 
-/// Picks exactly one key of each algorithm out of decoded blocks.
-fn one_of_each<T>(decoded: Vec<(Algorithm, T)>) -> Result<(Option<T>, Option<T>), KeyError> {
+/// Picks exactly one Ed25519 and one X25519 key out of decoded blocks.
+fn both_halves<T>(decoded: Vec<(Algorithm, T)>) -> Result<(T, T), KeyError> {
     let (mut ed, mut x) = (None, None);
     for (algorithm, key) in decoded {
         let (slot, name) = match algorithm {
@@ -203,6 +203,12 @@ fn one_of_each<T>(decoded: Vec<(Algorithm, T)>) -> Result<(Option<T>, Option<T>)
             return Err(KeyError::Duplicate { what: name });
         }
     }
+    let ed = ed.ok_or(KeyError::Missing {
+        what: "Ed25519 identity key",
+    })?;
+    let x = x.ok_or(KeyError::Missing {
+        what: "X25519 WireGuard key",
+    })?;
     Ok((ed, x))
 }
 
@@ -237,13 +243,7 @@ impl NodeKeys {
             .iter()
             .map(|b| decode_private(b.contents()))
             .collect::<Result<Vec<_>, _>>()?;
-        let (ed, x) = one_of_each(decoded)?;
-        let ed = ed.ok_or(KeyError::Missing {
-            what: "Ed25519 identity key",
-        })?;
-        let x = x.ok_or(KeyError::Missing {
-            what: "X25519 WireGuard key",
-        })?;
+        let (ed, x) = both_halves(decoded)?;
         Ok(Self {
             identity: SigningKey::from_bytes(&ed),
             wireguard: StaticSecret::from(*x),
@@ -298,13 +298,7 @@ impl NodePublicKeys {
             .iter()
             .map(|b| decode_public(b.contents()))
             .collect::<Result<Vec<_>, _>>()?;
-        let (ed, x) = one_of_each(decoded)?;
-        let ed = ed.ok_or(KeyError::Missing {
-            what: "Ed25519 identity key",
-        })?;
-        let x = x.ok_or(KeyError::Missing {
-            what: "X25519 WireGuard key",
-        })?;
+        let (ed, x) = both_halves(decoded)?;
         Ok(Self {
             identity: identity_public(ed)?,
             wireguard: WireGuardKey(x),

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use rma_ca::authority::Authority;
 use time::{Duration, OffsetDateTime};
@@ -18,9 +18,10 @@ struct Run {
     stderr: String,
 }
 
-fn run_in(dir: &Path, program: &str, args: &[&str]) -> Run {
-    let output: Output = Command::new(program)
-        .args(args)
+/// Runs `program` in `dir` with `args`, a command line split on whitespace.
+fn run_in(dir: &Path, program: &str, args: &str) -> Run {
+    let output = Command::new(program)
+        .args(args.split_whitespace())
         .current_dir(dir)
         .env_remove("RMA_CA_DIR")
         .output()
@@ -32,18 +33,22 @@ fn run_in(dir: &Path, program: &str, args: &[&str]) -> Run {
     }
 }
 
-fn rma_ca(dir: &Path, args: &[&str]) -> Run {
+fn rma_ca(dir: &Path, args: &str) -> Run {
     run_in(dir, env!("CARGO_BIN_EXE_rma-ca"), args)
 }
 
-fn ok(dir: &Path, args: &[&str]) -> String {
+fn openssl(dir: &Path, args: &str) -> Run {
+    run_in(dir, "openssl", args)
+}
+
+fn ok(dir: &Path, args: &str) -> String {
     let run = rma_ca(dir, args);
-    assert_eq!(run.code, 0, "rma-ca {args:?} failed: {}", run.stderr);
+    assert_eq!(run.code, 0, "rma-ca {args} failed: {}", run.stderr);
     run.stdout
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Run {
-    run_in(dir, "openssl", args)
+fn json(dir: &Path, args: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(dir, args)).unwrap()
 }
 
 /// Every file below `dir` with its contents, to show that a refused command changed nothing.
@@ -64,33 +69,33 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// Runs a command that must be refused: non-zero exit, one line on stderr that contains
-/// `expected`, and no file created, changed or removed.
-fn refused(dir: &Path, args: &[&str], expected: &str) {
+/// `expected`, nothing on stdout, and no file created, changed or removed.
+fn refused(dir: &Path, args: &str, expected: &str) {
     let before = snapshot(dir);
     let run = rma_ca(dir, args);
     assert_ne!(
         run.code, 0,
-        "rma-ca {args:?} should fail; stdout: {}",
+        "rma-ca {args} should fail; stdout: {}",
         run.stdout
     );
     let line = run.stderr.trim_end();
     assert_eq!(
         line.lines().count(),
         1,
-        "rma-ca {args:?}: expected one line, got {line:?}"
+        "rma-ca {args}: expected one line, got {line:?}"
     );
     assert!(
         line.contains(expected),
-        "rma-ca {args:?}: {line:?} lacks {expected:?}"
+        "rma-ca {args}: {line:?} lacks {expected:?}"
     );
     assert!(
         run.stdout.is_empty(),
-        "rma-ca {args:?} printed {:?}",
+        "rma-ca {args} printed {:?}",
         run.stdout
     );
     assert!(
         before == snapshot(dir),
-        "rma-ca {args:?} changed files although it failed"
+        "rma-ca {args} changed files although it failed"
     );
 }
 
@@ -100,73 +105,41 @@ fn an_operator_flow_from_init_to_revocation() {
     let dir = tmp.path();
     ok(
         dir,
-        &[
-            "init",
-            "--dir",
-            "ca",
-            "--name",
-            "rma",
-            "--network",
-            "10.42.0.0/16",
-            "--duration",
-            "5y",
-        ],
+        "init --dir ca --name rma --network 10.42.0.0/16 --duration 5y",
     );
-    ok(
-        dir,
-        &[
-            "keygen",
-            "--out-key",
-            "worker.key",
-            "--out-pub",
-            "worker.pub",
-        ],
-    );
+    ok(dir, "keygen --out-key worker.key --out-pub worker.pub");
     let signed = ok(
         dir,
-        &[
-            "sign",
-            "--dir",
-            "ca",
-            "--name",
-            "worker-1",
-            "--pub",
-            "worker.pub",
-            "--groups",
-            "workers,gpu",
-            "--out-crt",
-            "worker.crt",
-        ],
+        "sign --dir ca --name worker-1 --pub worker.pub --groups workers,gpu --out-crt worker.crt",
     );
     assert!(signed.contains("mesh IP 10.42.0.1/16"), "{signed}");
 
-    let printed: serde_json::Value =
-        serde_json::from_str(&ok(dir, &["print", "--json", "worker.crt"])).unwrap();
+    let printed = json(dir, "print --json worker.crt");
     assert_eq!(printed["name"], "worker-1");
     assert_eq!(printed["mesh_ip"], "10.42.0.1");
     assert_eq!(printed["groups"], serde_json::json!(["gpu", "workers"]));
     assert_eq!(printed["issuer"], "rma");
-    let public =
-        rma_ca::NodePublicKeys::from_pem(&fs::read(dir.join("worker.pub")).unwrap()).unwrap();
+    let public = fs::read(dir.join("worker.pub")).unwrap();
+    let public = rma_ca::NodePublicKeys::from_pem(&public).unwrap();
     assert_eq!(printed["wireguard_key"], public.wireguard.to_string());
-    let text = ok(dir, &["print", "worker.crt"]);
+    let text = ok(dir, "print worker.crt");
     for field in [
         "name:",
         "mesh ip:",
         "groups:",
         "wireguard key:",
         "not after:",
-        "fingerprint:",
         "issuer:",
     ] {
         assert!(text.contains(field), "print lacks {field}: {text}");
     }
+    assert!(text.contains(&printed["fingerprint"].as_str().unwrap().to_owned()));
 
-    let trusted = ok(dir, &["verify", "--ca", "ca/ca.crt", "worker.crt"]);
+    let trusted = ok(dir, "verify --ca ca/ca.crt worker.crt");
     assert!(trusted.contains("trusted"), "{trusted}");
 
     // Standard tools read and trust what rma-ca issues.
-    let x509 = openssl(dir, &["x509", "-noout", "-text", "-in", "worker.crt"]);
+    let x509 = openssl(dir, "x509 -noout -text -in worker.crt");
     assert_eq!(x509.code, 0, "{}", x509.stderr);
     assert!(
         x509.stdout.contains("IP Address:10.42.0.1"),
@@ -174,7 +147,7 @@ fn an_operator_flow_from_init_to_revocation() {
         x509.stdout
     );
     assert!(x509.stdout.contains("DNS:worker-1"), "{}", x509.stdout);
-    let verified = openssl(dir, &["verify", "-CAfile", "ca/ca.crt", "worker.crt"]);
+    let verified = openssl(dir, "verify -CAfile ca/ca.crt worker.crt");
     assert_eq!(verified.code, 0, "{}", verified.stderr);
     assert!(
         verified.stdout.contains("worker.crt: OK"),
@@ -183,19 +156,8 @@ fn an_operator_flow_from_init_to_revocation() {
     );
 
     // A second CA trusts none of it, by openssl's judgement or by ours.
-    ok(
-        dir,
-        &[
-            "init",
-            "--dir",
-            "other",
-            "--name",
-            "other",
-            "--network",
-            "10.43.0.0/16",
-        ],
-    );
-    let foreign = openssl(dir, &["verify", "-CAfile", "other/ca.crt", "worker.crt"]);
+    ok(dir, "init --dir other --name other --network 10.43.0.0/16");
+    let foreign = openssl(dir, "verify -CAfile other/ca.crt worker.crt");
     assert_ne!(
         foreign.code, 0,
         "openssl trusted a foreign CA: {}",
@@ -203,50 +165,29 @@ fn an_operator_flow_from_init_to_revocation() {
     );
     refused(
         dir,
-        &["verify", "--ca", "other/ca.crt", "worker.crt"],
+        "verify --ca other/ca.crt worker.crt",
         "signed by another CA",
     );
 
-    // Revocation reaches verification through the CRL.
-    let listed: serde_json::Value =
-        serde_json::from_str(&ok(dir, &["list", "--dir", "ca", "--json"])).unwrap();
-    assert_eq!(listed[0]["status"], "valid");
-    ok(
-        dir,
-        &["revoke", "--dir", "ca", "worker-1", "--reason", "retired"],
-    );
-    ok(dir, &["crl", "--dir", "ca", "--out", "revoked.crl"]);
+    // Revocation reaches verification through the CRL, for rma-ca and for openssl.
+    assert_eq!(json(dir, "list --dir ca --json")[0]["status"], "valid");
+    ok(dir, "revoke --dir ca worker-1 --reason retired");
+    ok(dir, "crl --dir ca --out revoked.crl");
     refused(
         dir,
-        &[
-            "verify",
-            "--ca",
-            "ca/ca.crt",
-            "--crl",
-            "revoked.crl",
-            "worker.crt",
-        ],
+        "verify --ca ca/ca.crt --crl revoked.crl worker.crt",
         "revoked at",
     );
     let crl_check = openssl(
         dir,
-        &[
-            "verify",
-            "-crl_check",
-            "-CAfile",
-            "ca/ca.crt",
-            "-CRLfile",
-            "revoked.crl",
-            "worker.crt",
-        ],
+        "verify -crl_check -CAfile ca/ca.crt -CRLfile revoked.crl worker.crt",
     );
     assert_ne!(
         crl_check.code, 0,
         "openssl ignored the CRL: {}",
         crl_check.stdout
     );
-    let listed: serde_json::Value =
-        serde_json::from_str(&ok(dir, &["list", "--dir", "ca", "--json"])).unwrap();
+    let listed = json(dir, "list --dir ca --json");
     assert_eq!(listed[0]["status"], "revoked");
     assert_eq!(listed[0]["revoke_reason"], "retired");
 }
@@ -256,54 +197,23 @@ fn private_keys_are_mode_0600_and_never_overwritten_without_force() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    ok(dir, "init --dir ca --name rma --network 10.42.0.0/16");
     ok(
         dir,
-        &[
-            "init",
-            "--dir",
-            "ca",
-            "--name",
-            "rma",
-            "--network",
-            "10.42.0.0/16",
-        ],
-    );
-    ok(
-        dir,
-        &[
-            "sign",
-            "--dir",
-            "ca",
-            "--name",
-            "lab",
-            "--out-key",
-            "lab.key",
-            "--out-crt",
-            "lab.crt",
-        ],
+        "sign --dir ca --name lab --out-key lab.key --out-crt lab.crt",
     );
     for key in ["ca/ca.key", "lab.key"] {
         let mode = fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
-    ok(dir, &["keygen", "--out-key", "n.key", "--out-pub", "n.pub"]);
+    ok(dir, "keygen --out-key n.key --out-pub n.pub");
     refused(
         dir,
-        &["keygen", "--out-key", "n.key", "--out-pub", "fresh.pub"],
+        "keygen --out-key n.key --out-pub fresh.pub",
         "n.key: already exists",
     );
     let before = fs::read(dir.join("n.key")).unwrap();
-    ok(
-        dir,
-        &[
-            "keygen",
-            "--out-key",
-            "n.key",
-            "--out-pub",
-            "n.pub",
-            "--force",
-        ],
-    );
+    ok(dir, "keygen --out-key n.key --out-pub n.pub --force");
     assert_ne!(before, fs::read(dir.join("n.key")).unwrap());
 }
 
@@ -312,139 +222,72 @@ fn bad_input_is_refused_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    for fixture in ["corrupt.pem", "truncated.der", "alpha.key", "other-ca.crt"] {
+    for fixture in ["corrupt.pem", "truncated.der", "alpha.key"] {
         fs::copy(testdata.join(fixture), dir.join(fixture)).unwrap();
     }
+    ok(dir, "init --dir ca --name rma --network 10.42.0.0/16");
+    ok(dir, "keygen --out-key n.key --out-pub n.pub");
     ok(
         dir,
-        &[
-            "init",
-            "--dir",
-            "ca",
-            "--name",
-            "rma",
-            "--network",
-            "10.42.0.0/16",
-        ],
+        "sign --dir ca --name taken --pub n.pub --ip 10.42.0.9 --out-crt taken.crt",
     );
-    ok(dir, &["keygen", "--out-key", "n.key", "--out-pub", "n.pub"]);
-    ok(
-        dir,
-        &[
-            "sign",
-            "--dir",
-            "ca",
-            "--name",
-            "taken",
-            "--pub",
-            "n.pub",
-            "--ip",
-            "10.42.0.9",
-            "--out-crt",
-            "taken.crt",
-        ],
-    );
-    let sign = |name: &'static str, extra: &[&'static str]| {
-        let mut args = vec![
-            "sign",
-            "--dir",
-            "ca",
-            "--name",
-            name,
-            "--out-crt",
-            "new.crt",
-        ];
-        args.extend_from_slice(extra);
-        args
-    };
+    let sign = |rest: &str| format!("sign --dir ca --out-crt new.crt {rest}");
 
-    // Corrupt PEM and truncated DER, wherever a certificate is read.
-    refused(dir, &["print", "corrupt.pem"], "corrupt.pem: not valid PEM");
+    // Corrupt PEM and truncated DER, wherever a certificate, list or key is read.
+    refused(dir, "print corrupt.pem", "corrupt.pem: not valid PEM");
     refused(
         dir,
-        &["print", "truncated.der"],
+        "print truncated.der",
         "truncated.der: malformed certificate",
     );
     refused(
         dir,
-        &["verify", "--ca", "ca/ca.crt", "truncated.der"],
+        "verify --ca ca/ca.crt truncated.der",
         "truncated.der: untrusted: malformed",
     );
     refused(
         dir,
-        &["verify", "--ca", "corrupt.pem", "taken.crt"],
+        "verify --ca corrupt.pem taken.crt",
         "corrupt.pem: not valid PEM",
     );
     refused(
         dir,
-        &[
-            "verify",
-            "--ca",
-            "ca/ca.crt",
-            "--crl",
-            "truncated.der",
-            "taken.crt",
-        ],
+        "verify --ca ca/ca.crt --crl truncated.der taken.crt",
         "truncated.der: malformed revocation list",
     );
-    refused(dir, &sign("x", &["--pub", "corrupt.pem"]), "corrupt.pem");
+    refused(
+        dir,
+        &sign("--name x --pub corrupt.pem"),
+        "corrupt.pem: not valid PEM",
+    );
 
     // A key file of the wrong kind, and a key that does not match the CA.
     refused(
         dir,
-        &sign("x", &["--pub", "n.key"]),
+        &sign("--name x --pub n.key"),
         "n.key: holds a private key, expected a node public key file",
     );
     refused(
         dir,
-        &sign("x", &["--pub", "taken.crt"]),
+        &sign("--name x --pub taken.crt"),
         "taken.crt: holds a certificate",
     );
     fs::create_dir(dir.join("mixed")).unwrap();
-    fs::copy(dir.join("ca/ca.crt"), dir.join("mixed/ca.crt")).unwrap();
-    fs::copy(dir.join("ca/ca.db"), dir.join("mixed/ca.db")).unwrap();
+    for file in ["ca.crt", "ca.db"] {
+        fs::copy(dir.join("ca").join(file), dir.join("mixed").join(file)).unwrap();
+    }
     fs::copy(dir.join("alpha.key"), dir.join("mixed/ca.key")).unwrap();
+    let sign_mixed = "sign --dir mixed --name x --pub n.pub --out-crt new.crt";
     refused(
         dir,
-        &[
-            "sign",
-            "--dir",
-            "mixed",
-            "--name",
-            "x",
-            "--pub",
-            "n.pub",
-            "--out-crt",
-            "new.crt",
-        ],
+        sign_mixed,
         "mixed/ca.key: holds 2 private keys, expected a CA private key",
     );
-    ok(
-        dir,
-        &[
-            "init",
-            "--dir",
-            "second",
-            "--name",
-            "rma",
-            "--network",
-            "10.42.0.0/16",
-        ],
-    );
+    ok(dir, "init --dir second --name rma --network 10.42.0.0/16");
     fs::copy(dir.join("second/ca.key"), dir.join("mixed/ca.key")).unwrap();
     refused(
         dir,
-        &[
-            "sign",
-            "--dir",
-            "mixed",
-            "--name",
-            "x",
-            "--pub",
-            "n.pub",
-            "--out-crt",
-            "new.crt",
-        ],
+        sign_mixed,
         "mixed/ca.key: key does not match the CA certificate mixed/ca.crt",
     );
 
@@ -459,105 +302,66 @@ fn bad_input_is_refused_and_changes_nothing() {
     .unwrap();
     refused(
         dir,
-        &[
-            "sign",
-            "--dir",
-            "expired",
-            "--name",
-            "x",
-            "--pub",
-            "n.pub",
-            "--out-crt",
-            "new.crt",
-        ],
+        "sign --dir expired --name x --pub n.pub --out-crt new.crt",
         "expired/ca.crt: the CA expired at",
     );
 
-    // Mesh IPs outside the network or already taken.
+    // Mesh IPs outside the network or already taken, and names already taken.
     refused(
         dir,
-        &sign("x", &["--pub", "n.pub", "--ip", "10.99.0.1"]),
+        &sign("--name x --pub n.pub --ip 10.99.0.1"),
         "mesh IP 10.99.0.1 is outside the CA network 10.42.0.0/16",
     );
     refused(
         dir,
-        &sign("x", &["--pub", "n.pub", "--ip", "10.42.0.9"]),
+        &sign("--name x --pub n.pub --ip 10.42.0.9"),
         "mesh IP 10.42.0.9 is already held by live certificate \"taken\"",
     );
     refused(
         dir,
-        &sign("taken", &["--pub", "n.pub"]),
+        &sign("--name taken --pub n.pub"),
         "name \"taken\" is already held",
     );
 
-    // Existing outputs, and revoking what is not there.
+    // Existing outputs, revoking what is not there, and a second CA in the same place.
     refused(
         dir,
-        &[
-            "sign",
-            "--dir",
-            "ca",
-            "--name",
-            "x",
-            "--pub",
-            "n.pub",
-            "--out-crt",
-            "taken.crt",
-        ],
+        "sign --dir ca --name x --pub n.pub --out-crt taken.crt",
         "taken.crt: already exists",
     );
     refused(
         dir,
-        &[
-            "sign",
-            "--dir",
-            "ca",
-            "--name",
-            "x",
-            "--out-key",
-            "n.key",
-            "--out-crt",
-            "new.crt",
-        ],
+        &sign("--name x --out-key n.key"),
         "n.key: already exists",
     );
     refused(
         dir,
-        &["revoke", "--dir", "ca", "ghost"],
+        "revoke --dir ca ghost",
         "no certificate named \"ghost\"",
     );
-    ok(dir, &["crl", "--dir", "ca", "--out", "list.crl"]);
+    ok(dir, "crl --dir ca --out list.crl");
     refused(
         dir,
-        &["crl", "--dir", "ca", "--out", "list.crl"],
+        "crl --dir ca --out list.crl",
         "list.crl: already exists",
     );
     refused(
         dir,
-        &[
-            "init",
-            "--dir",
-            "ca",
-            "--name",
-            "rma",
-            "--network",
-            "10.42.0.0/16",
-        ],
+        "init --dir ca --name rma --network 10.42.0.0/16",
         "a CA already exists here",
     );
     refused(
         dir,
-        &[
-            "verify",
-            "--ca",
-            "ca/ca.crt",
-            "--crl",
-            "list.crl",
-            "missing.crt",
-        ],
+        "init --dir tiny --name rma --network 10.42.0.0/31",
+        "too small",
+    );
+    refused(
+        dir,
+        "verify --ca ca/ca.crt missing.crt",
         "missing.crt: No such file",
     );
-    let usage = rma_ca(dir, &["print", "other-ca.crt", "--json", "extra"]);
+
+    let usage = rma_ca(dir, "print taken.crt --json extra");
     assert_eq!(usage.code, 2, "usage errors exit 2: {}", usage.stderr);
     assert!(
         usage.stderr.contains("unexpected argument 'extra'"),

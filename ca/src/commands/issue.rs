@@ -19,9 +19,6 @@ pub fn init(
     duration: Duration,
     now: OffsetDateTime,
 ) -> anyhow::Result<()> {
-    if network.prefix_len() > 30 {
-        anyhow::bail!("network {network} is too small for a mesh; use /30 or larger");
-    }
     let authority = Authority::init(dir, name, network, duration, now)?;
     let ca = authority.ca();
     println!(
