@@ -1,0 +1,438 @@
+//! `meshd.toml`: parsed straight into validated types, so a config that loads is a config that
+//! can run. Errors name the file, line and column. Relative paths are taken from the config
+//! file's directory.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// WireGuard's UDP port for RMA Mesh unless configured otherwise.
+pub const DEFAULT_PORT: u16 = 4242;
+/// Leaves room for WireGuard's 32-byte overhead plus IPv4 and UDP headers in a 1500-byte path,
+/// like wg-quick's default.
+pub const DEFAULT_MTU: u16 = 1420;
+/// Keeps NAT mappings open on idle tunnels, like Nebula and Tailscale.
+pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {cause}", path.display())]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}: {message}", path.display())]
+    Semantic { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub pki: Pki,
+    pub listen: SocketAddr,
+    pub tun: Tun,
+    pub status_socket: PathBuf,
+    /// Seconds between keepalives on an idle tunnel; `None` turns them off.
+    pub keepalive: Option<u16>,
+    pub static_peers: Vec<StaticPeer>,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub crl: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tun {
+    pub name: String,
+    pub mtu: u16,
+}
+
+/// A peer reachable at known underlay addresses, without a lighthouse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticPeer {
+    pub mesh_ip: Ipv4Addr,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// A tracing filter such as `info` or `meshd=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+// What the TOML holds. Each field's type does its own validation, so serde reports the line.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    pki: RawPki,
+    #[serde(default = "default_listen")]
+    listen: ListenAddr,
+    #[serde(default)]
+    tun: RawTun,
+    #[serde(default)]
+    status: RawStatus,
+    #[serde(default)]
+    wireguard: RawWireGuard,
+    #[serde(default, rename = "static_peer")]
+    static_peers: Vec<RawStaticPeer>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    crl: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTun {
+    name: TunName,
+    mtu: Mtu,
+}
+
+impl Default for RawTun {
+    fn default() -> Self {
+        Self {
+            name: TunName("rma0".into()),
+            mtu: Mtu(DEFAULT_MTU),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStatus {
+    socket: PathBuf,
+}
+
+impl Default for RawStatus {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/meshd/meshd.sock"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWireGuard {
+    /// Seconds; 0 turns keepalives off.
+    persistent_keepalive: u16,
+}
+
+impl Default for RawWireGuard {
+    fn default() -> Self {
+        Self {
+            persistent_keepalive: DEFAULT_KEEPALIVE_SECS,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStaticPeer {
+    mesh_ip: Ipv4Addr,
+    endpoints: Endpoints,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+    format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `ip:port`, or an address alone for the default port.
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct ListenAddr(SocketAddr);
+
+fn default_listen() -> ListenAddr {
+    ListenAddr(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))
+}
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Self(addr));
+        }
+        text.parse::<std::net::IpAddr>()
+            .map(|ip| Self(SocketAddr::new(ip, DEFAULT_PORT)))
+            .map_err(|_| format!("{text:?} is not an address such as 0.0.0.0:{DEFAULT_PORT}"))
+    }
+}
+
+/// Linux interface names are at most 15 bytes.
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct TunName(String);
+
+impl TryFrom<String> for TunName {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 15
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if valid {
+            Ok(Self(name))
+        } else {
+            Err(format!(
+                "{name:?} is not an interface name (1 to 15 letters, digits, '-', '_', '.')"
+            ))
+        }
+    }
+}
+
+/// IPv4 needs 576 bytes; WireGuard's overhead must still fit a 65535-byte UDP datagram.
+#[derive(Deserialize)]
+#[serde(try_from = "u16")]
+struct Mtu(u16);
+
+impl TryFrom<u16> for Mtu {
+    type Error = String;
+    fn try_from(mtu: u16) -> Result<Self, String> {
+        if (576..=65_000).contains(&mtu) {
+            Ok(Self(mtu))
+        } else {
+            Err(format!("MTU {mtu} is outside 576..=65000"))
+        }
+    }
+}
+
+/// One or more `host:port` endpoints, resolved when the config is read.
+#[derive(Deserialize)]
+#[serde(try_from = "Vec<String>")]
+struct Endpoints(Vec<SocketAddr>);
+
+impl TryFrom<Vec<String>> for Endpoints {
+    type Error = String;
+    fn try_from(list: Vec<String>) -> Result<Self, String> {
+        if list.is_empty() {
+            return Err("a static peer needs at least one endpoint".into());
+        }
+        let mut out = Vec::new();
+        for endpoint in &list {
+            let resolved = endpoint
+                .to_socket_addrs()
+                .map_err(|e| format!("endpoint {endpoint:?}: {e} (expected host:port)"))?;
+            out.extend(resolved.filter(SocketAddr::is_ipv4));
+        }
+        if out.is_empty() {
+            return Err(format!("endpoints {list:?} have no IPv4 address"));
+        }
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// Line and column (1-based) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_owned(),
+            cause,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| line_column(text, s.start));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().to_owned(),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let mut seen = std::collections::HashSet::new();
+        for peer in &raw.static_peers {
+            if !seen.insert(peer.mesh_ip) {
+                return Err(ConfigError::Semantic {
+                    path: path.to_owned(),
+                    message: format!("static_peer {} is listed twice", peer.mesh_ip),
+                });
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&raw.log.level).map_err(|e| {
+            ConfigError::Semantic {
+                path: path.to_owned(),
+                message: format!("log.level {:?}: {e}", raw.log.level),
+            }
+        })?;
+        Ok(Config {
+            pki: Pki {
+                ca: resolve(raw.pki.ca),
+                cert: resolve(raw.pki.cert),
+                key: resolve(raw.pki.key),
+                crl: raw.pki.crl.map(resolve),
+            },
+            listen: raw.listen.0,
+            tun: Tun {
+                name: raw.tun.name.0,
+                mtu: raw.tun.mtu.0,
+            },
+            status_socket: resolve(raw.status.socket),
+            keepalive: (raw.wireguard.persistent_keepalive > 0)
+                .then_some(raw.wireguard.persistent_keepalive),
+            static_peers: raw
+                .static_peers
+                .into_iter()
+                .map(|p| StaticPeer {
+                    mesh_ip: p.mesh_ip,
+                    endpoints: p.endpoints.0,
+                })
+                .collect(),
+            log: Log {
+                level: raw.log.level,
+                format: raw.log.format,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "[pki]\nca = \"ca.crt\"\ncert = \"node.crt\"\nkey = \"/etc/meshd/node.key\"\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/meshd/meshd.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.pki.ca, Path::new("/etc/meshd/ca.crt"));
+        assert_eq!(config.pki.key, Path::new("/etc/meshd/node.key"));
+        assert_eq!(config.listen, "0.0.0.0:4242".parse().unwrap());
+        assert_eq!(
+            config.tun,
+            Tun {
+                name: "rma0".into(),
+                mtu: DEFAULT_MTU
+            }
+        );
+        assert_eq!(config.keepalive, Some(DEFAULT_KEEPALIVE_SECS));
+        assert!(config.static_peers.is_empty());
+        assert_eq!(config.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn static_peers_and_overrides() {
+        let text = format!(
+            "listen = \"10.0.0.1\"\n{MINIMAL}[tun]\nname = \"mesh0\"\nmtu = 1380\n\
+             [wireguard]\npersistent_keepalive = 0\n\
+             [[static_peer]]\nmesh_ip = \"10.42.0.2\"\nendpoints = [\"192.0.2.1:4242\", \"127.0.0.1:5000\"]\n"
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.listen, "10.0.0.1:4242".parse().unwrap());
+        assert_eq!(config.tun.mtu, 1380);
+        assert_eq!(config.keepalive, None);
+        assert_eq!(config.static_peers[0].mesh_ip, Ipv4Addr::new(10, 42, 0, 2));
+        assert_eq!(config.static_peers[0].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = error(&format!("{MINIMAL}[tun]\nmtu = 70000\n"));
+        assert!(err.starts_with("/etc/meshd/meshd.toml:6:7:"), "{err}");
+        let err = error(&format!("{MINIMAL}[tun]\nmtu = 100\n"));
+        assert!(err.contains("MTU 100 is outside"), "{err}");
+        let err = error(&format!("{MINIMAL}[tun]\nname = \"much-too-long-name\"\n"));
+        assert!(
+            err.contains("not an interface name") && err.contains(":6:"),
+            "{err}"
+        );
+        let err = error(&format!("{MINIMAL}[tun]\nmtuu = 1400\n"));
+        assert!(
+            err.contains("unknown field `mtuu`") && err.contains(":6:1:"),
+            "{err}"
+        );
+        let err = error(&format!("listen = \"nowhere\"\n{MINIMAL}"));
+        assert!(
+            err.contains("not an address") && err.contains(":1:"),
+            "{err}"
+        );
+        let err = error("[pki]\nca = \"ca.crt\"\n");
+        assert!(err.contains("missing field `cert`"), "{err}");
+        let err = error(&format!(
+            "{MINIMAL}[[static_peer]]\nmesh_ip = \"10.42.0.300\"\nendpoints = [\"1.2.3.4:1\"]\n"
+        ));
+        assert!(err.contains(":6:"), "{err}");
+        let err = error(&format!(
+            "{MINIMAL}[[static_peer]]\nmesh_ip = \"10.42.0.3\"\nendpoints = []\n"
+        ));
+        assert!(err.contains("at least one endpoint"), "{err}");
+        let err = error(&format!("{MINIMAL}[log]\nformat = \"xml\"\n"));
+        assert!(err.contains(":6:"), "{err}");
+        let twice = "[[static_peer]]\nmesh_ip = \"10.42.0.3\"\nendpoints = [\"1.2.3.4:1\"]\n";
+        let err = error(&format!("{MINIMAL}{twice}{twice}"));
+        assert!(err.contains("listed twice"), "{err}");
+        let err = error("not toml at all");
+        assert!(err.starts_with("/etc/meshd/meshd.toml:1:"), "{err}");
+    }
+}

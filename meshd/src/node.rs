@@ -1,0 +1,516 @@
+//! The sans-IO core of meshd: datagrams, TUN packets and the time go in; datagrams to send,
+//! packets for the TUN and the next deadline come out. No sockets, no clock, no allocation per
+//! packet on the data path. The tokio shell in [`crate::shell`] owns the IO.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use rma_ca::{CaCert, Fingerprint, NodeCert, NodeKeys, RevocationList};
+use time::OffsetDateTime;
+
+use crate::config::StaticPeer;
+use crate::ipv4;
+use crate::peer::Peer;
+use crate::status::{NodeCounters, PeerCounters, Status};
+use crate::wire::{self, Control, Kind};
+
+/// The moment an event happens: monotonic time for timers, wall-clock time for certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub instant: Instant,
+    pub wall: OffsetDateTime,
+}
+
+/// Where the core's results go. The shell batches them into socket and TUN writes.
+pub trait Output {
+    fn transmit(&mut self, to: SocketAddr, datagram: &[u8]);
+    fn deliver(&mut self, packet: &[u8]);
+}
+
+/// Packets held for a peer whose certificate has not arrived yet.
+const PENDING_QUEUE: usize = 64;
+/// How often an unanswered hello is repeated, and how many times.
+const HELLO_RETRY: Duration = Duration::from_secs(1);
+const HELLO_ATTEMPTS: u32 = 10;
+/// boringtun's timers want a tick at least this often while any tunnel exists.
+const TIMER_TICK: Duration = Duration::from_millis(250);
+/// At most one hello answer per source address per this long: a hello is larger than the
+/// handshake that prompted it, so unlimited answers would amplify spoofed traffic.
+const HELLO_ANSWER_INTERVAL: Duration = Duration::from_secs(1);
+/// Bounds on bookkeeping keyed by untrusted input.
+const MAX_TRACKED_SOURCES: usize = 4096;
+/// Largest datagram or packet the core handles, plus WireGuard's overhead.
+const SCRATCH_LEN: usize = 65_536 + 64;
+/// boringtun's session index is 24 bits; peers are numbered by slot below it.
+const MAX_PEERS: usize = 1 << 24;
+
+/// The identity and trust anchor a node runs with.
+#[derive(Debug)]
+pub struct Identity {
+    pub cert: NodeCert,
+    pub keys: NodeKeys,
+    pub ca: CaCert,
+    pub crl: Option<RevocationList>,
+}
+
+struct Pending {
+    endpoints: Vec<SocketAddr>,
+    queue: VecDeque<Vec<u8>>,
+    next_hello: Instant,
+    hellos_sent: u32,
+}
+
+pub struct Node {
+    cert: NodeCert,
+    hello_reply_wanted: Vec<u8>,
+    hello_answer: Vec<u8>,
+    secret: StaticSecret,
+    public: PublicKey,
+    ca: CaCert,
+    crl: Option<RevocationList>,
+    keepalive: Option<u16>,
+    rate_limiter: Arc<RateLimiter>,
+    peers: Vec<Option<Peer>>,
+    free_slots: Vec<usize>,
+    by_ip: HashMap<Ipv4Addr, usize>,
+    by_key: HashMap<[u8; 32], usize>,
+    static_peers: HashMap<Ipv4Addr, Vec<SocketAddr>>,
+    pending: HashMap<Ipv4Addr, Pending>,
+    hello_answered: HashMap<SocketAddr, Instant>,
+    refused_logged: HashSet<Fingerprint>,
+    next_tick: Option<Instant>,
+    counters: NodeCounters,
+    scratch: Box<[u8]>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.cert.name().as_str())
+            .field("peers", &self.by_ip.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    pub fn new(identity: Identity, keepalive: Option<u16>, static_peers: &[StaticPeer]) -> Self {
+        let secret = identity.keys.wireguard_secret().clone();
+        let public = PublicKey::from(&secret);
+        let mut hello_reply_wanted = Vec::new();
+        wire::encode_cert_hello(identity.cert.der(), true, &mut hello_reply_wanted);
+        let mut hello_answer = Vec::new();
+        wire::encode_cert_hello(identity.cert.der(), false, &mut hello_answer);
+        Self {
+            rate_limiter: Arc::new(RateLimiter::new(&public, 100)),
+            cert: identity.cert,
+            hello_reply_wanted,
+            hello_answer,
+            secret,
+            public,
+            ca: identity.ca,
+            crl: identity.crl,
+            keepalive,
+            peers: Vec::new(),
+            free_slots: Vec::new(),
+            by_ip: HashMap::new(),
+            by_key: HashMap::new(),
+            static_peers: static_peers
+                .iter()
+                .map(|p| (p.mesh_ip, p.endpoints.clone()))
+                .collect(),
+            pending: HashMap::new(),
+            hello_answered: HashMap::new(),
+            refused_logged: HashSet::new(),
+            next_tick: None,
+            counters: NodeCounters::default(),
+            scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
+        }
+    }
+
+    pub fn mesh_ip(&self) -> Ipv4Addr {
+        self.cert.mesh_ip()
+    }
+
+    /// The earliest moment [`Node::handle_timers`] has work to do.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let hellos = self.pending.values().map(|p| p.next_hello).min();
+        match (hellos, self.next_tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A datagram arrived on the UDP socket from `from`.
+    pub fn handle_datagram(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        match wire::classify(datagram) {
+            Kind::WireGuard => self.handle_wireguard(from, datagram, now, out),
+            Kind::Control => match wire::parse_control(datagram) {
+                Ok(Control::CertHello {
+                    cert_der,
+                    reply_wanted,
+                }) => self.handle_hello(from, cert_der, reply_wanted, now, out),
+                Err(e) => {
+                    self.counters.malformed += 1;
+                    tracing::trace!(%from, error = %e, "dropped control message");
+                }
+            },
+            Kind::Unknown => {
+                self.counters.malformed += 1;
+                tracing::trace!(%from, len = datagram.len(), "dropped unknown datagram");
+            }
+        }
+    }
+
+    /// A packet arrived from the TUN device, to go to a peer.
+    pub fn handle_tun_packet(&mut self, packet: &[u8], now: Now, out: &mut impl Output) {
+        let Some((_src, dst)) = ipv4::addresses(packet) else {
+            self.counters.no_route += 1;
+            return;
+        };
+        if let Some(&slot) = self.by_ip.get(&dst) {
+            self.encapsulate(slot, packet, out);
+            return;
+        }
+        let Some(endpoints) = self.static_peers.get(&dst) else {
+            self.counters.no_route += 1;
+            return;
+        };
+        let pending = self.pending.entry(dst).or_insert_with(|| Pending {
+            endpoints: endpoints.clone(),
+            queue: VecDeque::new(),
+            next_hello: now.instant,
+            hellos_sent: 0,
+        });
+        if pending.queue.len() >= PENDING_QUEUE {
+            self.counters.queue_dropped += 1;
+        } else {
+            pending.queue.push_back(packet.to_vec());
+        }
+        if pending.next_hello <= now.instant {
+            Self::send_hello(&self.hello_reply_wanted, pending, now, out);
+        }
+    }
+
+    /// Drives hello retries and WireGuard's timers (handshake retry, rekey, keepalive).
+    pub fn handle_timers(&mut self, now: Now, out: &mut impl Output) {
+        let mut expired = Vec::new();
+        self.pending.retain(|ip, pending| {
+            if pending.next_hello > now.instant {
+                return true;
+            }
+            if pending.hellos_sent >= HELLO_ATTEMPTS {
+                tracing::warn!(peer = %ip, "no certificate hello answered; dropping queued packets");
+                expired.push(pending.queue.len());
+                return false;
+            }
+            Self::send_hello(&self.hello_reply_wanted, pending, now, out);
+            true
+        });
+        self.counters.queue_dropped += expired.iter().sum::<usize>() as u64;
+
+        if self.next_tick.is_some_and(|t| t <= now.instant) {
+            let mut ended = Vec::new();
+            for (slot, peer) in self.peers.iter_mut().enumerate() {
+                let Some(peer) = peer else { continue };
+                if now.wall > peer.cert.not_after() {
+                    tracing::info!(peer = %peer.cert.name(), "peer certificate expired; ending session");
+                    ended.push(slot);
+                    continue;
+                }
+                match peer.tunn.update_timers(&mut self.scratch) {
+                    TunnResult::WriteToNetwork(datagram) => out.transmit(peer.endpoint, datagram),
+                    TunnResult::Err(e) => {
+                        tracing::trace!(peer = %peer.cert.name(), error = ?e, "timer")
+                    }
+                    _ => {}
+                }
+            }
+            for slot in ended {
+                self.remove_peer(slot);
+            }
+            self.next_tick = (!self.by_ip.is_empty()).then(|| now.instant + TIMER_TICK);
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let mut peers: Vec<_> = self.peers.iter().flatten().map(Peer::status).collect();
+        peers.sort_by(|a, b| a.mesh_ip.cmp(&b.mesh_ip));
+        Status {
+            name: self.cert.name().to_string(),
+            mesh_ip: self.cert.mesh_ip().to_string(),
+            cert_not_after: rma_ca::timefmt::rfc3339(self.cert.not_after()),
+            drops: self.counters,
+            peers,
+        }
+    }
+
+    fn send_hello(hello: &[u8], pending: &mut Pending, now: Now, out: &mut impl Output) {
+        for endpoint in &pending.endpoints {
+            out.transmit(*endpoint, hello);
+        }
+        pending.hellos_sent += 1;
+        pending.next_hello = now.instant + HELLO_RETRY;
+    }
+
+    fn handle_hello(
+        &mut self,
+        from: SocketAddr,
+        cert_der: &[u8],
+        reply_wanted: bool,
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        let fingerprint = Fingerprint::of(cert_der);
+        let known = self
+            .peers
+            .iter()
+            .flatten()
+            .find(|p| p.cert.fingerprint() == fingerprint);
+        let slot = match known {
+            // Already verified; only time can have changed its standing.
+            Some(peer) if now.wall <= peer.cert.not_after() => {
+                self.by_ip.get(&peer.cert.mesh_ip()).copied()
+            }
+            _ => match self.accept_certificate(cert_der, fingerprint, now) {
+                Some(cert) => self.add_peer(cert, from, now),
+                None => return,
+            },
+        };
+        let Some(slot) = slot else { return };
+        if reply_wanted {
+            self.answer_hello(from, false, now, out);
+        }
+        let Some(peer) = &self.peers[slot] else {
+            return;
+        };
+        if let Some(pending) = self.pending.remove(&peer.cert.mesh_ip()) {
+            for packet in pending.queue {
+                self.encapsulate(slot, &packet, out);
+            }
+        }
+    }
+
+    /// Sends this node's hello to `to`, at most once per [`HELLO_ANSWER_INTERVAL`] per address.
+    fn answer_hello(
+        &mut self,
+        to: SocketAddr,
+        reply_wanted: bool,
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        if let Some(last) = self.hello_answered.get(&to)
+            && now.instant.duration_since(*last) < HELLO_ANSWER_INTERVAL
+        {
+            return;
+        }
+        if self.hello_answered.len() >= MAX_TRACKED_SOURCES {
+            self.hello_answered.clear();
+        }
+        self.hello_answered.insert(to, now.instant);
+        let hello = if reply_wanted {
+            &self.hello_reply_wanted
+        } else {
+            &self.hello_answer
+        };
+        out.transmit(to, hello);
+    }
+
+    /// Parses and verifies a peer's certificate; refusals are counted and logged once each.
+    fn accept_certificate(
+        &mut self,
+        cert_der: &[u8],
+        fingerprint: Fingerprint,
+        now: Now,
+    ) -> Option<NodeCert> {
+        let verdict = NodeCert::from_der(cert_der)
+            .map_err(|e| e.to_string())
+            .and_then(|cert| {
+                rma_ca::verify(&cert, &self.ca, self.crl.as_ref(), now.wall)
+                    .map(|()| cert)
+                    .map_err(|e| e.to_string())
+            });
+        match verdict {
+            Ok(cert) if cert.mesh_ip() == self.cert.mesh_ip() => {
+                tracing::debug!(peer = %cert.name(), "ignored a hello carrying this node's mesh IP");
+                None
+            }
+            Ok(cert) => Some(cert),
+            Err(reason) => {
+                self.counters.bad_cert += 1;
+                if self.refused_logged.len() >= MAX_TRACKED_SOURCES {
+                    self.refused_logged.clear();
+                }
+                if self.refused_logged.insert(fingerprint) {
+                    tracing::warn!(%fingerprint, %reason, "refused peer certificate");
+                }
+                None
+            }
+        }
+    }
+
+    /// Makes `cert` a peer, replacing whatever held its mesh IP or WireGuard key before.
+    fn add_peer(&mut self, cert: NodeCert, from: SocketAddr, now: Now) -> Option<usize> {
+        let key = cert.wireguard_key()?.0;
+        let replaced = [self.by_ip.get(&cert.mesh_ip()), self.by_key.get(&key)];
+        for slot in replaced
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect::<HashSet<_>>()
+        {
+            self.remove_peer(slot);
+        }
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None if self.peers.len() < MAX_PEERS => {
+                self.peers.push(None);
+                self.peers.len() - 1
+            }
+            None => return None,
+        };
+        let tunn = Tunn::new(
+            self.secret.clone(),
+            PublicKey::from(key),
+            None,
+            self.keepalive,
+            u32::try_from(slot).ok()?,
+            Some(Arc::clone(&self.rate_limiter)),
+        );
+        tracing::info!(peer = %cert.name(), mesh_ip = %cert.mesh_ip(), endpoint = %from, "peer certified");
+        self.by_ip.insert(cert.mesh_ip(), slot);
+        self.by_key.insert(key, slot);
+        self.peers[slot] = Some(Peer {
+            cert,
+            tunn,
+            endpoint: from,
+            counters: PeerCounters::default(),
+        });
+        self.next_tick.get_or_insert(now.instant);
+        Some(slot)
+    }
+
+    fn remove_peer(&mut self, slot: usize) {
+        if let Some(peer) = self.peers.get_mut(slot).and_then(Option::take) {
+            self.by_ip.remove(&peer.cert.mesh_ip());
+            if let Some(key) = peer.cert.wireguard_key() {
+                self.by_key.remove(&key.0);
+            }
+            self.free_slots.push(slot);
+        }
+    }
+
+    fn encapsulate(&mut self, slot: usize, packet: &[u8], out: &mut impl Output) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        match peer.tunn.encapsulate(packet, &mut self.scratch) {
+            TunnResult::WriteToNetwork(datagram) => out.transmit(peer.endpoint, datagram),
+            TunnResult::Err(e) => {
+                tracing::debug!(peer = %peer.cert.name(), error = ?e, "encapsulate failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_wireguard(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        let slot = match Tunn::parse_incoming_packet(datagram) {
+            Ok(Packet::HandshakeInit(init)) => {
+                match parse_handshake_anon(&self.secret, &self.public, &init) {
+                    Ok(half) => self.by_key.get(&half.peer_static_public).copied(),
+                    Err(_) => None,
+                }
+            }
+            Ok(Packet::HandshakeResponse(p)) => Some((p.receiver_idx >> 8) as usize),
+            Ok(Packet::PacketCookieReply(p)) => Some((p.receiver_idx >> 8) as usize),
+            Ok(Packet::PacketData(p)) => Some((p.receiver_idx >> 8) as usize),
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        match slot.filter(|s| self.peers.get(*s).is_some_and(Option::is_some)) {
+            Some(slot) => self.decapsulate(slot, from, datagram, out),
+            None => {
+                self.counters.unknown_peer += 1;
+                // A handshake from a key we do not know: its hello was probably lost, so ask
+                // for it again by sending ours.
+                if datagram[0] == 1 {
+                    self.answer_hello(from, true, now, out);
+                }
+            }
+        }
+    }
+
+    fn decapsulate(
+        &mut self,
+        slot: usize,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut impl Output,
+    ) {
+        let my_ip = self.cert.mesh_ip();
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        let authenticated =
+            match peer
+                .tunn
+                .decapsulate(Some(from.ip()), datagram, &mut self.scratch)
+            {
+                TunnResult::Done => true,
+                TunnResult::Err(e) => {
+                    peer.counters.rejected += 1;
+                    tracing::trace!(peer = %peer.cert.name(), error = ?e, "rejected datagram");
+                    false
+                }
+                TunnResult::WriteToNetwork(reply) => {
+                    // A cookie reply (type 3) comes from load shedding, before any authentication.
+                    let authenticated = reply.first() != Some(&3);
+                    out.transmit(from, reply);
+                    while let TunnResult::WriteToNetwork(queued) =
+                        peer.tunn.decapsulate(None, &[], &mut self.scratch)
+                    {
+                        out.transmit(from, queued);
+                    }
+                    authenticated
+                }
+                TunnResult::WriteToTunnelV4(packet, src) => {
+                    if src != peer.cert.mesh_ip() {
+                        peer.counters.spoofed += 1;
+                        tracing::trace!(peer = %peer.cert.name(), %src, "dropped spoofed packet");
+                    } else if ipv4::addresses(packet).map(|(_, dst)| dst) != Some(my_ip) {
+                        peer.counters.misrouted += 1;
+                    } else {
+                        out.deliver(packet);
+                    }
+                    true
+                }
+                TunnResult::WriteToTunnelV6(..) => {
+                    peer.counters.misrouted += 1;
+                    true
+                }
+            };
+        if authenticated && peer.endpoint != from {
+            tracing::info!(peer = %peer.cert.name(), old = %peer.endpoint, new = %from, "peer roamed");
+            peer.endpoint = from;
+        }
+    }
+}

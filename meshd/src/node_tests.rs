@@ -1,0 +1,493 @@
+//! The core driven in-process: nodes exchange datagrams through a simulated network, with time
+//! passed in. No sockets, no TUN, no sleeping.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rma_ca::{
+    CaCert, CaKey, CaParams, CrlParams, Group, NodeCert, NodeCertParams, NodeKeys, Serial,
+};
+use time::OffsetDateTime;
+
+use crate::config::StaticPeer;
+use crate::ipv4::test_packet;
+use crate::node::{Identity, Node, Now, Output};
+
+const NETWORK: &str = "10.42.0.0/16";
+
+pub(crate) struct Pki {
+    pub(crate) ca: CaCert,
+    key: CaKey,
+    pub(crate) start: OffsetDateTime,
+}
+
+impl Pki {
+    pub(crate) fn new(name: &str) -> Self {
+        let key = CaKey::generate();
+        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        let ca = rma_ca::self_sign_ca(
+            &key,
+            &CaParams {
+                name: name.parse().unwrap(),
+                network: NETWORK.parse().unwrap(),
+                not_before: start - time::Duration::days(30),
+                not_after: start + time::Duration::days(365),
+                serial: Serial::random(),
+            },
+        )
+        .unwrap();
+        Self { ca, key, start }
+    }
+
+    pub(crate) fn node(&self, name: &str, ip: Ipv4Addr) -> (NodeCert, NodeKeys) {
+        self.node_valid(
+            name,
+            ip,
+            self.start - time::Duration::days(1),
+            self.start + time::Duration::days(30),
+        )
+    }
+
+    pub(crate) fn node_valid(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> (NodeCert, NodeKeys) {
+        let keys = NodeKeys::generate();
+        let cert = rma_ca::sign_node(
+            &self.ca,
+            &self.key,
+            &NodeCertParams {
+                name: name.parse().unwrap(),
+                mesh_ip: ip,
+                groups: Group::parse_list("workers").unwrap(),
+                keys: keys.public(),
+                not_before,
+                not_after,
+                serial: Serial::random(),
+            },
+        )
+        .unwrap();
+        (cert, keys)
+    }
+
+    pub(crate) fn crl_revoking(&self, certs: &[&NodeCert]) -> rma_ca::RevocationList {
+        rma_ca::sign_crl(
+            &self.ca,
+            &self.key,
+            &CrlParams {
+                number: 1,
+                this_update: self.start,
+                next_update: self.start + time::Duration::days(7),
+                revoked: certs
+                    .iter()
+                    .map(|c| (c.serial().clone(), self.start))
+                    .collect(),
+            },
+        )
+        .unwrap()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Collected {
+    pub(crate) transmits: Vec<(SocketAddr, Vec<u8>)>,
+    pub(crate) delivered: Vec<Vec<u8>>,
+}
+
+impl Output for Collected {
+    fn transmit(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.transmits.push((to, datagram.to_vec()));
+    }
+    fn deliver(&mut self, packet: &[u8]) {
+        self.delivered.push(packet.to_vec());
+    }
+}
+
+pub(crate) struct Host {
+    pub(crate) node: Node,
+    pub(crate) addr: SocketAddr,
+    pub(crate) delivered: Vec<Vec<u8>>,
+}
+
+/// Nodes on a lossless simulated underlay. Time only moves when a test moves it.
+pub(crate) struct Net {
+    pub(crate) hosts: Vec<Host>,
+    in_flight: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    pub(crate) now: Now,
+    /// Datagrams dropped because no host had their address.
+    pub(crate) lost: usize,
+}
+
+pub(crate) fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 42, 0, last)
+}
+
+pub(crate) fn underlay(last: u8) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, last], 4242))
+}
+
+impl Net {
+    pub(crate) fn new(pki: &Pki) -> Self {
+        Self {
+            hosts: Vec::new(),
+            in_flight: VecDeque::new(),
+            now: Now {
+                instant: Instant::now(),
+                wall: pki.start,
+            },
+            lost: 0,
+        }
+    }
+
+    /// Adds a node whose static peers are every host added before it.
+    pub(crate) fn add(
+        &mut self,
+        pki: &Pki,
+        cert: NodeCert,
+        keys: NodeKeys,
+        addr: SocketAddr,
+    ) -> usize {
+        let statics: Vec<StaticPeer> = self
+            .hosts
+            .iter()
+            .map(|h| StaticPeer {
+                mesh_ip: h.node.mesh_ip(),
+                endpoints: vec![h.addr],
+            })
+            .collect();
+        let identity = Identity {
+            cert,
+            keys,
+            ca: pki.ca.clone(),
+            crl: None,
+        };
+        self.add_node(Node::new(identity, Some(25), &statics), addr)
+    }
+
+    pub(crate) fn add_node(&mut self, node: Node, addr: SocketAddr) -> usize {
+        self.hosts.push(Host {
+            node,
+            addr,
+            delivered: Vec::new(),
+        });
+        self.hosts.len() - 1
+    }
+
+    fn absorb(&mut self, from: SocketAddr, out: Collected, host: usize) {
+        for (to, datagram) in out.transmits {
+            self.in_flight.push_back((from, to, datagram));
+        }
+        self.hosts[host].delivered.extend(out.delivered);
+    }
+
+    /// Host `h` sends an IP packet through its TUN.
+    pub(crate) fn send(&mut self, h: usize, packet: &[u8]) {
+        let mut out = Collected::default();
+        let now = self.now;
+        self.hosts[h].node.handle_tun_packet(packet, now, &mut out);
+        let from = self.hosts[h].addr;
+        self.absorb(from, out, h);
+    }
+
+    /// Injects a datagram as if it came from `from`.
+    pub(crate) fn inject(&mut self, from: SocketAddr, to: SocketAddr, datagram: Vec<u8>) {
+        self.in_flight.push_back((from, to, datagram));
+    }
+
+    /// Delivers datagrams until the network is quiet; returns how many were delivered.
+    pub(crate) fn run(&mut self) -> usize {
+        let mut delivered = 0;
+        while let Some((from, to, datagram)) = self.in_flight.pop_front() {
+            let Some(h) = self.hosts.iter().position(|host| host.addr == to) else {
+                self.lost += 1;
+                continue;
+            };
+            let mut out = Collected::default();
+            let now = self.now;
+            self.hosts[h]
+                .node
+                .handle_datagram(from, &datagram, now, &mut out);
+            let addr = self.hosts[h].addr;
+            self.absorb(addr, out, h);
+            delivered += 1;
+            assert!(
+                delivered < 100_000,
+                "the simulated network never went quiet"
+            );
+        }
+        delivered
+    }
+
+    /// Moves time forward, runs every node's timers that are due, and lets the network settle.
+    pub(crate) fn advance(&mut self, by: Duration) {
+        self.now.instant += by;
+        self.now.wall += by;
+        #[cfg(feature = "fake-clock")]
+        mock_instant::MockClock::advance(by);
+        for h in 0..self.hosts.len() {
+            let mut out = Collected::default();
+            let now = self.now;
+            self.hosts[h].node.handle_timers(now, &mut out);
+            let addr = self.hosts[h].addr;
+            self.absorb(addr, out, h);
+        }
+        self.run();
+    }
+
+    pub(crate) fn take_delivered(&mut self, h: usize) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.hosts[h].delivered)
+    }
+}
+
+/// Two certified nodes, A statically configured towards B's address.
+pub(crate) fn pair() -> (Pki, Net) {
+    let pki = Pki::new("test-ca");
+    let mut net = Net::new(&pki);
+    let (b_cert, b_keys) = pki.node("b", ip(2));
+    net.add(&pki, b_cert, b_keys, underlay(2));
+    let (a_cert, a_keys) = pki.node("a", ip(1));
+    net.add(&pki, a_cert, a_keys, underlay(1));
+    (pki, net)
+}
+const B: usize = 0;
+const A: usize = 1;
+
+#[test]
+fn first_packet_waits_for_certificates_and_handshake_then_arrives() {
+    let (_pki, mut net) = pair();
+    let packet = test_packet(ip(1), ip(2), b"hello b");
+    net.send(A, &packet);
+    net.run();
+    assert_eq!(net.take_delivered(B), vec![packet]);
+    let reply = test_packet(ip(2), ip(1), b"hello a");
+    net.send(B, &reply);
+    net.run();
+    assert_eq!(net.take_delivered(A), vec![reply]);
+
+    let status = net.hosts[B].node.status();
+    assert_eq!(status.peers.len(), 1);
+    let peer = &status.peers[0];
+    assert_eq!(
+        (peer.name.as_str(), peer.mesh_ip.as_str()),
+        ("a", "10.42.0.1")
+    );
+    assert_eq!(peer.endpoint, underlay(1).to_string());
+    assert!(peer.last_handshake_secs.is_some());
+    assert!(peer.rx_bytes > 0 && peer.tx_bytes > 0);
+}
+
+#[test]
+fn packets_queue_while_the_session_is_set_up_and_the_queue_is_bounded() {
+    let (_pki, mut net) = pair();
+    let packets: Vec<_> = (0..100u8)
+        .map(|i| test_packet(ip(1), ip(2), &[i; 32]))
+        .collect();
+    for packet in &packets {
+        net.send(A, packet);
+    }
+    net.run();
+    let delivered = net.take_delivered(B);
+    assert_eq!(
+        delivered,
+        packets[..64].to_vec(),
+        "the first 64 arrive in order"
+    );
+    assert_eq!(net.hosts[A].node.status().drops.queue_dropped, 36);
+}
+
+#[test]
+fn a_packet_for_an_unknown_mesh_ip_is_dropped_and_counted() {
+    let (_pki, mut net) = pair();
+    net.send(A, &test_packet(ip(1), ip(77), b"nobody"));
+    assert_eq!(net.run(), 0);
+    assert_eq!(net.hosts[A].node.status().drops.no_route, 1);
+}
+
+#[test]
+fn unanswered_hellos_are_retried_then_given_up() {
+    let pki = Pki::new("test-ca");
+    let mut net = Net::new(&pki);
+    let (ghost, _) = pki.node("ghost", ip(9));
+    let statics = [StaticPeer {
+        mesh_ip: ghost.mesh_ip(),
+        endpoints: vec![underlay(9)],
+    }];
+    let (cert, keys) = pki.node("a", ip(1));
+    let identity = Identity {
+        cert,
+        keys,
+        ca: pki.ca.clone(),
+        crl: None,
+    };
+    let a = net.add_node(Node::new(identity, None, &statics), underlay(1));
+    net.send(a, &test_packet(ip(1), ip(9), b"anyone?"));
+    net.run();
+    for _ in 0..12 {
+        net.advance(Duration::from_secs(1));
+    }
+    assert_eq!(net.lost, 10, "one hello and nine retries, then silence");
+    assert_eq!(net.hosts[a].node.status().drops.queue_dropped, 1);
+    assert_eq!(net.hosts[a].node.next_timeout(), None);
+}
+
+fn refused(bad: (NodeCert, NodeKeys), pki: &Pki, crl: Option<rma_ca::RevocationList>) {
+    let mut net = Net::new(pki);
+    let (b_cert, b_keys) = pki.node("b", ip(2));
+    let identity = Identity {
+        cert: b_cert,
+        keys: b_keys,
+        ca: pki.ca.clone(),
+        crl,
+    };
+    let b = net.add_node(Node::new(identity, None, &[]), underlay(2));
+    let bad_ip = bad.0.mesh_ip();
+    let statics = [StaticPeer {
+        mesh_ip: ip(2),
+        endpoints: vec![underlay(2)],
+    }];
+    // The bad node trusts its own CA, so it believes its certificate is fine.
+    let bad_ca = pki.ca.clone();
+    let identity = Identity {
+        cert: bad.0,
+        keys: bad.1,
+        ca: bad_ca,
+        crl: None,
+    };
+    let m = net.add_node(Node::new(identity, None, &statics), underlay(3));
+    for _ in 0..3 {
+        net.send(m, &test_packet(bad_ip, ip(2), b"let me in"));
+        net.run();
+        net.advance(Duration::from_secs(1));
+    }
+    let status = net.hosts[b].node.status();
+    assert!(status.peers.is_empty(), "{status:?}");
+    assert!(status.drops.bad_cert >= 3, "{status:?}");
+    assert!(net.take_delivered(b).is_empty());
+}
+
+#[test]
+fn certificates_that_do_not_verify_get_no_session() {
+    let pki = Pki::new("test-ca");
+    let other = Pki::new("other-ca");
+    refused(other.node("stranger", ip(3)), &pki, None);
+    let expired = pki.node_valid(
+        "old",
+        ip(3),
+        pki.start - time::Duration::days(20),
+        pki.start - time::Duration::days(1),
+    );
+    refused(expired, &pki, None);
+    let revoked = pki.node("revoked", ip(3));
+    let crl = pki.crl_revoking(&[&revoked.0]);
+    refused(revoked, &pki, Some(crl));
+}
+
+#[test]
+fn a_peer_may_only_speak_as_itself() {
+    let (_pki, mut net) = pair();
+    net.send(A, &test_packet(ip(1), ip(2), b"genuine"));
+    net.run();
+    assert_eq!(net.take_delivered(B).len(), 1);
+    net.send(A, &test_packet(ip(3), ip(2), b"forged source"));
+    net.run();
+    assert!(net.take_delivered(B).is_empty());
+    assert_eq!(net.hosts[B].node.status().peers[0].drops.spoofed, 1);
+}
+
+#[test]
+fn an_authenticated_datagram_from_a_new_address_moves_the_peer() {
+    let (_pki, mut net) = pair();
+    net.send(A, &test_packet(ip(1), ip(2), b"before"));
+    net.run();
+    net.take_delivered(B);
+    let roamed = underlay(11);
+    net.hosts[A].addr = roamed;
+    net.send(A, &test_packet(ip(1), ip(2), b"after roaming"));
+    net.run();
+    assert_eq!(net.take_delivered(B).len(), 1);
+    assert_eq!(
+        net.hosts[B].node.status().peers[0].endpoint,
+        roamed.to_string()
+    );
+    // Replies follow the peer to its new address.
+    net.send(B, &test_packet(ip(2), ip(1), b"reply"));
+    net.run();
+    assert_eq!(net.take_delivered(A).len(), 1);
+    assert_eq!(net.lost, 0);
+}
+
+#[test]
+fn unauthenticated_datagrams_do_not_move_the_peer() {
+    let (_pki, mut net) = pair();
+    net.send(A, &test_packet(ip(1), ip(2), b"hi"));
+    net.run();
+    let mut forged = vec![4, 0, 0, 0];
+    forged.extend_from_slice(&[0; 12]);
+    forged.extend_from_slice(&[7; 64]);
+    // Data message for B's session index 0 (A is B's first peer) with garbage ciphertext.
+    net.inject(underlay(66), underlay(2), forged);
+    net.inject(
+        underlay(66),
+        underlay(2),
+        vec![0xF0, b'R', b'M', 1, 1, 0, 0, 9],
+    );
+    net.inject(underlay(66), underlay(2), vec![1, 0, 0, 0, 5]);
+    net.inject(underlay(66), underlay(2), b"random junk".to_vec());
+    net.run();
+    let status = net.hosts[B].node.status();
+    assert_eq!(status.peers[0].endpoint, underlay(1).to_string());
+    assert_eq!(status.peers[0].drops.rejected, 1);
+    assert_eq!(status.drops.malformed, 3);
+    net.send(A, &test_packet(ip(1), ip(2), b"still fine"));
+    net.run();
+    assert_eq!(net.take_delivered(B).len(), 2);
+}
+
+#[test]
+fn an_expired_peer_certificate_ends_the_session() {
+    let pki = Pki::new("test-ca");
+    let mut net = Net::new(&pki);
+    let (b_cert, b_keys) = pki.node("b", ip(2));
+    net.add(&pki, b_cert, b_keys, underlay(2));
+    let (a_cert, a_keys) = pki.node_valid(
+        "a",
+        ip(1),
+        pki.start - time::Duration::days(1),
+        pki.start + time::Duration::seconds(30),
+    );
+    net.add(&pki, a_cert, a_keys, underlay(1));
+    net.send(A, &test_packet(ip(1), ip(2), b"hi"));
+    net.run();
+    assert_eq!(net.hosts[B].node.status().peers.len(), 1);
+    net.advance(Duration::from_secs(31));
+    assert!(net.hosts[B].node.status().peers.is_empty());
+}
+
+#[cfg(feature = "fake-clock")]
+#[test]
+fn sessions_rekey_as_time_passes_and_keep_carrying_traffic() {
+    let (_pki, mut net) = pair();
+    net.send(A, &test_packet(ip(1), ip(2), b"t=0"));
+    net.run();
+    let first = net.hosts[B].node.status().peers[0].last_handshake_secs;
+    assert_eq!(first, Some(0));
+    // WireGuard rekeys after 120 s of sending; step through it the way the shell would.
+    for second in 1..=130u8 {
+        net.advance(Duration::from_secs(1));
+        net.send(A, &test_packet(ip(1), ip(2), &[second]));
+        net.run();
+    }
+    let delivered = net.take_delivered(B);
+    assert_eq!(delivered.len(), 131, "no packet lost across the rekey");
+    let since = net.hosts[B].node.status().peers[0]
+        .last_handshake_secs
+        .unwrap();
+    assert!(
+        since < 20,
+        "a new handshake happened around t=120 s, {since} s ago"
+    );
+}

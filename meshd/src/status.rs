@@ -1,0 +1,52 @@
+//! What `meshd status` shows: a snapshot of the node and its peers, as JSON on the status socket.
+
+use serde::{Deserialize, Serialize};
+
+/// Packets and messages the node dropped, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCounters {
+    /// Certificate hellos whose certificate did not verify.
+    pub bad_cert: u64,
+    /// Datagrams that are neither WireGuard nor a well-formed control message.
+    pub malformed: u64,
+    /// WireGuard messages for no known peer or session.
+    pub unknown_peer: u64,
+    /// Packets from the TUN for a mesh IP with no peer and no static endpoint.
+    pub no_route: u64,
+    /// Packets dropped because the queue for a peer being set up was full or timed out.
+    pub queue_dropped: u64,
+}
+
+/// Per-peer drop counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCounters {
+    /// Decrypted packets whose source was not the peer's certificate IP.
+    pub spoofed: u64,
+    /// Decrypted packets not addressed to this node.
+    pub misrouted: u64,
+    /// WireGuard messages from this peer that failed to decrypt or authenticate.
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub mesh_ip: String,
+    pub groups: Vec<String>,
+    pub endpoint: String,
+    /// Seconds since the last completed handshake; absent before the first.
+    pub last_handshake_secs: Option<u64>,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub drops: PeerCounters,
+    pub cert_not_after: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub name: String,
+    pub mesh_ip: String,
+    pub cert_not_after: String,
+    pub drops: NodeCounters,
+    pub peers: Vec<PeerStatus>,
+}
