@@ -1,0 +1,120 @@
+//! The shell's side of [`Output`]: datagrams and TUN packets collected in reusable buffers,
+//! then written in as few system calls as the kernel allows.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use crate::node::Output;
+
+/// Results of one round of the event loop. Buffers keep their capacity between rounds, so the
+/// steady state allocates nothing.
+#[derive(Debug, Default)]
+pub struct Batch {
+    datagrams: Vec<u8>,
+    transmits: Vec<(SocketAddr, Range<usize>)>,
+    packets: Vec<u8>,
+    deliveries: Vec<Range<usize>>,
+}
+
+impl Output for Batch {
+    fn transmit(&mut self, to: SocketAddr, datagram: &[u8]) {
+        let start = self.datagrams.len();
+        self.datagrams.extend_from_slice(datagram);
+        self.transmits.push((to, start..self.datagrams.len()));
+    }
+
+    fn deliver(&mut self, packet: &[u8]) {
+        let start = self.packets.len();
+        self.packets.extend_from_slice(packet);
+        self.deliveries.push(start..self.packets.len());
+    }
+}
+
+/// A run of datagrams for one destination that the kernel can send as one GSO train: all of
+/// one size except possibly the last, which may be shorter.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Train<'a> {
+    pub to: SocketAddr,
+    pub contents: &'a [u8],
+    pub segment_size: usize,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.transmits.is_empty() && self.deliveries.is_empty()
+    }
+
+    /// Packets for the TUN device, in order.
+    pub fn deliveries(&self) -> impl Iterator<Item = &[u8]> {
+        self.deliveries.iter().map(|r| &self.packets[r.clone()])
+    }
+
+    /// Datagrams grouped into trains of at most `max_segments`, in order.
+    pub fn trains(&self, max_segments: usize) -> Vec<Train<'_>> {
+        let mut trains: Vec<Train<'_>> = Vec::new();
+        let mut current: Option<(SocketAddr, Range<usize>, usize, usize)> = None;
+        for (to, range) in &self.transmits {
+            let len = range.len();
+            if let Some((dest, span, size, count)) = &mut current {
+                let last_was_short = span.len() != *size * *count;
+                if *dest == *to && len <= *size && !last_was_short && *count < max_segments {
+                    span.end = range.end;
+                    *count += 1;
+                    continue;
+                }
+                trains.push(Train {
+                    to: *dest,
+                    contents: &self.datagrams[span.clone()],
+                    segment_size: *size,
+                });
+            }
+            current = Some((*to, range.clone(), len, 1));
+        }
+        if let Some((to, span, size, _)) = current {
+            trains.push(Train {
+                to,
+                contents: &self.datagrams[span],
+                segment_size: size,
+            });
+        }
+        trains
+    }
+
+    pub fn clear(&mut self) {
+        self.datagrams.clear();
+        self.transmits.clear();
+        self.packets.clear();
+        self.deliveries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn same_destination_same_size_datagrams_form_trains() {
+        let mut batch = Batch::default();
+        for _ in 0..3 {
+            batch.transmit(addr(1), &[1; 100]);
+        }
+        batch.transmit(addr(1), &[2; 40]);
+        batch.transmit(addr(1), &[3; 100]);
+        batch.transmit(addr(2), &[4; 100]);
+        batch.deliver(b"packet");
+        let trains = batch.trains(64);
+        let shape: Vec<_> = trains
+            .iter()
+            .map(|t| (t.to.port(), t.contents.len(), t.segment_size))
+            .collect();
+        assert_eq!(shape, [(1, 340, 100), (1, 100, 100), (2, 100, 100)]);
+        assert_eq!(batch.deliveries().collect::<Vec<_>>(), [b"packet"]);
+        assert_eq!(batch.trains(2)[0].contents.len(), 200);
+        batch.clear();
+        assert!(batch.is_empty() && batch.trains(64).is_empty());
+    }
+}

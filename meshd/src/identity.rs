@@ -1,0 +1,45 @@
+//! Loading this node's certificate, keys and trust anchor, and refusing to run on bad ones.
+
+use std::path::Path;
+
+use rma_ca::{CaCert, NodeCert, NodeKeys, RevocationList};
+use time::OffsetDateTime;
+
+use crate::config::Pki;
+use crate::node::Identity;
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn named<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("{}: {e}", path.display())
+}
+
+/// Reads the PKI files and checks that they belong together and are trusted at `now`: the key
+/// matches the certificate, and the certificate verifies against the CA and revocation list.
+pub fn load(pki: &Pki, now: OffsetDateTime) -> anyhow::Result<Identity> {
+    let ca = CaCert::from_bytes(&read(&pki.ca)?).map_err(named(&pki.ca))?;
+    let cert = NodeCert::from_bytes(&read(&pki.cert)?).map_err(named(&pki.cert))?;
+    let keys = NodeKeys::from_pem(&read(&pki.key)?).map_err(named(&pki.key))?;
+    let crl = match &pki.crl {
+        Some(path) => Some(RevocationList::from_bytes(&read(path)?, &ca).map_err(named(path))?),
+        None => None,
+    };
+    let public = keys.public();
+    if public.identity != *cert.identity_key() || Some(&public.wireguard) != cert.wireguard_key() {
+        anyhow::bail!(
+            "{}: keys do not match the certificate {}",
+            pki.key.display(),
+            pki.cert.display()
+        );
+    }
+    rma_ca::verify(&cert, &ca, crl.as_ref(), now)
+        .map_err(|e| anyhow::anyhow!("{}: not trusted: {e}", pki.cert.display()))?;
+    Ok(Identity {
+        cert,
+        keys,
+        ca,
+        crl,
+    })
+}

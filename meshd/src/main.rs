@@ -1,0 +1,192 @@
+//! `meshd`: the RMA Mesh node daemon and its command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use meshd::config::{Config, LogFormat};
+use meshd::status::Status;
+
+/// The RMA Mesh node daemon: gives this machine its mesh IP on a TUN device and carries its
+/// traffic in WireGuard tunnels to certified peers.
+#[derive(Debug, Parser)]
+#[command(name = "meshd", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// The configuration file (TOML).
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the configuration and the certificate, key and CA it names, then exit.
+    #[arg(long, requires = "config")]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write this node's keys: an Ed25519 identity key and an X25519 WireGuard key. Send the
+    /// public file to the CA (`rma-ca sign --pub`); the private file (mode 0600) stays here.
+    Keygen {
+        /// Where to write the private keys.
+        #[arg(long, value_name = "FILE")]
+        out_key: PathBuf,
+        /// Where to write the public keys.
+        #[arg(long, value_name = "FILE")]
+        out_pub: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show this node's peers: name, mesh IP, endpoint, last handshake, bytes and drops.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The status socket; by default the one named in --config.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+        /// Read the status socket path from this configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("meshd: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match (cli.command, cli.config) {
+        (
+            Some(Command::Keygen {
+                out_key,
+                out_pub,
+                force,
+            }),
+            _,
+        ) => {
+            let keys = rma_ca::NodeKeys::generate();
+            rma_ca::files::write_node_keys(&keys, &out_key, &out_pub, force)?;
+            println!(
+                "wrote {} (mode 0600) and {}",
+                out_key.display(),
+                out_pub.display()
+            );
+            println!("wireguard public key {}", keys.public().wireguard);
+            Ok(())
+        }
+        (
+            Some(Command::Status {
+                json,
+                socket,
+                config,
+            }),
+            _,
+        ) => {
+            let socket = match (socket, config) {
+                (Some(socket), _) => socket,
+                (None, Some(config)) => Config::load(&config)?.status_socket,
+                (None, None) => {
+                    Config::load(std::path::Path::new("/etc/meshd/meshd.toml"))
+                        .context("no --socket or --config given")?
+                        .status_socket
+                }
+            };
+            let status = runtime()?.block_on(meshd::control::fetch(&socket))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+            Ok(())
+        }
+        (None, Some(path)) => {
+            let config = Config::load(&path)?;
+            if cli.check_config {
+                meshd::identity::load(&config.pki, time::OffsetDateTime::now_utc())?;
+                println!("{}: ok", path.display());
+                return Ok(());
+            }
+            init_logging(&config);
+            runtime()?.block_on(meshd::shell::run(config, shutdown_signal(), || {}))
+        }
+        (None, None) => anyhow::bail!("nothing to do: pass --config FILE to run (see --help)"),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn print_status(status: &Status) {
+    println!(
+        "{} ({}), certificate valid until {}",
+        status.name, status.mesh_ip, status.cert_not_after
+    );
+    println!(
+        "{:<20} {:<15} {:<21} {:>9} {:>12} {:>12} {:>7} {:>8}",
+        "PEER", "MESH IP", "ENDPOINT", "HANDSHAKE", "RX", "TX", "SPOOFED", "REJECTED"
+    );
+    for peer in &status.peers {
+        let handshake = peer
+            .last_handshake_secs
+            .map_or_else(|| "never".to_owned(), |s| format!("{s}s ago"));
+        println!(
+            "{:<20} {:<15} {:<21} {:>9} {:>12} {:>12} {:>7} {:>8}",
+            peer.name,
+            peer.mesh_ip,
+            peer.endpoint,
+            handshake,
+            peer.rx_bytes,
+            peer.tx_bytes,
+            peer.drops.spoofed,
+            peer.drops.rejected
+        );
+    }
+    let d = status.drops;
+    println!(
+        "drops: bad_cert={} malformed={} unknown_peer={} no_route={} queue_dropped={}",
+        d.bad_cert, d.malformed, d.unknown_peer, d.no_route, d.queue_dropped
+    );
+}
