@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 JOBS ?= 2
 
-.PHONY: all build deps test lint unit walkthrough walkthrough-check testdata clean
+.PHONY: all build deps test lint unit e2e walkthrough walkthrough-check testdata clean
 
 all: build
 
@@ -17,17 +17,24 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -j$(JOBS) --workspace --all-targets -- -D warnings
 
-# Every test; ends with one line that totals all test binaries. meshd's core tests run a
-# second time with boringtun's clock under test control (rekey); `--lib` builds no binary, so
-# the daemon in target/ never carries that feature.
+# Every in-process test. meshd's core tests run a second time with boringtun's clock under
+# test control (rekey); `--lib` builds no binary, so the daemon in target/ never carries that
+# feature.
 unit:
 	@mkdir -p target
-	set -o pipefail; $(CARGO) test -j$(JOBS) --workspace 2>&1 | tee target/test.log
-	set -o pipefail; $(CARGO) test -j$(JOBS) -p meshd --lib --features fake-clock 2>&1 | tee -a target/test.log
-	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
+	set -o pipefail; $(CARGO) test -j$(JOBS) --workspace --exclude integration 2>&1 | tee target/unit.log
+	set -o pipefail; $(CARGO) test -j$(JOBS) -p meshd --lib --features fake-clock 2>&1 | tee -a target/unit.log
+
+# End-to-end tests: real daemons in network namespaces. Needs root and /dev/net/tun; fails
+# (never skips) without them. One test at a time, so throughput figures are not shared.
+e2e:
+	@mkdir -p target
+	$(CARGO) build -j$(JOBS) -p meshd -p integration --bins
+	set -o pipefail; $(CARGO) test -j$(JOBS) -p integration -- --test-threads=1 --nocapture 2>&1 | tee target/e2e.log
 
 # Everything CI checks: formatting, lints, every test, and the walkthrough.
-test: deps lint walkthrough-check unit
+test: deps lint walkthrough-check unit e2e
+	@cat target/unit.log target/e2e.log | awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }'
 
 # The walkthrough must keep working; its output is shown only when it fails.
 walkthrough-check:

@@ -7,6 +7,10 @@ set -euo pipefail
 declare -A packages=(
     [openssl]=openssl
     [make]=make
+    [ip]=iproute2
+    [nft]=nftables
+    [ping]=iputils-ping
+    [kill]=procps
 )
 
 missing=()

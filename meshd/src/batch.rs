@@ -30,6 +30,10 @@ impl Output for Batch {
     }
 }
 
+/// The most a GSO train may carry: the UDP length field is 16 bits, so the kernel refuses a
+/// larger send outright (EMSGSIZE) and the whole train would be lost.
+const MAX_TRAIN_BYTES: usize = 65_535 - 8 - 20;
+
 /// A run of datagrams for one destination that the kernel can send as one GSO train: all of
 /// one size except possibly the last, which may be shorter.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +61,8 @@ impl Batch {
             let len = range.len();
             if let Some((dest, span, size, count)) = &mut current {
                 let last_was_short = span.len() != *size * *count;
-                if *dest == *to && len <= *size && !last_was_short && *count < max_segments {
+                let fits = span.len() + len <= MAX_TRAIN_BYTES && *count < max_segments;
+                if *dest == *to && len <= *size && !last_was_short && fits {
                     span.end = range.end;
                     *count += 1;
                     continue;
@@ -114,6 +119,19 @@ mod tests {
         assert_eq!(shape, [(1, 340, 100), (1, 100, 100), (2, 100, 100)]);
         assert_eq!(batch.deliveries().collect::<Vec<_>>(), [b"packet"]);
         assert_eq!(batch.trains(2)[0].contents.len(), 200);
+        batch.clear();
+        for _ in 0..64 {
+            batch.transmit(addr(1), &[5; 1452]);
+        }
+        let trains = batch.trains(64);
+        assert!(
+            trains.iter().all(|t| t.contents.len() <= MAX_TRAIN_BYTES),
+            "a train over 64 KiB"
+        );
+        assert_eq!(
+            trains.iter().map(|t| t.contents.len()).sum::<usize>(),
+            64 * 1452
+        );
         batch.clear();
         assert!(batch.is_empty() && batch.trains(64).is_empty());
     }

@@ -186,7 +186,7 @@ fn print_status(status: &Status) {
     }
     let d = status.drops;
     println!(
-        "drops: bad_cert={} malformed={} unknown_peer={} no_route={} queue_dropped={}",
-        d.bad_cert, d.malformed, d.unknown_peer, d.no_route, d.queue_dropped
+        "drops: bad_cert={} malformed={} unknown_peer={} no_route={} queue_dropped={} send_failed={}",
+        d.bad_cert, d.malformed, d.unknown_peer, d.no_route, d.queue_dropped, d.send_failed
     );
 }

@@ -244,6 +244,11 @@ impl Node {
         }
     }
 
+    /// The shell reports datagrams the socket could not send.
+    pub fn count_send_failures(&mut self, datagrams: u64) {
+        self.counters.send_failed += datagrams;
+    }
+
     pub fn status(&self) -> Status {
         let mut peers: Vec<_> = self.peers.iter().flatten().map(Peer::status).collect();
         peers.sort_by(|a, b| a.mesh_ip.cmp(&b.mesh_ip));

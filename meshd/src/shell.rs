@@ -115,7 +115,8 @@ async fn event_loop(
             }
         }
         if !batch.is_empty() {
-            udp.send(&batch).await;
+            let failed = udp.send(&batch).await;
+            node.count_send_failures(failed);
             for packet in batch.deliveries() {
                 if let Err(e) = tun.send(packet).await {
                     tracing::debug!(error = %e, "TUN write failed");

@@ -15,6 +15,8 @@ pub struct NodeCounters {
     pub no_route: u64,
     /// Packets dropped because the queue for a peer being set up was full or timed out.
     pub queue_dropped: u64,
+    /// Datagrams the kernel refused to send (no route, buffer full after waiting, ...).
+    pub send_failed: u64,
 }
 
 /// Per-peer drop counters.

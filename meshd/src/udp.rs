@@ -83,8 +83,10 @@ impl Udp {
         Ok(datagrams)
     }
 
-    /// Sends every datagram of `batch`, as GSO trains where possible.
-    pub async fn send(&self, batch: &Batch) {
+    /// Sends every datagram of `batch`, as GSO trains where possible. Returns how many
+    /// datagrams could not be sent.
+    pub async fn send(&self, batch: &Batch) -> u64 {
+        let mut failed = 0;
         for train in batch.trains(self.state.max_gso_segments()) {
             let transmit = Transmit {
                 destination: train.to,
@@ -101,8 +103,11 @@ impl Udp {
                 .await;
             if let Err(e) = sent {
                 // An unreachable peer must not stop the node; the next packet tries again.
+                // Failures are counted in the status, so none goes unseen.
                 tracing::debug!(to = %train.to, error = %e, "send failed");
+                failed += train.contents.len().div_ceil(train.segment_size.max(1)) as u64;
             }
         }
+        failed
     }
 }

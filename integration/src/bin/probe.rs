@@ -1,0 +1,264 @@
+//! A traffic tool for the end-to-end tests, run inside lab namespaces: checked TCP transfers,
+//! UDP echo, forged-source packets and hostile datagrams.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Parser)]
+#[command(name = "probe")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Accept one TCP connection, read it to the end, print `received BYTES sha256 HEX`.
+    TcpSink {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Send BYTES of seeded pseudo-random data, print `sent BYTES sha256 HEX mbit_s RATE`.
+    TcpSource {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Echo every UDP datagram back to its sender, printing one line per datagram.
+    UdpEcho {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Send COUNT datagrams and count the echoes: print `echoed N of COUNT`.
+    UdpPing {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+    },
+    /// Send UDP datagrams with a forged IPv4 source address through a raw socket.
+    Spoof {
+        #[arg(long)]
+        src: Ipv4Addr,
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 5)]
+        count: u32,
+    },
+    /// Send hostile datagrams: random bytes, truncated WireGuard handshakes, malformed control
+    /// messages and hellos carrying garbage instead of a certificate.
+    Garbage {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Send a certificate hello carrying the certificate in FILE (PEM).
+    Hello {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        cert: std::path::PathBuf,
+    },
+}
+
+/// xorshift64*: fast, seeded, the same on both ends.
+struct Prng(u64);
+
+impl Prng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let bytes = self.next().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::TcpSink { listen } => {
+            let listener = TcpListener::bind(listen)?;
+            println!("listening {listen}");
+            let (mut stream, _) = listener.accept()?;
+            let mut hash = Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0u64;
+            loop {
+                let n = stream.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                total += n as u64;
+            }
+            println!("received {total} sha256 {}", hex(&hash.finalize()));
+        }
+        Command::TcpSource {
+            connect,
+            bytes,
+            seed,
+        } => {
+            let mut stream = TcpStream::connect_timeout(&connect, Duration::from_secs(10))
+                .with_context(|| format!("connecting to {connect}"))?;
+            let mut prng = Prng(seed.max(1));
+            let mut hash = Sha256::new();
+            let mut buf = vec![0u8; 1 << 16];
+            let started = Instant::now();
+            let mut left = bytes;
+            while left > 0 {
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                prng.fill(&mut buf[..n]);
+                stream.write_all(&buf[..n])?;
+                hash.update(&buf[..n]);
+                left -= n as u64;
+            }
+            stream.shutdown(std::net::Shutdown::Write)?;
+            // Wait for the receiver to close, so the rate counts delivered bytes.
+            let _ = stream.read(&mut buf);
+            let secs = started.elapsed().as_secs_f64();
+            let rate = bytes as f64 * 8.0 / secs / 1e6;
+            println!(
+                "sent {bytes} sha256 {} mbit_s {rate:.0}",
+                hex(&hash.finalize())
+            );
+        }
+        Command::UdpEcho { listen } => {
+            let socket = UdpSocket::bind(listen)?;
+            println!("listening {listen}");
+            let mut buf = [0u8; 2048];
+            loop {
+                let (n, from) = socket.recv_from(&mut buf)?;
+                println!("datagram {n} from {from}");
+                socket.send_to(&buf[..n], from)?;
+            }
+        }
+        Command::UdpPing { to, count } => {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut echoed = 0;
+            let mut buf = [0u8; 64];
+            for i in 0..count {
+                socket.send_to(&i.to_be_bytes(), to)?;
+                if let Ok((4, _)) = socket.recv_from(&mut buf)
+                    && buf[..4] == i.to_be_bytes()
+                {
+                    echoed += 1;
+                }
+            }
+            println!("echoed {echoed} of {count}");
+        }
+        Command::Spoof { src, to, count } => {
+            let SocketAddr::V4(to) = to else {
+                anyhow::bail!("IPv4 only")
+            };
+            let socket = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::from(255)),
+            )?;
+            for i in 0..count {
+                let packet = udp_packet(src, to, &i.to_be_bytes());
+                socket.send_to(&packet, &SocketAddr::V4(to).into())?;
+            }
+            println!("spoofed {count} from {src}");
+        }
+        Command::Garbage { to, count, seed } => {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            let mut prng = Prng(seed.max(1));
+            for i in 0..count {
+                let len = (prng.next() % 1400) as usize;
+                let mut datagram = vec![0u8; len];
+                prng.fill(&mut datagram);
+                match i % 4 {
+                    0 => {}
+                    1 => {
+                        // A WireGuard handshake initiation cut short, or of the right size
+                        // but with random contents.
+                        datagram.resize((prng.next() % 149) as usize, 0);
+                        datagram.splice(0..datagram.len().min(4), [1, 0, 0, 0]);
+                    }
+                    2 => {
+                        // A control header whose length field lies.
+                        datagram.resize(datagram.len().max(8), 0);
+                        datagram[..6].copy_from_slice(&[0xF0, b'R', b'M', 1, 1, 1]);
+                    }
+                    _ => {
+                        // A well-formed hello whose certificate is garbage.
+                        let body = datagram.len().min(3000);
+                        let mut hello = vec![0xF0, b'R', b'M', 1, 1, 1];
+                        hello.extend_from_slice(&(body as u16).to_be_bytes());
+                        hello.extend_from_slice(&datagram[..body]);
+                        datagram = hello;
+                    }
+                }
+                socket.send_to(&datagram, to)?;
+            }
+            println!("sent {count} hostile datagrams");
+        }
+        Command::Hello { to, cert } => {
+            let text = std::fs::read(&cert)?;
+            let der = pem_der(&text).context("not a PEM certificate")?;
+            let mut hello = vec![0xF0, b'R', b'M', 1, 1, 1];
+            hello.extend_from_slice(&(der.len() as u16).to_be_bytes());
+            hello.extend_from_slice(&der);
+            UdpSocket::bind("0.0.0.0:0")?.send_to(&hello, to)?;
+            println!("sent hello");
+        }
+    }
+    Ok(())
+}
+
+fn pem_der(text: &[u8]) -> Option<Vec<u8>> {
+    rma_ca::NodeCert::from_bytes(text)
+        .ok()
+        .map(|c| c.der().to_vec())
+}
+
+/// An IPv4 + UDP packet with the given source; the kernel fills in the IP checksum.
+fn udp_packet(src: Ipv4Addr, to: std::net::SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        0,
+        0x40,
+        0,
+        64,
+        17,
+        0,
+        0,
+    ]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&to.ip().octets());
+    p.extend_from_slice(&40000u16.to_be_bytes());
+    p.extend_from_slice(&to.port().to_be_bytes());
+    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}

@@ -1,0 +1,269 @@
+//! A lab: named network namespaces, links between them, and processes inside them, all removed
+//! when the lab is dropped, even when a test panics. Namespaces get no route to the host's own
+//! network: nothing here ever connects them to the root namespace.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::wait;
+
+/// Every namespace a lab makes starts with this and the creating process's ID.
+const PREFIX: &str = "rmt";
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Fails unless the process can build namespaces: root and a TUN device are required, and the
+/// end-to-end tests must not pass by quietly doing nothing.
+pub fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .unwrap_or_default();
+    assert!(
+        uid == "0" && Path::new("/dev/net/tun").exists(),
+        "the end-to-end tests need root and /dev/net/tun (network namespaces, veth, TUN, \
+         nftables): run them as root, e.g. `sudo make e2e`"
+    );
+}
+
+/// Runs a command to completion, failing with its stderr when it fails.
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program} (is it installed?)"))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(output)
+}
+
+/// A namespace in a lab, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ns(pub String);
+
+impl Ns {
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A daemon or tool running in a namespace, with its output going to a log file.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// The process's exit status if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Lab {
+    id: String,
+    namespaces: Vec<Ns>,
+    procs: Vec<Proc>,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new() -> anyhow::Result<Self> {
+        require_root();
+        sweep_stale();
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        Ok(Self {
+            id: format!("{PREFIX}{}-{n}", std::process::id()),
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    /// A scratch directory for configs, certificates and logs, removed with the lab.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Creates a namespace with loopback up.
+    pub fn namespace(&mut self, role: &str) -> anyhow::Result<Ns> {
+        let ns = Ns(format!("{}-{role}", self.id));
+        run("ip", &["netns", "add", &ns.0])?;
+        self.namespaces.push(ns.clone());
+        self.ip(&ns, &["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Runs `ip` inside `ns`.
+    pub fn ip(&self, ns: &Ns, args: &[&str]) -> anyhow::Result<Output> {
+        let mut full = vec!["-n", ns.name()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Runs any command inside `ns` to completion.
+    pub fn exec(&self, ns: &Ns, program: &str, args: &[&str]) -> anyhow::Result<Output> {
+        let mut full = vec!["netns", "exec", ns.name(), program];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Joins `a` and `b` with a veth pair whose ends are created directly inside them (so the
+    /// host's namespace never holds them), and brings both ends up.
+    pub fn link(&self, a: &Ns, a_if: &str, b: &Ns, b_if: &str) -> anyhow::Result<()> {
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                "name",
+                a_if,
+                "netns",
+                a.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b_if,
+                "netns",
+                b.name(),
+            ],
+        )?;
+        self.ip(a, &["link", "set", a_if, "up"])?;
+        self.ip(b, &["link", "set", b_if, "up"])?;
+        Ok(())
+    }
+
+    pub fn addr(&self, ns: &Ns, iface: &str, cidr: &str) -> anyhow::Result<()> {
+        self.ip(ns, &["addr", "add", cidr, "dev", iface]).map(drop)
+    }
+
+    /// Loads an nftables ruleset into `ns`.
+    pub fn nft(&self, ns: &Ns, ruleset: &str) -> anyhow::Result<()> {
+        let path = self.dir().join(format!("{}.nft", ns.name()));
+        std::fs::write(&path, ruleset)?;
+        self.exec(ns, "nft", &["-f", &path.to_string_lossy()])
+            .map(drop)
+    }
+
+    /// Starts `program` inside `ns` with its output in `<dir>/<name>.log`.
+    pub fn spawn(
+        &mut self,
+        ns: &Ns,
+        name: &str,
+        program: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<usize> {
+        let log = self.dir().join(format!("{name}.log"));
+        let out = File::create(&log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        self.procs.push(Proc {
+            name: name.to_owned(),
+            child,
+            log,
+        });
+        Ok(self.procs.len() - 1)
+    }
+
+    pub fn proc(&mut self, handle: usize) -> &mut Proc {
+        &mut self.procs[handle]
+    }
+
+    /// Stops a process and waits for it.
+    pub fn stop(&mut self, handle: usize) {
+        self.procs[handle].stop();
+    }
+
+    /// Waits for a process to exit by itself and returns its status.
+    pub fn wait_exit(
+        &mut self,
+        handle: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let proc = &mut self.procs[handle];
+        let name = proc.name.clone();
+        wait::until(&format!("{name} to exit"), timeout, || proc.exited())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let failed = std::thread::panicking();
+        for proc in &mut self.procs {
+            proc.stop();
+            if failed {
+                let text = proc.log_text();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("---- last lines of {} ----", proc.name);
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        for ns in self.namespaces.iter().rev() {
+            kill_namespace(&ns.0);
+        }
+    }
+}
+
+/// Kills whatever still runs in a namespace, then deletes it.
+fn kill_namespace(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
+}
+
+/// Removes namespaces left by labs whose process no longer exists (a run that was killed).
+fn sweep_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid = rest.split('-').next().unwrap_or_default();
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            kill_namespace(name);
+        }
+    }
+}

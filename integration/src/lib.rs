@@ -1,0 +1,7 @@
+//! The namespace harness for end-to-end tests: build a network out of Linux network namespaces,
+//! veth links and nftables, run the real daemons inside it, wait on conditions with deadlines,
+//! and always tear it all down.
+
+pub mod lab;
+pub mod mesh;
+pub mod wait;

@@ -1,0 +1,509 @@
+//! meshd end to end: real daemons in network namespaces on one LAN (a bridge in a switch
+//! namespace), talking through real TUN devices and WireGuard.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use integration::lab::{Lab, Ns};
+use integration::mesh::{self, Issued, MeshNode, NodeConfig, Pki};
+use integration::wait;
+
+const PROBE: &str = env!("CARGO_BIN_EXE_probe");
+const MIB: u64 = 1 << 20;
+static PORT: AtomicU16 = AtomicU16::new(5000);
+
+fn mesh_ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 42, 0, n)
+}
+
+fn lan_ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 100, n)
+}
+
+fn underlay(n: u8) -> SocketAddr {
+    SocketAddr::from((lan_ip(n), 4242))
+}
+
+/// Hosts on one Ethernet segment: a switch namespace bridges every host's eth0.
+struct Lan {
+    lab: Lab,
+    switch: Ns,
+    pki: Pki,
+}
+
+impl Lan {
+    fn new() -> Self {
+        let mut lab = Lab::new().unwrap();
+        let switch = lab.namespace("sw").unwrap();
+        lab.ip(&switch, &["link", "add", "br0", "type", "bridge"])
+            .unwrap();
+        lab.ip(&switch, &["link", "set", "br0", "up"]).unwrap();
+        let pki = Pki::new(lab.dir(), "mesh-ca", "10.42.0.0/16").unwrap();
+        Self { lab, switch, pki }
+    }
+
+    /// A host on the LAN with address 192.168.100.n.
+    fn host(&mut self, role: &str, n: u8) -> Ns {
+        let ns = self.lab.namespace(role).unwrap();
+        let port = format!("p{n}");
+        self.lab.link(&ns, "eth0", &self.switch, &port).unwrap();
+        self.lab
+            .ip(&self.switch, &["link", "set", &port, "master", "br0"])
+            .unwrap();
+        self.lab
+            .addr(&ns, "eth0", &format!("{}/24", lan_ip(n)))
+            .unwrap();
+        ns
+    }
+
+    /// A host running meshd with mesh IP 10.42.0.n, statically peered with `peers`.
+    fn node(&mut self, name: &str, n: u8, peers: &[u8], crl: Option<&Path>) -> MeshNode {
+        let issued = self.pki.issue(name, mesh_ip(n)).unwrap();
+        self.node_with(name, n, peers, &issued, &self.pki.ca_path.clone(), crl)
+    }
+
+    fn node_with(
+        &mut self,
+        name: &str,
+        n: u8,
+        peers: &[u8],
+        issued: &Issued,
+        ca: &Path,
+        crl: Option<&Path>,
+    ) -> MeshNode {
+        let ns = self.host(name, n);
+        let statics: Vec<_> = peers.iter().map(|&p| (mesh_ip(p), underlay(p))).collect();
+        let config = NodeConfig {
+            name,
+            ca,
+            issued,
+            crl,
+            static_peers: &statics,
+        };
+        mesh::start(&mut self.lab, &ns, &config).unwrap()
+    }
+
+    fn ping(&self, from: &Ns, to: Ipv4Addr) -> bool {
+        let to = to.to_string();
+        self.lab
+            .exec(from, "ping", &["-c", "3", "-i", "0.2", "-W", "2", &to])
+            .is_ok()
+    }
+
+    /// Sends `bytes` over TCP from `from` to `to_ip` (a host in `to`), checks the SHA-256 on
+    /// both ends, and returns the sender's rate in Mbit/s.
+    fn transfer(&mut self, from: &Ns, to: &Ns, to_ip: Ipv4Addr, bytes: u64) -> f64 {
+        let (sink, source_args) = self.start_transfer(from, to, to_ip, bytes);
+        let sent = self
+            .lab
+            .exec(
+                from,
+                PROBE,
+                &source_args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let sent = String::from_utf8_lossy(&sent.stdout).into_owned();
+        self.finish_transfer(sink, &sent, bytes)
+    }
+
+    fn start_transfer(
+        &mut self,
+        _from: &Ns,
+        to: &Ns,
+        to_ip: Ipv4Addr,
+        bytes: u64,
+    ) -> (usize, Vec<String>) {
+        let port = PORT.fetch_add(1, Ordering::Relaxed);
+        let listen = format!("{to_ip}:{port}");
+        let sink = self
+            .lab
+            .spawn(
+                to,
+                &format!("sink-{port}"),
+                Path::new(PROBE),
+                &["tcp-sink", "--listen", &listen],
+            )
+            .unwrap();
+        wait::until("the sink to listen", Duration::from_secs(5), || {
+            self.lab
+                .proc(sink)
+                .log_text()
+                .contains("listening")
+                .then_some(())
+        })
+        .unwrap();
+        let args = [
+            "tcp-source",
+            "--connect",
+            &listen,
+            "--bytes",
+            &bytes.to_string(),
+            "--seed",
+            &port.to_string(),
+        ];
+        (sink, args.iter().map(ToString::to_string).collect())
+    }
+
+    fn finish_transfer(&mut self, sink: usize, sent: &str, bytes: u64) -> f64 {
+        let status = self.lab.wait_exit(sink, Duration::from_secs(120)).unwrap();
+        assert!(
+            status.success(),
+            "sink failed: {}",
+            self.lab.proc(sink).log_text()
+        );
+        let received = self.lab.proc(sink).log_text();
+        let field = |text: &str, key: &str| -> String {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let at = words
+                .iter()
+                .position(|w| *w == key)
+                .unwrap_or_else(|| panic!("{key} in {text:?}"));
+            words[at + 1].to_owned()
+        };
+        assert_eq!(field(sent, "sent"), bytes.to_string(), "{sent}");
+        assert_eq!(
+            field(&received, "received"),
+            bytes.to_string(),
+            "{received}"
+        );
+        assert_eq!(
+            field(sent, "sha256"),
+            field(&received, "sha256"),
+            "checksums differ"
+        );
+        field(sent, "mbit_s").parse().unwrap()
+    }
+}
+
+fn peer_status(status: &meshd::status::Status, ip: Ipv4Addr) -> Option<&meshd::status::PeerStatus> {
+    status.peers.iter().find(|p| p.mesh_ip == ip.to_string())
+}
+
+#[test]
+fn two_nodes_carry_tcp_udp_and_icmp() {
+    let mut lan = Lan::new();
+    let a = lan.node("a", 1, &[2], None);
+    let b = lan.node("b", 2, &[1], None);
+    assert!(lan.ping(&a.ns, b.mesh_ip), "ICMP over the mesh");
+    let a_to_b = lan.transfer(&a.ns, &b.ns, b.mesh_ip, 64 * MIB);
+    let b_to_a = lan.transfer(&b.ns, &a.ns, a.mesh_ip, 64 * MIB);
+    let raw = lan.transfer(&a.ns, &b.ns, lan_ip(2), 64 * MIB);
+
+    let port = PORT.fetch_add(1, Ordering::Relaxed);
+    let listen = format!("{}:{port}", b.mesh_ip);
+    lan.lab
+        .spawn(
+            &b.ns,
+            "udp-echo",
+            Path::new(PROBE),
+            &["udp-echo", "--listen", &listen],
+        )
+        .unwrap();
+    let echoed = wait::until("UDP echoes over the mesh", Duration::from_secs(20), || {
+        let out = lan
+            .lab
+            .exec(
+                &a.ns,
+                PROBE,
+                &["udp-ping", "--to", &listen, "--count", "10"],
+            )
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("echoed 10 of 10").then_some(text)
+    })
+    .unwrap();
+    println!("udp: {}", echoed.trim());
+    println!(
+        "throughput (64 MiB, single TCP stream): mesh a->b {a_to_b:.0} Mbit/s, b->a {b_to_a:.0} \
+         Mbit/s; raw veth {raw:.0} Mbit/s"
+    );
+    let status = b.status().unwrap();
+    let peer = peer_status(&status, a.mesh_ip).unwrap();
+    assert!(
+        peer.rx_bytes > 64 * MIB && peer.tx_bytes > 64 * MIB,
+        "{peer:?}"
+    );
+}
+
+#[test]
+fn three_nodes_form_a_full_mesh() {
+    let mut lan = Lan::new();
+    let nodes = [
+        lan.node("n1", 1, &[2, 3], None),
+        lan.node("n2", 2, &[1, 3], None),
+        lan.node("n3", 3, &[1, 2], None),
+    ];
+    for from in &nodes {
+        for to in &nodes {
+            if from.name != to.name {
+                assert!(
+                    lan.ping(&from.ns, to.mesh_ip),
+                    "{} -> {}",
+                    from.name,
+                    to.name
+                );
+            }
+        }
+    }
+    let meshd = mesh::binary("meshd").unwrap();
+    for node in &nodes {
+        let out = std::process::Command::new(&meshd)
+            .args(["status", "--json", "--socket"])
+            .arg(&node.socket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let live: Vec<_> = status["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["last_handshake_secs"].is_u64())
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(live.len(), 2, "{}: {status}", node.name);
+    }
+}
+
+#[test]
+fn a_peer_cannot_send_as_another_node() {
+    let mut lan = Lan::new();
+    let a = lan.node("a", 1, &[2], None);
+    let b = lan.node("b", 2, &[1], None);
+    let c_ip = mesh_ip(3);
+    assert!(lan.ping(&a.ns, b.mesh_ip));
+    let port = PORT.fetch_add(1, Ordering::Relaxed);
+    let target = format!("{}:{port}", b.mesh_ip);
+    let echo = lan
+        .lab
+        .spawn(
+            &b.ns,
+            "echo",
+            Path::new(PROBE),
+            &["udp-echo", "--listen", &target],
+        )
+        .unwrap();
+    wait::until("echo to listen", Duration::from_secs(5), || {
+        lan.lab
+            .proc(echo)
+            .log_text()
+            .contains("listening")
+            .then_some(())
+    })
+    .unwrap();
+
+    lan.lab
+        .exec(
+            &a.ns,
+            PROBE,
+            &[
+                "spoof",
+                "--src",
+                &c_ip.to_string(),
+                "--to",
+                &target,
+                "--count",
+                "5",
+            ],
+        )
+        .unwrap();
+    wait::until(
+        "b to count five spoofed packets",
+        Duration::from_secs(10),
+        || {
+            let status = b.status().ok()?;
+            (peer_status(&status, a.mesh_ip)?.drops.spoofed >= 5).then_some(())
+        },
+    )
+    .unwrap();
+    // A genuine datagram after the forged ones arrives; none of the forged ones did.
+    let out = lan
+        .lab
+        .exec(&a.ns, PROBE, &["udp-ping", "--to", &target, "--count", "1"])
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echoed 1 of 1"));
+    let log = lan.lab.proc(echo).log_text();
+    let datagrams: Vec<&str> = log.lines().filter(|l| l.starts_with("datagram")).collect();
+    assert_eq!(datagrams.len(), 1, "{log}");
+    assert!(
+        datagrams[0].contains(&format!("from {}:", a.mesh_ip)),
+        "{log}"
+    );
+}
+
+#[test]
+fn untrusted_certificates_get_no_session() {
+    let mut lan = Lan::new();
+    let revoked = lan.pki.issue("revoked", mesh_ip(5)).unwrap();
+    let crl = lan.pki.crl(&[&revoked.cert]).unwrap();
+    let a = lan.node("a", 1, &[2], Some(&crl));
+    let b = lan.node("b", 2, &[1], Some(&crl));
+    assert!(lan.ping(&a.ns, b.mesh_ip));
+
+    // A node of another CA, with its own CA file so that it starts.
+    let other_dir = lan.lab.dir().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = Pki::new(&other_dir, "other-ca", "10.42.0.0/16").unwrap();
+    let stranger = other.issue("stranger", mesh_ip(4)).unwrap();
+    let stranger = lan.node_with("stranger", 4, &[1], &stranger, &other.ca_path.clone(), None);
+    // The revoked node does not know it is revoked: its own config has no CRL.
+    let ca = lan.pki.ca_path.clone();
+    let revoked = lan.node_with("revoked", 5, &[1], &revoked, &ca, None);
+    // An expired certificate: meshd refuses to start on it.
+    let now = time::OffsetDateTime::now_utc();
+    let expired = lan
+        .pki
+        .issue_valid(
+            "expired",
+            mesh_ip(6),
+            now - time::Duration::days(10),
+            now - time::Duration::days(1),
+        )
+        .unwrap();
+    let expired_ns = lan.host("expired", 6);
+    let config = NodeConfig {
+        name: "expired",
+        ca: &ca,
+        issued: &expired,
+        crl: None,
+        static_peers: &[(a.mesh_ip, underlay(1))],
+    };
+    let (config_path, _) = mesh::write_config(&lan.lab, &config).unwrap();
+    let meshd = mesh::binary("meshd").unwrap();
+    let refused = lan
+        .lab
+        .spawn(
+            &expired_ns,
+            "expired-meshd",
+            &meshd,
+            &["--config", &config_path.to_string_lossy()],
+        )
+        .unwrap();
+    let status = lan.lab.wait_exit(refused, Duration::from_secs(10)).unwrap();
+    assert!(!status.success());
+    let log = lan.lab.proc(refused).log_text();
+    assert!(log.contains("not trusted: expired at"), "{log}");
+    // It still cannot talk its way in: its certificate, sent as a hello, is refused.
+    lan.lab
+        .exec(
+            &expired_ns,
+            PROBE,
+            &[
+                "hello",
+                "--to",
+                &underlay(1).to_string(),
+                "--cert",
+                &expired.cert_path.to_string_lossy(),
+            ],
+        )
+        .unwrap();
+
+    for bad in [&stranger, &revoked] {
+        assert!(!lan.ping(&bad.ns, a.mesh_ip), "{} reached a", bad.name);
+    }
+    wait::until(
+        "a to refuse three certificates",
+        Duration::from_secs(10),
+        || (a.status().ok()?.drops.bad_cert >= 3).then_some(()),
+    )
+    .unwrap();
+    let status = a.status().unwrap();
+    let peers: Vec<&str> = status.peers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(peers, ["b"], "{status:?}");
+    assert!(lan.ping(&a.ns, b.mesh_ip), "the healthy pair keeps talking");
+    assert!(lan.ping(&b.ns, a.mesh_ip));
+}
+
+#[test]
+fn a_transfer_survives_its_sender_changing_address() {
+    let mut lan = Lan::new();
+    let a = lan.node("a", 1, &[2], None);
+    let b = lan.node("b", 2, &[1], None);
+    assert!(lan.ping(&a.ns, b.mesh_ip));
+    let bytes = 64 * MIB;
+    let (sink, args) = lan.start_transfer(&a.ns, &b.ns, b.mesh_ip, bytes);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let source = lan
+        .lab
+        .spawn(&a.ns, "source", Path::new(PROBE), &args)
+        .unwrap();
+    wait::until(
+        "8 MiB to cross before the move",
+        Duration::from_secs(30),
+        || {
+            let status = b.status().ok()?;
+            (peer_status(&status, a.mesh_ip)?.rx_bytes > 8 * MIB).then_some(())
+        },
+    )
+    .unwrap();
+    lan.lab
+        .ip(
+            &a.ns,
+            &["addr", "del", &format!("{}/24", lan_ip(1)), "dev", "eth0"],
+        )
+        .unwrap();
+    lan.lab
+        .addr(&a.ns, "eth0", &format!("{}/24", lan_ip(11)))
+        .unwrap();
+    let exit = lan.lab.wait_exit(source, Duration::from_secs(120)).unwrap();
+    assert!(exit.success(), "{}", lan.lab.proc(source).log_text());
+    let sent = lan.lab.proc(source).log_text();
+    lan.finish_transfer(sink, &sent, bytes);
+    let status = b.status().unwrap();
+    assert_eq!(
+        peer_status(&status, a.mesh_ip).unwrap().endpoint,
+        underlay(11).to_string()
+    );
+}
+
+#[test]
+fn hostile_datagrams_do_not_disturb_an_established_session() {
+    let mut lan = Lan::new();
+    let a = lan.node("a", 1, &[2], None);
+    let b = lan.node("b", 2, &[1], None);
+    let attacker = lan.host("attacker", 9);
+    assert!(lan.ping(&a.ns, b.mesh_ip));
+    let (sink, args) = lan.start_transfer(&b.ns, &a.ns, a.mesh_ip, 16 * MIB);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let source = lan
+        .lab
+        .spawn(&b.ns, "source", Path::new(PROBE), &args)
+        .unwrap();
+    for seed in ["1", "2", "3"] {
+        lan.lab
+            .exec(
+                &attacker,
+                PROBE,
+                &[
+                    "garbage",
+                    "--to",
+                    &underlay(1).to_string(),
+                    "--count",
+                    "2000",
+                    "--seed",
+                    seed,
+                ],
+            )
+            .unwrap();
+    }
+    let exit = lan.lab.wait_exit(source, Duration::from_secs(120)).unwrap();
+    assert!(exit.success(), "{}", lan.lab.proc(source).log_text());
+    let sent = lan.lab.proc(source).log_text();
+    lan.finish_transfer(sink, &sent, 16 * MIB);
+    assert!(lan.lab.proc(a.proc).exited().is_none(), "meshd a died");
+    let status = a.status().unwrap();
+    assert!(
+        status.drops.malformed + status.drops.bad_cert + status.drops.unknown_peer >= 3000,
+        "{status:?}"
+    );
+    assert_eq!(status.peers.len(), 1, "{status:?}");
+    assert!(lan.ping(&a.ns, b.mesh_ip));
+}
