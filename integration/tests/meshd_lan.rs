@@ -409,12 +409,30 @@ fn untrusted_certificates_get_no_session() {
     for bad in [&stranger, &revoked] {
         assert!(!lan.ping(&bad.ns, a.mesh_ip), "{} reached a", bad.name);
     }
-    wait::until(
+    // meshd logs each refused certificate once: three distinct fingerprints, one per case.
+    let refused = wait::until(
         "a to refuse three certificates",
         Duration::from_secs(10),
-        || (a.status().ok()?.drops.bad_cert >= 3).then_some(()),
+        || {
+            let log = lan.lab.proc(a.proc).log_text();
+            let fingerprints: std::collections::BTreeSet<String> = log
+                .lines()
+                .filter(|l| l.contains("refused peer certificate"))
+                .filter_map(|l| {
+                    let rest = l.split("fingerprint=").nth(1)?;
+                    rest.split_whitespace().next().map(str::to_owned)
+                })
+                .collect();
+            (fingerprints.len() >= 3).then_some(log)
+        },
     )
     .unwrap();
+    for reason in ["signed by another CA", "revoked at", "expired at"] {
+        assert!(
+            refused.contains(reason),
+            "a never refused a certificate as {reason:?}"
+        );
+    }
     let status = a.status().unwrap();
     let peers: Vec<&str> = status.peers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(peers, ["b"], "{status:?}");

@@ -272,6 +272,16 @@ impl fmt::Display for LogFormat {
     }
 }
 
+/// The dotted key an error is about, such as `tun.mtu`. toml shows it only when the error is
+/// displayed without its input snippet.
+fn key_of(error: &toml::de::Error) -> Option<String> {
+    let mut bare = error.clone();
+    bare.set_input(None);
+    let shown = bare.to_string();
+    let line = shown.lines().find_map(|l| l.strip_prefix("in `"))?;
+    Some(line.trim_end_matches('`').to_owned())
+}
+
 /// Line and column (1-based) of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -293,11 +303,15 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_column(text, s.start));
+            let message = match key_of(&e) {
+                Some(key) => format!("{key}: {}", e.message()),
+                None => e.message().to_owned(),
+            };
             ConfigError::Invalid {
                 path: path.to_owned(),
                 line,
                 column,
-                message: e.message().to_owned(),
+                message,
             }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -399,7 +413,10 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let err = error(&format!("{MINIMAL}[tun]\nmtu = 70000\n"));
-        assert!(err.starts_with("/etc/meshd/meshd.toml:6:7:"), "{err}");
+        assert!(
+            err.starts_with("/etc/meshd/meshd.toml:6:7: tun.mtu: "),
+            "{err}"
+        );
         let err = error(&format!("{MINIMAL}[tun]\nmtu = 100\n"));
         assert!(err.contains("MTU 100 is outside"), "{err}");
         let err = error(&format!("{MINIMAL}[tun]\nname = \"much-too-long-name\"\n"));
@@ -422,7 +439,7 @@ mod tests {
         let err = error(&format!(
             "{MINIMAL}[[static_peer]]\nmesh_ip = \"10.42.0.300\"\nendpoints = [\"1.2.3.4:1\"]\n"
         ));
-        assert!(err.contains(":6:"), "{err}");
+        assert!(err.contains(":6:11: static_peer.mesh_ip: "), "{err}");
         let err = error(&format!(
             "{MINIMAL}[[static_peer]]\nmesh_ip = \"10.42.0.3\"\nendpoints = []\n"
         ));
