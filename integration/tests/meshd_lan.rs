@@ -227,6 +227,12 @@ fn two_nodes_carry_tcp_udp_and_icmp() {
         peer.rx_bytes > 64 * MIB && peer.tx_bytes > 64 * MIB,
         "{peer:?}"
     );
+    // Nothing but mesh traffic reached the TUN: no stray IPv6 from the kernel, no drops.
+    assert_eq!(
+        status.drops,
+        meshd::status::NodeCounters::default(),
+        "{status:?}"
+    );
 }
 
 #[test]

@@ -50,12 +50,21 @@ pub async fn run(
     let mesh_ip = identity.cert.mesh_ip();
     let prefix = identity.ca.network().prefix_len();
     let name = identity.cert.name().to_string();
+    // Created down, so that IPv6 is off before the kernel can send anything into it.
     let tun = DeviceBuilder::new()
         .name(&config.tun.name)
         .ipv4(mesh_ip, prefix, None)
         .mtu(config.tun.mtu)
+        .enable(false)
         .build_async()
         .map_err(|e| anyhow::anyhow!("TUN device {}: {e}", config.tun.name))?;
+    // The mesh is IPv4; without this the kernel sends IPv6 neighbour discovery into the TUN.
+    let ipv6_switch = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", config.tun.name);
+    if let Err(e) = std::fs::write(&ipv6_switch, "1") {
+        tracing::debug!(error = %e, "could not disable IPv6 on the TUN device");
+    }
+    tun.enabled(true)
+        .map_err(|e| anyhow::anyhow!("bringing up {}: {e}", config.tun.name))?;
     let mut udp =
         Udp::bind(config.listen).map_err(|e| anyhow::anyhow!("UDP {}: {e}", config.listen))?;
     let status_socket = StatusSocket::bind(&config.status_socket).await?;
