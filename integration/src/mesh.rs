@@ -74,21 +74,37 @@ impl Pki {
         })
     }
 
-    /// Issues a certificate valid from a day ago for thirty days.
+    /// Issues a certificate in group `workers`, valid from a day ago for thirty days.
     pub fn issue(&self, name: &str, mesh_ip: Ipv4Addr) -> anyhow::Result<Issued> {
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
-        self.issue_valid(
-            name,
-            mesh_ip,
-            now - time::Duration::days(1),
-            now + time::Duration::days(30),
-        )
+        self.issue_in(name, mesh_ip, "workers")
     }
 
+    /// Issues a certificate in `groups` (comma-separated), valid from a day ago for thirty days.
+    pub fn issue_in(&self, name: &str, mesh_ip: Ipv4Addr, groups: &str) -> anyhow::Result<Issued> {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
+        let (from, to) = (
+            now - time::Duration::days(1),
+            now + time::Duration::days(30),
+        );
+        self.issue_full(name, mesh_ip, groups, from, to)
+    }
+
+    /// Issues a certificate in group `workers` with the given validity.
     pub fn issue_valid(
         &self,
         name: &str,
         mesh_ip: Ipv4Addr,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> anyhow::Result<Issued> {
+        self.issue_full(name, mesh_ip, "workers", not_before, not_after)
+    }
+
+    fn issue_full(
+        &self,
+        name: &str,
+        mesh_ip: Ipv4Addr,
+        groups: &str,
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> anyhow::Result<Issued> {
@@ -99,7 +115,7 @@ impl Pki {
             &NodeCertParams {
                 name: name.parse()?,
                 mesh_ip,
-                groups: Group::parse_list("workers")?,
+                groups: Group::parse_list(groups)?,
                 keys: keys.public(),
                 not_before,
                 not_after,
@@ -155,7 +171,13 @@ pub struct NodeConfig<'a> {
     pub issued: &'a Issued,
     pub crl: Option<&'a Path>,
     pub static_peers: &'a [(Ipv4Addr, SocketAddr)],
+    /// The `[firewall]` part of the config (TOML); `None` allows everything both ways.
+    pub firewall: Option<&'a str>,
 }
+
+/// Firewall rules that let every packet through, for tests about something else.
+pub const ALLOW_ALL: &str = "[[firewall.inbound]]\nport = \"any\"\nproto = \"any\"\nhost = \"any\"\n\n\
+                             [[firewall.outbound]]\nport = \"any\"\nproto = \"any\"\nhost = \"any\"\n";
 
 /// Writes `<name>.toml` for meshd in the lab directory.
 pub fn write_config(lab: &Lab, node: &NodeConfig<'_>) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -170,6 +192,8 @@ pub fn write_config(lab: &Lab, node: &NodeConfig<'_>) -> anyhow::Result<(PathBuf
     text.push_str(&format!(
         "\n[tun]\nname = \"rma0\"\n\n[status]\nsocket = {socket:?}\n\n[log]\nlevel = \"info,meshd=debug\"\n"
     ));
+    text.push('\n');
+    text.push_str(node.firewall.unwrap_or(ALLOW_ALL));
     for (mesh_ip, endpoint) in node.static_peers {
         text.push_str(&format!(
             "\n[[static_peer]]\nmesh_ip = \"{mesh_ip}\"\nendpoints = [\"{endpoint}\"]\n"

@@ -75,6 +75,20 @@ impl Lan {
         ca: &Path,
         crl: Option<&Path>,
     ) -> MeshNode {
+        self.node_full(name, n, peers, issued, ca, crl, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn node_full(
+        &mut self,
+        name: &str,
+        n: u8,
+        peers: &[u8],
+        issued: &Issued,
+        ca: &Path,
+        crl: Option<&Path>,
+        firewall: Option<&str>,
+    ) -> MeshNode {
         let ns = self.host(name, n);
         let statics: Vec<_> = peers.iter().map(|&p| (mesh_ip(p), underlay(p))).collect();
         let config = NodeConfig {
@@ -83,6 +97,7 @@ impl Lan {
             issued,
             crl,
             static_peers: &statics,
+            firewall,
         };
         mesh::start(&mut self.lab, &ns, &config).unwrap()
     }
@@ -213,7 +228,7 @@ fn two_nodes_carry_tcp_udp_and_icmp() {
             )
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.contains("echoed 10 of 10").then_some(text)
+        text.contains("echoed 10 of 10,").then_some(text)
     })
     .unwrap();
     println!("udp: {}", echoed.trim());
@@ -335,7 +350,7 @@ fn a_peer_cannot_send_as_another_node() {
         .lab
         .exec(&a.ns, PROBE, &["udp-ping", "--to", &target, "--count", "1"])
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("echoed 1 of 1"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("echoed 1 of 1,"));
     let log = lan.lab.proc(echo).log_text();
     let datagrams: Vec<&str> = log.lines().filter(|l| l.starts_with("datagram")).collect();
     assert_eq!(datagrams.len(), 1, "{log}");
@@ -381,6 +396,7 @@ fn untrusted_certificates_get_no_session() {
         issued: &expired,
         crl: None,
         static_peers: &[(a.mesh_ip, underlay(1))],
+        firewall: None,
     };
     let (config_path, _) = mesh::write_config(&lan.lab, &config).unwrap();
     let meshd = mesh::binary("meshd").unwrap();
@@ -530,4 +546,105 @@ fn hostile_datagrams_do_not_disturb_an_established_session() {
     );
     assert_eq!(status.peers.len(), 1, "{status:?}");
     assert!(lan.ping(&a.ns, b.mesh_ip));
+}
+
+/// Runs `probe udp-ping` from `from` to `to` and returns its summary line.
+fn udp_ping(lan: &Lan, from: &Ns, to: &str, count: u32) -> String {
+    let out = lan
+        .lab
+        .exec(
+            from,
+            PROBE,
+            &["udp-ping", "--to", to, "--count", &count.to_string()],
+        )
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn echo(lan: &mut Lan, ns: &Ns, listen: &str) {
+    let name = format!("echo-{}", listen.replace([':', '.'], "-"));
+    let handle = lan
+        .lab
+        .spawn(
+            ns,
+            &name,
+            Path::new(PROBE),
+            &["udp-echo", "--listen", listen],
+        )
+        .unwrap();
+    wait::until("echo to listen", Duration::from_secs(5), || {
+        lan.lab
+            .proc(handle)
+            .log_text()
+            .contains("listening")
+            .then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_firewall_admits_by_group_rejects_the_rest_and_lets_replies_in() {
+    let mut lan = Lan::new();
+    let ca = lan.pki.ca_path.clone();
+    let server_cert = lan.pki.issue_in("server", mesh_ip(1), "servers").unwrap();
+    let rules = "[firewall]\ninbound_action = \"reject\"\n\n\
+                 [[firewall.outbound]]\nport = \"any\"\nproto = \"any\"\nhost = \"any\"\n\n\
+                 [[firewall.inbound]]\nport = 7000\nproto = \"udp\"\ngroup = \"workers\"\n\n\
+                 [[firewall.inbound]]\nport = \"7001-7002\"\nproto = \"tcp\"\ngroup = \"workers\"\n";
+    let server = lan.node_full("server", 1, &[], &server_cert, &ca, None, Some(rules));
+    let worker_cert = lan.pki.issue_in("worker", mesh_ip(2), "workers").unwrap();
+    let worker = lan.node_with("worker", 2, &[1], &worker_cert, &ca, None);
+    let guest_cert = lan.pki.issue_in("guest", mesh_ip(3), "guests").unwrap();
+    let guest = lan.node_with("guest", 3, &[1], &guest_cert, &ca, None);
+
+    let service = format!("{}:7000", server.mesh_ip);
+    echo(&mut lan, &server.ns, &service);
+    // Allowed: the worker's group may reach UDP 7000.
+    let answer = wait::until("the worker to be echoed", Duration::from_secs(20), || {
+        let line = udp_ping(&lan, &worker.ns, &service, 5);
+        line.starts_with("echoed 5 of 5").then_some(line)
+    })
+    .unwrap();
+    println!("worker: {answer}");
+    // Denied: the guest's group may not, and is told so (ICMP port unreachable).
+    let answer = wait::until("the guest to be refused", Duration::from_secs(20), || {
+        let line = udp_ping(&lan, &guest.ns, &service, 3);
+        line.ends_with("refused 3").then_some(line)
+    })
+    .unwrap();
+    assert!(answer.starts_with("echoed 0 of 3"), "{answer}");
+    println!("guest: {answer}");
+    // TCP is refused with a reset: the connection fails at once instead of timing out.
+    let tcp = lan.lab.exec(
+        &guest.ns,
+        PROBE,
+        &[
+            "tcp-source",
+            "--connect",
+            &format!("{}:7001", server.mesh_ip),
+            "--bytes",
+            "1",
+        ],
+    );
+    let err = format!("{:#}", tcp.unwrap_err());
+    assert!(err.contains("refused"), "{err}");
+
+    // A reply to the server's own outbound flow comes in, though no inbound rule names it.
+    let guest_service = format!("{}:7100", guest.mesh_ip);
+    echo(&mut lan, &guest.ns, &guest_service);
+    let answer = udp_ping(&lan, &server.ns, &guest_service, 5);
+    assert!(answer.starts_with("echoed 5 of 5"), "{answer}");
+
+    let status = server.status().unwrap();
+    let worker_drops = peer_status(&status, worker.mesh_ip).unwrap().drops;
+    let guest_drops = peer_status(&status, guest.mesh_ip).unwrap().drops;
+    assert_eq!(worker_drops.firewall_in, 0, "{status:?}");
+    assert!(
+        guest_drops.firewall_in >= 4,
+        "3 datagrams and a SYN refused: {status:?}"
+    );
+    println!(
+        "server counts: worker firewall_in={} guest firewall_in={}",
+        worker_drops.firewall_in, guest_drops.firewall_in
+    );
 }

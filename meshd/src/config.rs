@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::firewall::{Action, Peer, Policy, Ports, Proto, Rule, Timeouts};
+
 /// WireGuard's UDP port for RMA Mesh unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 4242;
 /// Leaves room for WireGuard's 32-byte overhead plus IPv4 and UDP headers in a 1500-byte path,
@@ -43,6 +45,7 @@ pub struct Config {
     /// Seconds between keepalives on an idle tunnel; `None` turns them off.
     pub keepalive: Option<u16>,
     pub static_peers: Vec<StaticPeer>,
+    pub firewall: Policy,
     pub log: Log,
 }
 
@@ -98,7 +101,127 @@ struct RawConfig {
     #[serde(default, rename = "static_peer")]
     static_peers: Vec<RawStaticPeer>,
     #[serde(default)]
+    firewall: RawFirewall,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawFirewall {
+    inbound: Vec<RuleSpec>,
+    outbound: Vec<RuleSpec>,
+    inbound_action: Action,
+    outbound_action: Action,
+    conntrack: RawConntrack,
+}
+
+/// Idle timeouts of tracked flows, in seconds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConntrack {
+    tcp_timeout: u64,
+    udp_timeout: u64,
+    default_timeout: u64,
+}
+
+impl Default for RawConntrack {
+    fn default() -> Self {
+        let t = Timeouts::default();
+        Self {
+            tcp_timeout: t.tcp.as_secs(),
+            udp_timeout: t.udp.as_secs(),
+            default_timeout: t.other.as_secs(),
+        }
+    }
+}
+
+/// A firewall rule as written: `port`, `proto`, and exactly one of `host`, `group`, `groups`
+/// or `cidr` (`host = "any"` for every peer).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    port: PortSpec,
+    proto: Proto,
+    host: Option<String>,
+    group: Option<String>,
+    groups: Option<Vec<String>>,
+    cidr: Option<ipnet::Ipv4Net>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PortSpec {
+    Number(u16),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "RawRule")]
+struct RuleSpec(Rule);
+
+impl TryFrom<PortSpec> for Ports {
+    type Error = String;
+    fn try_from(spec: PortSpec) -> Result<Self, String> {
+        let text = match spec {
+            PortSpec::Number(0) => return Err("port 0 is not a port".into()),
+            PortSpec::Number(n) => return Ok(Self::Range(n, n)),
+            PortSpec::Text(text) => text,
+        };
+        if text == "any" {
+            return Ok(Self::Any);
+        }
+        let bad = || {
+            format!("port {text:?} is not `any`, a port such as 443, or a range such as 8000-8100")
+        };
+        let (lo, hi) = text.split_once('-').unwrap_or((&text, &text));
+        let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+        let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+        if lo == 0 || lo > hi {
+            return Err(bad());
+        }
+        Ok(Self::Range(lo, hi))
+    }
+}
+
+impl TryFrom<RawRule> for RuleSpec {
+    type Error = String;
+    fn try_from(raw: RawRule) -> Result<Self, String> {
+        let ports = Ports::try_from(raw.port)?;
+        let mut peers = Vec::new();
+        if let Some(host) = raw.host {
+            peers.push(if host == "any" {
+                Peer::Any
+            } else {
+                Peer::Host(host)
+            });
+        }
+        if let Some(group) = raw.group {
+            peers.push(Peer::Group(group));
+        }
+        if let Some(groups) = raw.groups {
+            if groups.is_empty() {
+                return Err("`groups` is empty; name at least one group".into());
+            }
+            peers.push(Peer::Groups(groups));
+        }
+        if let Some(cidr) = raw.cidr {
+            peers.push(Peer::Cidr(cidr.trunc()));
+        }
+        let peer = match peers.len() {
+            1 => peers.remove(0),
+            0 => return Err(
+                "a rule needs one of host, group, groups or cidr (host = \"any\" for every peer)"
+                    .into(),
+            ),
+            _ => return Err("a rule takes only one of host, group, groups and cidr".into()),
+        };
+        Ok(Self(Rule {
+            proto: raw.proto,
+            ports,
+            peer,
+        }))
+    }
 }
 
 #[derive(Deserialize)]
@@ -354,6 +477,17 @@ impl Config {
                     endpoints: p.endpoints.0,
                 })
                 .collect(),
+            firewall: Policy {
+                inbound: raw.firewall.inbound.into_iter().map(|r| r.0).collect(),
+                outbound: raw.firewall.outbound.into_iter().map(|r| r.0).collect(),
+                inbound_action: raw.firewall.inbound_action,
+                outbound_action: raw.firewall.outbound_action,
+                timeouts: Timeouts {
+                    tcp: std::time::Duration::from_secs(raw.firewall.conntrack.tcp_timeout),
+                    udp: std::time::Duration::from_secs(raw.firewall.conntrack.udp_timeout),
+                    other: std::time::Duration::from_secs(raw.firewall.conntrack.default_timeout),
+                },
+            },
             log: Log {
                 level: raw.log.level,
                 format: raw.log.format,
@@ -408,6 +542,67 @@ mod tests {
         assert_eq!(config.keepalive, None);
         assert_eq!(config.static_peers[0].mesh_ip, Ipv4Addr::new(10, 42, 0, 2));
         assert_eq!(config.static_peers[0].endpoints.len(), 2);
+    }
+
+    #[test]
+    fn firewall_rules() {
+        let text = format!(
+            "{MINIMAL}[firewall]\ninbound_action = \"reject\"\n\
+             [[firewall.outbound]]\nport = \"any\"\nproto = \"any\"\nhost = \"any\"\n\
+             [[firewall.inbound]]\nport = 22\nproto = \"tcp\"\ngroup = \"admins\"\n\
+             [[firewall.inbound]]\nport = \"8000-8100\"\nproto = \"tcp\"\ngroups = [\"workers\", \"gpu\"]\n\
+             [[firewall.inbound]]\nport = \"any\"\nproto = \"icmp\"\ncidr = \"10.42.0.0/24\"\n"
+        );
+        let policy = parse(&text).unwrap().firewall;
+        assert_eq!(policy.inbound_action, Action::Reject);
+        assert_eq!(policy.outbound_action, Action::Drop);
+        assert_eq!(
+            policy.outbound,
+            [Rule {
+                proto: Proto::Any,
+                ports: Ports::Any,
+                peer: Peer::Any
+            }]
+        );
+        assert_eq!(
+            policy.inbound[0],
+            Rule {
+                proto: Proto::Tcp,
+                ports: Ports::Range(22, 22),
+                peer: Peer::Group("admins".into())
+            }
+        );
+        assert_eq!(policy.inbound[1].ports, Ports::Range(8000, 8100));
+        assert_eq!(
+            policy.inbound[1].peer,
+            Peer::Groups(vec!["workers".into(), "gpu".into()])
+        );
+        assert_eq!(
+            policy.inbound[2].peer,
+            Peer::Cidr("10.42.0.0/24".parse().unwrap())
+        );
+        assert!(
+            parse(MINIMAL).unwrap().firewall.inbound.is_empty(),
+            "default deny"
+        );
+
+        let rule = |body: &str| error(&format!("{MINIMAL}[[firewall.inbound]]\n{body}"));
+        let err = rule("port = \"22\"\nproto = \"tcp\"\n");
+        assert!(
+            err.contains(":5:") && err.contains("needs one of host, group"),
+            "{err}"
+        );
+        let err = rule("port = \"22\"\nproto = \"tcp\"\nhost = \"a\"\ngroup = \"b\"\n");
+        assert!(err.contains("only one of"), "{err}");
+        let err = rule("port = \"90-80\"\nproto = \"tcp\"\nhost = \"any\"\n");
+        assert!(err.contains("not `any`, a port"), "{err}");
+        let err = rule("port = \"any\"\nproto = \"sctp\"\nhost = \"any\"\n");
+        assert!(
+            err.contains(":7:9: firewall.inbound.proto: unknown variant `sctp`"),
+            "{err}"
+        );
+        let err = rule("port = 22\nproto = \"tcp\"\nhots = \"a\"\n");
+        assert!(err.contains("unknown field `hots`"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod batch;
 pub mod config;
 pub mod control;
+pub mod firewall;
 pub mod identity;
 mod ipv4;
 pub mod node;

@@ -15,6 +15,7 @@ use rma_ca::{CaCert, Fingerprint, NodeCert, NodeKeys, RevocationList};
 use time::OffsetDateTime;
 
 use crate::config::StaticPeer;
+use crate::firewall::{Action, Direction, Firewall, Policy, Verdict};
 use crate::ipv4;
 use crate::peer::Peer;
 use crate::status::{NodeCounters, PeerCounters, Status};
@@ -49,6 +50,18 @@ const MAX_TRACKED_SOURCES: usize = 4096;
 const SCRATCH_LEN: usize = 65_536 + 64;
 /// boringtun's session index is 24 bits; peers are numbered by slot below it.
 const MAX_PEERS: usize = 1 << 24;
+
+/// How often idle firewall flows are forgotten.
+const FLOW_SWEEP: Duration = Duration::from_secs(10);
+
+/// What a node is configured with besides its identity; all of it can change on reload.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Seconds between keepalives on an idle tunnel.
+    pub keepalive: Option<u16>,
+    pub static_peers: Vec<StaticPeer>,
+    pub firewall: Policy,
+}
 
 /// The identity and trust anchor a node runs with.
 #[derive(Debug)]
@@ -85,6 +98,8 @@ pub struct Node {
     hello_answered: HashMap<SocketAddr, Instant>,
     refused_logged: HashSet<Fingerprint>,
     next_tick: Option<Instant>,
+    firewall: Firewall,
+    next_flow_sweep: Option<Instant>,
     counters: NodeCounters,
     scratch: Box<[u8]>,
 }
@@ -99,7 +114,7 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    pub fn new(identity: Identity, keepalive: Option<u16>, static_peers: &[StaticPeer]) -> Self {
+    pub fn new(identity: Identity, settings: &Settings) -> Self {
         let secret = identity.keys.wireguard_secret().clone();
         let public = PublicKey::from(&secret);
         let mut hello_reply_wanted = Vec::new();
@@ -115,12 +130,13 @@ impl Node {
             public,
             ca: identity.ca,
             crl: identity.crl,
-            keepalive,
+            keepalive: settings.keepalive,
             peers: Vec::new(),
             free_slots: Vec::new(),
             by_ip: HashMap::new(),
             by_key: HashMap::new(),
-            static_peers: static_peers
+            static_peers: settings
+                .static_peers
                 .iter()
                 .map(|p| (p.mesh_ip, p.endpoints.clone()))
                 .collect(),
@@ -128,6 +144,8 @@ impl Node {
             hello_answered: HashMap::new(),
             refused_logged: HashSet::new(),
             next_tick: None,
+            firewall: Firewall::new(settings.firewall.clone()),
+            next_flow_sweep: None,
             counters: NodeCounters::default(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
         }
@@ -175,12 +193,13 @@ impl Node {
 
     /// A packet arrived from the TUN device, to go to a peer.
     pub fn handle_tun_packet(&mut self, packet: &[u8], now: Now, out: &mut impl Output) {
-        let Some((_src, dst)) = ipv4::addresses(packet) else {
+        let Some(flow) = ipv4::flow(packet) else {
             self.counters.no_route += 1;
             return;
         };
+        let dst = flow.dst;
         if let Some(&slot) = self.by_ip.get(&dst) {
-            self.encapsulate(slot, packet, out);
+            self.send_to_peer(slot, packet, flow, now, out);
             return;
         }
         let Some(endpoints) = self.static_peers.get(&dst) else {
@@ -220,6 +239,10 @@ impl Node {
         });
         self.counters.queue_dropped += expired.iter().sum::<usize>() as u64;
 
+        if self.next_flow_sweep.is_none_or(|t| t <= now.instant) {
+            self.firewall.expire(now.instant);
+            self.next_flow_sweep = Some(now.instant + FLOW_SWEEP);
+        }
         if self.next_tick.is_some_and(|t| t <= now.instant) {
             let mut ended = Vec::new();
             for (slot, peer) in self.peers.iter_mut().enumerate() {
@@ -242,6 +265,11 @@ impl Node {
             }
             self.next_tick = (!self.by_ip.is_empty()).then(|| now.instant + TIMER_TICK);
         }
+    }
+
+    /// Replaces the firewall rules; tracked flows and sessions stay.
+    pub fn set_firewall(&mut self, policy: Policy) {
+        self.firewall.set_policy(policy);
     }
 
     /// The shell reports datagrams the socket could not send.
@@ -302,7 +330,9 @@ impl Node {
         };
         if let Some(pending) = self.pending.remove(&peer.cert.mesh_ip()) {
             for packet in pending.queue {
-                self.encapsulate(slot, &packet, out);
+                if let Some(flow) = ipv4::flow(&packet) {
+                    self.send_to_peer(slot, &packet, flow, now, out);
+                }
             }
         }
     }
@@ -416,6 +446,35 @@ impl Node {
         }
     }
 
+    /// Sends a packet from the TUN to a peer, if the firewall lets it out.
+    fn send_to_peer(
+        &mut self,
+        slot: usize,
+        packet: &[u8],
+        flow: ipv4::Flow,
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        match self
+            .firewall
+            .check(Direction::Outbound, &flow, &peer.cert, now.instant)
+        {
+            Verdict::Allow => self.encapsulate(slot, packet, out),
+            Verdict::Deny(action) => {
+                peer.counters.firewall_out += 1;
+                tracing::trace!(peer = %peer.cert.name(), ?flow, "firewall dropped outbound packet");
+                if action == Action::Reject
+                    && let Some(answer) = ipv4::reject(packet)
+                {
+                    out.deliver(&answer);
+                }
+            }
+        }
+    }
+
     fn encapsulate(&mut self, slot: usize, packet: &[u8], out: &mut impl Output) {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;
@@ -452,7 +511,7 @@ impl Node {
             }
         };
         match slot.filter(|s| self.peers.get(*s).is_some_and(Option::is_some)) {
-            Some(slot) => self.decapsulate(slot, from, datagram, out),
+            Some(slot) => self.decapsulate(slot, from, datagram, now, out),
             None => {
                 self.counters.unknown_peer += 1;
                 // A handshake from a key we do not know: its hello was probably lost, so ask
@@ -469,50 +528,71 @@ impl Node {
         slot: usize,
         from: SocketAddr,
         datagram: &[u8],
+        now: Now,
         out: &mut impl Output,
     ) {
         let my_ip = self.cert.mesh_ip();
-        let Some(peer) = self.peers[slot].as_mut() else {
+        let Self {
+            peers,
+            firewall,
+            scratch,
+            ..
+        } = self;
+        let Some(peer) = peers[slot].as_mut() else {
             return;
         };
-        let authenticated =
-            match peer
-                .tunn
-                .decapsulate(Some(from.ip()), datagram, &mut self.scratch)
-            {
-                TunnResult::Done => true,
-                TunnResult::Err(e) => {
-                    peer.counters.rejected += 1;
-                    tracing::trace!(peer = %peer.cert.name(), error = ?e, "rejected datagram");
-                    false
+        let mut reject = None;
+        let authenticated = match peer.tunn.decapsulate(Some(from.ip()), datagram, scratch) {
+            TunnResult::Done => true,
+            TunnResult::Err(e) => {
+                peer.counters.rejected += 1;
+                tracing::trace!(peer = %peer.cert.name(), error = ?e, "rejected datagram");
+                false
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                // A cookie reply (type 3) comes from load shedding, before any authentication.
+                let authenticated = reply.first() != Some(&3);
+                out.transmit(from, reply);
+                while let TunnResult::WriteToNetwork(queued) =
+                    peer.tunn.decapsulate(None, &[], scratch)
+                {
+                    out.transmit(from, queued);
                 }
-                TunnResult::WriteToNetwork(reply) => {
-                    // A cookie reply (type 3) comes from load shedding, before any authentication.
-                    let authenticated = reply.first() != Some(&3);
-                    out.transmit(from, reply);
-                    while let TunnResult::WriteToNetwork(queued) =
-                        peer.tunn.decapsulate(None, &[], &mut self.scratch)
-                    {
-                        out.transmit(from, queued);
-                    }
-                    authenticated
-                }
-                TunnResult::WriteToTunnelV4(packet, src) => {
-                    if src != peer.cert.mesh_ip() {
-                        peer.counters.spoofed += 1;
-                        tracing::trace!(peer = %peer.cert.name(), %src, "dropped spoofed packet");
-                    } else if ipv4::addresses(packet).map(|(_, dst)| dst) != Some(my_ip) {
-                        peer.counters.misrouted += 1;
-                    } else {
-                        out.deliver(packet);
-                    }
-                    true
-                }
-                TunnResult::WriteToTunnelV6(..) => {
+                authenticated
+            }
+            TunnResult::WriteToTunnelV4(packet, src) => {
+                let flow = ipv4::flow(packet);
+                if src != peer.cert.mesh_ip() {
+                    peer.counters.spoofed += 1;
+                    tracing::trace!(peer = %peer.cert.name(), %src, "dropped spoofed packet");
+                } else if flow.map(|f| f.dst) != Some(my_ip) {
                     peer.counters.misrouted += 1;
-                    true
+                } else if let Some(flow) = flow {
+                    match firewall.check(Direction::Inbound, &flow, &peer.cert, now.instant) {
+                        Verdict::Allow => out.deliver(packet),
+                        Verdict::Deny(action) => {
+                            peer.counters.firewall_in += 1;
+                            tracing::trace!(peer = %peer.cert.name(), ?flow, "firewall dropped inbound packet");
+                            if action == Action::Reject {
+                                reject = ipv4::reject(packet);
+                            }
+                        }
+                    }
                 }
-            };
+                true
+            }
+            TunnResult::WriteToTunnelV6(..) => {
+                peer.counters.misrouted += 1;
+                true
+            }
+        };
+        if let Some(answer) = reject {
+            // Rare, so a buffer of its own rather than the one the packet arrived in.
+            let mut buf = vec![0u8; answer.len() + 148];
+            if let TunnResult::WriteToNetwork(datagram) = peer.tunn.encapsulate(&answer, &mut buf) {
+                out.transmit(from, datagram);
+            }
+        }
         if authenticated && peer.endpoint != from {
             tracing::info!(peer = %peer.cert.name(), old = %peer.endpoint, new = %from, "peer roamed");
             peer.endpoint = from;

@@ -11,8 +11,9 @@ use rma_ca::{
 use time::OffsetDateTime;
 
 use crate::config::StaticPeer;
-use crate::ipv4::test_packet;
-use crate::node::{Identity, Node, Now, Output};
+use crate::firewall::{Action, Peer, Policy, Ports, Proto, Rule};
+use crate::ipv4::{self, Flow, flow_packet, test_packet};
+use crate::node::{Identity, Node, Now, Output, Settings};
 
 const NETWORK: &str = "10.42.0.0/16";
 
@@ -56,6 +57,27 @@ impl Pki {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> (NodeCert, NodeKeys) {
+        self.node_full(name, ip, "workers", not_before, not_after)
+    }
+
+    pub(crate) fn node_in(&self, name: &str, ip: Ipv4Addr, groups: &str) -> (NodeCert, NodeKeys) {
+        self.node_full(
+            name,
+            ip,
+            groups,
+            self.start - time::Duration::days(1),
+            self.start + time::Duration::days(30),
+        )
+    }
+
+    fn node_full(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        groups: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> (NodeCert, NodeKeys) {
         let keys = NodeKeys::generate();
         let cert = rma_ca::sign_node(
             &self.ca,
@@ -63,7 +85,7 @@ impl Pki {
             &NodeCertParams {
                 name: name.parse().unwrap(),
                 mesh_ip: ip,
-                groups: Group::parse_list("workers").unwrap(),
+                groups: Group::parse_list(groups).unwrap(),
                 keys: keys.public(),
                 not_before,
                 not_after,
@@ -111,6 +133,28 @@ pub(crate) struct Host {
     pub(crate) node: Node,
     pub(crate) addr: SocketAddr,
     pub(crate) delivered: Vec<Vec<u8>>,
+}
+
+/// Everything in and out allowed.
+pub(crate) fn allow_all() -> Policy {
+    let any = Rule {
+        proto: Proto::Any,
+        ports: Ports::Any,
+        peer: Peer::Any,
+    };
+    Policy {
+        inbound: vec![any.clone()],
+        outbound: vec![any],
+        ..Policy::default()
+    }
+}
+
+pub(crate) fn settings(keepalive: Option<u16>, static_peers: &[StaticPeer]) -> Settings {
+    Settings {
+        keepalive,
+        static_peers: static_peers.to_vec(),
+        firewall: allow_all(),
+    }
 }
 
 /// Nodes on a lossless simulated underlay. Time only moves when a test moves it.
@@ -165,7 +209,7 @@ impl Net {
             ca: pki.ca.clone(),
             crl: None,
         };
-        self.add_node(Node::new(identity, Some(25), &statics), addr)
+        self.add_node(Node::new(identity, &settings(Some(25), &statics)), addr)
     }
 
     pub(crate) fn add_node(&mut self, node: Node, addr: SocketAddr) -> usize {
@@ -323,7 +367,7 @@ fn unanswered_hellos_are_retried_then_given_up() {
         ca: pki.ca.clone(),
         crl: None,
     };
-    let a = net.add_node(Node::new(identity, None, &statics), underlay(1));
+    let a = net.add_node(Node::new(identity, &settings(None, &statics)), underlay(1));
     net.send(a, &test_packet(ip(1), ip(9), b"anyone?"));
     net.run();
     for _ in 0..12 {
@@ -343,7 +387,7 @@ fn refused(bad: (NodeCert, NodeKeys), pki: &Pki, crl: Option<rma_ca::RevocationL
         ca: pki.ca.clone(),
         crl,
     };
-    let b = net.add_node(Node::new(identity, None, &[]), underlay(2));
+    let b = net.add_node(Node::new(identity, &settings(None, &[])), underlay(2));
     let bad_ip = bad.0.mesh_ip();
     let statics = [StaticPeer {
         mesh_ip: ip(2),
@@ -357,7 +401,7 @@ fn refused(bad: (NodeCert, NodeKeys), pki: &Pki, crl: Option<rma_ca::RevocationL
         ca: bad_ca,
         crl: None,
     };
-    let m = net.add_node(Node::new(identity, None, &statics), underlay(3));
+    let m = net.add_node(Node::new(identity, &settings(None, &statics)), underlay(3));
     for _ in 0..3 {
         net.send(m, &test_packet(bad_ip, ip(2), b"let me in"));
         net.run();
@@ -490,4 +534,143 @@ fn sessions_rekey_as_time_passes_and_keep_carrying_traffic() {
         since < 20,
         "a new handshake happened around t=120 s, {since} s ago"
     );
+}
+
+#[test]
+fn the_firewall_filters_by_certificate_and_tracks_replies() {
+    let pki = Pki::new("test-ca");
+    let mut net = Net::new(&pki);
+    // The server lets members of `workers` reach TCP 8080 and rejects everything else inbound.
+    let (s_cert, s_keys) = pki.node_in("server", ip(1), "servers");
+    let policy = Policy {
+        inbound: vec![Rule {
+            proto: Proto::Tcp,
+            ports: Ports::Range(8080, 8080),
+            peer: Peer::Group("workers".into()),
+        }],
+        outbound: allow_all().outbound,
+        inbound_action: Action::Reject,
+        ..Policy::default()
+    };
+    let identity = Identity {
+        cert: s_cert,
+        keys: s_keys,
+        ca: pki.ca.clone(),
+        crl: None,
+    };
+    let server = net.add_node(
+        Node::new(
+            identity,
+            &Settings {
+                firewall: policy,
+                ..Settings::default()
+            },
+        ),
+        underlay(1),
+    );
+    let statics = [StaticPeer {
+        mesh_ip: ip(1),
+        endpoints: vec![underlay(1)],
+    }];
+    let mut client = |name: &str, n: u8, groups: &str| {
+        let (cert, keys) = pki.node_in(name, ip(n), groups);
+        let identity = Identity {
+            cert,
+            keys,
+            ca: pki.ca.clone(),
+            crl: None,
+        };
+        net.add_node(Node::new(identity, &settings(None, &statics)), underlay(n))
+    };
+    let worker = client("worker", 2, "workers");
+    let guest = client("guest", 3, "guests");
+    let tcp = |from: u8, to: u8, sport: u16, dport: u16| {
+        flow_packet(
+            Flow {
+                proto: ipv4::PROTO_TCP,
+                src: ip(from),
+                dst: ip(to),
+                src_port: sport,
+                dst_port: dport,
+            },
+            0x02,
+        )
+    };
+
+    net.send(worker, &tcp(2, 1, 40000, 8080));
+    net.send(guest, &tcp(3, 1, 40000, 8080));
+    net.run();
+    let delivered = net.take_delivered(server);
+    assert_eq!(
+        delivered,
+        [tcp(2, 1, 40000, 8080)],
+        "only the worker's SYN gets through"
+    );
+    // The guest was answered with a reset, through its tunnel.
+    let answers = net.take_delivered(guest);
+    assert_eq!(answers.len(), 1);
+    let rst = ipv4::flow(&answers[0]).unwrap();
+    assert_eq!(
+        (rst.src, rst.dst, rst.src_port, rst.dst_port),
+        (ip(1), ip(3), 8080, 40000)
+    );
+    assert_eq!(answers[0][20 + 13] & 0x04, 0x04, "RST flag");
+
+    // The server's own outbound flow to the guest lets the guest's replies back in.
+    net.send(server, &tcp(1, 3, 50000, 22));
+    net.run();
+    assert_eq!(net.take_delivered(guest).len(), 1);
+    net.send(guest, &tcp(3, 1, 22, 50000));
+    net.run();
+    assert_eq!(net.take_delivered(server), [tcp(3, 1, 22, 50000)]);
+
+    let status = net.hosts[server].node.status();
+    let drops = |ip_last: u8| {
+        status
+            .peers
+            .iter()
+            .find(|p| p.mesh_ip == ip(ip_last).to_string())
+            .unwrap()
+            .drops
+    };
+    assert_eq!((drops(2).firewall_in, drops(3).firewall_in), (0, 1));
+}
+
+#[test]
+fn outbound_rules_and_local_rejects() {
+    let (_pki, mut net) = pair();
+    net.send(A, &test_packet(ip(1), ip(2), b"open the session"));
+    net.run();
+    net.take_delivered(B);
+    let only_udp = Policy {
+        inbound: allow_all().inbound,
+        outbound: vec![Rule {
+            proto: Proto::Udp,
+            ports: Ports::Any,
+            peer: Peer::Any,
+        }],
+        outbound_action: Action::Reject,
+        ..Policy::default()
+    };
+    net.hosts[A].node.set_firewall(only_udp);
+    let syn = flow_packet(
+        Flow {
+            proto: ipv4::PROTO_TCP,
+            src: ip(1),
+            dst: ip(2),
+            src_port: 1234,
+            dst_port: 80,
+        },
+        0x02,
+    );
+    net.send(A, &syn);
+    net.run();
+    assert!(net.take_delivered(B).is_empty());
+    // The reset comes straight back to the local TUN, as if from the destination.
+    let local = net.take_delivered(A);
+    assert_eq!(ipv4::addresses(&local[0]), Some((ip(2), ip(1))));
+    assert_eq!(net.hosts[A].node.status().peers[0].drops.firewall_out, 1);
+    net.send(A, &test_packet(ip(1), ip(2), b"udp still goes"));
+    net.run();
+    assert_eq!(net.take_delivered(B).len(), 1);
 }

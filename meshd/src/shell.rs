@@ -13,7 +13,7 @@ use crate::batch::Batch;
 use crate::config::Config;
 use crate::control::{StatusRequest, StatusSocket};
 use crate::identity;
-use crate::node::{Node, Now};
+use crate::node::{Node, Now, Settings};
 use crate::udp::Udp;
 
 /// TUN packets read per wake-up before the loop looks at the socket again.
@@ -71,7 +71,18 @@ pub async fn run(
     let (status_tx, mut status_rx) = mpsc::channel::<StatusRequest>(8);
     let status_task = tokio::spawn(status_socket.serve(status_tx));
 
-    let mut node = Node::new(identity, config.keepalive, &config.static_peers);
+    if config.firewall.inbound.is_empty() {
+        tracing::warn!("the firewall has no inbound rules: every inbound packet is dropped");
+    }
+    if config.firewall.outbound.is_empty() {
+        tracing::warn!("the firewall has no outbound rules: every outbound packet is dropped");
+    }
+    let settings = Settings {
+        keepalive: config.keepalive,
+        static_peers: config.static_peers.clone(),
+        firewall: config.firewall.clone(),
+    };
+    let mut node = Node::new(identity, &settings);
     tracing::info!(
         node = %name,
         %mesh_ip,

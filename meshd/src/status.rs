@@ -28,6 +28,10 @@ pub struct PeerCounters {
     pub misrouted: u64,
     /// WireGuard messages from this peer that failed to decrypt or authenticate.
     pub rejected: u64,
+    /// Packets from this peer that the firewall refused.
+    pub firewall_in: u64,
+    /// Packets to this peer that the firewall refused.
+    pub firewall_out: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

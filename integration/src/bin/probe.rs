@@ -153,19 +153,24 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::UdpPing { to, count } => {
+            // Connected, so that an ICMP unreachable comes back as "connection refused".
             let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.connect(to)?;
             socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-            let mut echoed = 0;
+            let (mut echoed, mut refused) = (0, 0);
             let mut buf = [0u8; 64];
             for i in 0..count {
-                socket.send_to(&i.to_be_bytes(), to)?;
-                if let Ok((4, _)) = socket.recv_from(&mut buf)
-                    && buf[..4] == i.to_be_bytes()
-                {
-                    echoed += 1;
+                if let Err(e) = socket.send(&i.to_be_bytes()) {
+                    refused += u32::from(e.kind() == std::io::ErrorKind::ConnectionRefused);
+                    continue;
+                }
+                match socket.recv(&mut buf) {
+                    Ok(4) if buf[..4] == i.to_be_bytes() => echoed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+                    _ => {}
                 }
             }
-            println!("echoed {echoed} of {count}");
+            println!("echoed {echoed} of {count}, refused {refused}");
         }
         Command::Spoof { src, to, count } => {
             let SocketAddr::V4(to) = to else {

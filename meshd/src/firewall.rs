@@ -1,0 +1,445 @@
+//! The certificate-driven firewall, on Nebula's model: default deny, allow rules matched on
+//! port, protocol and the peer's certificate (name, groups, mesh IP), and connection tracking
+//! so replies to an allowed flow pass in either direction. Pure logic, time passed in.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use rma_ca::NodeCert;
+use serde::Deserialize;
+
+use crate::ipv4::{Flow, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl Proto {
+    fn matches(self, proto: u8) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Tcp => proto == PROTO_TCP,
+            Self::Udp => proto == PROTO_UDP,
+            Self::Icmp => proto == PROTO_ICMP,
+        }
+    }
+}
+
+/// `any`, one port, or an inclusive range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ports {
+    Any,
+    Range(u16, u16),
+}
+
+/// Whose packets a rule allows, from their certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Any,
+    Host(String),
+    Group(String),
+    /// Every one of these groups.
+    Groups(Vec<String>),
+    Cidr(Ipv4Net),
+}
+
+impl Peer {
+    fn matches(&self, cert: &NodeCert) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Host(name) => cert.name().as_str() == name,
+            Self::Group(group) => cert.in_group(group),
+            Self::Groups(groups) => groups.iter().all(|g| cert.in_group(g)),
+            Self::Cidr(net) => net.contains(&cert.mesh_ip()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub proto: Proto,
+    pub ports: Ports,
+    pub peer: Peer,
+}
+
+impl Rule {
+    /// Ports are the destination's: the local port for inbound packets, the remote port for
+    /// outbound ones. A portless packet (ICMP, a later fragment) matches only `any`.
+    fn matches(&self, flow: &Flow, cert: &NodeCert) -> bool {
+        let ports = match self.ports {
+            Ports::Any => true,
+            Ports::Range(lo, hi) => {
+                matches!(flow.proto, PROTO_TCP | PROTO_UDP)
+                    && flow.dst_port != 0
+                    && (lo..=hi).contains(&flow.dst_port)
+            }
+        };
+        ports && self.proto.matches(flow.proto) && self.peer.matches(cert)
+    }
+}
+
+/// What happens to a packet no rule allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Drop,
+    /// Answer with a TCP reset or an ICMP unreachable, so the sender fails fast.
+    Reject,
+}
+
+/// How long an idle tracked flow is remembered (Nebula's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp: Duration,
+    pub udp: Duration,
+    pub other: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp: Duration::from_secs(12 * 60),
+            udp: Duration::from_secs(3 * 60),
+            other: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Policy {
+    pub inbound: Vec<Rule>,
+    pub outbound: Vec<Rule>,
+    pub inbound_action: Action,
+    pub outbound_action: Action,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From a peer, decrypted, towards the local TUN.
+    Inbound,
+    /// From the local TUN towards a peer.
+    Outbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny(Action),
+}
+
+/// A flow as seen from this node, the same key for both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    proto: u8,
+    local_port: u16,
+    remote: std::net::Ipv4Addr,
+    remote_port: u16,
+}
+
+/// Tracked flows at most; beyond that, new flows are denied until old ones expire.
+const MAX_FLOWS: usize = 1 << 16;
+
+#[derive(Debug)]
+pub struct Firewall {
+    policy: Policy,
+    flows: HashMap<FlowKey, Instant>,
+}
+
+impl Firewall {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            flows: HashMap::new(),
+        }
+    }
+
+    /// Replaces the rules. Tracked flows stay, so established connections keep working.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    fn timeout(&self, proto: u8) -> Duration {
+        match proto {
+            PROTO_TCP => self.policy.timeouts.tcp,
+            PROTO_UDP => self.policy.timeouts.udp,
+            _ => self.policy.timeouts.other,
+        }
+    }
+
+    /// Judges a packet to or from `peer`, tracking the flows it allows.
+    pub fn check(
+        &mut self,
+        direction: Direction,
+        flow: &Flow,
+        peer: &NodeCert,
+        now: Instant,
+    ) -> Verdict {
+        let key = match direction {
+            Direction::Outbound => FlowKey {
+                proto: flow.proto,
+                local_port: flow.src_port,
+                remote: flow.dst,
+                remote_port: flow.dst_port,
+            },
+            Direction::Inbound => FlowKey {
+                proto: flow.proto,
+                local_port: flow.dst_port,
+                remote: flow.src,
+                remote_port: flow.src_port,
+            },
+        };
+        let expires = now + self.timeout(flow.proto);
+        if let Some(until) = self.flows.get_mut(&key)
+            && *until > now
+        {
+            *until = expires;
+            return Verdict::Allow;
+        }
+        let (rules, action) = match direction {
+            Direction::Inbound => (&self.policy.inbound, self.policy.inbound_action),
+            Direction::Outbound => (&self.policy.outbound, self.policy.outbound_action),
+        };
+        if !rules.iter().any(|r| r.matches(flow, peer)) {
+            return Verdict::Deny(action);
+        }
+        if self.flows.len() >= MAX_FLOWS {
+            self.expire(now);
+            if self.flows.len() >= MAX_FLOWS {
+                return Verdict::Deny(Action::Drop);
+            }
+        }
+        self.flows.insert(key, expires);
+        Verdict::Allow
+    }
+
+    /// Forgets idle flows.
+    pub fn expire(&mut self, now: Instant) {
+        self.flows.retain(|_, until| *until > now);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.flows.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::node_tests::{Pki, ip};
+
+    const ME: u8 = 1;
+
+    fn rule(proto: Proto, ports: Ports, peer: Peer) -> Rule {
+        Rule { proto, ports, peer }
+    }
+
+    fn flow(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16) -> Flow {
+        Flow {
+            proto,
+            src,
+            dst,
+            src_port,
+            dst_port,
+        }
+    }
+
+    /// Inbound packet from `peer` to this node's `port`.
+    fn inbound(proto: u8, peer: &NodeCert, port: u16) -> Flow {
+        flow(proto, peer.mesh_ip(), ip(ME), 40000, port)
+    }
+
+    #[test]
+    fn rules_match_port_protocol_and_certificate() {
+        let pki = Pki::new("fw-ca");
+        let alice = pki.node_in("alice", ip(10), "admins,workers").0;
+        let bob = pki.node_in("bob", ip(20), "workers").0;
+        let gpu = pki.node_in("gpu-1", ip(21), "workers,gpu").0;
+        let eve = pki.node_in("eve", ip(40), "").0;
+        let mut fw = Firewall::new(Policy {
+            inbound: vec![
+                rule(
+                    Proto::Tcp,
+                    Ports::Range(22, 22),
+                    Peer::Group("admins".into()),
+                ),
+                rule(
+                    Proto::Tcp,
+                    Ports::Range(8000, 8100),
+                    Peer::Groups(vec!["workers".into(), "gpu".into()]),
+                ),
+                rule(
+                    Proto::Udp,
+                    Ports::Any,
+                    Peer::Cidr("10.42.0.16/28".parse().unwrap()),
+                ),
+                rule(Proto::Icmp, Ports::Any, Peer::Host("eve".into())),
+            ],
+            inbound_action: Action::Reject,
+            ..Policy::default()
+        });
+        let now = Instant::now();
+        let (tcp, udp, icmp) = (PROTO_TCP, PROTO_UDP, PROTO_ICMP);
+        let deny = Verdict::Deny(Action::Reject);
+        let cases = [
+            (
+                "admin to ssh",
+                inbound(tcp, &alice, 22),
+                &alice,
+                Verdict::Allow,
+            ),
+            ("worker to ssh", inbound(tcp, &bob, 22), &bob, deny),
+            ("no groups to ssh", inbound(tcp, &eve, 22), &eve, deny),
+            ("admin, wrong port", inbound(tcp, &alice, 23), &alice, deny),
+            (
+                "admin, udp to a tcp rule",
+                inbound(udp, &alice, 22),
+                &alice,
+                deny,
+            ),
+            ("workers without gpu", inbound(tcp, &bob, 8050), &bob, deny),
+            (
+                "workers and gpu",
+                inbound(tcp, &gpu, 8050),
+                &gpu,
+                Verdict::Allow,
+            ),
+            (
+                "range start",
+                inbound(tcp, &gpu, 8000),
+                &gpu,
+                Verdict::Allow,
+            ),
+            ("past the range", inbound(tcp, &gpu, 8101), &gpu, deny),
+            (
+                "udp inside the cidr",
+                inbound(udp, &bob, 53),
+                &bob,
+                Verdict::Allow,
+            ),
+            (
+                "udp outside the cidr",
+                inbound(udp, &alice, 53),
+                &alice,
+                deny,
+            ),
+            (
+                "icmp from the named host",
+                inbound(icmp, &eve, 0),
+                &eve,
+                Verdict::Allow,
+            ),
+            (
+                "icmp from another host",
+                inbound(icmp, &alice, 0),
+                &alice,
+                deny,
+            ),
+        ];
+        for (what, flow, peer, expected) in cases {
+            assert_eq!(
+                fw.check(Direction::Inbound, &flow, peer, now),
+                expected,
+                "{what}"
+            );
+        }
+        let outbound = flow(tcp, ip(ME), bob.mesh_ip(), 50000, 80);
+        assert_eq!(
+            fw.check(Direction::Outbound, &outbound, &bob, now),
+            Verdict::Deny(Action::Drop),
+            "no outbound rules: default deny"
+        );
+    }
+
+    #[test]
+    fn replies_to_allowed_flows_pass_until_the_flow_goes_idle() {
+        let pki = Pki::new("fw-ca");
+        let bob = pki.node_in("bob", ip(20), "workers").0;
+        let mut fw = Firewall::new(Policy {
+            outbound: vec![rule(Proto::Any, Ports::Any, Peer::Any)],
+            ..Policy::default()
+        });
+        let t0 = Instant::now();
+        let request = flow(PROTO_UDP, ip(ME), bob.mesh_ip(), 5000, 53);
+        let reply = flow(PROTO_UDP, bob.mesh_ip(), ip(ME), 53, 5000);
+        let stranger = flow(PROTO_UDP, bob.mesh_ip(), ip(ME), 53, 5001);
+        assert_eq!(
+            fw.check(Direction::Inbound, &reply, &bob, t0),
+            Verdict::Deny(Action::Drop)
+        );
+        assert_eq!(
+            fw.check(Direction::Outbound, &request, &bob, t0),
+            Verdict::Allow
+        );
+        assert_eq!(
+            fw.check(Direction::Inbound, &reply, &bob, t0),
+            Verdict::Allow
+        );
+        assert_eq!(
+            fw.check(Direction::Inbound, &stranger, &bob, t0),
+            Verdict::Deny(Action::Drop)
+        );
+        // Replies keep the flow alive; three idle minutes end it.
+        let t1 = t0 + Duration::from_secs(170);
+        assert_eq!(
+            fw.check(Direction::Inbound, &reply, &bob, t1),
+            Verdict::Allow
+        );
+        let t2 = t1 + Duration::from_secs(181);
+        assert_eq!(
+            fw.check(Direction::Inbound, &reply, &bob, t2),
+            Verdict::Deny(Action::Drop)
+        );
+        fw.expire(t2);
+        assert_eq!(fw.tracked(), 0);
+    }
+
+    #[test]
+    fn an_allowed_inbound_flow_lets_its_replies_out() {
+        let pki = Pki::new("fw-ca");
+        let bob = pki.node_in("bob", ip(20), "workers").0;
+        let mut fw = Firewall::new(Policy {
+            inbound: vec![rule(
+                Proto::Tcp,
+                Ports::Range(80, 80),
+                Peer::Group("workers".into()),
+            )],
+            ..Policy::default()
+        });
+        let now = Instant::now();
+        let syn = flow(PROTO_TCP, bob.mesh_ip(), ip(ME), 41000, 80);
+        let syn_ack = flow(PROTO_TCP, ip(ME), bob.mesh_ip(), 80, 41000);
+        assert_eq!(
+            fw.check(Direction::Outbound, &syn_ack, &bob, now),
+            Verdict::Deny(Action::Drop)
+        );
+        assert_eq!(
+            fw.check(Direction::Inbound, &syn, &bob, now),
+            Verdict::Allow
+        );
+        assert_eq!(
+            fw.check(Direction::Outbound, &syn_ack, &bob, now),
+            Verdict::Allow
+        );
+        // A new policy keeps tracked flows: established connections survive a reload.
+        fw.set_policy(Policy::default());
+        assert_eq!(
+            fw.check(Direction::Outbound, &syn_ack, &bob, now),
+            Verdict::Allow
+        );
+        let other = flow(PROTO_TCP, bob.mesh_ip(), ip(ME), 41001, 80);
+        assert_eq!(
+            fw.check(Direction::Inbound, &other, &bob, now),
+            Verdict::Deny(Action::Drop)
+        );
+    }
+}
