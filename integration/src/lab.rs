@@ -204,6 +204,12 @@ impl Lab {
         &mut self.procs[handle]
     }
 
+    /// Sends a signal (`HUP`, `TERM`, ...) to a process.
+    pub fn signal(&mut self, handle: usize, signal: &str) -> anyhow::Result<()> {
+        let pid = self.procs[handle].child.id().to_string();
+        run("kill", &["-s", signal, &pid]).map(drop)
+    }
+
     /// Stops a process and waits for it.
     pub fn stop(&mut self, handle: usize) {
         self.procs[handle].stop();

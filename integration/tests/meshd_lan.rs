@@ -648,3 +648,101 @@ fn the_firewall_admits_by_group_rejects_the_rest_and_lets_replies_in() {
         worker_drops.firewall_in, guest_drops.firewall_in
     );
 }
+
+#[test]
+fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
+    let mut lan = Lan::new();
+    let ca = lan.pki.ca_path.clone();
+    let crl = lan.pki.crl(&[]).unwrap();
+    let a_cert = lan.pki.issue("a", mesh_ip(1)).unwrap();
+    let c_cert = lan.pki.issue("c", mesh_ip(3)).unwrap();
+    let a = lan.node_full("a", 1, &[], &a_cert, &ca, Some(&crl), None);
+    let b = lan.node("b", 2, &[1], None);
+    let c = lan.node_with("c", 3, &[1], &c_cert, &ca, None);
+    assert!(lan.ping(&b.ns, a.mesh_ip) && lan.ping(&c.ns, a.mesh_ip));
+    let handshake_before = peer_status(&a.status().unwrap(), b.mesh_ip)
+        .unwrap()
+        .last_handshake_secs;
+    assert!(handshake_before.is_some());
+    let log_lines = |lan: &mut Lan, needle: &str| {
+        lan.lab
+            .proc(a.proc)
+            .log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+
+    // A config that no longer parses is refused; the running one stays.
+    std::fs::write(&a.config, "[pki\nbroken").unwrap();
+    lan.lab.signal(a.proc, "HUP").unwrap();
+    wait::until(
+        "a to refuse the broken config",
+        Duration::from_secs(10),
+        || (log_lines(&mut lan, "reload refused") == 1).then_some(()),
+    )
+    .unwrap();
+    assert!(
+        lan.lab.proc(a.proc).log_text().contains("a.toml:1:"),
+        "the refusal names the line"
+    );
+    assert_eq!(a.status().unwrap().peers.len(), 2);
+    assert!(lan.ping(&b.ns, a.mesh_ip), "old rules still in force");
+
+    // New rules (no more ICMP in) and a list that revokes c, applied on the next SIGHUP.
+    lan.pki.crl(&[&c_cert.cert]).unwrap();
+    let rules = "[[firewall.inbound]]\nport = \"any\"\nproto = \"udp\"\nhost = \"any\"\n\n\
+                 [[firewall.outbound]]\nport = \"any\"\nproto = \"any\"\nhost = \"any\"\n";
+    let config = NodeConfig {
+        name: "a",
+        ca: &ca,
+        issued: &a_cert,
+        crl: Some(&crl),
+        static_peers: &[],
+        firewall: Some(rules),
+    };
+    mesh::write_config(&lan.lab, &config).unwrap();
+    lan.lab.signal(a.proc, "HUP").unwrap();
+    wait::until("a to cut c off", Duration::from_secs(10), || {
+        let status = a.status().ok()?;
+        (status.peers.len() == 1 && status.peers[0].name == "b").then_some(())
+    })
+    .unwrap();
+    assert_eq!(log_lines(&mut lan, "configuration reloaded"), 1);
+    assert!(
+        !lan.ping(&b.ns, a.mesh_ip),
+        "ICMP is refused under the new rules"
+    );
+    let port = PORT.fetch_add(1, Ordering::Relaxed);
+    let service = format!("{}:{port}", a.mesh_ip);
+    echo(&mut lan, &a.ns, &service);
+    let answer = udp_ping(&lan, &b.ns, &service, 3);
+    assert!(
+        answer.starts_with("echoed 3 of 3"),
+        "b's session carries on: {answer}"
+    );
+    let b_peer = peer_status(&a.status().unwrap(), b.mesh_ip)
+        .unwrap()
+        .clone();
+    assert!(b_peer.drops.firewall_in >= 1, "{b_peer:?}");
+    assert!(!lan.ping(&c.ns, a.mesh_ip), "c stays out");
+
+    // The log level follows the file too: at trace, each firewall refusal is logged.
+    let refusal = "firewall dropped inbound packet";
+    assert_eq!(log_lines(&mut lan, refusal), 0, "not logged at debug");
+    let text = std::fs::read_to_string(&a.config).unwrap().replace(
+        "level = \"info,meshd=debug\"",
+        "level = \"info,meshd=trace\"",
+    );
+    std::fs::write(&a.config, text).unwrap();
+    lan.lab.signal(a.proc, "HUP").unwrap();
+    wait::until("the second reload", Duration::from_secs(10), || {
+        (log_lines(&mut lan, "configuration reloaded") == 2).then_some(())
+    })
+    .unwrap();
+    assert!(!lan.ping(&b.ns, a.mesh_ip));
+    wait::until("a refusal logged at trace", Duration::from_secs(10), || {
+        (log_lines(&mut lan, refusal) >= 1).then_some(())
+    })
+    .unwrap();
+}

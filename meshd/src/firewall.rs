@@ -147,23 +147,44 @@ struct FlowKey {
 /// Tracked flows at most; beyond that, new flows are denied until old ones expire.
 const MAX_FLOWS: usize = 1 << 16;
 
+/// A tracked flow: when it goes idle, and what let it in, so that new rules can judge it again.
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    expires: Instant,
+    generation: u64,
+    origin: Direction,
+    first: Flow,
+}
+
 #[derive(Debug)]
 pub struct Firewall {
     policy: Policy,
-    flows: HashMap<FlowKey, Instant>,
+    /// Bumped by every new policy; flows admitted under an older one are judged again.
+    generation: u64,
+    flows: HashMap<FlowKey, Tracked>,
 }
 
 impl Firewall {
     pub fn new(policy: Policy) -> Self {
         Self {
             policy,
+            generation: 0,
             flows: HashMap::new(),
         }
     }
 
-    /// Replaces the rules. Tracked flows stay, so established connections keep working.
+    /// Replaces the rules. A tracked flow lives on while the new rules would still admit the
+    /// packet that started it (as Nebula does), so a rule taken away also ends its flows.
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
+        self.generation += 1;
+    }
+
+    fn rules(&self, direction: Direction) -> (&[Rule], Action) {
+        match direction {
+            Direction::Inbound => (&self.policy.inbound, self.policy.inbound_action),
+            Direction::Outbound => (&self.policy.outbound, self.policy.outbound_action),
+        }
     }
 
     fn timeout(&self, proto: u8) -> Duration {
@@ -197,16 +218,27 @@ impl Firewall {
             },
         };
         let expires = now + self.timeout(flow.proto);
-        if let Some(until) = self.flows.get_mut(&key)
-            && *until > now
+        let generation = self.generation;
+        if let Some(tracked) = self.flows.get(&key).copied()
+            && tracked.expires > now
         {
-            *until = expires;
-            return Verdict::Allow;
+            let (rules, _) = self.rules(tracked.origin);
+            let still_allowed = tracked.generation == generation
+                || rules.iter().any(|r| r.matches(&tracked.first, peer));
+            if still_allowed {
+                self.flows.insert(
+                    key,
+                    Tracked {
+                        expires,
+                        generation,
+                        ..tracked
+                    },
+                );
+                return Verdict::Allow;
+            }
+            self.flows.remove(&key);
         }
-        let (rules, action) = match direction {
-            Direction::Inbound => (&self.policy.inbound, self.policy.inbound_action),
-            Direction::Outbound => (&self.policy.outbound, self.policy.outbound_action),
-        };
+        let (rules, action) = self.rules(direction);
         if !rules.iter().any(|r| r.matches(flow, peer)) {
             return Verdict::Deny(action);
         }
@@ -216,13 +248,22 @@ impl Firewall {
                 return Verdict::Deny(Action::Drop);
             }
         }
-        self.flows.insert(key, expires);
+        let first = *flow;
+        self.flows.insert(
+            key,
+            Tracked {
+                expires,
+                generation,
+                origin: direction,
+                first,
+            },
+        );
         Verdict::Allow
     }
 
     /// Forgets idle flows.
     pub fn expire(&mut self, now: Instant) {
-        self.flows.retain(|_, until| *until > now);
+        self.flows.retain(|_, tracked| tracked.expires > now);
     }
 
     pub fn tracked(&self) -> usize {
@@ -430,12 +471,19 @@ mod tests {
             fw.check(Direction::Outbound, &syn_ack, &bob, now),
             Verdict::Allow
         );
-        // A new policy keeps tracked flows: established connections survive a reload.
-        fw.set_policy(Policy::default());
+        // New rules that still admit the flow keep it; rules that no longer do end it.
+        let same_rules = fw.policy.clone();
+        fw.set_policy(same_rules);
         assert_eq!(
             fw.check(Direction::Outbound, &syn_ack, &bob, now),
             Verdict::Allow
         );
+        fw.set_policy(Policy::default());
+        assert_eq!(
+            fw.check(Direction::Outbound, &syn_ack, &bob, now),
+            Verdict::Deny(Action::Drop)
+        );
+        assert_eq!(fw.tracked(), 0);
         let other = flow(PROTO_TCP, bob.mesh_ip(), ip(ME), 41001, 80);
         assert_eq!(
             fw.check(Direction::Inbound, &other, &bob, now),

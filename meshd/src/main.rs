@@ -115,8 +115,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 println!("{}: ok", path.display());
                 return Ok(());
             }
-            init_logging(&config);
-            runtime()?.block_on(meshd::shell::run(config, shutdown_signal(), || {}))
+            let set_log_filter = init_logging(&config);
+            let reload = meshd::shell::Reload {
+                config_path: path,
+                set_log_filter,
+            };
+            runtime()?.block_on(meshd::shell::run(
+                config,
+                Some(reload),
+                shutdown_signal(),
+                || {},
+            ))
         }
         (None, None) => anyhow::bail!("nothing to do: pass --config FILE to run (see --help)"),
     }
@@ -129,17 +138,29 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+/// Starts logging as configured and returns how to change the filter later (on reload).
+fn init_logging(config: &Config) -> meshd::shell::SetLogFilter {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+            .init(),
     }
+    Box::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -272,6 +272,38 @@ impl Node {
         self.firewall.set_policy(policy);
     }
 
+    /// Applies a reloaded configuration without touching established sessions, except that a
+    /// peer whose certificate no longer verifies (revoked by the new list) is cut off at once.
+    /// A new keepalive interval applies to sessions made after the reload.
+    pub fn reload(&mut self, settings: &Settings, crl: Option<RevocationList>, now: Now) {
+        self.keepalive = settings.keepalive;
+        self.static_peers = settings
+            .static_peers
+            .iter()
+            .map(|p| (p.mesh_ip, p.endpoints.clone()))
+            .collect();
+        self.pending
+            .retain(|ip, _| settings.static_peers.iter().any(|p| p.mesh_ip == *ip));
+        self.firewall.set_policy(settings.firewall.clone());
+        self.crl = crl;
+        let untrusted: Vec<(usize, String)> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, peer)| {
+                let peer = peer.as_ref()?;
+                let verdict = rma_ca::verify(&peer.cert, &self.ca, self.crl.as_ref(), now.wall);
+                verdict
+                    .err()
+                    .map(|e| (slot, format!("{}: {e}", peer.cert.name())))
+            })
+            .collect();
+        for (slot, reason) in untrusted {
+            tracing::warn!(%reason, "peer no longer trusted; session ended");
+            self.remove_peer(slot);
+        }
+    }
+
     /// The shell reports datagrams the socket could not send.
     pub fn count_send_failures(&mut self, datagrams: u64) {
         self.counters.send_failed += datagrams;

@@ -674,3 +674,43 @@ fn outbound_rules_and_local_rejects() {
     net.run();
     assert_eq!(net.take_delivered(B).len(), 1);
 }
+
+#[test]
+fn a_reload_that_revokes_a_peer_cuts_it_off_and_keeps_the_rest() {
+    let pki = Pki::new("test-ca");
+    let mut net = Net::new(&pki);
+    let (b_cert, b_keys) = pki.node("b", ip(2));
+    net.add(&pki, b_cert, b_keys, underlay(2));
+    let (a_cert, a_keys) = pki.node("a", ip(1));
+    let revoked = a_cert.clone();
+    net.add(&pki, a_cert, a_keys, underlay(1));
+    let (c_cert, c_keys) = pki.node("c", ip(3));
+    let c = net.add(&pki, c_cert, c_keys, underlay(3));
+    net.send(A, &test_packet(ip(1), ip(2), b"a to b"));
+    net.send(c, &test_packet(ip(3), ip(2), b"c to b"));
+    net.run();
+    assert_eq!(net.take_delivered(B).len(), 2);
+
+    let crl = pki.crl_revoking(&[&revoked]);
+    let now = net.now;
+    net.hosts[B]
+        .node
+        .reload(&settings(None, &[]), Some(crl), now);
+    let names: Vec<_> = net.hosts[B]
+        .node
+        .status()
+        .peers
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["c"], "a is cut off at once, c keeps its session");
+    net.send(A, &test_packet(ip(1), ip(2), b"still there?"));
+    net.send(c, &test_packet(ip(3), ip(2), b"c again"));
+    net.run();
+    assert_eq!(
+        net.take_delivered(B),
+        [test_packet(ip(3), ip(2), b"c again")]
+    );
+    // a's datagrams now belong to no session on b.
+    assert_eq!(net.hosts[B].node.status().drops.unknown_peer, 1);
+}

@@ -2,6 +2,7 @@
 //! the node, and turns their readiness into calls on the node.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use rma_ca::{DEFAULT_WARNING_WINDOW, Expiring};
@@ -15,6 +16,7 @@ use crate::control::{StatusRequest, StatusSocket};
 use crate::identity;
 use crate::node::{Node, Now, Settings};
 use crate::udp::Udp;
+use rma_ca::RevocationList;
 
 /// TUN packets read per wake-up before the loop looks at the socket again.
 const TUN_BURST: usize = 64;
@@ -26,10 +28,47 @@ fn now() -> Now {
     }
 }
 
+/// Switches the log filter to a tracing filter such as `info,meshd=debug`.
+pub type SetLogFilter = Box<dyn Fn(&str) -> Result<(), String>>;
+
+/// How a running daemon takes a new configuration on SIGHUP.
+pub struct Reload {
+    /// The file to read again.
+    pub config_path: PathBuf,
+    pub set_log_filter: SetLogFilter,
+}
+
+impl std::fmt::Debug for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reload")
+            .field("config_path", &self.config_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn settings(config: &Config) -> Settings {
+    Settings {
+        keepalive: config.keepalive,
+        static_peers: config.static_peers.clone(),
+        firewall: config.firewall.clone(),
+    }
+}
+
+fn warn_if_no_rules(config: &Config) {
+    if config.firewall.inbound.is_empty() {
+        tracing::warn!("the firewall has no inbound rules: every inbound packet is dropped");
+    }
+    if config.firewall.outbound.is_empty() {
+        tracing::warn!("the firewall has no outbound rules: every outbound packet is dropped");
+    }
+}
+
 /// Runs a node until `shutdown` completes. `main` and the tests start the daemon through here.
-/// `ready` is called once the TUN device is up and the socket is bound.
+/// `ready` is called once the TUN device is up and the socket is bound. With `reload`, SIGHUP
+/// re-reads the configuration.
 pub async fn run(
     config: Config,
+    reload: Option<Reload>,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
@@ -71,18 +110,9 @@ pub async fn run(
     let (status_tx, mut status_rx) = mpsc::channel::<StatusRequest>(8);
     let status_task = tokio::spawn(status_socket.serve(status_tx));
 
-    if config.firewall.inbound.is_empty() {
-        tracing::warn!("the firewall has no inbound rules: every inbound packet is dropped");
-    }
-    if config.firewall.outbound.is_empty() {
-        tracing::warn!("the firewall has no outbound rules: every outbound packet is dropped");
-    }
-    let settings = Settings {
-        keepalive: config.keepalive,
-        static_peers: config.static_peers.clone(),
-        firewall: config.firewall.clone(),
-    };
-    let mut node = Node::new(identity, &settings);
+    warn_if_no_rules(&config);
+    let ca = identity.ca.clone();
+    let mut node = Node::new(identity, &settings(&config));
     tracing::info!(
         node = %name,
         %mesh_ip,
@@ -92,10 +122,74 @@ pub async fn run(
     );
     ready();
 
-    let result = event_loop(&mut node, &tun, &mut udp, &mut status_rx, shutdown).await;
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
+    let mut reloader = reload.map(|r| (r, config, ca));
+    let on_hangup = |node: &mut Node| match &mut reloader {
+        Some((reload, running, ca)) => match reload_config(node, reload, running, ca) {
+            Ok(()) => {
+                tracing::info!(path = %reload.config_path.display(), "configuration reloaded")
+            }
+            Err(e) => tracing::error!("reload refused, keeping the running configuration: {e:#}"),
+        },
+        None => tracing::warn!("SIGHUP ignored: no configuration file to reload"),
+    };
+    let result = event_loop(
+        &mut node,
+        &tun,
+        &mut udp,
+        &mut status_rx,
+        &mut hangups,
+        on_hangup,
+        shutdown,
+    )
+    .await;
     status_task.abort();
     tracing::info!(node = %name, "meshd stopped");
     result
+}
+
+/// Reads the configuration again and applies what can change while running. Nothing is
+/// applied unless all of it is valid.
+fn reload_config(
+    node: &mut Node,
+    reload: &Reload,
+    running: &mut Config,
+    ca: &rma_ca::CaCert,
+) -> anyhow::Result<()> {
+    let new = Config::load(&reload.config_path)?;
+    let crl = match &new.pki.crl {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(
+                RevocationList::from_bytes(&bytes, ca)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    (reload.set_log_filter)(&new.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
+    let restart_needed = [
+        ("listen", new.listen != running.listen),
+        ("tun", new.tun != running.tun),
+        ("status.socket", new.status_socket != running.status_socket),
+        (
+            "pki.ca, pki.cert or pki.key",
+            (&new.pki.ca, &new.pki.cert, &new.pki.key)
+                != (&running.pki.ca, &running.pki.cert, &running.pki.key),
+        ),
+        ("log.format", new.log.format != running.log.format),
+    ];
+    for (what, changed) in restart_needed {
+        if changed {
+            tracing::warn!("{what} changed: restart meshd to apply it");
+        }
+    }
+    warn_if_no_rules(&new);
+    node.reload(&settings(&new), crl, now());
+    *running = new;
+    Ok(())
 }
 
 async fn event_loop(
@@ -103,6 +197,8 @@ async fn event_loop(
     tun: &AsyncDevice,
     udp: &mut Udp,
     status: &mut mpsc::Receiver<StatusRequest>,
+    hangups: &mut tokio::signal::unix::Signal,
+    mut on_hangup: impl FnMut(&mut Node),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut batch = Batch::default();
@@ -133,6 +229,7 @@ async fn event_loop(
             Some(reply) = status.recv() => {
                 let _ = reply.send(node.status());
             }
+            Some(()) = hangups.recv() => on_hangup(node),
         }
         if !batch.is_empty() {
             let failed = udp.send(&batch).await;
