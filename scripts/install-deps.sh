@@ -11,6 +11,7 @@ declare -A packages=(
     [nft]=nftables
     [ping]=iputils-ping
     [kill]=procps
+    [systemd-analyze]=systemd
 )
 
 missing=()

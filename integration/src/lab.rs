@@ -181,12 +181,25 @@ impl Lab {
         program: &Path,
         args: &[&str],
     ) -> anyhow::Result<usize> {
+        self.spawn_env(ns, name, program, args, &[])
+    }
+
+    /// Like [`Lab::spawn`], with extra environment variables.
+    pub fn spawn_env(
+        &mut self,
+        ns: &Ns,
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> anyhow::Result<usize> {
         let log = self.dir().join(format!("{name}.log"));
         let out = File::create(&log)?;
         let child = Command::new("ip")
             .args(["netns", "exec", ns.name()])
             .arg(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -746,3 +746,60 @@ fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
     })
     .unwrap();
 }
+
+#[test]
+fn meshd_tells_systemd_it_is_ready_and_cleans_up_on_sigterm() {
+    let mut lan = Lan::new();
+    let issued = lan.pki.issue("solo", mesh_ip(1)).unwrap();
+    let ns = lan.host("solo", 1);
+    let ca = lan.pki.ca_path.clone();
+    let config = NodeConfig {
+        name: "solo",
+        ca: &ca,
+        issued: &issued,
+        crl: None,
+        static_peers: &[],
+        firewall: None,
+    };
+    let (config_path, socket) = mesh::write_config(&lan.lab, &config).unwrap();
+    // Stand in for systemd's notification socket.
+    let notify_path = lan.lab.dir().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let meshd = mesh::binary("meshd").unwrap();
+    let args = ["--config", &*config_path.to_string_lossy()];
+    let proc = lan
+        .lab
+        .spawn_env(
+            &ns,
+            "solo",
+            &meshd,
+            &args,
+            &[("NOTIFY_SOCKET", &notify_path)],
+        )
+        .unwrap();
+
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).expect("READY within 10 s");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "READY=1");
+    // By READY, the TUN carries the mesh IP and the status socket answers.
+    let addr = lan
+        .lab
+        .ip(&ns, &["-4", "addr", "show", "dev", "rma0"])
+        .unwrap();
+    assert!(String::from_utf8_lossy(&addr.stdout).contains("10.42.0.1/16"));
+    assert_eq!(mesh::status(&socket).unwrap().name, "solo");
+
+    lan.lab.signal(proc, "TERM").unwrap();
+    let exit = lan.lab.wait_exit(proc, Duration::from_secs(10)).unwrap();
+    assert!(exit.success(), "{}", lan.lab.proc(proc).log_text());
+    let n = notify.recv(&mut buf).expect("STOPPING");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "STOPPING=1");
+    assert!(
+        lan.lab.ip(&ns, &["link", "show", "rma0"]).is_err(),
+        "the TUN device is gone"
+    );
+    assert!(!socket.exists(), "the status socket is removed");
+}

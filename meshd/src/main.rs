@@ -120,12 +120,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 config_path: path,
                 set_log_filter,
             };
-            runtime()?.block_on(meshd::shell::run(
-                config,
-                Some(reload),
-                shutdown_signal(),
-                || {},
-            ))
+            // Under systemd (Type=notify): READY once the TUN is up, STOPPING on the way out.
+            let ready = || {
+                if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+                    tracing::warn!(error = %e, "could not notify systemd");
+                }
+            };
+            let run = meshd::shell::run(config, Some(reload), shutdown_signal(), ready);
+            let result = runtime()?.block_on(run);
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            result
         }
         (None, None) => anyhow::bail!("nothing to do: pass --config FILE to run (see --help)"),
     }
