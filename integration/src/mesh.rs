@@ -173,6 +173,8 @@ pub struct NodeConfig<'a> {
     pub static_peers: &'a [(Ipv4Addr, SocketAddr)],
     /// The `[firewall]` part of the config (TOML); `None` allows everything both ways.
     pub firewall: Option<&'a str>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Firewall rules that let every packet through, for tests about something else.
@@ -192,6 +194,9 @@ pub fn write_config(lab: &Lab, node: &NodeConfig<'_>) -> anyhow::Result<(PathBuf
     text.push_str(&format!(
         "\n[tun]\nname = \"rma0\"\n\n[status]\nsocket = {socket:?}\n\n[log]\nlevel = \"info,meshd=debug\"\n"
     ));
+    if let Some(addr) = node.metrics {
+        text.push_str(&format!("\n[metrics]\nlisten = \"{addr}\"\n"));
+    }
     text.push('\n');
     text.push_str(node.firewall.unwrap_or(ALLOW_ALL));
     for (mesh_ip, endpoint) in node.static_peers {

@@ -98,6 +98,7 @@ impl Lan {
             crl,
             static_peers: &statics,
             firewall,
+            metrics: None,
         };
         mesh::start(&mut self.lab, &ns, &config).unwrap()
     }
@@ -397,6 +398,7 @@ fn untrusted_certificates_get_no_session() {
         crl: None,
         static_peers: &[(a.mesh_ip, underlay(1))],
         firewall: None,
+        metrics: None,
     };
     let (config_path, _) = mesh::write_config(&lan.lab, &config).unwrap();
     let meshd = mesh::binary("meshd").unwrap();
@@ -700,6 +702,7 @@ fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
         crl: Some(&crl),
         static_peers: &[],
         firewall: Some(rules),
+        metrics: None,
     };
     mesh::write_config(&lan.lab, &config).unwrap();
     lan.lab.signal(a.proc, "HUP").unwrap();
@@ -760,6 +763,7 @@ fn meshd_tells_systemd_it_is_ready_and_cleans_up_on_sigterm() {
         crl: None,
         static_peers: &[],
         firewall: None,
+        metrics: None,
     };
     let (config_path, socket) = mesh::write_config(&lan.lab, &config).unwrap();
     // Stand in for systemd's notification socket.
@@ -802,4 +806,104 @@ fn meshd_tells_systemd_it_is_ready_and_cleans_up_on_sigterm() {
         "the TUN device is gone"
     );
     assert!(!socket.exists(), "the status socket is removed");
+}
+
+#[test]
+fn metrics_are_served_in_the_prometheus_format() {
+    let mut lan = Lan::new();
+    let ca = lan.pki.ca_path.clone();
+    let a_cert = lan.pki.issue("a", mesh_ip(1)).unwrap();
+    let ns = lan.host("a", 1);
+    let metrics_addr: SocketAddr = "127.0.0.1:9101".parse().unwrap();
+    let config = NodeConfig {
+        name: "a",
+        ca: &ca,
+        issued: &a_cert,
+        crl: None,
+        static_peers: &[],
+        firewall: None,
+        metrics: Some(metrics_addr),
+    };
+    let a = mesh::start(&mut lan.lab, &ns, &config).unwrap();
+    let b = lan.node("b", 2, &[1], None);
+    assert!(lan.ping(&b.ns, a.mesh_ip));
+    lan.lab
+        .exec(
+            &b.ns,
+            PROBE,
+            &[
+                "spoof",
+                "--src",
+                "10.42.0.9",
+                "--to",
+                &format!("{}:9", a.mesh_ip),
+                "--count",
+                "3",
+            ],
+        )
+        .unwrap();
+    wait::until(
+        "a to count the forged packets",
+        Duration::from_secs(10),
+        || (peer_status(&a.status().ok()?, b.mesh_ip)?.drops.spoofed == 3).then_some(()),
+    )
+    .unwrap();
+
+    let out = lan
+        .lab
+        .exec(
+            &a.ns,
+            PROBE,
+            &[
+                "http-get",
+                "--addr",
+                &metrics_addr.to_string(),
+                "--path",
+                "/metrics",
+            ],
+        )
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        let sample = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("{name} {label:?} missing in\n{text}"));
+        match sample.value {
+            prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert_eq!(value("meshd_peers_up", None), 1.0);
+    assert!(value("meshd_peer_handshakes_total", Some(("peer", "b"))) >= 1.0);
+    assert!(value("meshd_peer_rx_bytes_total", Some(("peer", "b"))) > 0.0);
+    assert!(value("meshd_peer_tx_bytes_total", Some(("peer", "b"))) > 0.0);
+    assert_eq!(value("meshd_drops_total", Some(("reason", "spoofed"))), 3.0);
+    assert_eq!(
+        value("meshd_drops_total", Some(("reason", "bad_cert"))),
+        0.0
+    );
+    let expiry = value("meshd_cert_expiry_seconds", Some(("cert", "node")));
+    assert!(
+        expiry > 29.0 * 86_400.0 && expiry <= 30.0 * 86_400.0,
+        "{expiry}"
+    );
+    assert!(value("meshd_cert_expiry_seconds", Some(("cert", "ca"))) > expiry);
+    let families = [
+        "meshd_peers",
+        "meshd_peers_up",
+        "meshd_peer_handshakes_total",
+        "meshd_drops_total",
+        "meshd_cert_expiry_seconds",
+    ];
+    for family in families {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} has no TYPE line"
+        );
+    }
 }

@@ -46,6 +46,8 @@ pub struct Config {
     pub keepalive: Option<u16>,
     pub static_peers: Vec<StaticPeer>,
     pub firewall: Policy,
+    /// Where Prometheus metrics are served; `None` (the default) serves none.
+    pub metrics: Option<SocketAddr>,
     pub log: Log,
 }
 
@@ -103,7 +105,15 @@ struct RawConfig {
     #[serde(default)]
     firewall: RawFirewall,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<ListenAddr>,
 }
 
 #[derive(Deserialize, Default)]
@@ -488,6 +498,7 @@ impl Config {
                     other: std::time::Duration::from_secs(raw.firewall.conntrack.default_timeout),
                 },
             },
+            metrics: raw.metrics.listen.map(|l| l.0),
             log: Log {
                 level: raw.log.level,
                 format: raw.log.format,

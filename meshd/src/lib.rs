@@ -7,6 +7,7 @@ pub mod control;
 pub mod firewall;
 pub mod identity;
 mod ipv4;
+pub mod metrics;
 pub mod node;
 mod peer;
 pub mod shell;

@@ -186,26 +186,45 @@ async fn shutdown_signal() {
 
 fn print_status(status: &Status) {
     println!(
-        "{} ({}), certificate valid until {}",
-        status.name, status.mesh_ip, status.cert_not_after
+        "{} ({}), certificate valid until {} ({} days left)",
+        status.name,
+        status.mesh_ip,
+        status.cert_not_after,
+        status.cert_expires_in_secs / 86_400
     );
     println!(
-        "{:<20} {:<15} {:<21} {:>9} {:>12} {:>12} {:>7} {:>8}",
-        "PEER", "MESH IP", "ENDPOINT", "HANDSHAKE", "RX", "TX", "SPOOFED", "REJECTED"
+        "{:<18} {:<13} {:<7} {:<21} {:>9} {:>6} {:>11} {:>11} {:>7} {:>8} {:>8}",
+        "PEER",
+        "MESH IP",
+        "PATH",
+        "ENDPOINT",
+        "HANDSHAKE",
+        "RTT",
+        "RX",
+        "TX",
+        "SPOOFED",
+        "FIREWALL",
+        "REJECTED"
     );
     for peer in &status.peers {
         let handshake = peer
             .last_handshake_secs
             .map_or_else(|| "never".to_owned(), |s| format!("{s}s ago"));
+        let rtt = peer
+            .rtt_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms"));
         println!(
-            "{:<20} {:<15} {:<21} {:>9} {:>12} {:>12} {:>7} {:>8}",
+            "{:<18} {:<13} {:<7} {:<21} {:>9} {:>6} {:>11} {:>11} {:>7} {:>8} {:>8}",
             peer.name,
             peer.mesh_ip,
+            peer.path,
             peer.endpoint,
             handshake,
+            rtt,
             peer.rx_bytes,
             peer.tx_bytes,
             peer.drops.spoofed,
+            peer.drops.firewall_in + peer.drops.firewall_out,
             peer.drops.rejected
         );
     }

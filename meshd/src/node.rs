@@ -252,6 +252,7 @@ impl Node {
                     ended.push(slot);
                     continue;
                 }
+                peer.count_handshake();
                 match peer.tunn.update_timers(&mut self.scratch) {
                     TunnResult::WriteToNetwork(datagram) => out.transmit(peer.endpoint, datagram),
                     TunnResult::Err(e) => {
@@ -309,6 +310,17 @@ impl Node {
         self.counters.send_failed += datagrams;
     }
 
+    /// A snapshot of the node and its peers, with certificate lifetimes measured at `wall`.
+    pub fn status_at(&mut self, wall: OffsetDateTime) -> Status {
+        for peer in self.peers.iter_mut().flatten() {
+            peer.count_handshake();
+        }
+        let mut status = self.status();
+        status.cert_expires_in_secs = (self.cert.not_after() - wall).whole_seconds();
+        status.ca_expires_in_secs = (self.ca.not_after() - wall).whole_seconds();
+        status
+    }
+
     pub fn status(&self) -> Status {
         let mut peers: Vec<_> = self.peers.iter().flatten().map(Peer::status).collect();
         peers.sort_by(|a, b| a.mesh_ip.cmp(&b.mesh_ip));
@@ -316,6 +328,8 @@ impl Node {
             name: self.cert.name().to_string(),
             mesh_ip: self.cert.mesh_ip().to_string(),
             cert_not_after: rma_ca::timefmt::rfc3339(self.cert.not_after()),
+            cert_expires_in_secs: 0,
+            ca_expires_in_secs: 0,
             drops: self.counters,
             peers,
         }
@@ -463,6 +477,8 @@ impl Node {
             tunn,
             endpoint: from,
             counters: PeerCounters::default(),
+            handshakes: 0,
+            since_handshake: None,
         });
         self.next_tick.get_or_insert(now.instant);
         Some(slot)

@@ -108,6 +108,18 @@ pub async fn run(
         Udp::bind(config.listen).map_err(|e| anyhow::anyhow!("UDP {}: {e}", config.listen))?;
     let status_socket = StatusSocket::bind(&config.status_socket).await?;
     let (status_tx, mut status_rx) = mpsc::channel::<StatusRequest>(8);
+    let metrics_task = match config.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("metrics listener {addr}: {e}"))?;
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                status_tx.clone(),
+            )))
+        }
+        None => None,
+    };
     let status_task = tokio::spawn(status_socket.serve(status_tx));
 
     warn_if_no_rules(&config);
@@ -145,6 +157,9 @@ pub async fn run(
     )
     .await;
     status_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     tracing::info!(node = %name, "meshd stopped");
     result
 }
@@ -227,7 +242,7 @@ async fn event_loop(
             }
             () = sleep_until(deadline) => node.handle_timers(now(), &mut batch),
             Some(reply) = status.recv() => {
-                let _ = reply.send(node.status());
+                let _ = reply.send(node.status_at(OffsetDateTime::now_utc()));
             }
             Some(()) = hangups.recv() => on_hangup(node),
         }

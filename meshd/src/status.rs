@@ -40,8 +40,14 @@ pub struct PeerStatus {
     pub mesh_ip: String,
     pub groups: Vec<String>,
     pub endpoint: String,
+    /// How packets reach the peer: `direct` to its endpoint.
+    pub path: String,
     /// Seconds since the last completed handshake; absent before the first.
     pub last_handshake_secs: Option<u64>,
+    /// Handshakes completed with this peer.
+    pub handshakes: u64,
+    /// Round-trip time measured by the last handshake, in milliseconds.
+    pub rtt_ms: Option<u32>,
     pub tx_bytes: u64,
     pub rx_bytes: u64,
     pub drops: PeerCounters,
@@ -53,6 +59,10 @@ pub struct Status {
     pub name: String,
     pub mesh_ip: String,
     pub cert_not_after: String,
+    /// Seconds until this node's certificate expires (negative once it has).
+    pub cert_expires_in_secs: i64,
+    /// Seconds until the CA expires.
+    pub ca_expires_in_secs: i64,
     pub drops: NodeCounters,
     pub peers: Vec<PeerStatus>,
 }

@@ -63,6 +63,13 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Fetch `http://ADDR/PATH` (HTTP/1.0) and print the response body.
+    HttpGet {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+    },
     /// Send a certificate hello carrying the certificate in FILE (PEM).
     Hello {
         #[arg(long)]
@@ -219,6 +226,21 @@ fn main() -> anyhow::Result<()> {
                 socket.send_to(&datagram, to)?;
             }
             println!("sent {count} hostile datagrams");
+        }
+        Command::HttpGet { addr, path } => {
+            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            let (head, body) = response
+                .split_once("\r\n\r\n")
+                .context("no HTTP header end")?;
+            anyhow::ensure!(
+                head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+                "{head}"
+            );
+            print!("{body}");
         }
         Command::Hello { to, cert } => {
             let text = std::fs::read(&cert)?;
