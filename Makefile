@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 JOBS ?= 2
 
-.PHONY: all build deps test lint unit e2e walkthrough walkthrough-check testdata clean
+.PHONY: all build deps test lint unit e2e bench-dataplane walkthrough walkthrough-check testdata clean
 
 all: build
 
@@ -31,6 +31,12 @@ e2e:
 	@mkdir -p target
 	$(CARGO) build -j$(JOBS) -p meshd -p integration --bins
 	set -o pipefail; $(CARGO) test -j$(JOBS) -p integration -- --test-threads=1 --nocapture 2>&1 | tee target/e2e.log
+
+# meshd against raw veth, Nebula and wireguard-go on one veth link, in one run (needs root;
+# installs the anchors). Not part of `make test`. BENCH_SECONDS and BENCH_REPS shorten it.
+bench-dataplane:
+	$(CARGO) build --release -j$(JOBS) -p meshd -p integration --bins
+	./target/release/bench-dataplane
 
 # Everything CI checks: formatting, lints, every test, and the walkthrough.
 test: deps lint walkthrough-check unit e2e

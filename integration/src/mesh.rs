@@ -17,13 +17,16 @@ use time::OffsetDateTime;
 use crate::lab::{Lab, Ns};
 use crate::wait;
 
-/// A daemon binary of this workspace, from the same target directory as the running test.
+/// A binary of this workspace from the same target directory as the running executable: a
+/// test (in `target/<profile>/deps/`) or a tool such as the benchmark (in `target/<profile>/`).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable outside a target directory")?;
+    let dir = exe.parent().context("executable without a directory")?;
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().context("deps directory without a parent")?
+    } else {
+        dir
+    };
     let path = profile_dir.join(name);
     anyhow::ensure!(
         path.exists(),

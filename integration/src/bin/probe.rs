@@ -63,6 +63,21 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Answer fixed-size requests on one TCP connection at a time, byte for byte.
+    RrServer {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// COUNT request/response exchanges of SIZE bytes over one TCP connection (like netperf
+    /// TCP_RR); print `rr COUNT median_us M p99_us P`.
+    RrClient {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
     /// Fetch `http://ADDR/PATH` (HTTP/1.0) and print the response body.
     HttpGet {
         #[arg(long)]
@@ -226,6 +241,43 @@ fn main() -> anyhow::Result<()> {
                 socket.send_to(&datagram, to)?;
             }
             println!("sent {count} hostile datagrams");
+        }
+        Command::RrServer { listen } => {
+            let listener = TcpListener::bind(listen)?;
+            println!("listening {listen}");
+            for stream in listener.incoming() {
+                let mut stream = stream?;
+                stream.set_nodelay(true)?;
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = stream.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    stream.write_all(&buf[..n])?;
+                }
+            }
+        }
+        Command::RrClient {
+            connect,
+            count,
+            size,
+        } => {
+            let mut stream = TcpStream::connect_timeout(&connect, Duration::from_secs(10))?;
+            stream.set_nodelay(true)?;
+            let request = vec![0x5a; size];
+            let mut response = vec![0u8; size];
+            let mut rtts = Vec::with_capacity(count);
+            for _ in 0..count {
+                let started = Instant::now();
+                stream.write_all(&request)?;
+                stream.read_exact(&mut response)?;
+                rtts.push(started.elapsed());
+            }
+            rtts.sort();
+            let at =
+                |q: f64| rtts[((rtts.len() as f64 * q) as usize).min(rtts.len() - 1)].as_micros();
+            println!("rr {count} median_us {} p99_us {}", at(0.5), at(0.99));
         }
         Command::HttpGet { addr, path } => {
             let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
