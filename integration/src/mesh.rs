@@ -251,6 +251,7 @@ pub fn start(lab: &mut Lab, ns: &Ns, node: &NodeConfig<'_>) -> anyhow::Result<Me
 pub fn status(socket: &Path) -> anyhow::Result<Status> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    std::io::Write::write_all(&mut stream, b"status\n")?;
     let mut json = Vec::new();
     stream.read_to_end(&mut json)?;
     Ok(serde_json::from_slice(&json)?)

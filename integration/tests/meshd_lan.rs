@@ -907,3 +907,50 @@ fn metrics_are_served_in_the_prometheus_format() {
         );
     }
 }
+
+#[test]
+fn meshd_ping_reports_path_endpoint_and_rtt() {
+    let mut lan = Lan::new();
+    let ca = lan.pki.ca_path.clone();
+    let a = lan.node("a", 1, &[2], None);
+    // b admits nothing inbound; meshd's probes are answered all the same, as tailscale ping's.
+    let b_cert = lan.pki.issue("b", mesh_ip(2)).unwrap();
+    let deny_in = "[[firewall.outbound]]\nport = \"any\"\nproto = \"any\"\nhost = \"any\"\n";
+    let b = lan.node_full("b", 2, &[1], &b_cert, &ca, None, Some(deny_in));
+    let meshd = mesh::binary("meshd").unwrap();
+    let ping = |target: &str| {
+        std::process::Command::new(&meshd)
+            .args(["ping", target, "-c", "3", "--socket"])
+            .arg(&a.socket)
+            .output()
+            .unwrap()
+    };
+    // Before any exchange a only knows b's mesh IP (static peer); the probe sets up the session.
+    let out = ping("10.42.0.2");
+    assert!(out.status.success(), "{out:?}");
+    // Now b's certificate has told a its name.
+    let out = ping("b");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pongs: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("pong from b (10.42.0.2) via direct 192.168.100.2:4242 in "))
+        .collect();
+    assert_eq!(pongs.len(), 3, "{text}");
+    println!("{}", text.trim());
+    assert!(
+        !lan.ping(&a.ns, b.mesh_ip),
+        "ICMP is still refused by b's firewall"
+    );
+
+    let out = ping("nobody");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nobody: no peer with that name"),
+        "{out:?}"
+    );
+}

@@ -6,6 +6,48 @@ use std::net::Ipv4Addr;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+/// RFC 3692's experimental protocol number, which meshd uses for its in-tunnel probes.
+pub const PROTO_MESH_PROBE: u8 = 253;
+const PROBE_MAGIC: &[u8; 4] = b"RMAP";
+
+/// A `meshd ping` probe, carried inside the WireGuard session as an IPv4 packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Ping(u32),
+    Pong(u32),
+}
+
+/// Builds a probe packet from `src` to `dst`.
+pub fn probe_packet(src: Ipv4Addr, dst: Ipv4Addr, probe: Probe) -> Vec<u8> {
+    let (kind, seq) = match probe {
+        Probe::Ping(seq) => (1, seq),
+        Probe::Pong(seq) => (2, seq),
+    };
+    let mut payload = PROBE_MAGIC.to_vec();
+    payload.push(kind);
+    payload.extend_from_slice(&seq.to_be_bytes());
+    let mut packet = ipv4_header(src, dst, PROTO_MESH_PROBE, payload.len());
+    packet.extend_from_slice(&payload);
+    packet
+}
+
+/// The probe in `packet`, if it is one.
+pub fn probe(packet: &[u8]) -> Option<Probe> {
+    let ihl = header_len(packet)?;
+    if packet[9] != PROTO_MESH_PROBE {
+        return None;
+    }
+    let body = packet.get(ihl..ihl + 9)?;
+    if &body[..4] != PROBE_MAGIC {
+        return None;
+    }
+    let seq = u32::from_be_bytes([body[5], body[6], body[7], body[8]]);
+    match body[4] {
+        1 => Some(Probe::Ping(seq)),
+        2 => Some(Probe::Pong(seq)),
+        _ => None,
+    }
+}
 
 /// Source and destination of an IPv4 packet, if `packet` starts with a plausible IPv4 header.
 pub fn addresses(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
@@ -215,6 +257,23 @@ mod tests {
         assert_eq!(flow(&fragment).unwrap().dst_port, 0);
         let truncated = flow(&flow_packet(f(PROTO_TCP, 1, 2), 0)[..22]).unwrap();
         assert_eq!((truncated.src_port, truncated.dst_port), (0, 0));
+    }
+
+    #[test]
+    fn probes_round_trip() {
+        for p in [Probe::Ping(7), Probe::Pong(u32::MAX)] {
+            let packet = probe_packet(A, B, p);
+            assert_eq!(probe(&packet), Some(p));
+            assert_eq!(addresses(&packet), Some((A, B)));
+        }
+        let mut other = probe_packet(A, B, Probe::Ping(1));
+        other[20] = b'X';
+        assert_eq!(probe(&other), None);
+        assert_eq!(
+            probe(&test_packet(A, B, b"RMAP\x01\0\0\0\x01")),
+            None,
+            "wrong protocol"
+        );
     }
 
     #[test]

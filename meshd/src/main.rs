@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use meshd::config::{Config, LogFormat};
+use meshd::control::PingLine;
 use meshd::status::Status;
 
 /// The RMA Mesh node daemon: gives this machine its mesh IP on a TUN device and carries its
@@ -37,6 +38,21 @@ enum Command {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+    },
+    /// Probe a peer through its tunnel, like `tailscale ping`: prints the path, the endpoint and
+    /// the round-trip time of each probe. Exits 1 if no probe is answered.
+    Ping {
+        /// The peer's node name or mesh IP.
+        target: String,
+        /// How many probes, one a second.
+        #[arg(short = 'c', long, default_value_t = 4)]
+        count: u32,
+        /// The status socket; by default the one named in --config.
+        #[arg(long, value_name = "PATH", conflicts_with = "config")]
+        socket: Option<PathBuf>,
+        /// Read the status socket path from this configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Show this node's peers: name, mesh IP, endpoint, last handshake, bytes and drops.
     Status {
@@ -84,6 +100,38 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         (
+            Some(Command::Ping {
+                target,
+                count,
+                socket,
+                config,
+            }),
+            _,
+        ) => {
+            let socket = status_socket(socket, config)?;
+            let lines = runtime()?.block_on(meshd::control::ping(&socket, &target, count))?;
+            let mut answered = 0;
+            for line in &lines {
+                match line {
+                    PingLine::Pong(p) => {
+                        answered += 1;
+                        println!(
+                            "pong from {} ({}) via {} {} in {:.3} ms",
+                            p.peer,
+                            p.mesh_ip,
+                            p.path,
+                            p.endpoint,
+                            p.rtt.as_secs_f64() * 1e3
+                        );
+                    }
+                    PingLine::Timeout { seq } => println!("probe {seq}: no answer"),
+                    PingLine::Error { message } => anyhow::bail!("{message}"),
+                }
+            }
+            anyhow::ensure!(answered > 0, "{target}: no probe answered");
+            Ok(())
+        }
+        (
             Some(Command::Status {
                 json,
                 socket,
@@ -91,15 +139,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }),
             _,
         ) => {
-            let socket = match (socket, config) {
-                (Some(socket), _) => socket,
-                (None, Some(config)) => Config::load(&config)?.status_socket,
-                (None, None) => {
-                    Config::load(std::path::Path::new("/etc/meshd/meshd.toml"))
-                        .context("no --socket or --config given")?
-                        .status_socket
-                }
-            };
+            let socket = status_socket(socket, config)?;
             let status = runtime()?.block_on(meshd::control::fetch(&socket))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -133,6 +173,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("nothing to do: pass --config FILE to run (see --help)"),
     }
+}
+
+/// The status socket named on the command line, or in the config file (by default
+/// /etc/meshd/meshd.toml).
+fn status_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match (socket, config) {
+        (Some(socket), _) => socket,
+        (None, Some(config)) => Config::load(&config)?.status_socket,
+        (None, None) => {
+            Config::load(std::path::Path::new("/etc/meshd/meshd.toml"))
+                .context("no --socket or --config given")?
+                .status_socket
+        }
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -233,4 +287,14 @@ fn print_status(status: &Status) {
         "drops: bad_cert={} malformed={} unknown_peer={} no_route={} queue_dropped={} send_failed={}",
         d.bad_cert, d.malformed, d.unknown_peer, d.no_route, d.queue_dropped, d.send_failed
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

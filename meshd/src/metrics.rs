@@ -11,7 +11,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::StatusRequest;
+use crate::control::Request;
 use crate::status::Status;
 
 /// Seconds after a handshake during which a session can carry data (WireGuard's
@@ -161,9 +161,9 @@ pub fn render(status: &Status) -> String {
     out
 }
 
-async fn scrape(State(requests): State<mpsc::Sender<StatusRequest>>) -> impl IntoResponse {
+async fn scrape(State(requests): State<mpsc::Sender<Request>>) -> impl IntoResponse {
     let (reply, status) = oneshot::channel();
-    let snapshot = match requests.send(reply).await {
+    let snapshot = match requests.send(Request::Status(reply)).await {
         Ok(()) => status.await.ok(),
         Err(_) => None,
     };
@@ -185,7 +185,7 @@ async fn scrape(State(requests): State<mpsc::Sender<StatusRequest>>) -> impl Int
 }
 
 /// Serves `/metrics` until the event loop goes away.
-pub async fn serve(listener: TcpListener, requests: mpsc::Sender<StatusRequest>) {
+pub async fn serve(listener: TcpListener, requests: mpsc::Sender<Request>) {
     let app = Router::new()
         .route("/metrics", get(scrape))
         .with_state(requests);

@@ -51,6 +51,27 @@ const SCRATCH_LEN: usize = 65_536 + 64;
 /// boringtun's session index is 24 bits; peers are numbered by slot below it.
 const MAX_PEERS: usize = 1 << 24;
 
+/// A `meshd ping` answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pong {
+    pub seq: u32,
+    pub peer: String,
+    pub mesh_ip: Ipv4Addr,
+    /// How the probe travelled: `direct` to the endpoint.
+    pub path: String,
+    pub endpoint: SocketAddr,
+    pub rtt: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PingError {
+    #[error("no peer with that name or mesh IP, and no static endpoint for it")]
+    UnknownPeer,
+}
+
+/// Probes sent and not yet answered, at most; older ones are forgotten.
+const MAX_PROBES: usize = 1024;
+
 /// How often idle firewall flows are forgotten.
 const FLOW_SWEEP: Duration = Duration::from_secs(10);
 
@@ -100,6 +121,8 @@ pub struct Node {
     next_tick: Option<Instant>,
     firewall: Firewall,
     next_flow_sweep: Option<Instant>,
+    probes: HashMap<u32, (Instant, Ipv4Addr)>,
+    pongs: Vec<Pong>,
     counters: NodeCounters,
     scratch: Box<[u8]>,
 }
@@ -146,6 +169,8 @@ impl Node {
             next_tick: None,
             firewall: Firewall::new(settings.firewall.clone()),
             next_flow_sweep: None,
+            probes: HashMap::new(),
+            pongs: Vec::new(),
             counters: NodeCounters::default(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
         }
@@ -266,6 +291,44 @@ impl Node {
             }
             self.next_tick = (!self.by_ip.is_empty()).then(|| now.instant + TIMER_TICK);
         }
+    }
+
+    /// Sends probe `seq` to the peer named `target` (a node name or mesh IP). It sets up the
+    /// session if there is none yet, like any other packet; the answer, if any, shows up in
+    /// [`Node::take_pongs`].
+    pub fn ping(
+        &mut self,
+        target: &str,
+        seq: u32,
+        now: Now,
+        out: &mut impl Output,
+    ) -> Result<(), PingError> {
+        let by_name = self
+            .peers
+            .iter()
+            .flatten()
+            .find(|p| p.cert.name().as_str() == target);
+        let ip = match (by_name, target.parse::<Ipv4Addr>()) {
+            (Some(peer), _) => peer.cert.mesh_ip(),
+            (None, Ok(ip))
+                if self.by_ip.contains_key(&ip) || self.static_peers.contains_key(&ip) =>
+            {
+                ip
+            }
+            _ => return Err(PingError::UnknownPeer),
+        };
+        if self.probes.len() >= MAX_PROBES {
+            self.probes.clear();
+        }
+        self.probes.insert(seq, (now.instant, ip));
+        let packet = ipv4::probe_packet(self.cert.mesh_ip(), ip, ipv4::Probe::Ping(seq));
+        self.handle_tun_packet(&packet, now, out);
+        Ok(())
+    }
+
+    /// Answers to probes received since the last call.
+    pub fn take_pongs(&mut self) -> Vec<Pong> {
+        std::mem::take(&mut self.pongs)
     }
 
     /// Replaces the firewall rules; tracked flows and sessions stay.
@@ -506,10 +569,14 @@ impl Node {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;
         };
-        match self
-            .firewall
-            .check(Direction::Outbound, &flow, &peer.cert, now.instant)
-        {
+        // meshd's own probes are not the node's traffic: the firewall does not judge them.
+        let verdict = if flow.proto == ipv4::PROTO_MESH_PROBE && flow.src == self.cert.mesh_ip() {
+            Verdict::Allow
+        } else {
+            self.firewall
+                .check(Direction::Outbound, &flow, &peer.cert, now.instant)
+        };
+        match verdict {
             Verdict::Allow => self.encapsulate(slot, packet, out),
             Verdict::Deny(action) => {
                 peer.counters.firewall_out += 1;
@@ -584,11 +651,14 @@ impl Node {
             peers,
             firewall,
             scratch,
+            probes,
+            pongs,
             ..
         } = self;
         let Some(peer) = peers[slot].as_mut() else {
             return;
         };
+        // An answer to send back through the tunnel: a firewall reject or a pong.
         let mut reject = None;
         let authenticated = match peer.tunn.decapsulate(Some(from.ip()), datagram, scratch) {
             TunnResult::Done => true,
@@ -615,6 +685,26 @@ impl Node {
                     tracing::trace!(peer = %peer.cert.name(), %src, "dropped spoofed packet");
                 } else if flow.map(|f| f.dst) != Some(my_ip) {
                     peer.counters.misrouted += 1;
+                } else if let Some(probe) = ipv4::probe(packet) {
+                    match probe {
+                        ipv4::Probe::Ping(seq) => {
+                            reject = Some(ipv4::probe_packet(my_ip, src, ipv4::Probe::Pong(seq)));
+                        }
+                        ipv4::Probe::Pong(seq) => {
+                            if let Some((sent, ip)) = probes.remove(&seq)
+                                && ip == src
+                            {
+                                pongs.push(Pong {
+                                    seq,
+                                    peer: peer.cert.name().to_string(),
+                                    mesh_ip: src,
+                                    path: "direct".into(),
+                                    endpoint: from,
+                                    rtt: now.instant.saturating_duration_since(sent),
+                                });
+                            }
+                        }
+                    }
                 } else if let Some(flow) = flow {
                     match firewall.check(Direction::Inbound, &flow, &peer.cert, now.instant) {
                         Verdict::Allow => out.deliver(packet),

@@ -714,3 +714,45 @@ fn a_reload_that_revokes_a_peer_cuts_it_off_and_keeps_the_rest() {
     // a's datagrams now belong to no session on b.
     assert_eq!(net.hosts[B].node.status().drops.unknown_peer, 1);
 }
+
+#[test]
+fn ping_measures_the_round_trip_through_the_tunnel_past_the_firewall() {
+    let (_pki, mut net) = pair();
+    // b's firewall admits nothing; meshd's own probes are not judged by it.
+    net.hosts[B].node.set_firewall(Policy::default());
+    let mut out = Collected::default();
+    let now = net.now;
+    net.hosts[A]
+        .node
+        .ping("10.42.0.2", 1, now, &mut out)
+        .unwrap();
+    for (to, datagram) in out.transmits {
+        net.inject(underlay(1), to, datagram);
+    }
+    net.run();
+    // The first probe opened the session; the second measures a known delay.
+    let mut out = Collected::default();
+    let now = net.now;
+    net.hosts[A].node.ping("b", 2, now, &mut out).unwrap();
+    net.now.instant += Duration::from_millis(7);
+    for (to, datagram) in out.transmits {
+        net.inject(underlay(1), to, datagram);
+    }
+    net.run();
+    let pongs = net.hosts[A].node.take_pongs();
+    let seqs: Vec<u32> = pongs.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, [1, 2]);
+    assert_eq!(pongs[1].rtt, Duration::from_millis(7));
+    assert_eq!(
+        (pongs[1].peer.as_str(), pongs[1].endpoint),
+        ("b", underlay(2))
+    );
+    assert!(
+        net.take_delivered(B).is_empty(),
+        "probes never reach the TUN"
+    );
+    assert_eq!(net.hosts[B].node.status().peers[0].drops.firewall_in, 0);
+    let mut out = Collected::default();
+    let now = net.now;
+    assert!(net.hosts[A].node.ping("nobody", 3, now, &mut out).is_err());
+}

@@ -6,15 +6,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use rma_ca::{DEFAULT_WARNING_WINDOW, Expiring};
+use std::collections::HashMap;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+
+use tokio::sync::{mpsc, oneshot};
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
 use crate::batch::Batch;
 use crate::config::Config;
-use crate::control::{StatusRequest, StatusSocket};
+use crate::control::{Request, StatusSocket};
 use crate::identity;
-use crate::node::{Node, Now, Settings};
+use crate::node::{Node, Now, Pong, Settings};
 use crate::udp::Udp;
 use rma_ca::RevocationList;
 
@@ -107,7 +109,7 @@ pub async fn run(
     let mut udp =
         Udp::bind(config.listen).map_err(|e| anyhow::anyhow!("UDP {}: {e}", config.listen))?;
     let status_socket = StatusSocket::bind(&config.status_socket).await?;
-    let (status_tx, mut status_rx) = mpsc::channel::<StatusRequest>(8);
+    let (status_tx, mut status_rx) = mpsc::channel::<Request>(8);
     let metrics_task = match config.metrics {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -211,12 +213,15 @@ async fn event_loop(
     node: &mut Node,
     tun: &AsyncDevice,
     udp: &mut Udp,
-    status: &mut mpsc::Receiver<StatusRequest>,
+    requests: &mut mpsc::Receiver<Request>,
     hangups: &mut tokio::signal::unix::Signal,
     mut on_hangup: impl FnMut(&mut Node),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut batch = Batch::default();
+    // `meshd ping` probes in flight, by sequence number.
+    let mut waiting: HashMap<u32, oneshot::Sender<Pong>> = HashMap::new();
+    let mut next_seq: u32 = 0;
     let mut tun_buf = vec![0u8; 65_536];
     tokio::pin!(shutdown);
     loop {
@@ -241,10 +246,30 @@ async fn event_loop(
                 udp.drain(|from, datagram| node.handle_datagram(from, datagram, at, &mut batch))?;
             }
             () = sleep_until(deadline) => node.handle_timers(now(), &mut batch),
-            Some(reply) = status.recv() => {
-                let _ = reply.send(node.status_at(OffsetDateTime::now_utc()));
-            }
+            Some(request) = requests.recv() => match request {
+                Request::Status(reply) => {
+                    let _ = reply.send(node.status_at(OffsetDateTime::now_utc()));
+                }
+                Request::Ping { target, reply } => {
+                    next_seq = next_seq.wrapping_add(1);
+                    waiting.retain(|_, pong| !pong.is_closed());
+                    let answer = match node.ping(&target, next_seq, now(), &mut batch) {
+                        Ok(()) => {
+                            let (pong, receiver) = oneshot::channel();
+                            waiting.insert(next_seq, pong);
+                            Ok((next_seq, receiver))
+                        }
+                        Err(e) => Err(format!("{target}: {e}")),
+                    };
+                    let _ = reply.send(answer);
+                }
+            },
             Some(()) = hangups.recv() => on_hangup(node),
+        }
+        for pong in node.take_pongs() {
+            if let Some(waiter) = waiting.remove(&pong.seq) {
+                let _ = waiter.send(pong);
+            }
         }
         if !batch.is_empty() {
             let failed = udp.send(&batch).await;
