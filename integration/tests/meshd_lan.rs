@@ -243,6 +243,13 @@ fn two_nodes_carry_tcp_udp_and_icmp() {
         peer.rx_bytes > 64 * MIB && peer.tx_bytes > 64 * MIB,
         "{peer:?}"
     );
+    // Events about a peer are logged in that peer's span.
+    let log = lan.lab.proc(b.proc).log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("peer{name=a mesh_ip=10.42.0.1}") && l.contains("peer certified")),
+        "{log}"
+    );
     // Nothing but mesh traffic reached the TUN: no stray IPv6 from the kernel, no drops.
     assert_eq!(
         status.drops,

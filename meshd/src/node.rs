@@ -273,7 +273,7 @@ impl Node {
             for (slot, peer) in self.peers.iter_mut().enumerate() {
                 let Some(peer) = peer else { continue };
                 if now.wall > peer.cert.not_after() {
-                    tracing::info!(peer = %peer.cert.name(), "peer certificate expired; ending session");
+                    tracing::info!(parent: &peer.span, "peer certificate expired; ending session");
                     ended.push(slot);
                     continue;
                 }
@@ -281,7 +281,7 @@ impl Node {
                 match peer.tunn.update_timers(&mut self.scratch) {
                     TunnResult::WriteToNetwork(datagram) => out.transmit(peer.endpoint, datagram),
                     TunnResult::Err(e) => {
-                        tracing::trace!(peer = %peer.cert.name(), error = ?e, "timer")
+                        tracing::trace!(parent: &peer.span, error = ?e, "timer")
                     }
                     _ => {}
                 }
@@ -324,6 +324,20 @@ impl Node {
         let packet = ipv4::probe_packet(self.cert.mesh_ip(), ip, ipv4::Probe::Ping(seq));
         self.handle_tun_packet(&packet, now, out);
         Ok(())
+    }
+
+    /// Warnings for this node's certificate and the CA when either expires within the
+    /// warning window at `wall`. The shell logs them at start and once a day.
+    pub fn expiry_warnings(&self, wall: OffsetDateTime) -> Vec<rma_ca::ExpiryWarning> {
+        use rma_ca::Expiring as _;
+        [
+            self.cert
+                .expiry_warning(wall, rma_ca::DEFAULT_WARNING_WINDOW),
+            self.ca.expiry_warning(wall, rma_ca::DEFAULT_WARNING_WINDOW),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Answers to probes received since the last call.
@@ -532,7 +546,9 @@ impl Node {
             u32::try_from(slot).ok()?,
             Some(Arc::clone(&self.rate_limiter)),
         );
-        tracing::info!(peer = %cert.name(), mesh_ip = %cert.mesh_ip(), endpoint = %from, "peer certified");
+        // Every event about this peer is logged in its span, made once here.
+        let span = tracing::info_span!("peer", name = %cert.name(), mesh_ip = %cert.mesh_ip());
+        tracing::info!(parent: &span, endpoint = %from, "peer certified");
         self.by_ip.insert(cert.mesh_ip(), slot);
         self.by_key.insert(key, slot);
         self.peers[slot] = Some(Peer {
@@ -540,6 +556,7 @@ impl Node {
             tunn,
             endpoint: from,
             counters: PeerCounters::default(),
+            span,
             handshakes: 0,
             since_handshake: None,
         });
@@ -580,7 +597,7 @@ impl Node {
             Verdict::Allow => self.encapsulate(slot, packet, out),
             Verdict::Deny(action) => {
                 peer.counters.firewall_out += 1;
-                tracing::trace!(peer = %peer.cert.name(), ?flow, "firewall dropped outbound packet");
+                tracing::trace!(parent: &peer.span, ?flow, "firewall dropped outbound packet");
                 if action == Action::Reject
                     && let Some(answer) = ipv4::reject(packet)
                 {
@@ -597,7 +614,7 @@ impl Node {
         match peer.tunn.encapsulate(packet, &mut self.scratch) {
             TunnResult::WriteToNetwork(datagram) => out.transmit(peer.endpoint, datagram),
             TunnResult::Err(e) => {
-                tracing::debug!(peer = %peer.cert.name(), error = ?e, "encapsulate failed");
+                tracing::trace!(parent: &peer.span, error = ?e, "encapsulate failed");
             }
             _ => {}
         }
@@ -664,7 +681,7 @@ impl Node {
             TunnResult::Done => true,
             TunnResult::Err(e) => {
                 peer.counters.rejected += 1;
-                tracing::trace!(peer = %peer.cert.name(), error = ?e, "rejected datagram");
+                tracing::trace!(parent: &peer.span, error = ?e, "rejected datagram");
                 false
             }
             TunnResult::WriteToNetwork(reply) => {
@@ -682,7 +699,7 @@ impl Node {
                 let flow = ipv4::flow(packet);
                 if src != peer.cert.mesh_ip() {
                     peer.counters.spoofed += 1;
-                    tracing::trace!(peer = %peer.cert.name(), %src, "dropped spoofed packet");
+                    tracing::trace!(parent: &peer.span, %src, "dropped spoofed packet");
                 } else if flow.map(|f| f.dst) != Some(my_ip) {
                     peer.counters.misrouted += 1;
                 } else if let Some(probe) = ipv4::probe(packet) {
@@ -710,7 +727,7 @@ impl Node {
                         Verdict::Allow => out.deliver(packet),
                         Verdict::Deny(action) => {
                             peer.counters.firewall_in += 1;
-                            tracing::trace!(peer = %peer.cert.name(), ?flow, "firewall dropped inbound packet");
+                            tracing::trace!(parent: &peer.span, ?flow, "firewall dropped inbound packet");
                             if action == Action::Reject {
                                 reject = ipv4::reject(packet);
                             }
@@ -732,7 +749,7 @@ impl Node {
             }
         }
         if authenticated && peer.endpoint != from {
-            tracing::info!(peer = %peer.cert.name(), old = %peer.endpoint, new = %from, "peer roamed");
+            tracing::info!(parent: &peer.span, old = %peer.endpoint, new = %from, "peer roamed");
             peer.endpoint = from;
         }
     }

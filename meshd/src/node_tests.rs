@@ -756,3 +756,45 @@ fn ping_measures_the_round_trip_through_the_tunnel_past_the_firewall() {
     let now = net.now;
     assert!(net.hosts[A].node.ping("nobody", 3, now, &mut out).is_err());
 }
+
+#[test]
+fn certificates_near_expiry_are_named() {
+    let pki = Pki::new("test-ca");
+    let (cert, keys) = pki.node_valid(
+        "soon",
+        ip(1),
+        pki.start - time::Duration::days(1),
+        pki.start + time::Duration::days(10),
+    );
+    let identity = Identity {
+        cert,
+        keys,
+        ca: pki.ca.clone(),
+        crl: None,
+    };
+    let node = Node::new(identity, &settings(None, &[]));
+    let warnings = node.expiry_warnings(pki.start);
+    assert_eq!(
+        warnings.len(),
+        1,
+        "the node's certificate, not the CA (a year left)"
+    );
+    assert!(
+        warnings[0]
+            .to_string()
+            .contains("certificate \"soon\" expires at"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(
+        node.expiry_warnings(pki.start - time::Duration::days(30))
+            .len(),
+        0
+    );
+    let near_ca_end = pki.start + time::Duration::days(340);
+    assert_eq!(
+        node.expiry_warnings(near_ca_end).len(),
+        2,
+        "both, once the CA is within 30 days"
+    );
+}

@@ -15,6 +15,8 @@ pub(crate) struct Peer {
     /// authenticated datagram from a new address (roaming).
     pub(crate) endpoint: SocketAddr,
     pub(crate) counters: PeerCounters,
+    /// The span every event about this peer is logged in (name and mesh IP).
+    pub(crate) span: tracing::Span,
     /// Completed handshakes, and the time since the last one as of the previous timer tick:
     /// a smaller value now means a handshake completed in between.
     pub(crate) handshakes: u64,

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use rma_ca::{DEFAULT_WARNING_WINDOW, Expiring};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
@@ -19,6 +18,9 @@ use crate::identity;
 use crate::node::{Node, Now, Pong, Settings};
 use crate::udp::Udp;
 use rma_ca::RevocationList;
+
+/// How often certificates near expiry are named again.
+const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// TUN packets read per wake-up before the loop looks at the socket again.
 const TUN_BURST: usize = 64;
@@ -75,19 +77,6 @@ pub async fn run(
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let identity = identity::load(&config.pki, OffsetDateTime::now_utc())?;
-    for warning in [
-        identity
-            .cert
-            .expiry_warning(OffsetDateTime::now_utc(), DEFAULT_WARNING_WINDOW),
-        identity
-            .ca
-            .expiry_warning(OffsetDateTime::now_utc(), DEFAULT_WARNING_WINDOW),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        tracing::warn!("{warning}");
-    }
     let mesh_ip = identity.cert.mesh_ip();
     let prefix = identity.ca.network().prefix_len();
     let name = identity.cert.name().to_string();
@@ -127,6 +116,9 @@ pub async fn run(
     warn_if_no_rules(&config);
     let ca = identity.ca.clone();
     let mut node = Node::new(identity, &settings(&config));
+    for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
+        tracing::warn!("{warning}");
+    }
     tracing::info!(
         node = %name,
         %mesh_ip,
@@ -224,8 +216,22 @@ async fn event_loop(
     let mut next_seq: u32 = 0;
     let mut tun_buf = vec![0u8; 65_536];
     tokio::pin!(shutdown);
+    // One timer for the node's deadlines, moved only when the deadline changes: a new timer
+    // per loop turn would cost a timer-wheel insert and removal for every packet.
+    let timer = tokio::time::sleep(std::time::Duration::from_secs(3600));
+    tokio::pin!(timer);
+    let mut armed_for: Option<Instant> = None;
+    // Certificates near expiry are named at start and then once a day.
+    let mut daily =
+        tokio::time::interval_at(tokio::time::Instant::now() + EXPIRY_CHECK, EXPIRY_CHECK);
     loop {
         let deadline = node.next_timeout();
+        if deadline != armed_for {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(at.into());
+            }
+            armed_for = deadline;
+        }
         tokio::select! {
             biased;
             () = &mut shutdown => return Ok(()),
@@ -245,7 +251,10 @@ async fn event_loop(
                 let at = now();
                 udp.drain(|from, datagram| node.handle_datagram(from, datagram, at, &mut batch))?;
             }
-            () = sleep_until(deadline) => node.handle_timers(now(), &mut batch),
+            () = &mut timer, if armed_for.is_some() => {
+                armed_for = None;
+                node.handle_timers(now(), &mut batch);
+            }
             Some(request) = requests.recv() => match request {
                 Request::Status(reply) => {
                     let _ = reply.send(node.status_at(OffsetDateTime::now_utc()));
@@ -265,6 +274,11 @@ async fn event_loop(
                 }
             },
             Some(()) = hangups.recv() => on_hangup(node),
+            _ = daily.tick() => {
+                for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
+                    tracing::warn!("{warning}");
+                }
+            }
         }
         for pong in node.take_pongs() {
             if let Some(waiter) = waiting.remove(&pong.seq) {
@@ -281,12 +295,5 @@ async fn event_loop(
             }
             batch.clear();
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -104,7 +104,7 @@ impl Udp {
             if let Err(e) = sent {
                 // An unreachable peer must not stop the node; the next packet tries again.
                 // Failures are counted in the status, so none goes unseen.
-                tracing::debug!(to = %train.to, error = %e, "send failed");
+                tracing::trace!(to = %train.to, error = %e, "send failed");
                 failed += train.contents.len().div_ceil(train.segment_size.max(1)) as u64;
             }
         }
