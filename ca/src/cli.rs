@@ -45,17 +45,7 @@ pub enum Command {
     /// Generate a node's keys: an Ed25519 identity key and an X25519 WireGuard key. The
     /// private file is written with mode 0600; the public file holds only public keys and is
     /// what the CA signs (`rma-ca sign --pub`).
-    Keygen {
-        /// Where to write the private keys.
-        #[arg(long, value_name = "FILE")]
-        out_key: PathBuf,
-        /// Where to write the public keys.
-        #[arg(long, value_name = "FILE")]
-        out_pub: PathBuf,
-        /// Overwrite existing files.
-        #[arg(long)]
-        force: bool,
-    },
+    Keygen(rma_ca::keygen::KeygenArgs),
     /// Issue a node certificate and record it in the index.
     Sign(SignArgs),
     /// Show a certificate: name, mesh IP, groups, WireGuard key, validity, fingerprint, issuer.

@@ -13,6 +13,7 @@ pub mod files;
 mod ids;
 pub mod index;
 mod issue;
+pub mod keygen;
 mod keys;
 mod names;
 mod node_cert;

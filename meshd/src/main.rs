@@ -28,17 +28,7 @@ struct Cli {
 enum Command {
     /// Write this node's keys: an Ed25519 identity key and an X25519 WireGuard key. Send the
     /// public file to the CA (`rma-ca sign --pub`); the private file (mode 0600) stays here.
-    Keygen {
-        /// Where to write the private keys.
-        #[arg(long, value_name = "FILE")]
-        out_key: PathBuf,
-        /// Where to write the public keys.
-        #[arg(long, value_name = "FILE")]
-        out_pub: PathBuf,
-        /// Overwrite existing files.
-        #[arg(long)]
-        force: bool,
-    },
+    Keygen(rma_ca::keygen::KeygenArgs),
     /// Probe a peer through its tunnel, like `tailscale ping`: prints the path, the endpoint and
     /// the round-trip time of each probe. Exits 1 if no probe is answered.
     Ping {
@@ -81,24 +71,7 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.config) {
-        (
-            Some(Command::Keygen {
-                out_key,
-                out_pub,
-                force,
-            }),
-            _,
-        ) => {
-            let keys = rma_ca::NodeKeys::generate();
-            rma_ca::files::write_node_keys(&keys, &out_key, &out_pub, force)?;
-            println!(
-                "wrote {} (mode 0600) and {}",
-                out_key.display(),
-                out_pub.display()
-            );
-            println!("wireguard public key {}", keys.public().wireguard);
-            Ok(())
-        }
+        (Some(Command::Keygen(args)), _) => Ok(args.run()?),
         (
             Some(Command::Ping {
                 target,

@@ -43,18 +43,6 @@ pub fn init(
     Ok(())
 }
 
-pub fn keygen(out_key: &Path, out_pub: &Path, force: bool) -> anyhow::Result<()> {
-    let keys = NodeKeys::generate();
-    files::write_node_keys(&keys, out_key, out_pub, force)?;
-    println!(
-        "wrote {} (mode 0600) and {}",
-        out_key.display(),
-        out_pub.display()
-    );
-    println!("wireguard public key {}", keys.public().wireguard);
-    Ok(())
-}
-
 pub fn sign(args: SignArgs, now: OffsetDateTime) -> anyhow::Result<()> {
     let outputs: Vec<&Path> = [Some(args.out_crt.as_path()), args.out_key.as_deref()]
         .into_iter()

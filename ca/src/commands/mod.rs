@@ -20,11 +20,7 @@ pub fn run(command: Command, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
             network,
             duration,
         } => issue::init(&ca.dir, name, network, duration, now),
-        Command::Keygen {
-            out_key,
-            out_pub,
-            force,
-        } => issue::keygen(&out_key, &out_pub, force),
+        Command::Keygen(args) => args.run().map_err(Into::into),
         Command::Sign(args) => issue::sign(args, now),
         Command::Print { cert, json } => inspect::print(&cert, json, now),
         Command::Verify { ca, crl, cert } => inspect::verify(&ca, crl.as_deref(), &cert, now),
