@@ -217,6 +217,25 @@ impl Lab {
         &mut self.procs[handle]
     }
 
+    /// Starts a server that prints a line containing `listening` once it accepts (the probe's
+    /// servers, `iperf3 --forceflush`), and waits until it has.
+    pub fn spawn_listening(
+        &mut self,
+        ns: &Ns,
+        name: &str,
+        program: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<usize> {
+        let handle = self.spawn(ns, name, program, args)?;
+        let proc = &mut self.procs[handle];
+        wait::until(
+            &format!("{name} to listen"),
+            Duration::from_secs(10),
+            || proc.log_text().contains("listening").then_some(()),
+        )?;
+        Ok(handle)
+    }
+
     /// Sends a signal (`HUP`, `TERM`, ...) to a process.
     pub fn signal(&mut self, handle: usize, signal: &str) -> anyhow::Result<()> {
         let pid = self.procs[handle].child.id().to_string();

@@ -113,7 +113,7 @@ impl Lan {
     /// Sends `bytes` over TCP from `from` to `to_ip` (a host in `to`), checks the SHA-256 on
     /// both ends, and returns the sender's rate in Mbit/s.
     fn transfer(&mut self, from: &Ns, to: &Ns, to_ip: Ipv4Addr, bytes: u64) -> f64 {
-        let (sink, source_args) = self.start_transfer(from, to, to_ip, bytes);
+        let (sink, source_args) = self.start_transfer(to, to_ip, bytes);
         let sent = self
             .lab
             .exec(
@@ -126,32 +126,18 @@ impl Lan {
         self.finish_transfer(sink, &sent, bytes)
     }
 
-    fn start_transfer(
-        &mut self,
-        _from: &Ns,
-        to: &Ns,
-        to_ip: Ipv4Addr,
-        bytes: u64,
-    ) -> (usize, Vec<String>) {
+    fn start_transfer(&mut self, to: &Ns, to_ip: Ipv4Addr, bytes: u64) -> (usize, Vec<String>) {
         let port = PORT.fetch_add(1, Ordering::Relaxed);
         let listen = format!("{to_ip}:{port}");
         let sink = self
             .lab
-            .spawn(
+            .spawn_listening(
                 to,
                 &format!("sink-{port}"),
                 Path::new(PROBE),
                 &["tcp-sink", "--listen", &listen],
             )
             .unwrap();
-        wait::until("the sink to listen", Duration::from_secs(5), || {
-            self.lab
-                .proc(sink)
-                .log_text()
-                .contains("listening")
-                .then_some(())
-        })
-        .unwrap();
         let args = [
             "tcp-source",
             "--connect",
@@ -313,21 +299,13 @@ fn a_peer_cannot_send_as_another_node() {
     let target = format!("{}:{port}", b.mesh_ip);
     let echo = lan
         .lab
-        .spawn(
+        .spawn_listening(
             &b.ns,
             "echo",
             Path::new(PROBE),
             &["udp-echo", "--listen", &target],
         )
         .unwrap();
-    wait::until("echo to listen", Duration::from_secs(5), || {
-        lan.lab
-            .proc(echo)
-            .log_text()
-            .contains("listening")
-            .then_some(())
-    })
-    .unwrap();
 
     lan.lab
         .exec(
@@ -478,7 +456,7 @@ fn a_transfer_survives_its_sender_changing_address() {
     let b = lan.node("b", 2, &[1], None);
     assert!(lan.ping(&a.ns, b.mesh_ip));
     let bytes = 64 * MIB;
-    let (sink, args) = lan.start_transfer(&a.ns, &b.ns, b.mesh_ip, bytes);
+    let (sink, args) = lan.start_transfer(&b.ns, b.mesh_ip, bytes);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let source = lan
         .lab
@@ -520,7 +498,7 @@ fn hostile_datagrams_do_not_disturb_an_established_session() {
     let b = lan.node("b", 2, &[1], None);
     let attacker = lan.host("attacker", 9);
     assert!(lan.ping(&a.ns, b.mesh_ip));
-    let (sink, args) = lan.start_transfer(&b.ns, &a.ns, a.mesh_ip, 16 * MIB);
+    let (sink, args) = lan.start_transfer(&a.ns, a.mesh_ip, 16 * MIB);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let source = lan
         .lab
@@ -572,23 +550,14 @@ fn udp_ping(lan: &Lan, from: &Ns, to: &str, count: u32) -> String {
 
 fn echo(lan: &mut Lan, ns: &Ns, listen: &str) {
     let name = format!("echo-{}", listen.replace([':', '.'], "-"));
-    let handle = lan
-        .lab
-        .spawn(
+    lan.lab
+        .spawn_listening(
             ns,
             &name,
             Path::new(PROBE),
             &["udp-echo", "--listen", listen],
         )
         .unwrap();
-    wait::until("echo to listen", Duration::from_secs(5), || {
-        lan.lab
-            .proc(handle)
-            .log_text()
-            .contains("listening")
-            .then_some(())
-    })
-    .unwrap();
 }
 
 #[test]

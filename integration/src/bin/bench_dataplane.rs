@@ -91,18 +91,12 @@ fn measure(
                 .ok()
         },
     )?;
-    let iperf = lab.spawn(
+    let iperf = lab.spawn_listening(
         b,
         &format!("iperf3-{name}"),
         Path::new("/usr/bin/iperf3"),
         &["-s", "-p", "5201", "--forceflush"],
     )?;
-    wait::until("iperf3 to listen", Duration::from_secs(10), || {
-        lab.proc(iperf)
-            .log_text()
-            .contains("Server listening")
-            .then_some(())
-    })?;
     let seconds = env_number("BENCH_SECONDS", 10).to_string();
     let mut rates = Vec::new();
     for _ in 0..env_number("BENCH_REPS", 3) {
@@ -127,15 +121,12 @@ fn measure(
     }
     lab.stop(iperf);
     let listen = format!("{target}:6000");
-    let rr = lab.spawn(
+    let rr = lab.spawn_listening(
         b,
         &format!("rr-{name}"),
         &probe,
         &["rr-server", "--listen", &listen],
     )?;
-    wait::until("the rr server to listen", Duration::from_secs(10), || {
-        lab.proc(rr).log_text().contains("listening").then_some(())
-    })?;
     let out = lab.exec(
         a,
         &probe.to_string_lossy(),
