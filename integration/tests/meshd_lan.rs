@@ -28,6 +28,14 @@ fn underlay(n: u8) -> SocketAddr {
     SocketAddr::from((lan_ip(n), 4242))
 }
 
+/// How a test node differs from the default: another CA file, a CRL, its own firewall rules.
+#[derive(Default)]
+struct Extra<'a> {
+    ca: Option<&'a Path>,
+    crl: Option<&'a Path>,
+    firewall: Option<&'a str>,
+}
+
 /// Hosts on one Ethernet segment: a switch namespace bridges every host's eth0.
 struct Lan {
     lab: Lab,
@@ -63,41 +71,29 @@ impl Lan {
     /// A host running meshd with mesh IP 10.42.0.n, statically peered with `peers`.
     fn node(&mut self, name: &str, n: u8, peers: &[u8], crl: Option<&Path>) -> MeshNode {
         let issued = self.pki.issue(name, mesh_ip(n)).unwrap();
-        self.node_with(name, n, peers, &issued, &self.pki.ca_path.clone(), crl)
+        self.node_from(
+            n,
+            peers,
+            &issued,
+            Extra {
+                crl,
+                ..Extra::default()
+            },
+        )
     }
 
-    fn node_with(
-        &mut self,
-        name: &str,
-        n: u8,
-        peers: &[u8],
-        issued: &Issued,
-        ca: &Path,
-        crl: Option<&Path>,
-    ) -> MeshNode {
-        self.node_full(name, n, peers, issued, ca, crl, None)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn node_full(
-        &mut self,
-        name: &str,
-        n: u8,
-        peers: &[u8],
-        issued: &Issued,
-        ca: &Path,
-        crl: Option<&Path>,
-        firewall: Option<&str>,
-    ) -> MeshNode {
-        let ns = self.host(name, n);
+    /// A host running meshd with a certificate the test issued itself, named after it.
+    fn node_from(&mut self, n: u8, peers: &[u8], issued: &Issued, extra: Extra<'_>) -> MeshNode {
+        let name = issued.cert.name().to_string();
+        let ns = self.host(&name, n);
         let statics: Vec<_> = peers.iter().map(|&p| (mesh_ip(p), underlay(p))).collect();
         let config = NodeConfig {
-            name,
-            ca,
+            name: &name,
+            ca: extra.ca.unwrap_or(&self.pki.ca_path),
             issued,
-            crl,
+            crl: extra.crl,
             static_peers: &statics,
-            firewall,
+            firewall: extra.firewall,
             metrics: None,
         };
         mesh::start(&mut self.lab, &ns, &config).unwrap()
@@ -360,10 +356,18 @@ fn untrusted_certificates_get_no_session() {
     std::fs::create_dir_all(&other_dir).unwrap();
     let other = Pki::new(&other_dir, "other-ca", "10.42.0.0/16").unwrap();
     let stranger = other.issue("stranger", mesh_ip(4)).unwrap();
-    let stranger = lan.node_with("stranger", 4, &[1], &stranger, &other.ca_path.clone(), None);
+    let stranger = lan.node_from(
+        4,
+        &[1],
+        &stranger,
+        Extra {
+            ca: Some(&other.ca_path),
+            ..Extra::default()
+        },
+    );
     // The revoked node does not know it is revoked: its own config has no CRL.
     let ca = lan.pki.ca_path.clone();
-    let revoked = lan.node_with("revoked", 5, &[1], &revoked, &ca, None);
+    let revoked = lan.node_from(5, &[1], &revoked, Extra::default());
     // An expired certificate: meshd refuses to start on it.
     let now = time::OffsetDateTime::now_utc();
     let expired = lan
@@ -563,17 +567,24 @@ fn echo(lan: &mut Lan, ns: &Ns, listen: &str) {
 #[test]
 fn the_firewall_admits_by_group_rejects_the_rest_and_lets_replies_in() {
     let mut lan = Lan::new();
-    let ca = lan.pki.ca_path.clone();
     let server_cert = lan.pki.issue_in("server", mesh_ip(1), "servers").unwrap();
     let rules = "[firewall]\ninbound_action = \"reject\"\n\n\
                  [[firewall.outbound]]\nport = \"any\"\nproto = \"any\"\nhost = \"any\"\n\n\
                  [[firewall.inbound]]\nport = 7000\nproto = \"udp\"\ngroup = \"workers\"\n\n\
                  [[firewall.inbound]]\nport = \"7001-7002\"\nproto = \"tcp\"\ngroup = \"workers\"\n";
-    let server = lan.node_full("server", 1, &[], &server_cert, &ca, None, Some(rules));
+    let server = lan.node_from(
+        1,
+        &[],
+        &server_cert,
+        Extra {
+            firewall: Some(rules),
+            ..Extra::default()
+        },
+    );
     let worker_cert = lan.pki.issue_in("worker", mesh_ip(2), "workers").unwrap();
-    let worker = lan.node_with("worker", 2, &[1], &worker_cert, &ca, None);
+    let worker = lan.node_from(2, &[1], &worker_cert, Extra::default());
     let guest_cert = lan.pki.issue_in("guest", mesh_ip(3), "guests").unwrap();
-    let guest = lan.node_with("guest", 3, &[1], &guest_cert, &ca, None);
+    let guest = lan.node_from(3, &[1], &guest_cert, Extra::default());
 
     let service = format!("{}:7000", server.mesh_ip);
     echo(&mut lan, &server.ns, &service);
@@ -634,9 +645,17 @@ fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
     let crl = lan.pki.crl(&[]).unwrap();
     let a_cert = lan.pki.issue("a", mesh_ip(1)).unwrap();
     let c_cert = lan.pki.issue("c", mesh_ip(3)).unwrap();
-    let a = lan.node_full("a", 1, &[], &a_cert, &ca, Some(&crl), None);
+    let a = lan.node_from(
+        1,
+        &[],
+        &a_cert,
+        Extra {
+            crl: Some(&crl),
+            ..Extra::default()
+        },
+    );
     let b = lan.node("b", 2, &[1], None);
-    let c = lan.node_with("c", 3, &[1], &c_cert, &ca, None);
+    let c = lan.node_from(3, &[1], &c_cert, Extra::default());
     assert!(lan.ping(&b.ns, a.mesh_ip) && lan.ping(&c.ns, a.mesh_ip));
     let handshake_before = peer_status(&a.status().unwrap(), b.mesh_ip)
         .unwrap()
@@ -887,12 +906,19 @@ fn metrics_are_served_in_the_prometheus_format() {
 #[test]
 fn meshd_ping_reports_path_endpoint_and_rtt() {
     let mut lan = Lan::new();
-    let ca = lan.pki.ca_path.clone();
     let a = lan.node("a", 1, &[2], None);
     // b admits nothing inbound; meshd's probes are answered all the same, as tailscale ping's.
     let b_cert = lan.pki.issue("b", mesh_ip(2)).unwrap();
     let deny_in = "[[firewall.outbound]]\nport = \"any\"\nproto = \"any\"\nhost = \"any\"\n";
-    let b = lan.node_full("b", 2, &[1], &b_cert, &ca, None, Some(deny_in));
+    let b = lan.node_from(
+        2,
+        &[1],
+        &b_cert,
+        Extra {
+            firewall: Some(deny_in),
+            ..Extra::default()
+        },
+    );
     let meshd = mesh::binary("meshd").unwrap();
     let ping = |target: &str| {
         std::process::Command::new(&meshd)
