@@ -270,6 +270,11 @@ impl NodeKeys {
         &self.identity
     }
 
+    /// The Ed25519 identity key as PKCS#8 DER, the form TLS libraries load.
+    pub fn identity_pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        encode_private(Algorithm::Ed25519, self.identity.as_bytes())
+    }
+
     pub fn wireguard_secret(&self) -> &StaticSecret {
         &self.wireguard
     }

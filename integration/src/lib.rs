@@ -2,6 +2,8 @@
 //! veth links and nftables, run the real daemons inside it, wait on conditions with deadlines,
 //! and always tear it all down.
 
+pub mod internet;
 pub mod lab;
 pub mod mesh;
+pub mod traffic;
 pub mod wait;

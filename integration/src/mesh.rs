@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use meshd::status::Status;
-use rma_ca::{
-    CaCert, CaKey, CaParams, CrlParams, Group, NodeCert, NodeCertParams, NodeKeys, Serial,
-};
+use rma_ca::test_ca::TestCa;
+use rma_ca::{CaCert, NodeCert, NodeKeys};
 use time::OffsetDateTime;
 
 use crate::lab::{Lab, Ns};
@@ -39,8 +38,8 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 /// A test CA that writes what it issues into a directory.
 #[derive(Debug)]
 pub struct Pki {
+    pub test: TestCa,
     pub ca: CaCert,
-    key: CaKey,
     dir: PathBuf,
     pub ca_path: PathBuf,
 }
@@ -55,23 +54,12 @@ pub struct Issued {
 
 impl Pki {
     pub fn new(dir: &Path, name: &str, network: &str) -> anyhow::Result<Self> {
-        let key = CaKey::generate();
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
-        let ca = rma_ca::self_sign_ca(
-            &key,
-            &CaParams {
-                name: name.parse()?,
-                network: network.parse()?,
-                not_before: now - time::Duration::days(30),
-                not_after: now + time::Duration::days(365),
-                serial: Serial::random(),
-            },
-        )?;
+        let test = TestCa::with_network(name, network);
         let ca_path = dir.join(format!("{name}.crt"));
-        std::fs::write(&ca_path, ca.to_pem())?;
+        std::fs::write(&ca_path, test.ca.to_pem())?;
         Ok(Self {
-            ca,
-            key,
+            ca: test.ca.clone(),
+            test,
             dir: dir.to_owned(),
             ca_path,
         })
@@ -84,12 +72,8 @@ impl Pki {
 
     /// Issues a certificate in `groups` (comma-separated), valid from a day ago for thirty days.
     pub fn issue_in(&self, name: &str, mesh_ip: Ipv4Addr, groups: &str) -> anyhow::Result<Issued> {
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
-        let (from, to) = (
-            now - time::Duration::days(1),
-            now + time::Duration::days(30),
-        );
-        self.issue_full(name, mesh_ip, groups, from, to)
+        let (cert, keys) = self.test.node_in(name, mesh_ip, groups);
+        self.write(name, cert, &keys)
     }
 
     /// Issues a certificate in group `workers` with the given validity.
@@ -100,31 +84,11 @@ impl Pki {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> anyhow::Result<Issued> {
-        self.issue_full(name, mesh_ip, "workers", not_before, not_after)
+        let (cert, keys) = self.test.node_valid(name, mesh_ip, not_before, not_after);
+        self.write(name, cert, &keys)
     }
 
-    fn issue_full(
-        &self,
-        name: &str,
-        mesh_ip: Ipv4Addr,
-        groups: &str,
-        not_before: OffsetDateTime,
-        not_after: OffsetDateTime,
-    ) -> anyhow::Result<Issued> {
-        let keys = NodeKeys::generate();
-        let cert = rma_ca::sign_node(
-            &self.ca,
-            &self.key,
-            &NodeCertParams {
-                name: name.parse()?,
-                mesh_ip,
-                groups: Group::parse_list(groups)?,
-                keys: keys.public(),
-                not_before,
-                not_after,
-                serial: Serial::random(),
-            },
-        )?;
+    fn write(&self, name: &str, cert: NodeCert, keys: &NodeKeys) -> anyhow::Result<Issued> {
         let cert_path = self.dir.join(format!("{name}.crt"));
         let key_path = self.dir.join(format!("{name}.key"));
         std::fs::write(&cert_path, cert.to_pem())?;
@@ -136,22 +100,19 @@ impl Pki {
         })
     }
 
-    /// Writes a revocation list naming `revoked`.
+    /// Writes revocation list number 1 naming `revoked` to `revoked.crl`.
     pub fn crl(&self, revoked: &[&NodeCert]) -> anyhow::Result<PathBuf> {
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
-        let crl = rma_ca::sign_crl(
-            &self.ca,
-            &self.key,
-            &CrlParams {
-                number: 1,
-                this_update: now,
-                next_update: now + time::Duration::days(7),
-                revoked: revoked.iter().map(|c| (c.serial().clone(), now)).collect(),
-            },
-        )?;
         let path = self.dir.join("revoked.crl");
-        std::fs::write(&path, crl.to_pem())?;
+        self.write_crl(&path, 1, revoked)?;
         Ok(path)
+    }
+
+    /// Writes revocation list `number` naming `revoked` to `path` (atomically, by rename).
+    pub fn write_crl(&self, path: &Path, number: u64, revoked: &[&NodeCert]) -> anyhow::Result<()> {
+        let staged = path.with_extension("new");
+        std::fs::write(&staged, self.test.crl(number, revoked).to_pem())?;
+        std::fs::rename(&staged, path)?;
+        Ok(())
     }
 }
 
@@ -178,6 +139,8 @@ pub struct NodeConfig<'a> {
     pub firewall: Option<&'a str>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Lighthouses by name and QUIC address.
+    pub lighthouses: &'a [(String, SocketAddr)],
 }
 
 /// Firewall rules that let every packet through, for tests about something else.
@@ -202,6 +165,11 @@ pub fn write_config(lab: &Lab, node: &NodeConfig<'_>) -> anyhow::Result<(PathBuf
     }
     text.push('\n');
     text.push_str(node.firewall.unwrap_or(ALLOW_ALL));
+    for (name, address) in node.lighthouses {
+        text.push_str(&format!(
+            "\n[[lighthouse]]\nname = \"{name}\"\naddress = \"{address}\"\n"
+        ));
+    }
     for (mesh_ip, endpoint) in node.static_peers {
         text.push_str(&format!(
             "\n[[static_peer]]\nmesh_ip = \"{mesh_ip}\"\nendpoints = [\"{endpoint}\"]\n"
@@ -277,5 +245,107 @@ impl MeshNode {
                     .then_some(())
             },
         )
+    }
+}
+
+/// A lighthouse running in a lab.
+#[derive(Debug)]
+pub struct LighthouseProc {
+    pub name: String,
+    pub ns: Ns,
+    pub address: SocketAddr,
+    pub config: PathBuf,
+    pub metrics: SocketAddr,
+    pub proc: usize,
+}
+
+impl LighthouseProc {
+    /// What a node's config lists for this lighthouse.
+    pub fn entry(&self) -> (String, SocketAddr) {
+        (self.name.clone(), self.address)
+    }
+}
+
+/// Writes `<name>.toml` for a lighthouse listening on `ip` (QUIC on the default port, the
+/// reflector on the next, metrics on loopback).
+pub fn write_lighthouse_config(
+    lab: &Lab,
+    ca: &Path,
+    issued: &Issued,
+    crl: Option<&Path>,
+    ip: Ipv4Addr,
+) -> anyhow::Result<PathBuf> {
+    let name = issued.cert.name();
+    let mut text = format!(
+        "listen = \"{ip}:{}\"\n\n[pki]\nca = {ca:?}\ncert = {:?}\nkey = {:?}\n",
+        lighthouse::proto::DEFAULT_PORT,
+        issued.cert_path,
+        issued.key_path
+    );
+    if let Some(crl) = crl {
+        text.push_str(&format!("crl = {crl:?}\n"));
+    }
+    text.push_str(
+        "\n[metrics]\nlisten = \"127.0.0.1:9243\"\n\n[log]\nlevel = \"info,lighthouse=debug\"\n",
+    );
+    let path = lab.dir().join(format!("{name}.toml"));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Starts a lighthouse in `ns` with `config` and waits until it serves.
+pub fn start_lighthouse(
+    lab: &mut Lab,
+    ns: &Ns,
+    name: &str,
+    config: &Path,
+    ip: Ipv4Addr,
+) -> anyhow::Result<LighthouseProc> {
+    let binary = binary("lighthouse")?;
+    let proc = lab.spawn(ns, name, &binary, &["--config", &config.to_string_lossy()])?;
+    wait::until(&format!("{name} to serve"), Duration::from_secs(10), || {
+        let text = lab.proc(proc).log_text();
+        if let Some(exit) = lab.proc(proc).exited() {
+            return Some(Err(anyhow::anyhow!("{name} exited with {exit}: {text}")));
+        }
+        text.contains("lighthouse up").then_some(Ok(()))
+    })??;
+    Ok(LighthouseProc {
+        name: name.to_owned(),
+        ns: ns.clone(),
+        address: SocketAddr::from((ip, lighthouse::proto::DEFAULT_PORT)),
+        config: config.to_owned(),
+        metrics: SocketAddr::from(([127, 0, 0, 1], 9243)),
+        proc,
+    })
+}
+
+impl MeshNode {
+    /// Waits until every configured lighthouse holds this node's registration and has seen its
+    /// WireGuard socket.
+    pub fn wait_registered(&self, timeout: Duration) -> anyhow::Result<()> {
+        wait::until(
+            &format!("{} to register with its lighthouses", self.name),
+            timeout,
+            || {
+                let status = self.status().ok()?;
+                (!status.lighthouses.is_empty()
+                    && status
+                        .lighthouses
+                        .iter()
+                        .all(|l| l.connected && l.observed.is_some()))
+                .then_some(())
+            },
+        )
+    }
+
+    /// This node's view of the peer with `mesh_ip`.
+    pub fn peer(&self, mesh_ip: Ipv4Addr) -> Option<meshd::status::PeerStatus> {
+        let ip = mesh_ip.to_string();
+        self.status()
+            .ok()?
+            .peers
+            .into_iter()
+            .find(|p| p.mesh_ip == ip)
     }
 }

@@ -5,16 +5,14 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use integration::lab::{Lab, Ns};
 use integration::mesh::{self, Issued, MeshNode, NodeConfig, Pki};
-use integration::wait;
+use integration::{traffic, wait};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_probe");
 const MIB: u64 = 1 << 20;
-static PORT: AtomicU16 = AtomicU16::new(5000);
 
 fn mesh_ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 42, 0, n)
@@ -95,6 +93,7 @@ impl Lan {
             static_peers: &statics,
             firewall: extra.firewall,
             metrics: None,
+            lighthouses: &[],
         };
         mesh::start(&mut self.lab, &ns, &config).unwrap()
     }
@@ -109,71 +108,7 @@ impl Lan {
     /// Sends `bytes` over TCP from `from` to `to_ip` (a host in `to`), checks the SHA-256 on
     /// both ends, and returns the sender's rate in Mbit/s.
     fn transfer(&mut self, from: &Ns, to: &Ns, to_ip: Ipv4Addr, bytes: u64) -> f64 {
-        let (sink, source_args) = self.start_transfer(to, to_ip, bytes);
-        let sent = self
-            .lab
-            .exec(
-                from,
-                PROBE,
-                &source_args.iter().map(String::as_str).collect::<Vec<_>>(),
-            )
-            .unwrap();
-        let sent = String::from_utf8_lossy(&sent.stdout).into_owned();
-        self.finish_transfer(sink, &sent, bytes)
-    }
-
-    fn start_transfer(&mut self, to: &Ns, to_ip: Ipv4Addr, bytes: u64) -> (usize, Vec<String>) {
-        let port = PORT.fetch_add(1, Ordering::Relaxed);
-        let listen = format!("{to_ip}:{port}");
-        let sink = self
-            .lab
-            .spawn_listening(
-                to,
-                &format!("sink-{port}"),
-                Path::new(PROBE),
-                &["tcp-sink", "--listen", &listen],
-            )
-            .unwrap();
-        let args = [
-            "tcp-source",
-            "--connect",
-            &listen,
-            "--bytes",
-            &bytes.to_string(),
-            "--seed",
-            &port.to_string(),
-        ];
-        (sink, args.iter().map(ToString::to_string).collect())
-    }
-
-    fn finish_transfer(&mut self, sink: usize, sent: &str, bytes: u64) -> f64 {
-        let status = self.lab.wait_exit(sink, Duration::from_secs(120)).unwrap();
-        assert!(
-            status.success(),
-            "sink failed: {}",
-            self.lab.proc(sink).log_text()
-        );
-        let received = self.lab.proc(sink).log_text();
-        let field = |text: &str, key: &str| -> String {
-            let words: Vec<&str> = text.split_whitespace().collect();
-            let at = words
-                .iter()
-                .position(|w| *w == key)
-                .unwrap_or_else(|| panic!("{key} in {text:?}"));
-            words[at + 1].to_owned()
-        };
-        assert_eq!(field(sent, "sent"), bytes.to_string(), "{sent}");
-        assert_eq!(
-            field(&received, "received"),
-            bytes.to_string(),
-            "{received}"
-        );
-        assert_eq!(
-            field(sent, "sha256"),
-            field(&received, "sha256"),
-            "checksums differ"
-        );
-        field(sent, "mbit_s").parse().unwrap()
+        traffic::transfer(&mut self.lab, from, to, to_ip, bytes).unwrap()
     }
 }
 
@@ -191,7 +126,7 @@ fn two_nodes_carry_tcp_udp_and_icmp() {
     let b_to_a = lan.transfer(&b.ns, &a.ns, a.mesh_ip, 64 * MIB);
     let raw = lan.transfer(&a.ns, &b.ns, lan_ip(2), 64 * MIB);
 
-    let port = PORT.fetch_add(1, Ordering::Relaxed);
+    let port = traffic::next_port();
     let listen = format!("{}:{port}", b.mesh_ip);
     lan.lab
         .spawn(
@@ -291,7 +226,7 @@ fn a_peer_cannot_send_as_another_node() {
     let b = lan.node("b", 2, &[1], None);
     let c_ip = mesh_ip(3);
     assert!(lan.ping(&a.ns, b.mesh_ip));
-    let port = PORT.fetch_add(1, Ordering::Relaxed);
+    let port = traffic::next_port();
     let target = format!("{}:{port}", b.mesh_ip);
     let echo = lan
         .lab
@@ -388,6 +323,7 @@ fn untrusted_certificates_get_no_session() {
         static_peers: &[(a.mesh_ip, underlay(1))],
         firewall: None,
         metrics: None,
+        lighthouses: &[],
     };
     let (config_path, _) = mesh::write_config(&lan.lab, &config).unwrap();
     let meshd = mesh::binary("meshd").unwrap();
@@ -460,7 +396,8 @@ fn a_transfer_survives_its_sender_changing_address() {
     let b = lan.node("b", 2, &[1], None);
     assert!(lan.ping(&a.ns, b.mesh_ip));
     let bytes = 64 * MIB;
-    let (sink, args) = lan.start_transfer(&b.ns, b.mesh_ip, bytes);
+    let transfer = traffic::start(&mut lan.lab, &b.ns, b.mesh_ip, bytes).unwrap();
+    let args = &transfer.source_args;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let source = lan
         .lab
@@ -487,7 +424,7 @@ fn a_transfer_survives_its_sender_changing_address() {
     let exit = lan.lab.wait_exit(source, Duration::from_secs(120)).unwrap();
     assert!(exit.success(), "{}", lan.lab.proc(source).log_text());
     let sent = lan.lab.proc(source).log_text();
-    lan.finish_transfer(sink, &sent, bytes);
+    traffic::finish(&mut lan.lab, &transfer, &sent).unwrap();
     let status = b.status().unwrap();
     assert_eq!(
         peer_status(&status, a.mesh_ip).unwrap().endpoint,
@@ -502,7 +439,8 @@ fn hostile_datagrams_do_not_disturb_an_established_session() {
     let b = lan.node("b", 2, &[1], None);
     let attacker = lan.host("attacker", 9);
     assert!(lan.ping(&a.ns, b.mesh_ip));
-    let (sink, args) = lan.start_transfer(&a.ns, a.mesh_ip, 16 * MIB);
+    let transfer = traffic::start(&mut lan.lab, &a.ns, a.mesh_ip, 16 * MIB).unwrap();
+    let args = &transfer.source_args;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let source = lan
         .lab
@@ -528,7 +466,7 @@ fn hostile_datagrams_do_not_disturb_an_established_session() {
     let exit = lan.lab.wait_exit(source, Duration::from_secs(120)).unwrap();
     assert!(exit.success(), "{}", lan.lab.proc(source).log_text());
     let sent = lan.lab.proc(source).log_text();
-    lan.finish_transfer(sink, &sent, 16 * MIB);
+    traffic::finish(&mut lan.lab, &transfer, &sent).unwrap();
     assert!(lan.lab.proc(a.proc).exited().is_none(), "meshd a died");
     let status = a.status().unwrap();
     assert!(
@@ -698,6 +636,7 @@ fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
         static_peers: &[],
         firewall: Some(rules),
         metrics: None,
+        lighthouses: &[],
     };
     mesh::write_config(&lan.lab, &config).unwrap();
     lan.lab.signal(a.proc, "HUP").unwrap();
@@ -711,7 +650,7 @@ fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
         !lan.ping(&b.ns, a.mesh_ip),
         "ICMP is refused under the new rules"
     );
-    let port = PORT.fetch_add(1, Ordering::Relaxed);
+    let port = traffic::next_port();
     let service = format!("{}:{port}", a.mesh_ip);
     echo(&mut lan, &a.ns, &service);
     let answer = udp_ping(&lan, &b.ns, &service, 3);
@@ -759,6 +698,7 @@ fn meshd_tells_systemd_it_is_ready_and_cleans_up_on_sigterm() {
         static_peers: &[],
         firewall: None,
         metrics: None,
+        lighthouses: &[],
     };
     let (config_path, socket) = mesh::write_config(&lan.lab, &config).unwrap();
     // Stand in for systemd's notification socket.
@@ -818,6 +758,7 @@ fn metrics_are_served_in_the_prometheus_format() {
         static_peers: &[],
         firewall: None,
         metrics: Some(metrics_addr),
+        lighthouses: &[],
     };
     let a = mesh::start(&mut lan.lab, &ns, &config).unwrap();
     let b = lan.node("b", 2, &[1], None);
@@ -940,7 +881,7 @@ fn meshd_ping_reports_path_endpoint_and_rtt() {
     );
     let pongs: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("pong from b (10.42.0.2) via direct 192.168.100.2:4242 in "))
+        .filter(|l| l.starts_with("pong from b (10.42.0.2) direct 192.168.100.2:4242 in "))
         .collect();
     assert_eq!(pongs.len(), 3, "{text}");
     println!("{}", text.trim());

@@ -1,10 +1,14 @@
 //! The shell's side of [`Output`]: datagrams and TUN packets collected in reusable buffers,
 //! then written in as few system calls as the kernel allows.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
+use lighthouse::proto::ToLighthouse;
+
+use crate::links::Links;
 use crate::node::Output;
+use crate::peer::LighthouseId;
 
 /// Results of one round of the event loop. Buffers keep their capacity between rounds, so the
 /// steady state allocates nothing.
@@ -14,6 +18,11 @@ pub struct Batch {
     transmits: Vec<(SocketAddr, Range<usize>)>,
     packets: Vec<u8>,
     deliveries: Vec<Range<usize>>,
+    /// Relayed datagrams have a buffer of their own: trains assume that consecutive
+    /// transmits sit next to each other in `datagrams`.
+    relayed: Vec<u8>,
+    relays: Vec<(LighthouseId, Ipv4Addr, Range<usize>)>,
+    asks: Vec<(LighthouseId, ToLighthouse)>,
 }
 
 impl Output for Batch {
@@ -27,6 +36,16 @@ impl Output for Batch {
         let start = self.packets.len();
         self.packets.extend_from_slice(packet);
         self.deliveries.push(start..self.packets.len());
+    }
+
+    fn relay(&mut self, via: LighthouseId, to: Ipv4Addr, datagram: &[u8]) {
+        let start = self.relayed.len();
+        self.relayed.extend_from_slice(datagram);
+        self.relays.push((via, to, start..self.relayed.len()));
+    }
+
+    fn ask(&mut self, via: LighthouseId, message: ToLighthouse) {
+        self.asks.push((via, message));
     }
 }
 
@@ -45,7 +64,22 @@ pub struct Train<'a> {
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.transmits.is_empty() && self.deliveries.is_empty()
+        self.transmits.is_empty()
+            && self.deliveries.is_empty()
+            && self.relays.is_empty()
+            && self.asks.is_empty()
+    }
+
+    /// Hands relayed datagrams and control messages to the lighthouse connections.
+    pub fn send_to_lighthouses(&mut self, links: &mut Links) {
+        for (via, to, range) in &self.relays {
+            links.relay(*via, *to, &self.relayed[range.clone()]);
+        }
+        for (via, message) in self.asks.drain(..) {
+            links.ask(via, message);
+        }
+        self.relays.clear();
+        self.relayed.clear();
     }
 
     /// Packets for the TUN device, in order.
@@ -90,6 +124,9 @@ impl Batch {
         self.transmits.clear();
         self.packets.clear();
         self.deliveries.clear();
+        self.relays.clear();
+        self.relayed.clear();
+        self.asks.clear();
     }
 }
 

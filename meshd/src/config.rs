@@ -2,61 +2,39 @@
 //! can run. Errors name the file, line and column. Relative paths are taken from the config
 //! file's directory.
 
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
+use rma_daemon::config::{RawLog, RawPki};
+pub use rma_daemon::{ConfigError, Log, LogFormat, PkiPaths};
 use serde::Deserialize;
 
 use crate::firewall::{Action, Peer, Policy, Ports, Proto, Rule, Timeouts};
 
 /// WireGuard's UDP port for RMA Mesh unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 4242;
-/// Leaves room for WireGuard's 32-byte overhead plus IPv4 and UDP headers in a 1500-byte path,
-/// like wg-quick's default.
-pub const DEFAULT_MTU: u16 = 1420;
+/// A full-size packet must fit in a QUIC datagram when a lighthouse relays it: 1380 bytes plus
+/// WireGuard's 32 and the relay's 4 is 1416, within the 1420-byte datagrams QUIC carries once it
+/// has found a 1500-byte path (1452-byte UDP payloads). Directly, it leaves 60 bytes of a
+/// 1500-byte path unused.
+pub const DEFAULT_MTU: u16 = 1380;
 /// Keeps NAT mappings open on idle tunnels, like Nebula and Tailscale.
 pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: {cause}", path.display())]
-    Read {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("{}:{line}:{column}: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{}: {message}", path.display())]
-    Semantic { path: PathBuf, message: String },
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub pki: Pki,
+    pub pki: PkiPaths,
     pub listen: SocketAddr,
     pub tun: Tun,
     pub status_socket: PathBuf,
     /// Seconds between keepalives on an idle tunnel; `None` turns them off.
     pub keepalive: Option<u16>,
     pub static_peers: Vec<StaticPeer>,
+    pub lighthouses: Vec<Lighthouse>,
     pub firewall: Policy,
     /// Where Prometheus metrics are served; `None` (the default) serves none.
     pub metrics: Option<SocketAddr>,
     pub log: Log,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pki {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,25 +43,20 @@ pub struct Tun {
     pub mtu: u16,
 }
 
+/// A lighthouse to register with and ask for peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lighthouse {
+    /// The name in its certificate, which must match.
+    pub name: String,
+    /// Its QUIC address.
+    pub address: SocketAddr,
+}
+
 /// A peer reachable at known underlay addresses, without a lighthouse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticPeer {
     pub mesh_ip: Ipv4Addr,
     pub endpoints: Vec<SocketAddr>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Log {
-    /// A tracing filter such as `info` or `meshd=debug`.
-    pub level: String,
-    pub format: LogFormat,
 }
 
 // What the TOML holds. Each field's type does its own validation, so serde reports the line.
@@ -102,6 +75,8 @@ struct RawConfig {
     wireguard: RawWireGuard,
     #[serde(default, rename = "static_peer")]
     static_peers: Vec<RawStaticPeer>,
+    #[serde(default, rename = "lighthouse")]
+    lighthouses: Vec<RawLighthouse>,
     #[serde(default)]
     firewall: RawFirewall,
     #[serde(default)]
@@ -113,7 +88,7 @@ struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
-    listen: Option<ListenAddr>,
+    listen: Option<rma_daemon::config::HostPort>,
 }
 
 #[derive(Deserialize, Default)]
@@ -235,15 +210,6 @@ impl TryFrom<RawRule> for RuleSpec {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    crl: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawTun {
     name: TunName,
@@ -290,46 +256,48 @@ impl Default for RawWireGuard {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawLighthouse {
+    name: String,
+    address: LighthouseAddr,
+}
+
+/// `host:port`, or a host alone for the lighthouse's default port; resolved when the config is
+/// read.
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct LighthouseAddr(SocketAddr);
+
+impl TryFrom<String> for LighthouseAddr {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let with_port = if text
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            text.clone()
+        } else {
+            format!("{text}:{}", lighthouse::proto::DEFAULT_PORT)
+        };
+        with_port
+            .to_socket_addrs()
+            .map_err(|e| format!("lighthouse address {text:?}: {e} (expected host:port)"))?
+            .find(SocketAddr::is_ipv4)
+            .map(Self)
+            .ok_or_else(|| format!("lighthouse address {text:?} has no IPv4 address"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawStaticPeer {
     mesh_ip: Ipv4Addr,
     endpoints: Endpoints,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLog {
-    level: String,
-    format: LogFormat,
-}
-
-impl Default for RawLog {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
-/// `ip:port`, or an address alone for the default port.
-#[derive(Deserialize)]
-#[serde(try_from = "String")]
-struct ListenAddr(SocketAddr);
+type ListenAddr = rma_daemon::config::ListenAddr<DEFAULT_PORT>;
 
 fn default_listen() -> ListenAddr {
-    ListenAddr(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))
-}
-
-impl TryFrom<String> for ListenAddr {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        if let Ok(addr) = text.parse::<SocketAddr>() {
-            return Ok(Self(addr));
-        }
-        text.parse::<std::net::IpAddr>()
-            .map(|ip| Self(SocketAddr::new(ip, DEFAULT_PORT)))
-            .map_err(|_| format!("{text:?} is not an address such as 0.0.0.0:{DEFAULT_PORT}"))
-    }
+    ListenAddr::any()
 }
 
 /// Linux interface names are at most 15 bytes.
@@ -396,81 +364,42 @@ impl TryFrom<Vec<String>> for Endpoints {
     }
 }
 
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Text => "text",
-            Self::Json => "json",
-        })
-    }
-}
-
-/// The dotted key an error is about, such as `tun.mtu`. toml shows it only when the error is
-/// displayed without its input snippet.
-fn key_of(error: &toml::de::Error) -> Option<String> {
-    let mut bare = error.clone();
-    bare.set_input(None);
-    let shown = bare.to_string();
-    let line = shown.lines().find_map(|l| l.strip_prefix("in `"))?;
-    Some(line.trim_end_matches('`').to_owned())
-}
-
-/// Line and column (1-based) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    (line, column)
-}
-
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-            path: path.to_owned(),
-            cause,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&rma_daemon::config::read(path)?, path)
     }
 
     /// Parses config text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = e.span().map_or((1, 1), |s| line_column(text, s.start));
-            let message = match key_of(&e) {
-                Some(key) => format!("{key}: {}", e.message()),
-                None => e.message().to_owned(),
-            };
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            }
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let raw: RawConfig = rma_daemon::config::parse_toml(text, path)?;
+        let resolve = |p: PathBuf| rma_daemon::config::resolve(path, p);
         let mut seen = std::collections::HashSet::new();
         for peer in &raw.static_peers {
             if !seen.insert(peer.mesh_ip) {
-                return Err(ConfigError::Semantic {
-                    path: path.to_owned(),
-                    message: format!("static_peer {} is listed twice", peer.mesh_ip),
-                });
+                return Err(ConfigError::semantic(
+                    path,
+                    format!("static_peer {} is listed twice", peer.mesh_ip),
+                ));
             }
         }
-        tracing_subscriber::EnvFilter::try_new(&raw.log.level).map_err(|e| {
-            ConfigError::Semantic {
-                path: path.to_owned(),
-                message: format!("log.level {:?}: {e}", raw.log.level),
+        let log = raw.log.validate(path)?;
+        let mut names = std::collections::HashSet::new();
+        for lighthouse in &raw.lighthouses {
+            if let Err(e) = lighthouse.name.parse::<rma_ca::NodeName>() {
+                return Err(ConfigError::semantic(
+                    path,
+                    format!("lighthouse name {:?}: {e}", lighthouse.name),
+                ));
             }
-        })?;
+            if !names.insert(lighthouse.name.clone()) {
+                return Err(ConfigError::semantic(
+                    path,
+                    format!("lighthouse {} is listed twice", lighthouse.name),
+                ));
+            }
+        }
         Ok(Config {
-            pki: Pki {
-                ca: resolve(raw.pki.ca),
-                cert: resolve(raw.pki.cert),
-                key: resolve(raw.pki.key),
-                crl: raw.pki.crl.map(resolve),
-            },
+            pki: raw.pki.resolve(path),
             listen: raw.listen.0,
             tun: Tun {
                 name: raw.tun.name.0,
@@ -487,6 +416,14 @@ impl Config {
                     endpoints: p.endpoints.0,
                 })
                 .collect(),
+            lighthouses: raw
+                .lighthouses
+                .into_iter()
+                .map(|l| Lighthouse {
+                    name: l.name,
+                    address: l.address.0,
+                })
+                .collect(),
             firewall: Policy {
                 inbound: raw.firewall.inbound.into_iter().map(|r| r.0).collect(),
                 outbound: raw.firewall.outbound.into_iter().map(|r| r.0).collect(),
@@ -499,10 +436,7 @@ impl Config {
                 },
             },
             metrics: raw.metrics.listen.map(|l| l.0),
-            log: Log {
-                level: raw.log.level,
-                format: raw.log.format,
-            },
+            log,
         })
     }
 }

@@ -5,15 +5,14 @@ mod batch;
 pub mod config;
 pub mod control;
 pub mod firewall;
-pub mod identity;
 mod ipv4;
+pub mod links;
 pub mod metrics;
 pub mod node;
 mod peer;
 pub mod shell;
 pub mod status;
 mod udp;
-pub mod wire;
 
 #[cfg(test)]
 mod node_tests;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use meshd::config::{Config, LogFormat};
+use meshd::config::Config;
 use meshd::control::PingLine;
 use meshd::status::Status;
 
@@ -88,12 +88,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 match line {
                     PingLine::Pong(p) => {
                         answered += 1;
+                        let endpoint = p.endpoint.map(|e| format!(" {e}")).unwrap_or_default();
                         println!(
-                            "pong from {} ({}) via {} {} in {:.3} ms",
+                            "pong from {} ({}) {}{endpoint} in {:.3} ms",
                             p.peer,
                             p.mesh_ip,
                             p.path,
-                            p.endpoint,
                             p.rtt.as_secs_f64() * 1e3
                         );
                     }
@@ -124,24 +124,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         (None, Some(path)) => {
             let config = Config::load(&path)?;
             if cli.check_config {
-                meshd::identity::load(&config.pki, time::OffsetDateTime::now_utc())?;
+                rma_daemon::identity::load(&config.pki, time::OffsetDateTime::now_utc())?;
                 println!("{}: ok", path.display());
                 return Ok(());
             }
-            let set_log_filter = init_logging(&config);
+            let set_log_filter = rma_daemon::logging::init(&config.log);
             let reload = meshd::shell::Reload {
                 config_path: path,
                 set_log_filter,
             };
             // Under systemd (Type=notify): READY once the TUN is up, STOPPING on the way out.
-            let ready = || {
-                if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-                    tracing::warn!(error = %e, "could not notify systemd");
-                }
-            };
-            let run = meshd::shell::run(config, Some(reload), shutdown_signal(), ready);
+            let run = meshd::shell::run(
+                config,
+                Some(reload),
+                rma_daemon::signals::shutdown(),
+                rma_daemon::signals::notify_ready,
+            );
             let result = runtime()?.block_on(run);
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            rma_daemon::signals::notify_stopping();
             result
         }
         (None, None) => anyhow::bail!("nothing to do: pass --config FILE to run (see --help)"),
@@ -169,48 +169,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Starts logging as configured and returns how to change the filter later (on reload).
-fn init_logging(config: &Config) -> meshd::shell::SetLogFilter {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{EnvFilter, fmt, reload};
-
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    match config.log.format {
-        LogFormat::Json => registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
-            .init(),
-        LogFormat::Text => registry
-            .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
-            .init(),
-    }
-    Box::new(move |level: &str| {
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        handle.reload(filter).map_err(|e| e.to_string())
-    })
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
 fn print_status(status: &Status) {
     println!(
         "{} ({}), certificate valid until {} ({} days left)",
@@ -220,7 +178,7 @@ fn print_status(status: &Status) {
         status.cert_expires_in_secs / 86_400
     );
     println!(
-        "{:<18} {:<13} {:<7} {:<21} {:>9} {:>6} {:>11} {:>11} {:>7} {:>8} {:>8}",
+        "{:<18} {:<13} {:<24} {:<21} {:>9} {:>6} {:>11} {:>11} {:>7} {:>8} {:>8}",
         "PEER",
         "MESH IP",
         "PATH",
@@ -240,11 +198,15 @@ fn print_status(status: &Status) {
         let rtt = peer
             .rtt_ms
             .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms"));
+        let path = match &peer.via {
+            Some(via) => format!("{} via {via}", peer.path),
+            None => peer.path.clone(),
+        };
         println!(
-            "{:<18} {:<13} {:<7} {:<21} {:>9} {:>6} {:>11} {:>11} {:>7} {:>8} {:>8}",
+            "{:<18} {:<13} {:<24} {:<21} {:>9} {:>6} {:>11} {:>11} {:>7} {:>8} {:>8}",
             peer.name,
             peer.mesh_ip,
-            peer.path,
+            path,
             peer.endpoint,
             handshake,
             rtt,
@@ -253,6 +215,23 @@ fn print_status(status: &Status) {
             peer.drops.spoofed,
             peer.drops.firewall_in + peer.drops.firewall_out,
             peer.drops.rejected
+        );
+    }
+    for lighthouse in &status.lighthouses {
+        println!(
+            "lighthouse {} at {}: {}{}",
+            lighthouse.name,
+            lighthouse.address,
+            if lighthouse.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
+            lighthouse
+                .observed
+                .as_ref()
+                .map(|o| format!(", sees this node at {o}"))
+                .unwrap_or_default()
         );
     }
     let d = status.drops;

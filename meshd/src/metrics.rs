@@ -1,8 +1,6 @@
 //! Prometheus metrics: the node's status rendered in the text exposition format, served on
 //! `[metrics] listen` (off unless configured).
 
-use std::fmt::Write as _;
-
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -11,6 +9,8 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use rma_daemon::prometheus::Exposition;
+
 use crate::control::Request;
 use crate::status::Status;
 
@@ -18,38 +18,9 @@ use crate::status::Status;
 /// REJECT_AFTER_TIME): a peer handshaken more recently counts as up.
 const SESSION_LIFETIME_SECS: u64 = 180;
 
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-struct Family<'a> {
-    out: &'a mut String,
-}
-
-impl Family<'_> {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        let labels: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
-            .collect();
-        if labels.is_empty() {
-            let _ = writeln!(self.out, "{name} {value}");
-        } else {
-            let _ = writeln!(self.out, "{name}{{{}}} {value}", labels.join(","));
-        }
-    }
-}
-
 /// Renders a status snapshot in the Prometheus text format.
 pub fn render(status: &Status) -> String {
-    let mut out = String::new();
-    let mut m = Family { out: &mut out };
+    let mut m = Exposition::default();
     let up = status
         .peers
         .iter()
@@ -66,6 +37,30 @@ pub fn render(status: &Status) -> String {
         "Peers with a live WireGuard session.",
     );
     m.sample("meshd_peers_up", &[], up);
+    m.header(
+        "meshd_peer_relayed",
+        "gauge",
+        "1 if packets to the peer go through a lighthouse relay, else 0.",
+    );
+    for p in &status.peers {
+        m.sample(
+            "meshd_peer_relayed",
+            &[("peer", &p.name), ("mesh_ip", &p.mesh_ip)],
+            u8::from(p.path == "relayed"),
+        );
+    }
+    m.header(
+        "meshd_lighthouse_connected",
+        "gauge",
+        "1 while this node holds a registered connection to the lighthouse, else 0.",
+    );
+    for l in &status.lighthouses {
+        m.sample(
+            "meshd_lighthouse_connected",
+            &[("lighthouse", &l.name)],
+            u8::from(l.connected),
+        );
+    }
 
     m.header(
         "meshd_peer_handshakes_total",
@@ -158,7 +153,7 @@ pub fn render(status: &Status) -> String {
         &[("cert", "ca")],
         status.ca_expires_in_secs,
     );
-    out
+    m.finish()
 }
 
 async fn scrape(State(requests): State<mpsc::Sender<Request>>) -> impl IntoResponse {
@@ -170,10 +165,7 @@ async fn scrape(State(requests): State<mpsc::Sender<Request>>) -> impl IntoRespo
     match snapshot {
         Some(status) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, rma_daemon::prometheus::CONTENT_TYPE)],
             render(&status),
         ),
         None => (
@@ -189,9 +181,7 @@ pub async fn serve(listener: TcpListener, requests: mpsc::Sender<Request>) {
     let app = Router::new()
         .route("/metrics", get(scrape))
         .with_state(requests);
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "metrics listener failed");
-    }
+    rma_daemon::prometheus::serve(listener, app).await;
 }
 
 #[cfg(test)]
@@ -216,7 +206,8 @@ mod tests {
                 mesh_ip: "10.42.0.2".into(),
                 groups: vec![],
                 endpoint: "192.0.2.1:4242".into(),
-                path: "direct".into(),
+                path: "relayed".into(),
+                via: Some("lh-1".into()),
                 last_handshake_secs: Some(3),
                 handshakes: 1,
                 rtt_ms: Some(1),
@@ -228,10 +219,18 @@ mod tests {
                 },
                 cert_not_after: String::new(),
             }],
+            lighthouses: vec![crate::status::LighthouseStatus {
+                name: "lh-1".into(),
+                address: "203.0.113.1:4243".into(),
+                connected: true,
+                observed: None,
+            }],
         };
         let text = render(&status);
         for line in [
             "meshd_peers_up 1",
+            r#"meshd_peer_relayed{peer="we\"ird",mesh_ip="10.42.0.2"} 1"#,
+            r#"meshd_lighthouse_connected{lighthouse="lh-1"} 1"#,
             r#"meshd_peer_rx_bytes_total{peer="we\"ird",mesh_ip="10.42.0.2"} 20"#,
             r#"meshd_drops_total{reason="bad_cert"} 2"#,
             r#"meshd_drops_total{reason="spoofed"} 4"#,

@@ -11,15 +11,20 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use rma_ca::{CaCert, Fingerprint, NodeCert, NodeKeys, RevocationList};
+use lighthouse::proto::{Target, ToLighthouse};
+use rma_ca::{CaCert, Fingerprint, NodeCert, RevocationList};
 use time::OffsetDateTime;
 
 use crate::config::StaticPeer;
+pub use rma_daemon::Identity;
+
+mod introductions;
 use crate::firewall::{Action, Direction, Firewall, Policy, Verdict};
 use crate::ipv4;
-use crate::peer::Peer;
-use crate::status::{NodeCounters, PeerCounters, Status};
-use crate::wire::{self, Control, Kind};
+use crate::peer::{LighthouseId, Peer, Source};
+use crate::status::{NodeCounters, Status};
+use introductions::Beacon;
+use lighthouse::wire::{self, Control, Kind};
 
 /// The moment an event happens: monotonic time for timers, wall-clock time for certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +37,10 @@ pub struct Now {
 pub trait Output {
     fn transmit(&mut self, to: SocketAddr, datagram: &[u8]);
     fn deliver(&mut self, packet: &[u8]);
+    /// Sends a WireGuard datagram for the peer with mesh IP `to` through a lighthouse.
+    fn relay(&mut self, via: LighthouseId, to: Ipv4Addr, datagram: &[u8]);
+    /// Sends a control message to a lighthouse.
+    fn ask(&mut self, via: LighthouseId, message: ToLighthouse);
 }
 
 /// Packets held for a peer whose certificate has not arrived yet.
@@ -57,15 +66,18 @@ pub struct Pong {
     pub seq: u32,
     pub peer: String,
     pub mesh_ip: Ipv4Addr,
-    /// How the probe travelled: `direct` to the endpoint.
+    /// How the probe travelled: `direct`, or `relayed via` a lighthouse.
     pub path: String,
-    pub endpoint: SocketAddr,
+    /// The peer's direct endpoint, when the probe travelled directly.
+    pub endpoint: Option<SocketAddr>,
     pub rtt: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PingError {
-    #[error("no peer with that name or mesh IP, and no static endpoint for it")]
+    #[error(
+        "no peer with that name or mesh IP, no static endpoint for it, and no lighthouse to ask"
+    )]
     UnknownPeer,
 }
 
@@ -82,17 +94,12 @@ pub struct Settings {
     pub keepalive: Option<u16>,
     pub static_peers: Vec<StaticPeer>,
     pub firewall: Policy,
+    /// Fixed for the life of the node: a reload does not change them.
+    pub lighthouses: Vec<crate::config::Lighthouse>,
 }
 
-/// The identity and trust anchor a node runs with.
-#[derive(Debug)]
-pub struct Identity {
-    pub cert: NodeCert,
-    pub keys: NodeKeys,
-    pub ca: CaCert,
-    pub crl: Option<RevocationList>,
-}
-
+/// Packets for a mesh IP with no peer yet, while its certificate is fetched: with hellos to its
+/// static endpoints, or by asking the lighthouses (when `endpoints` is empty).
 struct Pending {
     endpoints: Vec<SocketAddr>,
     queue: VecDeque<Vec<u8>>,
@@ -125,6 +132,9 @@ pub struct Node {
     pongs: Vec<Pong>,
     counters: NodeCounters,
     scratch: Box<[u8]>,
+    beacons: Vec<Beacon>,
+    punch_request: Vec<u8>,
+    punch_answer: Vec<u8>,
 }
 
 impl std::fmt::Debug for Node {
@@ -144,6 +154,10 @@ impl Node {
         wire::encode_cert_hello(identity.cert.der(), true, &mut hello_reply_wanted);
         let mut hello_answer = Vec::new();
         wire::encode_cert_hello(identity.cert.der(), false, &mut hello_answer);
+        let mut punch_request = Vec::new();
+        wire::encode_punch(identity.cert.mesh_ip(), true, &mut punch_request);
+        let mut punch_answer = Vec::new();
+        wire::encode_punch(identity.cert.mesh_ip(), false, &mut punch_answer);
         Self {
             rate_limiter: Arc::new(RateLimiter::new(&public, 100)),
             cert: identity.cert,
@@ -173,6 +187,9 @@ impl Node {
             pongs: Vec::new(),
             counters: NodeCounters::default(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
+            beacons: settings.lighthouses.iter().map(Beacon::new).collect(),
+            punch_request,
+            punch_answer,
         }
     }
 
@@ -182,11 +199,9 @@ impl Node {
 
     /// The earliest moment [`Node::handle_timers`] has work to do.
     pub fn next_timeout(&self) -> Option<Instant> {
-        let hellos = self.pending.values().map(|p| p.next_hello).min();
-        match (hellos, self.next_tick) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let hellos = self.pending.values().map(|p| p.next_hello);
+        let reflects = self.beacons.iter().filter_map(|b| b.next_reflect);
+        hellos.chain(reflects).chain(self.next_tick).min()
     }
 
     /// A datagram arrived on the UDP socket from `from`.
@@ -198,12 +213,17 @@ impl Node {
         out: &mut impl Output,
     ) {
         match wire::classify(datagram) {
-            Kind::WireGuard => self.handle_wireguard(from, datagram, now, out),
+            Kind::WireGuard => self.handle_wireguard(Source::Direct(from), datagram, now, out),
             Kind::Control => match wire::parse_control(datagram) {
                 Ok(Control::CertHello {
                     cert_der,
                     reply_wanted,
                 }) => self.handle_hello(from, cert_der, reply_wanted, now, out),
+                Ok(Control::Punch {
+                    mesh_ip,
+                    reply_wanted,
+                }) => self.handle_punch(from, mesh_ip, reply_wanted, now, out),
+                Ok(Control::Reflect { .. }) => self.counters.malformed += 1,
                 Err(e) => {
                     self.counters.malformed += 1;
                     tracing::trace!(%from, error = %e, "dropped control message");
@@ -227,12 +247,16 @@ impl Node {
             self.send_to_peer(slot, packet, flow, now, out);
             return;
         }
-        let Some(endpoints) = self.static_peers.get(&dst) else {
-            self.counters.no_route += 1;
-            return;
+        let endpoints = match self.static_peers.get(&dst) {
+            Some(endpoints) => endpoints.clone(),
+            None if self.beacons.iter().any(|b| b.up) => Vec::new(),
+            None => {
+                self.counters.no_route += 1;
+                return;
+            }
         };
         let pending = self.pending.entry(dst).or_insert_with(|| Pending {
-            endpoints: endpoints.clone(),
+            endpoints,
             queue: VecDeque::new(),
             next_hello: now.instant,
             hellos_sent: 0,
@@ -243,7 +267,14 @@ impl Node {
             pending.queue.push_back(packet.to_vec());
         }
         if pending.next_hello <= now.instant {
-            Self::send_hello(&self.hello_reply_wanted, pending, now, out);
+            Self::send_hello(
+                &self.hello_reply_wanted,
+                &self.beacons,
+                dst,
+                pending,
+                now,
+                out,
+            );
         }
     }
 
@@ -255,13 +286,14 @@ impl Node {
                 return true;
             }
             if pending.hellos_sent >= HELLO_ATTEMPTS {
-                tracing::warn!(peer = %ip, "no certificate hello answered; dropping queued packets");
+                tracing::warn!(peer = %ip, "no certificate hello or lighthouse answer; dropping queued packets");
                 expired.push(pending.queue.len());
                 return false;
             }
-            Self::send_hello(&self.hello_reply_wanted, pending, now, out);
+            Self::send_hello(&self.hello_reply_wanted, &self.beacons, *ip, pending, now, out);
             true
         });
+        self.beacon_timers(now, out);
         self.counters.queue_dropped += expired.iter().sum::<usize>() as u64;
 
         if self.next_flow_sweep.is_none_or(|t| t <= now.instant) {
@@ -278,12 +310,21 @@ impl Node {
                     continue;
                 }
                 peer.count_handshake();
+                let relay_up = Self::relay_up(&self.beacons, peer);
                 match peer.tunn.update_timers(&mut self.scratch) {
-                    TunnResult::WriteToNetwork(datagram) => out.transmit(peer.endpoint, datagram),
+                    TunnResult::WriteToNetwork(datagram) => {
+                        Self::send_datagram(peer, relay_up, datagram, now, out)
+                    }
                     TunnResult::Err(e) => {
                         tracing::trace!(parent: &peer.span, error = ?e, "timer")
                     }
                     _ => {}
+                }
+                if relay_up
+                    && !peer.direct_trusted(now.instant)
+                    && peer.next_probe.is_none_or(|t| t <= now.instant)
+                {
+                    Self::probe_direct(&self.punch_request, peer, now, out);
                 }
             }
             for slot in ended {
@@ -308,12 +349,20 @@ impl Node {
             .iter()
             .flatten()
             .find(|p| p.cert.name().as_str() == target);
+        let lighthouse_up = self.beacons.iter().any(|b| b.up);
         let ip = match (by_name, target.parse::<Ipv4Addr>()) {
             (Some(peer), _) => peer.cert.mesh_ip(),
             (None, Ok(ip))
-                if self.by_ip.contains_key(&ip) || self.static_peers.contains_key(&ip) =>
+                if lighthouse_up
+                    || self.by_ip.contains_key(&ip)
+                    || self.static_peers.contains_key(&ip) =>
             {
                 ip
+            }
+            (None, Err(_)) if lighthouse_up => {
+                // Learn who has that name; the probes after this one find the peer.
+                self.ask_all(Target::Name(target.to_owned()), out);
+                return Ok(());
             }
             _ => return Err(PingError::UnknownPeer),
         };
@@ -364,6 +413,11 @@ impl Node {
             .retain(|ip, _| settings.static_peers.iter().any(|p| p.mesh_ip == *ip));
         self.firewall.set_policy(settings.firewall.clone());
         self.crl = crl;
+        self.end_untrusted_sessions(now);
+    }
+
+    /// Ends the session of every peer whose certificate no longer verifies.
+    fn end_untrusted_sessions(&mut self, now: Now) {
         let untrusted: Vec<(usize, String)> = self
             .peers
             .iter()
@@ -388,18 +442,29 @@ impl Node {
     }
 
     /// A snapshot of the node and its peers, with certificate lifetimes measured at `wall`.
-    pub fn status_at(&mut self, wall: OffsetDateTime) -> Status {
+    pub fn status_at(&mut self, now: Now) -> Status {
         for peer in self.peers.iter_mut().flatten() {
             peer.count_handshake();
         }
-        let mut status = self.status();
-        status.cert_expires_in_secs = (self.cert.not_after() - wall).whole_seconds();
-        status.ca_expires_in_secs = (self.ca.not_after() - wall).whole_seconds();
+        let mut status = self.status(now.instant);
+        status.cert_expires_in_secs = (self.cert.not_after() - now.wall).whole_seconds();
+        status.ca_expires_in_secs = (self.ca.not_after() - now.wall).whole_seconds();
         status
     }
 
-    pub fn status(&self) -> Status {
-        let mut peers: Vec<_> = self.peers.iter().flatten().map(Peer::status).collect();
+    pub fn status(&self, now: Instant) -> Status {
+        let mut peers: Vec<_> = self
+            .peers
+            .iter()
+            .flatten()
+            .map(|p| {
+                let relay = p
+                    .relay
+                    .and_then(|id| self.beacons.get(id))
+                    .map(|b| (b.name.as_str(), b.up));
+                p.status(now, relay)
+            })
+            .collect();
         peers.sort_by(|a, b| a.mesh_ip.cmp(&b.mesh_ip));
         Status {
             name: self.cert.name().to_string(),
@@ -409,12 +474,32 @@ impl Node {
             ca_expires_in_secs: 0,
             drops: self.counters,
             peers,
+            lighthouses: self.beacons.iter().map(Beacon::status).collect(),
         }
     }
 
-    fn send_hello(hello: &[u8], pending: &mut Pending, now: Now, out: &mut impl Output) {
+    /// Asks for a pending peer's certificate: a hello to its static endpoints, or a query to
+    /// every connected lighthouse.
+    fn send_hello(
+        hello: &[u8],
+        beacons: &[Beacon],
+        ip: Ipv4Addr,
+        pending: &mut Pending,
+        now: Now,
+        out: &mut impl Output,
+    ) {
         for endpoint in &pending.endpoints {
             out.transmit(*endpoint, hello);
+        }
+        if pending.endpoints.is_empty() {
+            for (id, _) in beacons.iter().enumerate().filter(|(_, b)| b.up) {
+                out.ask(
+                    id,
+                    ToLighthouse::Query {
+                        target: Target::MeshIp(ip),
+                    },
+                );
+            }
         }
         pending.hellos_sent += 1;
         pending.next_hello = now.instant + HELLO_RETRY;
@@ -428,26 +513,16 @@ impl Node {
         now: Now,
         out: &mut impl Output,
     ) {
-        let fingerprint = Fingerprint::of(cert_der);
-        let known = self
-            .peers
-            .iter()
-            .flatten()
-            .find(|p| p.cert.fingerprint() == fingerprint);
-        let slot = match known {
-            // Already verified; only time can have changed its standing.
-            Some(peer) if now.wall <= peer.cert.not_after() => {
-                self.by_ip.get(&peer.cert.mesh_ip()).copied()
-            }
-            _ => match self.accept_certificate(cert_der, fingerprint, now) {
-                Some(cert) => self.add_peer(cert, from, now),
-                None => return,
-            },
-        };
+        let slot = self.certified_slot(cert_der, Some(from), now);
         let Some(slot) = slot else { return };
         if reply_wanted {
             self.answer_hello(from, false, now, out);
         }
+        self.flush_pending(slot, now, out);
+    }
+
+    /// Sends what was queued for the peer in `slot` while it was being set up.
+    fn flush_pending(&mut self, slot: usize, now: Now, out: &mut impl Output) {
         let Some(peer) = &self.peers[slot] else {
             return;
         };
@@ -485,6 +560,30 @@ impl Node {
         out.transmit(to, hello);
     }
 
+    /// The peer holding the certificate `cert_der`: one already known (unless it has expired
+    /// since), or a new peer if the certificate verifies, reached at `endpoint` if given.
+    fn certified_slot(
+        &mut self,
+        cert_der: &[u8],
+        endpoint: Option<SocketAddr>,
+        now: Now,
+    ) -> Option<usize> {
+        let fingerprint = Fingerprint::of(cert_der);
+        let known = self
+            .peers
+            .iter()
+            .flatten()
+            .find(|p| p.cert.fingerprint() == fingerprint && now.wall <= p.cert.not_after())
+            .and_then(|p| self.by_ip.get(&p.cert.mesh_ip()).copied());
+        match known {
+            Some(slot) => Some(slot),
+            None => {
+                let cert = self.accept_certificate(cert_der, fingerprint, now)?;
+                self.add_peer(cert, endpoint, now)
+            }
+        }
+    }
+
     /// Parses and verifies a peer's certificate; refusals are counted and logged once each.
     fn accept_certificate(
         &mut self,
@@ -519,7 +618,12 @@ impl Node {
     }
 
     /// Makes `cert` a peer, replacing whatever held its mesh IP or WireGuard key before.
-    fn add_peer(&mut self, cert: NodeCert, from: SocketAddr, now: Now) -> Option<usize> {
+    fn add_peer(
+        &mut self,
+        cert: NodeCert,
+        endpoint: Option<SocketAddr>,
+        now: Now,
+    ) -> Option<usize> {
         let key = cert.wireguard_key()?.0;
         let replaced = [self.by_ip.get(&cert.mesh_ip()), self.by_key.get(&key)];
         for slot in replaced
@@ -548,18 +652,15 @@ impl Node {
         );
         // Every event about this peer is logged in its span, made once here.
         let span = tracing::info_span!("peer", name = %cert.name(), mesh_ip = %cert.mesh_ip());
-        tracing::info!(parent: &span, endpoint = %from, "peer certified");
+        match endpoint {
+            Some(endpoint) => tracing::info!(parent: &span, %endpoint, "peer certified"),
+            None => tracing::info!(parent: &span, "peer certified"),
+        }
         self.by_ip.insert(cert.mesh_ip(), slot);
         self.by_key.insert(key, slot);
-        self.peers[slot] = Some(Peer {
-            cert,
-            tunn,
-            endpoint: from,
-            counters: PeerCounters::default(),
-            span,
-            handshakes: 0,
-            since_handshake: None,
-        });
+        let mut peer = Peer::new(cert, tunn, span);
+        peer.endpoint = endpoint;
+        self.peers[slot] = Some(peer);
         self.next_tick.get_or_insert(now.instant);
         Some(slot)
     }
@@ -594,7 +695,7 @@ impl Node {
                 .check(Direction::Outbound, &flow, &peer.cert, now.instant)
         };
         match verdict {
-            Verdict::Allow => self.encapsulate(slot, packet, out),
+            Verdict::Allow => self.encapsulate(slot, packet, now, out),
             Verdict::Deny(action) => {
                 peer.counters.firewall_out += 1;
                 tracing::trace!(parent: &peer.span, ?flow, "firewall dropped outbound packet");
@@ -607,12 +708,15 @@ impl Node {
         }
     }
 
-    fn encapsulate(&mut self, slot: usize, packet: &[u8], out: &mut impl Output) {
+    fn encapsulate(&mut self, slot: usize, packet: &[u8], now: Now, out: &mut impl Output) {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;
         };
+        let relay_up = Self::relay_up(&self.beacons, peer);
         match peer.tunn.encapsulate(packet, &mut self.scratch) {
-            TunnResult::WriteToNetwork(datagram) => out.transmit(peer.endpoint, datagram),
+            TunnResult::WriteToNetwork(datagram) => {
+                Self::send_datagram(peer, relay_up, datagram, now, out)
+            }
             TunnResult::Err(e) => {
                 tracing::trace!(parent: &peer.span, error = ?e, "encapsulate failed");
             }
@@ -622,7 +726,7 @@ impl Node {
 
     fn handle_wireguard(
         &mut self,
-        from: SocketAddr,
+        source: Source,
         datagram: &[u8],
         now: Now,
         out: &mut impl Output,
@@ -642,9 +746,10 @@ impl Node {
                 return;
             }
         };
-        match slot.filter(|s| self.peers.get(*s).is_some_and(Option::is_some)) {
-            Some(slot) => self.decapsulate(slot, from, datagram, now, out),
-            None => {
+        let known = slot.filter(|s| self.peers.get(*s).is_some_and(Option::is_some));
+        match (known, source) {
+            (Some(slot), _) => self.decapsulate(slot, source, datagram, now, out),
+            (None, Source::Direct(from)) => {
                 self.counters.unknown_peer += 1;
                 // A handshake from a key we do not know: its hello was probably lost, so ask
                 // for it again by sending ours.
@@ -652,13 +757,14 @@ impl Node {
                     self.answer_hello(from, true, now, out);
                 }
             }
+            (None, Source::Relay(..)) => self.counters.unknown_peer += 1,
         }
     }
 
     fn decapsulate(
         &mut self,
         slot: usize,
-        from: SocketAddr,
+        source: Source,
         datagram: &[u8],
         now: Now,
         out: &mut impl Output,
@@ -670,14 +776,27 @@ impl Node {
             scratch,
             probes,
             pongs,
+            beacons,
             ..
         } = self;
         let Some(peer) = peers[slot].as_mut() else {
             return;
         };
+        let peer_ip = peer.cert.mesh_ip();
+        if let Source::Relay(_, from_ip) = source
+            && from_ip != peer_ip
+        {
+            // The lighthouse stamps the certified sender; a mismatch is not this peer's.
+            peer.counters.rejected += 1;
+            return;
+        }
         // An answer to send back through the tunnel: a firewall reject or a pong.
         let mut reject = None;
-        let authenticated = match peer.tunn.decapsulate(Some(from.ip()), datagram, scratch) {
+        let source_ip = match source {
+            Source::Direct(from) => Some(from.ip()),
+            Source::Relay(..) => None,
+        };
+        let authenticated = match peer.tunn.decapsulate(source_ip, datagram, scratch) {
             TunnResult::Done => true,
             TunnResult::Err(e) => {
                 peer.counters.rejected += 1;
@@ -687,11 +806,11 @@ impl Node {
             TunnResult::WriteToNetwork(reply) => {
                 // A cookie reply (type 3) comes from load shedding, before any authentication.
                 let authenticated = reply.first() != Some(&3);
-                out.transmit(from, reply);
+                Self::send_back(source, peer_ip, reply, out);
                 while let TunnResult::WriteToNetwork(queued) =
                     peer.tunn.decapsulate(None, &[], scratch)
                 {
-                    out.transmit(from, queued);
+                    Self::send_back(source, peer_ip, queued, out);
                 }
                 authenticated
             }
@@ -711,12 +830,22 @@ impl Node {
                             if let Some((sent, ip)) = probes.remove(&seq)
                                 && ip == src
                             {
+                                let (path, endpoint) = match source {
+                                    Source::Direct(from) => ("direct".to_owned(), Some(from)),
+                                    Source::Relay(id, _) => (
+                                        format!(
+                                            "relayed via {}",
+                                            beacons.get(id).map_or("?", |b| b.name.as_str())
+                                        ),
+                                        None,
+                                    ),
+                                };
                                 pongs.push(Pong {
                                     seq,
                                     peer: peer.cert.name().to_string(),
                                     mesh_ip: src,
-                                    path: "direct".into(),
-                                    endpoint: from,
+                                    path,
+                                    endpoint,
                                     rtt: now.instant.saturating_duration_since(sent),
                                 });
                             }
@@ -745,12 +874,19 @@ impl Node {
             // Rare, so a buffer of its own rather than the one the packet arrived in.
             let mut buf = vec![0u8; answer.len() + 148];
             if let TunnResult::WriteToNetwork(datagram) = peer.tunn.encapsulate(&answer, &mut buf) {
-                out.transmit(from, datagram);
+                Self::send_back(source, peer_ip, datagram, out);
             }
         }
-        if authenticated && peer.endpoint != from {
-            tracing::info!(parent: &peer.span, old = %peer.endpoint, new = %from, "peer roamed");
-            peer.endpoint = from;
+        if authenticated {
+            match (peer.authenticated(source, now.instant), source) {
+                (Some(Some(old)), Source::Direct(new)) => {
+                    tracing::info!(parent: &peer.span, %old, %new, "peer roamed");
+                }
+                (Some(None), Source::Direct(endpoint)) => {
+                    tracing::info!(parent: &peer.span, %endpoint, "direct path established");
+                }
+                _ => {}
+            }
         }
     }
 }

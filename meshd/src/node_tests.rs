@@ -5,119 +5,20 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use rma_ca::{
-    CaCert, CaKey, CaParams, CrlParams, Group, NodeCert, NodeCertParams, NodeKeys, Serial,
-};
-use time::OffsetDateTime;
+pub(crate) use rma_ca::test_ca::TestCa as Pki;
+use rma_ca::{NodeCert, NodeKeys};
 
 use crate::config::StaticPeer;
 use crate::firewall::{Action, Peer, Policy, Ports, Proto, Rule};
 use crate::ipv4::{self, Flow, flow_packet, test_packet};
 use crate::node::{Identity, Node, Now, Output, Settings};
 
-const NETWORK: &str = "10.42.0.0/16";
-
-pub(crate) struct Pki {
-    pub(crate) ca: CaCert,
-    key: CaKey,
-    pub(crate) start: OffsetDateTime,
-}
-
-impl Pki {
-    pub(crate) fn new(name: &str) -> Self {
-        let key = CaKey::generate();
-        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-        let ca = rma_ca::self_sign_ca(
-            &key,
-            &CaParams {
-                name: name.parse().unwrap(),
-                network: NETWORK.parse().unwrap(),
-                not_before: start - time::Duration::days(30),
-                not_after: start + time::Duration::days(365),
-                serial: Serial::random(),
-            },
-        )
-        .unwrap();
-        Self { ca, key, start }
-    }
-
-    pub(crate) fn node(&self, name: &str, ip: Ipv4Addr) -> (NodeCert, NodeKeys) {
-        self.node_valid(
-            name,
-            ip,
-            self.start - time::Duration::days(1),
-            self.start + time::Duration::days(30),
-        )
-    }
-
-    pub(crate) fn node_valid(
-        &self,
-        name: &str,
-        ip: Ipv4Addr,
-        not_before: OffsetDateTime,
-        not_after: OffsetDateTime,
-    ) -> (NodeCert, NodeKeys) {
-        self.node_full(name, ip, "workers", not_before, not_after)
-    }
-
-    pub(crate) fn node_in(&self, name: &str, ip: Ipv4Addr, groups: &str) -> (NodeCert, NodeKeys) {
-        self.node_full(
-            name,
-            ip,
-            groups,
-            self.start - time::Duration::days(1),
-            self.start + time::Duration::days(30),
-        )
-    }
-
-    fn node_full(
-        &self,
-        name: &str,
-        ip: Ipv4Addr,
-        groups: &str,
-        not_before: OffsetDateTime,
-        not_after: OffsetDateTime,
-    ) -> (NodeCert, NodeKeys) {
-        let keys = NodeKeys::generate();
-        let cert = rma_ca::sign_node(
-            &self.ca,
-            &self.key,
-            &NodeCertParams {
-                name: name.parse().unwrap(),
-                mesh_ip: ip,
-                groups: Group::parse_list(groups).unwrap(),
-                keys: keys.public(),
-                not_before,
-                not_after,
-                serial: Serial::random(),
-            },
-        )
-        .unwrap();
-        (cert, keys)
-    }
-
-    pub(crate) fn crl_revoking(&self, certs: &[&NodeCert]) -> rma_ca::RevocationList {
-        rma_ca::sign_crl(
-            &self.ca,
-            &self.key,
-            &CrlParams {
-                number: 1,
-                this_update: self.start,
-                next_update: self.start + time::Duration::days(7),
-                revoked: certs
-                    .iter()
-                    .map(|c| (c.serial().clone(), self.start))
-                    .collect(),
-            },
-        )
-        .unwrap()
-    }
-}
-
 #[derive(Default)]
 pub(crate) struct Collected {
     pub(crate) transmits: Vec<(SocketAddr, Vec<u8>)>,
     pub(crate) delivered: Vec<Vec<u8>>,
+    pub(crate) relayed: Vec<(usize, Ipv4Addr, Vec<u8>)>,
+    pub(crate) asked: Vec<(usize, lighthouse::proto::ToLighthouse)>,
 }
 
 impl Output for Collected {
@@ -126,6 +27,12 @@ impl Output for Collected {
     }
     fn deliver(&mut self, packet: &[u8]) {
         self.delivered.push(packet.to_vec());
+    }
+    fn relay(&mut self, via: usize, to: Ipv4Addr, datagram: &[u8]) {
+        self.relayed.push((via, to, datagram.to_vec()));
+    }
+    fn ask(&mut self, via: usize, message: lighthouse::proto::ToLighthouse) {
+        self.asked.push((via, message));
     }
 }
 
@@ -154,6 +61,7 @@ pub(crate) fn settings(keepalive: Option<u16>, static_peers: &[StaticPeer]) -> S
         keepalive,
         static_peers: static_peers.to_vec(),
         firewall: allow_all(),
+        lighthouses: Vec::new(),
     }
 }
 
@@ -312,7 +220,7 @@ fn first_packet_waits_for_certificates_and_handshake_then_arrives() {
     net.run();
     assert_eq!(net.take_delivered(A), vec![reply]);
 
-    let status = net.hosts[B].node.status();
+    let status = net.hosts[B].node.status(net.now.instant);
     assert_eq!(status.peers.len(), 1);
     let peer = &status.peers[0];
     assert_eq!(
@@ -340,7 +248,14 @@ fn packets_queue_while_the_session_is_set_up_and_the_queue_is_bounded() {
         packets[..64].to_vec(),
         "the first 64 arrive in order"
     );
-    assert_eq!(net.hosts[A].node.status().drops.queue_dropped, 36);
+    assert_eq!(
+        net.hosts[A]
+            .node
+            .status(net.now.instant)
+            .drops
+            .queue_dropped,
+        36
+    );
 }
 
 #[test]
@@ -348,7 +263,7 @@ fn a_packet_for_an_unknown_mesh_ip_is_dropped_and_counted() {
     let (_pki, mut net) = pair();
     net.send(A, &test_packet(ip(1), ip(77), b"nobody"));
     assert_eq!(net.run(), 0);
-    assert_eq!(net.hosts[A].node.status().drops.no_route, 1);
+    assert_eq!(net.hosts[A].node.status(net.now.instant).drops.no_route, 1);
 }
 
 #[test]
@@ -374,7 +289,14 @@ fn unanswered_hellos_are_retried_then_given_up() {
         net.advance(Duration::from_secs(1));
     }
     assert_eq!(net.lost, 10, "one hello and nine retries, then silence");
-    assert_eq!(net.hosts[a].node.status().drops.queue_dropped, 1);
+    assert_eq!(
+        net.hosts[a]
+            .node
+            .status(net.now.instant)
+            .drops
+            .queue_dropped,
+        1
+    );
     assert_eq!(net.hosts[a].node.next_timeout(), None);
 }
 
@@ -407,7 +329,7 @@ fn refused(bad: (NodeCert, NodeKeys), pki: &Pki, crl: Option<rma_ca::RevocationL
         net.run();
         net.advance(Duration::from_secs(1));
     }
-    let status = net.hosts[b].node.status();
+    let status = net.hosts[b].node.status(net.now.instant);
     assert!(status.peers.is_empty(), "{status:?}");
     assert!(status.drops.bad_cert >= 3, "{status:?}");
     assert!(net.take_delivered(b).is_empty());
@@ -439,7 +361,12 @@ fn a_peer_may_only_speak_as_itself() {
     net.send(A, &test_packet(ip(3), ip(2), b"forged source"));
     net.run();
     assert!(net.take_delivered(B).is_empty());
-    assert_eq!(net.hosts[B].node.status().peers[0].drops.spoofed, 1);
+    assert_eq!(
+        net.hosts[B].node.status(net.now.instant).peers[0]
+            .drops
+            .spoofed,
+        1
+    );
 }
 
 #[test]
@@ -454,7 +381,7 @@ fn an_authenticated_datagram_from_a_new_address_moves_the_peer() {
     net.run();
     assert_eq!(net.take_delivered(B).len(), 1);
     assert_eq!(
-        net.hosts[B].node.status().peers[0].endpoint,
+        net.hosts[B].node.status(net.now.instant).peers[0].endpoint,
         roamed.to_string()
     );
     // Replies follow the peer to its new address.
@@ -482,7 +409,7 @@ fn unauthenticated_datagrams_do_not_move_the_peer() {
     net.inject(underlay(66), underlay(2), vec![1, 0, 0, 0, 5]);
     net.inject(underlay(66), underlay(2), b"random junk".to_vec());
     net.run();
-    let status = net.hosts[B].node.status();
+    let status = net.hosts[B].node.status(net.now.instant);
     assert_eq!(status.peers[0].endpoint, underlay(1).to_string());
     assert_eq!(status.peers[0].drops.rejected, 1);
     assert_eq!(status.drops.malformed, 3);
@@ -506,9 +433,9 @@ fn an_expired_peer_certificate_ends_the_session() {
     net.add(&pki, a_cert, a_keys, underlay(1));
     net.send(A, &test_packet(ip(1), ip(2), b"hi"));
     net.run();
-    assert_eq!(net.hosts[B].node.status().peers.len(), 1);
+    assert_eq!(net.hosts[B].node.status(net.now.instant).peers.len(), 1);
     net.advance(Duration::from_secs(31));
-    assert!(net.hosts[B].node.status().peers.is_empty());
+    assert!(net.hosts[B].node.status(net.now.instant).peers.is_empty());
 }
 
 #[cfg(feature = "fake-clock")]
@@ -517,7 +444,7 @@ fn sessions_rekey_as_time_passes_and_keep_carrying_traffic() {
     let (_pki, mut net) = pair();
     net.send(A, &test_packet(ip(1), ip(2), b"t=0"));
     net.run();
-    let first = net.hosts[B].node.status().peers[0].last_handshake_secs;
+    let first = net.hosts[B].node.status(net.now.instant).peers[0].last_handshake_secs;
     assert_eq!(first, Some(0));
     // WireGuard rekeys after 120 s of sending; step through it the way the shell would.
     for second in 1..=130u8 {
@@ -527,7 +454,7 @@ fn sessions_rekey_as_time_passes_and_keep_carrying_traffic() {
     }
     let delivered = net.take_delivered(B);
     assert_eq!(delivered.len(), 131, "no packet lost across the rekey");
-    let since = net.hosts[B].node.status().peers[0]
+    let since = net.hosts[B].node.status(net.now.instant).peers[0]
         .last_handshake_secs
         .unwrap();
     assert!(
@@ -624,7 +551,7 @@ fn the_firewall_filters_by_certificate_and_tracks_replies() {
     net.run();
     assert_eq!(net.take_delivered(server), [tcp(3, 1, 22, 50000)]);
 
-    let status = net.hosts[server].node.status();
+    let status = net.hosts[server].node.status(net.now.instant);
     let drops = |ip_last: u8| {
         status
             .peers
@@ -669,7 +596,12 @@ fn outbound_rules_and_local_rejects() {
     // The reset comes straight back to the local TUN, as if from the destination.
     let local = net.take_delivered(A);
     assert_eq!(ipv4::addresses(&local[0]), Some((ip(2), ip(1))));
-    assert_eq!(net.hosts[A].node.status().peers[0].drops.firewall_out, 1);
+    assert_eq!(
+        net.hosts[A].node.status(net.now.instant).peers[0]
+            .drops
+            .firewall_out,
+        1
+    );
     net.send(A, &test_packet(ip(1), ip(2), b"udp still goes"));
     net.run();
     assert_eq!(net.take_delivered(B).len(), 1);
@@ -698,7 +630,7 @@ fn a_reload_that_revokes_a_peer_cuts_it_off_and_keeps_the_rest() {
         .reload(&settings(None, &[]), Some(crl), now);
     let names: Vec<_> = net.hosts[B]
         .node
-        .status()
+        .status(now.instant)
         .peers
         .into_iter()
         .map(|p| p.name)
@@ -712,7 +644,10 @@ fn a_reload_that_revokes_a_peer_cuts_it_off_and_keeps_the_rest() {
         [test_packet(ip(3), ip(2), b"c again")]
     );
     // a's datagrams now belong to no session on b.
-    assert_eq!(net.hosts[B].node.status().drops.unknown_peer, 1);
+    assert_eq!(
+        net.hosts[B].node.status(net.now.instant).drops.unknown_peer,
+        1
+    );
 }
 
 #[test]
@@ -745,13 +680,18 @@ fn ping_measures_the_round_trip_through_the_tunnel_past_the_firewall() {
     assert_eq!(pongs[1].rtt, Duration::from_millis(7));
     assert_eq!(
         (pongs[1].peer.as_str(), pongs[1].endpoint),
-        ("b", underlay(2))
+        ("b", Some(underlay(2)))
     );
     assert!(
         net.take_delivered(B).is_empty(),
         "probes never reach the TUN"
     );
-    assert_eq!(net.hosts[B].node.status().peers[0].drops.firewall_in, 0);
+    assert_eq!(
+        net.hosts[B].node.status(net.now.instant).peers[0]
+            .drops
+            .firewall_in,
+        0
+    );
     let mut out = Collected::default();
     let now = net.now;
     assert!(net.hosts[A].node.ping("nobody", 3, now, &mut out).is_err());

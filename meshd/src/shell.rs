@@ -2,7 +2,7 @@
 //! the node, and turns their readiness into calls on the node.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use std::collections::HashMap;
@@ -14,9 +14,10 @@ use tun_rs::{AsyncDevice, DeviceBuilder};
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::control::{Request, StatusSocket};
-use crate::identity;
+use crate::links::{LinkEvent, Links};
 use crate::node::{Node, Now, Pong, Settings};
 use crate::udp::Udp;
+use lighthouse::tls::Trust;
 use rma_ca::RevocationList;
 
 /// How often certificates near expiry are named again.
@@ -24,6 +25,8 @@ const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(24 * 36
 
 /// TUN packets read per wake-up before the loop looks at the socket again.
 const TUN_BURST: usize = 64;
+/// Lighthouse events (mostly relayed datagrams) handled per wake-up.
+const LINK_BURST: usize = 64;
 
 fn now() -> Now {
     Now {
@@ -32,29 +35,14 @@ fn now() -> Now {
     }
 }
 
-/// Switches the log filter to a tracing filter such as `info,meshd=debug`.
-pub type SetLogFilter = Box<dyn Fn(&str) -> Result<(), String>>;
-
-/// How a running daemon takes a new configuration on SIGHUP.
-pub struct Reload {
-    /// The file to read again.
-    pub config_path: PathBuf,
-    pub set_log_filter: SetLogFilter,
-}
-
-impl std::fmt::Debug for Reload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reload")
-            .field("config_path", &self.config_path)
-            .finish_non_exhaustive()
-    }
-}
+pub use rma_daemon::Reload;
 
 fn settings(config: &Config) -> Settings {
     Settings {
         keepalive: config.keepalive,
         static_peers: config.static_peers.clone(),
         firewall: config.firewall.clone(),
+        lighthouses: config.lighthouses.clone(),
     }
 }
 
@@ -76,7 +64,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
-    let identity = identity::load(&config.pki, OffsetDateTime::now_utc())?;
+    let identity = rma_daemon::identity::load(&config.pki, OffsetDateTime::now_utc())?;
     let mesh_ip = identity.cert.mesh_ip();
     let prefix = identity.ca.network().prefix_len();
     let name = identity.cert.name().to_string();
@@ -115,6 +103,12 @@ pub async fn run(
 
     warn_if_no_rules(&config);
     let ca = identity.ca.clone();
+    let trust = Trust::new(identity.ca.clone(), identity.crl.clone());
+    let (links, link_events) = Links::start(
+        &config.lighthouses,
+        crate::links::client_config(&identity, Arc::clone(&trust))?,
+        crate::links::local_candidates(udp.local_addr()?, mesh_ip),
+    )?;
     let mut node = Node::new(identity, &settings(&config));
     for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
         tracing::warn!("{warning}");
@@ -140,16 +134,16 @@ pub async fn run(
         },
         None => tracing::warn!("SIGHUP ignored: no configuration file to reload"),
     };
-    let result = event_loop(
-        &mut node,
-        &tun,
-        &mut udp,
-        &mut status_rx,
-        &mut hangups,
-        on_hangup,
-        shutdown,
-    )
-    .await;
+    let io = Io {
+        tun: &tun,
+        udp: &mut udp,
+        requests: &mut status_rx,
+        hangups: &mut hangups,
+        links,
+        link_events,
+        trust,
+    };
+    let result = event_loop(&mut node, io, on_hangup, shutdown).await;
     status_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
@@ -201,15 +195,59 @@ fn reload_config(
     Ok(())
 }
 
+/// What the event loop reads from and writes to.
+struct Io<'a> {
+    tun: &'a AsyncDevice,
+    udp: &'a mut Udp,
+    requests: &'a mut mpsc::Receiver<Request>,
+    hangups: &'a mut tokio::signal::unix::Signal,
+    links: Links,
+    link_events: mpsc::Receiver<LinkEvent>,
+    /// The lighthouse connections' TLS trust, kept on the node's revocation list.
+    trust: Arc<Trust>,
+}
+
+fn handle_link_event(node: &mut Node, links: &mut Links, event: LinkEvent, batch: &mut Batch) {
+    match event {
+        LinkEvent::Up(id, connection) => {
+            links.set_connection(id, Some(connection));
+            node.lighthouse_up(id);
+        }
+        LinkEvent::Down(id) => {
+            links.set_connection(id, None);
+            node.lighthouse_down(id);
+        }
+        LinkEvent::Message(id, message) => node.handle_lighthouse(id, message, now(), batch),
+        LinkEvent::Relayed(id, from, datagram) => {
+            node.handle_relayed(id, from, &datagram, now(), batch);
+        }
+    }
+}
+
+/// Gives the lighthouse connections' TLS the revocation list the node uses, if it changed.
+fn sync_trust(node: &Node, trust: &Trust) {
+    let current = node.crl();
+    let known = trust.crl();
+    if current.map(|c| c.der()) != known.as_ref().map(|c| c.der()) {
+        trust.set_crl(current.cloned());
+    }
+}
+
 async fn event_loop(
     node: &mut Node,
-    tun: &AsyncDevice,
-    udp: &mut Udp,
-    requests: &mut mpsc::Receiver<Request>,
-    hangups: &mut tokio::signal::unix::Signal,
+    io: Io<'_>,
     mut on_hangup: impl FnMut(&mut Node),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let Io {
+        tun,
+        udp,
+        requests,
+        hangups,
+        mut links,
+        mut link_events,
+        trust,
+    } = io;
     let mut batch = Batch::default();
     // `meshd ping` probes in flight, by sequence number.
     let mut waiting: HashMap<u32, oneshot::Sender<Pong>> = HashMap::new();
@@ -255,9 +293,22 @@ async fn event_loop(
                 armed_for = None;
                 node.handle_timers(now(), &mut batch);
             }
+            Some(event) = link_events.recv() => {
+                let control = matches!(event, LinkEvent::Message(..));
+                handle_link_event(node, &mut links, event, &mut batch);
+                for _ in 1..LINK_BURST {
+                    match link_events.try_recv() {
+                        Ok(event) => handle_link_event(node, &mut links, event, &mut batch),
+                        Err(_) => break,
+                    }
+                }
+                if control {
+                    sync_trust(node, &trust);
+                }
+            }
             Some(request) = requests.recv() => match request {
                 Request::Status(reply) => {
-                    let _ = reply.send(node.status_at(OffsetDateTime::now_utc()));
+                    let _ = reply.send(node.status_at(now()));
                 }
                 Request::Ping { target, reply } => {
                     next_seq = next_seq.wrapping_add(1);
@@ -273,7 +324,10 @@ async fn event_loop(
                     let _ = reply.send(answer);
                 }
             },
-            Some(()) = hangups.recv() => on_hangup(node),
+            Some(()) = hangups.recv() => {
+                on_hangup(node);
+                sync_trust(node, &trust);
+            }
             _ = daily.tick() => {
                 for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
                     tracing::warn!("{warning}");
@@ -286,6 +340,7 @@ async fn event_loop(
             }
         }
         if !batch.is_empty() {
+            batch.send_to_lighthouses(&mut links);
             let failed = udp.send(&batch).await;
             node.count_send_failures(failed);
             for packet in batch.deliveries() {

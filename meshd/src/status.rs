@@ -40,8 +40,12 @@ pub struct PeerStatus {
     pub mesh_ip: String,
     pub groups: Vec<String>,
     pub endpoint: String,
-    /// How packets reach the peer: `direct` to its endpoint.
+    /// How packets reach the peer: `direct` to its endpoint, `relayed` through a lighthouse,
+    /// or `connecting` while its candidate endpoints are being tried.
     pub path: String,
+    /// The lighthouse that relays, when the path is `relayed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     /// Seconds since the last completed handshake; absent before the first.
     pub last_handshake_secs: Option<u64>,
     /// Handshakes completed with this peer.
@@ -65,4 +69,16 @@ pub struct Status {
     pub ca_expires_in_secs: i64,
     pub drops: NodeCounters,
     pub peers: Vec<PeerStatus>,
+    #[serde(default)]
+    pub lighthouses: Vec<LighthouseStatus>,
+}
+
+/// One configured lighthouse, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LighthouseStatus {
+    pub name: String,
+    pub address: String,
+    pub connected: bool,
+    /// The public address of this node's WireGuard socket, as the lighthouse sees it.
+    pub observed: Option<String>,
 }

@@ -164,6 +164,7 @@ fn start_meshd(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, usize)> 
             static_peers: &[peer],
             firewall: None,
             metrics: None,
+            lighthouses: &[],
         };
         procs.push(mesh::start(lab, ns, &config)?.proc);
     }

@@ -1,4 +1,4 @@
-//! What travels on meshd's UDP socket, and how to tell the kinds apart.
+//! What travels on a node's WireGuard UDP socket, and how to tell the kinds apart.
 //!
 //! Every peer's traffic shares one socket. A datagram is one of:
 //!
@@ -15,14 +15,26 @@
 //! +------+------+------+------+------+------+------------+------------------+
 //! ```
 //!
-//! `ver` is 1. `length` is big-endian and must equal the bytes that follow. Kinds:
+//! `ver` is 1. `length` is big-endian and must equal the bytes that follow. Flag bit 0 asks the
+//! receiver to answer in kind. Kinds:
 //!
-//! - `1`, **certificate hello**: the body is the sender's node certificate (DER). Flag bit 0
-//!   asks the receiver to answer with its own hello. Peers exchange hellos before their first
-//!   WireGuard handshake: that is how each learns the other's WireGuard key and mesh IP, and it
-//!   is trusted only once the certificate verifies against the CA. The hello itself proves
-//!   nothing about the sender (certificates are public); the WireGuard handshake that follows
-//!   proves possession of the key the certificate names.
+//! - `1`, **certificate hello**: the body is the sender's node certificate (DER). Peers with
+//!   static endpoints exchange hellos before their first WireGuard handshake: that is how each
+//!   learns the other's WireGuard key and mesh IP, and it is trusted only once the certificate
+//!   verifies against the CA. The hello itself proves nothing about the sender (certificates
+//!   are public); the WireGuard handshake that follows proves possession of the key the
+//!   certificate names.
+//! - `2`, **punch**: the body is the sender's mesh IP (4 bytes) followed by zero padding up to
+//!   [`PUNCH_LEN`]. Peers introduced by a lighthouse send punches to each other's candidate
+//!   endpoints to open their NATs. A punch is unauthenticated: it only tells the receiver which
+//!   address to try, and the path is used only once WireGuard packets arrive on it. It is padded
+//!   to the size of a handshake initiation so that answering it never amplifies.
+//! - `3`, **reflect**: the body is a 16-byte token the lighthouse handed out over QUIC. The node
+//!   sends it from its WireGuard socket to the lighthouse's reflector port, so the lighthouse
+//!   learns the public address of that socket (the NAT mapping peers must hit) and ties it to
+//!   the QUIC connection the token was issued on.
+
+use std::net::Ipv4Addr;
 
 /// First byte of every RMA Mesh control message.
 pub const CONTROL_MARKER: u8 = 0xF0;
@@ -30,9 +42,15 @@ const MAGIC: [u8; 3] = [CONTROL_MARKER, b'R', b'M'];
 const VERSION: u8 = 1;
 const HEADER_LEN: usize = 8;
 const KIND_CERT_HELLO: u8 = 1;
+const KIND_PUNCH: u8 = 2;
+const KIND_REFLECT: u8 = 3;
 const FLAG_REPLY_WANTED: u8 = 0x01;
 /// A certificate is about 500 bytes; anything far larger is not one of ours.
 pub const MAX_CERT_LEN: usize = 4096;
+/// A punch is as long as a WireGuard handshake initiation (148 bytes).
+pub const PUNCH_LEN: usize = 148;
+/// The reflect token's length.
+pub const TOKEN_LEN: usize = 16;
 
 /// What a datagram is, judged from its first bytes only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +82,8 @@ pub enum ControlError {
     Length { declared: usize, actual: usize },
     #[error("certificate of {0} bytes is too large")]
     TooLarge(usize),
+    #[error("{what} body of {len} bytes has the wrong length")]
+    BodyLength { what: &'static str, len: usize },
 }
 
 /// A parsed control message, borrowing from the datagram.
@@ -72,6 +92,13 @@ pub enum Control<'a> {
     CertHello {
         cert_der: &'a [u8],
         reply_wanted: bool,
+    },
+    Punch {
+        mesh_ip: Ipv4Addr,
+        reply_wanted: bool,
+    },
+    Reflect {
+        token: [u8; TOKEN_LEN],
     },
 }
 
@@ -92,27 +119,61 @@ pub fn parse_control(datagram: &[u8]) -> Result<Control<'_>, ControlError> {
             actual: body.len(),
         });
     }
+    let reply_wanted = header[5] & FLAG_REPLY_WANTED != 0;
     match header[4] {
         KIND_CERT_HELLO if body.len() > MAX_CERT_LEN => Err(ControlError::TooLarge(body.len())),
         KIND_CERT_HELLO => Ok(Control::CertHello {
             cert_der: body,
-            reply_wanted: header[5] & FLAG_REPLY_WANTED != 0,
+            reply_wanted,
         }),
+        KIND_PUNCH => match body.first_chunk::<4>() {
+            Some(ip) if body.len() == PUNCH_LEN - HEADER_LEN => Ok(Control::Punch {
+                mesh_ip: Ipv4Addr::from(*ip),
+                reply_wanted,
+            }),
+            _ => Err(ControlError::BodyLength {
+                what: "punch",
+                len: body.len(),
+            }),
+        },
+        KIND_REFLECT => match <[u8; TOKEN_LEN]>::try_from(body) {
+            Ok(token) => Ok(Control::Reflect { token }),
+            Err(_) => Err(ControlError::BodyLength {
+                what: "reflect",
+                len: body.len(),
+            }),
+        },
         other => Err(ControlError::Kind(other)),
     }
+}
+
+fn encode(kind: u8, reply_wanted: bool, body: &[u8], out: &mut Vec<u8>) {
+    let length = u16::try_from(body.len()).unwrap_or(u16::MAX);
+    out.clear();
+    out.extend_from_slice(&MAGIC);
+    out.push(VERSION);
+    out.push(kind);
+    out.push(if reply_wanted { FLAG_REPLY_WANTED } else { 0 });
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(body);
 }
 
 /// Encodes a certificate hello into `out` (cleared first).
 pub fn encode_cert_hello(cert_der: &[u8], reply_wanted: bool, out: &mut Vec<u8>) {
     debug_assert!(cert_der.len() <= MAX_CERT_LEN);
-    let length = u16::try_from(cert_der.len()).unwrap_or(u16::MAX);
-    out.clear();
-    out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
-    out.push(KIND_CERT_HELLO);
-    out.push(if reply_wanted { FLAG_REPLY_WANTED } else { 0 });
-    out.extend_from_slice(&length.to_be_bytes());
-    out.extend_from_slice(cert_der);
+    encode(KIND_CERT_HELLO, reply_wanted, cert_der, out);
+}
+
+/// Encodes a punch from `mesh_ip` into `out` (cleared first).
+pub fn encode_punch(mesh_ip: Ipv4Addr, reply_wanted: bool, out: &mut Vec<u8>) {
+    let mut body = [0u8; PUNCH_LEN - HEADER_LEN];
+    body[..4].copy_from_slice(&mesh_ip.octets());
+    encode(KIND_PUNCH, reply_wanted, &body, out);
+}
+
+/// Encodes a reflect message carrying `token` into `out` (cleared first).
+pub fn encode_reflect(token: &[u8; TOKEN_LEN], out: &mut Vec<u8>) {
+    encode(KIND_REFLECT, false, token, out);
 }
 
 #[cfg(test)]
@@ -137,6 +198,51 @@ mod tests {
             Ok(Control::CertHello {
                 cert_der: b"x",
                 reply_wanted: false
+            })
+        );
+    }
+
+    #[test]
+    fn punch_and_reflect_round_trip() {
+        let mut out = Vec::new();
+        encode_punch(Ipv4Addr::new(10, 42, 0, 7), true, &mut out);
+        assert_eq!(out.len(), PUNCH_LEN);
+        assert_eq!(
+            parse_control(&out),
+            Ok(Control::Punch {
+                mesh_ip: Ipv4Addr::new(10, 42, 0, 7),
+                reply_wanted: true
+            })
+        );
+        assert_eq!(
+            parse_control(&out[..PUNCH_LEN - 1]),
+            Err(ControlError::Length {
+                declared: PUNCH_LEN - HEADER_LEN,
+                actual: PUNCH_LEN - HEADER_LEN - 1
+            })
+        );
+        encode_reflect(&[7; TOKEN_LEN], &mut out);
+        assert_eq!(
+            parse_control(&out),
+            Ok(Control::Reflect {
+                token: [7; TOKEN_LEN]
+            })
+        );
+        let mut short = Vec::new();
+        encode(KIND_REFLECT, false, &[1, 2, 3], &mut short);
+        assert_eq!(
+            parse_control(&short),
+            Err(ControlError::BodyLength {
+                what: "reflect",
+                len: 3
+            })
+        );
+        encode(KIND_PUNCH, false, &[1, 2, 3], &mut short);
+        assert_eq!(
+            parse_control(&short),
+            Err(ControlError::BodyLength {
+                what: "punch",
+                len: 3
             })
         );
     }
@@ -167,8 +273,8 @@ mod tests {
         wrong[3] = 9;
         assert_eq!(parse_control(&wrong), Err(ControlError::Version(9)));
         wrong = out.clone();
-        wrong[4] = 7;
-        assert_eq!(parse_control(&wrong), Err(ControlError::Kind(7)));
+        wrong[4] = 9;
+        assert_eq!(parse_control(&wrong), Err(ControlError::Kind(9)));
         wrong = out.clone();
         wrong[1] = b'X';
         assert_eq!(parse_control(&wrong), Err(ControlError::BadMagic));

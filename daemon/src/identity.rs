@@ -1,12 +1,20 @@
-//! Loading this node's certificate, keys and trust anchor, and refusing to run on bad ones.
+//! Loading a daemon's own certificate, keys and trust anchor, and refusing to run on bad ones.
 
 use std::path::Path;
 
 use rma_ca::{CaCert, NodeCert, NodeKeys, RevocationList};
 use time::OffsetDateTime;
 
-use crate::config::Pki;
-use crate::node::Identity;
+use crate::config::PkiPaths;
+
+/// The identity and trust anchor a daemon runs with.
+#[derive(Debug)]
+pub struct Identity {
+    pub cert: NodeCert,
+    pub keys: NodeKeys,
+    pub ca: CaCert,
+    pub crl: Option<RevocationList>,
+}
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
@@ -16,14 +24,19 @@ fn named<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> anyhow::Error +
     move |e| anyhow::anyhow!("{}: {e}", path.display())
 }
 
+/// Reads a revocation list and checks its signature against `ca`.
+pub fn load_crl(path: &Path, ca: &CaCert) -> anyhow::Result<RevocationList> {
+    RevocationList::from_bytes(&read(path)?, ca).map_err(named(path))
+}
+
 /// Reads the PKI files and checks that they belong together and are trusted at `now`: the key
 /// matches the certificate, and the certificate verifies against the CA and revocation list.
-pub fn load(pki: &Pki, now: OffsetDateTime) -> anyhow::Result<Identity> {
+pub fn load(pki: &PkiPaths, now: OffsetDateTime) -> anyhow::Result<Identity> {
     let ca = CaCert::from_bytes(&read(&pki.ca)?).map_err(named(&pki.ca))?;
     let cert = NodeCert::from_bytes(&read(&pki.cert)?).map_err(named(&pki.cert))?;
     let keys = NodeKeys::from_pem(&read(&pki.key)?).map_err(named(&pki.key))?;
     let crl = match &pki.crl {
-        Some(path) => Some(RevocationList::from_bytes(&read(path)?, &ca).map_err(named(path))?),
+        Some(path) => Some(load_crl(path, &ca)?),
         None => None,
     };
     let public = keys.public();

@@ -1,0 +1,129 @@
+//! A throwaway CA for tests and simulations: keys in memory, certificates signed on demand.
+//! Only built with the `test-ca` feature, which test and benchmark code enables.
+
+use std::net::Ipv4Addr;
+
+use time::OffsetDateTime;
+
+use crate::{
+    CaCert, CaKey, CaParams, CrlParams, Group, NodeCert, NodeCertParams, NodeKeys, RevocationList,
+    Serial,
+};
+
+/// The network a [`TestCa`] made by [`TestCa::new`] may issue in.
+pub const TEST_NETWORK: &str = "10.42.0.0/16";
+
+#[derive(Debug)]
+pub struct TestCa {
+    pub ca: CaCert,
+    key: CaKey,
+    /// The moment the CA was made, to the second; validity windows are measured from it.
+    pub start: OffsetDateTime,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        Self::with_network(name, TEST_NETWORK)
+    }
+
+    /// A CA valid from thirty days ago for a year, for `network`.
+    ///
+    /// # Panics
+    /// On a name or network that does not parse: the caller's test is wrong.
+    pub fn with_network(name: &str, network: &str) -> Self {
+        let key = CaKey::generate();
+        let start = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("zero nanoseconds is valid");
+        let ca = crate::self_sign_ca(
+            &key,
+            &CaParams {
+                name: name.parse().expect("test CA name"),
+                network: network.parse().expect("test CA network"),
+                not_before: start - time::Duration::days(30),
+                not_after: start + time::Duration::days(365),
+                serial: Serial::random(),
+            },
+        )
+        .expect("test CA signs");
+        Self { ca, key, start }
+    }
+
+    /// A node in group `workers`, valid from a day ago for thirty days.
+    pub fn node(&self, name: &str, ip: Ipv4Addr) -> (NodeCert, NodeKeys) {
+        self.node_in(name, ip, "workers")
+    }
+
+    /// A node in `groups` (comma-separated), valid from a day ago for thirty days.
+    pub fn node_in(&self, name: &str, ip: Ipv4Addr, groups: &str) -> (NodeCert, NodeKeys) {
+        self.node_full(
+            name,
+            ip,
+            groups,
+            self.start - time::Duration::days(1),
+            self.start + time::Duration::days(30),
+        )
+    }
+
+    /// A node in group `workers` with the given validity.
+    pub fn node_valid(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> (NodeCert, NodeKeys) {
+        self.node_full(name, ip, "workers", not_before, not_after)
+    }
+
+    /// # Panics
+    /// When the CA refuses the parameters: the caller's test is wrong.
+    pub fn node_full(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        groups: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> (NodeCert, NodeKeys) {
+        let keys = NodeKeys::generate();
+        let cert = crate::sign_node(
+            &self.ca,
+            &self.key,
+            &NodeCertParams {
+                name: name.parse().expect("test node name"),
+                mesh_ip: ip,
+                groups: Group::parse_list(groups).expect("test node groups"),
+                keys: keys.public(),
+                not_before,
+                not_after,
+                serial: Serial::random(),
+            },
+        )
+        .expect("test CA signs the node");
+        (cert, keys)
+    }
+
+    /// A revocation list numbered `number` that revokes `certs`, issued at [`TestCa::start`].
+    pub fn crl(&self, number: u64, certs: &[&NodeCert]) -> RevocationList {
+        crate::sign_crl(
+            &self.ca,
+            &self.key,
+            &CrlParams {
+                number,
+                this_update: self.start,
+                next_update: self.start + time::Duration::days(7),
+                revoked: certs
+                    .iter()
+                    .map(|c| (c.serial().clone(), self.start))
+                    .collect(),
+            },
+        )
+        .expect("test CA signs the list")
+    }
+
+    /// The same as [`TestCa::crl`] numbered 1.
+    pub fn crl_revoking(&self, certs: &[&NodeCert]) -> RevocationList {
+        self.crl(1, certs)
+    }
+}

@@ -1,0 +1,13 @@
+//! What every RMA Mesh daemon (meshd, lighthouse, routerd) shares: config files parsed with
+//! precise errors, the `[pki]` and `[log]` sections, loading the daemon's own certified
+//! identity, logging with a reloadable filter, and the signals systemd sends.
+
+pub mod config;
+pub mod identity;
+pub mod logging;
+pub mod prometheus;
+pub mod signals;
+
+pub use config::{ConfigError, Log, LogFormat, PkiPaths};
+pub use identity::Identity;
+pub use logging::Reload;

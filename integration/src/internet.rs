@@ -1,0 +1,155 @@
+//! A small internet in namespaces: an `inet` router that every public link hangs off, public
+//! hosts (the lighthouse), and home sites whose router masquerades its LAN with nftables,
+//! either keeping source ports (a port-restricted cone NAT, as Linux conntrack does by default)
+//! or picking a random port per flow (`masquerade random`: a symmetric NAT). Like every home
+//! router, each drops what arrives on its WAN side unless it belongs to a flow from inside.
+//! That matters for hole punching: without it, an early punch from a peer would reach the
+//! router's own stack, leave a conntrack entry for that port pair, and push the router to a
+//! different port when the node behind it punches back. Nothing in this internet has a route
+//! to the host's own network.
+
+use std::net::Ipv4Addr;
+
+use crate::lab::{Lab, Ns};
+
+/// How a site's router translates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// Keeps the source port when it can: endpoint-independent mapping, port-restricted
+    /// filtering.
+    Cone,
+    /// A new random port for every destination.
+    Symmetric,
+}
+
+/// A home site: a router with a WAN link to the internet and a bridged LAN behind NAT.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub router: Ns,
+    /// The router's public address.
+    pub wan: Ipv4Addr,
+    /// The LAN is 192.168.`lan`.0/24.
+    lan: u8,
+    hosts: u8,
+}
+
+impl Site {
+    /// The LAN address of the `n`th host (from 2).
+    pub fn host_ip(&self, n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(192, 168, self.lan, n)
+    }
+}
+
+#[derive(Debug)]
+pub struct Internet {
+    pub lab: Lab,
+    pub inet: Ns,
+    links: u8,
+}
+
+fn forwarding(lab: &Lab, ns: &Ns) -> anyhow::Result<()> {
+    lab.exec(ns, "sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"])
+        .map(drop)
+}
+
+impl Internet {
+    pub fn new(mut lab: Lab) -> anyhow::Result<Self> {
+        let inet = lab.namespace("inet")?;
+        forwarding(&lab, &inet)?;
+        Ok(Self {
+            lab,
+            inet,
+            links: 0,
+        })
+    }
+
+    /// A new link from `ns` to the internet on 198.18.k.0/24: `ns` gets .1 on `iface` and a
+    /// default route through the internet's .254.
+    fn uplink(&mut self, ns: &Ns, iface: &str) -> anyhow::Result<Ipv4Addr> {
+        self.links += 1;
+        let k = self.links;
+        let inet_if = format!("l{k}");
+        self.lab.link(ns, iface, &self.inet, &inet_if)?;
+        let public = Ipv4Addr::new(198, 18, k, 1);
+        self.lab.addr(ns, iface, &format!("{public}/24"))?;
+        self.lab
+            .addr(&self.inet, &inet_if, &format!("198.18.{k}.254/24"))?;
+        self.lab.ip(
+            ns,
+            &["route", "add", "default", "via", &format!("198.18.{k}.254")],
+        )?;
+        Ok(public)
+    }
+
+    /// A host with a public address of its own.
+    pub fn public_host(&mut self, role: &str) -> anyhow::Result<(Ns, Ipv4Addr)> {
+        let ns = self.lab.namespace(role)?;
+        let ip = self.uplink(&ns, "eth0")?;
+        Ok((ns, ip))
+    }
+
+    /// A home site behind a NAT router.
+    pub fn site(&mut self, role: &str, nat: Nat) -> anyhow::Result<Site> {
+        let router = self.lab.namespace(role)?;
+        let wan = self.uplink(&router, "wan")?;
+        forwarding(&self.lab, &router)?;
+        let lan = self.links;
+        self.lab
+            .ip(&router, &["link", "add", "br0", "type", "bridge"])?;
+        self.lab.ip(&router, &["link", "set", "br0", "up"])?;
+        self.lab
+            .addr(&router, "br0", &format!("192.168.{lan}.1/24"))?;
+        let masquerade = match nat {
+            Nat::Cone => "masquerade",
+            Nat::Symmetric => "masquerade random",
+        };
+        self.lab.nft(
+            &router,
+            &format!(
+                "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat;\n    oifname \"wan\" {masquerade}\n  }}\n}}\n\
+                 table inet firewall {{\n  chain input {{\n    type filter hook input priority filter;\n    iifname \"wan\" ct state established,related accept\n    iifname \"wan\" drop\n  }}\n  chain forward {{\n    type filter hook forward priority filter;\n    iifname \"wan\" ct state established,related accept\n    iifname \"wan\" drop\n  }}\n}}\n"
+            ),
+        )?;
+        Ok(Site {
+            router,
+            wan,
+            lan,
+            hosts: 1,
+        })
+    }
+
+    /// A host on a site's LAN; returns its namespace and LAN address.
+    pub fn host_behind(&mut self, site: &mut Site, role: &str) -> anyhow::Result<(Ns, Ipv4Addr)> {
+        let ns = self.lab.namespace(role)?;
+        site.hosts += 1;
+        let n = site.hosts;
+        let port = format!("p{n}");
+        self.lab.link(&ns, "eth0", &site.router, &port)?;
+        self.lab
+            .ip(&site.router, &["link", "set", &port, "master", "br0"])?;
+        let ip = site.host_ip(n);
+        self.lab.addr(&ns, "eth0", &format!("{ip}/24"))?;
+        self.lab.ip(
+            &ns,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("192.168.{}.1", site.lan),
+            ],
+        )?;
+        Ok((ns, ip))
+    }
+
+    /// Drops `percent` of the packets the internet forwards, at random (the kernel here has no
+    /// netem; nftables' `numgen` does the same job).
+    pub fn lose(&self, percent: u8) -> anyhow::Result<()> {
+        self.lab.nft(
+            &self.inet,
+            &format!(
+                "table inet loss {{\n  chain forward {{\n    type filter hook forward priority 0;\n    numgen random mod 100 < {percent} drop\n  }}\n}}\n"
+            ),
+        )
+    }
+}

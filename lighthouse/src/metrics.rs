@@ -1,0 +1,217 @@
+//! Prometheus metrics in the text exposition format, served on `[metrics] listen`.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use rma_daemon::prometheus::Exposition;
+use tokio::net::TcpListener;
+
+use crate::rendezvous::Counters;
+use crate::shell::{Shared, ShellCounters};
+
+/// What the metrics show, taken under the lock in one go.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub connected: usize,
+    pub registered: usize,
+    pub reflected: usize,
+    pub core: Counters,
+}
+
+/// Renders the snapshot and the shell's counters in the Prometheus text format.
+pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
+    let mut out = Exposition::default();
+    let c = &s.core;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    for (name, kind, help, value) in [
+        (
+            "lighthouse_connections",
+            "gauge",
+            "Node connections that completed mutual TLS.",
+            s.connected as u64,
+        ),
+        (
+            "lighthouse_registered_nodes",
+            "gauge",
+            "Nodes registered (soft state, ends with the connection).",
+            s.registered as u64,
+        ),
+        (
+            "lighthouse_reflected_nodes",
+            "gauge",
+            "Registered nodes whose WireGuard socket address is known.",
+            s.reflected as u64,
+        ),
+        (
+            "lighthouse_queries_total",
+            "counter",
+            "Peer queries answered.",
+            c.queries,
+        ),
+        (
+            "lighthouse_queries_not_found_total",
+            "counter",
+            "Queries for peers not registered.",
+            c.queries_not_found,
+        ),
+        (
+            "lighthouse_queries_rate_limited_total",
+            "counter",
+            "Queries dropped by the per-node rate limit.",
+            c.queries_rate_limited,
+        ),
+        (
+            "lighthouse_punches_total",
+            "counter",
+            "Introductions: punch requests sent to queried nodes.",
+            c.punches,
+        ),
+        (
+            "lighthouse_reflections_total",
+            "counter",
+            "Reflect messages matched to a node.",
+            c.reflections,
+        ),
+        (
+            "lighthouse_reflections_unknown_total",
+            "counter",
+            "Reflect messages with an unknown token.",
+            c.reflections_unknown,
+        ),
+        (
+            "lighthouse_relayed_packets_total",
+            "counter",
+            "WireGuard datagrams relayed.",
+            c.relayed_packets,
+        ),
+        (
+            "lighthouse_relayed_bytes_total",
+            "counter",
+            "WireGuard bytes relayed.",
+            c.relayed_bytes,
+        ),
+        (
+            "lighthouse_relay_dropped_total",
+            "counter",
+            "Relayed datagrams with no registered sender or destination.",
+            c.relay_dropped,
+        ),
+        (
+            "lighthouse_relay_send_failed_total",
+            "counter",
+            "Relayed datagrams QUIC could not queue.",
+            load(&shell.relay_send_failed),
+        ),
+        (
+            "lighthouse_relay_streams_total",
+            "counter",
+            "Relayed packets too large for a QUIC datagram, sent on a stream.",
+            load(&shell.relay_streams),
+        ),
+        (
+            "lighthouse_closed_revoked_total",
+            "counter",
+            "Connections closed because the node was revoked.",
+            c.closed_revoked,
+        ),
+        (
+            "lighthouse_handshakes_refused_total",
+            "counter",
+            "Connections refused: bad certificate, bad TLS, or no control stream.",
+            load(&shell.handshakes_refused),
+        ),
+        (
+            "lighthouse_reflector_malformed_total",
+            "counter",
+            "Datagrams on the reflector port that are not reflect messages.",
+            load(&shell.reflector_malformed),
+        ),
+        (
+            "lighthouse_control_dropped_total",
+            "counter",
+            "Control messages dropped because a node's queue was full.",
+            load(&shell.control_dropped),
+        ),
+        (
+            "lighthouse_crl_loads_total",
+            "counter",
+            "Revocation lists loaded and pushed to nodes.",
+            load(&shell.crl_reloads),
+        ),
+    ] {
+        out.single(name, kind, help, value);
+    }
+    out.finish()
+}
+
+pub(crate) fn snapshot(shared: &Mutex<Shared>) -> (Snapshot, Arc<ShellCounters>) {
+    let shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let registrations = shared.core.registrations();
+    (
+        Snapshot {
+            connected: shared.core.connected(),
+            registered: registrations.len(),
+            reflected: registrations
+                .iter()
+                .filter(|r| r.wireguard.is_some())
+                .count(),
+            core: shared.core.counters(),
+        },
+        Arc::clone(&shared.counters),
+    )
+}
+
+async fn metrics(State(shared): State<Arc<Mutex<Shared>>>) -> impl IntoResponse {
+    let (snapshot, counters) = snapshot(&shared);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&snapshot, &counters),
+    )
+}
+
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Mutex<Shared>>) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(shared);
+    rma_daemon::prometheus::serve(listener, app).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_text_format() {
+        let snapshot = Snapshot {
+            connected: 3,
+            registered: 2,
+            reflected: 1,
+            core: Counters {
+                relayed_bytes: 1400,
+                ..Counters::default()
+            },
+        };
+        let shell = ShellCounters::default();
+        shell.handshakes_refused.store(4, Ordering::Relaxed);
+        let text = render(&snapshot, &shell);
+        for line in [
+            "# TYPE lighthouse_registered_nodes gauge",
+            "lighthouse_registered_nodes 2",
+            "lighthouse_relayed_bytes_total 1400",
+            "lighthouse_handshakes_refused_total 4",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
+}

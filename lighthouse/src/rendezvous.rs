@@ -1,0 +1,483 @@
+//! The lighthouse's sans-IO core: who is registered where, introductions between nodes, the
+//! relay's routing decisions and revocation. Connections, certificates, messages and the time
+//! go in; messages to send and connections to close come out. The quinn shell in
+//! [`crate::shell`] owns the sockets, the clock and the randomness.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rma_ca::{NodeCert, RevocationList};
+use time::OffsetDateTime;
+
+use crate::proto::{FromLighthouse, MAX_LOCAL_ENDPOINTS, Target, ToLighthouse};
+use crate::wire::TOKEN_LEN;
+
+/// One QUIC connection, numbered by the shell.
+pub type ConnId = u64;
+
+/// Queries a node may make: a burst, then a steady rate per second.
+const QUERY_BURST: f64 = 64.0;
+const QUERY_RATE: f64 = 32.0;
+
+/// What the shell must do after an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Send(ConnId, FromLighthouse),
+    Close(ConnId, CloseReason),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The same node connected again; the older connection goes.
+    Replaced,
+    Revoked,
+    CertificateExpired,
+    /// The node broke the protocol (for example, a query before registering).
+    Protocol(&'static str),
+}
+
+impl CloseReason {
+    /// The QUIC application error code the connection is closed with.
+    pub fn code(&self) -> u32 {
+        match self {
+            Self::Replaced => 1,
+            Self::Revoked => 2,
+            Self::CertificateExpired => 3,
+            Self::Protocol(_) => 4,
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Replaced => f.write_str("replaced by a newer connection"),
+            Self::Revoked => f.write_str("certificate revoked"),
+            Self::CertificateExpired => f.write_str("certificate expired"),
+            Self::Protocol(what) => write!(f, "protocol violation: {what}"),
+        }
+    }
+}
+
+/// Why a relayed packet was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RelayDrop {
+    #[error("the sender has not registered")]
+    UnregisteredSender,
+    #[error("no node with that mesh IP is connected")]
+    UnknownDestination,
+    #[error("a node may not relay to itself")]
+    ToSelf,
+}
+
+/// Running totals for the metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub queries: u64,
+    pub queries_not_found: u64,
+    pub queries_rate_limited: u64,
+    pub punches: u64,
+    pub reflections: u64,
+    pub reflections_unknown: u64,
+    pub relayed_packets: u64,
+    pub relayed_bytes: u64,
+    pub relay_dropped: u64,
+    pub closed_revoked: u64,
+    pub closed_replaced: u64,
+}
+
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: QUERY_BURST,
+            at: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * QUERY_RATE).min(QUERY_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    cert: NodeCert,
+    quic_addr: SocketAddr,
+    token: [u8; TOKEN_LEN],
+    /// `None` until the node has sent `Register`.
+    local: Option<Vec<SocketAddr>>,
+    /// The public address of its WireGuard socket, from the reflector.
+    observed: Option<SocketAddr>,
+    queries: TokenBucket,
+}
+
+impl Node {
+    /// Where peers should try to reach this node, best first, for a peer whose WireGuard
+    /// socket appears at `asker`. Behind the same NAT the local addresses come first.
+    fn endpoints(&self, asker: Option<SocketAddr>) -> Vec<SocketAddr> {
+        let local = self.local.as_deref().unwrap_or_default();
+        let same_nat = matches!((asker, self.observed), (Some(a), Some(o)) if a.ip() == o.ip());
+        let mut endpoints = Vec::with_capacity(local.len() + 1);
+        if !same_nat {
+            endpoints.extend(self.observed);
+        }
+        endpoints.extend(local.iter().copied());
+        if same_nat {
+            endpoints.extend(self.observed);
+        }
+        let mut seen = Vec::with_capacity(endpoints.len());
+        endpoints.retain(|e| {
+            let fresh = !seen.contains(e);
+            seen.push(*e);
+            fresh
+        });
+        endpoints
+    }
+}
+
+/// A snapshot of one registration, for status and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub name: String,
+    pub mesh_ip: Ipv4Addr,
+    pub quic_addr: SocketAddr,
+    pub wireguard: Option<SocketAddr>,
+    pub local: Vec<SocketAddr>,
+}
+
+#[derive(Debug)]
+pub struct Rendezvous {
+    reflector_port: u16,
+    crl: Option<RevocationList>,
+    nodes: HashMap<ConnId, Node>,
+    by_ip: HashMap<Ipv4Addr, ConnId>,
+    by_name: HashMap<String, ConnId>,
+    tokens: HashMap<[u8; TOKEN_LEN], ConnId>,
+    counters: Counters,
+}
+
+impl Rendezvous {
+    pub fn new(reflector_port: u16, crl: Option<RevocationList>) -> Self {
+        Self {
+            reflector_port,
+            crl,
+            nodes: HashMap::new(),
+            by_ip: HashMap::new(),
+            by_name: HashMap::new(),
+            tokens: HashMap::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Nodes connected, registered or not.
+    pub fn connected(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Registered nodes, sorted by mesh IP.
+    pub fn registrations(&self) -> Vec<Registration> {
+        let mut all: Vec<_> = self
+            .nodes
+            .values()
+            .filter_map(|n| {
+                Some(Registration {
+                    name: n.cert.name().to_string(),
+                    mesh_ip: n.cert.mesh_ip(),
+                    quic_addr: n.quic_addr,
+                    wireguard: n.observed,
+                    local: n.local.clone()?,
+                })
+            })
+            .collect();
+        all.sort_by_key(|r| r.mesh_ip);
+        all
+    }
+
+    /// A connection completed mutual TLS with `cert`, which the TLS layer has verified.
+    /// `token` is fresh randomness from the shell.
+    pub fn connect(
+        &mut self,
+        conn: ConnId,
+        cert: NodeCert,
+        quic_addr: SocketAddr,
+        token: [u8; TOKEN_LEN],
+        now: Instant,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let older = [
+            self.by_ip.get(&cert.mesh_ip()).copied(),
+            self.by_name.get(cert.name().as_str()).copied(),
+        ];
+        for old in older.into_iter().flatten() {
+            if old != conn && self.remove(old) {
+                self.counters.closed_replaced += 1;
+                effects.push(Effect::Close(old, CloseReason::Replaced));
+            }
+        }
+        self.by_ip.insert(cert.mesh_ip(), conn);
+        self.by_name.insert(cert.name().to_string(), conn);
+        self.tokens.insert(token, conn);
+        self.nodes.insert(
+            conn,
+            Node {
+                cert,
+                quic_addr,
+                token,
+                local: None,
+                observed: None,
+                queries: TokenBucket::new(now),
+            },
+        );
+        effects
+    }
+
+    /// The connection ended; its registration goes with it.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        self.remove(conn);
+    }
+
+    fn remove(&mut self, conn: ConnId) -> bool {
+        let Some(node) = self.nodes.remove(&conn) else {
+            return false;
+        };
+        if self.by_ip.get(&node.cert.mesh_ip()) == Some(&conn) {
+            self.by_ip.remove(&node.cert.mesh_ip());
+        }
+        if self.by_name.get(node.cert.name().as_str()) == Some(&conn) {
+            self.by_name.remove(node.cert.name().as_str());
+        }
+        self.tokens.remove(&node.token);
+        true
+    }
+
+    /// A control message from a connected node.
+    pub fn message(&mut self, conn: ConnId, message: ToLighthouse, now: Instant) -> Vec<Effect> {
+        let Some(node) = self.nodes.get_mut(&conn) else {
+            return Vec::new();
+        };
+        match message {
+            ToLighthouse::Register { local } => {
+                let first = node.local.is_none();
+                node.local = Some(usable_endpoints(local));
+                if !first {
+                    return Vec::new();
+                }
+                let mut effects = vec![Effect::Send(
+                    conn,
+                    FromLighthouse::Welcome {
+                        token: node.token,
+                        reflector_port: self.reflector_port,
+                        quic_observed: node.quic_addr,
+                    },
+                )];
+                if let Some(crl) = &self.crl {
+                    effects.push(Effect::Send(
+                        conn,
+                        FromLighthouse::Crl {
+                            der: crl.der().to_vec(),
+                        },
+                    ));
+                }
+                effects
+            }
+            ToLighthouse::Query { .. } if node.local.is_none() => {
+                vec![Effect::Close(
+                    conn,
+                    CloseReason::Protocol("query before register"),
+                )]
+            }
+            ToLighthouse::Query { target } => {
+                if !node.queries.take(now) {
+                    self.counters.queries_rate_limited += 1;
+                    return Vec::new();
+                }
+                self.counters.queries += 1;
+                self.introduce(conn, target)
+            }
+        }
+    }
+
+    /// Answers `asker`'s query and, at the same moment, tells the target to punch back.
+    fn introduce(&mut self, asker: ConnId, target: Target) -> Vec<Effect> {
+        let found = match &target {
+            Target::MeshIp(ip) => self.by_ip.get(ip),
+            Target::Name(name) => self.by_name.get(name),
+        }
+        .copied()
+        .filter(|t| *t != asker)
+        .and_then(|t| Some((t, self.nodes.get(&t)?)))
+        .filter(|(_, n)| n.local.is_some());
+        let (Some((target_conn, target_node)), Some(asker_node)) = (found, self.nodes.get(&asker))
+        else {
+            self.counters.queries_not_found += 1;
+            return vec![Effect::Send(asker, FromLighthouse::NotFound { target })];
+        };
+        self.counters.punches += 1;
+        vec![
+            // The punch goes out first, so the target knows the asker before its packets come.
+            Effect::Send(
+                target_conn,
+                FromLighthouse::Punch {
+                    cert: asker_node.cert.der().to_vec(),
+                    endpoints: asker_node.endpoints(target_node.observed),
+                },
+            ),
+            Effect::Send(
+                asker,
+                FromLighthouse::Peer {
+                    cert: target_node.cert.der().to_vec(),
+                    endpoints: target_node.endpoints(asker_node.observed),
+                },
+            ),
+        ]
+    }
+
+    /// A reflect message with `token` arrived on the reflector port from `from`.
+    pub fn reflect(&mut self, from: SocketAddr, token: &[u8; TOKEN_LEN]) -> Vec<Effect> {
+        let Some(&conn) = self.tokens.get(token) else {
+            self.counters.reflections_unknown += 1;
+            return Vec::new();
+        };
+        self.counters.reflections += 1;
+        let Some(node) = self.nodes.get_mut(&conn) else {
+            return Vec::new();
+        };
+        if node.observed == Some(from) {
+            return Vec::new();
+        }
+        node.observed = Some(from);
+        vec![Effect::Send(
+            conn,
+            FromLighthouse::Observed { wireguard: from },
+        )]
+    }
+
+    /// Routes a relayed packet of `len` bytes from `conn` to the node with mesh IP `to`. On
+    /// success it returns the destination connection and the source mesh IP to stamp on it.
+    pub fn relay(
+        &mut self,
+        conn: ConnId,
+        to: Ipv4Addr,
+        len: usize,
+    ) -> Result<(ConnId, Ipv4Addr), RelayDrop> {
+        let verdict = match self.nodes.get(&conn) {
+            Some(node) if node.local.is_some() => {
+                let from = node.cert.mesh_ip();
+                match self.by_ip.get(&to) {
+                    _ if to == from => Err(RelayDrop::ToSelf),
+                    Some(&dest) => Ok((dest, from)),
+                    None => Err(RelayDrop::UnknownDestination),
+                }
+            }
+            _ => Err(RelayDrop::UnregisteredSender),
+        };
+        match verdict {
+            Ok(_) => {
+                self.counters.relayed_packets += 1;
+                self.counters.relayed_bytes += len as u64;
+            }
+            Err(_) => self.counters.relay_dropped += 1,
+        }
+        verdict
+    }
+
+    /// A new revocation list (already checked against the CA). Revoked nodes are cut off; every
+    /// other node is sent the list.
+    pub fn set_crl(&mut self, crl: RevocationList) -> Vec<Effect> {
+        let revoked: Vec<ConnId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| crl.revoked_at(n.cert.serial()).is_some())
+            .map(|(c, _)| *c)
+            .collect();
+        let mut effects = Vec::new();
+        for conn in revoked {
+            self.remove(conn);
+            self.counters.closed_revoked += 1;
+            effects.push(Effect::Close(conn, CloseReason::Revoked));
+        }
+        let mut registered: Vec<ConnId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.local.is_some())
+            .map(|(c, _)| *c)
+            .collect();
+        registered.sort_unstable();
+        for conn in registered {
+            effects.push(Effect::Send(
+                conn,
+                FromLighthouse::Crl {
+                    der: crl.der().to_vec(),
+                },
+            ));
+        }
+        self.crl = Some(crl);
+        effects
+    }
+
+    /// The earliest moment a connected node's certificate expires.
+    pub fn next_expiry(&self) -> Option<OffsetDateTime> {
+        self.nodes.values().map(|n| n.cert.not_after()).min()
+    }
+
+    /// Cuts off nodes whose certificates have expired by `wall`.
+    pub fn expire(&mut self, wall: OffsetDateTime) -> Vec<Effect> {
+        let expired: Vec<ConnId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.cert.not_after() < wall)
+            .map(|(c, _)| *c)
+            .collect();
+        expired
+            .into_iter()
+            .map(|conn| {
+                self.remove(conn);
+                Effect::Close(conn, CloseReason::CertificateExpired)
+            })
+            .collect()
+    }
+}
+
+/// Drops addresses no peer could use and bounds the list.
+fn usable_endpoints(mut local: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    local.retain(|a| {
+        a.port() != 0
+            && match a.ip() {
+                IpAddr::V4(ip) => {
+                    !(ip.is_unspecified()
+                        || ip.is_loopback()
+                        || ip.is_multicast()
+                        || ip.is_broadcast())
+                }
+                IpAddr::V6(ip) => !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast()),
+            }
+    });
+    local.truncate(MAX_LOCAL_ENDPOINTS);
+    local
+}
+
+/// How long to wait before the next expiry check; the shell never sleeps longer than this.
+pub const EXPIRY_CHECK: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+#[path = "rendezvous_tests.rs"]
+mod tests;

@@ -1,0 +1,327 @@
+//! The rendezvous core driven in-process with certificates from a test CA and time passed in.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rma_ca::NodeCert;
+use rma_ca::test_ca::TestCa;
+
+use super::*;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct World {
+    pki: TestCa,
+    lighthouse: Rendezvous,
+    now: Instant,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            pki: TestCa::new("test-ca"),
+            lighthouse: Rendezvous::new(4243, None),
+            now: Instant::now(),
+        }
+    }
+
+    /// Connects and registers node `n` (mesh IP 10.42.0.n) behind public address 203.0.113.n.
+    fn join(&mut self, conn: ConnId, n: u8) -> NodeCert {
+        let (cert, _) = self
+            .pki
+            .node(&format!("node-{n}"), Ipv4Addr::new(10, 42, 0, n));
+        let quic = addr(&format!("203.0.113.{n}:5000"));
+        assert!(
+            self.lighthouse
+                .connect(conn, cert.clone(), quic, [n; 16], self.now)
+                .is_empty()
+        );
+        let effects = self.lighthouse.message(
+            conn,
+            ToLighthouse::Register {
+                local: vec![addr(&format!("192.168.{n}.2:4242"))],
+            },
+            self.now,
+        );
+        assert_eq!(
+            effects,
+            vec![Effect::Send(
+                conn,
+                FromLighthouse::Welcome {
+                    token: [n; 16],
+                    reflector_port: 4243,
+                    quic_observed: quic
+                }
+            )]
+        );
+        let wg = addr(&format!("203.0.113.{n}:4242"));
+        assert_eq!(
+            self.lighthouse.reflect(wg, &[n; 16]),
+            vec![Effect::Send(
+                conn,
+                FromLighthouse::Observed { wireguard: wg }
+            )]
+        );
+        cert
+    }
+}
+
+#[test]
+fn a_query_answers_the_asker_and_tells_the_target_to_punch() {
+    let mut w = World::new();
+    let a = w.join(1, 1);
+    let b = w.join(2, 2);
+    let effects = w.lighthouse.message(
+        1,
+        ToLighthouse::Query {
+            target: Target::MeshIp(b.mesh_ip()),
+        },
+        w.now,
+    );
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Send(
+                2,
+                FromLighthouse::Punch {
+                    cert: a.der().to_vec(),
+                    endpoints: vec![addr("203.0.113.1:4242"), addr("192.168.1.2:4242")],
+                }
+            ),
+            Effect::Send(
+                1,
+                FromLighthouse::Peer {
+                    cert: b.der().to_vec(),
+                    endpoints: vec![addr("203.0.113.2:4242"), addr("192.168.2.2:4242")],
+                }
+            ),
+        ]
+    );
+    // By name too; unknown names and the asker itself are not found.
+    let by_name = w.lighthouse.message(
+        1,
+        ToLighthouse::Query {
+            target: Target::Name("node-2".into()),
+        },
+        w.now,
+    );
+    assert_eq!(by_name.len(), 2);
+    for target in [Target::Name("nobody".into()), Target::MeshIp(a.mesh_ip())] {
+        assert_eq!(
+            w.lighthouse.message(
+                1,
+                ToLighthouse::Query {
+                    target: target.clone()
+                },
+                w.now
+            ),
+            vec![Effect::Send(1, FromLighthouse::NotFound { target })]
+        );
+    }
+    assert_eq!(w.lighthouse.counters().queries, 4);
+    assert_eq!(w.lighthouse.counters().queries_not_found, 2);
+}
+
+#[test]
+fn nodes_behind_the_same_nat_get_local_addresses_first() {
+    let mut w = World::new();
+    w.join(1, 1);
+    w.join(2, 2);
+    // Node 2's WireGuard socket appears at node 1's public IP: they share a NAT.
+    w.lighthouse.reflect(addr("203.0.113.1:6000"), &[2; 16]);
+    let effects = w.lighthouse.message(
+        1,
+        ToLighthouse::Query {
+            target: Target::MeshIp(Ipv4Addr::new(10, 42, 0, 2)),
+        },
+        w.now,
+    );
+    let Effect::Send(1, FromLighthouse::Peer { endpoints, .. }) = &effects[1] else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(
+        endpoints,
+        &vec![addr("192.168.2.2:4242"), addr("203.0.113.1:6000")]
+    );
+}
+
+#[test]
+fn registration_is_soft_state_and_a_reconnect_replaces_the_old_connection() {
+    let mut w = World::new();
+    w.join(1, 1);
+    let b = w.join(2, 2);
+    let query = ToLighthouse::Query {
+        target: Target::MeshIp(b.mesh_ip()),
+    };
+    // Node 2 connects again before the old connection timed out: the old one is closed.
+    let again = w
+        .lighthouse
+        .connect(3, b.clone(), addr("203.0.113.2:5001"), [9; 16], w.now);
+    assert_eq!(again, vec![Effect::Close(2, CloseReason::Replaced)]);
+    // The old token no longer maps anywhere; relays to node 2 wait for its new registration.
+    assert!(
+        w.lighthouse
+            .reflect(addr("203.0.113.2:1"), &[2; 16])
+            .is_empty()
+    );
+    assert_eq!(w.lighthouse.counters().reflections_unknown, 1);
+    w.lighthouse
+        .message(3, ToLighthouse::Register { local: vec![] }, w.now);
+    assert_eq!(
+        w.lighthouse.relay(1, b.mesh_ip(), 100),
+        Ok((3, Ipv4Addr::new(10, 42, 0, 1)))
+    );
+    // Its connection ends: it is gone.
+    w.lighthouse.disconnect(3);
+    assert_eq!(
+        w.lighthouse.message(1, query, w.now),
+        vec![Effect::Send(
+            1,
+            FromLighthouse::NotFound {
+                target: Target::MeshIp(b.mesh_ip())
+            }
+        )]
+    );
+    assert_eq!(w.lighthouse.registrations().len(), 1);
+}
+
+#[test]
+fn relay_routes_by_mesh_ip_and_stamps_the_certified_source() {
+    let mut w = World::new();
+    w.join(1, 1);
+    w.join(2, 2);
+    let (unregistered, _) = w.pki.node("node-3", Ipv4Addr::new(10, 42, 0, 3));
+    w.lighthouse
+        .connect(3, unregistered, addr("203.0.113.3:5000"), [3; 16], w.now);
+
+    assert_eq!(
+        w.lighthouse.relay(1, Ipv4Addr::new(10, 42, 0, 2), 1400),
+        Ok((2, Ipv4Addr::new(10, 42, 0, 1)))
+    );
+    assert_eq!(
+        w.lighthouse.relay(1, Ipv4Addr::new(10, 42, 0, 9), 10),
+        Err(RelayDrop::UnknownDestination)
+    );
+    assert_eq!(
+        w.lighthouse.relay(1, Ipv4Addr::new(10, 42, 0, 1), 10),
+        Err(RelayDrop::ToSelf)
+    );
+    assert_eq!(
+        w.lighthouse.relay(3, Ipv4Addr::new(10, 42, 0, 1), 10),
+        Err(RelayDrop::UnregisteredSender)
+    );
+    assert_eq!(
+        w.lighthouse.relay(42, Ipv4Addr::new(10, 42, 0, 1), 10),
+        Err(RelayDrop::UnregisteredSender)
+    );
+    let c = w.lighthouse.counters();
+    assert_eq!(
+        (c.relayed_packets, c.relayed_bytes, c.relay_dropped),
+        (1, 1400, 4)
+    );
+}
+
+#[test]
+fn queries_before_registering_end_the_connection_and_floods_are_limited() {
+    let mut w = World::new();
+    w.join(1, 1);
+    let (cert, _) = w.pki.node("node-5", Ipv4Addr::new(10, 42, 0, 5));
+    w.lighthouse
+        .connect(5, cert, addr("203.0.113.5:5000"), [5; 16], w.now);
+    let query = ToLighthouse::Query {
+        target: Target::MeshIp(Ipv4Addr::new(10, 42, 0, 1)),
+    };
+    assert_eq!(
+        w.lighthouse.message(5, query.clone(), w.now),
+        vec![Effect::Close(
+            5,
+            CloseReason::Protocol("query before register")
+        )]
+    );
+
+    let answered = (0..200)
+        .filter(|_| !w.lighthouse.message(1, query.clone(), w.now).is_empty())
+        .count();
+    assert_eq!(answered, QUERY_BURST as usize);
+    // Time refills the bucket at the steady rate.
+    w.now += Duration::from_millis(500);
+    let answered = (0..200)
+        .filter(|_| !w.lighthouse.message(1, query.clone(), w.now).is_empty())
+        .count();
+    assert_eq!(answered, (QUERY_RATE / 2.0) as usize);
+    assert_eq!(
+        w.lighthouse.counters().queries_rate_limited,
+        400 - QUERY_BURST as u64 - (QUERY_RATE / 2.0) as u64
+    );
+}
+
+#[test]
+fn a_new_revocation_list_cuts_off_revoked_nodes_and_reaches_everyone_else() {
+    let mut w = World::new();
+    w.join(1, 1);
+    let b = w.join(2, 2);
+    w.join(3, 3);
+    let crl = w.pki.crl_revoking(&[&b]);
+    let effects = w.lighthouse.set_crl(crl.clone());
+    let der = crl.der().to_vec();
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Close(2, CloseReason::Revoked),
+            Effect::Send(1, FromLighthouse::Crl { der: der.clone() }),
+            Effect::Send(3, FromLighthouse::Crl { der: der.clone() }),
+        ]
+    );
+    assert_eq!(
+        w.lighthouse.relay(1, b.mesh_ip(), 10),
+        Err(RelayDrop::UnknownDestination)
+    );
+    // A node registering later is handed the list after its welcome.
+    let (cert, _) = w.pki.node("node-4", Ipv4Addr::new(10, 42, 0, 4));
+    w.lighthouse
+        .connect(4, cert, addr("203.0.113.4:5000"), [4; 16], w.now);
+    let effects = w
+        .lighthouse
+        .message(4, ToLighthouse::Register { local: vec![] }, w.now);
+    assert_eq!(effects.len(), 2);
+    assert_eq!(effects[1], Effect::Send(4, FromLighthouse::Crl { der }));
+}
+
+#[test]
+fn expired_certificates_are_cut_off_when_their_time_comes() {
+    let mut w = World::new();
+    w.join(1, 1);
+    let end = w.pki.start + time::Duration::hours(1);
+    let (short, _) = w.pki.node_valid(
+        "short",
+        Ipv4Addr::new(10, 42, 0, 7),
+        w.pki.start - time::Duration::hours(1),
+        end,
+    );
+    w.lighthouse
+        .connect(7, short, addr("203.0.113.7:5000"), [7; 16], w.now);
+    assert_eq!(w.lighthouse.next_expiry(), Some(end));
+    assert!(w.lighthouse.expire(end).is_empty());
+    assert_eq!(
+        w.lighthouse.expire(end + time::Duration::seconds(1)),
+        vec![Effect::Close(7, CloseReason::CertificateExpired)]
+    );
+    assert_eq!(w.lighthouse.connected(), 1);
+}
+
+#[test]
+fn registered_endpoints_are_filtered_and_bounded() {
+    let local = vec![
+        addr("127.0.0.1:4242"),
+        addr("0.0.0.0:4242"),
+        addr("192.168.1.2:0"),
+        addr("224.0.0.1:4242"),
+        addr("[::1]:4242"),
+        addr("192.168.1.2:4242"),
+    ];
+    assert_eq!(usable_endpoints(local), vec![addr("192.168.1.2:4242")]);
+    let many = (0..40).map(|i| addr(&format!("10.0.0.{i}:1"))).collect();
+    assert_eq!(usable_endpoints(many).len(), MAX_LOCAL_ENDPOINTS);
+}

@@ -1,0 +1,454 @@
+//! The quinn shell around [`Rendezvous`]: a QUIC endpoint with mutual TLS, one task per node
+//! connection, the UDP reflector, revocation-list reloads and the metrics listener. The core
+//! sits behind one mutex; every critical section is a few map lookups.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rma_ca::RevocationList;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+use crate::config::Config;
+use crate::proto::{self, FromLighthouse, ToLighthouse};
+use crate::rendezvous::{ConnId, Effect, Rendezvous};
+use crate::tls::Trust;
+use crate::wire::{self, Control};
+
+/// How long a node has to finish the handshake and open its control stream.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Control messages queued for one node before the connection counts as stuck.
+const CONTROL_QUEUE: usize = 256;
+/// How often the revocation list file is checked for changes.
+const CRL_POLL: Duration = Duration::from_secs(2);
+
+pub use rma_daemon::Reload;
+
+/// Counters the shell keeps besides the core's.
+#[derive(Debug, Default)]
+pub struct ShellCounters {
+    pub handshakes_refused: AtomicU64,
+    pub reflector_malformed: AtomicU64,
+    pub relay_send_failed: AtomicU64,
+    pub relay_streams: AtomicU64,
+    pub control_dropped: AtomicU64,
+    pub crl_reloads: AtomicU64,
+}
+
+struct Handle {
+    connection: quinn::Connection,
+    control: mpsc::Sender<FromLighthouse>,
+}
+
+/// The core and the connections its effects apply to.
+pub(crate) struct Shared {
+    pub(crate) core: Rendezvous,
+    handles: HashMap<ConnId, Handle>,
+    pub(crate) counters: Arc<ShellCounters>,
+}
+
+impl Shared {
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send(conn, message) => {
+                    if let Some(handle) = self.handles.get(&conn)
+                        && handle.control.try_send(message).is_err()
+                    {
+                        self.counters
+                            .control_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Effect::Close(conn, reason) => {
+                    if let Some(handle) = self.handles.remove(&conn) {
+                        tracing::info!(conn, %reason, "closing node connection");
+                        handle
+                            .connection
+                            .close(reason.code().into(), reason.to_string().as_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn random_token() -> [u8; wire::TOKEN_LEN] {
+    use rand_core::RngCore as _;
+    let mut token = [0u8; wire::TOKEN_LEN];
+    rand_core::OsRng.fill_bytes(&mut token);
+    token
+}
+
+/// The key stateless resets are made with, derived from the lighthouse's identity key: after
+/// a restart the lighthouse can still reset the connections of its previous run, so nodes
+/// notice at once instead of after the idle timeout.
+fn reset_key(identity: &rma_daemon::Identity) -> ring::hmac::Key {
+    let secret = identity.keys.identity_pkcs8_der();
+    let derived = ring::digest::digest(
+        &ring::digest::SHA256,
+        &[
+            b"rma-lighthouse stateless reset\0".as_slice(),
+            secret.as_slice(),
+        ]
+        .concat(),
+    );
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
+}
+
+/// Runs a lighthouse until `shutdown` completes. `main` and the tests start it through here.
+/// `ready` is called once both sockets are bound; it gets the QUIC and reflector addresses.
+pub async fn run(
+    config: Config,
+    reload: Option<Reload>,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(SocketAddr, SocketAddr),
+) -> anyhow::Result<()> {
+    let identity = rma_daemon::identity::load(&config.pki, OffsetDateTime::now_utc())?;
+    let trust = Trust::new(identity.ca.clone(), identity.crl.clone());
+    let server = crate::tls::server_config(&identity.cert, &identity.keys, Arc::clone(&trust))?;
+    let socket = std::net::UdpSocket::bind(config.listen)
+        .map_err(|e| anyhow::anyhow!("QUIC listener {}: {e}", config.listen))?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::new(Arc::new(reset_key(&identity))),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    let reflector = tokio::net::UdpSocket::bind(config.reflector)
+        .await
+        .map_err(|e| anyhow::anyhow!("reflector {}: {e}", config.reflector))?;
+    let quic_addr = endpoint.local_addr()?;
+    let reflector_addr = reflector.local_addr()?;
+
+    let counters = Arc::new(ShellCounters::default());
+    let shared = Arc::new(Mutex::new(Shared {
+        core: Rendezvous::new(reflector_addr.port(), identity.crl.clone()),
+        handles: HashMap::new(),
+        counters: Arc::clone(&counters),
+    }));
+    let metrics_task = match config.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("metrics listener {addr}: {e}"))?;
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                Arc::clone(&shared),
+            )))
+        }
+        None => None,
+    };
+    let reflector_task = tokio::spawn(reflect(reflector, Arc::clone(&shared)));
+    tracing::info!(
+        name = %identity.cert.name(),
+        quic = %quic_addr,
+        reflector = %reflector_addr,
+        "lighthouse up"
+    );
+    ready(quic_addr, reflector_addr);
+
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
+    let mut crl_watch = CrlWatch::new(config.pki.crl.clone());
+    let mut poll = tokio::time::interval(CRL_POLL);
+    let mut next_conn: ConnId = 0;
+    tokio::pin!(shutdown);
+    loop {
+        let expiry = lock(&shared).core.next_expiry();
+        let until_expiry = expiry
+            .map(|at| (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO))
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or(crate::rendezvous::EXPIRY_CHECK)
+            .min(crate::rendezvous::EXPIRY_CHECK);
+        tokio::select! {
+            () = &mut shutdown => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                next_conn += 1;
+                tokio::spawn(serve_node(next_conn, incoming, Arc::clone(&shared), Arc::clone(&trust)));
+            }
+            Some(()) = hangups.recv() => {
+                if let Some(reload) = &reload {
+                    match reload_config(reload, &config) {
+                        Ok(()) => tracing::info!(path = %reload.config_path.display(), "configuration reloaded"),
+                        Err(e) => tracing::error!("reload refused: {e:#}"),
+                    }
+                }
+                crl_watch.check(&shared, &trust, true);
+            }
+            _ = poll.tick() => crl_watch.check(&shared, &trust, false),
+            () = tokio::time::sleep(until_expiry + Duration::from_secs(1)) => {
+                let mut shared = lock(&shared);
+                let effects = shared.core.expire(OffsetDateTime::now_utc());
+                shared.apply(effects);
+            }
+        }
+    }
+    endpoint.close(0u32.into(), b"lighthouse stopping");
+    reflector_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    tracing::info!("lighthouse stopped");
+    Ok(())
+}
+
+/// Re-reads the config for what can change while running: the log level.
+fn reload_config(reload: &Reload, running: &Config) -> anyhow::Result<()> {
+    let new = Config::load(&reload.config_path)?;
+    (reload.set_log_filter)(&new.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
+    for (what, changed) in [
+        ("listen", new.listen != running.listen),
+        ("reflector", new.reflector != running.reflector),
+        ("metrics", new.metrics != running.metrics),
+        ("pki", new.pki != running.pki),
+        ("log.format", new.log.format != running.log.format),
+    ] {
+        if changed {
+            tracing::warn!("{what} changed: restart the lighthouse to apply it");
+        }
+    }
+    Ok(())
+}
+
+/// Notices a changed revocation list file and applies it.
+struct CrlWatch {
+    path: Option<PathBuf>,
+    seen: Option<(SystemTime, u64)>,
+}
+
+impl CrlWatch {
+    fn new(path: Option<PathBuf>) -> Self {
+        let seen = path.as_deref().and_then(Self::stamp);
+        Self { path, seen }
+    }
+
+    fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    }
+
+    /// Loads the list if the file changed (or `force`), checks it against the CA, and hands it
+    /// to the core. A list that does not verify is refused and the old one stays.
+    fn check(&mut self, shared: &Mutex<Shared>, trust: &Trust, force: bool) {
+        let Some(path) = &self.path else { return };
+        let stamp = Self::stamp(path);
+        if !force && stamp == self.seen {
+            return;
+        }
+        self.seen = stamp;
+        let crl = match rma_daemon::identity::load_crl(path, trust.ca()) {
+            Ok(crl) => crl,
+            Err(e) => {
+                tracing::error!("revocation list refused, keeping the one in use: {e:#}");
+                return;
+            }
+        };
+        apply_crl(shared, trust, crl);
+    }
+}
+
+fn apply_crl(shared: &Mutex<Shared>, trust: &Trust, crl: RevocationList) {
+    tracing::info!(revoked = crl.len(), number = ?crl.number(), "revocation list loaded; pushing it to every node");
+    trust.set_crl(Some(crl.clone()));
+    let mut shared = lock(shared);
+    shared.counters.crl_reloads.fetch_add(1, Ordering::Relaxed);
+    let effects = shared.core.set_crl(crl);
+    shared.apply(effects);
+}
+
+/// Answers reflect messages: the source address of each is a node's WireGuard socket as the
+/// internet sees it.
+async fn reflect(socket: tokio::net::UdpSocket, shared: Arc<Mutex<Shared>>) {
+    let mut buf = [0u8; 2048];
+    loop {
+        let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let mut shared = lock(&shared);
+        match wire::parse_control(&buf[..len]) {
+            Ok(Control::Reflect { token }) => {
+                let effects = shared.core.reflect(from, &token);
+                shared.apply(effects);
+            }
+            _ => {
+                shared
+                    .counters
+                    .reflector_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One node's connection, from handshake to close.
+async fn serve_node(
+    conn: ConnId,
+    incoming: quinn::Incoming,
+    shared: Arc<Mutex<Shared>>,
+    trust: Arc<Trust>,
+) {
+    let remote = incoming.remote_address();
+    let counters = Arc::clone(&lock(&shared).counters);
+    let setup = async {
+        let connection = incoming.await?;
+        let der = crate::tls::peer_certificate(&connection)
+            .ok_or_else(|| anyhow::anyhow!("no client certificate"))?;
+        // The TLS verifier checked it; parsed again here for its fields.
+        let cert = trust.check(&der, OffsetDateTime::now_utc())?;
+        let (send, recv) = connection.accept_bi().await?;
+        anyhow::Ok((connection, cert, send, recv))
+    };
+    let (connection, cert, send, recv) = match tokio::time::timeout(SETUP_TIMEOUT, setup).await {
+        Ok(Ok(set_up)) => set_up,
+        Ok(Err(e)) => {
+            counters.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%remote, "refused a connection: {e:#}");
+            return;
+        }
+        Err(_) => {
+            counters.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%remote, "a connection did not finish setting up in time");
+            return;
+        }
+    };
+    let span = tracing::info_span!("node", conn, name = %cert.name(), mesh_ip = %cert.mesh_ip());
+    tracing::info!(parent: &span, %remote, "node connected");
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    {
+        let mut shared = lock(&shared);
+        shared.handles.insert(
+            conn,
+            Handle {
+                connection: connection.clone(),
+                control: control_tx,
+            },
+        );
+        let effects =
+            shared
+                .core
+                .connect(conn, cert.clone(), remote, random_token(), Instant::now());
+        shared.apply(effects);
+    }
+    let reason = node_session(conn, &connection, send, recv, control_rx, &shared)
+        .instrument(span.clone())
+        .await;
+    {
+        let mut shared = lock(&shared);
+        // A replaced connection's handle already belongs to its successor's id, not this one.
+        shared.handles.remove(&conn);
+        shared.core.disconnect(conn);
+    }
+    tracing::info!(parent: &span, reason = %reason, "node disconnected");
+}
+
+async fn node_session(
+    conn: ConnId,
+    connection: &quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    mut control_rx: mpsc::Receiver<FromLighthouse>,
+    shared: &Mutex<Shared>,
+) -> String {
+    let writer = async {
+        while let Some(message) = control_rx.recv().await {
+            if proto::write(&mut send, &message).await.is_err() {
+                break;
+            }
+        }
+    };
+    let reader = async {
+        let mut buf = Vec::new();
+        loop {
+            match proto::read::<ToLighthouse>(&mut recv, &mut buf).await {
+                Ok(Some(message)) => {
+                    let mut shared = lock(shared);
+                    let effects = shared.core.message(conn, message, Instant::now());
+                    shared.apply(effects);
+                }
+                Ok(None) => return "control stream ended".to_owned(),
+                Err(e) => return format!("control stream: {e}"),
+            }
+        }
+    };
+    let datagrams = async {
+        loop {
+            match connection.read_datagram().await {
+                Ok(frame) => relay(conn, &frame, shared),
+                Err(e) => return e.to_string(),
+            }
+        }
+    };
+    let streams = async {
+        loop {
+            match connection.accept_uni().await {
+                Ok(mut stream) => {
+                    if let Ok(frame) = stream.read_to_end(4 + proto::MAX_RELAYED).await {
+                        relay(conn, &frame, shared);
+                    }
+                }
+                Err(e) => return e.to_string(),
+            }
+        }
+    };
+    tokio::select! {
+        () = writer => "control stream closed".to_owned(),
+        reason = reader => reason,
+        reason = datagrams => reason,
+        reason = streams => reason,
+    }
+}
+
+/// Forwards one relayed packet: the core picks the destination; the packet leaves stamped with
+/// the sender's certified mesh IP.
+fn relay(conn: ConnId, frame: &[u8], shared: &Mutex<Shared>) {
+    let Some((to, datagram)) = proto::split_relay(frame) else {
+        return;
+    };
+    let (destination, source, counters) = {
+        let mut shared = lock(shared);
+        let Ok((dest, source)) = shared.core.relay(conn, to, datagram.len()) else {
+            return;
+        };
+        let Some(handle) = shared.handles.get(&dest) else {
+            return;
+        };
+        (
+            handle.connection.clone(),
+            source,
+            Arc::clone(&shared.counters),
+        )
+    };
+    let mut out = BytesMut::with_capacity(frame.len());
+    out.put_slice(&source.octets());
+    out.put_slice(datagram);
+    let out: Bytes = out.freeze();
+    if destination
+        .max_datagram_size()
+        .is_some_and(|max| out.len() <= max)
+    {
+        if destination.send_datagram(out).is_err() {
+            counters.relay_send_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    counters.relay_streams.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        if let Ok(mut stream) = destination.open_uni().await {
+            let _ = stream.write_all(&out).await;
+            let _ = stream.finish();
+        }
+    });
+}

@@ -1,0 +1,291 @@
+//! Mutual TLS for the QUIC connections between nodes and lighthouses.
+//!
+//! Both sides present a node certificate signed by the mesh CA and check the other's with
+//! [`rma_ca::verify`]: the chain to the CA, the validity window, the revocation list and the
+//! certificate's own fields. A lighthouse is a node certificate too; the node connects to it
+//! by its expected name, and the name in the certificate must match. The handshake signature
+//! is checked by rustls with the ring provider (Ed25519). TLS 1.3 only.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rma_ca::{CaCert, NodeCert, NodeKeys, RevocationList, VerifyError};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use time::OffsetDateTime;
+
+use crate::proto::ALPN;
+
+/// How often an idle connection sends a keepalive, and how long silence lasts before the
+/// connection is declared dead. The keepalive also holds the node's NAT mapping open.
+pub const KEEPALIVE: Duration = Duration::from_secs(5);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Relay fallback streams in flight per connection.
+const MAX_UNI_STREAMS: u32 = 256;
+
+/// The CA and the current revocation list, shared by the TLS verifiers and the daemon that
+/// reloads the list.
+#[derive(Debug)]
+pub struct Trust {
+    ca: CaCert,
+    crl: RwLock<Option<RevocationList>>,
+}
+
+impl Trust {
+    pub fn new(ca: CaCert, crl: Option<RevocationList>) -> Arc<Self> {
+        Arc::new(Self {
+            ca,
+            crl: RwLock::new(crl),
+        })
+    }
+
+    pub fn ca(&self) -> &CaCert {
+        &self.ca
+    }
+
+    pub fn crl(&self) -> Option<RevocationList> {
+        self.crl
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    pub fn set_crl(&self, crl: Option<RevocationList>) {
+        match self.crl.write() {
+            Ok(mut slot) => *slot = crl,
+            Err(poisoned) => *poisoned.into_inner() = crl,
+        }
+    }
+
+    /// Parses and verifies a peer's certificate at `now`.
+    pub fn check(&self, der: &[u8], now: OffsetDateTime) -> Result<NodeCert, Refusal> {
+        let cert = NodeCert::from_der(der).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let crl = self.crl.read().unwrap_or_else(|p| p.into_inner());
+        rma_ca::verify(&cert, &self.ca, crl.as_ref(), now).map_err(Refusal::Untrusted)?;
+        Ok(cert)
+    }
+}
+
+/// Why a peer's certificate was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("not a node certificate: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Untrusted(VerifyError),
+    #[error("expected the lighthouse {expected}, the certificate names {actual}")]
+    WrongName { expected: String, actual: String },
+}
+
+impl From<Refusal> for rustls::Error {
+    fn from(refusal: Refusal) -> Self {
+        let error = match &refusal {
+            Refusal::Untrusted(VerifyError::Expired { .. }) => CertificateError::Expired,
+            Refusal::Untrusted(VerifyError::NotYetValid { .. }) => CertificateError::NotValidYet,
+            Refusal::Untrusted(VerifyError::Revoked { .. }) => CertificateError::Revoked,
+            Refusal::Untrusted(VerifyError::OtherCa { .. }) => CertificateError::UnknownIssuer,
+            Refusal::Untrusted(VerifyError::BadSignature { .. }) => CertificateError::BadSignature,
+            Refusal::WrongName { .. } => CertificateError::NotValidForName,
+            _ => CertificateError::Other(rustls::OtherError(Arc::new(refusal))),
+        };
+        rustls::Error::InvalidCertificate(error)
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn unix_to_datetime(now: UnixTime) -> OffsetDateTime {
+    i64::try_from(now.as_secs())
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Checks the other side's certificate on either end of a connection.
+#[derive(Debug)]
+struct PeerVerifier {
+    trust: Arc<Trust>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PeerVerifier {
+    fn new(trust: Arc<Trust>) -> Self {
+        Self {
+            trust,
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+}
+
+impl ClientCertVerifier for PeerVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.trust.check(end_entity, unix_to_datetime(now))?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = self.trust.check(end_entity, unix_to_datetime(now))?;
+        let expected = server_name.to_str();
+        if cert.name().as_str() != expected {
+            return Err(Refusal::WrongName {
+                expected: expected.into_owned(),
+                actual: cert.name().to_string(),
+            }
+            .into());
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("QUIC crypto setup: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+}
+
+fn identity(
+    cert: &NodeCert,
+    keys: &NodeKeys,
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let chain = vec![CertificateDer::from(cert.der().to_vec())];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(keys.identity_pkcs8_der().to_vec()));
+    (chain, key)
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(KEEPALIVE))
+        .max_idle_timeout(IDLE_TIMEOUT.try_into().ok())
+        .max_concurrent_uni_streams(MAX_UNI_STREAMS.into())
+        .max_concurrent_bidi_streams(1u32.into())
+        .datagram_receive_buffer_size(Some(4 << 20))
+        .datagram_send_buffer_size(4 << 20);
+    Arc::new(transport)
+}
+
+/// The lighthouse's side: present `cert`, require and check a node certificate.
+pub fn server_config(
+    cert: &NodeCert,
+    keys: &NodeKeys,
+    trust: Arc<Trust>,
+) -> Result<quinn::ServerConfig, TlsSetupError> {
+    let (chain, key) = identity(cert, keys);
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(PeerVerifier::new(trust)))
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    config.transport_config(transport());
+    Ok(config)
+}
+
+/// A node's side: present `cert`, check the lighthouse's certificate and name.
+pub fn client_config(
+    cert: &NodeCert,
+    keys: &NodeKeys,
+    trust: Arc<Trust>,
+) -> Result<quinn::ClientConfig, TlsSetupError> {
+    let (chain, key) = identity(cert, keys);
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(trust)))
+        .with_client_auth_cert(chain, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    config.transport_config(transport());
+    Ok(config)
+}
+
+/// The certificate the other side presented, once the handshake has completed.
+pub fn peer_certificate(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    chain.first().map(|c| c.to_vec())
+}

@@ -1,0 +1,305 @@
+//! The QUIC connections to the configured lighthouses. One task per lighthouse connects (mutual
+//! TLS), registers, reads what the lighthouse sends and hands it to the event loop; when the
+//! connection ends it reconnects with backoff. The event loop sends relayed datagrams on the
+//! connection itself, and control messages through the task.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lighthouse::proto::{self, FromLighthouse, ToLighthouse};
+use lighthouse::tls::Trust;
+use tokio::sync::mpsc;
+
+use crate::config::Lighthouse;
+use crate::peer::LighthouseId;
+
+/// Reconnect delays: doubling from the first to the last, with jitter.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events from all lighthouses waiting for the event loop; relayed packets beyond it are
+/// dropped, like a full socket buffer.
+const EVENT_QUEUE: usize = 4096;
+const COMMAND_QUEUE: usize = 256;
+
+/// What a lighthouse connection reports to the event loop.
+#[derive(Debug)]
+pub enum LinkEvent {
+    Up(LighthouseId, quinn::Connection),
+    Down(LighthouseId),
+    Message(LighthouseId, FromLighthouse),
+    Relayed(LighthouseId, Ipv4Addr, Bytes),
+}
+
+/// The event loop's handle on every lighthouse connection.
+#[derive(Debug)]
+pub struct Links {
+    commands: Vec<mpsc::Sender<ToLighthouse>>,
+    connections: Vec<Option<quinn::Connection>>,
+    names: Vec<String>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Relayed datagrams that could not be sent (connection gone or buffer full).
+    pub relay_failed: u64,
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Links {
+    /// Starts a connection task for each lighthouse. `local` lists this node's candidate
+    /// endpoints for registration.
+    pub fn start(
+        lighthouses: &[Lighthouse],
+        client: quinn::ClientConfig,
+        local: Vec<SocketAddr>,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<LinkEvent>)> {
+        let (events, receiver) = mpsc::channel(EVENT_QUEUE);
+        let mut links = Self {
+            commands: Vec::new(),
+            connections: Vec::new(),
+            names: Vec::new(),
+            tasks: Vec::new(),
+            relay_failed: 0,
+        };
+        if lighthouses.is_empty() {
+            return Ok((links, receiver));
+        }
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
+            .map_err(|e| anyhow::anyhow!("QUIC socket for the lighthouses: {e}"))?;
+        endpoint.set_default_client_config(client);
+        for (id, lighthouse) in lighthouses.iter().enumerate() {
+            let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+            let task = tokio::spawn(maintain(
+                id,
+                lighthouse.clone(),
+                endpoint.clone(),
+                local.clone(),
+                command_rx,
+                events.clone(),
+            ));
+            links.commands.push(commands);
+            links.connections.push(None);
+            links.names.push(lighthouse.name.clone());
+            links.tasks.push(task);
+        }
+        Ok((links, receiver))
+    }
+
+    /// Notes a connection coming up or going down.
+    pub fn set_connection(&mut self, id: LighthouseId, connection: Option<quinn::Connection>) {
+        if let Some(slot) = self.connections.get_mut(id) {
+            *slot = connection;
+        }
+    }
+
+    /// Sends a control message; dropped (and logged) if the connection's queue is full.
+    pub fn ask(&self, id: LighthouseId, message: ToLighthouse) {
+        if let Some(commands) = self.commands.get(id)
+            && commands.try_send(message).is_err()
+        {
+            tracing::debug!(lighthouse = %self.names[id], "control queue full; message dropped");
+        }
+    }
+
+    /// Relays a WireGuard datagram for mesh IP `to` through lighthouse `id`: as a QUIC datagram,
+    /// or on a stream of its own while QUIC's datagrams are smaller than the packet.
+    pub fn relay(&mut self, id: LighthouseId, to: Ipv4Addr, datagram: &[u8]) {
+        let Some(Some(connection)) = self.connections.get(id) else {
+            self.relay_failed += 1;
+            return;
+        };
+        let frame = Bytes::from(proto::relay_frame(to, datagram));
+        if connection
+            .max_datagram_size()
+            .is_some_and(|max| frame.len() <= max)
+        {
+            if connection.send_datagram(frame).is_err() {
+                self.relay_failed += 1;
+            }
+            return;
+        }
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            if let Ok(mut stream) = connection.open_uni().await {
+                let _ = stream.write_all(&frame).await;
+                let _ = stream.finish();
+            }
+        });
+    }
+}
+
+/// This node's candidate endpoints: every IPv4 address of its interfaces except loopback and
+/// the mesh IP itself, with the WireGuard port (or just the listen address, if it is specific).
+pub fn local_candidates(listen: SocketAddr, mesh_ip: Ipv4Addr) -> Vec<SocketAddr> {
+    if !listen.ip().is_unspecified() {
+        return vec![listen];
+    }
+    let mut found: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|interface| match interface.ip() {
+            IpAddr::V4(ip) if !ip.is_loopback() && ip != mesh_ip && !ip.is_link_local() => {
+                Some(SocketAddr::new(IpAddr::V4(ip), listen.port()))
+            }
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found.truncate(proto::MAX_LOCAL_ENDPOINTS);
+    found
+}
+
+/// Keeps one lighthouse connected for as long as the node runs.
+async fn maintain(
+    id: LighthouseId,
+    lighthouse: Lighthouse,
+    endpoint: quinn::Endpoint,
+    local: Vec<SocketAddr>,
+    mut commands: mpsc::Receiver<ToLighthouse>,
+    events: mpsc::Sender<LinkEvent>,
+) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        match session(id, &lighthouse, &endpoint, &local, &mut commands, &events).await {
+            Ok(()) => {
+                backoff = BACKOFF_FIRST;
+                tracing::warn!(lighthouse = %lighthouse.name, "lighthouse connection ended; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(lighthouse = %lighthouse.name, address = %lighthouse.address, "lighthouse: {e:#}");
+            }
+        }
+        if events.send(LinkEvent::Down(id)).await.is_err() {
+            return;
+        }
+        // Commands for the old connection are stale.
+        while commands.try_recv().is_ok() {}
+        tokio::time::sleep(jitter(backoff)).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Up to a quarter less than `delay`, so that nodes restarted together spread out.
+fn jitter(delay: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let spread = match getrandom(&mut byte) {
+        Ok(()) => f64::from(byte[0]) / 255.0 * 0.25,
+        Err(()) => 0.0,
+    };
+    delay.mul_f64(1.0 - spread)
+}
+
+fn getrandom(buf: &mut [u8]) -> Result<(), ()> {
+    use rand_core::RngCore as _;
+    rand_core::OsRng.try_fill_bytes(buf).map_err(|_| ())
+}
+
+/// One connection's life: connect, register, then pass messages both ways until it ends.
+async fn session(
+    id: LighthouseId,
+    lighthouse: &Lighthouse,
+    endpoint: &quinn::Endpoint,
+    local: &[SocketAddr],
+    commands: &mut mpsc::Receiver<ToLighthouse>,
+    events: &mpsc::Sender<LinkEvent>,
+) -> anyhow::Result<()> {
+    let connecting = endpoint.connect(lighthouse.address, &lighthouse.name)?;
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;
+    let (mut send, mut recv) = connection.open_bi().await?;
+    proto::write(
+        &mut send,
+        &ToLighthouse::Register {
+            local: local.to_vec(),
+        },
+    )
+    .await?;
+    tracing::info!(lighthouse = %lighthouse.name, address = %lighthouse.address, "connected to lighthouse");
+    events
+        .send(LinkEvent::Up(id, connection.clone()))
+        .await
+        .map_err(|_| anyhow::anyhow!("meshd is stopping"))?;
+
+    let datagrams = relay_datagrams(id, connection.clone(), events.clone());
+    let streams = relay_streams(id, connection.clone(), events.clone());
+    let control = async {
+        let mut buf = Vec::new();
+        loop {
+            tokio::select! {
+                frame = proto::read::<FromLighthouse>(&mut recv, &mut buf) => match frame? {
+                    Some(message) => {
+                        if events.send(LinkEvent::Message(id, message)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    None => return Ok(()),
+                },
+                Some(command) = commands.recv() => proto::write(&mut send, &command).await?,
+            }
+        }
+    };
+    let result: anyhow::Result<()> = tokio::select! {
+        r = control => r.map_err(|e: proto::FrameError| anyhow::anyhow!(e)),
+        () = datagrams => Ok(()),
+        () = streams => Ok(()),
+    };
+    let reason = connection.close_reason();
+    connection.close(0u32.into(), b"bye");
+    match (result, reason) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(reason)) => Err(anyhow::anyhow!("connection closed: {reason}")),
+        (Ok(()), None) => Ok(()),
+    }
+}
+
+async fn relay_datagrams(
+    id: LighthouseId,
+    connection: quinn::Connection,
+    events: mpsc::Sender<LinkEvent>,
+) {
+    while let Ok(frame) = connection.read_datagram().await {
+        forward(id, frame, &events);
+    }
+}
+
+async fn relay_streams(
+    id: LighthouseId,
+    connection: quinn::Connection,
+    events: mpsc::Sender<LinkEvent>,
+) {
+    while let Ok(mut stream) = connection.accept_uni().await {
+        let events = events.clone();
+        tokio::spawn(async move {
+            if let Ok(frame) = stream.read_to_end(4 + proto::MAX_RELAYED).await {
+                forward(id, Bytes::from(frame), &events);
+            }
+        });
+    }
+}
+
+fn forward(id: LighthouseId, frame: Bytes, events: &mpsc::Sender<LinkEvent>) {
+    if let Some((from, _)) = proto::split_relay(&frame) {
+        let _ = events.try_send(LinkEvent::Relayed(id, from, frame.slice(4..)));
+    }
+}
+
+/// The client TLS configuration: this node's certificate, checked lighthouse certificates.
+pub fn client_config(
+    identity: &rma_daemon::Identity,
+    trust: Arc<Trust>,
+) -> anyhow::Result<quinn::ClientConfig> {
+    Ok(lighthouse::tls::client_config(
+        &identity.cert,
+        &identity.keys,
+        trust,
+    )?)
+}

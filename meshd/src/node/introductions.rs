@@ -1,0 +1,351 @@
+//! The node's side of the lighthouse protocol: registering the WireGuard socket's public
+//! address, introductions (answers to queries, and punch requests), hole punching, relayed
+//! datagrams, the choice between direct and relayed paths, and revocation lists pushed by a
+//! lighthouse. Still sans-IO: the shell carries the QUIC connections.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use boringtun::noise::TunnResult;
+use lighthouse::proto::{FromLighthouse, MAX_LOCAL_ENDPOINTS, Target, ToLighthouse};
+use lighthouse::wire::{self, TOKEN_LEN};
+use rma_ca::RevocationList;
+
+use super::{Node, Now, Output};
+use crate::config::Lighthouse;
+use crate::peer::{LighthouseId, PROBE_MAX, Peer, Route, Source};
+use crate::status::LighthouseStatus;
+
+/// How often the reflect token is sent until the lighthouse confirms it, and after that (which
+/// also keeps the NAT mapping of the WireGuard socket open towards the lighthouse).
+const REFLECT_RETRY: Duration = Duration::from_millis(500);
+const REFLECT_KEEPALIVE: Duration = Duration::from_secs(20);
+/// A peer's punches are acted on at most this often.
+const PUNCH_ANSWER_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A configured lighthouse, as the core sees it.
+#[derive(Debug)]
+pub(crate) struct Beacon {
+    pub(crate) name: String,
+    address: SocketAddr,
+    pub(crate) up: bool,
+    token: Option<[u8; TOKEN_LEN]>,
+    reflector: Option<SocketAddr>,
+    observed: Option<SocketAddr>,
+    pub(crate) next_reflect: Option<Instant>,
+}
+
+impl Beacon {
+    pub(crate) fn new(config: &Lighthouse) -> Self {
+        Self {
+            name: config.name.clone(),
+            address: config.address,
+            up: false,
+            token: None,
+            reflector: None,
+            observed: None,
+            next_reflect: None,
+        }
+    }
+
+    pub(crate) fn status(&self) -> LighthouseStatus {
+        LighthouseStatus {
+            name: self.name.clone(),
+            address: self.address.to_string(),
+            connected: self.up,
+            observed: self.observed.map(|a| a.to_string()),
+        }
+    }
+}
+
+impl Node {
+    /// Whether the lighthouse relaying for `peer` is connected.
+    pub(super) fn relay_up(beacons: &[Beacon], peer: &Peer) -> bool {
+        peer.relay
+            .and_then(|id| beacons.get(id))
+            .is_some_and(|b| b.up)
+    }
+
+    /// Sends one WireGuard datagram to a peer on its current route. A handshake initiation
+    /// also goes to every candidate endpoint while there is no trusted direct path: it opens
+    /// this side's NAT towards the peer, and whichever copy arrives first wins.
+    pub(super) fn send_datagram(
+        peer: &mut Peer,
+        relay_up: bool,
+        datagram: &[u8],
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        let route = peer.route(now.instant, relay_up);
+        let ip = peer.cert.mesh_ip();
+        match route {
+            Route::Direct(to) => out.transmit(to, datagram),
+            Route::Relay(via) => out.relay(via, ip, datagram),
+            Route::Both(to, via) => {
+                out.transmit(to, datagram);
+                out.relay(via, ip, datagram);
+            }
+            Route::Candidates => {
+                for to in &peer.candidates {
+                    out.transmit(*to, datagram);
+                }
+            }
+        }
+        if datagram.first() == Some(&1) {
+            peer.initiated = true;
+            if !matches!(route, Route::Direct(_) | Route::Candidates) {
+                for to in peer
+                    .candidates
+                    .iter()
+                    .filter(|c| Some(**c) != peer.endpoint)
+                {
+                    out.transmit(*to, datagram);
+                }
+            }
+        }
+    }
+
+    /// Answers a datagram the way it came.
+    pub(super) fn send_back(
+        source: Source,
+        peer_ip: Ipv4Addr,
+        datagram: &[u8],
+        out: &mut impl Output,
+    ) {
+        match source {
+            Source::Direct(to) => out.transmit(to, datagram),
+            Source::Relay(via, _) => out.relay(via, peer_ip, datagram),
+        }
+    }
+
+    /// Punches towards a relayed peer's endpoints; an answer leads to authenticated traffic on
+    /// that path (see [`Node::handle_punch`]), which moves the session onto it.
+    pub(super) fn probe_direct(punch: &[u8], peer: &mut Peer, now: Now, out: &mut impl Output) {
+        for to in peer.candidates.iter().chain(peer.endpoint.iter()) {
+            out.transmit(*to, punch);
+        }
+        peer.next_probe = Some(now.instant + peer.probe_interval);
+        peer.probe_interval = (peer.probe_interval * 2).min(PROBE_MAX);
+    }
+
+    pub(super) fn ask_all(&self, target: Target, out: &mut impl Output) {
+        for (id, _) in self.beacons.iter().enumerate().filter(|(_, b)| b.up) {
+            out.ask(
+                id,
+                ToLighthouse::Query {
+                    target: target.clone(),
+                },
+            );
+        }
+    }
+
+    /// Repeats reflect messages until each lighthouse has seen the WireGuard socket, then keeps
+    /// the mapping fresh.
+    pub(super) fn beacon_timers(&mut self, now: Now, out: &mut impl Output) {
+        let mut message = Vec::new();
+        for beacon in &mut self.beacons {
+            let (Some(token), Some(reflector), Some(due)) =
+                (beacon.token, beacon.reflector, beacon.next_reflect)
+            else {
+                continue;
+            };
+            if due > now.instant {
+                continue;
+            }
+            wire::encode_reflect(&token, &mut message);
+            out.transmit(reflector, &message);
+            let wait = if beacon.observed.is_some() {
+                REFLECT_KEEPALIVE
+            } else {
+                REFLECT_RETRY
+            };
+            beacon.next_reflect = Some(now.instant + wait);
+        }
+    }
+
+    /// The shell connected to lighthouse `id` and sent its registration.
+    pub fn lighthouse_up(&mut self, id: LighthouseId) {
+        if let Some(beacon) = self.beacons.get_mut(id) {
+            beacon.up = true;
+        }
+    }
+
+    /// The connection to lighthouse `id` ended. Peers it relayed for fall back to their direct
+    /// endpoints until another lighthouse introduces them again.
+    pub fn lighthouse_down(&mut self, id: LighthouseId) {
+        if let Some(beacon) = self.beacons.get_mut(id) {
+            beacon.up = false;
+            beacon.token = None;
+            beacon.next_reflect = None;
+        }
+    }
+
+    /// A control message from lighthouse `id`.
+    pub fn handle_lighthouse(
+        &mut self,
+        id: LighthouseId,
+        message: FromLighthouse,
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        let Some(beacon) = self.beacons.get_mut(id) else {
+            return;
+        };
+        match message {
+            FromLighthouse::Welcome {
+                token,
+                reflector_port,
+                ..
+            } => {
+                beacon.token = Some(token);
+                beacon.reflector = Some(SocketAddr::new(beacon.address.ip(), reflector_port));
+                beacon.next_reflect = Some(now.instant);
+                self.beacon_timers(now, out);
+            }
+            FromLighthouse::Observed { wireguard } => {
+                if beacon.observed != Some(wireguard) {
+                    tracing::info!(lighthouse = %beacon.name, %wireguard, "lighthouse sees this node's WireGuard socket");
+                }
+                beacon.observed = Some(wireguard);
+                beacon.next_reflect = Some(now.instant + REFLECT_KEEPALIVE);
+            }
+            FromLighthouse::Peer { cert, endpoints } => {
+                self.introduced(id, &cert, endpoints, true, now, out);
+            }
+            FromLighthouse::Punch { cert, endpoints } => {
+                self.introduced(id, &cert, endpoints, false, now, out);
+            }
+            FromLighthouse::NotFound { target } => {
+                tracing::debug!(lighthouse = %beacon.name, %target, "lighthouse does not know the peer");
+            }
+            FromLighthouse::Crl { der } => self.apply_pushed_crl(id, &der, now),
+        }
+    }
+
+    /// A lighthouse introduced a peer: as the answer to this node's query (`asked`), or because
+    /// the peer asked for this node. Both sides punch at once; the asker then sends what it
+    /// queued, which starts the handshake on every path.
+    fn introduced(
+        &mut self,
+        id: LighthouseId,
+        cert_der: &[u8],
+        mut endpoints: Vec<SocketAddr>,
+        asked: bool,
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        let Some(slot) = self.certified_slot(cert_der, None, now) else {
+            return;
+        };
+        endpoints.truncate(MAX_LOCAL_ENDPOINTS);
+        let beacons = &self.beacons;
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        peer.candidates = endpoints;
+        if !Self::relay_up(beacons, peer) {
+            peer.relay = Some(id);
+        }
+        if !peer.direct_trusted(now.instant) {
+            Self::probe_direct(&self.punch_request, peer, now, out);
+        }
+        if asked {
+            self.flush_pending(slot, now, out);
+        }
+    }
+
+    /// A punch arrived at the WireGuard socket from `from`. If it comes from a peer this node
+    /// knows, the path it came over may work: answer it, and send authenticated traffic over
+    /// it (a keepalive, or the handshake this node is waiting on), which the peer adopts.
+    pub(super) fn handle_punch(
+        &mut self,
+        from: SocketAddr,
+        mesh_ip: Ipv4Addr,
+        reply_wanted: bool,
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        let Some(peer) = self
+            .by_ip
+            .get(&mesh_ip)
+            .and_then(|slot| self.peers[*slot].as_mut())
+        else {
+            self.counters.unknown_peer += 1;
+            return;
+        };
+        if peer
+            .punch_answered
+            .is_some_and(|t| now.instant.saturating_duration_since(t) < PUNCH_ANSWER_INTERVAL)
+        {
+            return;
+        }
+        peer.punch_answered = Some(now.instant);
+        if reply_wanted {
+            out.transmit(from, &self.punch_answer);
+        }
+        if peer.endpoint == Some(from) && peer.direct_trusted(now.instant) {
+            return;
+        }
+        if peer.tunn.time_since_last_handshake().is_some() {
+            if let TunnResult::WriteToNetwork(keepalive) =
+                peer.tunn.encapsulate(&[], &mut self.scratch)
+            {
+                out.transmit(from, keepalive);
+            }
+        } else if peer.initiated
+            && let TunnResult::WriteToNetwork(init) = peer
+                .tunn
+                .format_handshake_initiation(&mut self.scratch, true)
+        {
+            out.transmit(from, init);
+        }
+    }
+
+    /// A WireGuard datagram relayed by lighthouse `id` from the node with mesh IP `from`.
+    pub fn handle_relayed(
+        &mut self,
+        id: LighthouseId,
+        from: Ipv4Addr,
+        datagram: &[u8],
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        match wire::classify(datagram) {
+            wire::Kind::WireGuard => {
+                self.handle_wireguard(Source::Relay(id, from), datagram, now, out);
+            }
+            _ => self.counters.malformed += 1,
+        }
+    }
+
+    /// Applies a revocation list a lighthouse pushed, if its signature verifies against this
+    /// node's CA and it is newer than the one in use.
+    fn apply_pushed_crl(&mut self, id: LighthouseId, der: &[u8], now: Now) {
+        let name = self.beacons.get(id).map_or("?", |b| b.name.as_str());
+        let crl = match RevocationList::from_der(der, &self.ca) {
+            Ok(crl) => crl,
+            Err(e) => {
+                tracing::warn!(lighthouse = %name, error = %e, "ignored a revocation list that does not verify");
+                return;
+            }
+        };
+        let newer = match &self.crl {
+            None => true,
+            Some(current) => match (crl.number(), current.number()) {
+                (Some(new), Some(old)) => new > old,
+                _ => crl.this_update() > current.this_update(),
+            },
+        };
+        if !newer {
+            return;
+        }
+        tracing::info!(lighthouse = %name, revoked = crl.len(), number = ?crl.number(), "applying a revocation list from the lighthouse");
+        self.crl = Some(crl);
+        self.end_untrusted_sessions(now);
+    }
+
+    /// The revocation list in use (from the config, or newer from a lighthouse).
+    pub fn crl(&self) -> Option<&RevocationList> {
+        self.crl.as_ref()
+    }
+}
