@@ -5,5 +5,6 @@
 pub mod internet;
 pub mod lab;
 pub mod mesh;
+pub mod quic_client;
 pub mod traffic;
 pub mod wait;

@@ -119,6 +119,64 @@ impl World {
         Duration::from_secs_f64(ms / 1e3)
     }
 
+    /// A counter or gauge from lighthouse `i`'s metrics.
+    fn lighthouse_metric(&self, i: usize, name: &str) -> f64 {
+        let lighthouse = &self.lighthouses[i];
+        let out = self
+            .net
+            .lab
+            .exec(
+                &lighthouse.ns,
+                &traffic::probe_path().unwrap(),
+                &[
+                    "http-get",
+                    "--addr",
+                    &lighthouse.metrics.to_string(),
+                    "--path",
+                    "/metrics",
+                ],
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    }
+
+    /// `meshd ping TARGET -c COUNT` on `node`; its output.
+    fn meshd_ping(&self, node: &MeshNode, target: &str, count: u32) -> String {
+        let out = std::process::Command::new(mesh::binary("meshd").unwrap())
+            .args(["ping", target, "-c", &count.to_string(), "--socket"])
+            .arg(&node.socket)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pings `to` from `from` every `interval` for `count` pings; how many were answered.
+    fn ping_series(&self, from: &MeshNode, to: &MeshNode, count: u32, interval: &str) -> u32 {
+        let out = self.net.lab.exec(
+            &from.ns,
+            "ping",
+            &[
+                "-c",
+                &count.to_string(),
+                "-i",
+                interval,
+                "-W",
+                "2",
+                &to.mesh_ip.to_string(),
+            ],
+        );
+        let text = match out {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(e) => e.to_string(),
+        };
+        text.split(',')
+            .find_map(|part| part.trim().strip_suffix(" received")?.parse().ok())
+            .unwrap_or(0)
+    }
+
     fn transfer(&mut self, from: &MeshNode, to: &MeshNode, bytes: u64) -> f64 {
         traffic::transfer(&mut self.net.lab, &from.ns, &to.ns, to.mesh_ip, bytes).unwrap()
     }
@@ -150,9 +208,20 @@ fn nat_case(a_place: Place, b_place: Place, expected: &str) {
         from_a.endpoint,
         from_b.endpoint
     );
-    if expected == "relayed" {
-        assert_eq!(from_a.via.as_deref(), Some("lighthouse-1"));
-    }
+    assert!(cold < Duration::from_secs(1), "cold start took {cold:?}");
+    let pongs = world.meshd_ping(&a, "b", 2);
+    let shown = match expected {
+        "relayed" => {
+            assert_eq!(from_a.via.as_deref(), Some("lighthouse-1"));
+            "pong from b (10.42.0.2) relayed via lighthouse-1 in "
+        }
+        _ => "pong from b (10.42.0.2) direct ",
+    };
+    assert_eq!(
+        pongs.lines().filter(|l| l.starts_with(shown)).count(),
+        2,
+        "{pongs}"
+    );
 }
 
 #[test]
@@ -195,4 +264,239 @@ fn nodes_on_one_lan_behind_one_nat_go_direct_over_the_lan() {
     world.transfer(&a, &b, 16 * MIB);
     let peer = world.wait_path(&a, &b, "direct");
     assert_eq!(peer.endpoint, SocketAddr::from((b_lan, 4242)).to_string());
+}
+
+#[test]
+fn established_tunnels_outlive_the_lighthouse_and_nodes_register_again_after_it_restarts() {
+    let mut world = World::new(1);
+    let a = world.node("a", 1, Place::Behind(Nat::Cone));
+    let b = world.node("b", 2, Place::Behind(Nat::Cone));
+    world.first_ping(&a, &b);
+    world.wait_path(&a, &b, "direct");
+
+    let lighthouse = world.lighthouses.remove(0);
+    world.net.lab.stop(lighthouse.proc);
+    // A minute without any lighthouse: every ping of the tunnel is answered.
+    let answered = world.ping_series(&a, &b, 121, "0.5");
+    assert_eq!(answered, 121, "pings lost while the lighthouse was down");
+    for node in [&a, &b] {
+        wait::until(
+            &format!("{} to notice the lighthouse is gone", node.name),
+            Duration::from_secs(30),
+            || (!node.status().ok()?.lighthouses[0].connected).then_some(()),
+        )
+        .unwrap();
+    }
+
+    let restarted = std::time::Instant::now();
+    let ip = match lighthouse.address.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(_) => unreachable!("the lab is IPv4"),
+    };
+    let lighthouse = mesh::start_lighthouse(
+        &mut world.net.lab,
+        &lighthouse.ns,
+        "lighthouse-1-again",
+        &lighthouse.config,
+        ip,
+    )
+    .unwrap();
+    world.lighthouses.push(lighthouse);
+    for node in [&a, &b] {
+        node.wait_registered(Duration::from_secs(10)).unwrap();
+    }
+    println!(
+        "lighthouse restarted: both nodes registered again {:.1} s later",
+        restarted.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        world.lighthouse_metric(0, "lighthouse_registered_nodes"),
+        2.0
+    );
+}
+
+#[test]
+fn with_one_of_two_lighthouses_dead_new_pairs_still_connect() {
+    let mut world = World::new(2);
+    let a = world.node("a", 1, Place::Behind(Nat::Cone));
+    let b = world.node("b", 2, Place::Behind(Nat::Cone));
+    let c = world.node("c", 3, Place::Behind(Nat::Symmetric));
+    assert_eq!(
+        world.lighthouse_metric(1, "lighthouse_registered_nodes"),
+        3.0
+    );
+    let first = world.lighthouses.remove(0);
+    world.net.lab.stop(first.proc);
+
+    let cold = world.first_ping(&a, &b);
+    assert!(cold < Duration::from_secs(1), "cold start took {cold:?}");
+    world.transfer(&a, &b, 4 * MIB);
+    world.wait_path(&a, &b, "direct");
+    // c has never heard of b: `meshd ping b` asks the lighthouse for the name first, and
+    // reaches b through the surviving lighthouse's relay.
+    let pongs = world.meshd_ping(&c, "b", 4);
+    assert!(
+        pongs.contains("pong from b (10.42.0.2) relayed via lighthouse-2 in "),
+        "{pongs}"
+    );
+}
+
+#[test]
+fn a_revoked_node_loses_its_sessions_and_cannot_register_again() {
+    let mut world = World::new(1);
+    let a = world.node("a", 1, Place::Behind(Nat::Cone));
+    let b = world.node("b", 2, Place::Behind(Nat::Cone));
+    let c = world.node("c", 3, Place::Behind(Nat::Symmetric));
+    world.first_ping(&a, &b);
+    world.first_ping(&a, &c);
+    assert!(b.peer(a.mesh_ip).is_some() && c.peer(a.mesh_ip).is_some());
+
+    let a_cert =
+        rma_ca::NodeCert::from_bytes(&std::fs::read(world.net.lab.dir().join("a.crt")).unwrap())
+            .unwrap();
+    let crl = world.net.lab.dir().join("mesh.crl");
+    world.pki.write_crl(&crl, 2, &[&a_cert]).unwrap();
+    world
+        .net
+        .lab
+        .signal(world.lighthouses[0].proc, "HUP")
+        .unwrap();
+    for node in [&b, &c] {
+        wait::until(
+            &format!("{} to end its session with the revoked node", node.name),
+            Duration::from_secs(10),
+            || node.peer(a.mesh_ip).is_none().then_some(()),
+        )
+        .unwrap();
+    }
+    // a is cut off, and each attempt to come back is refused during the TLS handshake.
+    wait::until(
+        "the lighthouse to refuse the revoked node",
+        Duration::from_secs(15),
+        || (world.lighthouse_metric(0, "lighthouse_handshakes_refused_total") >= 1.0).then_some(()),
+    )
+    .unwrap();
+    assert!(!a.status().unwrap().lighthouses[0].connected);
+    assert_eq!(
+        world.lighthouse_metric(0, "lighthouse_registered_nodes"),
+        2.0
+    );
+    assert_eq!(
+        world.lighthouse_metric(0, "lighthouse_closed_revoked_total"),
+        1.0
+    );
+    assert_eq!(world.ping_series(&b, &a, 2, "0.2"), 0);
+    assert_eq!(world.ping_series(&b, &c, 2, "0.2"), 2);
+}
+
+#[test]
+fn cone_pairs_connect_through_ten_percent_loss() {
+    let mut world = World::new(1);
+    let a = world.node("a", 1, Place::Behind(Nat::Cone));
+    let b = world.node("b", 2, Place::Behind(Nat::Cone));
+    world.net.lose(10).unwrap();
+    let started = std::time::Instant::now();
+    wait::until(
+        "a to reach b through the lossy internet",
+        Duration::from_secs(5),
+        || (world.ping_series(&a, &b, 1, "0.2") == 1).then_some(()),
+    )
+    .unwrap();
+    let connected = started.elapsed();
+    let rate = world.transfer(&a, &b, 4 * MIB);
+    println!(
+        "10% loss: connected in {:.0} ms; 4 MiB checked at {rate:.1} Mbit/s",
+        connected.as_secs_f64() * 1e3
+    );
+}
+
+#[test]
+fn garbage_and_bad_certificates_do_not_disturb_registered_nodes() {
+    let mut world = World::new(1);
+    let a = world.node("a", 1, Place::Behind(Nat::Cone));
+    let b = world.node("b", 2, Place::Behind(Nat::Cone));
+    world.first_ping(&a, &b);
+    let (attacker, _) = world.net.public_host("attacker").unwrap();
+    let lighthouse = world.lighthouses[0].address;
+    let reflector = SocketAddr::new(lighthouse.ip(), lighthouse.port() + 1);
+    let probe = traffic::probe_path().unwrap();
+    for (to, seed) in [(lighthouse, "1"), (reflector, "2")] {
+        world
+            .net
+            .lab
+            .exec(
+                &attacker,
+                &probe,
+                &[
+                    "garbage",
+                    "--to",
+                    &to.to_string(),
+                    "--count",
+                    "2000",
+                    "--seed",
+                    seed,
+                ],
+            )
+            .unwrap();
+    }
+    // QUIC clients with a foreign CA's certificate and with an expired one.
+    let dir = world.net.lab.dir().to_owned();
+    let other = Pki::new(&dir, "other-ca", "10.42.0.0/16").unwrap();
+    let foreign = other.issue("foreign", mesh_ip(50)).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = world
+        .pki
+        .issue_valid(
+            "expired",
+            mesh_ip(51),
+            now - time::Duration::days(10),
+            now - time::Duration::days(1),
+        )
+        .unwrap();
+    for issued in [&foreign, &expired] {
+        let out = world
+            .net
+            .lab
+            .exec(
+                &attacker,
+                &probe,
+                &[
+                    "quic-register",
+                    "--to",
+                    &lighthouse.to_string(),
+                    "--name",
+                    "lighthouse-1",
+                    "--ca",
+                    &world.pki.ca_path.to_string_lossy(),
+                    "--cert",
+                    &issued.cert_path.to_string_lossy(),
+                    "--key",
+                    &issued.key_path.to_string_lossy(),
+                ],
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.starts_with("refused: "),
+            "{}: {text}",
+            issued.cert.name()
+        );
+    }
+    assert_eq!(
+        world.lighthouse_metric(0, "lighthouse_handshakes_refused_total"),
+        2.0
+    );
+    assert!(world.lighthouse_metric(0, "lighthouse_reflector_malformed_total") >= 2000.0);
+    assert_eq!(
+        world.lighthouse_metric(0, "lighthouse_registered_nodes"),
+        2.0
+    );
+    for node in [&a, &b] {
+        assert!(node.status().unwrap().lighthouses[0].connected);
+    }
+    // A new query still works: c meets a for the first time.
+    let c = world.node("c", 3, Place::Behind(Nat::Cone));
+    let cold = world.first_ping(&c, &a);
+    assert!(cold < Duration::from_secs(1), "cold start took {cold:?}");
+    assert_eq!(world.ping_series(&a, &b, 3, "0.2"), 3);
 }

@@ -85,6 +85,21 @@ enum Command {
         #[arg(long, default_value = "/")]
         path: String,
     },
+    /// Connect to a lighthouse over QUIC with the given certificate and try to register; print
+    /// `registered` or `refused: REASON`.
+    QuicRegister {
+        #[arg(long)]
+        to: SocketAddr,
+        /// The lighthouse's name, as in a node's config.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        #[arg(long)]
+        cert: std::path::PathBuf,
+        #[arg(long)]
+        key: std::path::PathBuf,
+    },
     /// Send a certificate hello carrying the certificate in FILE (PEM).
     Hello {
         #[arg(long)]
@@ -293,6 +308,33 @@ fn main() -> anyhow::Result<()> {
                 "{head}"
             );
             print!("{body}");
+        }
+        Command::QuicRegister {
+            to,
+            name,
+            ca,
+            cert,
+            key,
+        } => {
+            let ca = rma_ca::CaCert::from_bytes(&std::fs::read(ca)?)?;
+            let cert = rma_ca::NodeCert::from_bytes(&std::fs::read(cert)?)?;
+            let keys = rma_ca::NodeKeys::from_pem(&std::fs::read(key)?)?;
+            let config = integration::quic_client::client_config(&cert, &keys, &ca)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let outcome = runtime.block_on(async {
+                let endpoint = integration::quic_client::endpoint([0, 0, 0, 0].into())?;
+                let registered =
+                    integration::quic_client::register(&endpoint, config, to, &name, vec![])
+                        .await?;
+                registered.connection.close(0u32.into(), b"done");
+                anyhow::Ok(())
+            });
+            match outcome {
+                Ok(()) => println!("registered"),
+                Err(e) => println!("refused: {e:#}"),
+            }
         }
         Command::Hello { to, cert } => {
             let text = std::fs::read(&cert)?;

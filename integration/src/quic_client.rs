@@ -1,0 +1,67 @@
+//! A bare lighthouse client for tests: connects with a given certificate and registers, the way
+//! meshd does, without a data plane. The probe uses it to show that bad certificates are
+//! refused; the load test uses it to register a thousand nodes from one process.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lighthouse::proto::{self, FromLighthouse, ToLighthouse};
+use lighthouse::tls::Trust;
+use rma_ca::{CaCert, NodeCert, NodeKeys};
+
+/// A registered connection and what the lighthouse said first.
+#[derive(Debug)]
+pub struct Registered {
+    pub connection: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub welcome: FromLighthouse,
+}
+
+pub fn client_config(
+    cert: &NodeCert,
+    keys: &NodeKeys,
+    ca: &CaCert,
+) -> anyhow::Result<quinn::ClientConfig> {
+    Ok(lighthouse::tls::client_config(
+        cert,
+        keys,
+        Trust::new(ca.clone(), None),
+    )?)
+}
+
+/// Connects to the lighthouse `name` at `address` and registers `local`; returns once the
+/// lighthouse has answered with its welcome.
+pub async fn register(
+    endpoint: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+    address: SocketAddr,
+    name: &str,
+    local: Vec<SocketAddr>,
+) -> anyhow::Result<Registered> {
+    let connection = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect_with(config, address, name)?,
+    )
+    .await??;
+    let (mut send, mut recv) = connection.open_bi().await?;
+    proto::write(&mut send, &ToLighthouse::Register { local }).await?;
+    let mut buf = Vec::new();
+    let welcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        proto::read::<FromLighthouse>(&mut recv, &mut buf),
+    )
+    .await??
+    .ok_or_else(|| anyhow::anyhow!("the lighthouse closed the control stream"))?;
+    Ok(Registered {
+        connection,
+        send,
+        recv,
+        welcome,
+    })
+}
+
+/// A client endpoint on an ephemeral port of `ip`.
+pub fn endpoint(ip: std::net::IpAddr) -> anyhow::Result<quinn::Endpoint> {
+    Ok(quinn::Endpoint::client(SocketAddr::new(ip, 0))?)
+}
