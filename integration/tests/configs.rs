@@ -24,6 +24,9 @@ fn every_example_config_loads() {
             n if n.starts_with("meshd") && n.ends_with(".toml") => {
                 meshd::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
             }
+            n if n.starts_with("lighthouse") && n.ends_with(".toml") => {
+                lighthouse::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            }
             other => panic!("configs/{other}: no test loads this file; add its parser here"),
         }
         checked += 1;
