@@ -500,3 +500,16 @@ fn garbage_and_bad_certificates_do_not_disturb_registered_nodes() {
     assert!(cold < Duration::from_secs(1), "cold start took {cold:?}");
     assert_eq!(world.ping_series(&a, &b, 3, "0.2"), 3);
 }
+
+#[test]
+fn a_lighthouse_holds_a_thousand_registrations() {
+    let mut lab = Lab::new().unwrap();
+    let ns = lab.namespace("load").unwrap();
+    let tool = mesh::binary("lighthouse-load").unwrap();
+    let out = lab
+        .exec(&ns, &tool.to_string_lossy(), &["--nodes", "1000"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{}", text.trim());
+    assert!(text.starts_with("registered 1000 nodes in "), "{text}");
+}

@@ -1,0 +1,153 @@
+//! Registers many simulated nodes with a real lighthouse and reports what it costs the
+//! lighthouse. One process plays every node: each has its own certificate from a test CA, its
+//! own QUIC connection (mutual TLS) and its own UDP socket for the reflect token, as a meshd
+//! would. The lighthouse runs as a child process on loopback; its resident memory is read from
+//! /proc before and after. Run it inside a network namespace (the test does).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use integration::quic_client;
+use lighthouse::proto::FromLighthouse;
+use rma_ca::test_ca::TestCa;
+
+#[derive(Debug, Parser)]
+#[command(name = "lighthouse-load")]
+struct Cli {
+    /// How many nodes to register.
+    #[arg(long, default_value_t = 1000)]
+    nodes: u32,
+    /// The lighthouse binary (by default the one next to this tool).
+    #[arg(long)]
+    lighthouse: Option<PathBuf>,
+}
+
+/// Resident memory of a process in KiB, from /proc.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: lighthouse\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await?;
+    Ok(text)
+}
+
+/// Waits until the lighthouse's metric `name` reaches `value`.
+async fn wait_metric(metrics: SocketAddr, name: &str, value: f64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = scrape(metrics).await.unwrap_or_default();
+        if metric(&text, name).is_some_and(|v| v >= value) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{name} did not reach {value}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let dir = tempfile::tempdir()?;
+    let pki = TestCa::new("load-ca");
+    let (lh_cert, lh_keys) =
+        pki.node_in("lighthouse-1", Ipv4Addr::new(10, 42, 255, 1), "lighthouses");
+    let files = [
+        ("ca.crt", pki.ca.to_pem()),
+        ("lighthouse.crt", lh_cert.to_pem()),
+        ("lighthouse.key", lh_keys.to_pem().to_string()),
+        (
+            "lighthouse.toml",
+            "listen = \"127.0.0.1:4243\"\n[pki]\nca = \"ca.crt\"\ncert = \"lighthouse.crt\"\n\
+             key = \"lighthouse.key\"\n[metrics]\nlisten = \"127.0.0.1:9243\"\n[log]\nlevel = \"warn\"\n"
+                .to_owned(),
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text)?;
+    }
+    let binary = match cli.lighthouse {
+        Some(path) => path,
+        None => integration::mesh::binary("lighthouse")?,
+    };
+    let mut child = std::process::Command::new(binary)
+        .arg("--config")
+        .arg(dir.path().join("lighthouse.toml"))
+        .spawn()
+        .context("starting the lighthouse")?;
+    let pid = child.id();
+    let address = SocketAddr::from(([127, 0, 0, 1], 4243));
+    let reflector = SocketAddr::from(([127, 0, 0, 1], 4244));
+    let metrics = SocketAddr::from(([127, 0, 0, 1], 9243));
+    let outcome = async {
+        wait_metric(metrics, "lighthouse_registered_nodes", 0.0).await?;
+        let idle = rss_kib(pid)?;
+
+        let issued: Vec<_> = (0..cli.nodes)
+            .map(|i| {
+                let ip = Ipv4Addr::new(10, 42, (i / 250) as u8, (i % 250 + 1) as u8);
+                pki.node(&format!("node-{i}"), ip)
+            })
+            .collect();
+        let endpoint = quic_client::endpoint([127, 0, 0, 1].into())?;
+        let started = Instant::now();
+        let mut held = Vec::with_capacity(issued.len());
+        for (i, (cert, keys)) in issued.iter().enumerate() {
+            let config = quic_client::client_config(cert, keys, &pki.ca)?;
+            let wireguard = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+            let local = vec![SocketAddr::from(([192, 0, 2, (i % 250 + 1) as u8], 4242))];
+            let registered =
+                quic_client::register(&endpoint, config, address, "lighthouse-1", local).await?;
+            let FromLighthouse::Welcome { token, .. } = registered.welcome else {
+                anyhow::bail!("expected a welcome, got {:?}", registered.welcome);
+            };
+            let mut reflect = Vec::new();
+            lighthouse::wire::encode_reflect(&token, &mut reflect);
+            wireguard.send_to(&reflect, reflector).await?;
+            held.push((registered, wireguard));
+        }
+        let nodes = f64::from(cli.nodes);
+        wait_metric(metrics, "lighthouse_registered_nodes", nodes).await?;
+        wait_metric(metrics, "lighthouse_reflected_nodes", nodes).await?;
+        let elapsed = started.elapsed();
+        let loaded = rss_kib(pid)?;
+        println!(
+            "registered {} nodes in {:.1} s; lighthouse rss idle {} KiB, with {} nodes {} KiB \
+             ({:.1} KiB per node)",
+            cli.nodes,
+            elapsed.as_secs_f64(),
+            idle,
+            cli.nodes,
+            loaded,
+            loaded.saturating_sub(idle) as f64 / nodes
+        );
+        drop(held);
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    outcome
+}

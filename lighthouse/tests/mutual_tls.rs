@@ -1,0 +1,131 @@
+//! Mutual TLS between a node and a lighthouse, in-process on loopback: both sides check the
+//! other's certificate against the CA and the revocation list, and the node checks the
+//! lighthouse's name. A refused handshake never reaches the application.
+
+#![allow(clippy::unwrap_used)] // test code
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use lighthouse::tls::{self, Trust};
+use rma_ca::test_ca::TestCa;
+use rma_ca::{NodeCert, NodeKeys, RevocationList};
+
+/// How long the server holds an accepted connection open; the client watches it for half of
+/// that. A refused client certificate closes the connection within one round trip on loopback.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(600);
+
+struct Server {
+    endpoint: quinn::Endpoint,
+    address: SocketAddr,
+}
+
+fn server(pki: &TestCa, crl: Option<RevocationList>) -> Server {
+    let (cert, keys) = pki.node_in("lighthouse-1", Ipv4Addr::new(10, 42, 255, 1), "lighthouses");
+    let config = tls::server_config(&cert, &keys, Trust::new(pki.ca.clone(), crl)).unwrap();
+    let endpoint = quinn::Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let address = endpoint.local_addr().unwrap();
+    Server { endpoint, address }
+}
+
+/// Connects as `cert` to the lighthouse expecting `name`; the server accepts one connection
+/// and reports the client certificate it saw. Returns the client's result and the server's.
+async fn handshake(
+    server: &Server,
+    client_ca: &TestCa,
+    (cert, keys): (&NodeCert, &NodeKeys),
+    name: &str,
+) -> (Result<(), String>, Result<Vec<u8>, String>) {
+    let config = tls::client_config(cert, keys, Trust::new(client_ca.ca.clone(), None)).unwrap();
+    let client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let accept = async {
+        let incoming = server.endpoint.accept().await.unwrap();
+        match incoming.await {
+            Ok(connection) => {
+                let cert = tls::peer_certificate(&connection).ok_or("no certificate");
+                // Held open while the client checks it.
+                let _ = tokio::time::timeout(HOLD, connection.closed()).await;
+                cert.map_err(str::to_owned)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let connect = async {
+        let connection = client
+            .connect_with(config, server.address, name)
+            .unwrap()
+            .await
+            .map_err(|e| e.to_string())?;
+        // The server may still refuse the client's certificate after the client is done:
+        // wait for the connection to prove itself with a round trip.
+        let (mut send, _recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(b"x").await.map_err(|e| e.to_string())?;
+        let verdict = match tokio::time::timeout(HOLD / 2, connection.closed()).await {
+            Ok(reason) => Err(reason.to_string()),
+            Err(_) => Ok(()),
+        };
+        connection.close(0u32.into(), b"done");
+        verdict
+    };
+    tokio::join!(connect, accept)
+}
+
+#[tokio::test]
+async fn a_node_certificate_from_the_ca_is_accepted_both_ways() {
+    let pki = TestCa::new("mesh-ca");
+    let server = server(&pki, None);
+    let (cert, keys) = pki.node("a", Ipv4Addr::new(10, 42, 0, 1));
+    let (client, seen) = handshake(&server, &pki, (&cert, &keys), "lighthouse-1").await;
+    assert_eq!(client, Ok(()));
+    assert_eq!(seen.unwrap(), cert.der());
+}
+
+#[tokio::test]
+async fn foreign_expired_and_revoked_nodes_are_refused_in_the_handshake() {
+    let pki = TestCa::new("mesh-ca");
+    let other = TestCa::new("other-ca");
+    let revoked = pki.node("revoked", Ipv4Addr::new(10, 42, 0, 3));
+    let server = server(&pki, Some(pki.crl_revoking(&[&revoked.0])));
+    let foreign = other.node("foreign", Ipv4Addr::new(10, 42, 0, 2));
+    let expired = pki.node_valid(
+        "expired",
+        Ipv4Addr::new(10, 42, 0, 4),
+        pki.start - time::Duration::days(10),
+        pki.start - time::Duration::days(1),
+    );
+    for ((cert, keys), reason) in [
+        (&foreign, "UnknownIssuer"),
+        (&expired, "Expired"),
+        (&revoked, "Revoked"),
+    ] {
+        let (client, seen) = handshake(&server, &pki, (cert, keys), "lighthouse-1").await;
+        let seen = seen.unwrap_err();
+        assert!(seen.contains(reason), "{}: server saw {seen}", cert.name());
+        assert!(client.is_err(), "{}: the client got through", cert.name());
+    }
+}
+
+#[tokio::test]
+async fn a_node_refuses_a_lighthouse_with_the_wrong_name_or_another_ca() {
+    let pki = TestCa::new("mesh-ca");
+    let server = server(&pki, None);
+    let node = pki.node("a", Ipv4Addr::new(10, 42, 0, 1));
+    let (client, _) = handshake(&server, &pki, (&node.0, &node.1), "lighthouse-2").await;
+    assert!(client.unwrap_err().contains("NotValidForName"));
+
+    let other = TestCa::new("other-ca");
+    let (client, _) = handshake(&server, &other, (&node.0, &node.1), "lighthouse-1").await;
+    assert!(client.unwrap_err().contains("UnknownIssuer"));
+}
+
+#[test]
+fn trust_follows_the_revocation_list() {
+    let pki = TestCa::new("mesh-ca");
+    let (cert, _) = pki.node("a", Ipv4Addr::new(10, 42, 0, 1));
+    let trust: Arc<Trust> = Trust::new(pki.ca.clone(), None);
+    assert!(trust.check(cert.der(), pki.start).is_ok());
+    trust.set_crl(Some(pki.crl_revoking(&[&cert])));
+    let refusal = trust.check(cert.der(), pki.start).unwrap_err();
+    assert!(refusal.to_string().starts_with("revoked at"), "{refusal}");
+    assert!(trust.check(b"not a certificate", pki.start).is_err());
+}
