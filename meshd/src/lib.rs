@@ -15,4 +15,6 @@ pub mod status;
 mod udp;
 
 #[cfg(test)]
+mod node_lighthouse_tests;
+#[cfg(test)]
 mod node_tests;

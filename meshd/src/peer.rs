@@ -56,6 +56,8 @@ pub(crate) struct Peer {
     pub(crate) punch_answered: Option<Instant>,
     /// Whether this node has started a handshake with the peer (it had something to send).
     pub(crate) initiated: bool,
+    /// Whether the last authenticated datagram from the peer came through a lighthouse.
+    pub(crate) heard_via_relay: bool,
     pub(crate) counters: PeerCounters,
     /// The span every event about this peer is logged in (name and mesh IP).
     pub(crate) span: tracing::Span,
@@ -78,6 +80,7 @@ impl Peer {
             probe_interval: PROBE_FIRST,
             punch_answered: None,
             initiated: false,
+            heard_via_relay: false,
             counters: PeerCounters::default(),
             span,
             handshakes: 0,
@@ -113,11 +116,13 @@ impl Peer {
     ) -> Option<Option<SocketAddr>> {
         match source {
             Source::Direct(from) => {
+                self.heard_via_relay = false;
                 self.direct_seen = Some(now);
                 self.probe_interval = PROBE_FIRST;
                 (self.endpoint != Some(from)).then(|| self.endpoint.replace(from))
             }
             Source::Relay(lh, _) => {
+                self.heard_via_relay = true;
                 self.relay = Some(lh);
                 None
             }
@@ -139,11 +144,14 @@ impl Peer {
     pub(crate) fn status(&self, now: Instant, relay: Option<(&str, bool)>) -> PeerStatus {
         let (since_handshake, tx, rx, _loss, rtt) = self.tunn.stats();
         let relay_up = relay.is_some_and(|(_, up)| up);
+        let relayed = || ("relayed", relay.map(|(name, _)| name.to_owned()));
+        // How the peer's packets reach this node: a direct path that merely went quiet (and
+        // so also gets copies through the relay) is still direct.
         let (path, via) = match self.route(now, relay_up) {
             Route::Direct(_) => ("direct", None),
-            Route::Relay(_) | Route::Both(..) => {
-                ("relayed", relay.map(|(name, _)| name.to_owned()))
-            }
+            Route::Relay(_) => relayed(),
+            Route::Both(..) if self.heard_via_relay => relayed(),
+            Route::Both(..) => ("direct", None),
             Route::Candidates => ("connecting", None),
         };
         PeerStatus {

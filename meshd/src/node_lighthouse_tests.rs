@@ -1,0 +1,468 @@
+//! The node's lighthouse logic driven in-process: nodes behind simulated NATs, the real
+//! rendezvous core as the lighthouse, datagrams and relayed packets carried by a simulated
+//! internet, and time passed in. No sockets, no QUIC, no sleeping.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use lighthouse::proto::{FromLighthouse, ToLighthouse};
+use lighthouse::rendezvous::{ConnId, Effect, Rendezvous};
+use lighthouse::wire::{self, Control};
+use rma_ca::NodeCert;
+
+use crate::config::Lighthouse;
+use crate::ipv4::test_packet;
+use crate::node::{Identity, Node, Now, Settings};
+use crate::node_tests::{Collected, Pki, allow_all, ip};
+
+const LIGHTHOUSE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 4243);
+const REFLECTOR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 4244);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NatKind {
+    /// Keeps the port; admits replies from addresses the inside has sent to.
+    Cone,
+    /// A new port per destination; admits replies only on that port.
+    Symmetric,
+    /// Admits nothing from outside (UDP blocked).
+    Closed,
+}
+
+struct Nat {
+    public: Ipv4Addr,
+    kind: NatKind,
+    /// (inside port, destination for symmetric NATs) -> outside port.
+    mappings: HashMap<(u16, Option<SocketAddr>), u16>,
+    /// (outside port, remote) pairs that may send in.
+    admitted: Vec<(u16, SocketAddr)>,
+    next_port: u16,
+}
+
+impl Nat {
+    fn new(public: Ipv4Addr, kind: NatKind) -> Self {
+        Self {
+            public,
+            kind,
+            mappings: HashMap::new(),
+            admitted: Vec::new(),
+            next_port: 30_000,
+        }
+    }
+
+    fn outbound(&mut self, inside: SocketAddr, to: SocketAddr) -> SocketAddr {
+        let key = match self.kind {
+            NatKind::Symmetric => (inside.port(), Some(to)),
+            NatKind::Cone | NatKind::Closed => (inside.port(), None),
+        };
+        let port = match self.mappings.get(&key) {
+            Some(port) => *port,
+            None => {
+                let port = if self.kind == NatKind::Symmetric {
+                    self.next_port += 1;
+                    self.next_port
+                } else {
+                    inside.port()
+                };
+                self.mappings.insert(key, port);
+                port
+            }
+        };
+        if !self.admitted.contains(&(port, to)) {
+            self.admitted.push((port, to));
+        }
+        SocketAddr::from((self.public, port))
+    }
+
+    fn admits(&self, port: u16, from: SocketAddr) -> bool {
+        self.kind != NatKind::Closed && self.admitted.contains(&(port, from))
+    }
+}
+
+struct Host {
+    node: Node,
+    cert: NodeCert,
+    /// The node's own socket address (on its LAN, or public).
+    addr: SocketAddr,
+    nat: Option<Nat>,
+    delivered: Vec<Vec<u8>>,
+}
+
+/// Hosts, their NATs, and one lighthouse (the rendezvous core) on a lossless internet.
+struct Internet {
+    hosts: Vec<Host>,
+    lighthouse: Rendezvous,
+    lighthouse_up: bool,
+    in_flight: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Relayed packets: (from host, to host, source mesh IP, datagram).
+    relay_queue: VecDeque<(usize, usize, Ipv4Addr, Vec<u8>)>,
+    now: Now,
+    pki: Pki,
+    /// The persistent keepalive of nodes added from now on.
+    keepalive: Option<u16>,
+}
+
+fn conn(host: usize) -> ConnId {
+    host as ConnId
+}
+
+impl Internet {
+    fn new() -> Self {
+        let pki = Pki::new("test-ca");
+        Self {
+            hosts: Vec::new(),
+            lighthouse: Rendezvous::new(REFLECTOR.port(), None),
+            lighthouse_up: true,
+            in_flight: VecDeque::new(),
+            relay_queue: VecDeque::new(),
+            now: Now {
+                instant: std::time::Instant::now(),
+                wall: pki.start,
+            },
+            pki,
+            keepalive: Some(25),
+        }
+    }
+
+    /// Adds node n (mesh IP 10.42.0.n): behind a NAT of `kind` with public address
+    /// 203.0.113.n, or public at 203.0.113.n itself. It registers with the lighthouse.
+    fn add(&mut self, n: u8, nat: Option<NatKind>) -> usize {
+        let (cert, keys) = self.pki.node(&format!("n{n}"), ip(n));
+        let public = Ipv4Addr::new(203, 0, 113, n);
+        let addr = match nat {
+            Some(_) => SocketAddr::from(([192, 168, n, 2], 4242)),
+            None => SocketAddr::from((public, 4242)),
+        };
+        let settings = Settings {
+            keepalive: self.keepalive,
+            static_peers: Vec::new(),
+            firewall: allow_all(),
+            lighthouses: vec![Lighthouse {
+                name: "lighthouse-1".into(),
+                address: LIGHTHOUSE,
+            }],
+        };
+        let identity = Identity {
+            cert: cert.clone(),
+            keys,
+            ca: self.pki.ca.clone(),
+            crl: None,
+        };
+        self.hosts.push(Host {
+            node: Node::new(identity, &settings),
+            cert: cert.clone(),
+            addr,
+            nat: nat.map(|kind| Nat::new(public, kind)),
+            delivered: Vec::new(),
+        });
+        let h = self.hosts.len() - 1;
+        self.connect(h, cert);
+        h
+    }
+
+    fn connect(&mut self, h: usize, cert: NodeCert) {
+        let quic = SocketAddr::from((self.public_ip(h), 5000));
+        let token = [h as u8 + 1; wire::TOKEN_LEN];
+        let effects = self
+            .lighthouse
+            .connect(conn(h), cert, quic, token, self.now.instant);
+        self.apply(effects);
+        self.hosts[h].node.lighthouse_up(0);
+        let local = vec![self.hosts[h].addr];
+        let effects =
+            self.lighthouse
+                .message(conn(h), ToLighthouse::Register { local }, self.now.instant);
+        self.apply(effects);
+        self.run();
+    }
+
+    fn public_ip(&self, h: usize) -> Ipv4Addr {
+        match (&self.hosts[h].nat, self.hosts[h].addr.ip()) {
+            (Some(nat), _) => nat.public,
+            (None, IpAddr::V4(ip)) => ip,
+            (None, IpAddr::V6(_)) => unreachable!("IPv4 only"),
+        }
+    }
+
+    /// Carries out what the lighthouse decided.
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send(c, message) => self.tell_node(c as usize, message),
+                Effect::Close(c, _) => self.hosts[c as usize].node.lighthouse_down(0),
+            }
+        }
+    }
+
+    fn tell_node(&mut self, h: usize, message: FromLighthouse) {
+        let mut out = Collected::default();
+        let now = self.now;
+        self.hosts[h]
+            .node
+            .handle_lighthouse(0, message, now, &mut out);
+        self.absorb(h, out);
+    }
+
+    fn absorb(&mut self, h: usize, out: Collected) {
+        let from = self.hosts[h].addr;
+        for (to, datagram) in out.transmits {
+            let src = match &mut self.hosts[h].nat {
+                Some(nat) => nat.outbound(from, to),
+                None => from,
+            };
+            self.in_flight.push_back((src, to, datagram));
+        }
+        self.hosts[h].delivered.extend(out.delivered);
+        for (_, to, datagram) in out.relayed {
+            if !self.lighthouse_up {
+                continue;
+            }
+            if let Ok((dest, source)) = self.lighthouse.relay(conn(h), to, datagram.len()) {
+                self.relay_queue
+                    .push_back((h, dest as usize, source, datagram));
+            }
+        }
+        for (_, message) in out.asked {
+            if self.lighthouse_up {
+                let effects = self.lighthouse.message(conn(h), message, self.now.instant);
+                self.apply(effects);
+            }
+        }
+    }
+
+    /// The host that receives a datagram sent to `to` from `from`, through its NAT.
+    fn receiver(&self, from: SocketAddr, to: SocketAddr) -> Option<usize> {
+        self.hosts.iter().position(|host| match &host.nat {
+            Some(nat) => IpAddr::V4(nat.public) == to.ip() && nat.admits(to.port(), from),
+            None => host.addr == to,
+        })
+    }
+
+    /// Delivers datagrams and relayed packets until the network is quiet.
+    fn run(&mut self) {
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            assert!(steps < 100_000, "the simulated network never went quiet");
+            if let Some((from, to, datagram)) = self.in_flight.pop_front() {
+                if to == REFLECTOR {
+                    if self.lighthouse_up
+                        && let Ok(Control::Reflect { token }) = wire::parse_control(&datagram)
+                    {
+                        let effects = self.lighthouse.reflect(from, &token);
+                        self.apply(effects);
+                    }
+                    continue;
+                }
+                let Some(h) = self.receiver(from, to) else {
+                    continue;
+                };
+                let mut out = Collected::default();
+                let now = self.now;
+                self.hosts[h]
+                    .node
+                    .handle_datagram(from, &datagram, now, &mut out);
+                self.absorb(h, out);
+            } else if let Some((_, to, source, datagram)) = self.relay_queue.pop_front() {
+                let mut out = Collected::default();
+                let now = self.now;
+                self.hosts[to]
+                    .node
+                    .handle_relayed(0, source, &datagram, now, &mut out);
+                self.absorb(to, out);
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let step = Duration::from_millis(250);
+        let mut left = by;
+        while !left.is_zero() {
+            let d = left.min(step);
+            left -= d;
+            self.now.instant += d;
+            self.now.wall += d;
+            #[cfg(feature = "fake-clock")]
+            mock_instant::MockClock::advance(d);
+            for h in 0..self.hosts.len() {
+                let mut out = Collected::default();
+                let now = self.now;
+                self.hosts[h].node.handle_timers(now, &mut out);
+                self.absorb(h, out);
+            }
+            self.run();
+        }
+    }
+
+    /// Host `h` sends a packet to the node with mesh IP `to`; returns whether it arrived.
+    fn send(&mut self, h: usize, to: Ipv4Addr, payload: &[u8]) -> bool {
+        let packet = test_packet(self.hosts[h].node.mesh_ip(), to, payload);
+        let mut out = Collected::default();
+        let now = self.now;
+        self.hosts[h].node.handle_tun_packet(&packet, now, &mut out);
+        self.absorb(h, out);
+        self.run();
+        let Some(target) = self.hosts.iter().position(|host| host.node.mesh_ip() == to) else {
+            return false;
+        };
+        let arrived = self.hosts[target].delivered.contains(&packet);
+        self.hosts[target].delivered.clear();
+        arrived
+    }
+
+    fn path(&self, h: usize, to: Ipv4Addr) -> (String, Option<String>, String) {
+        let status = self.hosts[h].node.status(self.now.instant);
+        let peer = status
+            .peers
+            .into_iter()
+            .find(|p| p.mesh_ip == to.to_string())
+            .expect("a peer with that mesh IP");
+        (peer.path, peer.via, peer.endpoint)
+    }
+}
+
+#[test]
+fn cone_nats_punch_through_and_the_session_goes_direct() {
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Cone));
+    let b = net.add(2, Some(NatKind::Cone));
+    assert!(net.send(a, ip(2), b"first"));
+    assert_eq!(
+        net.path(a, ip(2)),
+        ("direct".into(), None, "203.0.113.2:4242".into())
+    );
+    assert_eq!(
+        net.path(b, ip(1)),
+        ("direct".into(), None, "203.0.113.1:4242".into())
+    );
+    assert!(net.send(b, ip(1), b"reply"));
+}
+
+#[test]
+fn symmetric_nats_are_relayed_and_stay_reachable() {
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Symmetric));
+    let b = net.add(2, Some(NatKind::Symmetric));
+    assert!(net.send(a, ip(2), b"first"));
+    assert_eq!(
+        net.path(a, ip(2)),
+        ("relayed".into(), Some("lighthouse-1".into()), "-".into())
+    );
+    // A minute of probing finds no direct path; the relay keeps carrying.
+    net.advance(Duration::from_secs(60));
+    assert_eq!(net.path(b, ip(1)).0, "relayed");
+    assert!(net.send(b, ip(1), b"still here"));
+    assert!(net.lighthouse.counters().relayed_packets > 0);
+}
+
+#[test]
+fn a_relayed_session_moves_to_a_direct_path_once_one_opens_without_losing_a_packet() {
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Cone));
+    let b = net.add(2, Some(NatKind::Closed));
+    assert!(net.send(a, ip(2), b"over the relay"));
+    assert_eq!(net.path(a, ip(2)).0, "relayed");
+    // Handshakes are counted on the timer tick.
+    net.advance(Duration::from_millis(250));
+    let handshakes = net.hosts[a].node.status(net.now.instant).peers[0].handshakes;
+    assert_eq!(handshakes, 1);
+
+    // b's firewall opens: the next direct-path probe finds it. A packet every quarter second
+    // meanwhile: none is lost while the session moves.
+    if let Some(nat) = &mut net.hosts[b].nat {
+        nat.kind = NatKind::Cone;
+    }
+    for i in 0..80u32 {
+        net.advance(Duration::from_millis(250));
+        assert!(net.send(a, ip(2), &i.to_be_bytes()), "packet {i} lost");
+    }
+    assert_eq!(net.path(a, ip(2)).0, "direct");
+    assert_eq!(net.path(b, ip(1)).0, "direct");
+    let status = net.hosts[a].node.status(net.now.instant);
+    assert!(status.peers[0].handshakes >= handshakes);
+}
+
+#[test]
+fn peers_learned_from_the_lighthouse_stay_reachable_while_it_is_down() {
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Cone));
+    let b = net.add(2, None);
+    assert!(net.send(a, ip(2), b"hello"));
+    net.lighthouse_up = false;
+    for h in [a, b] {
+        net.hosts[h].node.lighthouse_down(0);
+    }
+    net.advance(Duration::from_secs(90));
+    assert!(net.send(a, ip(2), b"still direct"));
+    assert!(net.send(b, ip(1), b"both ways"));
+    // A node it never met cannot be found without a lighthouse, and says so.
+    let before = net.hosts[a].node.status(net.now.instant).drops.no_route;
+    assert!(!net.send(a, ip(9), b"nobody"));
+    assert_eq!(
+        net.hosts[a].node.status(net.now.instant).drops.no_route,
+        before + 1
+    );
+}
+
+/// New handshakes to a peer learned from the lighthouse work while the lighthouse is down.
+#[cfg(feature = "fake-clock")]
+#[test]
+fn a_cached_peer_gets_a_new_handshake_while_every_lighthouse_is_down() {
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Cone));
+    // Only a keeps the NAT mappings open. In this lockstep simulation two nodes whose
+    // keepalives fire at the same instant would both start the new handshake at once, and
+    // boringtun retries such a collision without jitter.
+    net.keepalive = None;
+    let b = net.add(2, Some(NatKind::Cone));
+    assert!(net.send(a, ip(2), b"hello"));
+    net.lighthouse_up = false;
+    for h in [a, b] {
+        net.hosts[h].node.lighthouse_down(0);
+    }
+    // Past WireGuard's session lifetime (REJECT_AFTER_TIME, 180 s), with keepalives only.
+    net.advance(Duration::from_secs(200));
+    // a's keepalives made it rekey (the initiator does after REKEY_AFTER_TIME, 120 s) with
+    // the lighthouse gone: the handshakes went straight to the cached endpoint.
+    let handshakes = net.hosts[a].node.status(net.now.instant).peers[0].handshakes;
+    assert!(handshakes >= 2, "{handshakes} handshakes");
+    assert!(net.send(a, ip(2), b"after expiry"));
+    assert!(net.send(b, ip(1), b"and back"));
+}
+
+#[test]
+fn a_revocation_list_from_the_lighthouse_ends_sessions_once_its_signature_checks() {
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Cone));
+    let b = net.add(2, Some(NatKind::Cone));
+    let c = net.add(3, Some(NatKind::Cone));
+    assert!(net.send(b, ip(1), b"to a"));
+    assert!(net.send(b, ip(3), b"to c"));
+    let revoked = net.hosts[a].cert.clone();
+
+    // A list signed by another CA is ignored.
+    let other = Pki::new("other-ca");
+    net.tell_node(
+        b,
+        FromLighthouse::Crl {
+            der: other.crl_revoking(&[&revoked]).der().to_vec(),
+        },
+    );
+    assert!(net.send(b, ip(1), b"still trusted"));
+
+    let effects = net.lighthouse.set_crl(net.pki.crl_revoking(&[&revoked]));
+    net.apply(effects);
+    let peers: Vec<String> = net.hosts[b]
+        .node
+        .status(net.now.instant)
+        .peers
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(peers, ["n3"], "a's session ended, c's stayed");
+    assert!(!net.send(b, ip(1), b"refused"));
+    assert!(net.send(b, ip(3), b"c still reachable"));
+    assert_eq!(net.path(c, ip(2)).0, "direct");
+}
