@@ -141,6 +141,8 @@ pub struct NodeConfig<'a> {
     pub metrics: Option<SocketAddr>,
     /// Lighthouses by name and QUIC address.
     pub lighthouses: &'a [(String, SocketAddr)],
+    /// The TUN MTU; meshd's default (1380) if `None`.
+    pub mtu: Option<u16>,
 }
 
 /// Firewall rules that let every packet through, for tests about something else.
@@ -157,8 +159,9 @@ pub fn write_config(lab: &Lab, node: &NodeConfig<'_>) -> anyhow::Result<(PathBuf
     if let Some(crl) = node.crl {
         text.push_str(&format!("crl = {crl:?}\n"));
     }
+    let mtu = node.mtu.map(|m| format!("mtu = {m}\n")).unwrap_or_default();
     text.push_str(&format!(
-        "\n[tun]\nname = \"rma0\"\n\n[status]\nsocket = {socket:?}\n\n[log]\nlevel = \"info,meshd=debug\"\n"
+        "\n[tun]\nname = \"rma0\"\n{mtu}\n[status]\nsocket = {socket:?}\n\n[log]\nlevel = \"info,meshd=debug\"\n"
     ));
     if let Some(addr) = node.metrics {
         text.push_str(&format!("\n[metrics]\nlisten = \"{addr}\"\n"));

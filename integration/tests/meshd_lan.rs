@@ -94,6 +94,7 @@ impl Lan {
             firewall: extra.firewall,
             metrics: None,
             lighthouses: &[],
+            mtu: None,
         };
         mesh::start(&mut self.lab, &ns, &config).unwrap()
     }
@@ -324,6 +325,7 @@ fn untrusted_certificates_get_no_session() {
         firewall: None,
         metrics: None,
         lighthouses: &[],
+        mtu: None,
     };
     let (config_path, _) = mesh::write_config(&lan.lab, &config).unwrap();
     let meshd = mesh::binary("meshd").unwrap();
@@ -637,6 +639,7 @@ fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
         firewall: Some(rules),
         metrics: None,
         lighthouses: &[],
+        mtu: None,
     };
     mesh::write_config(&lan.lab, &config).unwrap();
     lan.lab.signal(a.proc, "HUP").unwrap();
@@ -699,6 +702,7 @@ fn meshd_tells_systemd_it_is_ready_and_cleans_up_on_sigterm() {
         firewall: None,
         metrics: None,
         lighthouses: &[],
+        mtu: None,
     };
     let (config_path, socket) = mesh::write_config(&lan.lab, &config).unwrap();
     // Stand in for systemd's notification socket.
@@ -759,6 +763,7 @@ fn metrics_are_served_in_the_prometheus_format() {
         firewall: None,
         metrics: Some(metrics_addr),
         lighthouses: &[],
+        mtu: None,
     };
     let a = mesh::start(&mut lan.lab, &ns, &config).unwrap();
     let b = lan.node("b", 2, &[1], None);

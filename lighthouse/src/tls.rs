@@ -24,6 +24,8 @@ use crate::proto::ALPN;
 /// connection is declared dead. The keepalive also holds the node's NAT mapping open.
 pub const KEEPALIVE: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The largest UDP payload QUIC's path MTU discovery tries: a 1500-byte IPv4 path.
+pub const QUIC_MTU_UPPER_BOUND: u16 = 1472;
 /// Relay fallback streams in flight per connection.
 const MAX_UNI_STREAMS: u32 = 256;
 
@@ -237,13 +239,18 @@ fn identity(
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    // The mesh runs over IPv4: a 1500-byte path carries 1472-byte UDP payloads, and with them
+    // QUIC datagrams of 1434 bytes, room for a relayed full-size packet (see meshd's MTU).
+    mtu.upper_bound(QUIC_MTU_UPPER_BOUND);
     transport
         .keep_alive_interval(Some(KEEPALIVE))
         .max_idle_timeout(IDLE_TIMEOUT.try_into().ok())
         .max_concurrent_uni_streams(MAX_UNI_STREAMS.into())
         .max_concurrent_bidi_streams(1u32.into())
         .datagram_receive_buffer_size(Some(4 << 20))
-        .datagram_send_buffer_size(4 << 20);
+        .datagram_send_buffer_size(4 << 20)
+        .mtu_discovery_config(Some(mtu));
     Arc::new(transport)
 }
 

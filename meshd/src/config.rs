@@ -14,9 +14,9 @@ use crate::firewall::{Action, Peer, Policy, Ports, Proto, Rule, Timeouts};
 /// WireGuard's UDP port for RMA Mesh unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 4242;
 /// A full-size packet must fit in a QUIC datagram when a lighthouse relays it: 1380 bytes plus
-/// WireGuard's 32 and the relay's 4 is 1416, within the 1420-byte datagrams QUIC carries once it
-/// has found a 1500-byte path (1452-byte UDP payloads). Directly, it leaves 60 bytes of a
-/// 1500-byte path unused.
+/// WireGuard's 32 and the relay's 4 is 1416, within the 1434-byte datagrams QUIC carries once it
+/// has found a 1500-byte IPv4 path (1472-byte UDP payloads, less QUIC's 38 bytes of header,
+/// tag and frame). Sent directly, it leaves 60 bytes of a 1500-byte path unused.
 pub const DEFAULT_MTU: u16 = 1380;
 /// Keeps NAT mappings open on idle tunnels, like Nebula and Tailscale.
 pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;

@@ -165,6 +165,7 @@ fn start_meshd(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, usize)> 
             firewall: None,
             metrics: None,
             lighthouses: &[],
+            mtu: Some(1420),
         };
         procs.push(mesh::start(lab, ns, &config)?.proc);
     }
