@@ -45,6 +45,10 @@ pub struct Internet {
     pub lab: Lab,
     pub inet: Ns,
     links: u8,
+    /// The outer end of every uplink: (namespace, interface).
+    uplinks: Vec<(Ns, String)>,
+    /// Whether uplinks split GSO trains into datagrams (see [`Internet::lose`]).
+    split_trains: bool,
 }
 
 fn forwarding(lab: &Lab, ns: &Ns) -> anyhow::Result<()> {
@@ -60,6 +64,8 @@ impl Internet {
             lab,
             inet,
             links: 0,
+            uplinks: Vec::new(),
+            split_trains: false,
         })
     }
 
@@ -78,7 +84,17 @@ impl Internet {
             ns,
             &["route", "add", "default", "via", &format!("198.18.{k}.254")],
         )?;
+        self.uplinks.push((ns.clone(), iface.to_owned()));
+        if self.split_trains {
+            self.split_trains_on(ns, iface)?;
+        }
         Ok(public)
+    }
+
+    fn split_trains_on(&self, ns: &Ns, iface: &str) -> anyhow::Result<()> {
+        self.lab
+            .ip(ns, &["link", "set", "dev", iface, "gso_max_segs", "1"])
+            .map(drop)
     }
 
     /// A host with a public address of its own.
@@ -143,13 +159,33 @@ impl Internet {
     }
 
     /// Drops `percent` of the packets the internet forwards, at random (the kernel here has no
-    /// netem; nftables' `numgen` does the same job).
-    pub fn lose(&self, percent: u8) -> anyhow::Result<()> {
+    /// netem; nftables' `numgen` does the same job). meshd sends UDP GSO trains of up to 64 KiB
+    /// that stay one buffer across veth links, so every uplink first splits them into single
+    /// datagrams (from now on, and on uplinks added later): the rule then drops datagrams, as
+    /// a lossy link would, not whole trains.
+    pub fn lose(&mut self, percent: u8) -> anyhow::Result<()> {
+        self.split_trains = true;
+        for (ns, iface) in &self.uplinks {
+            self.split_trains_on(ns, iface)?;
+        }
         self.lab.nft(
             &self.inet,
             &format!(
-                "table inet loss {{\n  chain forward {{\n    type filter hook forward priority 0;\n    numgen random mod 100 < {percent} drop\n  }}\n}}\n"
+                "table inet loss {{\n  chain forward {{\n    type filter hook forward priority 0;\n    numgen random mod 100 < {percent} counter drop\n  }}\n}}\n"
             ),
         )
+    }
+
+    /// Packets the loss rule has dropped so far.
+    pub fn lost(&self) -> anyhow::Result<u64> {
+        let out = self
+            .lab
+            .exec(&self.inet, "nft", &["list", "table", "inet", "loss"])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no packet counter in {text}"))
     }
 }
