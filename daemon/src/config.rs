@@ -211,6 +211,19 @@ impl TryFrom<String> for HostPort {
     }
 }
 
+/// The `[metrics]` section: where Prometheus metrics are served, if anywhere.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    listen: Option<HostPort>,
+}
+
+impl RawMetrics {
+    pub fn listen(&self) -> Option<SocketAddr> {
+        self.listen.map(|l| l.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,13 @@ impl Exposition {
     }
 }
 
+/// Binds the metrics listener, naming the address in the error.
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("metrics listener {addr}: {e}"))
+}
+
 /// Serves `app` (which routes `/metrics`) until the task is aborted.
 pub async fn serve(listener: TcpListener, app: Router) {
     if let Err(e) = axum::serve(listener, app).await {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use rma_daemon::config::{HostPort, RawLog, RawPki};
+use rma_daemon::config::{RawLog, RawMetrics, RawPki};
 pub use rma_daemon::{ConfigError, Log, LogFormat, PkiPaths};
 use serde::Deserialize;
 
@@ -33,12 +33,6 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     log: RawLog,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawMetrics {
-    listen: Option<HostPort>,
 }
 
 type ListenAddr = rma_daemon::config::ListenAddr<DEFAULT_PORT>;
@@ -80,7 +74,7 @@ impl Config {
             pki: raw.pki.resolve(path),
             listen,
             reflector,
-            metrics: raw.metrics.listen.map(|l| l.0),
+            metrics: raw.metrics.listen(),
             log: raw.log.validate(path)?,
         })
     }

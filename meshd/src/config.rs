@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use rma_daemon::config::{RawLog, RawPki};
+use rma_daemon::config::{RawLog, RawMetrics, RawPki};
 pub use rma_daemon::{ConfigError, Log, LogFormat, PkiPaths};
 use serde::Deserialize;
 
@@ -83,12 +83,6 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     log: RawLog,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawMetrics {
-    listen: Option<rma_daemon::config::HostPort>,
 }
 
 #[derive(Deserialize, Default)]
@@ -435,7 +429,7 @@ impl Config {
                     other: std::time::Duration::from_secs(raw.firewall.conntrack.default_timeout),
                 },
             },
-            metrics: raw.metrics.listen.map(|l| l.0),
+            metrics: raw.metrics.listen(),
             log,
         })
     }

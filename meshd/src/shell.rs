@@ -89,9 +89,7 @@ pub async fn run(
     let (status_tx, mut status_rx) = mpsc::channel::<Request>(8);
     let metrics_task = match config.metrics {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("metrics listener {addr}: {e}"))?;
+            let listener = rma_daemon::prometheus::bind(addr).await?;
             Some(tokio::spawn(crate::metrics::serve(
                 listener,
                 status_tx.clone(),
