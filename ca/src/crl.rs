@@ -129,12 +129,31 @@ impl RevocationList {
     pub fn is_stale(&self, now: OffsetDateTime) -> bool {
         self.next_update.is_some_and(|next| now > next)
     }
+
+    /// Whether this list should replace `current`: a higher CRL number, or a later issue time
+    /// when either list has no number. Revocations never go back to an older list.
+    pub fn supersedes(&self, current: Option<&Self>) -> bool {
+        match current {
+            None => true,
+            Some(current) => match (self.number, current.number) {
+                (Some(new), Some(old)) => new > old,
+                _ => self.this_update > current.this_update,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::{self, NOW};
+
+    #[test]
+    fn a_list_supersedes_none_and_older_ones_only() {
+        let crl = fixtures::crl();
+        assert!(crl.supersedes(None));
+        assert!(!crl.supersedes(Some(&crl)), "the same list is not newer");
+    }
 
     #[test]
     fn reads_entries_of_its_own_ca_only() {

@@ -42,6 +42,9 @@ pub struct Pki {
     pub ca: CaCert,
     dir: PathBuf,
     pub ca_path: PathBuf,
+    /// The number of the last revocation list written by [`Pki::crl`]: like `rma-ca crl`, each
+    /// new list gets a higher one.
+    crl_number: std::sync::atomic::AtomicU64,
 }
 
 /// A node certificate and key, on disk.
@@ -62,6 +65,7 @@ impl Pki {
             test,
             dir: dir.to_owned(),
             ca_path,
+            crl_number: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -100,10 +104,14 @@ impl Pki {
         })
     }
 
-    /// Writes revocation list number 1 naming `revoked` to `revoked.crl`.
+    /// Writes the next revocation list, naming `revoked`, to `revoked.crl`.
     pub fn crl(&self, revoked: &[&NodeCert]) -> anyhow::Result<PathBuf> {
         let path = self.dir.join("revoked.crl");
-        self.write_crl(&path, 1, revoked)?;
+        let number = self
+            .crl_number
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        self.write_crl(&path, number, revoked)?;
         Ok(path)
     }
 

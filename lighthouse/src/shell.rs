@@ -254,6 +254,12 @@ impl CrlWatch {
                 return;
             }
         };
+        if !crl.supersedes(trust.crl().as_ref()) {
+            if !force {
+                tracing::warn!(number = ?crl.number(), "the revocation list file is not newer than the one in use; keeping it");
+            }
+            return;
+        }
         apply_crl(shared, trust, crl);
     }
 }

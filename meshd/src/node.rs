@@ -412,7 +412,17 @@ impl Node {
         self.pending
             .retain(|ip, _| settings.static_peers.iter().any(|p| p.mesh_ip == *ip));
         self.firewall.set_policy(settings.firewall.clone());
-        self.crl = crl;
+        // A list a lighthouse pushed may be newer than the file. Revocations never go back: the
+        // list in use is replaced only by a newer one, never by an older one or by none.
+        match crl {
+            Some(file) if file.supersedes(self.crl.as_ref()) => {
+                self.crl = Some(file);
+            }
+            Some(_) => tracing::info!(
+                "the revocation list file is not newer than the one in use; keeping it"
+            ),
+            None => {}
+        }
         self.end_untrusted_sessions(now);
     }
 

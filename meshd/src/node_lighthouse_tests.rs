@@ -464,5 +464,20 @@ fn a_revocation_list_from_the_lighthouse_ends_sessions_once_its_signature_checks
     assert_eq!(peers, ["n3"], "a's session ended, c's stayed");
     assert!(!net.send(b, ip(1), b"refused"));
     assert!(net.send(b, ip(3), b"c still reachable"));
+    // A reload with an older list from the config file does not bring a back.
+    let settings = Settings {
+        keepalive: Some(25),
+        static_peers: Vec::new(),
+        firewall: allow_all(),
+        lighthouses: Vec::new(),
+    };
+    let now = net.now;
+    let older = net.pki.crl(0, &[]);
+    net.hosts[b].node.reload(&settings, Some(older), now);
+    assert_eq!(
+        net.hosts[b].node.crl().and_then(|c| c.number()),
+        Some(1),
+        "the pushed list stays"
+    );
     assert_eq!(net.path(c, ip(2)).0, "direct");
 }

@@ -329,14 +329,7 @@ impl Node {
                 return;
             }
         };
-        let newer = match &self.crl {
-            None => true,
-            Some(current) => match (crl.number(), current.number()) {
-                (Some(new), Some(old)) => new > old,
-                _ => crl.this_update() > current.this_update(),
-            },
-        };
-        if !newer {
+        if !crl.supersedes(self.crl.as_ref()) {
             return;
         }
         tracing::info!(lighthouse = %name, revoked = crl.len(), number = ?crl.number(), "applying a revocation list from the lighthouse");
