@@ -417,6 +417,22 @@ fn a_revoked_node_loses_its_sessions_and_cannot_register_again() {
     );
     assert_eq!(world.ping_series(&b, &a, 2, "0.2"), 0);
     assert_eq!(world.ping_series(&b, &c, 2, "0.2"), 2);
+
+    // Without a SIGHUP: the lighthouse notices the file changed and pushes the new list.
+    let c_cert =
+        rma_ca::NodeCert::from_bytes(&std::fs::read(world.net.lab.dir().join("c.crt")).unwrap())
+            .unwrap();
+    world.pki.write_crl(&crl, 3, &[&a_cert, &c_cert]).unwrap();
+    wait::until(
+        "b to end its session with c once the lighthouse sees the new file",
+        Duration::from_secs(10),
+        || b.peer(c.mesh_ip).is_none().then_some(()),
+    )
+    .unwrap();
+    assert_eq!(
+        world.lighthouse_metric(0, "lighthouse_closed_revoked_total"),
+        2.0
+    );
 }
 
 #[test]

@@ -133,6 +133,8 @@ pub struct Node {
     counters: NodeCounters,
     scratch: Box<[u8]>,
     beacons: Vec<Beacon>,
+    /// Relayed handshake initiations from mesh IPs this node has no certificate for yet.
+    held: introductions::HeldInits,
     punch_request: Vec<u8>,
     punch_answer: Vec<u8>,
 }
@@ -188,6 +190,7 @@ impl Node {
             counters: NodeCounters::default(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
             beacons: settings.lighthouses.iter().map(Beacon::new).collect(),
+            held: introductions::HeldInits::default(),
             punch_request,
             punch_answer,
         }
@@ -294,6 +297,7 @@ impl Node {
             true
         });
         self.beacon_timers(now, out);
+        self.held.expire(now.instant);
         self.counters.queue_dropped += expired.iter().sum::<usize>() as u64;
 
         if self.next_flow_sweep.is_none_or(|t| t <= now.instant) {
@@ -767,7 +771,12 @@ impl Node {
                     self.answer_hello(from, true, now, out);
                 }
             }
-            (None, Source::Relay(..)) => self.counters.unknown_peer += 1,
+            (None, Source::Relay(via, from)) => {
+                self.counters.unknown_peer += 1;
+                if datagram[0] == 1 {
+                    self.hold_relayed_init(via, from, datagram, now, out);
+                }
+            }
         }
     }
 

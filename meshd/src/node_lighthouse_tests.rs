@@ -100,6 +100,9 @@ struct Internet {
     pki: Pki,
     /// The persistent keepalive of nodes added from now on.
     keepalive: Option<u16>,
+    /// Punch requests held back until the network is otherwise quiet: the control stream
+    /// losing the race against relayed datagrams.
+    late_punches: Option<Vec<(usize, FromLighthouse)>>,
 }
 
 fn conn(host: usize) -> ConnId {
@@ -121,6 +124,7 @@ impl Internet {
             },
             pki,
             keepalive: Some(25),
+            late_punches: None,
         }
     }
 
@@ -188,6 +192,13 @@ impl Internet {
     fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
+                Effect::Send(c, message @ FromLighthouse::Punch { .. })
+                    if self.late_punches.is_some() =>
+                {
+                    if let Some(late) = &mut self.late_punches {
+                        late.push((c as usize, message));
+                    }
+                }
                 Effect::Send(c, message) => self.tell_node(c as usize, message),
                 Effect::Close(c, _) => self.hosts[c as usize].node.lighthouse_down(0),
             }
@@ -270,6 +281,8 @@ impl Internet {
                     .node
                     .handle_relayed(0, source, &datagram, now, &mut out);
                 self.absorb(to, out);
+            } else if let Some((h, punch)) = self.late_punches.as_mut().and_then(Vec::pop) {
+                self.tell_node(h, punch);
             } else {
                 return;
             }
@@ -480,4 +493,20 @@ fn a_revocation_list_from_the_lighthouse_ends_sessions_once_its_signature_checks
         "the pushed list stays"
     );
     assert_eq!(net.path(c, ip(2)).0, "direct");
+}
+
+#[test]
+fn a_relayed_handshake_that_outruns_the_punch_request_is_answered_at_once() {
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Symmetric));
+    let b = net.add(2, Some(NatKind::Symmetric));
+    net.late_punches = Some(Vec::new());
+    // No time passes: the packet arrives without waiting for WireGuard's retry.
+    assert!(net.send(a, ip(2), b"first"));
+    let status = net.hosts[b].node.status(net.now.instant);
+    assert_eq!(
+        status.drops.unknown_peer, 1,
+        "the early handshake was held, then answered"
+    );
+    assert_eq!(net.path(b, ip(1)).0, "relayed");
 }

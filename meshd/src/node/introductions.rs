@@ -3,6 +3,7 @@
 //! datagrams, the choice between direct and relayed paths, and revocation lists pushed by a
 //! lighthouse. Still sans-IO: the shell carries the QUIC connections.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,26 @@ const REFLECT_RETRY: Duration = Duration::from_millis(500);
 const REFLECT_KEEPALIVE: Duration = Duration::from_secs(20);
 /// A peer's punches are acted on at most this often.
 const PUNCH_ANSWER_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a relayed handshake initiation from an unknown peer is kept, and how many at most.
+const HELD_INIT_LIFETIME: Duration = Duration::from_secs(5);
+const MAX_HELD_INITS: usize = 256;
+
+/// Relayed handshake initiations that arrived before the lighthouse's punch request naming
+/// their sender (the request travels on the control stream, the initiation as a datagram, and
+/// either can win). Each is replayed once the sender's certificate arrives, instead of waiting
+/// for WireGuard's 5-second retry. Keyed by the sender's certified mesh IP, which the
+/// lighthouse stamps on every relayed packet.
+#[derive(Debug, Default)]
+pub(crate) struct HeldInits {
+    by_ip: HashMap<Ipv4Addr, (LighthouseId, Vec<u8>, Instant)>,
+}
+
+impl HeldInits {
+    pub(crate) fn expire(&mut self, now: Instant) {
+        self.by_ip
+            .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < HELD_INIT_LIFETIME);
+    }
+}
 
 /// A configured lighthouse, as the core sees it.
 #[derive(Debug)]
@@ -249,8 +270,40 @@ impl Node {
         if !peer.direct_trusted(now.instant) {
             Self::probe_direct(&self.punch_request, peer, now, out);
         }
+        let ip = peer.cert.mesh_ip();
         if asked {
             self.flush_pending(slot, now, out);
+        }
+        if let Some((via, init, _)) = self.held.by_ip.remove(&ip) {
+            self.handle_wireguard(Source::Relay(via, ip), &init, now, out);
+        }
+    }
+
+    /// Keeps a relayed handshake initiation from a mesh IP with no certificate yet, and asks
+    /// the lighthouse that relayed it who that is.
+    pub(super) fn hold_relayed_init(
+        &mut self,
+        via: LighthouseId,
+        from: Ipv4Addr,
+        init: &[u8],
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        if self.held.by_ip.len() >= MAX_HELD_INITS && !self.held.by_ip.contains_key(&from) {
+            return;
+        }
+        let asked_already = self
+            .held
+            .by_ip
+            .insert(from, (via, init.to_vec(), now.instant))
+            .is_some();
+        if !asked_already {
+            out.ask(
+                via,
+                ToLighthouse::Query {
+                    target: Target::MeshIp(from),
+                },
+            );
         }
     }
 
