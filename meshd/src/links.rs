@@ -189,17 +189,14 @@ async fn maintain(
 
 /// Up to a quarter less than `delay`, so that nodes restarted together spread out.
 fn jitter(delay: Duration) -> Duration {
+    use rand_core::RngCore as _;
     let mut byte = [0u8; 1];
-    let spread = match getrandom(&mut byte) {
+    // Without randomness (never expected), no jitter rather than no reconnect.
+    let spread = match rand_core::OsRng.try_fill_bytes(&mut byte) {
         Ok(()) => f64::from(byte[0]) / 255.0 * 0.25,
-        Err(()) => 0.0,
+        Err(_) => 0.0,
     };
     delay.mul_f64(1.0 - spread)
-}
-
-fn getrandom(buf: &mut [u8]) -> Result<(), ()> {
-    use rand_core::RngCore as _;
-    rand_core::OsRng.try_fill_bytes(buf).map_err(|_| ())
 }
 
 /// One connection's life: connect, register, then pass messages both ways until it ends.
