@@ -1,0 +1,11 @@
+//! routerd, the RMA Mesh coordinator: it keeps the registry of workers and the services they
+//! run, and (to come) forwards each service call to a worker's mesh IP.
+//!
+//! Built so far: the service catalog, who may register (admission), the registry
+//! (assignment, heartbeats, staleness, gaps) and its SQLite store. The HTTP API, the proxy and
+//! the daemon are not built yet.
+
+pub mod admission;
+pub mod catalog;
+pub mod registry;
+pub mod store;

@@ -1,0 +1,378 @@
+//! The worker registry: who is registered, what each can run and runs, who is stale, and
+//! which services lack workers. Pure logic with time passed in; the daemon persists it in
+//! [`crate::store`] and serves it over HTTP.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, Tier};
+
+/// How often workers heartbeat, and how long a silent worker stays registered.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+pub const TTL: Duration = Duration::from_secs(15);
+
+/// What a worker's machine has, as its meshd detects it. The field names are those the old
+/// coordinator's workers sent (seed 000, section 11).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub cpu_cores: u32,
+    /// Total memory, such as `"31.2 GiB"`.
+    pub ram: String,
+    pub has_gpu: bool,
+    /// GPU memory, such as `"24 GiB"`; absent without a GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<String>,
+    /// Free disk, such as `"120 GiB"`.
+    #[serde(default)]
+    pub free_disk: String,
+    /// `cpu`, `gpu` or `edge`.
+    pub worker_type: String,
+}
+
+/// A service a worker runs locally, reachable on its mesh IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offered {
+    pub name: String,
+    pub port: u16,
+    /// The path active health checks fetch, such as `/health`.
+    pub health: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worker {
+    /// The node name in the worker's certificate.
+    pub name: String,
+    pub mesh_ip: Ipv4Addr,
+    pub capabilities: Capabilities,
+    pub offered: Vec<Offered>,
+    /// Services the coordinator asked this worker to run.
+    pub assigned: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("service {0:?} is not in the catalog")]
+    UnknownService(String),
+    #[error("service {name:?} needs a GPU and this worker reports none")]
+    NeedsGpu { name: String },
+    #[error("service {0:?} is listed twice")]
+    Duplicate(String),
+    #[error("worker {0:?} is not registered")]
+    NotRegistered(String),
+}
+
+/// A service with fewer workers than its target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    pub service: String,
+    pub tier: Tier,
+    pub have: u32,
+    pub want: u32,
+}
+
+#[derive(Debug)]
+struct Entry {
+    worker: Worker,
+    last_seen: Instant,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    catalog: Catalog,
+    workers: BTreeMap<String, Entry>,
+}
+
+impl Registry {
+    pub fn new(catalog: Catalog) -> Self {
+        Self {
+            catalog,
+            workers: BTreeMap::new(),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Registers (or re-registers) a worker whose identity the caller has checked, and
+    /// decides what it should run: the catalog services it offers that its hardware can run,
+    /// every one of them (a worker that has a service ready serves it).
+    pub fn register(
+        &mut self,
+        name: &str,
+        mesh_ip: Ipv4Addr,
+        capabilities: Capabilities,
+        offered: Vec<Offered>,
+        now: Instant,
+    ) -> Result<&Worker, RegistryError> {
+        let mut seen = Vec::new();
+        for service in &offered {
+            let spec = self
+                .catalog
+                .get(&service.name)
+                .ok_or_else(|| RegistryError::UnknownService(service.name.clone()))?;
+            if spec.tier == Tier::Gpu && !capabilities.has_gpu {
+                return Err(RegistryError::NeedsGpu {
+                    name: service.name.clone(),
+                });
+            }
+            if seen.contains(&service.name) {
+                return Err(RegistryError::Duplicate(service.name.clone()));
+            }
+            seen.push(service.name.clone());
+        }
+        let assigned = offered.iter().map(|s| s.name.clone()).collect();
+        let worker = Worker {
+            name: name.to_owned(),
+            mesh_ip,
+            capabilities,
+            offered,
+            assigned,
+        };
+        let entry = self
+            .workers
+            .entry(name.to_owned())
+            .and_modify(|e| {
+                e.worker = worker.clone();
+                e.last_seen = now;
+            })
+            .or_insert(Entry {
+                worker,
+                last_seen: now,
+            });
+        Ok(&entry.worker)
+    }
+
+    /// Restores a worker from the store as if it had just heartbeated: after a restart the
+    /// registry routes to the workers it knew at once, and drops those that stay silent for
+    /// one TTL.
+    pub fn restore(&mut self, worker: Worker, now: Instant) {
+        self.workers.insert(
+            worker.name.clone(),
+            Entry {
+                worker,
+                last_seen: now,
+            },
+        );
+    }
+
+    pub fn heartbeat(&mut self, name: &str, now: Instant) -> Result<(), RegistryError> {
+        let entry = self
+            .workers
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::NotRegistered(name.to_owned()))?;
+        entry.last_seen = now;
+        Ok(())
+    }
+
+    /// Removes workers silent for longer than [`TTL`]; returns their names.
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+        let stale: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, e)| now.saturating_duration_since(e.last_seen) > TTL)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &stale {
+            self.workers.remove(name);
+        }
+        stale
+    }
+
+    /// The earliest moment a worker goes stale.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.workers.values().map(|e| e.last_seen + TTL).min()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Worker> {
+        self.workers.get(name).map(|e| &e.worker)
+    }
+
+    /// Seconds since the worker's last registration or heartbeat.
+    pub fn age(&self, name: &str, now: Instant) -> Option<Duration> {
+        self.workers
+            .get(name)
+            .map(|e| now.saturating_duration_since(e.last_seen))
+    }
+
+    /// Every registered worker, by name.
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.values().map(|e| &e.worker)
+    }
+
+    /// Workers assigned `service` (a canonical name), by name, with the port it listens on.
+    pub fn serving(&self, service: &str) -> Vec<(&Worker, &Offered)> {
+        self.workers
+            .values()
+            .filter_map(|e| {
+                let offered = e.worker.offered.iter().find(|o| o.name == service)?;
+                e.worker
+                    .assigned
+                    .iter()
+                    .any(|a| a == service)
+                    .then_some((&e.worker, offered))
+            })
+            .collect()
+    }
+
+    /// Services below their replica target, in catalog order.
+    pub fn gaps(&self) -> Vec<Gap> {
+        self.catalog
+            .iter()
+            .filter_map(|(name, spec)| {
+                let have = self.serving(name).len() as u32;
+                (have < spec.replicas).then(|| Gap {
+                    service: name.to_owned(),
+                    tier: spec.tier,
+                    have,
+                    want: spec.replicas,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(gpu: bool) -> Capabilities {
+        Capabilities {
+            cpu_cores: 8,
+            ram: "16 GiB".into(),
+            has_gpu: gpu,
+            gpu_memory: gpu.then(|| "24 GiB".into()),
+            free_disk: "100 GiB".into(),
+            worker_type: if gpu { "gpu" } else { "cpu" }.into(),
+        }
+    }
+
+    fn offer(name: &str, port: u16) -> Offered {
+        Offered {
+            name: name.into(),
+            port,
+            health: "/health".into(),
+        }
+    }
+
+    #[test]
+    fn registration_assigns_what_the_worker_offers_and_closes_gaps() {
+        let mut registry = Registry::new(Catalog::default());
+        let t0 = Instant::now();
+        assert_eq!(registry.gaps().len(), 6);
+        let worker = registry
+            .register(
+                "w1",
+                Ipv4Addr::new(10, 42, 0, 11),
+                caps(false),
+                vec![offer("rag-embeddings", 8101), offer("notes-coa", 8102)],
+                t0,
+            )
+            .unwrap();
+        assert_eq!(worker.assigned, ["rag-embeddings", "notes-coa"]);
+        let gaps: Vec<_> = registry.gaps().into_iter().map(|g| g.service).collect();
+        assert_eq!(
+            gaps,
+            [
+                "document-processing",
+                "llm-inference",
+                "ner-extraction",
+                "vision-ocr"
+            ]
+        );
+        let serving = registry.serving("rag-embeddings");
+        assert_eq!(serving.len(), 1);
+        assert_eq!(serving[0].1.port, 8101);
+    }
+
+    #[test]
+    fn gpu_services_need_a_gpu_and_unknown_or_repeated_services_are_refused() {
+        let mut registry = Registry::new(Catalog::default());
+        let now = Instant::now();
+        let ip = Ipv4Addr::new(10, 42, 0, 12);
+        assert_eq!(
+            registry
+                .register("w", ip, caps(false), vec![offer("llm-inference", 1)], now)
+                .unwrap_err(),
+            RegistryError::NeedsGpu {
+                name: "llm-inference".into()
+            }
+        );
+        assert!(matches!(
+            registry.register("w", ip, caps(true), vec![offer("mining", 1)], now),
+            Err(RegistryError::UnknownService(_))
+        ));
+        assert!(matches!(
+            registry.register(
+                "w",
+                ip,
+                caps(true),
+                vec![offer("vision-ocr", 1), offer("vision-ocr", 2)],
+                now
+            ),
+            Err(RegistryError::Duplicate(_))
+        ));
+        assert!(
+            registry.workers().next().is_none(),
+            "refusals register nothing"
+        );
+        registry
+            .register("w", ip, caps(true), vec![offer("llm-inference", 1)], now)
+            .unwrap();
+        assert_eq!(registry.serving("llm-inference").len(), 1);
+    }
+
+    #[test]
+    fn silent_workers_expire_after_the_ttl_and_heartbeats_keep_them() {
+        let mut registry = Registry::new(Catalog::default());
+        let t0 = Instant::now();
+        for (name, n) in [("a", 1), ("b", 2)] {
+            registry
+                .register(
+                    name,
+                    Ipv4Addr::new(10, 42, 0, n),
+                    caps(false),
+                    vec![offer("rag-embeddings", 8101)],
+                    t0,
+                )
+                .unwrap();
+        }
+        assert_eq!(registry.next_expiry(), Some(t0 + TTL));
+        registry
+            .heartbeat("a", t0 + Duration::from_secs(10))
+            .unwrap();
+        assert!(
+            registry.expire(t0 + TTL).is_empty(),
+            "exactly the TTL is not stale yet"
+        );
+        assert_eq!(registry.expire(t0 + TTL + Duration::from_millis(1)), ["b"]);
+        assert_eq!(registry.serving("rag-embeddings").len(), 1);
+        assert_eq!(
+            registry.heartbeat("b", t0 + TTL),
+            Err(RegistryError::NotRegistered("b".into()))
+        );
+        assert_eq!(
+            registry.age("a", t0 + Duration::from_secs(12)),
+            Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn restored_workers_route_at_once_and_go_if_they_stay_silent() {
+        let mut registry = Registry::new(Catalog::default());
+        let t0 = Instant::now();
+        let worker = Worker {
+            name: "w".into(),
+            mesh_ip: Ipv4Addr::new(10, 42, 0, 9),
+            capabilities: caps(false),
+            offered: vec![offer("ner-extraction", 8104)],
+            assigned: vec!["ner-extraction".into()],
+        };
+        registry.restore(worker, t0);
+        assert_eq!(registry.serving("ner-extraction").len(), 1);
+        assert_eq!(registry.expire(t0 + TTL + Duration::from_secs(1)), ["w"]);
+    }
+}
