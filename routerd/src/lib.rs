@@ -2,10 +2,11 @@
 //! run, and (to come) forwards each service call to a worker's mesh IP.
 //!
 //! Built so far: the service catalog, who may register (admission), the registry
-//! (assignment, heartbeats, staleness, gaps) and its SQLite store. The HTTP API, the proxy and
-//! the daemon are not built yet.
+//! (assignment, heartbeats, staleness, gaps), its SQLite store, and the registry's HTTP routes.
+//! The service proxy, the listeners and the daemon are not built yet.
 
 pub mod admission;
+pub mod api;
 pub mod catalog;
 pub mod registry;
 pub mod store;

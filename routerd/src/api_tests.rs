@@ -1,0 +1,286 @@
+//! The registry routes driven in-process (no socket): requests carry the address they came
+//! from, as the listener would attach it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use rma_ca::NodeCert;
+use rma_ca::test_ca::TestCa;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::catalog::Catalog;
+
+struct Api {
+    pki: TestCa,
+    shared: Shared,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    fn new() -> Self {
+        let pki = TestCa::new("mesh-ca");
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = Coordinator {
+            registry: Registry::new(Catalog::default()),
+            store: Store::open(&dir.path().join("registry.db")).unwrap(),
+            ca: pki.ca.clone(),
+            crl: None,
+            admin_token: "s3cret".into(),
+        };
+        Self {
+            pki,
+            shared: Arc::new(Mutex::new(coordinator)),
+            _dir: dir,
+        }
+    }
+
+    /// Sends a request from `from` and returns the status and the JSON body.
+    async fn call(
+        &self,
+        from: Ipv4Addr,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let app = routes(Arc::clone(&self.shared))
+            .layer(MockConnectInfo(SocketAddr::from((from, 40000))));
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    /// An API with worker-1 (10.42.0.11, offering rag-embeddings) registered.
+    async fn with_registered_worker() -> (Self, Ipv4Addr, NodeCert) {
+        let api = Self::new();
+        let ip = Ipv4Addr::new(10, 42, 0, 11);
+        let (cert, _) = api.pki.node("worker-1", ip);
+        let (status, reply) = api
+            .call(
+                ip,
+                "POST",
+                "/api/worker/register",
+                Some(Self::registration(&cert, rag())),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        (api, ip, cert)
+    }
+
+    fn registration(cert: &NodeCert, services: Value) -> Value {
+        json!({
+            "certificate": cert.to_pem(),
+            "capabilities": {
+                "cpu_cores": 4, "ram": "8 GiB", "has_gpu": false,
+                "free_disk": "50 GiB", "worker_type": "cpu"
+            },
+            "services": services,
+        })
+    }
+}
+
+fn rag() -> Value {
+    json!([{ "name": "rag-embeddings", "port": 8101, "health": "/health" }])
+}
+
+#[tokio::test]
+async fn a_worker_registers_from_its_mesh_ip_and_heartbeats() {
+    let api = Api::new();
+    let ip = Ipv4Addr::new(10, 42, 0, 11);
+    let (cert, _) = api.pki.node("worker-1", ip);
+    let (status, body) = api
+        .call(
+            ip,
+            "POST",
+            "/api/worker/register",
+            Some(Api::registration(&cert, rag())),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["worker_id"], "worker-1");
+    assert_eq!(body["assigned_services"], json!(["rag-embeddings"]));
+    assert_eq!(body["heartbeat_interval_secs"], 5);
+
+    let (status, _) = api
+        .call(
+            ip,
+            "POST",
+            "/api/worker/heartbeat",
+            Some(json!({"worker_id": "worker-1"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api
+        .call(ip, "GET", "/api/coordinator/workers", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["count"], 1);
+    assert_eq!(body["workers"][0]["mesh_ip"], "10.42.0.11");
+    let (_, health) = api.call(ip, "GET", "/health", None, None).await;
+    assert_eq!(health["services"]["rag-embeddings"], 1);
+    // The registration is on disk for the next start.
+    let stored = lock(&api.shared).store.load().unwrap();
+    assert_eq!(stored.workers.len(), 1);
+}
+
+#[tokio::test]
+async fn registrations_from_elsewhere_with_another_nodes_cert_or_revoked_are_refused() {
+    let api = Api::new();
+    let ip = Ipv4Addr::new(10, 42, 0, 11);
+    let (cert, _) = api.pki.node("worker-1", ip);
+    let body = Api::registration(&cert, rag());
+    // From outside the mesh (cloudflared's loopback), and from another node's mesh IP.
+    for from in [Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 42, 0, 12)] {
+        let (status, reply) = api
+            .call(
+                from,
+                "POST",
+                "/api/worker/register",
+                Some(body.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{from}: {reply}");
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .contains("request came from")
+        );
+    }
+    // Claiming another name than the certificate's.
+    let mut claimed = body.clone();
+    claimed["worker_id"] = json!("worker-2");
+    let (status, _) = api
+        .call(ip, "POST", "/api/worker/register", Some(claimed), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Revoked.
+    lock(&api.shared).crl = Some(api.pki.crl_revoking(&[&cert]));
+    let (status, reply) = api
+        .call(ip, "POST", "/api/worker/register", Some(body), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        reply["error"].as_str().unwrap().contains("revoked"),
+        "{reply}"
+    );
+    assert_eq!(lock(&api.shared).registry.workers().count(), 0);
+}
+
+#[tokio::test]
+async fn heartbeats_only_from_the_workers_own_ip_and_bad_bodies_get_clear_errors() {
+    let (api, ip, cert) = Api::with_registered_worker().await;
+    let beat = json!({"worker_id": "worker-1"});
+    let (status, _) = api
+        .call(
+            Ipv4Addr::new(10, 42, 0, 99),
+            "POST",
+            "/api/worker/heartbeat",
+            Some(beat),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = api
+        .call(
+            ip,
+            "POST",
+            "/api/worker/heartbeat",
+            Some(json!({"worker_id": "ghost"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let gpu_service = json!([{ "name": "llm-inference", "port": 8200, "health": "/health" }]);
+    let (status, reply) = api
+        .call(
+            ip,
+            "POST",
+            "/api/worker/register",
+            Some(Api::registration(&cert, gpu_service)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(reply["error"].as_str().unwrap().contains("needs a GPU"));
+    let (status, _) = api
+        .call(
+            ip,
+            "POST",
+            "/api/worker/register",
+            Some(json!({"nonsense": true})),
+            None,
+        )
+        .await;
+    assert!(status.is_client_error(), "{status}");
+    let huge = json!({ "worker_id": "x".repeat(MAX_BODY) });
+    let (status, _) = api
+        .call(ip, "POST", "/api/worker/heartbeat", Some(huge), None)
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_token_and_list_gaps() {
+    let (api, ip, _) = Api::with_registered_worker().await;
+    for token in [None, Some("wrong")] {
+        let (status, _) = api.call(ip, "GET", "/api/admin/gaps", None, token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, gaps) = api
+        .call(
+            Ipv4Addr::LOCALHOST,
+            "GET",
+            "/api/admin/gaps",
+            None,
+            Some("s3cret"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        gaps["gaps"],
+        json!([
+            "document-processing",
+            "llm-inference",
+            "ner-extraction",
+            "notes-coa",
+            "vision-ocr"
+        ])
+    );
+    assert_eq!(gaps["details"][0]["want"], 1);
+    let (status, workers) = api
+        .call(
+            Ipv4Addr::LOCALHOST,
+            "GET",
+            "/api/admin/workers",
+            None,
+            Some("s3cret"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(workers["workers"][0]["services"][0]["port"], 8101);
+}
