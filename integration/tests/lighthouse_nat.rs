@@ -346,6 +346,41 @@ fn established_tunnels_outlive_the_lighthouse_and_nodes_register_again_after_it_
 }
 
 #[test]
+fn a_restarted_lighthouse_resets_its_old_connections_so_nodes_return_at_once() {
+    let mut world = World::new(1);
+    let a = world.node("a", 1, Place::Behind(Nat::Cone));
+    let old = world.lighthouses.remove(0);
+    world.net.lab.stop(old.proc);
+    let ip = match old.address.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(_) => unreachable!("the lab is IPv4"),
+    };
+    // Straight back up, well inside the 20 s idle timeout: a's connection still looks alive
+    // to a, until its next keepalive draws a stateless reset from the new process.
+    let restarted = std::time::Instant::now();
+    let new = mesh::start_lighthouse(
+        &mut world.net.lab,
+        &old.ns,
+        "lighthouse-1-again",
+        &old.config,
+        ip,
+    )
+    .unwrap();
+    world.lighthouses.push(new);
+    wait::until(
+        "a to register with the restarted lighthouse",
+        Duration::from_secs(12),
+        || (world.lighthouse_metric(0, "lighthouse_registered_nodes") == 1.0).then_some(()),
+    )
+    .unwrap();
+    a.wait_registered(Duration::from_secs(5)).unwrap();
+    println!(
+        "lighthouse restarted at once: a registered again {:.1} s later (the idle timeout is 20 s)",
+        restarted.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
 fn with_one_of_two_lighthouses_dead_new_pairs_still_connect() {
     let mut world = World::new(2);
     let a = world.node("a", 1, Place::Behind(Nat::Cone));

@@ -91,20 +91,31 @@ fn random_token() -> [u8; wire::TOKEN_LEN] {
     token
 }
 
-/// The key stateless resets are made with, derived from the lighthouse's identity key: after
-/// a restart the lighthouse can still reset the connections of its previous run, so nodes
-/// notice at once instead of after the idle timeout.
-fn reset_key(identity: &rma_daemon::Identity) -> ring::hmac::Key {
-    let secret = identity.keys.identity_pkcs8_der();
-    let derived = ring::digest::digest(
-        &ring::digest::SHA256,
-        &[
-            b"rma-lighthouse stateless reset\0".as_slice(),
-            secret.as_slice(),
-        ]
-        .concat(),
+/// Keys derived from the lighthouse's identity key for what must survive a restart: the key
+/// stateless resets are made with, and the key connection IDs are validated with. With both
+/// stable, a restarted lighthouse recognises its previous run's connection IDs as its own and
+/// answers them with a reset the nodes accept, so they reconnect at once instead of after the
+/// idle timeout.
+fn endpoint_config(identity: &rma_daemon::Identity) -> quinn::EndpointConfig {
+    // Hashed piecewise so that no unzeroized copy of the secret is made.
+    let derive = |label: &[u8]| {
+        let mut derivation = ring::digest::Context::new(&ring::digest::SHA256);
+        derivation.update(label);
+        derivation.update(&identity.keys.identity_pkcs8_der());
+        derivation.finish()
+    };
+    let reset_key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        derive(b"rma-lighthouse stateless reset\0").as_ref(),
     );
-    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&derive(b"rma-lighthouse connection ids\0").as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// Runs a lighthouse until `shutdown` completes. `main` and the tests start it through here.
@@ -121,7 +132,7 @@ pub async fn run(
     let socket = std::net::UdpSocket::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("QUIC listener {}: {e}", config.listen))?;
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::new(Arc::new(reset_key(&identity))),
+        endpoint_config(&identity),
         Some(server),
         socket,
         Arc::new(quinn::TokioRuntime),

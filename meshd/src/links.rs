@@ -40,8 +40,9 @@ pub struct Links {
     connections: Vec<Option<quinn::Connection>>,
     names: Vec<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Relayed datagrams that could not be sent (connection gone or buffer full).
-    pub relay_failed: u64,
+    /// Relayed datagrams that could not be sent (connection gone or buffer full) since the
+    /// last [`Links::take_failures`].
+    relay_failed: u64,
 }
 
 impl Drop for Links {
@@ -90,6 +91,11 @@ impl Links {
             links.tasks.push(task);
         }
         Ok((links, receiver))
+    }
+
+    /// Relayed datagrams that could not be sent since the last call.
+    pub fn take_failures(&mut self) -> u64 {
+        std::mem::take(&mut self.relay_failed)
     }
 
     /// Notes a connection coming up or going down.

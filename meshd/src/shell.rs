@@ -339,7 +339,7 @@ async fn event_loop(
         }
         if !batch.is_empty() {
             batch.send_to_lighthouses(&mut links);
-            let failed = udp.send(&batch).await;
+            let failed = udp.send(&batch).await + links.take_failures();
             node.count_send_failures(failed);
             for packet in batch.deliveries() {
                 if let Err(e) = tun.send(packet).await {

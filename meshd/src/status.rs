@@ -15,7 +15,8 @@ pub struct NodeCounters {
     pub no_route: u64,
     /// Packets dropped because the queue for a peer being set up was full or timed out.
     pub queue_dropped: u64,
-    /// Datagrams the kernel refused to send (no route, buffer full after waiting, ...).
+    /// Datagrams that could not be sent: refused by the kernel (no route, buffer full after
+    /// waiting, ...), or for a lighthouse relay whose connection was gone or full.
     pub send_failed: u64,
 }
 
