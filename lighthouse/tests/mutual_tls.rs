@@ -11,10 +11,6 @@ use lighthouse::tls::{self, Trust};
 use rma_ca::test_ca::TestCa;
 use rma_ca::{NodeCert, NodeKeys, RevocationList};
 
-/// How long the server holds an accepted connection open; the client watches it for half of
-/// that. A refused client certificate closes the connection within one round trip on loopback.
-const HOLD: std::time::Duration = std::time::Duration::from_millis(600);
-
 struct Server {
     endpoint: quinn::Endpoint,
     address: SocketAddr,
@@ -38,31 +34,41 @@ async fn handshake(
 ) -> (Result<(), String>, Result<Vec<u8>, String>) {
     let config = tls::client_config(cert, keys, Trust::new(client_ca.ca.clone(), None)).unwrap();
     let client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    // The server echoes one byte on the first stream, then waits for the client to close.
     let accept = async {
         let incoming = server.endpoint.accept().await.unwrap();
-        match incoming.await {
-            Ok(connection) => {
-                let cert = tls::peer_certificate(&connection).ok_or("no certificate");
-                // Held open while the client checks it.
-                let _ = tokio::time::timeout(HOLD, connection.closed()).await;
-                cert.map_err(str::to_owned)
+        let connection = incoming.await.map_err(|e| e.to_string())?;
+        let cert = tls::peer_certificate(&connection).ok_or("no certificate")?;
+        if let Ok((mut send, mut recv)) = connection.accept_bi().await {
+            let mut byte = [0u8; 1];
+            if recv.read_exact(&mut byte).await.is_ok() {
+                let _ = send.write_all(&byte).await;
+                let _ = send.finish();
             }
-            Err(e) => Err(e.to_string()),
         }
+        connection.closed().await;
+        Ok(cert)
     };
+    // The client counts as accepted only once the echo came back: a server that refuses its
+    // certificate closes the connection instead.
     let connect = async {
         let connection = client
             .connect_with(config, server.address, name)
             .unwrap()
             .await
             .map_err(|e| e.to_string())?;
-        // The server may still refuse the client's certificate after the client is done:
-        // wait for the connection to prove itself with a round trip.
-        let (mut send, _recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(b"x").await.map_err(|e| e.to_string())?;
-        let verdict = match tokio::time::timeout(HOLD / 2, connection.closed()).await {
-            Ok(reason) => Err(reason.to_string()),
-            Err(_) => Ok(()),
+        let echoed = async {
+            let (mut send, mut recv) = connection.open_bi().await?;
+            send.write_all(b"x").await?;
+            let mut byte = [0u8; 1];
+            recv.read_exact(&mut byte).await?;
+            anyhow::Ok(byte)
+        }
+        .await;
+        let verdict = match echoed {
+            Ok(byte) if byte == *b"x" => Ok(()),
+            Ok(byte) => Err(format!("echo {byte:?}")),
+            Err(_) => Err(connection.closed().await.to_string()),
         };
         connection.close(0u32.into(), b"done");
         verdict
