@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use meshd::status::Status;
 use rma_ca::test_ca::TestCa;
-use rma_ca::{CaCert, NodeCert, NodeKeys};
+use rma_ca::{NodeCert, NodeKeys};
 use time::OffsetDateTime;
 
 use crate::lab::{Lab, Ns};
@@ -39,7 +39,6 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 #[derive(Debug)]
 pub struct Pki {
     pub test: TestCa,
-    pub ca: CaCert,
     dir: PathBuf,
     pub ca_path: PathBuf,
     /// The number of the last revocation list written by [`Pki::crl`]: like `rma-ca crl`, each
@@ -61,7 +60,6 @@ impl Pki {
         let ca_path = dir.join(format!("{name}.crt"));
         std::fs::write(&ca_path, test.ca.to_pem())?;
         Ok(Self {
-            ca: test.ca.clone(),
             test,
             dir: dir.to_owned(),
             ca_path,

@@ -357,9 +357,17 @@ async fn serve_node(
                 .connect(conn, cert.clone(), remote, random_token(), Instant::now());
         shared.apply(effects);
     }
-    let reason = node_session(conn, &connection, send, recv, control_rx, &shared)
-        .instrument(span.clone())
-        .await;
+    let reason = node_session(
+        conn,
+        &connection,
+        send,
+        recv,
+        control_rx,
+        &shared,
+        &counters,
+    )
+    .instrument(span.clone())
+    .await;
     {
         let mut shared = lock(&shared);
         // A replaced connection's handle already belongs to its successor's id, not this one.
@@ -376,6 +384,7 @@ async fn node_session(
     mut recv: quinn::RecvStream,
     mut control_rx: mpsc::Receiver<FromLighthouse>,
     shared: &Mutex<Shared>,
+    counters: &ShellCounters,
 ) -> String {
     let writer = async {
         while let Some(message) = control_rx.recv().await {
@@ -401,7 +410,7 @@ async fn node_session(
     let datagrams = async {
         loop {
             match connection.read_datagram().await {
-                Ok(frame) => relay(conn, &frame, shared),
+                Ok(frame) => relay(conn, &frame, shared, counters),
                 Err(e) => return e.to_string(),
             }
         }
@@ -411,7 +420,7 @@ async fn node_session(
             match connection.accept_uni().await {
                 Ok(mut stream) => {
                     if let Ok(frame) = stream.read_to_end(4 + proto::MAX_RELAYED).await {
-                        relay(conn, &frame, shared);
+                        relay(conn, &frame, shared, counters);
                     }
                 }
                 Err(e) => return e.to_string(),
@@ -428,11 +437,11 @@ async fn node_session(
 
 /// Forwards one relayed packet: the core picks the destination; the packet leaves stamped with
 /// the sender's certified mesh IP.
-fn relay(conn: ConnId, frame: &[u8], shared: &Mutex<Shared>) {
+fn relay(conn: ConnId, frame: &[u8], shared: &Mutex<Shared>, counters: &ShellCounters) {
     let Some((to, datagram)) = proto::split_relay(frame) else {
         return;
     };
-    let (destination, source, counters) = {
+    let (destination, source) = {
         let mut shared = lock(shared);
         let Ok((dest, source)) = shared.core.relay(conn, to, datagram.len()) else {
             return;
@@ -440,11 +449,7 @@ fn relay(conn: ConnId, frame: &[u8], shared: &Mutex<Shared>) {
         let Some(handle) = shared.handles.get(&dest) else {
             return;
         };
-        (
-            handle.connection.clone(),
-            source,
-            Arc::clone(&shared.counters),
-        )
+        (handle.connection.clone(), source)
     };
     let mut out = BytesMut::with_capacity(frame.len());
     out.put_slice(&source.octets());

@@ -56,6 +56,12 @@ impl Trust {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Whether the list in use is `crl` (the same DER, or both none), without copying it.
+    pub fn holds(&self, crl: Option<&RevocationList>) -> bool {
+        let held = self.crl.read().unwrap_or_else(|p| p.into_inner());
+        held.as_ref().map(RevocationList::der) == crl.map(RevocationList::der)
+    }
+
     pub fn set_crl(&self, crl: Option<RevocationList>) {
         match self.crl.write() {
             Ok(mut slot) => *slot = crl,

@@ -4,12 +4,10 @@
 //! connection itself, and control messages through the task.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use lighthouse::proto::{self, FromLighthouse, ToLighthouse};
-use lighthouse::tls::Trust;
 use tokio::sync::mpsc;
 
 use crate::config::Lighthouse;
@@ -293,16 +291,4 @@ fn forward(id: LighthouseId, frame: Bytes, events: &mpsc::Sender<LinkEvent>) {
     if let Some((from, _)) = proto::split_relay(&frame) {
         let _ = events.try_send(LinkEvent::Relayed(id, from, frame.slice(4..)));
     }
-}
-
-/// The client TLS configuration: this node's certificate, checked lighthouse certificates.
-pub fn client_config(
-    identity: &rma_daemon::Identity,
-    trust: Arc<Trust>,
-) -> anyhow::Result<quinn::ClientConfig> {
-    Ok(lighthouse::tls::client_config(
-        &identity.cert,
-        &identity.keys,
-        trust,
-    )?)
 }

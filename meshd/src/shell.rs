@@ -104,7 +104,7 @@ pub async fn run(
     let trust = Trust::new(identity.ca.clone(), identity.crl.clone());
     let (links, link_events) = Links::start(
         &config.lighthouses,
-        crate::links::client_config(&identity, Arc::clone(&trust))?,
+        lighthouse::tls::client_config(&identity.cert, &identity.keys, Arc::clone(&trust))?,
         crate::links::local_candidates(udp.local_addr()?, mesh_ip),
     )?;
     let mut node = Node::new(identity, &settings(&config));
@@ -224,10 +224,8 @@ fn handle_link_event(node: &mut Node, links: &mut Links, event: LinkEvent, batch
 
 /// Gives the lighthouse connections' TLS the revocation list the node uses, if it changed.
 fn sync_trust(node: &Node, trust: &Trust) {
-    let current = node.crl();
-    let known = trust.crl();
-    if current.map(|c| c.der()) != known.as_ref().map(|c| c.der()) {
-        trust.set_crl(current.cloned());
+    if !trust.holds(node.crl()) {
+        trust.set_crl(node.crl().cloned());
     }
 }
 
