@@ -3,7 +3,8 @@
 # Debian packages through apt-get when running as root; otherwise it names what is missing.
 set -euo pipefail
 
-# command -> Debian package that provides it
+# program -> Debian package that provides it. Looked up as files on PATH (`type -P`), so that a
+# shell builtin such as `kill` does not hide a missing program the tests run directly.
 declare -A packages=(
     [openssl]=openssl
     [make]=make
@@ -11,15 +12,18 @@ declare -A packages=(
     [nft]=nftables
     [ping]=iputils-ping
     [kill]=procps
+    [sysctl]=procps
     [systemd-analyze]=systemd
 )
 
 missing=()
 for command in "${!packages[@]}"; do
-    command -v "$command" >/dev/null 2>&1 || missing+=("${packages[$command]}")
+    type -P "$command" >/dev/null 2>&1 || missing+=("${packages[$command]}")
 done
 
 if ((${#missing[@]})); then
+    # One package can provide several missing programs.
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     if [[ $(id -u) -ne 0 ]]; then
         echo "install-deps: missing ${missing[*]}; run as root or install them with apt-get" >&2
         exit 1
