@@ -224,6 +224,50 @@ impl RawMetrics {
     }
 }
 
+/// A duration written the human way: `500ms`, `5s`, `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Span(pub std::time::Duration);
+
+impl TryFrom<String> for Span {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        humantime::parse_duration(&text)
+            .map(Self)
+            .map_err(|e| format!("{text:?} is not a duration such as 500ms or 5s ({e})"))
+    }
+}
+
+/// A size in bytes written with a unit: `64KiB`, `10MiB`, `1GiB`, `512B` (also KB, MB, GB
+/// as powers of ten).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ByteSize(pub u64);
+
+impl TryFrom<String> for ByteSize {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a size such as 64KiB or 10MiB");
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (digits, unit) = trimmed.split_at(split);
+        let number: u64 = digits.parse().map_err(|_| bad())?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => return Err(bad()),
+        };
+        number.checked_mul(scale).map(Self).ok_or_else(bad)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +279,22 @@ mod tests {
         pki: RawPki,
         #[serde(default)]
         log: RawLog,
+    }
+
+    #[test]
+    fn spans_and_sizes_parse_with_units_and_refuse_nonsense() {
+        let span = |t: &str| Span::try_from(t.to_owned()).map(|s| s.0);
+        assert_eq!(span("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert_eq!(span("2m"), Ok(std::time::Duration::from_secs(120)));
+        assert!(span("soon").unwrap_err().contains("500ms"));
+        let size = |t: &str| ByteSize::try_from(t.to_owned()).map(|s| s.0);
+        assert_eq!(size("64KiB"), Ok(65536));
+        assert_eq!(size("10 MiB"), Ok(10 << 20));
+        assert_eq!(size("3MB"), Ok(3_000_000));
+        assert_eq!(size("12"), Ok(12));
+        assert!(size("ten").is_err());
+        assert!(size("5PiB").is_err());
+        assert!(size("99999999999999GiB").is_err());
     }
 
     #[test]

@@ -1,45 +1,32 @@
-//! The registry's HTTP routes, with the payloads the old coordinator's workers and frontend
-//! used (seed 000): `/health`, `/api/worker/register`, `/api/worker/heartbeat`,
-//! `/api/coordinator/workers`, `/api/admin/workers` and `/api/admin/gaps`. Admin routes need
-//! the bearer token from the config.
+//! routerd's HTTP routes. The registry's, with the payloads the old coordinator's workers
+//! and frontend used (seed 000): `/health`, `/api/worker/register`, `/api/worker/heartbeat`,
+//! `/api/coordinator/workers`, `/api/admin/workers` and `/api/admin/gaps` (admin routes need
+//! the bearer token from the config); the service calls (see [`crate::proxy`]); and
+//! `/api/topology`, `/metrics`, `/openapi.json` and the topology page at `/`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use rma_ca::{CaCert, RevocationList};
+use axum::routing::{any, get, post};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::admission;
-use crate::registry::{Capabilities, HEARTBEAT_INTERVAL, Offered, Registry, TTL, Worker};
-use crate::store::Store;
+pub use crate::app::{App, Coordinator, Shared};
+use crate::edge::{self, Listener};
+use crate::registry::{Capabilities, HEARTBEAT_INTERVAL, Offered, TTL, Worker};
+use crate::{proxy, topology};
 
 /// Largest registration or heartbeat body: a certificate and a few services.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The registry and what it is checked and stored with.
-#[derive(Debug)]
-pub struct Coordinator {
-    pub registry: Registry,
-    pub store: Store,
-    pub ca: CaCert,
-    pub crl: Option<RevocationList>,
-    /// The bearer token admin routes require.
-    pub admin_token: String,
-}
-
-pub type Shared = Arc<Mutex<Coordinator>>;
-
-fn lock(shared: &Shared) -> MutexGuard<'_, Coordinator> {
-    shared.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// The OpenAPI document for the public API, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// An error answered as JSON: `{"error": "..."}` with a status.
 #[derive(Debug)]
@@ -83,35 +70,46 @@ async fn register(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(request): Json<Registration>,
 ) -> Result<Json<Registered>, ApiError> {
-    let mut c = lock(&shared);
-    let cert = admission::admit(
+    let mut c = shared.lock();
+    let admitted = admission::admit(
         request.certificate.as_bytes(),
         peer.ip(),
         &c.ca,
         c.crl.as_ref(),
         OffsetDateTime::now_utc(),
-    )
-    .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
+    );
+    let cert = match admitted {
+        Ok(cert) => cert,
+        Err(e) => {
+            c.stats.registrations_refused += 1;
+            tracing::warn!(source = %peer.ip(), reason = %e, "registration refused");
+            return Err(ApiError(StatusCode::FORBIDDEN, e.to_string()));
+        }
+    };
     let name = cert.name().to_string();
     if let Some(claimed) = &request.worker_id
         && *claimed != name
     {
+        c.stats.registrations_refused += 1;
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             format!("worker_id {claimed:?} is not the certificate's name {name:?}"),
         ));
     }
-    let worker = c
-        .registry
-        .register(
-            &name,
-            cert.mesh_ip(),
-            request.capabilities,
-            request.services,
-            Instant::now(),
-        )
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?
-        .clone();
+    let registered = c.registry.register(
+        &name,
+        cert.mesh_ip(),
+        request.capabilities,
+        request.services,
+        Instant::now(),
+    );
+    let worker = match registered {
+        Ok(worker) => worker.clone(),
+        Err(e) => {
+            c.stats.registrations_refused += 1;
+            return Err(ApiError(StatusCode::BAD_REQUEST, e.to_string()));
+        }
+    };
     c.store
         .save(&worker)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -129,7 +127,7 @@ async fn heartbeat(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(request): Json<Heartbeat>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut c = lock(&shared);
+    let mut c = shared.lock();
     let Some(worker) = c.registry.get(&request.worker_id) else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -181,16 +179,16 @@ fn workers_json(c: &Coordinator, admin: bool) -> serde_json::Value {
 }
 
 async fn coordinator_workers(State(shared): State<Shared>) -> Json<serde_json::Value> {
-    Json(workers_json(&lock(&shared), false))
+    Json(workers_json(&shared.lock(), false))
 }
 
-fn authorized(c: &Coordinator, headers: &HeaderMap) -> Result<(), ApiError> {
+fn authorized(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let matches =
-        presented.is_some_and(|token| constant_time_eq(token.as_bytes(), c.admin_token.as_bytes()));
+    let matches = presented
+        .is_some_and(|token| constant_time_eq(token.as_bytes(), app.admin_token.as_bytes()));
     if matches {
         Ok(())
     } else {
@@ -210,17 +208,16 @@ async fn admin_workers(
     State(shared): State<Shared>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let c = lock(&shared);
-    authorized(&c, &headers)?;
-    Ok(Json(workers_json(&c, true)))
+    authorized(&shared, &headers)?;
+    Ok(Json(workers_json(&shared.lock(), true)))
 }
 
 async fn admin_gaps(
     State(shared): State<Shared>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let c = lock(&shared);
-    authorized(&c, &headers)?;
+    authorized(&shared, &headers)?;
+    let c = shared.lock();
     let gaps = c.registry.gaps();
     let names: Vec<&str> = gaps.iter().map(|g| g.service.as_str()).collect();
     let message = if gaps.is_empty() {
@@ -238,7 +235,7 @@ async fn admin_gaps(
 }
 
 async fn health(State(shared): State<Shared>) -> Json<serde_json::Value> {
-    let c = lock(&shared);
+    let c = shared.lock();
     let services: serde_json::Map<String, serde_json::Value> = c
         .registry
         .catalog()
@@ -252,9 +249,51 @@ async fn health(State(shared): State<Shared>) -> Json<serde_json::Value> {
     }))
 }
 
-/// The registry routes, on either listener.
-pub fn routes(shared: Shared) -> Router {
-    Router::new()
+async fn metrics(State(shared): State<Shared>) -> Response {
+    let idle = shared.pool.idle_count();
+    let text = crate::metrics::render(&shared.lock(), idle, Instant::now());
+    (
+        [(header::CONTENT_TYPE, rma_daemon::prometheus::CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// `/api/dht/stats` from the old coordinator: the registry is what the DHT held.
+async fn dht_stats(State(shared): State<Shared>) -> Json<serde_json::Value> {
+    let c = shared.lock();
+    let services = c
+        .registry
+        .catalog()
+        .iter()
+        .filter(|(name, _)| !c.registry.serving(name).is_empty())
+        .count();
+    Json(json!({
+        "nodes": 1,
+        "workers": c.registry.workers().count(),
+        "services": services,
+        "backend": "routerd registry (SQLite); the DHT is gone",
+    }))
+}
+
+/// Other `/api/dht/*` routes (bootstrap and the like) have no successor: nodes join the mesh
+/// with a certificate and a lighthouse.
+async fn dht_gone() -> ApiError {
+    ApiError(
+        StatusCode::GONE,
+        "the DHT is gone: nodes join with `rma-ca sign` and a lighthouse, workers register with routerd over the mesh".into(),
+    )
+}
+
+/// Every route, for one listener. The public listener (behind cloudflared) trusts
+/// `CF-Connecting-IP` for rate limits; the mesh listener does not.
+pub fn routes(shared: Shared, listener: Listener, cors_origins: &[String]) -> Router {
+    let service = any(proxy::call);
+    let router = Router::new()
         .route("/health", get(health))
         .route("/api/worker/register", post(register))
         .route("/api/worker/heartbeat", post(heartbeat))
@@ -262,7 +301,24 @@ pub fn routes(shared: Shared) -> Router {
         .route("/api/admin/workers", get(admin_workers))
         .route("/api/admin/gaps", get(admin_gaps))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(shared)
+        .route("/api/topology", get(topology::get_topology))
+        .route("/api/dht/stats", get(dht_stats))
+        .route("/api/dht/topology", get(topology::get_topology))
+        .route("/api/dht/{*rest}", any(dht_gone))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/", get(topology::page))
+        .route("/service/{service}", service.clone())
+        .route("/service/{service}/{*path}", service.clone())
+        .route("/api/service/{service}", service.clone())
+        .route("/api/service/{service}/{*path}", service)
+        .layer(Extension(listener))
+        .layer(axum::middleware::from_fn(edge::request_id))
+        .with_state(shared);
+    match edge::cors(cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 #[cfg(test)]

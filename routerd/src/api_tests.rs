@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::store::Store;
+
+const TOKEN: &str = "s3cret-admin-token";
 
 struct Api {
     pki: TestCa,
@@ -24,16 +27,16 @@ impl Api {
     fn new() -> Self {
         let pki = TestCa::new("mesh-ca");
         let dir = tempfile::tempdir().unwrap();
-        let coordinator = Coordinator {
-            registry: Registry::new(Catalog::default()),
-            store: Store::open(&dir.path().join("registry.db")).unwrap(),
-            ca: pki.ca.clone(),
-            crl: None,
-            admin_token: "s3cret".into(),
-        };
+        let config = Config::parse(
+            &format!("[listen]\nmesh = \"10.42.0.1:8080\"\n[pki]\nca = \"ca.crt\"\n[admin]\ntoken = \"{TOKEN}\"\n[store]\npath = \"registry.db\"\n"),
+            &dir.path().join("routerd.toml"),
+        )
+        .unwrap();
+        let store = Store::open(&config.store).unwrap();
+        let app = App::new(&config, pki.ca.clone(), None, store, None);
         Self {
             pki,
-            shared: Arc::new(Mutex::new(coordinator)),
+            shared: std::sync::Arc::new(app),
             _dir: dir,
         }
     }
@@ -47,7 +50,7 @@ impl Api {
         body: Option<Value>,
         token: Option<&str>,
     ) -> (StatusCode, Value) {
-        let app = routes(Arc::clone(&self.shared))
+        let app = routes(self.shared.clone(), Listener::Public, &[])
             .layer(MockConnectInfo(SocketAddr::from((from, 40000))));
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
@@ -141,7 +144,7 @@ async fn a_worker_registers_from_its_mesh_ip_and_heartbeats() {
     let (_, health) = api.call(ip, "GET", "/health", None, None).await;
     assert_eq!(health["services"]["rag-embeddings"], 1);
     // The registration is on disk for the next start.
-    let stored = lock(&api.shared).store.load().unwrap();
+    let stored = api.shared.lock().store.load().unwrap();
     assert_eq!(stored.workers.len(), 1);
 }
 
@@ -178,7 +181,7 @@ async fn registrations_from_elsewhere_with_another_nodes_cert_or_revoked_are_ref
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Revoked.
-    lock(&api.shared).crl = Some(api.pki.crl_revoking(&[&cert]));
+    api.shared.lock().crl = Some(api.pki.crl_revoking(&[&cert]));
     let (status, reply) = api
         .call(ip, "POST", "/api/worker/register", Some(body), None)
         .await;
@@ -187,7 +190,7 @@ async fn registrations_from_elsewhere_with_another_nodes_cert_or_revoked_are_ref
         reply["error"].as_str().unwrap().contains("revoked"),
         "{reply}"
     );
-    assert_eq!(lock(&api.shared).registry.workers().count(), 0);
+    assert_eq!(api.shared.lock().registry.workers().count(), 0);
 }
 
 #[tokio::test]
@@ -257,7 +260,7 @@ async fn admin_routes_need_the_token_and_list_gaps() {
             "GET",
             "/api/admin/gaps",
             None,
-            Some("s3cret"),
+            Some(TOKEN),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -278,7 +281,7 @@ async fn admin_routes_need_the_token_and_list_gaps() {
             "GET",
             "/api/admin/workers",
             None,
-            Some("s3cret"),
+            Some(TOKEN),
         )
         .await;
     assert_eq!(status, StatusCode::OK);

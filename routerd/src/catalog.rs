@@ -2,6 +2,7 @@
 //! should run it, and the short names the frontend uses for them.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,20 +14,48 @@ pub enum Tier {
     Cpu,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServiceSpec {
     pub tier: Tier,
     /// How many workers should run it; fewer is a gap.
     pub replicas: u32,
+    /// How long a call may wait for the worker's response headers.
+    #[serde(skip)]
+    pub timeout: Duration,
+    /// The largest request body a call may carry.
+    pub max_body: u64,
+}
+
+impl ServiceSpec {
+    /// A service's defaults: GPU work (inference, OCR) is slow and takes whole documents.
+    pub fn new(tier: Tier) -> Self {
+        match tier {
+            Tier::Gpu => Self {
+                tier,
+                replicas: 1,
+                timeout: Duration::from_secs(120),
+                max_body: 20 << 20,
+            },
+            Tier::Cpu => Self {
+                tier,
+                replicas: 1,
+                timeout: Duration::from_secs(30),
+                max_body: 10 << 20,
+            },
+        }
+    }
 }
 
 /// The names the frontend calls services by (seed 000, section 3), with the canonical name
 /// each stands for.
-pub const ALIASES: [(&str, &str); 4] = [
+/// `ocr` and `llm` are the types seed 002 posts to `/api/service/{type}`.
+pub const ALIASES: [(&str, &str); 6] = [
     ("rag", "rag-embeddings"),
     ("upload", "document-processing"),
     ("notes", "notes-coa"),
     ("ner", "ner-extraction"),
+    ("ocr", "vision-ocr"),
+    ("llm", "llm-inference"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,15 +66,14 @@ pub struct Catalog {
 impl Default for Catalog {
     /// The services of seed 000, section 11: two need a GPU, four run on CPU; one replica each.
     fn default() -> Self {
-        let spec = |tier| ServiceSpec { tier, replicas: 1 };
         Self::new(
             [
-                ("llm-inference", spec(Tier::Gpu)),
-                ("vision-ocr", spec(Tier::Gpu)),
-                ("rag-embeddings", spec(Tier::Cpu)),
-                ("document-processing", spec(Tier::Cpu)),
-                ("notes-coa", spec(Tier::Cpu)),
-                ("ner-extraction", spec(Tier::Cpu)),
+                ("llm-inference", ServiceSpec::new(Tier::Gpu)),
+                ("vision-ocr", ServiceSpec::new(Tier::Gpu)),
+                ("rag-embeddings", ServiceSpec::new(Tier::Cpu)),
+                ("document-processing", ServiceSpec::new(Tier::Cpu)),
+                ("notes-coa", ServiceSpec::new(Tier::Cpu)),
+                ("ner-extraction", ServiceSpec::new(Tier::Cpu)),
             ]
             .into_iter()
             .map(|(name, spec)| (name.to_owned(), spec)),
@@ -94,6 +122,7 @@ mod tests {
         assert_eq!(catalog.resolve("notes"), Some("notes-coa"));
         assert_eq!(catalog.resolve("ner"), Some("ner-extraction"));
         assert_eq!(catalog.resolve("vision-ocr"), Some("vision-ocr"));
+        assert_eq!(catalog.resolve("ocr"), Some("vision-ocr"));
         assert_eq!(catalog.resolve("nope"), None);
         assert_eq!(
             catalog.get("llm-inference").map(|s| s.tier),

@@ -1,12 +1,20 @@
 //! routerd, the RMA Mesh coordinator: it keeps the registry of workers and the services they
-//! run, and (to come) forwards each service call to a worker's mesh IP.
-//!
-//! Built so far: the service catalog, who may register (admission), the registry
-//! (assignment, heartbeats, staleness, gaps), its SQLite store, and the registry's HTTP routes.
-//! The service proxy, the listeners and the daemon are not built yet.
+//! run, and forwards each service call to a worker's mesh IP.
 
 pub mod admission;
 pub mod api;
+pub mod app;
+pub mod balance;
 pub mod catalog;
+pub mod config;
+pub mod edge;
+pub mod health;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod rate_limit;
 pub mod registry;
+pub mod retry_budget;
+pub mod shell;
 pub mod store;
+pub mod topology;

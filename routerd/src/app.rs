@@ -1,0 +1,116 @@
+//! routerd's shared state: the registry and the routing state under one lock, the connection
+//! pool beside it, and the settings the handlers read.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use rma_ca::{CaCert, RevocationList};
+
+use crate::balance::{Balancer, Candidate};
+use crate::config::{Config, RateLimit, Routing};
+use crate::metrics::Stats;
+use crate::pool::Pool;
+use crate::rate_limit::RateLimiter;
+use crate::registry::Registry;
+use crate::retry_budget::RetryBudget;
+use crate::store::Store;
+
+/// Everything the lock guards.
+#[derive(Debug)]
+pub struct Coordinator {
+    pub registry: Registry,
+    pub store: Store,
+    pub ca: CaCert,
+    pub crl: Option<RevocationList>,
+    pub balancer: Balancer,
+    pub retry_budget: RetryBudget,
+    pub rate_limiter: Option<RateLimiter>,
+    pub stats: Stats,
+}
+
+impl Coordinator {
+    /// The workers the registry has for `service` (canonical), with their addresses.
+    pub fn candidates(&self, service: &str) -> Vec<Candidate> {
+        self.registry
+            .serving(service)
+            .into_iter()
+            .map(|(worker, offered)| Candidate {
+                worker: worker.name.clone(),
+                addr: (worker.mesh_ip, offered.port).into(),
+            })
+            .collect()
+    }
+
+    /// Removes workers silent for a TTL, with their routing state; returns their names.
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+        let gone = self.registry.expire(now);
+        for name in &gone {
+            if let Err(e) = self.store.remove(name) {
+                tracing::warn!(worker = %name, error = %e, "could not remove an expired worker from the store");
+            }
+            tracing::info!(worker = %name, "worker expired: no heartbeat within the TTL");
+        }
+        if !gone.is_empty() {
+            let registry = &self.registry;
+            self.balancer.retain(|service, worker| {
+                registry
+                    .serving(service)
+                    .iter()
+                    .any(|(w, _)| w.name == worker)
+            });
+        }
+        gone
+    }
+}
+
+#[derive(Debug)]
+pub struct App {
+    core: Mutex<Coordinator>,
+    pub pool: Arc<Pool>,
+    pub routing: Routing,
+    pub rate_limit: Option<RateLimit>,
+    pub admin_token: String,
+    /// This node's mesh IP, for the topology.
+    pub mesh_ip: Option<std::net::Ipv4Addr>,
+}
+
+pub type Shared = Arc<App>;
+
+impl App {
+    pub fn new(
+        config: &Config,
+        ca: CaCert,
+        crl: Option<RevocationList>,
+        store: Store,
+        mesh_ip: Option<std::net::Ipv4Addr>,
+    ) -> Self {
+        let core = Coordinator {
+            registry: Registry::new(config.catalog.clone()),
+            store,
+            ca,
+            crl,
+            balancer: Balancer::new(config.routing.balance, config.health, config.ejection),
+            retry_budget: RetryBudget::new(config.routing.retry_budget),
+            rate_limiter: config
+                .rate_limit
+                .as_ref()
+                .map(|r| RateLimiter::new(r.per_second, r.burst)),
+            stats: Stats::default(),
+        };
+        Self {
+            core: Mutex::new(core),
+            pool: Arc::new(Pool::new(
+                config.routing.max_idle_per_worker,
+                config.routing.connect_timeout,
+            )),
+            routing: config.routing.clone(),
+            rate_limit: config.rate_limit.clone(),
+            admin_token: config.admin_token.clone(),
+            mesh_ip,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Coordinator> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

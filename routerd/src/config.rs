@@ -1,0 +1,497 @@
+//! `routerd.toml`: parsed straight into validated types; errors name the file, line and
+//! column. Relative paths are taken from the config file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rma_daemon::config::{ByteSize, HostPort, RawLog, Span};
+pub use rma_daemon::{ConfigError, Log};
+use serde::Deserialize;
+
+use crate::catalog::{Catalog, ServiceSpec, Tier};
+
+/// The port the mesh listener uses when only the certificate gives its address.
+pub const DEFAULT_MESH_PORT: u16 = 8080;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where cloudflared (or any local ingress) sends public calls.
+    pub public: SocketAddr,
+    /// Where workers register, on this node's mesh IP; `None` takes the mesh IP from
+    /// `pki.cert`.
+    pub mesh: Option<SocketAddr>,
+    pub ca: PathBuf,
+    /// This node's certificate, for its mesh IP.
+    pub cert: Option<PathBuf>,
+    pub crl: Option<PathBuf>,
+    pub admin_token: String,
+    pub store: PathBuf,
+    pub routing: Routing,
+    pub health: Health,
+    pub ejection: Ejection,
+    pub rate_limit: Option<RateLimit>,
+    /// Origins browsers may call from; empty allows none.
+    pub cors_origins: Vec<String>,
+    pub catalog: Catalog,
+    pub log: Log,
+}
+
+/// How a worker is chosen among those serving a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Two random workers, the one with fewer calls in flight.
+    #[default]
+    LeastOutstanding,
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routing {
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    /// Retries allowed as a share of calls.
+    pub retry_budget: f64,
+    /// Bodies up to this size are kept so an idempotent call can be sent again.
+    pub retry_buffer: u64,
+    pub max_idle_per_worker: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes that bring an unhealthy worker back.
+    pub rise: u32,
+    /// Consecutive failures that take a healthy worker out.
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    /// Consecutive connect errors, 502s or 503s that eject a worker.
+    pub consecutive_errors: u32,
+    /// The first ejection's length; each further one doubles it, up to `max`.
+    pub base: Duration,
+    pub max: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+    /// The header whose value identifies a caller; callers without it are keyed by
+    /// `CF-Connecting-IP` on the public listener, else by their address.
+    pub key_header: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    pki: RawPki,
+    admin: RawAdmin,
+    store: RawStore,
+    #[serde(default)]
+    routing: RawRouting,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    ejection: RawEjection,
+    rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    cors: RawCors,
+    #[serde(default)]
+    service: Vec<RawService>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    #[serde(default = "default_public")]
+    public: HostPort,
+    mesh: Option<HostPort>,
+}
+
+impl Default for RawListen {
+    fn default() -> Self {
+        Self {
+            public: default_public(),
+            mesh: None,
+        }
+    }
+}
+
+fn default_public() -> HostPort {
+    HostPort(SocketAddr::from(([127, 0, 0, 1], 8080)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPki {
+    ca: PathBuf,
+    cert: Option<PathBuf>,
+    crl: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    #[serde(default)]
+    balance: Balance,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: Span,
+    #[serde(default = "default_retry_budget")]
+    retry_budget: f64,
+    #[serde(default = "default_retry_buffer")]
+    retry_buffer: ByteSize,
+    #[serde(default = "default_max_idle")]
+    max_idle_per_worker: usize,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        Self {
+            balance: Balance::default(),
+            connect_timeout: default_connect_timeout(),
+            retry_budget: default_retry_budget(),
+            retry_buffer: default_retry_buffer(),
+            max_idle_per_worker: default_max_idle(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> Span {
+    Span(Duration::from_millis(500))
+}
+fn default_retry_budget() -> f64 {
+    0.2
+}
+fn default_retry_buffer() -> ByteSize {
+    ByteSize(64 << 10)
+}
+fn default_max_idle() -> usize {
+    128
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    #[serde(default = "default_health_interval")]
+    interval: Span,
+    #[serde(default = "default_health_timeout")]
+    timeout: Span,
+    #[serde(default = "default_threshold")]
+    rise: u32,
+    #[serde(default = "default_threshold")]
+    fall: u32,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        Self {
+            interval: default_health_interval(),
+            timeout: default_health_timeout(),
+            rise: default_threshold(),
+            fall: default_threshold(),
+        }
+    }
+}
+
+fn default_health_interval() -> Span {
+    Span(Duration::from_secs(2))
+}
+fn default_health_timeout() -> Span {
+    Span(Duration::from_secs(1))
+}
+fn default_threshold() -> u32 {
+    2
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEjection {
+    #[serde(default = "default_consecutive_errors")]
+    consecutive_errors: u32,
+    #[serde(default = "default_ejection_base")]
+    base: Span,
+    #[serde(default = "default_ejection_max")]
+    max: Span,
+}
+
+impl Default for RawEjection {
+    fn default() -> Self {
+        Self {
+            consecutive_errors: default_consecutive_errors(),
+            base: default_ejection_base(),
+            max: default_ejection_max(),
+        }
+    }
+}
+
+fn default_consecutive_errors() -> u32 {
+    3
+}
+fn default_ejection_base() -> Span {
+    Span(Duration::from_secs(5))
+}
+fn default_ejection_max() -> Span {
+    Span(Duration::from_secs(300))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    per_second: f64,
+    burst: Option<f64>,
+    #[serde(default = "default_key_header")]
+    key_header: String,
+}
+
+fn default_key_header() -> String {
+    "X-API-Key".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    #[serde(default)]
+    origins: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    tier: Tier,
+    #[serde(default = "default_replicas")]
+    replicas: u32,
+    timeout: Option<Span>,
+    max_body: Option<ByteSize>,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(&rma_daemon::config::read(path)?, path)
+    }
+
+    /// Parses config text; `path` names it in errors and anchors relative paths. A
+    /// `token_file` is read here, so a missing one stops the daemon before it listens.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = rma_daemon::config::parse_toml(text, path)?;
+        let semantic = |m: String| ConfigError::semantic(path, m);
+        let resolve = |p: PathBuf| rma_daemon::config::resolve(path, p);
+
+        let admin_token = match (raw.admin.token, raw.admin.token_file) {
+            (Some(token), None) => token,
+            (None, Some(file)) => {
+                let file = resolve(file);
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| semantic(format!("admin.token_file {}: {e}", file.display())))?;
+                text.trim().to_owned()
+            }
+            _ => {
+                return Err(semantic(
+                    "[admin] needs exactly one of `token` and `token_file`".into(),
+                ));
+            }
+        };
+        if admin_token.len() < 16 {
+            return Err(semantic(
+                "the admin token must be at least 16 characters (try `openssl rand -hex 24`)"
+                    .into(),
+            ));
+        }
+        if raw.listen.mesh.is_none() && raw.pki.cert.is_none() {
+            return Err(semantic(
+                "set listen.mesh, or pki.cert so the mesh listener can use its mesh IP".into(),
+            ));
+        }
+        let routing = raw.routing;
+        if !(0.0..=1.0).contains(&routing.retry_budget) {
+            return Err(semantic(format!(
+                "routing.retry_budget {} must be between 0 and 1",
+                routing.retry_budget
+            )));
+        }
+        let health = Health {
+            interval: raw.health.interval.0,
+            timeout: raw.health.timeout.0,
+            rise: raw.health.rise.max(1),
+            fall: raw.health.fall.max(1),
+        };
+        if health.timeout > health.interval {
+            return Err(semantic(
+                "health.timeout must not be longer than health.interval".into(),
+            ));
+        }
+        let ejection = Ejection {
+            consecutive_errors: raw.ejection.consecutive_errors.max(1),
+            base: raw.ejection.base.0,
+            max: raw.ejection.max.0.max(raw.ejection.base.0),
+        };
+        let rate_limit = match raw.rate_limit {
+            None => None,
+            Some(r) if r.per_second > 0.0 && r.burst.is_none_or(|b| b >= 1.0) => Some(RateLimit {
+                per_second: r.per_second,
+                burst: r.burst.unwrap_or(r.per_second.max(1.0)),
+                key_header: r.key_header,
+            }),
+            Some(_) => {
+                return Err(semantic(
+                    "rate_limit.per_second must be above 0 and burst at least 1".into(),
+                ));
+            }
+        };
+        let catalog = if raw.service.is_empty() {
+            Catalog::default()
+        } else {
+            let mut services = Vec::new();
+            for s in raw.service {
+                if services.iter().any(|(n, _)| *n == s.name) {
+                    return Err(semantic(format!("service {:?} is listed twice", s.name)));
+                }
+                let mut spec = ServiceSpec::new(s.tier);
+                spec.replicas = s.replicas;
+                if let Some(t) = s.timeout {
+                    spec.timeout = t.0;
+                }
+                if let Some(b) = s.max_body {
+                    spec.max_body = b.0;
+                }
+                services.push((s.name, spec));
+            }
+            Catalog::new(services)
+        };
+        Ok(Self {
+            public: raw.listen.public.0,
+            mesh: raw.listen.mesh.map(|m| m.0),
+            ca: resolve(raw.pki.ca),
+            cert: raw.pki.cert.map(resolve),
+            crl: raw.pki.crl.map(resolve),
+            admin_token,
+            store: resolve(raw.store.path),
+            routing: Routing {
+                balance: routing.balance,
+                connect_timeout: routing.connect_timeout.0,
+                retry_budget: routing.retry_budget,
+                retry_buffer: routing.retry_buffer.0,
+                max_idle_per_worker: routing.max_idle_per_worker,
+            },
+            health,
+            ejection,
+            rate_limit,
+            cors_origins: raw.cors.origins,
+            catalog,
+            log: raw.log.validate(path)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[pki]\nca = \"ca.crt\"\ncert = \"node.crt\"\n[admin]\ntoken = \"0123456789abcdef\"\n[store]\npath = \"registry.db\"\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/rma-mesh/routerd.toml"))
+    }
+
+    #[test]
+    fn defaults_follow_the_seed_catalog() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.public, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.mesh, None);
+        assert_eq!(config.store, Path::new("/etc/rma-mesh/registry.db"));
+        assert_eq!(config.routing.balance, Balance::LeastOutstanding);
+        assert_eq!(config.routing.retry_buffer, 64 << 10);
+        assert_eq!(config.catalog, Catalog::default());
+        assert_eq!(config.rate_limit, None);
+        assert!(config.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn services_limits_and_policies_are_read() {
+        let config = parse(&format!(
+            "{MINIMAL}[listen]\nmesh = \"10.42.0.1:8080\"\n[routing]\nbalance = \"round-robin\"\n\
+             [rate_limit]\nper_second = 5\n[cors]\norigins = [\"https://rmatool.org.uk\"]\n\
+             [[service]]\nname = \"rag-embeddings\"\ntier = \"cpu\"\nreplicas = 2\ntimeout = \"3s\"\nmax_body = \"1MiB\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.routing.balance, Balance::RoundRobin);
+        assert_eq!(config.mesh, Some("10.42.0.1:8080".parse().unwrap()));
+        let rag = config.catalog.get("rag-embeddings").unwrap();
+        assert_eq!(
+            (rag.replicas, rag.timeout, rag.max_body),
+            (2, Duration::from_secs(3), 1 << 20)
+        );
+        assert_eq!(config.catalog.iter().count(), 1);
+        let limit = config.rate_limit.unwrap();
+        assert_eq!((limit.per_second, limit.burst), (5.0, 5.0));
+        assert_eq!(limit.key_header, "X-API-Key");
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let short = MINIMAL.replace("0123456789abcdef", "short");
+        assert!(
+            parse(&short)
+                .unwrap_err()
+                .to_string()
+                .contains("16 characters")
+        );
+        let no_mesh = MINIMAL.replace("cert = \"node.crt\"\n", "");
+        assert!(
+            parse(&no_mesh)
+                .unwrap_err()
+                .to_string()
+                .contains("listen.mesh")
+        );
+        let bad_tier = parse(&format!(
+            "{MINIMAL}[[service]]\nname = \"x\"\ntier = \"tpu\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad_tier.starts_with("/etc/rma-mesh/routerd.toml:"),
+            "{bad_tier}"
+        );
+        assert!(bad_tier.contains("tier"), "{bad_tier}");
+        let twice = parse(&format!(
+            "{MINIMAL}[[service]]\nname = \"x\"\ntier = \"cpu\"\n[[service]]\nname = \"x\"\ntier = \"gpu\"\n"
+        ));
+        assert!(twice.unwrap_err().to_string().contains("listed twice"));
+        let missing =
+            parse(&MINIMAL.replace("token = \"0123456789abcdef\"", "token_file = \"nope\""));
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .contains("admin.token_file /etc/rma-mesh/nope")
+        );
+        let budget = parse(&format!("{MINIMAL}[routing]\nretry_budget = 2.0\n"));
+        assert!(budget.unwrap_err().to_string().contains("retry_budget"));
+    }
+}

@@ -1,0 +1,157 @@
+//! What every call passes through at the edge: which listener it came in on, who the caller
+//! is, its `X-Request-Id` (passed on, made up if missing, logged) and CORS.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::Instrument as _;
+
+use crate::config::RateLimit;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The listener a call came in on. Only the public one sits behind cloudflared, so only
+/// there is `CF-Connecting-IP` the caller's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Public,
+    Mesh,
+}
+
+/// The caller's address, and the key its rate limit is kept under (`None` without limits):
+/// its API key if it sent one, else its address.
+pub fn caller_key(
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    listener: Listener,
+    limit: Option<&RateLimit>,
+) -> (IpAddr, Option<String>) {
+    let forwarded = (listener == Listener::Public)
+        .then(|| {
+            headers
+                .get("cf-connecting-ip")?
+                .to_str()
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .flatten();
+    let client = forwarded.unwrap_or(peer.ip());
+    let key = limit.map(|limit| {
+        headers
+            .get(limit.key_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 256)
+            .map_or_else(|| format!("ip:{client}"), |k| format!("key:{k}"))
+    });
+    (client, key)
+}
+
+/// A request ID worth passing on: short and printable.
+fn usable(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+fn new_request_id() -> HeaderValue {
+    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Gives each call an `X-Request-Id` (the caller's if usable), passes it to the worker and
+/// back to the caller, and logs the call with it.
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = match request.headers().get(&REQUEST_ID) {
+        Some(v) if usable(v) => v.clone(),
+        _ => new_request_id(),
+    };
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let span = tracing::info_span!("call", request_id = %id.to_str().unwrap_or_default());
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(target: "routerd::access", %method, %path, status = response.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1000.0, "call");
+    });
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
+}
+
+/// CORS for the configured origins only; `None` when there are none (browsers then refuse
+/// cross-origin calls).
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("x-api-key"),
+                REQUEST_ID,
+            ])
+            .expose_headers([REQUEST_ID])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit() -> RateLimit {
+        RateLimit {
+            per_second: 1.0,
+            burst: 1.0,
+            key_header: "X-API-Key".into(),
+        }
+    }
+
+    #[test]
+    fn callers_are_keyed_by_api_key_then_cloudflare_address_on_the_public_side_only() {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
+        let mut headers = HeaderMap::new();
+        headers.insert("cf-connecting-ip", HeaderValue::from_static("203.0.113.7"));
+        let (ip, key) = caller_key(&headers, peer, Listener::Public, Some(&limit()));
+        assert_eq!(ip.to_string(), "203.0.113.7");
+        assert_eq!(key.as_deref(), Some("ip:203.0.113.7"));
+        let (ip, _) = caller_key(&headers, peer, Listener::Mesh, Some(&limit()));
+        assert_eq!(ip, peer.ip(), "the mesh listener ignores the header");
+        headers.insert("x-api-key", HeaderValue::from_static("team-a"));
+        let (_, key) = caller_key(&headers, peer, Listener::Public, Some(&limit()));
+        assert_eq!(key.as_deref(), Some("key:team-a"));
+        let (_, key) = caller_key(&headers, peer, Listener::Public, None);
+        assert_eq!(key, None);
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_made_up_otherwise() {
+        assert!(usable(&HeaderValue::from_static("req-42")));
+        assert!(!usable(&HeaderValue::from_static("has space")));
+        assert!(!usable(&HeaderValue::from_str(&"x".repeat(200)).unwrap()));
+        let a = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_request_id());
+    }
+}

@@ -1,0 +1,243 @@
+//! What routerd counts, and `/metrics` in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rma_daemon::prometheus::Exposition;
+
+use crate::app::Coordinator;
+
+/// Upper bounds of the call-duration histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bound, count) in BUCKETS.iter().zip(&mut self.counts) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += seconds;
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Calls answered, by service and status.
+    calls: BTreeMap<(String, u16), u64>,
+    durations: BTreeMap<String, Histogram>,
+    retries: BTreeMap<(String, &'static str), u64>,
+    upstream_errors: BTreeMap<(String, &'static str), u64>,
+    pub retries_refused: u64,
+    pub rate_limited: u64,
+    pub registrations_refused: u64,
+}
+
+impl Stats {
+    /// A call to `service` answered `status` after `elapsed` (to the response headers).
+    pub fn answered(&mut self, service: &str, status: u16, elapsed: Duration) {
+        *self.calls.entry((service.to_owned(), status)).or_default() += 1;
+        self.durations
+            .entry(service.to_owned())
+            .or_default()
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn retried(&mut self, service: &str, reason: &'static str) {
+        *self
+            .retries
+            .entry((service.to_owned(), reason))
+            .or_default() += 1;
+    }
+
+    pub fn upstream_error(&mut self, service: &str, kind: &'static str) {
+        *self
+            .upstream_errors
+            .entry((service.to_owned(), kind))
+            .or_default() += 1;
+    }
+}
+
+/// The whole exposition, read under the lock.
+pub fn render(c: &Coordinator, idle_connections: usize, now: Instant) -> String {
+    let mut e = Exposition::default();
+    let s = &c.stats;
+    e.header(
+        "routerd_calls_total",
+        "counter",
+        "Service calls answered, by service and HTTP status.",
+    );
+    for ((service, status), n) in &s.calls {
+        e.sample(
+            "routerd_calls_total",
+            &[("service", service), ("code", &status.to_string())],
+            n,
+        );
+    }
+    e.header(
+        "routerd_call_duration_seconds",
+        "histogram",
+        "Time from a call's arrival to its response headers, by service.",
+    );
+    for (service, h) in &s.durations {
+        for (bound, count) in BUCKETS.iter().zip(h.counts) {
+            e.sample(
+                "routerd_call_duration_seconds_bucket",
+                &[("service", service), ("le", &bound.to_string())],
+                count,
+            );
+        }
+        e.sample(
+            "routerd_call_duration_seconds_bucket",
+            &[("service", service), ("le", "+Inf")],
+            h.count,
+        );
+        e.sample(
+            "routerd_call_duration_seconds_sum",
+            &[("service", service)],
+            h.sum,
+        );
+        e.sample(
+            "routerd_call_duration_seconds_count",
+            &[("service", service)],
+            h.count,
+        );
+    }
+    e.header(
+        "routerd_retries_total",
+        "counter",
+        "Calls sent again to another worker, by service and reason.",
+    );
+    for ((service, reason), n) in &s.retries {
+        e.sample(
+            "routerd_retries_total",
+            &[("service", service), ("reason", reason)],
+            n,
+        );
+    }
+    e.header(
+        "routerd_upstream_errors_total",
+        "counter",
+        "Failed attempts to reach a worker, by service and kind.",
+    );
+    for ((service, kind), n) in &s.upstream_errors {
+        e.sample(
+            "routerd_upstream_errors_total",
+            &[("service", service), ("kind", kind)],
+            n,
+        );
+    }
+    e.single(
+        "routerd_retries_refused_total",
+        "counter",
+        "Retries the retry budget did not allow.",
+        s.retries_refused,
+    );
+    e.single(
+        "routerd_rate_limited_total",
+        "counter",
+        "Calls answered 429 by the rate limit.",
+        s.rate_limited,
+    );
+    e.single(
+        "routerd_registrations_refused_total",
+        "counter",
+        "Worker registrations refused (certificate, source address or payload).",
+        s.registrations_refused,
+    );
+    e.single(
+        "routerd_workers",
+        "gauge",
+        "Registered workers.",
+        c.registry.workers().count(),
+    );
+    e.single(
+        "routerd_idle_connections",
+        "gauge",
+        "Pooled idle connections to workers.",
+        idle_connections,
+    );
+    let catalog = c.registry.catalog();
+    e.header(
+        "routerd_service_workers",
+        "gauge",
+        "Workers that can take a service's calls now (healthy, not ejected).",
+    );
+    for (service, _) in catalog.iter() {
+        let up = c
+            .candidates(service)
+            .iter()
+            .filter(|w| {
+                let v = c.balancer.view(service, &w.worker, now);
+                v.healthy && !v.ejected
+            })
+            .count();
+        e.sample("routerd_service_workers", &[("service", service)], up);
+    }
+    e.header(
+        "routerd_service_replicas_wanted",
+        "gauge",
+        "The catalog's replica target for each service.",
+    );
+    for (service, spec) in catalog.iter() {
+        e.sample(
+            "routerd_service_replicas_wanted",
+            &[("service", service)],
+            spec.replicas,
+        );
+    }
+    e.header(
+        "routerd_worker_up",
+        "gauge",
+        "1 if the worker takes the service's calls now, by service and worker.",
+    );
+    let mut outstanding = Vec::new();
+    let mut ejections = Vec::new();
+    for (service, _) in catalog.iter() {
+        for w in c.candidates(service) {
+            let v = c.balancer.view(service, &w.worker, now);
+            e.sample(
+                "routerd_worker_up",
+                &[("service", service), ("worker", &w.worker)],
+                u8::from(v.healthy && !v.ejected),
+            );
+            outstanding.push((service.to_owned(), w.worker.clone(), v.outstanding));
+            ejections.push((service.to_owned(), w.worker, v.ejections));
+        }
+    }
+    e.header(
+        "routerd_worker_outstanding",
+        "gauge",
+        "Calls in flight to the worker, by service and worker.",
+    );
+    for (service, worker, n) in outstanding {
+        e.sample(
+            "routerd_worker_outstanding",
+            &[("service", &service), ("worker", &worker)],
+            n,
+        );
+    }
+    e.header(
+        "routerd_worker_ejections_total",
+        "counter",
+        "Passive ejections of the worker, by service and worker.",
+    );
+    for (service, worker, n) in ejections {
+        e.sample(
+            "routerd_worker_ejections_total",
+            &[("service", &service), ("worker", &worker)],
+            n,
+        );
+    }
+    e.finish()
+}

@@ -1,0 +1,533 @@
+//! Service calls: `/service/{service}/{*path}` and `/api/service/{type}/{*path}` go to one of
+//! the service's workers at its mesh IP, bodies streamed both ways. A call whose connection
+//! failed goes to another worker once; a call that was sent is sent again only if its method
+//! is idempotent and its body was small enough to keep. Retries come out of the budget.
+
+use std::error::Error as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::Body as _;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::app::Shared;
+use crate::balance::{Candidate, Pick};
+use crate::edge::{Listener, caller_key};
+use crate::pool::{ConnectError, Returning};
+
+/// Attempts per call: the first and one retry.
+const ATTEMPTS: usize = 2;
+
+/// Headers that belong to one connection and are not passed on (RFC 9110, section 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// An answer routerd makes itself: `{"error": ..., "service": ...}` with a status.
+fn refuse(status: StatusCode, service: &str, reason: &str, message: String) -> Response {
+    (
+        status,
+        axum::Json(json!({ "error": message, "reason": reason, "service": service })),
+    )
+        .into_response()
+}
+
+/// Splits `/service/rag/stats?x=1` into (`rag`, `/stats?x=1`).
+fn split_target(uri: &Uri) -> Option<(&str, String)> {
+    let path = uri.path();
+    let rest = path
+        .strip_prefix("/service/")
+        .or_else(|| path.strip_prefix("/api/service/"))?;
+    let (service, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let target = match uri.query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_owned(),
+    };
+    Some((service, target))
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// The request body as sent: kept in memory (it can be sent again) or streamed (once).
+enum Payload {
+    Kept(Bytes),
+    Streamed(Body),
+}
+
+impl Payload {
+    fn take(&mut self) -> Body {
+        match self {
+            Self::Kept(bytes) => Body::from(bytes.clone()),
+            Self::Streamed(body) => std::mem::take(body),
+        }
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The headers a worker gets: the caller's, without hop-by-hop ones, with `Host` set to the
+/// worker and the caller's address appended to `X-Forwarded-For`.
+fn upstream_headers(mut headers: HeaderMap, client: IpAddr, addr: SocketAddr) -> HeaderMap {
+    strip_hop_by_hop(&mut headers);
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.insert("x-forwarded-host", host);
+    }
+    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {client}"),
+        None => client.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&addr.to_string()) {
+        headers.insert(header::HOST, value);
+    }
+    headers
+}
+
+/// Why an attempt failed, and whether another worker may take the call.
+enum Failure {
+    /// Nothing reached the worker: the payload is intact.
+    NotSent(&'static str, String),
+    /// The request went out (wholly or partly) and no response came.
+    Sent(&'static str, String),
+    /// The body was larger than the service allows (found while streaming it).
+    TooLarge,
+    TimedOut,
+}
+
+fn too_large(e: &hyper::Error) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.is::<LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Sends one attempt to `addr`.
+async fn attempt(
+    app: &Shared,
+    addr: SocketAddr,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    payload: &mut Payload,
+) -> Result<(hyper::Response<hyper::body::Incoming>, crate::pool::Sender), Failure> {
+    let mut conn = app.pool.checkout(addr).await.map_err(|e| match e {
+        ConnectError::Timeout(_) => Failure::NotSent("connect_timeout", e.to_string()),
+        _ => Failure::NotSent("connect", e.to_string()),
+    })?;
+    let mut request = hyper::Request::new(payload.take());
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = target
+        .parse()
+        .map_err(|e| Failure::NotSent("bad_target", format!("{e}")))?;
+    *request.headers_mut() = headers.clone();
+    match conn.sender.try_send_request(request).await {
+        Ok(response) => Ok((response, conn.sender)),
+        Err(mut e) => {
+            let cause = e.error().to_string();
+            if let Some(unsent) = e.take_message() {
+                // The connection closed before the request went out: the body is back.
+                if let Payload::Streamed(body) = payload {
+                    *body = unsent.into_body();
+                }
+                let kind = if conn.reused {
+                    "stale_connection"
+                } else {
+                    "connect"
+                };
+                return Err(Failure::NotSent(kind, cause));
+            }
+            if too_large(e.error()) {
+                return Err(Failure::TooLarge);
+            }
+            Err(Failure::Sent("reset", cause))
+        }
+    }
+}
+
+/// `ANY /service/{service}/{*path}` and `ANY /api/service/{type}/{*path}`.
+pub async fn call(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    listener: axum::Extension<Listener>,
+    request: Request,
+) -> Response {
+    let arrived = Instant::now();
+    let (parts, body) = request.into_parts();
+    let Some((alias, target)) = split_target(&parts.uri) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "",
+            "unknown_route",
+            format!("no route for {}", parts.uri.path()),
+        );
+    };
+    let (client, key) = caller_key(&parts.headers, peer, *listener, app.rate_limit.as_ref());
+    let resolved = {
+        let mut c = app.lock();
+        let service = c.registry.catalog().resolve(alias).map(str::to_owned);
+        if let (Some(limiter), Some(key)) = (c.rate_limiter.as_mut(), key.as_deref())
+            && let Err(wait) = limiter.check(key, arrived)
+        {
+            c.stats.rate_limited += 1;
+            let mut response = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                alias,
+                "rate_limited",
+                format!("rate limit reached; retry in {} ms", wait.as_millis()),
+            );
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            return response;
+        }
+        service.map(|s| {
+            let spec = c.registry.catalog().get(&s).cloned();
+            (s, spec)
+        })
+    };
+    let Some((service, Some(spec))) = resolved else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            alias,
+            "unknown_service",
+            format!("no service called {alias:?}"),
+        );
+    };
+
+    let declared = body.size_hint().exact().or_else(|| {
+        parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    });
+    if declared.is_some_and(|n| n > spec.max_body) {
+        return finish(
+            &app,
+            &service,
+            arrived,
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &service,
+                "body_too_large",
+                format!("{service} takes bodies up to {} bytes", spec.max_body),
+            ),
+        );
+    }
+    let keepable = idempotent(&parts.method)
+        && (body.is_end_stream() || declared.is_some_and(|n| n <= app.routing.retry_buffer));
+    let limit = usize::try_from(spec.max_body).unwrap_or(usize::MAX);
+    let mut payload = if keepable {
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Payload::Kept(collected.to_bytes()),
+            Err(e) => {
+                return finish(
+                    &app,
+                    &service,
+                    arrived,
+                    refuse(
+                        StatusCode::BAD_REQUEST,
+                        &service,
+                        "body_unreadable",
+                        format!("request body: {e}"),
+                    ),
+                );
+            }
+        }
+    } else {
+        Payload::Streamed(Body::new(Limited::new(body, limit)))
+    };
+
+    let deadline = arrived + spec.timeout;
+    let mut tried: Vec<String> = Vec::new();
+    let mut last: Option<Response> = None;
+    loop {
+        let (pick, candidates) = {
+            let mut c = app.lock();
+            if tried.is_empty() {
+                c.retry_budget.called();
+            }
+            let candidates = c.candidates(&service);
+            let pick = c
+                .balancer
+                .pick(&service, &candidates, &tried, Instant::now(), |n| {
+                    fastrand::usize(..n)
+                });
+            if let Pick::Worker(w) = &pick {
+                c.balancer.started(&service, &w.worker);
+            }
+            (pick, candidates)
+        };
+        let worker = match pick {
+            Pick::Worker(w) => w,
+            Pick::NoWorkers => {
+                let r = refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &service,
+                    "no_workers",
+                    format!("no worker is registered for {service}"),
+                );
+                return finish(&app, &service, arrived, r);
+            }
+            Pick::NoneHealthy { registered } => {
+                let r = last.unwrap_or_else(|| {
+                    refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &service,
+                        "no_healthy_workers",
+                        format!("none of the {registered} workers for {service} is healthy"),
+                    )
+                });
+                return finish(&app, &service, arrived, r);
+            }
+        };
+        let headers = upstream_headers(parts.headers.clone(), client, worker.addr);
+        let outcome = tokio::time::timeout_at(
+            deadline.into(),
+            attempt(
+                &app,
+                worker.addr,
+                &parts.method,
+                &target,
+                &headers,
+                &mut payload,
+            ),
+        )
+        .await
+        .unwrap_or(Err(Failure::TimedOut));
+        tried.push(worker.worker.clone());
+        let retryable_sent = matches!(payload, Payload::Kept(_));
+        match outcome {
+            Ok((response, sender)) => {
+                let status = response.status();
+                let unavailable =
+                    status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE;
+                if unavailable {
+                    note_failure(&app, &service, &worker, &candidates, "status_5xx");
+                    if retryable_sent && retry(&app, &service, &tried, "status_5xx") {
+                        done(&app, &service, &worker.worker);
+                        drop(response);
+                        continue;
+                    }
+                } else {
+                    app.lock()
+                        .balancer
+                        .succeeded(&service, &worker.worker, Instant::now());
+                }
+                let response = stream_back(&app, &service, worker, response, sender);
+                return finish(&app, &service, arrived, response);
+            }
+            Err(failure) => {
+                done(&app, &service, &worker.worker);
+                let (status, reason, message, may_retry) = match failure {
+                    Failure::NotSent(kind, cause) => {
+                        if kind != "stale_connection" {
+                            note_failure(&app, &service, &worker, &candidates, kind);
+                        }
+                        (StatusCode::BAD_GATEWAY, kind, cause, true)
+                    }
+                    Failure::Sent(kind, cause) => {
+                        note_failure(&app, &service, &worker, &candidates, kind);
+                        (StatusCode::BAD_GATEWAY, kind, cause, retryable_sent)
+                    }
+                    Failure::TooLarge => {
+                        let r = refuse(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            &service,
+                            "body_too_large",
+                            format!("{service} takes bodies up to {} bytes", spec.max_body),
+                        );
+                        return finish(&app, &service, arrived, r);
+                    }
+                    Failure::TimedOut => {
+                        app.lock().stats.upstream_error(&service, "timeout");
+                        let r = refuse(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            &service,
+                            "timeout",
+                            format!(
+                                "{} did not answer within {} ms",
+                                worker.worker,
+                                spec.timeout.as_millis()
+                            ),
+                        );
+                        return finish(&app, &service, arrived, r);
+                    }
+                };
+                tracing::warn!(service = %service, worker = %worker.worker, reason, error = %message, "call to worker failed");
+                last = Some(refuse(
+                    status,
+                    &service,
+                    reason,
+                    format!("{}: {message}", worker.worker),
+                ));
+                // A closed pooled connection is retried without spending the budget.
+                let free = reason == "stale_connection" && tried.len() <= ATTEMPTS;
+                if free {
+                    tried.pop();
+                    continue;
+                }
+                if !(may_retry && retry(&app, &service, &tried, reason)) {
+                    return finish(
+                        &app,
+                        &service,
+                        arrived,
+                        last.unwrap_or_else(|| status.into_response()),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Whether another attempt may go out: under the attempt limit and within the budget.
+fn retry(app: &Shared, service: &str, tried: &[String], reason: &'static str) -> bool {
+    if tried.len() >= ATTEMPTS {
+        return false;
+    }
+    let mut c = app.lock();
+    if c.retry_budget.try_retry() {
+        c.stats.retried(service, reason);
+        true
+    } else {
+        c.stats.retries_refused += 1;
+        false
+    }
+}
+
+fn note_failure(
+    app: &Shared,
+    service: &str,
+    worker: &Candidate,
+    candidates: &[Candidate],
+    kind: &'static str,
+) {
+    let mut c = app.lock();
+    c.stats.upstream_error(service, kind);
+    if let Some(length) = c
+        .balancer
+        .failed(service, &worker.worker, candidates, Instant::now())
+    {
+        tracing::warn!(service, worker = %worker.worker, seconds = length.as_secs_f64(), "worker ejected after consecutive errors");
+    }
+}
+
+fn done(app: &Shared, service: &str, worker: &str) {
+    app.lock().balancer.finished(service, worker);
+}
+
+/// The worker's response, its body streamed through; the worker's call counts as in flight
+/// until the body ends.
+fn stream_back(
+    app: &Shared,
+    service: &str,
+    worker: Candidate,
+    response: hyper::Response<hyper::body::Incoming>,
+    sender: crate::pool::Sender,
+) -> Response {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let app2 = app.clone();
+    let service = service.to_owned();
+    let name = worker.worker.clone();
+    let on_end = move || done(&app2, &service, &name);
+    let body = Returning::new(body, app.pool.clone(), worker.addr, sender, on_end);
+    Response::from_parts(parts, Body::new(body))
+}
+
+fn finish(app: &Shared, service: &str, arrived: Instant, response: Response) -> Response {
+    let elapsed: Duration = arrived.elapsed();
+    app.lock()
+        .stats
+        .answered(service, response.status().as_u16(), elapsed);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_keep_the_path_and_query() {
+        let uri: Uri = "/service/rag/api/graph/build?x=1".parse().unwrap();
+        assert_eq!(
+            split_target(&uri),
+            Some(("rag", "/api/graph/build?x=1".to_owned()))
+        );
+        let uri: Uri = "/api/service/ocr".parse().unwrap();
+        assert_eq!(split_target(&uri), Some(("ocr", "/".to_owned())));
+        let uri: Uri = "/health".parse().unwrap();
+        assert_eq!(split_target(&uri), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind_and_the_caller_is_appended() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("api.rmatool.org.uk"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        headers.insert("x-request-id", HeaderValue::from_static("abc"));
+        let out = upstream_headers(
+            headers,
+            IpAddr::from([198, 51, 100, 4]),
+            SocketAddr::from(([10, 42, 0, 11], 8101)),
+        );
+        assert!(out.get("x-secret").is_none());
+        assert!(out.get(header::CONNECTION).is_none());
+        assert!(out.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(out[header::HOST], "10.42.0.11:8101");
+        assert_eq!(out["x-forwarded-host"], "api.rmatool.org.uk");
+        assert_eq!(out["x-forwarded-for"], "203.0.113.9, 198.51.100.4");
+        assert_eq!(out["x-request-id"], "abc");
+    }
+}

@@ -1,0 +1,213 @@
+//! The daemon around the routes: loads trust and the stored registry, binds the public and
+//! mesh listeners, expires silent workers, runs health checks, reloads the revocation list on
+//! SIGHUP (or when its file changes) and shuts down on a signal.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use rma_ca::{CaCert, NodeCert};
+use tokio::net::TcpListener;
+
+use crate::api;
+use crate::app::{App, Shared};
+use crate::config::{Config, DEFAULT_MESH_PORT};
+use crate::edge::Listener;
+use crate::store::Store;
+
+/// How often the revocation list's file is looked at for changes.
+const CRL_POLL: Duration = Duration::from_secs(2);
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| path.display().to_string())
+}
+
+/// The mesh IP in this node's certificate, if the config names one.
+fn certificate_ip(config: &Config) -> anyhow::Result<Option<Ipv4Addr>> {
+    let Some(path) = &config.cert else {
+        return Ok(None);
+    };
+    let cert = NodeCert::from_bytes(&read(path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(Some(cert.mesh_ip()))
+}
+
+/// Loads everything the config names, so `--check-config` and startup fail alike.
+pub fn prepare(config: &Config) -> anyhow::Result<Shared> {
+    let ca = CaCert::from_bytes(&read(&config.ca)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.ca.display()))?;
+    let crl = match &config.crl {
+        Some(path) => Some(rma_daemon::identity::load_crl(path, &ca)?),
+        None => None,
+    };
+    let mesh_ip = certificate_ip(config)?;
+    if let Some(dir) = config.store.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    }
+    let store = Store::open(&config.store).with_context(|| config.store.display().to_string())?;
+    let loaded = store.load()?;
+    for (name, cause) in &loaded.unreadable {
+        tracing::warn!(worker = %name, %cause, "stored registration unreadable; kept on disk, not routed to");
+    }
+    let app = Arc::new(App::new(config, ca, crl, store, mesh_ip));
+    {
+        let mut c = app.lock();
+        let now = Instant::now();
+        for worker in loaded.workers {
+            tracing::info!(worker = %worker.name, mesh_ip = %worker.mesh_ip, "restored from the store; dropped unless it heartbeats within the TTL");
+            c.registry.restore(worker, now);
+        }
+    }
+    Ok(app)
+}
+
+/// The mesh listener's address: the config's, or the certificate's mesh IP.
+fn mesh_addr(config: &Config, app: &App) -> anyhow::Result<SocketAddr> {
+    config
+        .mesh
+        .or_else(|| {
+            app.mesh_ip
+                .map(|ip| SocketAddr::from((ip, DEFAULT_MESH_PORT)))
+        })
+        .context("no mesh listen address")
+}
+
+/// Binds `addr` even before the address exists (IP_FREEBIND): routerd may start before
+/// meshd has brought up the TUN device that carries its mesh IP.
+fn bind_freely(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_freebind_v4(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into())?)
+}
+
+async fn serve(listener: TcpListener, router: axum::Router, name: &'static str) {
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, service).await {
+        tracing::error!(listener = name, error = %e, "listener failed");
+    }
+}
+
+/// Expires silent workers when their TTL runs out, and forgets idle rate-limit buckets.
+async fn expire_loop(app: Shared) {
+    loop {
+        let next = app.lock().registry.next_expiry();
+        let wake = next
+            .map(|t| t + Duration::from_millis(1))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+            .min(Instant::now() + Duration::from_secs(1));
+        tokio::time::sleep_until(wake.into()).await;
+        let now = Instant::now();
+        let mut c = app.lock();
+        let gone = c.expire(now);
+        if let Some(limiter) = c.rate_limiter.as_mut() {
+            limiter.sweep(now);
+        }
+        drop(c);
+        if !gone.is_empty() {
+            let addrs: Vec<SocketAddr> = {
+                let c = app.lock();
+                c.registry
+                    .workers()
+                    .flat_map(|w| {
+                        w.offered
+                            .iter()
+                            .map(|o| SocketAddr::from((w.mesh_ip, o.port)))
+                    })
+                    .collect()
+            };
+            app.pool.retain(|a| addrs.contains(a));
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Takes a newer revocation list on SIGHUP or when its file changes; an older one is refused.
+async fn crl_loop(app: Shared, path: PathBuf) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    let mut seen = modified(&path);
+    let mut poll = tokio::time::interval(CRL_POLL);
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {}
+            _ = poll.tick() => {
+                let now = modified(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+            }
+        }
+        let mut c = app.lock();
+        match rma_daemon::identity::load_crl(&path, &c.ca) {
+            Ok(crl) if crl.supersedes(c.crl.as_ref()) => {
+                tracing::info!(path = %path.display(), "revocation list reloaded");
+                c.crl = Some(crl);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation list not reloaded; keeping the one in use")
+            }
+        }
+    }
+}
+
+/// Runs routerd until `shutdown` completes; `ready` is called once both listeners are bound.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(SocketAddr, SocketAddr),
+) -> anyhow::Result<()> {
+    let app = prepare(&config)?;
+    let public = TcpListener::bind(config.public)
+        .await
+        .with_context(|| format!("public listener {}", config.public))?;
+    let mesh = mesh_addr(&config, &app)?;
+    let mesh_listener = bind_freely(mesh).with_context(|| format!("mesh listener {mesh}"))?;
+    let (public_addr, mesh_addr) = (public.local_addr()?, mesh_listener.local_addr()?);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(serve(
+        public,
+        api::routes(app.clone(), Listener::Public, &config.cors_origins),
+        "public",
+    ));
+    tasks.spawn(serve(
+        mesh_listener,
+        api::routes(app.clone(), Listener::Mesh, &config.cors_origins),
+        "mesh",
+    ));
+    tasks.spawn(expire_loop(app.clone()));
+    tasks.spawn(crate::health::run(
+        app.clone(),
+        config.health.interval,
+        config.health.timeout,
+    ));
+    if let Some(path) = config.crl.clone() {
+        tasks.spawn(crl_loop(app.clone(), path));
+    }
+    let workers = app.lock().registry.workers().count();
+    tracing::info!(public = %public_addr, mesh = %mesh_addr, workers, "routerd up");
+    ready(public_addr, mesh_addr);
+    shutdown.await;
+    tracing::info!("routerd stopping");
+    tasks.abort_all();
+    Ok(())
+}
