@@ -2,9 +2,11 @@
 //! veth links and nftables, run the real daemons inside it, wait on conditions with deadlines,
 //! and always tear it all down.
 
+pub mod http;
 pub mod internet;
 pub mod lab;
 pub mod mesh;
 pub mod quic_client;
+pub mod service;
 pub mod traffic;
 pub mod wait;

@@ -1,0 +1,494 @@
+//! routerd's routing on loopback, in-process and without namespaces: workers are test
+//! services on 127.0.0.2, .3, .4 (their "mesh IPs", from a CA for 127.0.0.0/8), registered
+//! over HTTP from those addresses. The namespace tests (`routerd_mesh.rs`) put the same
+//! services behind NATs and meshd.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use integration::http::{self, Reply};
+use integration::service::Service;
+use integration::wait;
+use rma_ca::test_ca::TestCa;
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const TOKEN: &str = "loopback-admin-token";
+
+struct Worker {
+    service: Arc<Service>,
+    ip: Ipv4Addr,
+    port: u16,
+    task: JoinHandle<()>,
+}
+
+struct Fleet {
+    public: SocketAddr,
+    workers: Vec<Worker>,
+    dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    routerd: JoinHandle<anyhow::Result<()>>,
+    heartbeats: JoinHandle<()>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.heartbeats.abort();
+        self.routerd.abort();
+        for w in &self.workers {
+            w.task.abort();
+        }
+    }
+}
+
+fn config_text(dir: &std::path::Path, extra: &str) -> String {
+    format!(
+        "[listen]\npublic = \"127.0.0.1:0\"\nmesh = \"127.0.0.1:0\"\n\
+         [pki]\nca = \"{dir}/ca.crt\"\n[admin]\ntoken = \"{TOKEN}\"\n\
+         [store]\npath = \"{dir}/registry.db\"\n\
+         {health}{extra}",
+        dir = dir.display(),
+        health = if extra.contains("[health]") {
+            ""
+        } else {
+            "[health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n"
+        }
+    )
+}
+
+/// Starts routerd (config plus `extra`) with its store in `dir`; returns its listeners.
+async fn start_routerd(
+    dir: &std::path::Path,
+    extra: &str,
+) -> (
+    SocketAddr,
+    SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<anyhow::Result<()>>,
+) {
+    let path = dir.join("routerd.toml");
+    std::fs::write(&path, config_text(dir, extra)).unwrap();
+    let config = routerd::config::Config::load(&path).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let task = tokio::spawn(routerd::shell::run(
+        config,
+        async {
+            let _ = stopped.await;
+        },
+        move |public, mesh| {
+            let _ = ready_tx.send((public, mesh));
+        },
+    ));
+    let (public, mesh) = ready_rx.await.expect("routerd started");
+    (public, mesh, stop, task)
+}
+
+async fn register(pki: &TestCa, mesh: SocketAddr, w: &Worker, name: &str) -> Reply {
+    let (cert, _) = pki.node(name, w.ip);
+    let body = json!({
+        "certificate": cert.to_pem(),
+        "capabilities": {"cpu_cores": 2, "ram": "4 GiB", "has_gpu": false, "free_disk": "9 GiB", "worker_type": "cpu"},
+        "services": [{"name": "rag-embeddings", "port": w.port, "health": "/health"}],
+    });
+    http::call(
+        mesh,
+        Some(IpAddr::V4(w.ip)),
+        "POST",
+        "/api/worker/register",
+        &[("content-type", "application/json")],
+        Bytes::from(body.to_string()),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap()
+}
+
+/// `n` workers serving rag-embeddings, registered with a fresh routerd.
+async fn fleet(n: u8, extra: &str) -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestCa::with_network("loopback-ca", "127.0.0.0/8");
+    std::fs::write(dir.path().join("ca.crt"), pki.ca.to_pem()).unwrap();
+    let mut workers = Vec::new();
+    for i in 0..n {
+        let ip = Ipv4Addr::new(127, 0, 0, 2 + i);
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let service = Service::new(&format!("w{i}"), "rag-embeddings");
+        let task = tokio::spawn(integration::service::serve(listener, service.clone()));
+        workers.push(Worker {
+            service,
+            ip,
+            port,
+            task,
+        });
+    }
+    let (public, mesh, stop, routerd) = start_routerd(dir.path(), extra).await;
+    for (i, w) in workers.iter().enumerate() {
+        let reply = register(&pki, mesh, w, &format!("w{i}")).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json());
+    }
+    let beats: Vec<(Ipv4Addr, String)> = workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.ip, format!("w{i}")))
+        .collect();
+    let heartbeats = tokio::spawn(heartbeat(mesh, beats));
+    Fleet {
+        public,
+        workers,
+        dir,
+        stop: Some(stop),
+        routerd,
+        heartbeats,
+    }
+}
+
+/// Heartbeats for every worker, as meshd would send them.
+async fn heartbeat(mesh: SocketAddr, workers: Vec<(Ipv4Addr, String)>) {
+    loop {
+        for (ip, name) in &workers {
+            let _ = http::call(
+                mesh,
+                Some(IpAddr::V4(*ip)),
+                "POST",
+                "/api/worker/heartbeat",
+                &[("content-type", "application/json")],
+                Bytes::from(json!({ "worker_id": name }).to_string()),
+                Duration::from_secs(2),
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    http::get(addr, path, &[]).await.unwrap()
+}
+
+fn answered_by(reply: &Reply) -> String {
+    reply.json().unwrap()["worker"].as_str().unwrap().to_owned()
+}
+
+async fn topology_state(addr: SocketAddr, worker: &str) -> String {
+    let topology = get(addr, "/api/topology").await.json().unwrap();
+    topology["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["worker"] == worker)
+        .map(|r| r["state"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_spread_across_workers_with_request_ids_passed_on() {
+    let f = fleet(3, "").await;
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..60 {
+        let reply = get(f.public, &format!("/service/rag/query?n={i}")).await;
+        assert_eq!(reply.status, 200);
+        let body = reply.json().unwrap();
+        assert_eq!(body["path"], "/query");
+        assert_eq!(body["query"], format!("n={i}"));
+        let id = reply.headers["x-request-id"].to_str().unwrap();
+        assert_eq!(
+            body["request_id"], id,
+            "the worker saw the ID the caller got"
+        );
+        assert_eq!(id.len(), 32);
+        *seen.entry(answered_by(&reply)).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 3, "every worker took calls: {seen:?}");
+    assert!(seen.values().all(|&n| n >= 5), "{seen:?}");
+    // A caller's ID is kept; canonical names and /api/service work too.
+    let reply = http::get(
+        f.public,
+        "/service/rag-embeddings/stats",
+        &[("x-request-id", "frontend-42")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.headers["x-request-id"], "frontend-42");
+    assert_eq!(reply.json().unwrap()["request_id"], "frontend-42");
+    let reply = get(f.public, "/api/service/rag/query").await;
+    assert_eq!(reply.json().unwrap()["path"], "/query");
+    let reply = get(f.public, "/service/rag").await;
+    assert_eq!(reply.json().unwrap()["path"], "/");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_takes_turns_when_configured() {
+    let f = fleet(3, "[routing]\nbalance = \"round-robin\"\n").await;
+    let order: Vec<String> = {
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            order.push(answered_by(&get(f.public, "/service/rag/x").await));
+        }
+        order
+    };
+    assert_eq!(order[..3], order[3..], "{order:?}");
+    let distinct: std::collections::BTreeSet<_> = order.iter().collect();
+    assert_eq!(distinct.len(), 3, "{order:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_costs_no_call_and_is_ejected() {
+    let mut f = fleet(3, "[health]\ninterval = \"10s\"\ntimeout = \"1s\"\n").await;
+    // Warm every worker's pooled connections, then kill w0's service.
+    for _ in 0..12 {
+        assert_eq!(get(f.public, "/service/rag/x").await.status, 200);
+    }
+    let dead = f.workers.remove(0);
+    dead.task.abort();
+    let _ = dead.task.await;
+    let killed = Instant::now();
+    let mut ejected_after = None;
+    for _ in 0..60 {
+        let reply = get(f.public, "/service/rag/x").await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json());
+        assert_ne!(answered_by(&reply), "w0");
+        if ejected_after.is_none() && topology_state(f.public, "w0").await == "ejected" {
+            ejected_after = Some(killed.elapsed());
+        }
+    }
+    let ejected_after = ejected_after.expect("w0 was ejected");
+    println!("dead worker ejected {ejected_after:?} after it died");
+    assert!(ejected_after < Duration::from_secs(1));
+    let metrics = String::from_utf8(get(f.public, "/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics
+            .contains("routerd_worker_ejections_total{service=\"rag-embeddings\",worker=\"w0\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("routerd_retries_total{service=\"rag-embeddings\",reason=\"connect\"}")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_take_a_failing_worker_out_and_bring_it_back() {
+    let f = fleet(2, "").await;
+    f.workers[0].service.set_healthy(false);
+    wait::until_async(Duration::from_secs(5), "w0 unhealthy", || async {
+        topology_state(f.public, "w0").await == "unhealthy"
+    })
+    .await
+    .unwrap();
+    for _ in 0..10 {
+        assert_eq!(answered_by(&get(f.public, "/service/rag/x").await), "w1");
+    }
+    f.workers[1].service.set_healthy(false);
+    wait::until_async(Duration::from_secs(5), "w1 unhealthy", || async {
+        topology_state(f.public, "w1").await == "unhealthy"
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let reply = get(f.public, "/service/rag/x").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json().unwrap()["reason"], "no_healthy_workers");
+    assert!(started.elapsed() < Duration::from_millis(100), "a fast 503");
+    f.workers[0].service.set_healthy(true);
+    wait::until_async(Duration::from_secs(5), "w0 back", || async {
+        get(f.public, "/service/rag/x").await.status == 200
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_only_what_may_be_sent_twice() {
+    let f = fleet(2, "").await;
+    let calls = |f: &Fleet| -> u64 {
+        f.workers
+            .iter()
+            .map(|w| w.service.calls.load(Ordering::SeqCst))
+            .sum()
+    };
+    // A GET answered 503 goes to the other worker too; a POST does not.
+    let before = calls(&f);
+    let reply = get(f.public, "/service/rag/status/503").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(calls(&f) - before, 2, "GET tried on both workers");
+    let before = calls(&f);
+    let reply = http::call(
+        f.public,
+        None,
+        "POST",
+        "/service/rag/status/503",
+        &[],
+        Bytes::from_static(b"{}"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 503);
+    assert_eq!(calls(&f) - before, 1, "POST sent once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_both_ways_and_oversized_ones_are_refused_unread() {
+    let f = fleet(
+        1,
+        "[[service]]\nname = \"rag-embeddings\"\ntier = \"cpu\"\nmax_body = \"16MiB\"\n",
+    )
+    .await;
+    let payload: Vec<u8> = (0..12u32 << 20).map(|i| (i % 253) as u8).collect();
+    let reply = http::call(
+        f.public,
+        None,
+        "POST",
+        "/service/rag/upload",
+        &[],
+        Bytes::from(payload.clone()),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let body = reply.json().unwrap();
+    assert_eq!(body["body_bytes"], 12 << 20);
+    use sha2::Digest as _;
+    assert_eq!(
+        body["body_sha256"],
+        format!("{:x}", sha2::Sha256::digest(&payload))
+    );
+    let reply = get(f.public, "/service/rag/bytes/20000000").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body.len(), 20_000_000);
+
+    // Only the headers are sent: the answer comes before any of the body.
+    let before = f.workers[0].service.calls.load(Ordering::SeqCst);
+    let mut stream = tokio::net::TcpStream::connect(f.public).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let head = format!(
+        "POST /service/rag/upload HTTP/1.1\r\nhost: routerd\r\ncontent-length: {}\r\n\r\n",
+        (16u64 << 20) + 1
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("body_too_large"), "{answer}");
+    assert_eq!(
+        f.workers[0].service.calls.load(Ordering::SeqCst),
+        before,
+        "the worker never saw it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_timeouts_unknown_services_and_cors() {
+    let f = fleet(
+        1,
+        "[rate_limit]\nper_second = 1\nburst = 3\n[cors]\norigins = [\"https://rmatool.org.uk\"]\n\
+         [[service]]\nname = \"rag-embeddings\"\ntier = \"cpu\"\ntimeout = \"300ms\"\n\
+         [[service]]\nname = \"notes-coa\"\ntier = \"cpu\"\n",
+    )
+    .await;
+    // Three calls from one key, then 429 with Retry-After; another key is separate.
+    for _ in 0..3 {
+        let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", "a")])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", "a")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.headers["retry-after"], "1");
+    let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", "b")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+
+    let started = Instant::now();
+    let reply = http::get(f.public, "/service/rag/slow?ms=2000", &[("x-api-key", "c")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 504);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    let reply = http::get(f.public, "/service/notes/convert", &[("x-api-key", "d")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 503);
+    let body = reply.json().unwrap();
+    assert_eq!(body["reason"], "no_workers");
+    let reply = http::get(f.public, "/service/nope/x", &[("x-api-key", "d")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 404);
+
+    let allowed = http::get(f.public, "/health", &[("origin", "https://rmatool.org.uk")])
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.headers["access-control-allow-origin"],
+        "https://rmatool.org.uk"
+    );
+    let other = http::get(f.public, "/health", &[("origin", "https://evil.example")])
+        .await
+        .unwrap();
+    assert!(other.headers.get("access-control-allow-origin").is_none());
+    let preflight = http::call(
+        f.public,
+        None,
+        "OPTIONS",
+        "/service/rag/query",
+        &[
+            ("origin", "https://rmatool.org.uk"),
+            ("access-control-request-method", "POST"),
+        ],
+        Bytes::new(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(preflight.status.is_success());
+    assert!(
+        preflight.headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_routerd_routes_from_its_store_at_once() {
+    let mut f = fleet(2, "").await;
+    let _ = f.stop.take().unwrap().send(());
+    let _ = (&mut f.routerd).await;
+    let (public, _mesh, stop, task) = start_routerd(f.dir.path(), "").await;
+    let started = Instant::now();
+    let reply = get(public, "/service/rag/x").await;
+    assert_eq!(reply.status, 200);
+    println!(
+        "first call after the restart answered in {:?}",
+        started.elapsed()
+    );
+    let workers = http::get(
+        public,
+        "/api/admin/workers",
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+    )
+    .await
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_eq!(workers["count"], 2);
+    let _ = stop.send(());
+    let _ = task.await;
+}
