@@ -24,6 +24,10 @@ pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub pki: PkiPaths,
+    /// routerd mesh listeners this machine registers its services with.
+    pub coordinators: Vec<SocketAddr>,
+    pub worker: WorkerSettings,
+    pub services: Vec<ServiceEntry>,
     pub listen: SocketAddr,
     pub tun: Tun,
     pub status_socket: PathBuf,
@@ -35,6 +39,36 @@ pub struct Config {
     /// Where Prometheus metrics are served; `None` (the default) serves none.
     pub metrics: Option<SocketAddr>,
     pub log: Log,
+}
+
+/// What the config says about this machine as a worker, over what detection finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// `cpu`, `gpu` or `edge`; detected (gpu if a GPU is found) when absent.
+    pub worker_type: Option<String>,
+    /// Declares a GPU with this much memory, such as `24 GiB`.
+    pub gpu_memory: Option<String>,
+    /// Where free disk is measured.
+    pub disk_path: PathBuf,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            worker_type: None,
+            gpu_memory: None,
+            disk_path: PathBuf::from("/"),
+        }
+    }
+}
+
+/// A service this machine runs, reachable on its mesh IP at `port`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceEntry {
+    pub name: String,
+    pub port: u16,
+    /// The path routerd's health checks fetch.
+    pub health: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +117,66 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     log: RawLog,
+    coordinator: Option<RawCoordinator>,
+    #[serde(default)]
+    worker: RawWorker,
+    #[serde(default)]
+    service: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCoordinator {
+    urls: Vec<CoordinatorUrl>,
+}
+
+/// A routerd's mesh listener, written `http://10.42.0.1:8080`.
+#[derive(Deserialize)]
+#[serde(try_from = "String")]
+struct CoordinatorUrl(SocketAddr);
+
+impl TryFrom<String> for CoordinatorUrl {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        text.strip_prefix("http://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .and_then(|rest| rest.parse::<SocketAddr>().ok())
+            .filter(SocketAddr::is_ipv4)
+            .map(Self)
+            .ok_or_else(|| {
+                format!("{text:?} is not a routerd mesh URL such as http://10.42.0.1:8080")
+            })
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    #[serde(rename = "type")]
+    worker_type: Option<WorkerType>,
+    gpu_memory: Option<String>,
+    disk_path: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum WorkerType {
+    Cpu,
+    Gpu,
+    Edge,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    port: u16,
+    #[serde(default = "default_health_path")]
+    health: String,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
 }
 
 #[derive(Deserialize, Default)]
@@ -392,7 +486,60 @@ impl Config {
                 ));
             }
         }
+        let coordinators: Vec<SocketAddr> = raw
+            .coordinator
+            .map(|c| c.urls.into_iter().map(|u| u.0).collect())
+            .unwrap_or_default();
+        if !raw.service.is_empty() && coordinators.is_empty() {
+            return Err(ConfigError::semantic(
+                path,
+                "[[service]] entries need a [coordinator] with urls to register with",
+            ));
+        }
+        let mut service_names = std::collections::HashSet::new();
+        for service in &raw.service {
+            if !service_names.insert(service.name.clone()) {
+                return Err(ConfigError::semantic(
+                    path,
+                    format!("service {} is listed twice", service.name),
+                ));
+            }
+            if !service.health.starts_with('/') {
+                return Err(ConfigError::semantic(
+                    path,
+                    format!(
+                        "service {}: health {:?} must be a path such as /health",
+                        service.name, service.health
+                    ),
+                ));
+            }
+        }
         Ok(Config {
+            coordinators,
+            worker: WorkerSettings {
+                worker_type: raw.worker.worker_type.map(|t| {
+                    match t {
+                        WorkerType::Cpu => "cpu",
+                        WorkerType::Gpu => "gpu",
+                        WorkerType::Edge => "edge",
+                    }
+                    .to_owned()
+                }),
+                gpu_memory: raw.worker.gpu_memory,
+                disk_path: raw
+                    .worker
+                    .disk_path
+                    .map_or_else(|| PathBuf::from("/"), resolve),
+            },
+            services: raw
+                .service
+                .into_iter()
+                .map(|s| ServiceEntry {
+                    name: s.name,
+                    port: s.port,
+                    health: s.health,
+                })
+                .collect(),
             pki: raw.pki.resolve(path),
             listen: raw.listen.0,
             tun: Tun {
@@ -448,6 +595,34 @@ mod tests {
 
     fn error(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn coordinator_services_and_worker_declarations() {
+        let config = parse(&format!(
+            "{MINIMAL}[coordinator]\nurls = [\"http://10.42.0.1:8080\", \"http://10.42.0.2:8080/\"]\n\
+             [worker]\ntype = \"gpu\"\ngpu_memory = \"24 GiB\"\n\
+             [[service]]\nname = \"llm-inference\"\nport = 8200\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.coordinators,
+            [
+                "10.42.0.1:8080".parse::<SocketAddr>().unwrap(),
+                "10.42.0.2:8080".parse().unwrap()
+            ]
+        );
+        assert_eq!(config.worker.worker_type.as_deref(), Some("gpu"));
+        assert_eq!(config.services[0].health, "/health");
+        assert!(parse(MINIMAL).unwrap().coordinators.is_empty());
+        let e = error(&format!("{MINIMAL}[[service]]\nname = \"x\"\nport = 1\n"));
+        assert!(e.contains("need a [coordinator]"), "{e}");
+        let e = error(&format!(
+            "{MINIMAL}[coordinator]\nurls = [\"https://routerd.example\"]\n"
+        ));
+        assert!(e.contains("routerd mesh URL"), "{e}");
+        let e = error(&format!("{MINIMAL}[worker]\ntype = \"tpu\"\n"));
+        assert!(e.contains("type"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! WireGuard tunnels; a thin tokio shell ([`shell`]) owns the TUN device and the UDP socket.
 
 mod batch;
+pub mod capabilities;
 pub mod config;
 pub mod control;
 pub mod firewall;
@@ -13,6 +14,7 @@ mod peer;
 pub mod shell;
 pub mod status;
 mod udp;
+pub mod worker;
 
 #[cfg(test)]
 mod node_lighthouse_tests;

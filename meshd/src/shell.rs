@@ -107,6 +107,14 @@ pub async fn run(
         lighthouse::tls::client_config(&identity.cert, &identity.keys, Arc::clone(&trust))?,
         crate::links::local_candidates(udp.local_addr()?, mesh_ip),
     )?;
+    let registration = (!config.coordinators.is_empty()).then(|| {
+        crate::worker::registration(
+            &name,
+            &identity.cert.to_pem(),
+            &crate::capabilities::detect(&config.worker),
+            &config.services,
+        )
+    });
     let mut node = Node::new(identity, &settings(&config));
     for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
         tracing::warn!("{warning}");
@@ -119,6 +127,22 @@ pub async fn run(
         "meshd up"
     );
     ready();
+    let workers: Vec<_> = registration
+        .map(|body| {
+            config
+                .coordinators
+                .iter()
+                .map(|&coordinator| {
+                    tokio::spawn(crate::worker::run(
+                        coordinator,
+                        mesh_ip,
+                        name.clone(),
+                        body.clone(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
 
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
@@ -142,6 +166,9 @@ pub async fn run(
         trust,
     };
     let result = event_loop(&mut node, io, on_hangup, shutdown).await;
+    for task in workers {
+        task.abort();
+    }
     status_task.abort();
     if let Some(task) = metrics_task {
         task.abort();

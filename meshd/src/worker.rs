@@ -1,0 +1,138 @@
+//! Registering this machine's services with routerd: a task per coordinator that registers
+//! (certificate, capabilities, services) from the node's mesh IP, heartbeats at the interval
+//! routerd asks for, and registers again when routerd has forgotten it (a 404) or after an
+//! error, with backoff.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rma_daemon::http_client;
+use serde_json::{Value, json};
+
+use crate::capabilities::Capabilities;
+use crate::config::ServiceEntry;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What a registration says.
+pub fn registration(
+    name: &str,
+    certificate_pem: &str,
+    capabilities: &Capabilities,
+    services: &[ServiceEntry],
+) -> Value {
+    json!({
+        "worker_id": name,
+        "certificate": certificate_pem,
+        "capabilities": capabilities,
+        "services": services,
+    })
+}
+
+async fn post(
+    coordinator: SocketAddr,
+    mesh_ip: Ipv4Addr,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<(u16, Value)> {
+    let reply = http_client::call(
+        coordinator,
+        Some(IpAddr::V4(mesh_ip)),
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        Bytes::from(body.to_string()),
+        TIMEOUT,
+    )
+    .await?;
+    let value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    Ok((reply.status.as_u16(), value))
+}
+
+/// Keeps this machine registered with one coordinator, forever.
+pub async fn run(coordinator: SocketAddr, mesh_ip: Ipv4Addr, name: String, registration: Value) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut complained = false;
+    loop {
+        let interval = match post(coordinator, mesh_ip, "/api/worker/register", &registration).await
+        {
+            Ok((200, reply)) => {
+                tracing::info!(%coordinator, assigned = %reply["assigned_services"], "registered with routerd");
+                backoff = FIRST_BACKOFF;
+                complained = false;
+                Duration::from_secs(
+                    reply["heartbeat_interval_secs"]
+                        .as_u64()
+                        .unwrap_or(5)
+                        .max(1),
+                )
+            }
+            outcome => {
+                let why = match outcome {
+                    Ok((status, reply)) => format!("HTTP {status}: {}", reply["error"]),
+                    Err(e) => format!("{e:#}"),
+                };
+                // The first failure is worth a warning; the retries that follow are not.
+                if complained {
+                    tracing::debug!(%coordinator, error = %why, "registration failed; retrying");
+                } else {
+                    tracing::warn!(%coordinator, error = %why, "registration failed; retrying with backoff");
+                    complained = true;
+                }
+                let jitter =
+                    Duration::from_millis(fastrand::u64(..=backoff.as_millis() as u64 / 4));
+                tokio::time::sleep(backoff + jitter).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let beat = json!({ "worker_id": name });
+        loop {
+            tokio::time::sleep(interval).await;
+            match post(coordinator, mesh_ip, "/api/worker/heartbeat", &beat).await {
+                Ok((200, _)) => {}
+                Ok((status, reply)) => {
+                    tracing::warn!(%coordinator, status, error = %reply["error"], "heartbeat refused; registering again");
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(%coordinator, error = %format!("{e:#}"), "heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_carries_what_routerd_reads() {
+        let caps = Capabilities {
+            cpu_cores: 8,
+            ram: "31.2 GiB".into(),
+            has_gpu: false,
+            gpu_memory: None,
+            free_disk: "100.0 GiB".into(),
+            worker_type: "cpu".into(),
+        };
+        let services = [ServiceEntry {
+            name: "rag-embeddings".into(),
+            port: 8101,
+            health: "/health".into(),
+        }];
+        let value = registration("worker-1", "PEM", &caps, &services);
+        assert_eq!(value["worker_id"], "worker-1");
+        assert_eq!(value["certificate"], "PEM");
+        assert_eq!(value["capabilities"]["cpu_cores"], 8);
+        assert!(value["capabilities"].get("gpu_memory").is_none());
+        assert_eq!(
+            value["services"],
+            json!([{"name": "rag-embeddings", "port": 8101, "health": "/health"}])
+        );
+    }
+}
