@@ -29,7 +29,7 @@ unit:
 # (never skips) without them. One test at a time, so throughput figures are not shared.
 e2e:
 	@mkdir -p target
-	$(CARGO) build -j$(JOBS) -p meshd -p lighthouse -p integration --bins
+	$(CARGO) build -j$(JOBS) -p meshd -p lighthouse -p routerd -p integration --bins
 	set -o pipefail; $(CARGO) test -j$(JOBS) -p integration -- --test-threads=1 --nocapture 2>&1 | tee target/e2e.log
 
 # meshd against raw veth, Nebula and wireguard-go on one veth link, in one run (needs root;

@@ -149,6 +149,8 @@ pub struct NodeConfig<'a> {
     pub lighthouses: &'a [(String, SocketAddr)],
     /// The TUN MTU; meshd's default (1380) if `None`.
     pub mtu: Option<u16>,
+    /// More TOML appended to the config, such as `[coordinator]` and `[[service]]`.
+    pub extra: &'a str,
 }
 
 /// Firewall rules that let every packet through, for tests about something else.
@@ -184,6 +186,8 @@ pub fn write_config(lab: &Lab, node: &NodeConfig<'_>) -> anyhow::Result<(PathBuf
             "\n[[static_peer]]\nmesh_ip = \"{mesh_ip}\"\nendpoints = [\"{endpoint}\"]\n"
         ));
     }
+    text.push('\n');
+    text.push_str(node.extra);
     let config = lab.dir().join(format!("{}.toml", node.name));
     std::fs::write(&config, text)?;
     Ok((config, socket))

@@ -80,6 +80,7 @@ impl World {
             metrics: None,
             lighthouses: &entries,
             mtu: None,
+            extra: "",
         };
         let node = mesh::start(&mut self.net.lab, ns, &config).unwrap();
         node.wait_registered(Duration::from_secs(10)).unwrap();

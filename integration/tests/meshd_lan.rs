@@ -95,6 +95,7 @@ impl Lan {
             metrics: None,
             lighthouses: &[],
             mtu: None,
+            extra: "",
         };
         mesh::start(&mut self.lab, &ns, &config).unwrap()
     }
@@ -326,6 +327,7 @@ fn untrusted_certificates_get_no_session() {
         metrics: None,
         lighthouses: &[],
         mtu: None,
+        extra: "",
     };
     let (config_path, _) = mesh::write_config(&lan.lab, &config).unwrap();
     let meshd = mesh::binary("meshd").unwrap();
@@ -640,6 +642,7 @@ fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
         metrics: None,
         lighthouses: &[],
         mtu: None,
+        extra: "",
     };
     mesh::write_config(&lan.lab, &config).unwrap();
     lan.lab.signal(a.proc, "HUP").unwrap();
@@ -703,6 +706,7 @@ fn meshd_tells_systemd_it_is_ready_and_cleans_up_on_sigterm() {
         metrics: None,
         lighthouses: &[],
         mtu: None,
+        extra: "",
     };
     let (config_path, socket) = mesh::write_config(&lan.lab, &config).unwrap();
     // Stand in for systemd's notification socket.
@@ -764,6 +768,7 @@ fn metrics_are_served_in_the_prometheus_format() {
         metrics: Some(metrics_addr),
         lighthouses: &[],
         mtu: None,
+        extra: "",
     };
     let a = mesh::start(&mut lan.lab, &ns, &config).unwrap();
     let b = lan.node("b", 2, &[1], None);

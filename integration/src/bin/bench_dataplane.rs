@@ -166,6 +166,7 @@ fn start_meshd(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, usize)> 
             metrics: None,
             lighthouses: &[],
             mtu: Some(1420),
+            extra: "",
         };
         procs.push(mesh::start(lab, ns, &config)?.proc);
     }

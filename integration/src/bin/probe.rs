@@ -85,6 +85,35 @@ enum Command {
         #[arg(long, default_value = "/")]
         path: String,
     },
+    /// One HTTP call; prints `{"status": N, "headers": {...}, "body": "..."}`.
+    Http {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Send from this address (such as the node's mesh IP).
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
+        /// `name: value`, repeatable.
+        #[arg(long)]
+        header: Vec<String>,
+        #[arg(long)]
+        body_file: Option<std::path::PathBuf>,
+    },
+    /// GETs `path` back to back on CONCURRENCY connections for MILLIS; prints a JSON summary:
+    /// calls, failures (with the first few), and who answered when (`worker` in the reply).
+    HttpStream {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        millis: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// Connect to a lighthouse over QUIC with the given certificate and try to register; print
     /// `registered` or `refused: REASON`.
     QuicRegister {
@@ -131,8 +160,119 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Runs an HTTP command on a small runtime.
+fn http_command(command: Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Http {
+                addr,
+                method,
+                path,
+                source,
+                header,
+                body_file,
+            } => {
+                let headers: Vec<(&str, &str)> = header
+                    .iter()
+                    .filter_map(|h| h.split_once(':'))
+                    .map(|(k, v)| (k.trim(), v.trim()))
+                    .collect();
+                let body = match body_file {
+                    Some(path) => bytes::Bytes::from(std::fs::read(path)?),
+                    None => bytes::Bytes::new(),
+                };
+                let reply = integration::http::call(
+                    addr,
+                    source,
+                    &method,
+                    &path,
+                    &headers,
+                    body,
+                    Duration::from_secs(10),
+                )
+                .await?;
+                let headers: serde_json::Map<String, serde_json::Value> = reply
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().into()))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "status": reply.status.as_u16(),
+                        "headers": headers,
+                        "body": String::from_utf8_lossy(&reply.body),
+                    })
+                );
+            }
+            Command::HttpStream {
+                addr,
+                path,
+                millis,
+                concurrency,
+            } => {
+                let started = Instant::now();
+                let end = started + Duration::from_millis(millis);
+                println!("started");
+                let mut tasks = Vec::new();
+                for _ in 0..concurrency {
+                    let path = path.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let mut answers = Vec::new();
+                        let mut failures = Vec::new();
+                        while Instant::now() < end {
+                            let at = started.elapsed().as_millis() as u64;
+                            match integration::http::get(addr, &path, &[]).await {
+                                Ok(r) if r.status == 200 => {
+                                    let worker = r
+                                        .json()
+                                        .ok()
+                                        .and_then(|v| v["worker"].as_str().map(str::to_owned))
+                                        .unwrap_or_default();
+                                    answers.push((at, worker));
+                                }
+                                Ok(r) => failures.push(format!(
+                                    "{at} ms: {} {}",
+                                    r.status,
+                                    String::from_utf8_lossy(&r.body)
+                                )),
+                                Err(e) => failures.push(format!("{at} ms: {e:#}")),
+                            }
+                        }
+                        (answers, failures)
+                    }));
+                }
+                let mut answers = Vec::new();
+                let mut failures = Vec::new();
+                for task in tasks {
+                    let (a, f) = task.await?;
+                    answers.extend(a);
+                    failures.extend(f);
+                }
+                answers.sort();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "calls": answers.len() + failures.len(),
+                        "failed": failures.len(),
+                        "failures": failures.iter().take(5).collect::<Vec<_>>(),
+                        "answers": answers,
+                    })
+                );
+            }
+            _ => unreachable!("only HTTP commands come here"),
+        }
+        anyhow::Ok(())
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        command @ (Command::Http { .. } | Command::HttpStream { .. }) => http_command(command)?,
         Command::TcpSink { listen } => {
             let listener = TcpListener::bind(listen)?;
             println!("listening {listen}");

@@ -1,0 +1,555 @@
+//! routerd end to end: a public lighthouse; routerd's node behind a cone NAT; three workers,
+//! two behind cone NATs and one behind a symmetric NAT (so its path to routerd is relayed),
+//! each running meshd (which registers its services with routerd over the mesh) and the test
+//! service on its mesh IP. Calls go to routerd's public listener, as cloudflared's would.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use integration::internet::{Internet, Nat};
+use integration::lab::{Lab, Ns};
+use integration::mesh::{self, LighthouseProc, MeshNode, NodeConfig, Pki};
+use integration::{traffic, wait};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "e2e-admin-token-0123456789";
+const ROUTERD_IP: Ipv4Addr = Ipv4Addr::new(10, 42, 0, 1);
+const PUBLIC: &str = "127.0.0.1:8080";
+const SERVICE_PORT: u16 = 8101;
+/// The CPU services every worker offers (one test service answers for all of them).
+const SERVICES: [&str; 4] = [
+    "rag-embeddings",
+    "document-processing",
+    "notes-coa",
+    "ner-extraction",
+];
+
+struct Mesh {
+    net: Internet,
+    pki: Pki,
+    _lighthouse: LighthouseProc,
+    routerd_node: MeshNode,
+    routerd: usize,
+    routerd_config: PathBuf,
+    crl: PathBuf,
+    workers: Vec<(MeshNode, usize)>,
+}
+
+fn worker_ip(i: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 42, 0, 11 + i)
+}
+
+fn coordinator_toml() -> String {
+    let mut text = format!("[coordinator]\nurls = [\"http://{ROUTERD_IP}:8080\"]\n");
+    for s in SERVICES {
+        text.push_str(&format!(
+            "\n[[service]]\nname = \"{s}\"\nport = {SERVICE_PORT}\nhealth = \"/health\"\n"
+        ));
+    }
+    text
+}
+
+impl Mesh {
+    fn new() -> Self {
+        let lab = Lab::new().unwrap();
+        let pki = Pki::new(lab.dir(), "mesh-ca", "10.42.0.0/16").unwrap();
+        let mut net = Internet::new(lab).unwrap();
+        let crl = net.lab.dir().join("mesh.crl");
+        pki.write_crl(&crl, 1, &[]).unwrap();
+
+        let (lh_ns, lh_ip) = net.public_host("lighthouse").unwrap();
+        let lh_issued = pki
+            .issue_in("lighthouse-1", Ipv4Addr::new(10, 42, 255, 1), "lighthouses")
+            .unwrap();
+        let lh_config =
+            mesh::write_lighthouse_config(&net.lab, &pki.ca_path, &lh_issued, None, lh_ip).unwrap();
+        let lighthouse =
+            mesh::start_lighthouse(&mut net.lab, &lh_ns, "lighthouse-1", &lh_config, lh_ip)
+                .unwrap();
+        let entries = vec![lighthouse.entry()];
+
+        let mut site = net.site("routerd-router", Nat::Cone).unwrap();
+        let (r_ns, _) = net.host_behind(&mut site, "routerd").unwrap();
+        let routerd_node = start_meshd(
+            &mut net.lab,
+            &pki,
+            &r_ns,
+            "routerd",
+            ROUTERD_IP,
+            &entries,
+            "",
+        );
+        let routerd_config = net.lab.dir().join("routerd.toml");
+        std::fs::write(
+            &routerd_config,
+            format!(
+                "[listen]\npublic = \"{PUBLIC}\"\nmesh = \"{ROUTERD_IP}:8080\"\n\
+                 [pki]\nca = {ca:?}\ncrl = {crl:?}\n[admin]\ntoken = \"{TOKEN}\"\n\
+                 [store]\npath = {store:?}\n[health]\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
+                 [log]\nlevel = \"info\"\n",
+                ca = pki.ca_path,
+                store = net.lab.dir().join("registry.db"),
+            ),
+        )
+        .unwrap();
+        let routerd = start_routerd(&mut net.lab, &r_ns, &routerd_config);
+
+        let mut workers = Vec::new();
+        for (i, nat) in [Nat::Cone, Nat::Cone, Nat::Symmetric]
+            .into_iter()
+            .enumerate()
+        {
+            let name = format!("worker-{}", i + 1);
+            let mut site = net.site(&format!("{name}-router"), nat).unwrap();
+            let (ns, _) = net.host_behind(&mut site, &name).unwrap();
+            let ip = worker_ip(i as u8);
+            let node = start_meshd(
+                &mut net.lab,
+                &pki,
+                &ns,
+                &name,
+                ip,
+                &entries,
+                &coordinator_toml(),
+            );
+            let svc = start_service(&mut net.lab, &ns, &name, ip);
+            workers.push((node, svc));
+        }
+        let mesh = Self {
+            net,
+            pki,
+            _lighthouse: lighthouse,
+            routerd_node,
+            routerd,
+            routerd_config,
+            crl,
+            workers,
+        };
+        mesh.wait_workers(3);
+        mesh
+    }
+
+    fn routerd_ns(&self) -> &Ns {
+        &self.routerd_node.ns
+    }
+
+    /// One HTTP call from `ns` (from `source` if given); the reply as JSON.
+    fn http(
+        &self,
+        ns: &Ns,
+        addr: &str,
+        method: &str,
+        path: &str,
+        source: Option<Ipv4Addr>,
+        headers: &[&str],
+        body: Option<&Value>,
+    ) -> (u16, Value, Value) {
+        let mut args = vec![
+            "http".to_owned(),
+            "--addr".into(),
+            addr.into(),
+            "--method".into(),
+            method.into(),
+            "--path".into(),
+            path.into(),
+        ];
+        if let Some(ip) = source {
+            args.extend(["--source".into(), ip.to_string()]);
+        }
+        for h in headers {
+            args.extend(["--header".into(), (*h).to_owned()]);
+        }
+        if let Some(body) = body {
+            let file = self
+                .net
+                .lab
+                .dir()
+                .join(format!("body-{}.json", traffic::next_port()));
+            std::fs::write(&file, body.to_string()).unwrap();
+            args.extend(["--body-file".into(), file.to_string_lossy().into_owned()]);
+            args.extend(["--header".into(), "content-type: application/json".into()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self
+            .net
+            .lab
+            .exec(ns, &traffic::probe_path().unwrap(), &refs)
+            .unwrap();
+        let reply: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("probe http: {}", String::from_utf8_lossy(&out.stderr)));
+        let body = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap_or(Value::Null);
+        (
+            reply["status"].as_u64().unwrap() as u16,
+            reply["headers"].clone(),
+            body,
+        )
+    }
+
+    /// A call to routerd's public listener, from routerd's machine (where cloudflared runs).
+    fn public(&self, method: &str, path: &str) -> (u16, Value) {
+        let (status, _, body) = self.http(self.routerd_ns(), PUBLIC, method, path, None, &[], None);
+        (status, body)
+    }
+
+    fn admin(&self, path: &str) -> Value {
+        let auth = format!("authorization: Bearer {TOKEN}");
+        let (status, _, body) =
+            self.http(self.routerd_ns(), PUBLIC, "GET", path, None, &[&auth], None);
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    fn wait_workers(&self, n: u64) {
+        wait::until(
+            "workers to register over the mesh",
+            Duration::from_secs(30),
+            || (self.public("GET", "/api/coordinator/workers").1["count"] == n).then_some(()),
+        )
+        .unwrap();
+    }
+
+    fn route_state(&self, worker: &str) -> String {
+        let (_, topology) = self.public("GET", "/api/topology");
+        topology["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["worker"] == worker && r["service"] == "rag-embeddings")
+            .map(|r| r["state"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| "gone".into())
+    }
+}
+
+fn start_meshd(
+    lab: &mut Lab,
+    pki: &Pki,
+    ns: &Ns,
+    name: &str,
+    ip: Ipv4Addr,
+    lighthouses: &[(String, SocketAddr)],
+    extra: &str,
+) -> MeshNode {
+    let issued = pki.issue(name, ip).unwrap();
+    let node = mesh::start(
+        lab,
+        ns,
+        &NodeConfig {
+            name,
+            ca: &pki.ca_path,
+            issued: &issued,
+            crl: None,
+            static_peers: &[],
+            firewall: None,
+            metrics: None,
+            lighthouses,
+            mtu: None,
+            extra,
+        },
+    )
+    .unwrap();
+    node.wait_registered(Duration::from_secs(10)).unwrap();
+    node
+}
+
+fn start_routerd(lab: &mut Lab, ns: &Ns, config: &std::path::Path) -> usize {
+    let routerd = mesh::binary("routerd").unwrap();
+    let handle = lab
+        .spawn(
+            ns,
+            "routerd",
+            &routerd,
+            &["--config", &config.to_string_lossy()],
+        )
+        .unwrap();
+    wait::until("routerd to listen", Duration::from_secs(10), || {
+        lab.proc(handle)
+            .log_text()
+            .contains("routerd up")
+            .then_some(())
+    })
+    .unwrap();
+    handle
+}
+
+fn start_service(lab: &mut Lab, ns: &Ns, name: &str, ip: Ipv4Addr) -> usize {
+    let testsvc = mesh::binary("testsvc").unwrap();
+    lab.spawn_listening(
+        ns,
+        &format!("{name}-service"),
+        &testsvc,
+        &[
+            "--listen",
+            &format!("{ip}:{SERVICE_PORT}"),
+            "--worker",
+            name,
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn calls_reach_workers_over_the_mesh_and_spread_across_them() {
+    let mesh = Mesh::new();
+    let mut seen = BTreeMap::new();
+    for i in 0..30 {
+        let (status, body) = mesh.public("GET", &format!("/service/rag/query?i={i}"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["caller"],
+            ROUTERD_IP.to_string(),
+            "workers see routerd's mesh IP"
+        );
+        assert_eq!(body["path"], "/query");
+        *seen
+            .entry(body["worker"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    println!("30 calls answered by {seen:?}");
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    // The symmetric-NAT worker is reached through the lighthouse's relay.
+    let relayed = mesh.routerd_node.peer(worker_ip(2)).unwrap();
+    println!("routerd -> worker-3: {:?}", relayed.via);
+    // Capabilities arrived as meshd detected them.
+    let workers = mesh.admin("/api/admin/workers");
+    let caps = &workers["workers"][0]["capabilities"];
+    assert!(caps["cpu_cores"].as_u64().unwrap() >= 1, "{caps}");
+    assert_eq!(caps["worker_type"], "cpu");
+    assert_eq!(
+        workers["workers"][0]["services"].as_array().unwrap().len(),
+        4
+    );
+    let gaps = mesh.admin("/api/admin/gaps");
+    assert_eq!(gaps["gaps"], json!(["llm-inference", "vision-ocr"]));
+}
+
+#[test]
+fn a_killed_worker_fails_no_get_and_leaves_rotation_within_a_second() {
+    let mut mesh = Mesh::new();
+    let probe = traffic::probe_path().unwrap();
+    let ns = mesh.routerd_ns().clone();
+    let stream = mesh
+        .net
+        .lab
+        .spawn(
+            &ns,
+            "get-stream",
+            std::path::Path::new(&probe),
+            &[
+                "http-stream",
+                "--addr",
+                PUBLIC,
+                "--path",
+                "/service/rag/x",
+                "--millis",
+                "4000",
+                "--concurrency",
+                "4",
+            ],
+        )
+        .unwrap();
+    wait::until("the GET stream to start", Duration::from_secs(5), || {
+        mesh.net
+            .lab
+            .proc(stream)
+            .log_text()
+            .contains("started")
+            .then_some(())
+    })
+    .unwrap();
+    // Let traffic reach every worker, then kill worker-1's service.
+    wait::until("calls to flow", Duration::from_secs(5), || {
+        (mesh.route_state("worker-1") == "up").then_some(())
+    })
+    .unwrap();
+    let victim = mesh.workers[0].1;
+    mesh.net.lab.stop(victim);
+    let killed = Instant::now();
+    wait::until("worker-1 out of rotation", Duration::from_secs(3), || {
+        (mesh.route_state("worker-1") != "up").then_some(())
+    })
+    .unwrap();
+    let out_after = killed.elapsed();
+    mesh.net
+        .lab
+        .wait_exit(stream, Duration::from_secs(20))
+        .unwrap();
+    let text = mesh.net.lab.proc(stream).log_text();
+    let summary: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    println!(
+        "worker-1 out of rotation {out_after:?} after its service died; {} GETs, {} failed",
+        summary["calls"], summary["failed"]
+    );
+    assert_eq!(summary["failed"], 0, "{}", summary["failures"]);
+    assert!(summary["calls"].as_u64().unwrap() > 100);
+    assert!(out_after < Duration::from_secs(1), "{out_after:?}");
+}
+
+#[test]
+fn a_restarted_routerd_answers_within_a_second_from_its_store() {
+    let mut mesh = Mesh::new();
+    mesh.net.lab.stop(mesh.routerd);
+    let ns = mesh.routerd_ns().clone();
+    let config = mesh.routerd_config.clone();
+    let started = Instant::now();
+    mesh.routerd = start_routerd(&mut mesh.net.lab, &ns, &config);
+    let mut answered = None;
+    wait::until(
+        "a call through the restarted routerd",
+        Duration::from_secs(5),
+        || {
+            let (status, body) = mesh.public("GET", "/service/rag/x");
+            if status == 200 {
+                answered = Some((started.elapsed(), body));
+                Some(())
+            } else {
+                None
+            }
+        },
+    )
+    .unwrap();
+    let (after, body) = answered.unwrap();
+    println!(
+        "first call after the restart answered by {} {after:?} after starting routerd",
+        body["worker"]
+    );
+    assert!(after < Duration::from_secs(1), "{after:?}");
+}
+
+#[test]
+fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
+    let mesh = Mesh::new();
+    let (worker_1, _) = &mesh.workers[0];
+    let (worker_2, _) = &mesh.workers[1];
+    let cert_1 =
+        std::fs::read_to_string(mesh.pki.issue("worker-1", worker_ip(0)).unwrap().cert_path)
+            .unwrap();
+    let cert_2 = mesh.pki.issue("worker-2", worker_ip(1)).unwrap();
+    let registration = |cert: &str| {
+        json!({
+            "certificate": cert,
+            "capabilities": {"cpu_cores": 1, "ram": "1 GiB", "has_gpu": false, "free_disk": "1 GiB", "worker_type": "cpu"},
+            "services": [{"name": "rag-embeddings", "port": SERVICE_PORT, "health": "/health"}],
+        })
+    };
+    // From outside the mesh: the public listener, from routerd's own machine.
+    let (status, _, body) = mesh.http(
+        mesh.routerd_ns(),
+        PUBLIC,
+        "POST",
+        "/api/worker/register",
+        None,
+        &[],
+        Some(&registration(&cert_1)),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("request came from 127.0.0.1")
+    );
+    // worker-1 presenting worker-2's certificate, over the mesh.
+    let cert_2_pem = std::fs::read_to_string(&cert_2.cert_path).unwrap();
+    let mesh_listener = format!("{ROUTERD_IP}:8080");
+    let (status, _, body) = mesh.http(
+        &worker_1.ns,
+        &mesh_listener,
+        "POST",
+        "/api/worker/register",
+        Some(worker_ip(0)),
+        &[],
+        Some(&registration(&cert_2_pem)),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("10.42.0.12"),
+        "{body}"
+    );
+    // worker-2's own certificate from its mesh IP is accepted...
+    let (status, _, body) = mesh.http(
+        &worker_2.ns,
+        &mesh_listener,
+        "POST",
+        "/api/worker/register",
+        Some(worker_ip(1)),
+        &[],
+        Some(&registration(&cert_2_pem)),
+    );
+    assert_eq!(status, 200, "{body}");
+    // ...until routerd's revocation list names it (routerd sees the file change).
+    mesh.pki.write_crl(&mesh.crl, 2, &[&cert_2.cert]).unwrap();
+    wait::until(
+        "routerd to refuse the revoked certificate",
+        Duration::from_secs(10),
+        || {
+            let (status, _, body) = mesh.http(
+                &worker_2.ns,
+                &mesh_listener,
+                "POST",
+                "/api/worker/register",
+                Some(worker_ip(1)),
+                &[],
+                Some(&registration(&cert_2_pem)),
+            );
+            (status == 403 && body["error"].as_str().unwrap().contains("revoked")).then_some(())
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn every_frontend_route_from_the_seed_answers_through_routerd() {
+    let mesh = Mesh::new();
+    // Seed 000, section 9: the service routes each frontend component calls.
+    let service_routes = [
+        ("POST", "/service/notes/convert"),
+        ("POST", "/service/rag/query"),
+        ("GET", "/service/rag/sample_dro_manual"),
+        ("GET", "/service/rag/stats"),
+        ("GET", "/service/rag/debug/sources"),
+        ("GET", "/service/rag/debug/documents"),
+        ("GET", "/service/rag/api/graph/nodes"),
+        ("POST", "/service/rag/api/graph/build"),
+        ("GET", "/service/upload/clients"),
+        ("GET", "/service/upload/client-stats/client-7"),
+        ("POST", "/service/upload/query-client-documents"),
+        ("POST", "/service/upload/generate-qr"),
+        ("POST", "/service/rag/should-i-worry"),
+        ("POST", "/service/rag/eligibility-check"),
+        ("POST", "/service/ner/extract"),
+        ("POST", "/api/service/rag/query"),
+        ("GET", "/service/notes-coa/convert"),
+    ];
+    for (method, path) in service_routes {
+        let (status, body) = mesh.public(method, path);
+        assert_eq!(status, 200, "{method} {path}: {body}");
+        let rest = path
+            .strip_prefix("/service/")
+            .or_else(|| path.strip_prefix("/api/service/"))
+            .unwrap();
+        let tail = rest
+            .split_once('/')
+            .map_or_else(|| "/".to_owned(), |(_, t)| format!("/{t}"));
+        assert_eq!(body["path"], tail, "{method} {path}");
+        assert_eq!(body["method"], method);
+    }
+    // The coordinator routes (SystemOrchestrator, the health checks of section 10).
+    for path in [
+        "/health",
+        "/api/coordinator/workers",
+        "/api/dht/stats",
+        "/api/dht/topology",
+        "/api/topology",
+    ] {
+        let (status, body) = mesh.public("GET", path);
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    mesh.admin("/api/admin/workers");
+    mesh.admin("/api/admin/gaps");
+    let (status, body) = mesh.public("GET", "/api/dht/bootstrap");
+    assert_eq!(status, 410, "{body}");
+}
