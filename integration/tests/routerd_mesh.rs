@@ -137,17 +137,18 @@ impl Mesh {
         &self.routerd_node.ns
     }
 
-    /// One HTTP call from `ns` (from `source` if given); the reply as JSON.
+    /// One HTTP call (`request` is `METHOD PATH`) from `ns`, from `source` if given; the
+    /// status, headers and body (JSON, or null).
     fn http(
         &self,
         ns: &Ns,
         addr: &str,
-        method: &str,
-        path: &str,
+        request: &str,
         source: Option<Ipv4Addr>,
         headers: &[&str],
         body: Option<&Value>,
     ) -> (u16, Value, Value) {
+        let (method, path) = request.split_once(' ').unwrap();
         let mut args = vec![
             "http".to_owned(),
             "--addr".into(),
@@ -191,14 +192,27 @@ impl Mesh {
 
     /// A call to routerd's public listener, from routerd's machine (where cloudflared runs).
     fn public(&self, method: &str, path: &str) -> (u16, Value) {
-        let (status, _, body) = self.http(self.routerd_ns(), PUBLIC, method, path, None, &[], None);
+        let (status, _, body) = self.http(
+            self.routerd_ns(),
+            PUBLIC,
+            &format!("{method} {path}"),
+            None,
+            &[],
+            None,
+        );
         (status, body)
     }
 
     fn admin(&self, path: &str) -> Value {
         let auth = format!("authorization: Bearer {TOKEN}");
-        let (status, _, body) =
-            self.http(self.routerd_ns(), PUBLIC, "GET", path, None, &[&auth], None);
+        let (status, _, body) = self.http(
+            self.routerd_ns(),
+            PUBLIC,
+            &format!("GET {path}"),
+            None,
+            &[&auth],
+            None,
+        );
         assert_eq!(status, 200, "{body}");
         body
     }
@@ -439,8 +453,7 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
     let (status, _, body) = mesh.http(
         mesh.routerd_ns(),
         PUBLIC,
-        "POST",
-        "/api/worker/register",
+        "POST /api/worker/register",
         None,
         &[],
         Some(&registration(&cert_1)),
@@ -458,8 +471,7 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
     let (status, _, body) = mesh.http(
         &worker_1.ns,
         &mesh_listener,
-        "POST",
-        "/api/worker/register",
+        "POST /api/worker/register",
         Some(worker_ip(0)),
         &[],
         Some(&registration(&cert_2_pem)),
@@ -473,8 +485,7 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
     let (status, _, body) = mesh.http(
         &worker_2.ns,
         &mesh_listener,
-        "POST",
-        "/api/worker/register",
+        "POST /api/worker/register",
         Some(worker_ip(1)),
         &[],
         Some(&registration(&cert_2_pem)),
@@ -489,8 +500,7 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
             let (status, _, body) = mesh.http(
                 &worker_2.ns,
                 &mesh_listener,
-                "POST",
-                "/api/worker/register",
+                "POST /api/worker/register",
                 Some(worker_ip(1)),
                 &[],
                 Some(&registration(&cert_2_pem)),
