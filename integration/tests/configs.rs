@@ -13,8 +13,8 @@ fn every_example_config_loads() {
         let path = entry.unwrap().path();
         if path.is_dir() {
             let dir_name = path.file_name().unwrap().to_string_lossy().into_owned();
-            assert_eq!(
-                dir_name, "systemd",
+            assert!(
+                ["systemd", "cloudflared"].contains(&dir_name.as_str()),
                 "configs/{dir_name}: no test covers this directory"
             );
             continue;
@@ -27,11 +27,78 @@ fn every_example_config_loads() {
             n if n.starts_with("lighthouse") && n.ends_with(".toml") => {
                 lighthouse::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
             }
+            n if n.starts_with("routerd") && n.ends_with(".toml") => {
+                routerd::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            }
             other => panic!("configs/{other}: no test loads this file; add its parser here"),
         }
         checked += 1;
     }
     assert!(checked >= 1, "configs/ holds no example");
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Cloudflared {
+    tunnel: String,
+    credentials_file: String,
+    ingress: Vec<Rule>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Rule {
+    hostname: Option<String>,
+    path: Option<String>,
+    service: String,
+    origin_request: Option<serde_yaml_ng::Value>,
+}
+
+/// cloudflared's config parses, sends the public hostname to routerd's public listener (as
+/// the example routerd.toml sets it), keeps /metrics private and ends with the catch-all.
+#[test]
+fn cloudflared_routes_the_hostname_to_routerds_public_listener() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let text = std::fs::read_to_string(dir.join("cloudflared/config.yml")).unwrap();
+    let config: Cloudflared = serde_yaml_ng::from_str(&text).unwrap();
+    assert!(!config.tunnel.is_empty() && config.credentials_file.ends_with(".json"));
+    for entry in std::fs::read_dir(dir.join("cloudflared")).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert_eq!(
+            name, "config.yml",
+            "configs/cloudflared/{name:?}: not tested"
+        );
+    }
+    let routerd = routerd::config::Config::load(&dir.join("routerd.toml")).unwrap();
+    let public = format!("http://{}", routerd.public);
+    let to_routerd: Vec<&Rule> = config
+        .ingress
+        .iter()
+        .filter(|r| r.service == public)
+        .collect();
+    assert_eq!(
+        to_routerd.len(),
+        1,
+        "one rule sends the hostname to {public}"
+    );
+    assert!(to_routerd[0].hostname.is_some());
+    let origin = to_routerd[0]
+        .origin_request
+        .as_ref()
+        .expect("originRequest settings");
+    assert!(origin.get("connectTimeout").is_some(), "{origin:?}");
+    let metrics = config
+        .ingress
+        .iter()
+        .position(|r| r.path.as_deref() == Some("^/metrics$"))
+        .expect("a rule keeps /metrics private");
+    assert!(config.ingress[metrics].service.starts_with("http_status:"));
+    let last = config.ingress.last().unwrap();
+    assert!(
+        last.hostname.is_none() && last.path.is_none(),
+        "the last rule is the catch-all"
+    );
+    assert_eq!(last.service, "http_status:404");
 }
 
 /// `systemd-analyze verify` accepts every unit. The binary path in `ExecStart=` must exist for

@@ -33,7 +33,7 @@ impl Api {
         )
         .unwrap();
         let store = Store::open(&config.store).unwrap();
-        let app = App::new(&config, pki.ca.clone(), None, store, None);
+        let app = App::new(&config, pki.ca.clone(), None, store, None, TOKEN.into());
         Self {
             pki,
             shared: std::sync::Arc::new(app),

@@ -63,7 +63,6 @@ impl Coordinator {
     }
 }
 
-#[derive(Debug)]
 pub struct App {
     core: Mutex<Coordinator>,
     pub pool: Arc<Pool>,
@@ -72,6 +71,17 @@ pub struct App {
     pub admin_token: String,
     /// This node's mesh IP, for the topology.
     pub mesh_ip: Option<std::net::Ipv4Addr>,
+}
+
+impl std::fmt::Debug for App {
+    /// Everything but the admin token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("routing", &self.routing)
+            .field("rate_limit", &self.rate_limit)
+            .field("mesh_ip", &self.mesh_ip)
+            .finish_non_exhaustive()
+    }
 }
 
 pub type Shared = Arc<App>;
@@ -83,6 +93,7 @@ impl App {
         crl: Option<RevocationList>,
         store: Store,
         mesh_ip: Option<std::net::Ipv4Addr>,
+        admin_token: String,
     ) -> Self {
         let core = Coordinator {
             registry: Registry::new(config.catalog.clone()),
@@ -105,7 +116,7 @@ impl App {
             )),
             routing: config.routing.clone(),
             rate_limit: config.rate_limit.clone(),
-            admin_token: config.admin_token.clone(),
+            admin_token,
             mesh_ip,
         }
     }

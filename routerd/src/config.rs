@@ -25,7 +25,7 @@ pub struct Config {
     /// This node's certificate, for its mesh IP.
     pub cert: Option<PathBuf>,
     pub crl: Option<PathBuf>,
-    pub admin_token: String,
+    pub admin_token: AdminToken,
     pub store: PathBuf,
     pub routing: Routing,
     pub health: Health,
@@ -35,6 +35,47 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     pub catalog: Catalog,
     pub log: Log,
+}
+
+/// The admin bearer token: written in the config, or in a file read at startup.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AdminToken {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("Inline(..)"),
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+/// Shortest admin token accepted.
+const MIN_TOKEN: usize = 16;
+
+fn check_token(token: String) -> Result<String, String> {
+    if token.len() < MIN_TOKEN {
+        Err(format!(
+            "the admin token must be at least {MIN_TOKEN} characters (try `openssl rand -hex 24`)"
+        ))
+    } else {
+        Ok(token)
+    }
+}
+
+impl AdminToken {
+    /// The token itself, reading the file if it is in one.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Self::Inline(token) => Ok(token.clone()),
+            Self::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("admin.token_file {}: {e}", path.display()))
+                .and_then(|text| check_token(text.trim().to_owned())),
+        }
+    }
 }
 
 /// How a worker is chosen among those serving a service.
@@ -297,32 +338,21 @@ impl Config {
     }
 
     /// Parses config text; `path` names it in errors and anchors relative paths. A
-    /// `token_file` is read here, so a missing one stops the daemon before it listens.
+    /// `token_file` is read at startup ([`AdminToken::read`]).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = rma_daemon::config::parse_toml(text, path)?;
         let semantic = |m: String| ConfigError::semantic(path, m);
         let resolve = |p: PathBuf| rma_daemon::config::resolve(path, p);
 
         let admin_token = match (raw.admin.token, raw.admin.token_file) {
-            (Some(token), None) => token,
-            (None, Some(file)) => {
-                let file = resolve(file);
-                let text = std::fs::read_to_string(&file)
-                    .map_err(|e| semantic(format!("admin.token_file {}: {e}", file.display())))?;
-                text.trim().to_owned()
-            }
+            (Some(token), None) => AdminToken::Inline(check_token(token).map_err(semantic)?),
+            (None, Some(file)) => AdminToken::File(resolve(file)),
             _ => {
                 return Err(semantic(
                     "[admin] needs exactly one of `token` and `token_file`".into(),
                 ));
             }
         };
-        if admin_token.len() < 16 {
-            return Err(semantic(
-                "the admin token must be at least 16 characters (try `openssl rand -hex 24`)"
-                    .into(),
-            ));
-        }
         if raw.listen.mesh.is_none() && raw.pki.cert.is_none() {
             return Err(semantic(
                 "set listen.mesh, or pki.cert so the mesh listener can use its mesh IP".into(),
@@ -484,12 +514,16 @@ mod tests {
         ));
         assert!(twice.unwrap_err().to_string().contains("listed twice"));
         let missing =
-            parse(&MINIMAL.replace("token = \"0123456789abcdef\"", "token_file = \"nope\""));
+            parse(&MINIMAL.replace("token = \"0123456789abcdef\"", "token_file = \"nope\""))
+                .unwrap();
+        let error = missing.admin_token.read().unwrap_err();
         assert!(
-            missing
-                .unwrap_err()
-                .to_string()
-                .contains("admin.token_file /etc/rma-mesh/nope")
+            error.contains("admin.token_file /etc/rma-mesh/nope"),
+            "{error}"
+        );
+        assert!(
+            !format!("{:?}", parse(MINIMAL).unwrap()).contains("0123456789abcdef"),
+            "the token is never printed"
         );
         let budget = parse(&format!("{MINIMAL}[routing]\nretry_budget = 2.0\n"));
         assert!(budget.unwrap_err().to_string().contains("retry_budget"));

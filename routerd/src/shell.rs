@@ -36,6 +36,7 @@ fn certificate_ip(config: &Config) -> anyhow::Result<Option<Ipv4Addr>> {
 
 /// Loads everything the config names, so `--check-config` and startup fail alike.
 pub fn prepare(config: &Config) -> anyhow::Result<Shared> {
+    let token = config.admin_token.read().map_err(|e| anyhow::anyhow!(e))?;
     let ca = CaCert::from_bytes(&read(&config.ca)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.ca.display()))?;
     let crl = match &config.crl {
@@ -53,7 +54,7 @@ pub fn prepare(config: &Config) -> anyhow::Result<Shared> {
     for (name, cause) in &loaded.unreadable {
         tracing::warn!(worker = %name, %cause, "stored registration unreadable; kept on disk, not routed to");
     }
-    let app = Arc::new(App::new(config, ca, crl, store, mesh_ip));
+    let app = Arc::new(App::new(config, ca, crl, store, mesh_ip, token));
     {
         let mut c = app.lock();
         let now = Instant::now();
