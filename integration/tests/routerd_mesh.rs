@@ -217,6 +217,30 @@ impl Mesh {
         body
     }
 
+    /// Posts a registration carrying `certificate` to `addr` from `ns` (and `source`).
+    fn register(
+        &self,
+        ns: &Ns,
+        addr: &str,
+        source: Option<Ipv4Addr>,
+        certificate: &str,
+    ) -> (u16, Value) {
+        let body = json!({
+            "certificate": certificate,
+            "capabilities": {"cpu_cores": 1, "ram": "1 GiB", "has_gpu": false, "free_disk": "1 GiB", "worker_type": "cpu"},
+            "services": [{"name": "rag-embeddings", "port": SERVICE_PORT, "health": "/health"}],
+        });
+        let (status, _, reply) = self.http(
+            ns,
+            addr,
+            "POST /api/worker/register",
+            source,
+            &[],
+            Some(&body),
+        );
+        (status, reply)
+    }
+
     fn wait_workers(&self, n: u64) {
         wait::until(
             "workers to register over the mesh",
@@ -442,22 +466,8 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
         std::fs::read_to_string(mesh.pki.issue("worker-1", worker_ip(0)).unwrap().cert_path)
             .unwrap();
     let cert_2 = mesh.pki.issue("worker-2", worker_ip(1)).unwrap();
-    let registration = |cert: &str| {
-        json!({
-            "certificate": cert,
-            "capabilities": {"cpu_cores": 1, "ram": "1 GiB", "has_gpu": false, "free_disk": "1 GiB", "worker_type": "cpu"},
-            "services": [{"name": "rag-embeddings", "port": SERVICE_PORT, "health": "/health"}],
-        })
-    };
     // From outside the mesh: the public listener, from routerd's own machine.
-    let (status, _, body) = mesh.http(
-        mesh.routerd_ns(),
-        PUBLIC,
-        "POST /api/worker/register",
-        None,
-        &[],
-        Some(&registration(&cert_1)),
-    );
+    let (status, body) = mesh.register(mesh.routerd_ns(), PUBLIC, None, &cert_1);
     assert_eq!(status, 403, "{body}");
     assert!(
         body["error"]
@@ -468,13 +478,11 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
     // worker-1 presenting worker-2's certificate, over the mesh.
     let cert_2_pem = std::fs::read_to_string(&cert_2.cert_path).unwrap();
     let mesh_listener = format!("{ROUTERD_IP}:8080");
-    let (status, _, body) = mesh.http(
+    let (status, body) = mesh.register(
         &worker_1.ns,
         &mesh_listener,
-        "POST /api/worker/register",
         Some(worker_ip(0)),
-        &[],
-        Some(&registration(&cert_2_pem)),
+        &cert_2_pem,
     );
     assert_eq!(status, 403, "{body}");
     assert!(
@@ -482,13 +490,11 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
         "{body}"
     );
     // worker-2's own certificate from its mesh IP is accepted...
-    let (status, _, body) = mesh.http(
+    let (status, body) = mesh.register(
         &worker_2.ns,
         &mesh_listener,
-        "POST /api/worker/register",
         Some(worker_ip(1)),
-        &[],
-        Some(&registration(&cert_2_pem)),
+        &cert_2_pem,
     );
     assert_eq!(status, 200, "{body}");
     // ...until routerd's revocation list names it (routerd sees the file change).
@@ -497,13 +503,11 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
         "routerd to refuse the revoked certificate",
         Duration::from_secs(10),
         || {
-            let (status, _, body) = mesh.http(
+            let (status, body) = mesh.register(
                 &worker_2.ns,
                 &mesh_listener,
-                "POST /api/worker/register",
                 Some(worker_ip(1)),
-                &[],
-                Some(&registration(&cert_2_pem)),
+                &cert_2_pem,
             );
             (status == 403 && body["error"].as_str().unwrap().contains("revoked")).then_some(())
         },

@@ -40,31 +40,13 @@ pub async fn probe(app: &Shared, addr: SocketAddr, path: &str, timeout: Duration
 
 /// Checks every (service, worker) pair once, concurrently, and applies the results.
 pub async fn round(app: &Shared, timeout: Duration) {
-    let targets: Vec<(String, String, SocketAddr, String)> = {
-        let c = app.lock();
-        c.registry
-            .workers()
-            .flat_map(|w| {
-                w.offered
-                    .iter()
-                    .filter(|o| w.assigned.contains(&o.name))
-                    .map(|o| {
-                        (
-                            o.name.clone(),
-                            w.name.clone(),
-                            SocketAddr::from((w.mesh_ip, o.port)),
-                            o.health.clone(),
-                        )
-                    })
-            })
-            .collect()
-    };
+    let targets = app.lock().registry.endpoints();
     let mut checks = JoinSet::new();
-    for (service, worker, addr, path) in targets {
+    for target in targets {
         let app = app.clone();
         checks.spawn(async move {
-            let passed = probe(&app, addr, &path, timeout).await;
-            (service, worker, passed)
+            let passed = probe(&app, target.addr, &target.health, timeout).await;
+            (target.service, target.worker, passed)
         });
     }
     while let Some(result) = checks.join_next().await {

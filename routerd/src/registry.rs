@@ -64,6 +64,15 @@ pub enum RegistryError {
     NotRegistered(String),
 }
 
+/// Where one worker serves one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub service: String,
+    pub worker: String,
+    pub addr: std::net::SocketAddr,
+    pub health: String,
+}
+
 /// A service with fewer workers than its target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Gap {
@@ -214,6 +223,25 @@ impl Registry {
                     .iter()
                     .any(|a| a == service)
                     .then_some((&e.worker, offered))
+            })
+            .collect()
+    }
+
+    /// Every (service, worker, address, health path) that calls can go to.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.workers
+            .values()
+            .flat_map(|e| {
+                let w = &e.worker;
+                w.offered
+                    .iter()
+                    .filter(|o| w.assigned.contains(&o.name))
+                    .map(|o| Endpoint {
+                        service: o.name.clone(),
+                        worker: w.name.clone(),
+                        addr: (w.mesh_ip, o.port).into(),
+                        health: o.health.clone(),
+                    })
             })
             .collect()
     }

@@ -118,17 +118,13 @@ async fn expire_loop(app: Shared) {
         }
         drop(c);
         if !gone.is_empty() {
-            let addrs: Vec<SocketAddr> = {
-                let c = app.lock();
-                c.registry
-                    .workers()
-                    .flat_map(|w| {
-                        w.offered
-                            .iter()
-                            .map(|o| SocketAddr::from((w.mesh_ip, o.port)))
-                    })
-                    .collect()
-            };
+            let addrs: Vec<SocketAddr> = app
+                .lock()
+                .registry
+                .endpoints()
+                .into_iter()
+                .map(|e| e.addr)
+                .collect();
             app.pool.retain(|a| addrs.contains(a));
         }
     }
