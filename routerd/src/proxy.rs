@@ -148,7 +148,7 @@ async fn attempt(
     app: &Shared,
     addr: SocketAddr,
     method: &Method,
-    target: &str,
+    target: &Uri,
     headers: &HeaderMap,
     payload: &mut Payload,
 ) -> Result<(hyper::Response<hyper::body::Incoming>, crate::pool::Sender), Failure> {
@@ -158,9 +158,7 @@ async fn attempt(
     })?;
     let mut request = hyper::Request::new(payload.take());
     *request.method_mut() = method.clone();
-    *request.uri_mut() = target
-        .parse()
-        .map_err(|e| Failure::NotSent("bad_target", format!("{e}")))?;
+    *request.uri_mut() = target.clone();
     *request.headers_mut() = headers.clone();
     match conn.sender.try_send_request(request).await {
         Ok(response) => Ok((response, conn.sender)),
@@ -201,6 +199,14 @@ pub async fn call(
             "",
             "unknown_route",
             format!("no route for {}", parts.uri.path()),
+        );
+    };
+    let Ok(target) = target.parse::<Uri>() else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            alias,
+            "bad_path",
+            format!("{target:?} is not a path a worker can be sent"),
         );
     };
     let (client, key) = caller_key(&parts.headers, peer, *listener, app.rate_limit.as_ref());
