@@ -24,6 +24,16 @@ fn named<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> anyhow::Error +
     move |e| anyhow::anyhow!("{}: {e}", path.display())
 }
 
+/// Reads a CA certificate.
+pub fn load_ca(path: &Path) -> anyhow::Result<CaCert> {
+    CaCert::from_bytes(&read(path)?).map_err(named(path))
+}
+
+/// Reads a node certificate (not yet verified).
+pub fn load_cert(path: &Path) -> anyhow::Result<NodeCert> {
+    NodeCert::from_bytes(&read(path)?).map_err(named(path))
+}
+
 /// Reads a revocation list and checks its signature against `ca`.
 pub fn load_crl(path: &Path, ca: &CaCert) -> anyhow::Result<RevocationList> {
     RevocationList::from_bytes(&read(path)?, ca).map_err(named(path))
@@ -32,8 +42,8 @@ pub fn load_crl(path: &Path, ca: &CaCert) -> anyhow::Result<RevocationList> {
 /// Reads the PKI files and checks that they belong together and are trusted at `now`: the key
 /// matches the certificate, and the certificate verifies against the CA and revocation list.
 pub fn load(pki: &PkiPaths, now: OffsetDateTime) -> anyhow::Result<Identity> {
-    let ca = CaCert::from_bytes(&read(&pki.ca)?).map_err(named(&pki.ca))?;
-    let cert = NodeCert::from_bytes(&read(&pki.cert)?).map_err(named(&pki.cert))?;
+    let ca = load_ca(&pki.ca)?;
+    let cert = load_cert(&pki.cert)?;
     let keys = NodeKeys::from_pem(&read(&pki.key)?).map_err(named(&pki.key))?;
     let crl = match &pki.crl {
         Some(path) => Some(load_crl(path, &ca)?),

@@ -3,6 +3,7 @@
 //! identity, logging with a reloadable filter, and the signals systemd sends.
 
 pub mod config;
+pub mod crl_watch;
 pub mod http_client;
 pub mod identity;
 pub mod logging;

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rma_ca::RevocationList;
+use rma_daemon::crl_watch::CrlWatch;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -170,7 +170,7 @@ pub async fn run(
 
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
-    let mut crl_watch = CrlWatch::new(config.pki.crl.clone());
+    let mut crl_watch = config.pki.crl.clone().map(CrlWatch::new);
     let mut poll = tokio::time::interval(CRL_POLL);
     let mut next_conn: ConnId = 0;
     tokio::pin!(shutdown);
@@ -195,9 +195,9 @@ pub async fn run(
                         Err(e) => tracing::error!("reload refused: {e:#}"),
                     }
                 }
-                crl_watch.check(&shared, &trust, true);
+                check_crl(crl_watch.as_mut(), &shared, &trust, true);
             }
-            _ = poll.tick() => crl_watch.check(&shared, &trust, false),
+            _ = poll.tick() => check_crl(crl_watch.as_mut(), &shared, &trust, false),
             () = tokio::time::sleep(until_expiry + Duration::from_secs(1)) => {
                 let mut shared = lock(&shared);
                 let effects = shared.core.expire(OffsetDateTime::now_utc());
@@ -233,50 +233,18 @@ fn reload_config(reload: &Reload, running: &Config) -> anyhow::Result<()> {
 }
 
 /// Notices a changed revocation list file and applies it.
-struct CrlWatch {
-    path: Option<PathBuf>,
-    seen: Option<(SystemTime, u64)>,
-}
-
-impl CrlWatch {
-    fn new(path: Option<PathBuf>) -> Self {
-        let seen = path.as_deref().and_then(Self::stamp);
-        Self { path, seen }
-    }
-
-    fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
-        let meta = std::fs::metadata(path).ok()?;
-        Some((meta.modified().ok()?, meta.len()))
-    }
-
-    /// Loads the list if the file changed (or `force`), checks it against the CA, and hands it
-    /// to the core. A list that does not verify is refused and the old one stays.
-    fn check(&mut self, shared: &Mutex<Shared>, trust: &Trust, force: bool) {
-        let Some(path) = &self.path else { return };
-        let stamp = Self::stamp(path);
-        if !force && stamp == self.seen {
-            return;
-        }
-        self.seen = stamp;
-        let crl = match rma_daemon::identity::load_crl(path, trust.ca()) {
-            Ok(crl) => crl,
-            Err(e) => {
-                tracing::error!("revocation list refused, keeping the one in use: {e:#}");
-                return;
-            }
-        };
-        if !crl.supersedes(trust.crl().as_ref()) {
-            if !force {
-                tracing::warn!(number = ?crl.number(), "the revocation list file is not newer than the one in use; keeping it");
-            }
-            return;
-        }
+/// Takes a newer revocation list from the file, if there is one, and pushes it to every node.
+fn check_crl(watch: Option<&mut CrlWatch>, shared: &Mutex<Shared>, trust: &Trust, force: bool) {
+    if let Some(crl) = watch.and_then(|w| w.newer(trust.ca(), trust.crl().as_ref(), force)) {
         apply_crl(shared, trust, crl);
     }
 }
 
 fn apply_crl(shared: &Mutex<Shared>, trust: &Trust, crl: RevocationList) {
-    tracing::info!(revoked = crl.len(), number = ?crl.number(), "revocation list loaded; pushing it to every node");
+    tracing::info!(
+        revoked = crl.len(),
+        "pushing the revocation list to every node"
+    );
     trust.set_crl(Some(crl.clone()));
     let mut shared = lock(shared);
     shared.counters.crl_reloads.fetch_add(1, Ordering::Relaxed);

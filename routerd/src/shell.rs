@@ -3,12 +3,12 @@
 //! SIGHUP (or when its file changes) and shuts down on a signal.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rma_ca::{CaCert, NodeCert};
+use rma_daemon::crl_watch::CrlWatch;
 use tokio::net::TcpListener;
 
 use crate::api;
@@ -20,25 +20,18 @@ use crate::store::Store;
 /// How often the revocation list's file is looked at for changes.
 const CRL_POLL: Duration = Duration::from_secs(2);
 
-fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| path.display().to_string())
-}
-
 /// The mesh IP in this node's certificate, if the config names one.
 fn certificate_ip(config: &Config) -> anyhow::Result<Option<Ipv4Addr>> {
     let Some(path) = &config.cert else {
         return Ok(None);
     };
-    let cert = NodeCert::from_bytes(&read(path)?)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(Some(cert.mesh_ip()))
+    Ok(Some(rma_daemon::identity::load_cert(path)?.mesh_ip()))
 }
 
 /// Loads everything the config names, so `--check-config` and startup fail alike.
 pub fn prepare(config: &Config) -> anyhow::Result<Shared> {
     let token = config.admin_token.read().map_err(|e| anyhow::anyhow!(e))?;
-    let ca = CaCert::from_bytes(&read(&config.ca)?)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.ca.display()))?;
+    let ca = rma_daemon::identity::load_ca(&config.ca)?;
     let crl = match &config.crl {
         Some(path) => Some(rma_daemon::identity::load_crl(path, &ca)?),
         None => None,
@@ -130,39 +123,22 @@ async fn expire_loop(app: Shared) {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// Takes a newer revocation list on SIGHUP or when its file changes; an older one is refused.
+/// Takes a newer revocation list on SIGHUP or when its file changes.
 async fn crl_loop(app: Shared, path: PathBuf) {
     let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         return;
     };
-    let mut seen = modified(&path);
+    let mut watch = CrlWatch::new(path);
     let mut poll = tokio::time::interval(CRL_POLL);
     loop {
-        tokio::select! {
-            _ = hangup.recv() => {}
-            _ = poll.tick() => {
-                let now = modified(&path);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-            }
-        }
+        let force = tokio::select! {
+            _ = hangup.recv() => true,
+            _ = poll.tick() => false,
+        };
         let mut c = app.lock();
-        match rma_daemon::identity::load_crl(&path, &c.ca) {
-            Ok(crl) if crl.supersedes(c.crl.as_ref()) => {
-                tracing::info!(path = %path.display(), "revocation list reloaded");
-                c.crl = Some(crl);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "revocation list not reloaded; keeping the one in use")
-            }
+        if let Some(crl) = watch.newer(&c.ca, c.crl.as_ref(), force) {
+            c.crl = Some(crl);
         }
     }
 }
