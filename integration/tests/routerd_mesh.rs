@@ -350,7 +350,7 @@ fn calls_reach_workers_over_the_mesh_and_spread_across_them() {
     assert_eq!(seen.len(), 3, "{seen:?}");
     // The symmetric-NAT worker is reached through the lighthouse's relay.
     let relayed = mesh.routerd_node.peer(worker_ip(2)).unwrap();
-    println!("routerd -> worker-3: {:?}", relayed.via);
+    assert_eq!(relayed.via.as_deref(), Some("lighthouse-1"));
     // Capabilities arrived as meshd detected them.
     let workers = mesh.admin("/api/admin/workers");
     let caps = &workers["workers"][0]["capabilities"];

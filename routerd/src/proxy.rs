@@ -101,9 +101,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The headers a worker gets: the caller's, without hop-by-hop ones, with `Host` set to the
-/// worker and the caller's address appended to `X-Forwarded-For`.
-fn upstream_headers(mut headers: HeaderMap, client: IpAddr, addr: SocketAddr) -> HeaderMap {
+/// The headers a worker gets: the caller's, without hop-by-hop ones, with the caller's
+/// address appended to `X-Forwarded-For`. Each attempt adds the worker as `Host`.
+fn upstream_headers(mut headers: HeaderMap, client: IpAddr) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert("x-forwarded-host", host);
@@ -114,9 +114,6 @@ fn upstream_headers(mut headers: HeaderMap, client: IpAddr, addr: SocketAddr) ->
     };
     if let Ok(value) = HeaderValue::from_str(&forwarded) {
         headers.insert("x-forwarded-for", value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&addr.to_string()) {
-        headers.insert(header::HOST, value);
     }
     headers
 }
@@ -149,7 +146,7 @@ async fn attempt(
     addr: SocketAddr,
     method: &Method,
     target: &Uri,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     payload: &mut Payload,
 ) -> Result<(hyper::Response<hyper::body::Incoming>, crate::pool::Sender), Failure> {
     let mut conn = app.pool.checkout(addr).await.map_err(|e| match e {
@@ -159,7 +156,10 @@ async fn attempt(
     let mut request = hyper::Request::new(payload.take());
     *request.method_mut() = method.clone();
     *request.uri_mut() = target.clone();
-    *request.headers_mut() = headers.clone();
+    *request.headers_mut() = headers;
+    if let Ok(host) = HeaderValue::from_str(&addr.to_string()) {
+        request.headers_mut().insert(header::HOST, host);
+    }
     match conn.sender.try_send_request(request).await {
         Ok(response) => Ok((response, conn.sender)),
         Err(mut e) => {
@@ -192,7 +192,7 @@ pub async fn call(
     request: Request,
 ) -> Response {
     let arrived = Instant::now();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let Some((alias, target)) = split_target(&parts.uri) else {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -286,6 +286,7 @@ pub async fn call(
         Payload::Streamed(Body::new(Limited::new(body, limit)))
     };
 
+    let headers = upstream_headers(std::mem::take(&mut parts.headers), client);
     let deadline = arrived + spec.timeout;
     let mut tried: Vec<String> = Vec::new();
     let mut last: Option<Response> = None;
@@ -329,7 +330,6 @@ pub async fn call(
                 return finish(&app, &service, arrived, r);
             }
         };
-        let headers = upstream_headers(parts.headers.clone(), client, worker.addr);
         let outcome = tokio::time::timeout_at(
             deadline.into(),
             attempt(
@@ -337,7 +337,7 @@ pub async fn call(
                 worker.addr,
                 &parts.method,
                 &target,
-                &headers,
+                headers.clone(),
                 &mut payload,
             ),
         )
@@ -523,15 +523,14 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("api.rmatool.org.uk"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         headers.insert("x-request-id", HeaderValue::from_static("abc"));
-        let out = upstream_headers(
-            headers,
-            IpAddr::from([198, 51, 100, 4]),
-            SocketAddr::from(([10, 42, 0, 11], 8101)),
-        );
+        let out = upstream_headers(headers, IpAddr::from([198, 51, 100, 4]));
         assert!(out.get("x-secret").is_none());
         assert!(out.get(header::CONNECTION).is_none());
         assert!(out.get(header::TRANSFER_ENCODING).is_none());
-        assert_eq!(out[header::HOST], "10.42.0.11:8101");
+        assert!(
+            out.get(header::HOST).is_none(),
+            "each attempt sets its worker"
+        );
         assert_eq!(out["x-forwarded-host"], "api.rmatool.org.uk");
         assert_eq!(out["x-forwarded-for"], "203.0.113.9, 198.51.100.4");
         assert_eq!(out["x-request-id"], "abc");
