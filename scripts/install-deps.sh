@@ -14,6 +14,7 @@ declare -A packages=(
     [kill]=procps
     [sysctl]=procps
     [systemd-analyze]=systemd
+    [chromium]=chromium
 )
 
 missing=()

@@ -567,3 +567,61 @@ fn every_frontend_route_from_the_seed_answers_through_routerd() {
     let (status, body) = mesh.public("GET", "/api/dht/bootstrap");
     assert_eq!(status, 410, "{body}");
 }
+
+/// The topology page in a real browser: headless Chromium, in routerd's namespace (which has
+/// no route to the host's network), loads `/` from the public listener, runs the page's script
+/// for five seconds of virtual time and dumps the resulting DOM.
+#[test]
+fn the_topology_page_draws_the_registered_workers_in_chromium() {
+    let mesh = Mesh::new();
+    let lab = &mesh.net.lab;
+    let log = lab.dir().join("routerd.log");
+    let fetches = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("path=/api/topology "))
+            .count()
+    };
+    let before = fetches();
+    let profile = lab.dir().join("chromium-profile");
+    let out = lab
+        .exec(
+            mesh.routerd_ns(),
+            "timeout",
+            &[
+                "60",
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-first-run",
+                &format!("--user-data-dir={}", profile.display()),
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                &format!("http://{PUBLIC}/"),
+            ],
+        )
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for i in 1..=3 {
+        let id = format!("id=\"worker-worker-{i}\"");
+        assert!(dom.contains(&id), "{id} is not drawn:\n{dom}");
+    }
+    assert_eq!(dom.matches("class=\"worker-row\"").count(), 3, "{dom}");
+    // Every route (4 services on 3 workers) is drawn as healthy.
+    assert_eq!(dom.matches("class=\"up\"").count(), 12, "{dom}");
+    assert!(dom.contains("3 workers"), "{dom}");
+    assert!(
+        dom.contains("below target: llm-inference, vision-ocr"),
+        "{dom}"
+    );
+    // The page refreshed itself (every 2 s; at 0, 2 and 4 s of virtual time).
+    let fetched = fetches() - before;
+    println!("the page fetched /api/topology {fetched} times");
+    assert!(
+        fetched >= 2,
+        "the page fetched /api/topology {fetched} times"
+    );
+}
