@@ -11,16 +11,15 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::admission;
 pub use crate::app::{App, Coordinator, Shared};
-use crate::edge::{self, Listener};
 use crate::registry::{Capabilities, HEARTBEAT_INTERVAL, Offered, TTL, Worker};
-use crate::{proxy, topology};
+use crate::topology;
 
 /// Largest registration or heartbeat body: a certificate and a few services.
 const MAX_BODY: usize = 64 * 1024;
@@ -289,11 +288,9 @@ async fn dht_gone() -> ApiError {
     )
 }
 
-/// Every route, for one listener. The public listener (behind cloudflared) trusts
-/// `CF-Connecting-IP` for rate limits; the mesh listener does not.
-pub fn routes(shared: Shared, listener: Listener, cors_origins: &[String]) -> Router {
-    let service = any(proxy::call);
-    let router = Router::new()
+/// Every route but the service calls, which [`crate::server`] sends to the proxy directly.
+pub fn routes(shared: Shared) -> Router {
+    Router::new()
         .route("/health", get(health))
         .route("/api/worker/register", post(register))
         .route("/api/worker/heartbeat", post(heartbeat))
@@ -308,17 +305,7 @@ pub fn routes(shared: Shared, listener: Listener, cors_origins: &[String]) -> Ro
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/", get(topology::page))
-        .route("/service/{service}", service.clone())
-        .route("/service/{service}/{*path}", service.clone())
-        .route("/api/service/{service}", service.clone())
-        .route("/api/service/{service}/{*path}", service)
-        .layer(Extension(listener))
-        .layer(axum::middleware::from_fn(edge::request_id))
-        .with_state(shared);
-    match edge::cors(cors_origins) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
+        .with_state(shared)
 }
 
 #[cfg(test)]

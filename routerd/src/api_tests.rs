@@ -50,8 +50,8 @@ impl Api {
         body: Option<Value>,
         token: Option<&str>,
     ) -> (StatusCode, Value) {
-        let app = routes(self.shared.clone(), Listener::Public, &[])
-            .layer(MockConnectInfo(SocketAddr::from((from, 40000))));
+        let app =
+            routes(self.shared.clone()).layer(MockConnectInfo(SocketAddr::from((from, 40000))));
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));

@@ -77,18 +77,13 @@ impl State {
     }
 }
 
-type Key = (String, String);
-
-fn key(service: &str, worker: &str) -> Key {
-    (service.to_owned(), worker.to_owned())
-}
-
 #[derive(Debug)]
 pub struct Balancer {
     policy: Balance,
     health: Health,
     ejection: Ejection,
-    states: HashMap<Key, State>,
+    /// By service, then worker: looked up by `&str` on every call, without allocating.
+    states: HashMap<String, HashMap<String, State>>,
     next_round_robin: HashMap<String, usize>,
 }
 
@@ -104,11 +99,18 @@ impl Balancer {
     }
 
     fn state(&self, service: &str, worker: &str) -> Option<&State> {
-        self.states.get(&key(service, worker))
+        self.states.get(service)?.get(worker)
     }
 
     fn state_mut(&mut self, service: &str, worker: &str) -> &mut State {
-        self.states.entry(key(service, worker)).or_default()
+        if !self.states.contains_key(service) {
+            self.states.insert(service.to_owned(), HashMap::new());
+        }
+        let workers = self.states.get_mut(service).expect("inserted above");
+        if !workers.contains_key(worker) {
+            workers.insert(worker.to_owned(), State::default());
+        }
+        workers.get_mut(worker).expect("inserted above")
     }
 
     fn healthy(&self, service: &str, worker: &str) -> bool {
@@ -184,7 +186,7 @@ impl Balancer {
 
     /// The call's response ended (or it failed).
     pub fn finished(&mut self, service: &str, worker: &str) {
-        if let Some(state) = self.states.get_mut(&key(service, worker)) {
+        if let Some(state) = self.states.get_mut(service).and_then(|w| w.get_mut(worker)) {
             state.outstanding = state.outstanding.saturating_sub(1);
         }
     }
@@ -260,8 +262,10 @@ impl Balancer {
 
     /// Drops the state of (service, worker) pairs the registry no longer has.
     pub fn retain(&mut self, mut present: impl FnMut(&str, &str) -> bool) {
-        self.states
-            .retain(|(service, worker), _| present(service, worker));
+        for (service, workers) in &mut self.states {
+            workers.retain(|worker, _| present(service, worker));
+        }
+        self.states.retain(|_, workers| !workers.is_empty());
     }
 
     pub fn view(&self, service: &str, worker: &str, now: Instant) -> BackendView {

@@ -6,14 +6,13 @@ use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tracing::Instrument as _;
 
 use crate::config::RateLimit;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
 
 /// The listener a call came in on. Only the public one sits behind cloudflared, so only
 /// there is `CF-Connecting-IP` the caller's address.
@@ -34,7 +33,7 @@ pub fn caller_key(
     let forwarded = (listener == Listener::Public)
         .then(|| {
             headers
-                .get("cf-connecting-ip")?
+                .get(&CF_CONNECTING_IP)?
                 .to_str()
                 .ok()?
                 .trim()
@@ -60,26 +59,40 @@ fn usable(value: &HeaderValue) -> bool {
 }
 
 fn new_request_id() -> HeaderValue {
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((random >> (4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// Gives each call an `X-Request-Id` (the caller's if usable), passes it to the worker and
-/// back to the caller, and logs the call with it.
-pub async fn request_id(mut request: Request, next: Next) -> Response {
+/// Gives each call an `X-Request-Id` (the caller's if usable), passes it to `handler` (and so
+/// to the worker) and back to the caller, and logs the call with it (target
+/// `routerd::access`). No span: a span per call costs more than the rest of the call's
+/// bookkeeping, so the few events a call may log name the request ID themselves.
+pub async fn with_request_id<F, Fut>(mut request: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let id = match request.headers().get(&REQUEST_ID) {
         Some(v) if usable(v) => v.clone(),
         _ => new_request_id(),
     };
     request.headers_mut().insert(REQUEST_ID, id.clone());
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = Instant::now();
-    let span = tracing::info_span!("call", request_id = %id.to_str().unwrap_or_default());
-    let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| {
-        tracing::info!(target: "routerd::access", %method, %path, status = response.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1000.0, "call");
+    let access = tracing::enabled!(target: "routerd::access", tracing::Level::INFO).then(|| {
+        (
+            request.method().clone(),
+            request.uri().path().to_owned(),
+            Instant::now(),
+        )
     });
+    let mut response = handler(request).await;
+    if let Some((method, path, started)) = access {
+        tracing::info!(target: "routerd::access", request_id = id.to_str().unwrap_or_default(), %method, %path, status = response.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1000.0, "call");
+    }
     response.headers_mut().insert(REQUEST_ID, id);
     response
 }

@@ -7,6 +7,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use routerd::config::Config;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The RMA Mesh coordinator: workers register with it over the mesh, and it routes each
 /// service call to a worker's mesh IP.
 #[derive(Debug, Parser)]

@@ -46,11 +46,25 @@ pub struct Stats {
 impl Stats {
     /// A call to `service` answered `status` after `elapsed` (to the response headers).
     pub fn answered(&mut self, service: &str, status: u16, elapsed: Duration) {
-        *self.calls.entry((service.to_owned(), status)).or_default() += 1;
-        self.durations
-            .entry(service.to_owned())
-            .or_default()
-            .observe(elapsed.as_secs_f64());
+        // Looked up before inserting: a call to a known service allocates nothing here.
+        match self
+            .calls
+            .iter_mut()
+            .find(|((s, code), _)| *code == status && s == service)
+        {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.calls.insert((service.to_owned(), status), 1);
+            }
+        }
+        match self.durations.get_mut(service) {
+            Some(histogram) => histogram.observe(elapsed.as_secs_f64()),
+            None => {
+                let mut histogram = Histogram::default();
+                histogram.observe(elapsed.as_secs_f64());
+                self.durations.insert(service.to_owned(), histogram);
+            }
+        }
     }
 
     pub fn retried(&mut self, service: &str, reason: &'static str) {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -19,23 +19,27 @@ use serde_json::json;
 
 use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
-use crate::edge::{Listener, caller_key};
+use crate::edge::{Listener, REQUEST_ID, caller_key};
 use crate::pool::{ConnectError, Returning};
 
 /// Attempts per call: the first and one retry.
 const ATTEMPTS: usize = 2;
 
 /// Headers that belong to one connection and are not passed on (RFC 9110, section 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Names are constants, not strings: a string name is parsed on every lookup.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// An answer routerd makes itself: `{"error": ..., "service": ...}` with a status.
 fn refuse(status: StatusCode, service: &str, reason: &str, message: String) -> Response {
@@ -96,7 +100,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -106,14 +110,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn upstream_headers(mut headers: HeaderMap, client: IpAddr) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     if let Some(host) = headers.remove(header::HOST) {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let forwarded = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(earlier) => format!("{earlier}, {client}"),
         None => client.to_string(),
     };
     if let Ok(value) = HeaderValue::from_str(&forwarded) {
-        headers.insert("x-forwarded-for", value);
+        headers.insert(X_FORWARDED_FOR, value);
     }
     headers
 }
@@ -184,11 +188,17 @@ async fn attempt(
     }
 }
 
-/// `ANY /service/{service}/{*path}` and `ANY /api/service/{type}/{*path}`.
-pub async fn call(
-    State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    listener: axum::Extension<Listener>,
+/// Whether `path` is a service call: `/service/{service}/...` or `/api/service/{type}/...`.
+pub fn is_service_call(path: &str) -> bool {
+    path.starts_with("/service/") || path.starts_with("/api/service/")
+}
+
+/// `ANY /service/{service}/{*path}` and `ANY /api/service/{type}/{*path}`, from `peer` on
+/// `listener`.
+pub async fn forward(
+    app: Shared,
+    peer: SocketAddr,
+    listener: Listener,
     request: Request,
 ) -> Response {
     let arrived = Instant::now();
@@ -209,7 +219,7 @@ pub async fn call(
             format!("{target:?} is not a path a worker can be sent"),
         );
     };
-    let (client, key) = caller_key(&parts.headers, peer, *listener, app.rate_limit.as_ref());
+    let (client, key) = caller_key(&parts.headers, peer, listener, app.rate_limit.as_ref());
     let resolved = {
         let mut c = app.lock();
         let service = c.registry.catalog().resolve(alias).map(str::to_owned);
@@ -286,6 +296,7 @@ pub async fn call(
         Payload::Streamed(Body::new(Limited::new(body, limit)))
     };
 
+    let request_id = parts.headers.get(REQUEST_ID).cloned();
     let headers = upstream_headers(std::mem::take(&mut parts.headers), client);
     let deadline = arrived + spec.timeout;
     let mut tried: Vec<String> = Vec::new();
@@ -402,7 +413,11 @@ pub async fn call(
                         return finish(&app, &service, arrived, r);
                     }
                 };
-                tracing::warn!(service = %service, worker = %worker.worker, reason, error = %message, "call to worker failed");
+                tracing::warn!(
+                    request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default(),
+                    service = %service, worker = %worker.worker, reason, error = %message,
+                    "call to worker failed"
+                );
                 last = Some(refuse(
                     status,
                     &service,

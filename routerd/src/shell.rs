@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use crate::api;
 use crate::app::{App, Shared};
 use crate::config::{Config, DEFAULT_MESH_PORT};
-use crate::edge::Listener;
+use crate::edge::{self, Listener};
+use crate::server::{self, Edge};
 use crate::store::Store;
 
 /// How often the revocation list's file is looked at for changes.
@@ -83,17 +84,6 @@ fn bind_freely(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into())?)
 }
 
-async fn serve(listener: TcpListener, router: axum::Router, name: &'static str) {
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, service).await {
-        tracing::error!(listener = name, error = %e, "listener failed");
-    }
-}
-
 /// Expires silent workers when their TTL runs out, and forgets idle rate-limit buckets.
 async fn expire_loop(app: Shared) {
     loop {
@@ -157,16 +147,14 @@ pub async fn run(
     let mesh_listener = bind_freely(mesh).with_context(|| format!("mesh listener {mesh}"))?;
     let (public_addr, mesh_addr) = (public.local_addr()?, mesh_listener.local_addr()?);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(serve(
-        public,
-        api::routes(app.clone(), Listener::Public, &config.cors_origins),
-        "public",
-    ));
-    tasks.spawn(serve(
-        mesh_listener,
-        api::routes(app.clone(), Listener::Mesh, &config.cors_origins),
-        "mesh",
-    ));
+    let edge = |listener| Edge {
+        app: app.clone(),
+        router: api::routes(app.clone()),
+        listener,
+        cors: edge::cors(&config.cors_origins),
+    };
+    tasks.spawn(server::serve(public, edge(Listener::Public), "public"));
+    tasks.spawn(server::serve(mesh_listener, edge(Listener::Mesh), "mesh"));
     tasks.spawn(expire_loop(app.clone()));
     tasks.spawn(crate::health::run(
         app.clone(),
