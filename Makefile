@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 JOBS ?= 2
 
-.PHONY: all build deps test lint unit e2e bench-dataplane walkthrough walkthrough-check testdata clean
+.PHONY: all build deps test lint unit e2e bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean
 
 all: build
 
@@ -37,6 +37,13 @@ e2e:
 bench-dataplane:
 	$(CARGO) build --release -j$(JOBS) -p meshd -p integration --bins
 	./target/release/bench-dataplane
+
+# One worker called directly, through routerd and through nginx (keepalive upstream), with wrk,
+# in one run (needs root; installs wrk and nginx). Not part of `make test`. BENCH_SECONDS,
+# BENCH_REPS and BENCH_CONNECTIONS change it.
+bench-routerd:
+	$(CARGO) build --release -j$(JOBS) -p routerd -p integration --bins
+	./target/release/bench-routerd
 
 # Everything CI checks: formatting, lints, every test, and the walkthrough.
 test: deps lint walkthrough-check unit e2e

@@ -69,6 +69,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Its process ID (`ip netns exec` execs the program, so this is the program's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The process's exit status if it has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

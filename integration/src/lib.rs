@@ -2,6 +2,7 @@
 //! veth links and nftables, run the real daemons inside it, wait on conditions with deadlines,
 //! and always tear it all down.
 
+pub mod bench;
 pub mod http;
 pub mod internet;
 pub mod lab;

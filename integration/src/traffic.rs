@@ -102,3 +102,52 @@ pub fn transfer(
 pub fn probe_path() -> anyhow::Result<String> {
     Ok(probe()?.to_string_lossy().into_owned())
 }
+
+/// One HTTP call made by the probe inside `ns`, from `source` if given. `request` is
+/// `METHOD PATH`; `headers` are `name: value`; `body` is a file sent as the body. Returns the
+/// status, the response headers (a JSON object) and the body as JSON (null if it is not).
+pub fn http(
+    ns: &Ns,
+    addr: &str,
+    request: &str,
+    source: Option<Ipv4Addr>,
+    headers: &[&str],
+    body: Option<&std::path::Path>,
+) -> anyhow::Result<(u16, serde_json::Value, serde_json::Value)> {
+    use anyhow::Context as _;
+    let (method, path) = request
+        .split_once(' ')
+        .context("a request is `METHOD PATH`")?;
+    let mut args = vec![
+        "netns".to_owned(),
+        "exec".into(),
+        ns.name().into(),
+        probe_path()?,
+        "http".into(),
+        "--addr".into(),
+        addr.into(),
+        "--method".into(),
+        method.into(),
+        "--path".into(),
+        path.into(),
+    ];
+    if let Some(ip) = source {
+        args.extend(["--source".into(), ip.to_string()]);
+    }
+    for h in headers {
+        args.extend(["--header".into(), (*h).to_owned()]);
+    }
+    if let Some(file) = body {
+        args.extend(["--body-file".into(), file.to_string_lossy().into_owned()]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = crate::lab::run("ip", &refs)?;
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("probe http: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let status = reply["status"]
+        .as_u64()
+        .context("probe reply without a status")? as u16;
+    let body = serde_json::from_str(reply["body"].as_str().unwrap_or_default())
+        .unwrap_or(serde_json::Value::Null);
+    Ok((status, reply["headers"].clone(), body))
+}

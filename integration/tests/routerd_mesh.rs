@@ -148,46 +148,18 @@ impl Mesh {
         headers: &[&str],
         body: Option<&Value>,
     ) -> (u16, Value, Value) {
-        let (method, path) = request.split_once(' ').unwrap();
-        let mut args = vec![
-            "http".to_owned(),
-            "--addr".into(),
-            addr.into(),
-            "--method".into(),
-            method.into(),
-            "--path".into(),
-            path.into(),
-        ];
-        if let Some(ip) = source {
-            args.extend(["--source".into(), ip.to_string()]);
-        }
-        for h in headers {
-            args.extend(["--header".into(), (*h).to_owned()]);
-        }
-        if let Some(body) = body {
+        let mut headers = headers.to_vec();
+        let file = body.map(|body| {
             let file = self
                 .net
                 .lab
                 .dir()
                 .join(format!("body-{}.json", traffic::next_port()));
             std::fs::write(&file, body.to_string()).unwrap();
-            args.extend(["--body-file".into(), file.to_string_lossy().into_owned()]);
-            args.extend(["--header".into(), "content-type: application/json".into()]);
-        }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = self
-            .net
-            .lab
-            .exec(ns, &traffic::probe_path().unwrap(), &refs)
-            .unwrap();
-        let reply: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("probe http: {}", String::from_utf8_lossy(&out.stderr)));
-        let body = serde_json::from_str(reply["body"].as_str().unwrap()).unwrap_or(Value::Null);
-        (
-            reply["status"].as_u64().unwrap() as u16,
-            reply["headers"].clone(),
-            body,
-        )
+            headers.push("content-type: application/json");
+            file
+        });
+        traffic::http(ns, addr, request, source, &headers, file.as_deref()).unwrap()
     }
 
     /// A call to routerd's public listener, from routerd's machine (where cloudflared runs).

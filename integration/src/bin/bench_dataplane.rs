@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use integration::bench::{ensure_installed, env_number, median};
 use integration::lab::{Lab, Ns, run};
 use integration::mesh::{self, NodeConfig, Pki};
 use integration::wait;
@@ -23,46 +24,6 @@ struct Measured {
     mbit_s: f64,
     rr_median_us: f64,
     rr_p99_us: f64,
-}
-
-fn env_number(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn ensure_anchors() -> anyhow::Result<()> {
-    let wanted = [
-        ("nebula", "nebula"),
-        ("wireguard-go", "wireguard-go"),
-        ("wg", "wireguard-tools"),
-        ("iperf3", "iperf3"),
-    ];
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|(cmd, _)| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {cmd}")])
-                .stdout(Stdio::null())
-                .status()
-                .map_or(true, |s| !s.success())
-        })
-        .map(|(_, pkg)| *pkg)
-        .collect();
-    if !missing.is_empty() {
-        eprintln!("installing {}", missing.join(" "));
-        run("apt-get", &["update", "-qq"])?;
-        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
-        args.extend(missing);
-        run("apt-get", &args)?;
-    }
-    Ok(())
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn field(text: &str, key: &str) -> anyhow::Result<f64> {
@@ -309,7 +270,12 @@ fn start_nebula(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, usize)>
 }
 
 fn main() -> anyhow::Result<()> {
-    ensure_anchors()?;
+    ensure_installed(&[
+        ("nebula", "nebula"),
+        ("wireguard-go", "wireguard-go"),
+        ("wg", "wireguard-tools"),
+        ("iperf3", "iperf3"),
+    ])?;
     let mut lab = Lab::new()?;
     let a = lab.namespace("bench-a")?;
     let b = lab.namespace("bench-b")?;
