@@ -249,7 +249,7 @@ async fn health(State(shared): State<Shared>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(shared): State<Shared>) -> Response {
-    let idle = shared.pool.idle_count();
+    let idle = shared.pools().map(|p| p.idle_count()).sum();
     let text = crate::metrics::render(&shared.lock(), idle, Instant::now());
     (
         [(header::CONTENT_TYPE, rma_daemon::prometheus::CONTENT_TYPE)],

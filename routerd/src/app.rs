@@ -65,7 +65,11 @@ impl Coordinator {
 
 pub struct App {
     core: Mutex<Coordinator>,
+    /// Connections for the health checks, on the main runtime.
     pub pool: Arc<Pool>,
+    /// One pool per serving thread ([`crate::server::Servers`]): a connection is driven by
+    /// the thread that opened it, so each thread keeps its own.
+    pub serving_pools: Vec<Arc<Pool>>,
     pub routing: Routing,
     pub rate_limit: Option<RateLimit>,
     pub admin_token: String,
@@ -95,6 +99,13 @@ impl App {
         mesh_ip: Option<std::net::Ipv4Addr>,
         admin_token: String,
     ) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let pool = || {
+            Arc::new(Pool::new(
+                config.routing.max_idle_per_worker,
+                config.routing.connect_timeout,
+            ))
+        };
         let core = Coordinator {
             registry: Registry::new(config.catalog.clone()),
             store,
@@ -110,15 +121,18 @@ impl App {
         };
         Self {
             core: Mutex::new(core),
-            pool: Arc::new(Pool::new(
-                config.routing.max_idle_per_worker,
-                config.routing.connect_timeout,
-            )),
+            pool: pool(),
+            serving_pools: (0..threads).map(|_| pool()).collect(),
             routing: config.routing.clone(),
             rate_limit: config.rate_limit.clone(),
             admin_token,
             mesh_ip,
         }
+    }
+
+    /// Every pool: the health checks' and the serving threads'.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        std::iter::once(&self.pool).chain(&self.serving_pools)
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Coordinator> {

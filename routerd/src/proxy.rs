@@ -5,6 +5,7 @@
 
 use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -20,7 +21,7 @@ use serde_json::json;
 use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
 use crate::edge::{Listener, REQUEST_ID, caller_key};
-use crate::pool::{ConnectError, Returning};
+use crate::pool::{ConnectError, Pool, Returning};
 
 /// Attempts per call: the first and one retry.
 const ATTEMPTS: usize = 2;
@@ -146,14 +147,14 @@ fn too_large(e: &hyper::Error) -> bool {
 
 /// Sends one attempt to `addr`.
 async fn attempt(
-    app: &Shared,
+    pool: &Pool,
     addr: SocketAddr,
     method: &Method,
     target: &Uri,
     headers: HeaderMap,
     payload: &mut Payload,
 ) -> Result<(hyper::Response<hyper::body::Incoming>, crate::pool::Sender), Failure> {
-    let mut conn = app.pool.checkout(addr).await.map_err(|e| match e {
+    let mut conn = pool.checkout(addr).await.map_err(|e| match e {
         ConnectError::Timeout(_) => Failure::NotSent("connect_timeout", e.to_string()),
         _ => Failure::NotSent("connect", e.to_string()),
     })?;
@@ -194,9 +195,10 @@ pub fn is_service_call(path: &str) -> bool {
 }
 
 /// `ANY /service/{service}/{*path}` and `ANY /api/service/{type}/{*path}`, from `peer` on
-/// `listener`.
+/// `listener`, with connections to workers from `pool` (the serving thread's).
 pub async fn forward(
     app: Shared,
+    pool: Arc<Pool>,
     peer: SocketAddr,
     listener: Listener,
     request: Request,
@@ -344,7 +346,7 @@ pub async fn forward(
         let outcome = tokio::time::timeout_at(
             deadline.into(),
             attempt(
-                &app,
+                &pool,
                 worker.addr,
                 &parts.method,
                 &target,
@@ -373,7 +375,7 @@ pub async fn forward(
                         .balancer
                         .succeeded(&service, &worker.worker, Instant::now());
                 }
-                let response = stream_back(&app, &service, worker, response, sender);
+                let response = stream_back(&app, &pool, &service, worker, response, sender);
                 return finish(&app, &service, arrived, response);
             }
             Err(failure) => {
@@ -483,6 +485,7 @@ fn done(app: &Shared, service: &str, worker: &str) {
 /// until the body ends.
 fn stream_back(
     app: &Shared,
+    pool: &Arc<Pool>,
     service: &str,
     worker: Candidate,
     response: hyper::Response<hyper::body::Incoming>,
@@ -494,7 +497,7 @@ fn stream_back(
     let service = service.to_owned();
     let name = worker.worker.clone();
     let on_end = move || done(&app2, &service, &name);
-    let body = Returning::new(body, app.pool.clone(), worker.addr, sender, on_end);
+    let body = Returning::new(body, pool.clone(), worker.addr, sender, on_end);
     Response::from_parts(parts, Body::new(body))
 }
 

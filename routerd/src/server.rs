@@ -3,11 +3,18 @@
 //! through the axum router. Every call gets its request ID and access-log line here (see
 //! [`edge::with_request_id`]), and CORS, when configured, covers both.
 //!
-//! The proxy path skips axum's routing and middleware stack on purpose: that stack cost
-//! routerd about a third of its throughput against nginx (`make bench-routerd`).
+//! Connections are accepted on the main runtime and served by [`Servers`]: one thread per
+//! core, each with a single-threaded runtime and its own pool of connections to workers, so a
+//! call, its worker connection and the response stay on one thread.
+//!
+//! Both choices are about cost per call (`make bench-routerd`): axum's routing and middleware
+//! stack cost about a third of routerd's throughput against nginx, and one multi-threaded
+//! runtime, handing each call between threads, about a fifth of its CPU per call.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,11 +25,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use tower::{Layer as _, ServiceExt as _};
 use tower_http::cors::CorsLayer;
 
 use crate::app::Shared;
 use crate::edge::{self, Listener};
+use crate::pool::Pool;
 use crate::proxy;
 
 /// How long a client may take to send a request's headers.
@@ -41,13 +51,13 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Answers one request from `peer`.
-    pub async fn call(self, peer: SocketAddr, request: Request) -> Response {
+    /// Answers one request from `peer`, with worker connections from `pool`.
+    pub async fn call(self, pool: Arc<Pool>, peer: SocketAddr, request: Request) -> Response {
         edge::with_request_id(request, |mut request| async move {
             if proxy::is_service_call(request.uri().path()) {
                 // Boxed: the call's state is large, and moving it through the layers above
                 // costs more than one allocation.
-                Box::pin(proxy::forward(self.app, peer, self.listener, request)).await
+                Box::pin(proxy::forward(self.app, pool, peer, self.listener, request)).await
             } else {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 match self.router.oneshot(request).await {
@@ -60,8 +70,57 @@ impl Edge {
     }
 }
 
-/// Accepts connections on `listener` and serves each on its own task, until dropped.
-pub async fn serve(listener: TcpListener, edge: Edge, name: &'static str) {
+/// The threads that serve connections.
+#[derive(Debug)]
+pub struct Servers {
+    threads: Vec<Serving>,
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Serving {
+    runtime: Handle,
+    pool: Arc<Pool>,
+    /// Dropped with [`Servers`]: the thread's runtime then stops, with its connections.
+    _stop: oneshot::Sender<()>,
+}
+
+impl Servers {
+    /// Starts one thread for each of `pools`.
+    pub fn start(pools: &[Arc<Pool>]) -> std::io::Result<Self> {
+        let mut threads = Vec::with_capacity(pools.len());
+        for (i, pool) in pools.iter().enumerate() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("routerd-serve-{i}"))
+                .spawn(move || {
+                    let _ = runtime.block_on(stopped);
+                })?;
+            threads.push(Serving {
+                runtime: handle,
+                pool: pool.clone(),
+                _stop: stop,
+            });
+        }
+        Ok(Self {
+            threads,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The thread for the next connection, in turn.
+    fn next(&self) -> &Serving {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.threads[i % self.threads.len()]
+    }
+}
+
+/// Accepts connections on `listener` and hands each to a serving thread, until dropped.
+pub async fn serve(listener: TcpListener, edge: Edge, servers: Arc<Servers>, name: &'static str) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -72,12 +131,32 @@ pub async fn serve(listener: TcpListener, edge: Edge, name: &'static str) {
             }
         };
         let _ = stream.set_nodelay(true);
+        // Deregistered from this runtime, registered again with the serving thread's.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(listener = name, %peer, error = %e, "cannot hand a connection over");
+                continue;
+            }
+        };
+        let serving = servers.next();
+        let pool = serving.pool.clone();
         let edge = edge.clone();
-        tokio::spawn(async move {
+        serving.runtime.spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(listener = name, %peer, error = %e, "cannot serve a connection");
+                    return;
+                }
+            };
             let cors = edge.cors.clone();
             let calls = tower::service_fn(move |request: hyper::Request<Incoming>| {
                 let edge = edge.clone();
-                async move { Ok::<_, Infallible>(edge.call(peer, request.map(Body::new)).await) }
+                let pool = pool.clone();
+                async move {
+                    Ok::<_, Infallible>(edge.call(pool, peer, request.map(Body::new)).await)
+                }
             });
             let served = match cors {
                 Some(cors) => connection(stream, cors.layer(calls)).await,

@@ -15,7 +15,7 @@ use crate::api;
 use crate::app::{App, Shared};
 use crate::config::{Config, DEFAULT_MESH_PORT};
 use crate::edge::{self, Listener};
-use crate::server::{self, Edge};
+use crate::server::{self, Edge, Servers};
 use crate::store::Store;
 
 /// How often the revocation list's file is looked at for changes.
@@ -108,7 +108,9 @@ async fn expire_loop(app: Shared) {
                 .into_iter()
                 .map(|e| e.addr)
                 .collect();
-            app.pool.retain(|a| addrs.contains(a));
+            for pool in app.pools() {
+                pool.retain(|a| addrs.contains(a));
+            }
         }
     }
 }
@@ -153,8 +155,20 @@ pub async fn run(
         listener,
         cors: edge::cors(&config.cors_origins),
     };
-    tasks.spawn(server::serve(public, edge(Listener::Public), "public"));
-    tasks.spawn(server::serve(mesh_listener, edge(Listener::Mesh), "mesh"));
+    let servers =
+        Arc::new(Servers::start(&app.serving_pools).context("starting the serving threads")?);
+    tasks.spawn(server::serve(
+        public,
+        edge(Listener::Public),
+        servers.clone(),
+        "public",
+    ));
+    tasks.spawn(server::serve(
+        mesh_listener,
+        edge(Listener::Mesh),
+        servers,
+        "mesh",
+    ));
     tasks.spawn(expire_loop(app.clone()));
     tasks.spawn(crate::health::run(
         app.clone(),
