@@ -14,7 +14,7 @@ fn every_example_config_loads() {
         if path.is_dir() {
             let dir_name = path.file_name().unwrap().to_string_lossy().into_owned();
             assert!(
-                ["systemd", "cloudflared"].contains(&dir_name.as_str()),
+                ["systemd", "cloudflared", "prometheus"].contains(&dir_name.as_str()),
                 "configs/{dir_name}: no test covers this directory"
             );
             continue;
@@ -142,4 +142,39 @@ fn systemd_units_verify() {
         checked += 1;
     }
     assert!(checked >= 1, "no unit in configs/systemd");
+}
+
+/// `promtool check rules` accepts the alerting rules, and `promtool test rules` runs the cases
+/// in `tests/prometheus/alerts_test.yml`: each alert fires when it should and only then.
+#[test]
+fn prometheus_alert_rules_check_and_fire_when_they_should() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = manifest.join("../configs/prometheus");
+    for entry in std::fs::read_dir(&rules).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert_eq!(
+            name, "alerts.yml",
+            "configs/prometheus/{name}: no test covers it"
+        );
+    }
+    let promtool = |args: &[&str], dir: &Path| {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("promtool is missing: install Debian's prometheus package (.ci/run does)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "promtool {}: {text}", args.join(" "));
+        text
+    };
+    let checked = promtool(&["check", "rules", "alerts.yml"], &rules);
+    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    promtool(
+        &["test", "rules", "alerts_test.yml"],
+        &manifest.join("tests/prometheus"),
+    );
 }
