@@ -2,13 +2,19 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 JOBS ?= 2
+PREFIX ?= /usr/local
+DESTDIR ?=
 
-.PHONY: all build deps test lint unit e2e bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean
+.PHONY: all build install deps test lint unit e2e bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean
 
 all: build
 
 build:
 	$(CARGO) build --release -j$(JOBS) --workspace
+
+# Binaries, systemd units and example configs (scripts/install.sh); never overwrites a config.
+install: build
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) ./scripts/install.sh
 
 deps:
 	./scripts/install-deps.sh
@@ -29,7 +35,7 @@ unit:
 # (never skips) without them. One test at a time, so throughput figures are not shared.
 e2e:
 	@mkdir -p target
-	$(CARGO) build -j$(JOBS) -p meshd -p lighthouse -p routerd -p integration --bins
+	$(CARGO) build -j$(JOBS) -p rma-ca -p meshd -p lighthouse -p routerd -p integration --bins
 	set -o pipefail; $(CARGO) test -j$(JOBS) -p integration -- --test-threads=1 --nocapture 2>&1 | tee target/e2e.log
 
 # meshd against raw veth, Nebula and wireguard-go on one veth link, in one run (needs root;
