@@ -9,6 +9,7 @@ pub mod identity;
 pub mod logging;
 pub mod prometheus;
 pub mod signals;
+pub mod token_bucket;
 
 pub use config::{ConfigError, Log, LogFormat, PkiPaths};
 pub use identity::Identity;

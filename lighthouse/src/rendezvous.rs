@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rma_ca::{NodeCert, RevocationList};
+use rma_daemon::token_bucket::{Limit, TokenBucket};
 use time::OffsetDateTime;
 
 use crate::proto::{FromLighthouse, MAX_LOCAL_ENDPOINTS, Target, ToLighthouse};
@@ -19,6 +20,10 @@ pub type ConnId = u64;
 /// Queries a node may make: a burst, then a steady rate per second.
 const QUERY_BURST: f64 = 64.0;
 const QUERY_RATE: f64 = 32.0;
+const QUERY_LIMIT: Limit = Limit {
+    rate: QUERY_RATE,
+    burst: QUERY_BURST,
+};
 
 /// What the shell must do after an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,33 +90,6 @@ pub struct Counters {
     pub relay_dropped: u64,
     pub closed_revoked: u64,
     pub closed_replaced: u64,
-}
-
-#[derive(Debug)]
-struct TokenBucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    fn new(now: Instant) -> Self {
-        Self {
-            tokens: QUERY_BURST,
-            at: now,
-        }
-    }
-
-    fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * QUERY_RATE).min(QUERY_BURST);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -244,7 +222,7 @@ impl Rendezvous {
                 token,
                 local: None,
                 observed: None,
-                queries: TokenBucket::new(now),
+                queries: TokenBucket::new(QUERY_LIMIT, now),
             },
         );
         effects
@@ -306,7 +284,7 @@ impl Rendezvous {
                 )]
             }
             ToLighthouse::Query { target } => {
-                if !node.queries.take(now) {
+                if node.queries.take(QUERY_LIMIT, now).is_err() {
                     self.counters.queries_rate_limited += 1;
                     return Vec::new();
                 }

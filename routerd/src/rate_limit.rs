@@ -4,65 +4,47 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use rma_daemon::token_bucket::{Limit, TokenBucket};
+
 /// More callers than this and buckets that are full again are dropped.
 const SWEEP_ABOVE: usize = 100_000;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
 #[derive(Debug)]
 pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    buckets: HashMap<String, Bucket>,
+    limit: Limit,
+    buckets: HashMap<String, TokenBucket>,
 }
 
 impl RateLimiter {
     pub fn new(per_second: f64, burst: f64) -> Self {
         Self {
-            per_second,
-            burst,
+            limit: Limit {
+                rate: per_second,
+                burst,
+            },
             buckets: HashMap::new(),
         }
     }
 
-    fn refill(&self, bucket: &mut Bucket, now: Instant) {
-        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
-        bucket.at = now;
-    }
-
-    /// Takes one call from `key`'s bucket, or says how long until one is allowed.
+    /// Takes one call from `key`'s bucket, or says how long until one is allowed. A known
+    /// caller's check allocates nothing.
     pub fn check(&mut self, key: &str, now: Instant) -> Result<(), Duration> {
-        if self.buckets.len() >= SWEEP_ABOVE && !self.buckets.contains_key(key) {
+        if let Some(bucket) = self.buckets.get_mut(key) {
+            return bucket.take(self.limit, now);
+        }
+        if self.buckets.len() >= SWEEP_ABOVE {
             self.sweep(now);
         }
-        let mut bucket = self.buckets.get(key).copied().unwrap_or(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
-        self.refill(&mut bucket, now);
-        let result = if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.per_second,
-            ))
-        };
+        let mut bucket = TokenBucket::new(self.limit, now);
+        let result = bucket.take(self.limit, now);
         self.buckets.insert(key.to_owned(), bucket);
         result
     }
 
     /// Forgets callers whose buckets have refilled: they are as if never seen.
     pub fn sweep(&mut self, now: Instant) {
-        let (per_second, burst) = (self.per_second, self.burst);
-        self.buckets.retain(|_, b| {
-            b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_second < burst
-        });
+        let limit = self.limit;
+        self.buckets.retain(|_, b| !b.is_full(limit, now));
     }
 
     pub fn tracked(&self) -> usize {
