@@ -273,6 +273,15 @@ pub struct LighthouseProc {
 }
 
 impl LighthouseProc {
+    /// Starts this lighthouse again (after it was stopped), as `name`, with the same
+    /// namespace, address and config.
+    pub fn start_again(&self, lab: &mut Lab, name: &str) -> anyhow::Result<LighthouseProc> {
+        let SocketAddr::V4(address) = self.address else {
+            anyhow::bail!("the lab is IPv4, not {}", self.address);
+        };
+        start_lighthouse(lab, &self.ns, name, &self.config, *address.ip())
+    }
+
     /// What a node's config lists for this lighthouse.
     pub fn entry(&self) -> (String, SocketAddr) {
         (self.name.clone(), self.address)

@@ -320,18 +320,9 @@ fn established_tunnels_outlive_the_lighthouse_and_nodes_register_again_after_it_
     }
 
     let restarted = std::time::Instant::now();
-    let ip = match lighthouse.address.ip() {
-        std::net::IpAddr::V4(ip) => ip,
-        std::net::IpAddr::V6(_) => unreachable!("the lab is IPv4"),
-    };
-    let lighthouse = mesh::start_lighthouse(
-        &mut world.net.lab,
-        &lighthouse.ns,
-        "lighthouse-1-again",
-        &lighthouse.config,
-        ip,
-    )
-    .unwrap();
+    let lighthouse = lighthouse
+        .start_again(&mut world.net.lab, "lighthouse-1-again")
+        .unwrap();
     world.lighthouses.push(lighthouse);
     for node in [&a, &b] {
         node.wait_registered(Duration::from_secs(10)).unwrap();
@@ -352,21 +343,12 @@ fn a_restarted_lighthouse_resets_its_old_connections_so_nodes_return_at_once() {
     let a = world.node("a", 1, Place::Behind(Nat::Cone));
     let old = world.lighthouses.remove(0);
     world.net.lab.stop(old.proc);
-    let ip = match old.address.ip() {
-        std::net::IpAddr::V4(ip) => ip,
-        std::net::IpAddr::V6(_) => unreachable!("the lab is IPv4"),
-    };
     // Straight back up, well inside the 20 s idle timeout: a's connection still looks alive
     // to a, until its next keepalive draws a stateless reset from the new process.
     let restarted = std::time::Instant::now();
-    let new = mesh::start_lighthouse(
-        &mut world.net.lab,
-        &old.ns,
-        "lighthouse-1-again",
-        &old.config,
-        ip,
-    )
-    .unwrap();
+    let new = old
+        .start_again(&mut world.net.lab, "lighthouse-1-again")
+        .unwrap();
     world.lighthouses.push(new);
     wait::until(
         "a to register with the restarted lighthouse",
