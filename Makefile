@@ -5,7 +5,7 @@ JOBS ?= 2
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build install deps test lint unit e2e bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean
+.PHONY: all build install deps test lint unit e2e demo demo-stop demo-build demo-check bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean
 
 all: build
 
@@ -33,10 +33,27 @@ unit:
 
 # End-to-end tests: real daemons in network namespaces. Needs root and /dev/net/tun; fails
 # (never skips) without them. One test at a time, so throughput figures are not shared.
-e2e:
+e2e: demo-build
 	@mkdir -p target
-	$(CARGO) build -j$(JOBS) -p rma-ca -p meshd -p lighthouse -p routerd -p integration --bins
 	set -o pipefail; $(CARGO) test -j$(JOBS) -p integration -- --test-threads=1 --nocapture 2>&1 | tee target/e2e.log
+
+# The whole system in namespaces: a CA, a lighthouse, routerd and three workers behind NAT,
+# and service calls through routerd (needs root). KEEP=1 leaves it running; `make demo-stop`
+# ends it.
+demo: demo-build
+	./target/debug/demo $(if $(filter 1,$(KEEP)),--keep)
+
+demo-stop:
+	@test -x ./target/debug/demo || $(CARGO) build -j$(JOBS) -p integration --bin demo
+	./target/debug/demo --stop
+
+demo-build:
+	$(CARGO) build -j$(JOBS) -p rma-ca -p meshd -p lighthouse -p routerd -p integration --bins
+
+# CI runs the demo; its output is shown only when it fails.
+demo-check: demo-build
+	@./target/debug/demo > target/demo.log 2>&1 || { cat target/demo.log; exit 1; }
+	@tail -n 1 target/demo.log
 
 # meshd against raw veth, Nebula and wireguard-go on one veth link, in one run (needs root;
 # installs the anchors). Not part of `make test`. BENCH_SECONDS and BENCH_REPS shorten it.
@@ -52,7 +69,7 @@ bench-routerd:
 	./target/release/bench-routerd
 
 # Everything CI checks: formatting, lints, every test, and the walkthrough.
-test: deps lint walkthrough-check unit e2e
+test: deps lint walkthrough-check unit e2e demo-check
 	@cat target/unit.log target/e2e.log | awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }'
 
 # The walkthrough must keep working; its output is shown only when it fails.

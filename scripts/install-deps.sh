@@ -15,6 +15,7 @@ declare -A packages=(
     [sysctl]=procps
     [systemd-analyze]=systemd
     [chromium]=chromium
+    [curl]=curl
     [promtool]=prometheus
 )
 

@@ -69,6 +69,11 @@ impl Internet {
         })
     }
 
+    /// The lab, to keep it running ([`Lab::keep`]) when the internet is no longer needed.
+    pub fn into_lab(self) -> Lab {
+        self.lab
+    }
+
     /// A new link from `ns` to the internet on 198.18.k.0/24: `ns` gets .1 on `iface` and a
     /// default route through the internet's .254.
     fn uplink(&mut self, ns: &Ns, iface: &str) -> anyhow::Result<Ipv4Addr> {

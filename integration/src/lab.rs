@@ -3,6 +3,7 @@
 //! network: nothing here ever connects them to the root namespace.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -96,7 +97,11 @@ pub struct Lab {
     id: String,
     namespaces: Vec<Ns>,
     procs: Vec<Proc>,
-    dir: tempfile::TempDir,
+    dir: PathBuf,
+    /// The scratch directory of a test lab, removed with it.
+    _scratch: Option<tempfile::TempDir>,
+    /// Whether processes get a process group of their own (see [`Lab::named`]).
+    detach: bool,
 }
 
 impl Lab {
@@ -104,17 +109,43 @@ impl Lab {
         require_root();
         sweep_stale();
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let scratch = tempfile::tempdir()?;
         Ok(Self {
             id: format!("{PREFIX}{}-{n}", std::process::id()),
             namespaces: Vec::new(),
             procs: Vec::new(),
-            dir: tempfile::tempdir()?,
+            dir: scratch.path().to_owned(),
+            _scratch: Some(scratch),
+            detach: false,
         })
     }
 
-    /// A scratch directory for configs, certificates and logs, removed with the lab.
+    /// A lab for people rather than tests (the demo): namespaces are `<name>-<role>`, files stay
+    /// in `dir` (which must exist), and each process runs in a process group of its own, so a
+    /// Ctrl-C in the terminal reaches only the program that owns the lab, which cleans up (see
+    /// [`remove_namespaces`]), and [`Lab::keep`] can leave everything running.
+    pub fn named(name: &str, dir: &Path) -> anyhow::Result<Self> {
+        require_root();
+        anyhow::ensure!(dir.is_dir(), "{} is not a directory", dir.display());
+        Ok(Self {
+            id: name.to_owned(),
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+            dir: dir.to_owned(),
+            _scratch: None,
+            detach: true,
+        })
+    }
+
+    /// Leaves every namespace and process running, and returns the namespaces' names.
+    pub fn keep(mut self) -> Vec<Ns> {
+        self.procs.clear();
+        std::mem::take(&mut self.namespaces)
+    }
+
+    /// The directory for configs, certificates and logs (a test lab's is removed with it).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// Creates a namespace with loopback up.
@@ -200,14 +231,19 @@ impl Lab {
     ) -> anyhow::Result<usize> {
         let log = self.dir().join(format!("{name}.log"));
         let out = File::create(&log)?;
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", ns.name()])
             .arg(program)
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
-            .stderr(out)
+            .stderr(out);
+        if self.detach {
+            command.process_group(0);
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
         self.procs.push(Proc {
@@ -292,6 +328,25 @@ fn kill_namespace(name: &str) {
         }
     }
     let _ = Command::new("ip").args(["netns", "del", name]).status();
+}
+
+/// Kills everything running in the namespaces named `<name>-*` and deletes them: what a
+/// [`Lab::named`] lab leaves after [`Lab::keep`] or when its owner is killed. Returns how many
+/// there were.
+pub fn remove_namespaces(name: &str) -> usize {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return 0;
+    };
+    let prefix = format!("{name}-");
+    let mut removed = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let ns = line.split_whitespace().next().unwrap_or_default();
+        if ns.starts_with(&prefix) {
+            kill_namespace(ns);
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Removes namespaces left by labs whose process no longer exists (a run that was killed).

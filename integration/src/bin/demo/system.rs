@@ -1,0 +1,681 @@
+//! The demo's system: a CA, five machines enrolled from their public keys, an internet with a
+//! public lighthouse and four home sites behind NAT, routerd, three workers with their
+//! services, and what each step shows.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use integration::internet::{Internet, Nat};
+use integration::lab::{Lab, Ns};
+use integration::{mesh, traffic, wait};
+use rma_ca::NodeCert;
+use serde_json::Value;
+use toml::Value as Toml;
+
+use crate::config_edit::{EditedConfig, entry};
+use crate::shell::{Shell, Steps, shown};
+
+/// Every namespace of the demo is `rmademo-<role>`.
+pub const NAME: &str = "rmademo";
+const NETWORK: &str = "10.42.0.0/16";
+/// routerd's public listener, as in the example config: where cloudflared would send calls.
+const PUBLIC: &str = "127.0.0.1:8080";
+const LIGHTHOUSE_PORT: u16 = lighthouse::proto::DEFAULT_PORT;
+
+/// A machine of the demo.
+#[derive(Debug)]
+struct Machine {
+    name: &'static str,
+    groups: &'static str,
+    /// The NAT in front of it; `None` for the public host.
+    nat: Option<Nat>,
+    /// The catalog service its demo service stands in for, and the port.
+    service: Option<(&'static str, u16)>,
+    /// A GPU declared in its config (`[worker] gpu_memory`).
+    gpu_memory: Option<&'static str>,
+}
+
+/// routerd first, so that it gets the first mesh IP (10.42.0.1) the example configs name.
+const MACHINES: [Machine; 5] = [
+    Machine {
+        name: "routerd",
+        groups: "routerd",
+        nat: Some(Nat::Cone),
+        service: None,
+        gpu_memory: None,
+    },
+    Machine {
+        name: "lighthouse-1",
+        groups: "lighthouses",
+        nat: None,
+        service: None,
+        gpu_memory: None,
+    },
+    Machine {
+        name: "worker-1",
+        groups: "workers",
+        nat: Some(Nat::Cone),
+        service: Some(("rag-embeddings", 8101)),
+        gpu_memory: None,
+    },
+    Machine {
+        name: "worker-2",
+        groups: "workers,gpu",
+        nat: Some(Nat::Cone),
+        service: Some(("llm-inference", 8200)),
+        gpu_memory: Some("24 GiB"),
+    },
+    Machine {
+        name: "worker-3",
+        groups: "workers",
+        nat: Some(Nat::Symmetric),
+        service: Some(("rag-embeddings", 8101)),
+        gpu_memory: None,
+    },
+];
+
+/// Where the demo's files go and which examples it starts from.
+#[derive(Debug)]
+pub struct Options {
+    pub dir: PathBuf,
+    pub configs: PathBuf,
+}
+
+/// The running system, after every step passed.
+#[derive(Debug)]
+pub struct Running {
+    net: Internet,
+    pub summary: String,
+    hosts: BTreeMap<&'static str, Ns>,
+    dir: PathBuf,
+}
+
+impl Running {
+    /// Leaves it all running and says how to use and stop it.
+    pub fn keep(self) {
+        let routerd = &self.hosts["routerd"];
+        let worker = &self.hosts["worker-1"];
+        let meshd = mesh::binary("meshd").map(|p| p.display().to_string());
+        let meshd = meshd.as_deref().unwrap_or("meshd");
+        let dir = self.dir.display();
+        self.net.into_lab().keep();
+        println!("\nThe demo is still running (KEEP=1). Its files and logs are in {dir}. Try:");
+        println!(
+            "  {}",
+            shown(
+                Some(worker),
+                meshd,
+                &["status", "--config", &format!("{dir}/worker-1/meshd.toml")]
+            )
+        );
+        println!(
+            "  {}",
+            shown(
+                Some(routerd),
+                "curl",
+                &["-s", &format!("http://{PUBLIC}/service/rag/hello")]
+            )
+        );
+        println!(
+            "  {}",
+            shown(
+                Some(routerd),
+                "curl",
+                &["-s", &format!("http://{PUBLIC}/api/topology")]
+            )
+        );
+        println!("Stop it with: make demo-stop");
+    }
+}
+
+pub fn run(options: &Options, steps: &mut Steps) -> anyhow::Result<Running> {
+    let dir = &options.dir;
+    let sh = Shell { dir: dir.clone() };
+
+    steps.start("A CA for the mesh, made offline on the operator's machine");
+    sh.run(
+        None,
+        "rma-ca",
+        &[
+            "init",
+            "--dir",
+            "ca",
+            "--name",
+            "rma-demo",
+            "--network",
+            NETWORK,
+        ],
+    )?;
+
+    steps.start("Enrollment: each machine makes its keys; only the public key goes to the CA");
+    let mut mesh_ips = BTreeMap::new();
+    for machine in &MACHINES {
+        let name = machine.name;
+        std::fs::create_dir_all(dir.join(name))?;
+        // meshd runs on every machine but the lighthouse, which has no TUN: there rma-ca
+        // makes the same keys.
+        let keygen = if machine.nat.is_some() {
+            "meshd"
+        } else {
+            "rma-ca"
+        };
+        let key = format!("{name}/node.key");
+        let public = format!("{name}/node.pub");
+        let cert = format!("{name}/node.crt");
+        sh.run_quiet(
+            None,
+            keygen,
+            &["keygen", "--out-key", &key, "--out-pub", &public],
+        )?;
+        sh.run(
+            None,
+            "rma-ca",
+            &[
+                "sign",
+                "--dir",
+                "ca",
+                "--name",
+                name,
+                "--pub",
+                &public,
+                "--groups",
+                machine.groups,
+                "--out-crt",
+                &cert,
+            ],
+        )?;
+        let issued = NodeCert::from_bytes(&std::fs::read(dir.join(&cert))?)
+            .with_context(|| format!("reading {cert}"))?;
+        mesh_ips.insert(name, issued.mesh_ip());
+    }
+    sh.run(
+        None,
+        "rma-ca",
+        &["crl", "--dir", "ca", "--out", "ca/ca.crl"],
+    )?;
+
+    steps.start("The network: an internet, a public host, and four home sites behind NAT");
+    let lab = Lab::named(NAME, dir)?;
+    let mut net = Internet::new(lab)?;
+    let (lighthouse_ns, lighthouse_ip) = net.public_host("lighthouse")?;
+    println!(
+        "  {:<13} {:<22} public host, namespace {}",
+        "lighthouse-1",
+        lighthouse_ip,
+        lighthouse_ns.name()
+    );
+    let mut hosts = BTreeMap::from([("lighthouse-1", lighthouse_ns.clone())]);
+    for machine in &MACHINES {
+        let Some(nat) = machine.nat else { continue };
+        let mut site = net.site(&format!("{}-nat", machine.name), nat)?;
+        let (ns, lan_ip) = net.host_behind(&mut site, machine.name)?;
+        let kind = match nat {
+            Nat::Cone => "a cone NAT",
+            Nat::Symmetric => "a symmetric NAT",
+        };
+        println!(
+            "  {:<13} {:<22} behind {kind} at {}, namespace {}",
+            machine.name,
+            lan_ip,
+            site.wan,
+            ns.name()
+        );
+        hosts.insert(machine.name, ns);
+    }
+
+    let mut system = System {
+        sh,
+        configs: options.configs.clone(),
+        lighthouse: format!("{lighthouse_ip}:{LIGHTHOUSE_PORT}"),
+        routerd_ip: mesh_ips["routerd"],
+        net,
+    };
+
+    steps.start("The lighthouse, on the public host");
+    let mut config = system.pki_config("lighthouse.toml", true)?;
+    system.start(
+        &lighthouse_ns,
+        "lighthouse-1",
+        "lighthouse",
+        &mut config,
+        |log| log.contains("lighthouse up"),
+    )?;
+
+    steps.start("routerd's machine: meshd, then routerd on its mesh IP");
+    let routerd_ns = hosts["routerd"].clone();
+    let mut config = system.meshd_config()?;
+    config
+        .set(
+            "firewall.inbound",
+            Toml::Array(vec![
+                rule(Toml::from("any"), "icmp", ("host", "any")),
+                rule(Toml::from(8080), "tcp", ("group", "workers")),
+            ]),
+        )
+        .remove("coordinator")
+        .remove("service");
+    system.start_meshd(&routerd_ns, "routerd", &mut config)?;
+    system.sh.run_quiet(
+        None,
+        "openssl",
+        &["rand", "-hex", "-out", "routerd/admin.token", "24"],
+    )?;
+    let token_path = dir.join("routerd/admin.token");
+    let token = std::fs::read_to_string(&token_path)?;
+    std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o600))?;
+    // curl reads the header from this file (`-H @file`), so no command shows the token.
+    let header_path = dir.join("routerd/admin.header");
+    std::fs::write(
+        &header_path,
+        format!("Authorization: Bearer {}\n", token.trim()),
+    )?;
+    std::fs::set_permissions(&header_path, std::fs::Permissions::from_mode(0o600))?;
+    let mut config = system.pki_config("routerd.toml", false)?;
+    config
+        .set("listen.mesh", format!("{}:8080", system.routerd_ip))
+        .set("admin.token_file", "admin.token")
+        .set("store.path", "registry.db");
+    system.start(&routerd_ns, "routerd", "routerd", &mut config, |log| {
+        log.contains("routerd up")
+    })?;
+
+    steps.start("Three workers: meshd, which registers the machine's service with routerd, and the demo service on the mesh IP");
+    for machine in MACHINES.iter().filter(|m| m.service.is_some()) {
+        let Some((service, port)) = machine.service else {
+            continue;
+        };
+        let ns = hosts[machine.name].clone();
+        let mut config = system.meshd_config()?;
+        config
+            .set(
+                "coordinator.urls",
+                Toml::Array(vec![format!("http://{}:8080", system.routerd_ip).into()]),
+            )
+            .set(
+                "service",
+                Toml::Array(vec![entry([
+                    ("name", service.into()),
+                    ("port", i64::from(port).into()),
+                    ("health", "/health".into()),
+                ])]),
+            );
+        if let Some(memory) = machine.gpu_memory {
+            config.set("worker.gpu_memory", memory);
+        }
+        system.start_meshd(&ns, machine.name, &mut config)?;
+        let listen = format!("{}:{port}", mesh_ips[machine.name]);
+        system.spawn(
+            &ns,
+            &format!("{}/service", machine.name),
+            "testsvc",
+            &[
+                "--listen",
+                &listen,
+                "--worker",
+                machine.name,
+                "--service",
+                service,
+            ],
+            |log| log.contains("listening"),
+        )?;
+    }
+
+    steps.start("routerd's registry: every worker registered over the mesh, every route healthy");
+    wait::until(
+        "routerd to route to all three workers",
+        Duration::from_secs(60),
+        || {
+            let (status, _, topology) =
+                traffic::http(&routerd_ns, PUBLIC, "GET /api/topology", None, &[], None).ok()?;
+            let routes = topology["routes"].as_array()?;
+            (status == 200 && routes.len() == 3 && routes.iter().all(|r| r["state"] == "up"))
+                .then_some(())
+        },
+    )?;
+    let workers = system.curl_json(
+        &routerd_ns,
+        &["-H", "@routerd/admin.header"],
+        "/api/admin/workers",
+    )?;
+    for worker in workers["workers"].as_array().into_iter().flatten() {
+        let caps = &worker["capabilities"];
+        println!(
+            "  {:<9} {:<10} runs {:<15} {} cores, {} RAM, GPU: {}, type {}",
+            str_of(&worker["worker_id"]),
+            str_of(&worker["mesh_ip"]),
+            worker["assigned_services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(str_of)
+                .collect::<Vec<_>>()
+                .join(","),
+            caps["cpu_cores"],
+            str_of(&caps["ram"]),
+            caps["gpu_memory"].as_str().unwrap_or("none"),
+            str_of(&caps["worker_type"]),
+        );
+    }
+
+    steps.start("meshd status on worker-1: direct paths through cone NATs, a relayed one to the symmetric NAT");
+    let worker_1 = hosts["worker-1"].clone();
+    let socket = dir.join("worker-1/meshd.sock");
+    for peer in ["worker-2", "worker-3"] {
+        system.sh.run(
+            Some(&worker_1),
+            "meshd",
+            &["ping", "-c", "2", peer, "--config", "worker-1/meshd.toml"],
+        )?;
+    }
+    let expected = [
+        ("routerd", "direct"),
+        ("worker-2", "direct"),
+        ("worker-3", "relayed"),
+    ];
+    wait::until(
+        "worker-1 to reach routerd and worker-2 directly and worker-3 through the relay",
+        Duration::from_secs(30),
+        || {
+            let status = mesh::status(&socket).ok()?;
+            expected
+                .iter()
+                .all(|(name, path)| {
+                    status.peers.iter().any(|p| {
+                        p.name == *name && p.path == *path && p.last_handshake_secs.is_some()
+                    })
+                })
+                .then_some(())
+        },
+    )?;
+    system.sh.run(
+        Some(&worker_1),
+        "meshd",
+        &["status", "--config", "worker-1/meshd.toml"],
+    )?;
+
+    steps.start("Service calls through routerd's public listener, where cloudflared sends them");
+    let mut answered: BTreeMap<String, u32> = BTreeMap::new();
+    for i in 1..=6 {
+        let path = format!("/service/rag/embed?doc={i}");
+        let (code, body) = system.curl(&routerd_ns, &[], &path, i == 1)?;
+        anyhow::ensure!(code == 200, "{path} answered {code}: {body}");
+        let worker = str_of(&body["worker"]).to_owned();
+        anyhow::ensure!(
+            worker == "worker-1" || worker == "worker-3",
+            "{path} was answered by {worker}, which does not run rag-embeddings"
+        );
+        anyhow::ensure!(
+            body["caller"] == system.routerd_ip.to_string(),
+            "the worker saw {} as the caller, not routerd's mesh IP",
+            body["caller"]
+        );
+        println!(
+            "  -> 200 from {worker}, which saw the call come from routerd's mesh IP {}",
+            body["caller"].as_str().unwrap_or_default()
+        );
+        *answered.entry(worker).or_default() += 1;
+    }
+    let (code, body) = system.curl(
+        &routerd_ns,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            "{\"prompt\":\"hello\"}",
+        ],
+        "/service/llm-inference/v1/generate",
+        false,
+    )?;
+    anyhow::ensure!(
+        code == 200 && body["worker"] == "worker-2",
+        "llm-inference answered {code}: {body}"
+    );
+    println!(
+        "  -> 200 from worker-2, the worker with a GPU, which got {} bytes",
+        body["body_bytes"]
+    );
+    *answered.entry("worker-2".into()).or_default() += 1;
+    let started = Instant::now();
+    let (code, body) = system.curl(&routerd_ns, &[], "/service/upload/report.pdf", false)?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        code == 503,
+        "a service without workers answered {code}: {body}"
+    );
+    println!(
+        "  -> 503 in {} ms, no worker runs document-processing: {}",
+        elapsed.as_millis(),
+        body["error"].as_str().unwrap_or(&body.to_string())
+    );
+
+    steps.start("What the catalog still lacks: /api/admin/gaps");
+    let gaps = system.curl_json(
+        &routerd_ns,
+        &["-H", "@routerd/admin.header"],
+        "/api/admin/gaps",
+    )?;
+    println!("{}", indent(&serde_json::to_string_pretty(&gaps["gaps"])?));
+    println!("  {}", str_of(&gaps["message"]));
+    let mut missing: Vec<&str> = gaps["gaps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(str_of)
+        .collect();
+    missing.sort_unstable();
+    anyhow::ensure!(
+        missing
+            == [
+                "document-processing",
+                "ner-extraction",
+                "notes-coa",
+                "vision-ocr"
+            ],
+        "unexpected gaps: {missing:?}"
+    );
+
+    steps.start("The topology page");
+    println!(
+        "  http://{PUBLIC}/ in routerd's namespace ({}): workers, services and routes, updated every few seconds",
+        routerd_ns.name()
+    );
+    system.sh.run_quiet(
+        Some(&routerd_ns),
+        "curl",
+        &["-sf", "-o", "topology.html", &format!("http://{PUBLIC}/")],
+    )?;
+    steps.finish();
+
+    let calls: Vec<String> = answered.iter().map(|(w, n)| format!("{w} {n}")).collect();
+    let summary = format!(
+        "demo: all {} steps passed: 5 machines enrolled, 3 workers registered (worker-3 relayed), \
+         {} calls answered ({}), 1 fast 503, {} services below target",
+        steps.done,
+        answered.values().sum::<u32>(),
+        calls.join(", "),
+        missing.len(),
+    );
+    Ok(Running {
+        net: system.net,
+        summary,
+        hosts,
+        dir: dir.clone(),
+    })
+}
+
+fn str_of(value: &Value) -> &str {
+    value.as_str().unwrap_or("?")
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A `[[firewall.inbound]]` rule.
+fn rule(port: Toml, proto: &str, peer: (&str, &str)) -> Toml {
+    entry([
+        ("port", port),
+        ("proto", proto.into()),
+        (peer.0, peer.1.into()),
+    ])
+}
+
+/// What the steps share once the network exists.
+#[derive(Debug)]
+struct System {
+    sh: Shell,
+    configs: PathBuf,
+    /// The lighthouse's QUIC address.
+    lighthouse: String,
+    routerd_ip: Ipv4Addr,
+    net: Internet,
+}
+
+impl System {
+    /// An example config with the machine's CA, certificate, revocation list and (`with_key`)
+    /// key, all in the machine's directory or the CA's.
+    fn pki_config(&self, example: &str, with_key: bool) -> anyhow::Result<EditedConfig> {
+        let mut config = EditedConfig::load(&self.configs.join(example))?;
+        config
+            .set("pki.ca", "../ca/ca.crt")
+            .set("pki.cert", "node.crt")
+            .set("pki.crl", "../ca/ca.crl");
+        if with_key {
+            config.set("pki.key", "node.key");
+        }
+        Ok(config)
+    }
+
+    /// meshd's example config for `machine`: its PKI, status socket and the lighthouse.
+    fn meshd_config(&self) -> anyhow::Result<EditedConfig> {
+        let mut config = self.pki_config("meshd.toml", true)?;
+        config.set("status.socket", "meshd.sock").set(
+            "lighthouse",
+            Toml::Array(vec![entry([
+                ("name", "lighthouse-1".into()),
+                ("address", self.lighthouse.clone().into()),
+            ])]),
+        );
+        Ok(config)
+    }
+
+    fn start_meshd(
+        &mut self,
+        ns: &Ns,
+        machine: &str,
+        config: &mut EditedConfig,
+    ) -> anyhow::Result<()> {
+        self.start(ns, machine, "meshd", config, |log| log.contains("meshd up"))
+    }
+
+    /// Writes `<machine>/<program>.toml` and starts `program` with it.
+    fn start(
+        &mut self,
+        ns: &Ns,
+        machine: &str,
+        program: &str,
+        config: &mut EditedConfig,
+        ready: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
+        let path = self.sh.dir.join(machine).join(format!("{program}.toml"));
+        config.write(&path)?;
+        println!(
+            "  {}: {}",
+            self.sh.relative(&path).display(),
+            config.describe()
+        );
+        self.spawn(
+            ns,
+            &format!("{machine}/{program}"),
+            program,
+            &["--config", &path.to_string_lossy()],
+            ready,
+        )
+    }
+
+    /// Starts a daemon in `ns`, logging to `<name>.log`, and waits until its log shows `ready`.
+    fn spawn(
+        &mut self,
+        ns: &Ns,
+        name: &str,
+        program: &str,
+        args: &[&str],
+        ready: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
+        let relative: Vec<String> = args
+            .iter()
+            .map(|a| {
+                self.sh
+                    .relative(Path::new(a))
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let relative: Vec<&str> = relative.iter().map(String::as_str).collect();
+        println!(
+            "$ {} &   # log: {name}.log",
+            shown(Some(ns), program, &relative)
+        );
+        let binary = mesh::binary(program)?;
+        let lab = &mut self.net.lab;
+        let handle = lab.spawn(ns, name, &binary, args)?;
+        wait::until(&format!("{name} to start"), Duration::from_secs(15), || {
+            let proc = lab.proc(handle);
+            if let Some(exit) = proc.exited() {
+                return Some(Err(anyhow::anyhow!(
+                    "{name} exited with {exit}:\n{}",
+                    proc.log_text()
+                )));
+            }
+            ready(&proc.log_text()).then_some(Ok(()))
+        })?
+    }
+
+    /// `curl` against routerd's public listener from routerd's machine: the status and the
+    /// JSON body (null if the body is not JSON), the body shown if `show`.
+    fn curl(
+        &self,
+        ns: &Ns,
+        extra: &[&str],
+        path: &str,
+        show: bool,
+    ) -> anyhow::Result<(u16, Value)> {
+        let url = format!("http://{PUBLIC}{path}");
+        let mut args = vec!["-s"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let shown_command = shown(Some(ns), "curl", &args);
+        args.extend_from_slice(&["-w", "\n%{http_code}"]);
+        let output = self
+            .sh
+            .run_shown_as(Some(ns), "curl", &args, &shown_command)?;
+        let (body, code) = output
+            .trim_end()
+            .rsplit_once('\n')
+            .unwrap_or(("", output.trim()));
+        let code: u16 = code
+            .parse()
+            .with_context(|| format!("curl printed no status: {output}"))?;
+        let json = serde_json::from_str(body).unwrap_or(Value::Null);
+        if show {
+            println!("{}", indent(body));
+        }
+        Ok((code, json))
+    }
+
+    /// A GET that must answer 200, its JSON body.
+    fn curl_json(&self, ns: &Ns, extra: &[&str], path: &str) -> anyhow::Result<Value> {
+        let (code, body) = self.curl(ns, extra, path, false)?;
+        anyhow::ensure!(code == 200, "{path} answered {code}: {body}");
+        Ok(body)
+    }
+}
