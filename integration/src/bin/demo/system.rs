@@ -152,12 +152,89 @@ pub fn run(options: &Options, steps: &mut Steps) -> anyhow::Result<Running> {
     )?;
 
     steps.start("Enrollment: each machine makes its keys; only the public key goes to the CA");
+    let mesh_ips = enroll(&sh)?;
+
+    steps.start("The network: an internet, a public host, and four home sites behind NAT");
+    let (net, hosts, lighthouse_ip) = build_network(dir)?;
+    let mut system = System {
+        sh,
+        configs: options.configs.clone(),
+        lighthouse: format!("{lighthouse_ip}:{LIGHTHOUSE_PORT}"),
+        routerd_ip: mesh_ips["routerd"],
+        mesh_ips,
+        hosts,
+        net,
+    };
+
+    steps.start("The lighthouse, on the public host");
+    let mut config = system.pki_config("lighthouse.toml", true)?;
+    let ns = system.host("lighthouse-1");
+    system.start(&ns, "lighthouse-1", "lighthouse", &mut config, |log| {
+        log.contains("lighthouse up")
+    })?;
+
+    steps.start("routerd's machine: meshd, then routerd on its mesh IP");
+    system.start_routerd()?;
+
+    steps.start(
+        "Three workers: meshd, which registers the machine's service with routerd, and the demo \
+         service on the mesh IP",
+    );
+    system.start_workers()?;
+
+    steps.start("routerd's registry: every worker registered over the mesh, every route healthy");
+    system.show_registry()?;
+
+    steps.start(
+        "meshd status on worker-1: direct paths through cone NATs, a relayed one to the \
+         symmetric NAT",
+    );
+    system.show_paths()?;
+
+    steps.start("Service calls through routerd's public listener, where cloudflared sends them");
+    let answered = system.show_calls()?;
+
+    steps.start("What the catalog still lacks: /api/admin/gaps");
+    let gaps = system.show_gaps()?;
+
+    steps.start("The topology page");
+    let routerd = system.host("routerd");
+    println!(
+        "  http://{PUBLIC}/ in routerd's namespace ({}): workers, services and routes, updated \
+         every few seconds",
+        routerd.name()
+    );
+    system.sh.run_quiet(
+        Some(&routerd),
+        "curl",
+        &["-sf", "-o", "topology.html", &format!("http://{PUBLIC}/")],
+    )?;
+    steps.finish();
+
+    let calls: Vec<String> = answered.iter().map(|(w, n)| format!("{w} {n}")).collect();
+    let summary = format!(
+        "demo: all {} steps passed: 5 machines enrolled, 3 workers registered (worker-3 relayed), \
+         {} calls answered ({}), 1 fast 503, {gaps} services below target",
+        steps.done,
+        answered.values().sum::<u32>(),
+        calls.join(", "),
+    );
+    Ok(Running {
+        net: system.net,
+        summary,
+        hosts: system.hosts,
+        dir: dir.clone(),
+    })
+}
+
+/// Each machine makes its keys (meshd's keygen, or rma-ca's on the lighthouse, which runs no
+/// meshd) and the CA signs the public key; then the CA publishes its revocation list. Returns
+/// the mesh IP each machine got.
+fn enroll(sh: &Shell) -> anyhow::Result<BTreeMap<&'static str, Ipv4Addr>> {
     let mut mesh_ips = BTreeMap::new();
     for machine in &MACHINES {
         let name = machine.name;
-        std::fs::create_dir_all(dir.join(name))?;
-        // meshd runs on every machine but the lighthouse, which has no TUN: there rma-ca
-        // makes the same keys.
+        std::fs::create_dir_all(sh.dir.join(name))?;
         let keygen = if machine.nat.is_some() {
             "meshd"
         } else {
@@ -188,7 +265,7 @@ pub fn run(options: &Options, steps: &mut Steps) -> anyhow::Result<Running> {
                 &cert,
             ],
         )?;
-        let issued = NodeCert::from_bytes(&std::fs::read(dir.join(&cert))?)
+        let issued = NodeCert::from_bytes(&std::fs::read(sh.dir.join(&cert))?)
             .with_context(|| format!("reading {cert}"))?;
         mesh_ips.insert(name, issued.mesh_ip());
     }
@@ -197,8 +274,12 @@ pub fn run(options: &Options, steps: &mut Steps) -> anyhow::Result<Running> {
         "rma-ca",
         &["crl", "--dir", "ca", "--out", "ca/ca.crl"],
     )?;
+    Ok(mesh_ips)
+}
 
-    steps.start("The network: an internet, a public host, and four home sites behind NAT");
+/// The internet, the lighthouse's public host and a NAT site per other machine; returns the
+/// network, each machine's namespace and the lighthouse's public address.
+fn build_network(dir: &Path) -> anyhow::Result<(Internet, BTreeMap<&'static str, Ns>, Ipv4Addr)> {
     let lab = Lab::named(NAME, dir)?;
     let mut net = Internet::new(lab)?;
     let (lighthouse_ns, lighthouse_ip) = net.public_host("lighthouse")?;
@@ -208,7 +289,7 @@ pub fn run(options: &Options, steps: &mut Steps) -> anyhow::Result<Running> {
         lighthouse_ip,
         lighthouse_ns.name()
     );
-    let mut hosts = BTreeMap::from([("lighthouse-1", lighthouse_ns.clone())]);
+    let mut hosts = BTreeMap::from([("lighthouse-1", lighthouse_ns)]);
     for machine in &MACHINES {
         let Some(nat) = machine.nat else { continue };
         let mut site = net.site(&format!("{}-nat", machine.name), nat)?;
@@ -226,287 +307,14 @@ pub fn run(options: &Options, steps: &mut Steps) -> anyhow::Result<Running> {
         );
         hosts.insert(machine.name, ns);
     }
+    Ok((net, hosts, lighthouse_ip))
+}
 
-    let mut system = System {
-        sh,
-        configs: options.configs.clone(),
-        lighthouse: format!("{lighthouse_ip}:{LIGHTHOUSE_PORT}"),
-        routerd_ip: mesh_ips["routerd"],
-        net,
-    };
-
-    steps.start("The lighthouse, on the public host");
-    let mut config = system.pki_config("lighthouse.toml", true)?;
-    system.start(
-        &lighthouse_ns,
-        "lighthouse-1",
-        "lighthouse",
-        &mut config,
-        |log| log.contains("lighthouse up"),
-    )?;
-
-    steps.start("routerd's machine: meshd, then routerd on its mesh IP");
-    let routerd_ns = hosts["routerd"].clone();
-    let mut config = system.meshd_config()?;
-    config
-        .set(
-            "firewall.inbound",
-            Toml::Array(vec![
-                rule(Toml::from("any"), "icmp", ("host", "any")),
-                rule(Toml::from(8080), "tcp", ("group", "workers")),
-            ]),
-        )
-        .remove("coordinator")
-        .remove("service");
-    system.start_meshd(&routerd_ns, "routerd", &mut config)?;
-    system.sh.run_quiet(
-        None,
-        "openssl",
-        &["rand", "-hex", "-out", "routerd/admin.token", "24"],
-    )?;
-    let token_path = dir.join("routerd/admin.token");
-    let token = std::fs::read_to_string(&token_path)?;
-    std::fs::set_permissions(&token_path, std::fs::Permissions::from_mode(0o600))?;
-    // curl reads the header from this file (`-H @file`), so no command shows the token.
-    let header_path = dir.join("routerd/admin.header");
-    std::fs::write(
-        &header_path,
-        format!("Authorization: Bearer {}\n", token.trim()),
-    )?;
-    std::fs::set_permissions(&header_path, std::fs::Permissions::from_mode(0o600))?;
-    let mut config = system.pki_config("routerd.toml", false)?;
-    config
-        .set("listen.mesh", format!("{}:8080", system.routerd_ip))
-        .set("admin.token_file", "admin.token")
-        .set("store.path", "registry.db");
-    system.start(&routerd_ns, "routerd", "routerd", &mut config, |log| {
-        log.contains("routerd up")
-    })?;
-
-    steps.start("Three workers: meshd, which registers the machine's service with routerd, and the demo service on the mesh IP");
-    for machine in MACHINES.iter().filter(|m| m.service.is_some()) {
-        let Some((service, port)) = machine.service else {
-            continue;
-        };
-        let ns = hosts[machine.name].clone();
-        let mut config = system.meshd_config()?;
-        config
-            .set(
-                "coordinator.urls",
-                Toml::Array(vec![format!("http://{}:8080", system.routerd_ip).into()]),
-            )
-            .set(
-                "service",
-                Toml::Array(vec![entry([
-                    ("name", service.into()),
-                    ("port", i64::from(port).into()),
-                    ("health", "/health".into()),
-                ])]),
-            );
-        if let Some(memory) = machine.gpu_memory {
-            config.set("worker.gpu_memory", memory);
-        }
-        system.start_meshd(&ns, machine.name, &mut config)?;
-        let listen = format!("{}:{port}", mesh_ips[machine.name]);
-        system.spawn(
-            &ns,
-            &format!("{}/service", machine.name),
-            "testsvc",
-            &[
-                "--listen",
-                &listen,
-                "--worker",
-                machine.name,
-                "--service",
-                service,
-            ],
-            |log| log.contains("listening"),
-        )?;
-    }
-
-    steps.start("routerd's registry: every worker registered over the mesh, every route healthy");
-    wait::until(
-        "routerd to route to all three workers",
-        Duration::from_secs(60),
-        || {
-            let (status, _, topology) =
-                traffic::http(&routerd_ns, PUBLIC, "GET /api/topology", None, &[], None).ok()?;
-            let routes = topology["routes"].as_array()?;
-            (status == 200 && routes.len() == 3 && routes.iter().all(|r| r["state"] == "up"))
-                .then_some(())
-        },
-    )?;
-    let workers = system.curl_json(
-        &routerd_ns,
-        &["-H", "@routerd/admin.header"],
-        "/api/admin/workers",
-    )?;
-    for worker in workers["workers"].as_array().into_iter().flatten() {
-        let caps = &worker["capabilities"];
-        println!(
-            "  {:<9} {:<10} runs {:<15} {} cores, {} RAM, GPU: {}, type {}",
-            str_of(&worker["worker_id"]),
-            str_of(&worker["mesh_ip"]),
-            worker["assigned_services"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(str_of)
-                .collect::<Vec<_>>()
-                .join(","),
-            caps["cpu_cores"],
-            str_of(&caps["ram"]),
-            caps["gpu_memory"].as_str().unwrap_or("none"),
-            str_of(&caps["worker_type"]),
-        );
-    }
-
-    steps.start("meshd status on worker-1: direct paths through cone NATs, a relayed one to the symmetric NAT");
-    let worker_1 = hosts["worker-1"].clone();
-    let socket = dir.join("worker-1/meshd.sock");
-    for peer in ["worker-2", "worker-3"] {
-        system.sh.run(
-            Some(&worker_1),
-            "meshd",
-            &["ping", "-c", "2", peer, "--config", "worker-1/meshd.toml"],
-        )?;
-    }
-    let expected = [
-        ("routerd", "direct"),
-        ("worker-2", "direct"),
-        ("worker-3", "relayed"),
-    ];
-    wait::until(
-        "worker-1 to reach routerd and worker-2 directly and worker-3 through the relay",
-        Duration::from_secs(30),
-        || {
-            let status = mesh::status(&socket).ok()?;
-            expected
-                .iter()
-                .all(|(name, path)| {
-                    status.peers.iter().any(|p| {
-                        p.name == *name && p.path == *path && p.last_handshake_secs.is_some()
-                    })
-                })
-                .then_some(())
-        },
-    )?;
-    system.sh.run(
-        Some(&worker_1),
-        "meshd",
-        &["status", "--config", "worker-1/meshd.toml"],
-    )?;
-
-    steps.start("Service calls through routerd's public listener, where cloudflared sends them");
-    let mut answered: BTreeMap<String, u32> = BTreeMap::new();
-    for i in 1..=6 {
-        let path = format!("/service/rag/embed?doc={i}");
-        let (code, body) = system.curl(&routerd_ns, &[], &path, i == 1)?;
-        anyhow::ensure!(code == 200, "{path} answered {code}: {body}");
-        let worker = str_of(&body["worker"]).to_owned();
-        anyhow::ensure!(
-            worker == "worker-1" || worker == "worker-3",
-            "{path} was answered by {worker}, which does not run rag-embeddings"
-        );
-        anyhow::ensure!(
-            body["caller"] == system.routerd_ip.to_string(),
-            "the worker saw {} as the caller, not routerd's mesh IP",
-            body["caller"]
-        );
-        println!(
-            "  -> 200 from {worker}, which saw the call come from routerd's mesh IP {}",
-            body["caller"].as_str().unwrap_or_default()
-        );
-        *answered.entry(worker).or_default() += 1;
-    }
-    let (code, body) = system.curl(
-        &routerd_ns,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            "{\"prompt\":\"hello\"}",
-        ],
-        "/service/llm-inference/v1/generate",
-        false,
-    )?;
-    anyhow::ensure!(
-        code == 200 && body["worker"] == "worker-2",
-        "llm-inference answered {code}: {body}"
-    );
-    println!(
-        "  -> 200 from worker-2, the worker with a GPU, which got {} bytes",
-        body["body_bytes"]
-    );
-    *answered.entry("worker-2".into()).or_default() += 1;
-    let started = Instant::now();
-    let (code, body) = system.curl(&routerd_ns, &[], "/service/upload/report.pdf", false)?;
-    let elapsed = started.elapsed();
-    anyhow::ensure!(
-        code == 503,
-        "a service without workers answered {code}: {body}"
-    );
-    println!(
-        "  -> 503 in {} ms, no worker runs document-processing: {}",
-        elapsed.as_millis(),
-        body["error"].as_str().unwrap_or(&body.to_string())
-    );
-
-    steps.start("What the catalog still lacks: /api/admin/gaps");
-    let gaps = system.curl_json(
-        &routerd_ns,
-        &["-H", "@routerd/admin.header"],
-        "/api/admin/gaps",
-    )?;
-    println!("{}", indent(&serde_json::to_string_pretty(&gaps["gaps"])?));
-    println!("  {}", str_of(&gaps["message"]));
-    let mut missing: Vec<&str> = gaps["gaps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(str_of)
-        .collect();
-    missing.sort_unstable();
-    anyhow::ensure!(
-        missing
-            == [
-                "document-processing",
-                "ner-extraction",
-                "notes-coa",
-                "vision-ocr"
-            ],
-        "unexpected gaps: {missing:?}"
-    );
-
-    steps.start("The topology page");
-    println!(
-        "  http://{PUBLIC}/ in routerd's namespace ({}): workers, services and routes, updated every few seconds",
-        routerd_ns.name()
-    );
-    system.sh.run_quiet(
-        Some(&routerd_ns),
-        "curl",
-        &["-sf", "-o", "topology.html", &format!("http://{PUBLIC}/")],
-    )?;
-    steps.finish();
-
-    let calls: Vec<String> = answered.iter().map(|(w, n)| format!("{w} {n}")).collect();
-    let summary = format!(
-        "demo: all {} steps passed: 5 machines enrolled, 3 workers registered (worker-3 relayed), \
-         {} calls answered ({}), 1 fast 503, {} services below target",
-        steps.done,
-        answered.values().sum::<u32>(),
-        calls.join(", "),
-        missing.len(),
-    );
-    Ok(Running {
-        net: system.net,
-        summary,
-        hosts,
-        dir: dir.clone(),
-    })
+fn set_private(path: &Path) -> anyhow::Result<()> {
+    Ok(std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(0o600),
+    )?)
 }
 
 fn str_of(value: &Value) -> &str {
@@ -537,10 +345,275 @@ struct System {
     /// The lighthouse's QUIC address.
     lighthouse: String,
     routerd_ip: Ipv4Addr,
+    mesh_ips: BTreeMap<&'static str, Ipv4Addr>,
+    /// Each machine's namespace.
+    hosts: BTreeMap<&'static str, Ns>,
     net: Internet,
 }
 
+/// The steps once the network exists.
 impl System {
+    fn host(&self, machine: &str) -> Ns {
+        self.hosts[machine].clone()
+    }
+
+    /// meshd (from the example, with the routerd machine's firewall rule instead of the
+    /// worker's and no worker sections), an admin token, and routerd.
+    fn start_routerd(&mut self) -> anyhow::Result<()> {
+        let ns = self.host("routerd");
+        let mut config = self.meshd_config()?;
+        config
+            .set(
+                "firewall.inbound",
+                Toml::Array(vec![
+                    rule(Toml::from("any"), "icmp", ("host", "any")),
+                    rule(Toml::from(8080), "tcp", ("group", "workers")),
+                ]),
+            )
+            .remove("coordinator")
+            .remove("service");
+        self.start_meshd(&ns, "routerd", &mut config)?;
+        self.sh.run_quiet(
+            None,
+            "openssl",
+            &["rand", "-hex", "-out", "routerd/admin.token", "24"],
+        )?;
+        let dir = &self.sh.dir;
+        let token = std::fs::read_to_string(dir.join("routerd/admin.token"))?;
+        set_private(&dir.join("routerd/admin.token"))?;
+        // curl reads the header from this file (`-H @file`), so no command shows the token.
+        let header = dir.join("routerd/admin.header");
+        std::fs::write(&header, format!("Authorization: Bearer {}\n", token.trim()))?;
+        set_private(&header)?;
+        let mut config = self.pki_config("routerd.toml", false)?;
+        config
+            .set("listen.mesh", format!("{}:8080", self.routerd_ip))
+            .set("admin.token_file", "admin.token")
+            .set("store.path", "registry.db");
+        self.start(&ns, "routerd", "routerd", &mut config, |log| {
+            log.contains("routerd up")
+        })
+    }
+
+    /// On each worker: meshd with its service (and worker-2's GPU), then the demo service.
+    fn start_workers(&mut self) -> anyhow::Result<()> {
+        for machine in &MACHINES {
+            let Some((service, port)) = machine.service else {
+                continue;
+            };
+            let ns = self.host(machine.name);
+            let mut config = self.meshd_config()?;
+            config
+                .set(
+                    "coordinator.urls",
+                    Toml::Array(vec![format!("http://{}:8080", self.routerd_ip).into()]),
+                )
+                .set(
+                    "service",
+                    Toml::Array(vec![entry([
+                        ("name", service.into()),
+                        ("port", i64::from(port).into()),
+                        ("health", "/health".into()),
+                    ])]),
+                );
+            if let Some(memory) = machine.gpu_memory {
+                config.set("worker.gpu_memory", memory);
+            }
+            self.start_meshd(&ns, machine.name, &mut config)?;
+            let listen = format!("{}:{port}", self.mesh_ips[machine.name]);
+            self.spawn(
+                &ns,
+                &format!("{}/service", machine.name),
+                "testsvc",
+                &[
+                    "--listen",
+                    &listen,
+                    "--worker",
+                    machine.name,
+                    "--service",
+                    service,
+                ],
+                |log| log.contains("listening"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Waits until routerd routes to every worker, then shows what each registered.
+    fn show_registry(&self) -> anyhow::Result<()> {
+        let routerd = self.host("routerd");
+        wait::until(
+            "routerd to route to all three workers",
+            Duration::from_secs(60),
+            || {
+                let (status, _, topology) =
+                    traffic::http(&routerd, PUBLIC, "GET /api/topology", None, &[], None).ok()?;
+                let routes = topology["routes"].as_array()?;
+                (status == 200 && routes.len() == 3 && routes.iter().all(|r| r["state"] == "up"))
+                    .then_some(())
+            },
+        )?;
+        let workers = self.curl_json(
+            &routerd,
+            &["-H", "@routerd/admin.header"],
+            "/api/admin/workers",
+        )?;
+        for worker in workers["workers"].as_array().into_iter().flatten() {
+            let caps = &worker["capabilities"];
+            println!(
+                "  {:<9} {:<10} runs {:<15} {} cores, {} RAM, GPU: {}, type {}",
+                str_of(&worker["worker_id"]),
+                str_of(&worker["mesh_ip"]),
+                worker["assigned_services"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(str_of)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                caps["cpu_cores"],
+                str_of(&caps["ram"]),
+                caps["gpu_memory"].as_str().unwrap_or("none"),
+                str_of(&caps["worker_type"]),
+            );
+        }
+        Ok(())
+    }
+
+    /// worker-1 pings the other workers, then shows its peers: routerd and worker-2 direct,
+    /// worker-3 (symmetric NAT) relayed.
+    fn show_paths(&self) -> anyhow::Result<()> {
+        let worker_1 = self.host("worker-1");
+        for peer in ["worker-2", "worker-3"] {
+            self.sh.run(
+                Some(&worker_1),
+                "meshd",
+                &["ping", "-c", "2", peer, "--config", "worker-1/meshd.toml"],
+            )?;
+        }
+        let expected = [
+            ("routerd", "direct"),
+            ("worker-2", "direct"),
+            ("worker-3", "relayed"),
+        ];
+        let socket = self.sh.dir.join("worker-1/meshd.sock");
+        wait::until(
+            "worker-1 to reach routerd and worker-2 directly and worker-3 through the relay",
+            Duration::from_secs(30),
+            || {
+                let status = mesh::status(&socket).ok()?;
+                expected
+                    .iter()
+                    .all(|(name, path)| {
+                        status.peers.iter().any(|p| {
+                            p.name == *name && p.path == *path && p.last_handshake_secs.is_some()
+                        })
+                    })
+                    .then_some(())
+            },
+        )?;
+        self.sh.run(
+            Some(&worker_1),
+            "meshd",
+            &["status", "--config", "worker-1/meshd.toml"],
+        )?;
+        Ok(())
+    }
+
+    /// Calls through routerd's public listener: rag-embeddings (worker-1 and worker-3),
+    /// llm-inference (worker-2) and a service no worker runs. Returns the calls each worker
+    /// answered.
+    fn show_calls(&self) -> anyhow::Result<BTreeMap<String, u32>> {
+        let routerd = self.host("routerd");
+        let mut answered: BTreeMap<String, u32> = BTreeMap::new();
+        for i in 1..=6 {
+            let path = format!("/service/rag/embed?doc={i}");
+            let (code, body) = self.curl(&routerd, &[], &path, i == 1)?;
+            anyhow::ensure!(code == 200, "{path} answered {code}: {body}");
+            let worker = str_of(&body["worker"]).to_owned();
+            anyhow::ensure!(
+                worker == "worker-1" || worker == "worker-3",
+                "{path} was answered by {worker}, which does not run rag-embeddings"
+            );
+            anyhow::ensure!(
+                body["caller"] == self.routerd_ip.to_string(),
+                "the worker saw {} as the caller, not routerd's mesh IP",
+                body["caller"]
+            );
+            println!(
+                "  -> 200 from {worker}, which saw the call come from routerd's mesh IP {}",
+                self.routerd_ip
+            );
+            *answered.entry(worker).or_default() += 1;
+        }
+        let (code, body) = self.curl(
+            &routerd,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                "{\"prompt\":\"hello\"}",
+            ],
+            "/service/llm-inference/v1/generate",
+            false,
+        )?;
+        anyhow::ensure!(
+            code == 200 && body["worker"] == "worker-2",
+            "llm-inference answered {code}: {body}"
+        );
+        println!(
+            "  -> 200 from worker-2, the worker with a GPU, which got {} bytes",
+            body["body_bytes"]
+        );
+        *answered.entry("worker-2".into()).or_default() += 1;
+        let started = Instant::now();
+        let (code, body) = self.curl(&routerd, &[], "/service/upload/report.pdf", false)?;
+        let elapsed = started.elapsed();
+        anyhow::ensure!(
+            code == 503,
+            "a service without workers answered {code}: {body}"
+        );
+        println!(
+            "  -> 503 in {} ms, no worker runs document-processing: {}",
+            elapsed.as_millis(),
+            body["error"].as_str().unwrap_or(&body.to_string())
+        );
+        Ok(answered)
+    }
+
+    /// Shows `/api/admin/gaps` and checks it names the four services no worker runs; returns
+    /// how many there are.
+    fn show_gaps(&self) -> anyhow::Result<usize> {
+        let routerd = self.host("routerd");
+        let gaps = self.curl_json(
+            &routerd,
+            &["-H", "@routerd/admin.header"],
+            "/api/admin/gaps",
+        )?;
+        println!("{}", indent(&serde_json::to_string_pretty(&gaps["gaps"])?));
+        println!("  {}", str_of(&gaps["message"]));
+        let mut missing: Vec<&str> = gaps["gaps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(str_of)
+            .collect();
+        missing.sort_unstable();
+        anyhow::ensure!(
+            missing
+                == [
+                    "document-processing",
+                    "ner-extraction",
+                    "notes-coa",
+                    "vision-ocr"
+                ],
+            "unexpected gaps: {missing:?}"
+        );
+        Ok(missing.len())
+    }
+
     /// An example config with the machine's CA, certificate, revocation list and (`with_key`)
     /// key, all in the machine's directory or the CA's.
     fn pki_config(&self, example: &str, with_key: bool) -> anyhow::Result<EditedConfig> {
