@@ -40,7 +40,7 @@ e2e: demo-build
 # The whole system in namespaces: a CA, a lighthouse, routerd and three workers behind NAT,
 # and service calls through routerd (needs root). KEEP=1 leaves it running; `make demo-stop`
 # ends it.
-demo: demo-build
+demo: deps demo-build
 	./target/debug/demo $(if $(filter 1,$(KEEP)),--keep)
 
 demo-stop:
@@ -68,7 +68,7 @@ bench-routerd:
 	$(CARGO) build --release -j$(JOBS) -p routerd -p integration --bins
 	./target/release/bench-routerd
 
-# Everything CI checks: formatting, lints, every test, and the walkthrough.
+# Everything CI checks: formatting, lints, every test, the walkthrough and the demo.
 test: deps lint walkthrough-check unit e2e demo-check
 	@cat target/unit.log target/e2e.log | awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }'
 

@@ -137,10 +137,10 @@ impl Lab {
         })
     }
 
-    /// Leaves every namespace and process running, and returns the namespaces' names.
-    pub fn keep(mut self) -> Vec<Ns> {
+    /// Leaves every namespace and process running ([`remove_namespaces`] ends them).
+    pub fn keep(mut self) {
         self.procs.clear();
-        std::mem::take(&mut self.namespaces)
+        self.namespaces.clear();
     }
 
     /// The directory for configs, certificates and logs (a test lab's is removed with it).
@@ -334,34 +334,36 @@ fn kill_namespace(name: &str) {
 /// [`Lab::named`] lab leaves after [`Lab::keep`] or when its owner is killed. Returns how many
 /// there were.
 pub fn remove_namespaces(name: &str) -> usize {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return 0;
-    };
     let prefix = format!("{name}-");
     let mut removed = 0;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let ns = line.split_whitespace().next().unwrap_or_default();
-        if ns.starts_with(&prefix) {
-            kill_namespace(ns);
-            removed += 1;
-        }
+    for ns in namespaces().iter().filter(|ns| ns.starts_with(&prefix)) {
+        kill_namespace(ns);
+        removed += 1;
     }
     removed
 }
 
+/// The names of every network namespace.
+fn namespaces() -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Removes namespaces left by labs whose process no longer exists (a run that was killed).
 fn sweep_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or_default();
+    for name in namespaces() {
         let Some(rest) = name.strip_prefix(PREFIX) else {
             continue;
         };
         let pid = rest.split('-').next().unwrap_or_default();
         if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
-            kill_namespace(name);
+            kill_namespace(&name);
         }
     }
 }
