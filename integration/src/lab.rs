@@ -322,12 +322,21 @@ impl Drop for Lab {
 
 /// Kills whatever still runs in a namespace, then deletes it.
 fn kill_namespace(name: &str) {
-    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-9", pid]).status();
-        }
+    for pid in pids(name) {
+        let _ = Command::new("kill").args(["-9", &pid]).status();
     }
     let _ = Command::new("ip").args(["netns", "del", name]).status();
+}
+
+/// The processes running in namespace `name`.
+pub fn pids(name: &str) -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Kills everything running in the namespaces named `<name>-*` and deletes them: what a
@@ -344,7 +353,7 @@ pub fn remove_namespaces(name: &str) -> usize {
 }
 
 /// The names of every network namespace.
-fn namespaces() -> Vec<String> {
+pub fn namespaces() -> Vec<String> {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return Vec::new();
     };

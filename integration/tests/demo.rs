@@ -28,24 +28,11 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// The demo's namespaces.
 fn namespaces() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
+    lab::namespaces()
+        .into_iter()
         .filter(|n| n.starts_with(&format!("{NAME}-")))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn pids(ns: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "pids", ns])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
         .collect()
 }
 
@@ -92,7 +79,7 @@ fn the_demo_kept_running_answers_calls_until_it_is_stopped() {
     );
     assert!(config.contains("gpu_memory = \"24 GiB\""), "{config}");
 
-    let daemons: Vec<String> = namespaces().iter().flat_map(|ns| pids(ns)).collect();
+    let daemons: Vec<String> = namespaces().iter().flat_map(|ns| lab::pids(ns)).collect();
     assert!(daemons.len() >= 9, "{daemons:?}");
     let stop = demo(&["--stop"]);
     assert!(stop.status.success(), "{}", text(&stop));
