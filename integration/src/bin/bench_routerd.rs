@@ -13,6 +13,10 @@
 //!   which is just over 1,000 req/s while latency stays under 1 ms; wrk's p99 there, minus
 //!   the direct path's, is what a proxy adds.
 //!
+//! `BENCH_BASELINE=/path/to/routerd` adds a fourth path: that build of routerd, in the same
+//! rounds, so a change can be measured against the build before it (the worker registers
+//! with both, as with routerd replicas).
+//!
 //! wrk reports through a Lua `done()` hook, so no figure is parsed from its human output. Any
 //! non-2xx answer or socket error fails the benchmark.
 
@@ -32,6 +36,9 @@ const WORKER_IP: Ipv4Addr = Ipv4Addr::new(10, 42, 0, 11);
 const ROUTERD_MESH_IP: Ipv4Addr = Ipv4Addr::new(10, 42, 0, 1);
 const WORKER_PORT: u16 = 8101;
 const ROUTERD: &str = "127.0.0.1:8080";
+/// The baseline build's listeners, when BENCH_BASELINE names one.
+const BASELINE: &str = "127.0.0.1:8082";
+const BASELINE_MESH_PORT: u16 = 8082;
 const NGINX: &str = "127.0.0.1:8081";
 const TOKEN: &str = "bench-admin-token-0123456789";
 const WORKER: &str = "bench-worker";
@@ -57,25 +64,30 @@ struct Run {
     p99_us: f64,
     /// CPU time (user and system) the proxy spent per call; 0 for the direct path.
     cpu_us: f64,
+    /// The user-space part of `cpu_us`: the proxy's own code, without the kernel's sockets.
+    user_us: f64,
 }
 
-/// CPU seconds `pid` and its children (nginx's workers) have used so far, from /proc.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let ticks = |pid: &str| -> anyhow::Result<f64> {
+/// CPU seconds (user, system) `pid` and its children (nginx's workers) have used so far,
+/// from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let ticks = |pid: &str| -> anyhow::Result<(f64, f64)> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         // Fields after the command name (which may hold spaces): utime and stime are the
         // 12th and 13th.
         let rest = stat.rsplit_once(')').context("/proc stat format")?.1;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        Ok(fields[11].parse::<f64>()? + fields[12].parse::<f64>()?)
+        Ok((fields[11].parse()?, fields[12].parse()?))
     };
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))?;
-    let mut total = ticks(&pid.to_string())?;
+    let (mut user, mut system) = ticks(&pid.to_string())?;
     for child in children.split_whitespace() {
-        total += ticks(child)?;
+        let (u, s) = ticks(child)?;
+        user += u;
+        system += s;
     }
     // USER_HZ is 100 on Linux.
-    Ok(total / 100.0)
+    Ok((user / 100.0, system / 100.0))
 }
 
 struct Target {
@@ -128,13 +140,17 @@ fn wrk(
     let failures = word(report, "non2xx")? + word(report, "socket_errors")?;
     anyhow::ensure!(failures == 0.0, "{url}: failed calls: {report}");
     let requests = word(report, "requests")?;
-    let cpu_us = match (target.proxy, cpu_before) {
-        (Some(pid), Some(before)) => (cpu_seconds(pid)? - before) * 1e6 / requests,
-        _ => 0.0,
+    let (user_us, system_us) = match (target.proxy, cpu_before) {
+        (Some(pid), Some((user, system))) => {
+            let (u, s) = cpu_seconds(pid)?;
+            ((u - user) * 1e6 / requests, (s - system) * 1e6 / requests)
+        }
+        _ => (0.0, 0.0),
     };
     Ok(Run {
         rate: requests / (word(report, "duration_us")? / 1e6),
-        cpu_us,
+        cpu_us: user_us + system_us,
+        user_us,
         p50_us: word(report, "p50_us")?,
         p99_us: word(report, "p99_us")?,
     })
@@ -157,9 +173,14 @@ fn http(
     Ok((status, body))
 }
 
-/// Registers the worker from its mesh IP and heartbeats every 5 s (as meshd does) until the
-/// returned sender is dropped.
-fn register(lab: &Lab, ns: &Ns, pki: &Pki) -> anyhow::Result<mpsc::Sender<()>> {
+/// Registers the worker from its mesh IP with each routerd in `meshes` (their mesh
+/// listeners) and heartbeats every 5 s (as meshd does) until the returned sender is dropped.
+fn register(
+    lab: &Lab,
+    ns: &Ns,
+    pki: &Pki,
+    meshes: Vec<String>,
+) -> anyhow::Result<mpsc::Sender<()>> {
     let issued = pki.issue(WORKER, WORKER_IP)?;
     let registration = lab.dir().join("registration.json");
     std::fs::write(
@@ -173,54 +194,63 @@ fn register(lab: &Lab, ns: &Ns, pki: &Pki) -> anyhow::Result<mpsc::Sender<()>> {
     )?;
     let heartbeat = lab.dir().join("heartbeat.json");
     std::fs::write(&heartbeat, json!({ "worker_id": WORKER }).to_string())?;
-    let mesh = format!("{ROUTERD_MESH_IP}:8080");
-    let (status, body) = http(
-        ns,
-        &mesh,
-        "POST /api/worker/register",
-        Some(WORKER_IP),
-        Some(&registration),
-    )?;
-    anyhow::ensure!(status == 200, "registration refused: {status} {body}");
+    for mesh in &meshes {
+        let (status, body) = http(
+            ns,
+            mesh,
+            "POST /api/worker/register",
+            Some(WORKER_IP),
+            Some(&registration),
+        )?;
+        anyhow::ensure!(
+            status == 200,
+            "registration refused by {mesh}: {status} {body}"
+        );
+    }
     let (stop, stopped) = mpsc::channel::<()>();
     let ns = ns.clone();
     std::thread::spawn(move || {
         while let Err(mpsc::RecvTimeoutError::Timeout) =
             stopped.recv_timeout(Duration::from_secs(5))
         {
-            match http(
-                &ns,
-                &mesh,
-                "POST /api/worker/heartbeat",
-                Some(WORKER_IP),
-                Some(&heartbeat),
-            ) {
-                Ok((200, _)) => {}
-                other => eprintln!("heartbeat failed: {other:?}"),
+            for mesh in &meshes {
+                match http(
+                    &ns,
+                    mesh,
+                    "POST /api/worker/heartbeat",
+                    Some(WORKER_IP),
+                    Some(&heartbeat),
+                ) {
+                    Ok((200, _)) => {}
+                    other => eprintln!("heartbeat to {mesh} failed: {other:?}"),
+                }
             }
         }
     });
     Ok(stop)
 }
 
-fn start_routerd(lab: &mut Lab, ns: &Ns, pki: &Pki) -> anyhow::Result<usize> {
-    let config = lab.dir().join("routerd.toml");
+/// Starts `binary` as `name`, listening on `public` and on port `mesh_port` of its mesh IP.
+fn start_routerd(
+    lab: &mut Lab,
+    ns: &Ns,
+    pki: &Pki,
+    (name, binary): (&str, &Path),
+    public: &str,
+    mesh_port: u16,
+) -> anyhow::Result<usize> {
+    let config = lab.dir().join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[listen]\npublic = \"{ROUTERD}\"\nmesh = \"{ROUTERD_MESH_IP}:8080\"\n\
+            "[listen]\npublic = \"{public}\"\nmesh = \"{ROUTERD_MESH_IP}:{mesh_port}\"\n\
              [pki]\nca = {ca:?}\n[admin]\ntoken = \"{TOKEN}\"\n[store]\npath = {store:?}\n\
              [log]\nlevel = \"info,routerd::access=off\"\n",
             ca = pki.ca_path,
-            store = lab.dir().join("registry.db"),
+            store = lab.dir().join(format!("{name}.db")),
         ),
     )?;
-    let handle = lab.spawn(
-        ns,
-        "routerd",
-        &mesh::binary("routerd")?,
-        &["--config", &config.to_string_lossy()],
-    )?;
+    let handle = lab.spawn(ns, name, binary, &["--config", &config.to_string_lossy()])?;
     wait::until("routerd to listen", Duration::from_secs(10), || {
         lab.proc(handle)
             .log_text()
@@ -301,8 +331,38 @@ fn main() -> anyhow::Result<()> {
             WORKER,
         ],
     )?;
-    let routerd = start_routerd(&mut lab, &ns, &pki)?;
-    let _heartbeats = register(&lab, &ns, &pki)?;
+    let routerd_binary = mesh::binary("routerd")?;
+    let routerd = start_routerd(
+        &mut lab,
+        &ns,
+        &pki,
+        ("routerd", &routerd_binary),
+        ROUTERD,
+        8080,
+    )?;
+    let mut meshes = vec![format!("{ROUTERD_MESH_IP}:8080")];
+    let baseline = match std::env::var_os("BENCH_BASELINE") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            anyhow::ensure!(
+                path.exists(),
+                "BENCH_BASELINE: {} is missing",
+                path.display()
+            );
+            let handle = start_routerd(
+                &mut lab,
+                &ns,
+                &pki,
+                ("baseline", &path),
+                BASELINE,
+                BASELINE_MESH_PORT,
+            )?;
+            meshes.push(format!("{ROUTERD_MESH_IP}:{BASELINE_MESH_PORT}"));
+            Some(lab.proc(handle).pid())
+        }
+        None => None,
+    };
+    let _heartbeats = register(&lab, &ns, &pki, meshes)?;
     let nginx = start_nginx(&mut lab, &ns)?;
     let routerd = Some(lab.proc(routerd).pid());
     let nginx = Some(lab.proc(nginx).pid());
@@ -310,6 +370,9 @@ fn main() -> anyhow::Result<()> {
     wait_answered(&ns, &worker, "/query")?;
     wait_answered(&ns, ROUTERD, "/service/rag/query")?;
     wait_answered(&ns, NGINX, "/service/rag/query")?;
+    if baseline.is_some() {
+        wait_answered(&ns, BASELINE, "/service/rag/query")?;
+    }
 
     let saturated = lab.dir().join("saturated.lua");
     std::fs::write(&saturated, REPORT)?;
@@ -318,7 +381,7 @@ fn main() -> anyhow::Result<()> {
         &paced,
         format!("function delay() return {PACED_DELAY_MS} end\n{REPORT}"),
     )?;
-    let mut targets = [
+    let mut paths = vec![
         ("direct", format!("http://{worker}/query"), None),
         (
             "routerd",
@@ -326,14 +389,21 @@ fn main() -> anyhow::Result<()> {
             routerd,
         ),
         ("nginx", format!("http://{NGINX}/service/rag/query"), nginx),
-    ]
-    .map(|(name, url, proxy)| Target {
-        name,
-        url,
-        proxy,
-        saturated: Vec::new(),
-        paced: Vec::new(),
-    });
+    ];
+    if baseline.is_some() {
+        let url = format!("http://{BASELINE}/service/rag/query");
+        paths.push(("baseline routerd", url, baseline));
+    }
+    let mut targets: Vec<Target> = paths
+        .into_iter()
+        .map(|(name, url, proxy)| Target {
+            name,
+            url,
+            proxy,
+            saturated: Vec::new(),
+            paced: Vec::new(),
+        })
+        .collect();
     let connections = env_number("BENCH_CONNECTIONS", 64);
     let reps = env_number("BENCH_REPS", 3);
     for round in 1..=reps {
@@ -341,8 +411,8 @@ fn main() -> anyhow::Result<()> {
             let s = wrk(&lab, &ns, t, &saturated, connections)?;
             let p = wrk(&lab, &ns, t, &paced, PACED_CONNECTIONS)?;
             eprintln!(
-                "round {round}/{reps} {}: {:.0} req/s (p50 {} us, p99 {} us, proxy CPU {:.1} us/call); paced {:.0} req/s (p50 {} us, p99 {} us)",
-                t.name, s.rate, s.p50_us, s.p99_us, s.cpu_us, p.rate, p.p50_us, p.p99_us
+                "round {round}/{reps} {}: {:.0} req/s (p50 {} us, p99 {} us, proxy CPU {:.1} us/call, {:.1} of it user); paced {:.0} req/s (p50 {} us, p99 {} us)",
+                t.name, s.rate, s.p50_us, s.p99_us, s.cpu_us, s.user_us, p.rate, p.p50_us, p.p99_us
             );
             t.saturated.push(s);
             t.paced.push(p);
@@ -354,6 +424,7 @@ fn main() -> anyhow::Result<()> {
         p50_us: median(runs.iter().map(|r| r.p50_us).collect()),
         p99_us: median(runs.iter().map(|r| r.p99_us).collect()),
         cpu_us: median(runs.iter().map(|r| r.cpu_us).collect()),
+        user_us: median(runs.iter().map(|r| r.user_us).collect()),
     };
     let rows: Vec<(&str, Run, Run)> = targets
         .iter()
@@ -365,17 +436,18 @@ fn main() -> anyhow::Result<()> {
         "\nwrk, median of {reps} rounds; saturated: {connections} connections; paced: {PACED_CONNECTIONS} connections, {PACED_DELAY_MS} ms between calls\n"
     );
     println!(
-        "| path | req/s | vs nginx | p50 µs | p99 µs | proxy CPU µs/call | paced req/s | paced p50 µs | paced p99 µs | added p99 µs |"
+        "| path | req/s | vs nginx | p50 µs | p99 µs | proxy CPU µs/call | of it user | paced req/s | paced p50 µs | paced p99 µs | added p99 µs |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, s, p) in &rows {
         println!(
-            "| {name} | {:.0} | {:.2}x | {} | {} | {:.1} | {:.0} | {} | {} | {:+.0} |",
+            "| {name} | {:.0} | {:.2}x | {} | {} | {:.1} | {:.1} | {:.0} | {} | {} | {:+.0} |",
             s.rate,
             s.rate / nginx.1.rate,
             us(s.p50_us),
             us(s.p99_us),
             s.cpu_us,
+            s.user_us,
             p.rate,
             us(p.p50_us),
             us(p.p99_us),
