@@ -32,13 +32,9 @@ impl Coordinator {
     /// The workers the registry has for `service` (canonical), with their addresses.
     pub fn candidates(&self, service: &str) -> Vec<Candidate> {
         self.registry
-            .serving(service)
-            .into_iter()
-            .map(|(worker, offered)| Candidate {
-                worker: worker.name.clone(),
-                addr: (worker.mesh_ip, offered.port).into(),
-            })
-            .collect()
+            .route(service)
+            .map(|route| route.workers.clone())
+            .unwrap_or_default()
     }
 
     /// Removes workers silent for a TTL, with their routing state; returns their names.

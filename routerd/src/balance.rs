@@ -2,19 +2,13 @@
 //! and passive ejection. Pure logic; time and randomness are passed in.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::config::{Balance, Ejection, Health};
-
-/// A worker that serves a service, as the registry lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub worker: String,
-    pub addr: SocketAddr,
-}
+pub use crate::routes::Candidate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pick {
@@ -122,59 +116,87 @@ impl Balancer {
             .is_none_or(|s| s.healthy && !s.ejected(now))
     }
 
+    /// The workers of `candidates` not in `tried` that may take a call: the available ones
+    /// or, when none is, the healthy ones. Ejection never takes the last worker out; if
+    /// health checks later took the others, an ejected but healthy worker is better than none.
+    fn eligible<'a>(
+        &'a self,
+        service: &'a str,
+        candidates: &'a [Candidate],
+        tried: &'a [Arc<str>],
+        now: Instant,
+    ) -> impl Iterator<Item = &'a Candidate> + Clone + 'a {
+        let untried = candidates
+            .iter()
+            .filter(move |c| !tried.contains(&c.worker));
+        let any_available = untried
+            .clone()
+            .any(|c| self.available(service, &c.worker, now));
+        untried.filter(move |c| {
+            if any_available {
+                self.available(service, &c.worker, now)
+            } else {
+                self.healthy(service, &c.worker)
+            }
+        })
+    }
+
     /// Chooses among `candidates` (the registry's workers for `service`), skipping the
     /// workers in `tried`. `random(n)` returns a number below `n`.
     pub fn pick(
         &mut self,
         service: &str,
         candidates: &[Candidate],
-        tried: &[String],
+        tried: &[Arc<str>],
         now: Instant,
         mut random: impl FnMut(usize) -> usize,
     ) -> Pick {
         if candidates.is_empty() {
             return Pick::NoWorkers;
         }
-        let untried = candidates.iter().filter(|c| !tried.contains(&c.worker));
-        let mut eligible: Vec<&Candidate> = untried
-            .clone()
-            .filter(|c| self.available(service, &c.worker, now))
-            .collect();
-        if eligible.is_empty() {
-            // Ejection never takes the last worker out; if health checks later took the
-            // others, an ejected but healthy worker is better than none.
-            eligible = untried
-                .filter(|c| self.healthy(service, &c.worker))
-                .collect();
-        }
-        let chosen = match eligible.len() {
-            0 => {
-                return Pick::NoneHealthy {
-                    registered: candidates.len(),
-                };
-            }
-            1 => eligible[0],
-            n => match self.policy {
-                Balance::RoundRobin => {
-                    let next = self.next_round_robin.entry(service.to_owned()).or_default();
-                    let chosen = eligible[*next % n];
-                    *next = next.wrapping_add(1);
-                    chosen
+        let (chosen, next_round_robin) = {
+            let eligible = self.eligible(service, candidates, tried, now);
+            let nth = |i: usize| eligible.clone().nth(i).cloned();
+            match eligible.clone().count() {
+                0 => {
+                    return Pick::NoneHealthy {
+                        registered: candidates.len(),
+                    };
                 }
-                Balance::LeastOutstanding => {
-                    let a = random(n);
-                    let b = (a + 1 + random(n - 1)) % n;
-                    let load =
-                        |c: &Candidate| self.state(service, &c.worker).map_or(0, |s| s.outstanding);
-                    if load(eligible[b]) < load(eligible[a]) {
-                        eligible[b]
-                    } else {
-                        eligible[a]
+                1 => (nth(0), None),
+                n => match self.policy {
+                    Balance::RoundRobin => {
+                        let next = self.next_round_robin.get(service).copied().unwrap_or(0);
+                        (nth(next % n), Some(next.wrapping_add(1)))
                     }
-                }
-            },
+                    Balance::LeastOutstanding => {
+                        let a = random(n);
+                        let b = (a + 1 + random(n - 1)) % n;
+                        let load = |c: &Option<Candidate>| {
+                            c.as_ref()
+                                .and_then(|c| self.state(service, &c.worker))
+                                .map_or(0, |s| s.outstanding)
+                        };
+                        let (a, b) = (nth(a), nth(b));
+                        (if load(&b) < load(&a) { b } else { a }, None)
+                    }
+                },
+            }
         };
-        Pick::Worker(chosen.clone())
+        if let Some(next) = next_round_robin {
+            match self.next_round_robin.get_mut(service) {
+                Some(counter) => *counter = next,
+                None => {
+                    self.next_round_robin.insert(service.to_owned(), next);
+                }
+            }
+        }
+        chosen.map_or(
+            Pick::NoneHealthy {
+                registered: candidates.len(),
+            },
+            Pick::Worker,
+        )
     }
 
     /// A call was sent to the worker.
@@ -215,7 +237,7 @@ impl Balancer {
     ) -> Option<Duration> {
         let others_available = candidates
             .iter()
-            .filter(|c| c.worker != worker && self.available(service, &c.worker, now))
+            .filter(|c| &*c.worker != worker && self.available(service, &c.worker, now))
             .count();
         let ejection = self.ejection;
         let state = self.state_mut(service, worker);
@@ -283,14 +305,13 @@ impl Balancer {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     fn candidates(n: u8) -> Vec<Candidate> {
         (1..=n)
-            .map(|i| Candidate {
-                worker: format!("w{i}"),
-                addr: SocketAddr::from(([10, 42, 0, i], 8101)),
-            })
+            .map(|i| Candidate::new(&format!("w{i}"), SocketAddr::from(([10, 42, 0, i], 8101))))
             .collect()
     }
 
@@ -313,7 +334,7 @@ mod tests {
 
     fn picked(pick: Pick) -> String {
         match pick {
-            Pick::Worker(c) => c.worker,
+            Pick::Worker(c) => c.worker.to_string(),
             other => panic!("no worker: {other:?}"),
         }
     }
@@ -367,9 +388,9 @@ mod tests {
         let mut b = balancer(Balance::LeastOutstanding);
         let c = candidates(2);
         let now = Instant::now();
-        let tried = vec!["w1".to_owned()];
+        let tried = vec![Arc::from("w1")];
         assert_eq!(picked(b.pick("rag", &c, &tried, now, counter())), "w2");
-        let both = vec!["w1".to_owned(), "w2".to_owned()];
+        let both = vec![Arc::from("w1"), Arc::from("w2")];
         assert_eq!(
             b.pick("rag", &c, &both, now, counter()),
             Pick::NoneHealthy { registered: 2 }

@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod rate_limit;
 pub mod registry;
 pub mod retry_budget;
+pub mod routes;
 pub mod server;
 pub mod shell;
 pub mod store;

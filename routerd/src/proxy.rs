@@ -22,6 +22,7 @@ use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
 use crate::edge::{Listener, REQUEST_ID, caller_key};
 use crate::pool::{ConnectError, Pool, Returning};
+use crate::routes::Route;
 
 /// Attempts per call: the first and one retry.
 const ATTEMPTS: usize = 2;
@@ -91,6 +92,11 @@ impl Payload {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names finds out, where removing each
+    // absent one would hash it.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -145,16 +151,16 @@ fn too_large(e: &hyper::Error) -> bool {
     false
 }
 
-/// Sends one attempt to `addr`.
+/// Sends one attempt to `worker`.
 async fn attempt(
     pool: &Pool,
-    addr: SocketAddr,
+    worker: &Candidate,
     method: &Method,
     target: &Uri,
     headers: HeaderMap,
     payload: &mut Payload,
 ) -> Result<(hyper::Response<hyper::body::Incoming>, crate::pool::Sender), Failure> {
-    let mut conn = pool.checkout(addr).await.map_err(|e| match e {
+    let mut conn = pool.checkout(worker.addr).await.map_err(|e| match e {
         ConnectError::Timeout(_) => Failure::NotSent("connect_timeout", e.to_string()),
         _ => Failure::NotSent("connect", e.to_string()),
     })?;
@@ -162,9 +168,9 @@ async fn attempt(
     *request.method_mut() = method.clone();
     *request.uri_mut() = target.clone();
     *request.headers_mut() = headers;
-    if let Ok(host) = HeaderValue::from_str(&addr.to_string()) {
-        request.headers_mut().insert(header::HOST, host);
-    }
+    request
+        .headers_mut()
+        .insert(header::HOST, worker.host.clone());
     match conn.sender.try_send_request(request).await {
         Ok(response) => Ok((response, conn.sender)),
         Err(mut e) => {
@@ -197,7 +203,7 @@ pub fn is_service_call(path: &str) -> bool {
 /// `ANY /service/{service}/{*path}` and `ANY /api/service/{type}/{*path}`, from `peer` on
 /// `listener`, with connections to workers from `pool` (the serving thread's).
 pub async fn forward(
-    app: Shared,
+    app: &Shared,
     pool: Arc<Pool>,
     peer: SocketAddr,
     listener: Listener,
@@ -213,18 +219,17 @@ pub async fn forward(
             format!("no route for {}", parts.uri.path()),
         );
     };
-    let Ok(target) = target.parse::<Uri>() else {
+    let Ok(target) = Uri::from_maybe_shared(Bytes::from(target)) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             alias,
             "bad_path",
-            format!("{target:?} is not a path a worker can be sent"),
+            format!("{:?} is not a path a worker can be sent", parts.uri.path()),
         );
     };
     let (client, key) = caller_key(&parts.headers, peer, listener, app.rate_limit.as_ref());
-    let resolved = {
+    let route = {
         let mut c = app.lock();
-        let service = c.registry.catalog().resolve(alias).map(str::to_owned);
         if let (Some(limiter), Some(key)) = (c.rate_limiter.as_mut(), key.as_deref())
             && let Err(wait) = limiter.check(key, arrived)
         {
@@ -241,12 +246,9 @@ pub async fn forward(
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             return response;
         }
-        service.map(|s| {
-            let spec = c.registry.catalog().get(&s).cloned();
-            (s, spec)
-        })
+        c.registry.route(alias)
     };
-    let Some((service, Some(spec))) = resolved else {
+    let Some(route) = route else {
         return refuse(
             StatusCode::NOT_FOUND,
             alias,
@@ -254,6 +256,7 @@ pub async fn forward(
             format!("no service called {alias:?}"),
         );
     };
+    let (service, spec) = (route.service.as_str(), &route.spec);
 
     let declared = body.size_hint().exact().or_else(|| {
         parts
@@ -263,12 +266,12 @@ pub async fn forward(
     });
     if declared.is_some_and(|n| n > spec.max_body) {
         return finish(
-            &app,
-            &service,
+            app,
+            service,
             arrived,
             refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &service,
+                service,
                 "body_too_large",
                 format!("{service} takes bodies up to {} bytes", spec.max_body),
             ),
@@ -282,12 +285,12 @@ pub async fn forward(
             Ok(collected) => Payload::Kept(collected.to_bytes()),
             Err(e) => {
                 return finish(
-                    &app,
-                    &service,
+                    app,
+                    service,
                     arrived,
                     refuse(
                         StatusCode::BAD_REQUEST,
-                        &service,
+                        service,
                         "body_unreadable",
                         format!("request body: {e}"),
                     ),
@@ -301,53 +304,54 @@ pub async fn forward(
     let request_id = parts.headers.get(REQUEST_ID).cloned();
     let headers = upstream_headers(std::mem::take(&mut parts.headers), client);
     let deadline = arrived + spec.timeout;
-    let mut tried: Vec<String> = Vec::new();
+    // Workers already tried; the first attempt's pick uses the arrival time as its clock.
+    let mut tried: Vec<Arc<str>> = Vec::new();
     let mut last: Option<Response> = None;
     loop {
-        let (pick, candidates) = {
+        let pick = {
             let mut c = app.lock();
-            if tried.is_empty() {
+            let now = if tried.is_empty() {
                 c.retry_budget.called();
-            }
-            let candidates = c.candidates(&service);
-            let pick = c
-                .balancer
-                .pick(&service, &candidates, &tried, Instant::now(), |n| {
-                    fastrand::usize(..n)
-                });
+                arrived
+            } else {
+                Instant::now()
+            };
+            let pick = c.balancer.pick(service, &route.workers, &tried, now, |n| {
+                fastrand::usize(..n)
+            });
             if let Pick::Worker(w) = &pick {
-                c.balancer.started(&service, &w.worker);
+                c.balancer.started(service, &w.worker);
             }
-            (pick, candidates)
+            pick
         };
         let worker = match pick {
             Pick::Worker(w) => w,
             Pick::NoWorkers => {
                 let r = refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &service,
+                    service,
                     "no_workers",
                     format!("no worker is registered for {service}"),
                 );
-                return finish(&app, &service, arrived, r);
+                return finish(app, service, arrived, r);
             }
             Pick::NoneHealthy { registered } => {
                 let r = last.unwrap_or_else(|| {
                     refuse(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        &service,
+                        service,
                         "no_healthy_workers",
                         format!("none of the {registered} workers for {service} is healthy"),
                     )
                 });
-                return finish(&app, &service, arrived, r);
+                return finish(app, service, arrived, r);
             }
         };
         let outcome = tokio::time::timeout_at(
             deadline.into(),
             attempt(
                 &pool,
-                worker.addr,
+                &worker,
                 &parts.method,
                 &target,
                 headers.clone(),
@@ -356,55 +360,59 @@ pub async fn forward(
         )
         .await
         .unwrap_or(Err(Failure::TimedOut));
-        tried.push(worker.worker.clone());
         let retryable_sent = matches!(payload, Payload::Kept(_));
         match outcome {
             Ok((response, sender)) => {
                 let status = response.status();
                 let unavailable =
                     status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE;
-                if unavailable {
-                    note_failure(&app, &service, &worker, &candidates, "status_5xx");
-                    if retryable_sent && retry(&app, &service, &tried, "status_5xx") {
-                        done(&app, &service, &worker.worker);
-                        drop(response);
-                        continue;
-                    }
-                } else {
-                    app.lock()
-                        .balancer
-                        .succeeded(&service, &worker.worker, Instant::now());
+                if !unavailable {
+                    // One lock for the worker's success and the call's figures.
+                    let mut c = app.lock();
+                    c.balancer.succeeded(service, &worker.worker, arrived);
+                    c.stats
+                        .answered(service, status.as_u16(), arrived.elapsed());
+                    drop(c);
+                    return stream_back(app, &pool, &route, worker, response, sender);
                 }
-                let response = stream_back(&app, &pool, &service, worker, response, sender);
-                return finish(&app, &service, arrived, response);
+                note_failure(app, service, &worker, &route.workers, "status_5xx");
+                tried.push(worker.worker.clone());
+                if retryable_sent && retry(app, service, &tried, "status_5xx") {
+                    done(app, service, &worker.worker);
+                    drop(response);
+                    continue;
+                }
+                let response = stream_back(app, &pool, &route, worker, response, sender);
+                return finish(app, service, arrived, response);
             }
             Err(failure) => {
-                done(&app, &service, &worker.worker);
+                done(app, service, &worker.worker);
+                tried.push(worker.worker.clone());
                 let (status, reason, message, may_retry) = match failure {
                     Failure::NotSent(kind, cause) => {
                         if kind != "stale_connection" {
-                            note_failure(&app, &service, &worker, &candidates, kind);
+                            note_failure(app, service, &worker, &route.workers, kind);
                         }
                         (StatusCode::BAD_GATEWAY, kind, cause, true)
                     }
                     Failure::Sent(kind, cause) => {
-                        note_failure(&app, &service, &worker, &candidates, kind);
+                        note_failure(app, service, &worker, &route.workers, kind);
                         (StatusCode::BAD_GATEWAY, kind, cause, retryable_sent)
                     }
                     Failure::TooLarge => {
                         let r = refuse(
                             StatusCode::PAYLOAD_TOO_LARGE,
-                            &service,
+                            service,
                             "body_too_large",
                             format!("{service} takes bodies up to {} bytes", spec.max_body),
                         );
-                        return finish(&app, &service, arrived, r);
+                        return finish(app, service, arrived, r);
                     }
                     Failure::TimedOut => {
-                        app.lock().stats.upstream_error(&service, "timeout");
+                        app.lock().stats.upstream_error(service, "timeout");
                         let r = refuse(
                             StatusCode::GATEWAY_TIMEOUT,
-                            &service,
+                            service,
                             "timeout",
                             format!(
                                 "{} did not answer within {} ms",
@@ -412,17 +420,17 @@ pub async fn forward(
                                 spec.timeout.as_millis()
                             ),
                         );
-                        return finish(&app, &service, arrived, r);
+                        return finish(app, service, arrived, r);
                     }
                 };
                 tracing::warn!(
                     request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default(),
-                    service = %service, worker = %worker.worker, reason, error = %message,
+                    service, worker = %worker.worker, reason, error = %message,
                     "call to worker failed"
                 );
                 last = Some(refuse(
                     status,
-                    &service,
+                    service,
                     reason,
                     format!("{}: {message}", worker.worker),
                 ));
@@ -432,10 +440,10 @@ pub async fn forward(
                     tried.pop();
                     continue;
                 }
-                if !(may_retry && retry(&app, &service, &tried, reason)) {
+                if !(may_retry && retry(app, service, &tried, reason)) {
                     return finish(
-                        &app,
-                        &service,
+                        app,
+                        service,
                         arrived,
                         last.unwrap_or_else(|| status.into_response()),
                     );
@@ -446,7 +454,7 @@ pub async fn forward(
 }
 
 /// Whether another attempt may go out: under the attempt limit and within the budget.
-fn retry(app: &Shared, service: &str, tried: &[String], reason: &'static str) -> bool {
+fn retry(app: &Shared, service: &str, tried: &[Arc<str>], reason: &'static str) -> bool {
     if tried.len() >= ATTEMPTS {
         return false;
     }
@@ -486,17 +494,16 @@ fn done(app: &Shared, service: &str, worker: &str) {
 fn stream_back(
     app: &Shared,
     pool: &Arc<Pool>,
-    service: &str,
+    route: &Arc<Route>,
     worker: Candidate,
     response: hyper::Response<hyper::body::Incoming>,
     sender: crate::pool::Sender,
 ) -> Response {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let app2 = app.clone();
-    let service = service.to_owned();
-    let name = worker.worker.clone();
-    let on_end = move || done(&app2, &service, &name);
+    let (app, route) = (app.clone(), route.clone());
+    let name = worker.worker;
+    let on_end = move || done(&app, &route.service, &name);
     let body = Returning::new(body, pool.clone(), worker.addr, sender, on_end);
     Response::from_parts(parts, Body::new(body))
 }

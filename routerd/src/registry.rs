@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, Tier};
+use crate::routes::{Route, Routes};
 
 /// How often workers heartbeat, and how long a silent worker stays registered.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -92,14 +94,25 @@ struct Entry {
 pub struct Registry {
     catalog: Catalog,
     workers: BTreeMap<String, Entry>,
+    /// Rebuilt whenever `workers` changes, except for heartbeats.
+    routes: Routes,
 }
 
 impl Registry {
     pub fn new(catalog: Catalog) -> Self {
-        Self {
+        let mut registry = Self {
             catalog,
             workers: BTreeMap::new(),
-        }
+            routes: Routes::default(),
+        };
+        registry.routes = Routes::build(&registry);
+        registry
+    }
+
+    /// The route for `name` (a service or an alias); `None` for a service not in the catalog.
+    pub fn route(&self, name: &str) -> Option<Arc<Route>> {
+        let service = self.catalog.resolve(name)?;
+        self.routes.get(service).cloned()
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -141,18 +154,15 @@ impl Registry {
             offered,
             assigned,
         };
-        let entry = self
-            .workers
-            .entry(name.to_owned())
-            .and_modify(|e| {
-                e.worker = worker.clone();
-                e.last_seen = now;
-            })
-            .or_insert(Entry {
+        self.workers.insert(
+            name.to_owned(),
+            Entry {
                 worker,
                 last_seen: now,
-            });
-        Ok(&entry.worker)
+            },
+        );
+        self.routes = Routes::build(self);
+        Ok(&self.workers[name].worker)
     }
 
     /// Restores a worker from the store as if it had just heartbeated: after a restart the
@@ -166,6 +176,7 @@ impl Registry {
                 last_seen: now,
             },
         );
+        self.routes = Routes::build(self);
     }
 
     pub fn heartbeat(&mut self, name: &str, now: Instant) -> Result<(), RegistryError> {
@@ -187,6 +198,9 @@ impl Registry {
             .collect();
         for name in &stale {
             self.workers.remove(name);
+        }
+        if !stale.is_empty() {
+            self.routes = Routes::build(self);
         }
         stale
     }
@@ -402,5 +416,66 @@ mod tests {
         registry.restore(worker, t0);
         assert_eq!(registry.serving("ner-extraction").len(), 1);
         assert_eq!(registry.expire(t0 + TTL + Duration::from_secs(1)), ["w"]);
+    }
+
+    /// The names of the workers the route for `name` sends calls to.
+    fn routed(registry: &Registry, name: &str) -> Vec<String> {
+        let route = registry.route(name).expect("a catalog service");
+        route.workers.iter().map(|c| c.worker.to_string()).collect()
+    }
+
+    #[test]
+    fn routes_follow_registrations_restores_and_expiries() {
+        let mut registry = Registry::new(Catalog::default());
+        let t0 = Instant::now();
+        assert!(registry.route("nope").is_none(), "not in the catalog");
+        assert!(routed(&registry, "rag").is_empty());
+        registry
+            .register(
+                "a",
+                Ipv4Addr::new(10, 42, 0, 11),
+                caps(false),
+                vec![offer("rag-embeddings", 8101)],
+                t0,
+            )
+            .unwrap();
+        let route = registry.route("rag").unwrap();
+        assert_eq!(route.service, "rag-embeddings");
+        assert_eq!(route.workers[0].addr.to_string(), "10.42.0.11:8101");
+        assert_eq!(route.workers[0].host, "10.42.0.11:8101");
+        assert_eq!(routed(&registry, "rag-embeddings"), ["a"]);
+
+        let later = t0 + Duration::from_secs(10);
+        registry.restore(
+            Worker {
+                name: "b".into(),
+                mesh_ip: Ipv4Addr::new(10, 42, 0, 12),
+                capabilities: caps(false),
+                offered: vec![offer("rag-embeddings", 8101)],
+                assigned: vec!["rag-embeddings".into()],
+            },
+            later,
+        );
+        assert_eq!(routed(&registry, "rag"), ["a", "b"]);
+        // A re-registration that no longer offers the service leaves its route.
+        registry
+            .register(
+                "a",
+                Ipv4Addr::new(10, 42, 0, 11),
+                caps(false),
+                vec![offer("notes-coa", 8102)],
+                later,
+            )
+            .unwrap();
+        assert_eq!(routed(&registry, "rag"), ["b"]);
+        assert_eq!(routed(&registry, "notes"), ["a"]);
+        assert_eq!(
+            route.workers.len(),
+            1,
+            "a route taken before a change stays as it was"
+        );
+        registry.expire(later + TTL + Duration::from_secs(1));
+        assert!(routed(&registry, "rag").is_empty());
+        assert!(routed(&registry, "notes").is_empty());
     }
 }

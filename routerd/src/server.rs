@@ -40,8 +40,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pause after a failed accept (such as running out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// What one listener serves.
-#[derive(Clone, Debug)]
+/// What one listener serves, shared by its connections ([`serve`] takes it in an `Arc`: each
+/// call holds a pointer to it, not a copy).
+#[derive(Debug)]
 pub struct Edge {
     pub app: Shared,
     /// Every route but the service calls ([`crate::api::routes`]).
@@ -52,15 +53,28 @@ pub struct Edge {
 
 impl Edge {
     /// Answers one request from `peer`, with worker connections from `pool`.
-    pub async fn call(self, pool: Arc<Pool>, peer: SocketAddr, request: Request) -> Response {
+    ///
+    /// Both branches are boxed: a call's future is moved several times on its way into
+    /// hyper (each move a copy of its whole state), so it holds pointers, not state.
+    pub async fn call(
+        self: Arc<Self>,
+        pool: Arc<Pool>,
+        peer: SocketAddr,
+        request: Request,
+    ) -> Response {
         edge::with_request_id(request, |mut request| async move {
             if proxy::is_service_call(request.uri().path()) {
-                // Boxed: the call's state is large, and moving it through the layers above
-                // costs more than one allocation.
-                Box::pin(proxy::forward(self.app, pool, peer, self.listener, request)).await
+                Box::pin(proxy::forward(
+                    &self.app,
+                    pool,
+                    peer,
+                    self.listener,
+                    request,
+                ))
+                .await
             } else {
                 request.extensions_mut().insert(ConnectInfo(peer));
-                match self.router.oneshot(request).await {
+                match Box::pin(self.router.clone().oneshot(request)).await {
                     Ok(response) => response,
                     Err(never) => match never {},
                 }
@@ -120,7 +134,12 @@ impl Servers {
 }
 
 /// Accepts connections on `listener` and hands each to a serving thread, until dropped.
-pub async fn serve(listener: TcpListener, edge: Edge, servers: Arc<Servers>, name: &'static str) {
+pub async fn serve(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    servers: Arc<Servers>,
+    name: &'static str,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

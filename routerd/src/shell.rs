@@ -149,11 +149,13 @@ pub async fn run(
     let mesh_listener = bind_freely(mesh).with_context(|| format!("mesh listener {mesh}"))?;
     let (public_addr, mesh_addr) = (public.local_addr()?, mesh_listener.local_addr()?);
     let mut tasks = tokio::task::JoinSet::new();
-    let edge = |listener| Edge {
-        app: app.clone(),
-        router: api::routes(app.clone()),
-        listener,
-        cors: edge::cors(&config.cors_origins),
+    let edge = |listener| {
+        Arc::new(Edge {
+            app: app.clone(),
+            router: api::routes(app.clone()),
+            listener,
+            cors: edge::cors(&config.cors_origins),
+        })
     };
     let servers =
         Arc::new(Servers::start(&app.serving_pools).context("starting the serving threads")?);

@@ -33,7 +33,7 @@ pub fn topology(c: &Coordinator, mesh_ip: Option<std::net::Ipv4Addr>, now: Insta
                 };
                 routes.push(json!({
                     "service": name,
-                    "worker": w.worker,
+                    "worker": &*w.worker,
                     "address": w.addr.to_string(),
                     "state": state,
                     "outstanding": view.outstanding,
