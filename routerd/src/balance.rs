@@ -10,6 +10,8 @@ use serde::Serialize;
 use crate::config::{Balance, Ejection, Health};
 pub use crate::routes::Candidate;
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pick {
     Worker(Candidate),
@@ -76,9 +78,10 @@ pub struct Balancer {
     policy: Balance,
     health: Health,
     ejection: Ejection,
-    /// By service, then worker: looked up by `&str` on every call, without allocating.
-    states: HashMap<String, HashMap<String, State>>,
-    next_round_robin: HashMap<String, usize>,
+    /// By service, then worker: looked up by `&str` several times on every call, without
+    /// allocating, with a fast hash (the names are the registry's, not callers').
+    states: FastMap<String, FastMap<String, State>>,
+    next_round_robin: FastMap<String, usize>,
 }
 
 impl Balancer {
@@ -87,8 +90,8 @@ impl Balancer {
             policy,
             health,
             ejection,
-            states: HashMap::new(),
-            next_round_robin: HashMap::new(),
+            states: FastMap::default(),
+            next_round_robin: FastMap::default(),
         }
     }
 
@@ -98,7 +101,7 @@ impl Balancer {
 
     fn state_mut(&mut self, service: &str, worker: &str) -> &mut State {
         if !self.states.contains_key(service) {
-            self.states.insert(service.to_owned(), HashMap::new());
+            self.states.insert(service.to_owned(), FastMap::default());
         }
         let workers = self.states.get_mut(service).expect("inserted above");
         if !workers.contains_key(worker) {

@@ -22,34 +22,63 @@ pub enum Listener {
     Mesh,
 }
 
-/// The caller's address, and the key its rate limit is kept under (`None` without limits):
-/// its API key if it sent one, else its address.
-pub fn caller_key(
+/// The other end of a connection, with its address written out once for the calls on it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub written: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Self {
+        let written = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| unreachable!("an IP address is a valid header value"));
+        Self { addr, written }
+    }
+}
+
+/// Who made a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub ip: IpAddr,
+    /// `ip` as `X-Forwarded-For` carries it.
+    pub written: HeaderValue,
+    /// The key its rate limit is kept under (`None` without limits): its API key if it sent
+    /// one, else its address.
+    pub key: Option<String>,
+}
+
+/// The caller of a request that came from `peer` on `listener`: `CF-Connecting-IP` on the
+/// public listener when it holds an address, else the peer.
+pub fn caller(
     headers: &HeaderMap,
-    peer: SocketAddr,
+    peer: &Peer,
     listener: Listener,
     limit: Option<&RateLimit>,
-) -> (IpAddr, Option<String>) {
+) -> Caller {
     let forwarded = (listener == Listener::Public)
         .then(|| {
-            headers
-                .get(&CF_CONNECTING_IP)?
-                .to_str()
-                .ok()?
-                .trim()
-                .parse()
-                .ok()
+            let value = headers.get(&CF_CONNECTING_IP)?;
+            let text = value.to_str().ok()?.trim();
+            let ip: IpAddr = text.parse().ok()?;
+            // Passed on as sent when it is exactly the address.
+            let written = if text.len() == value.len() {
+                value.clone()
+            } else {
+                HeaderValue::from_str(text).ok()?
+            };
+            Some((ip, written))
         })
         .flatten();
-    let client = forwarded.unwrap_or(peer.ip());
+    let (ip, written) = forwarded.unwrap_or_else(|| (peer.addr.ip(), peer.written.clone()));
     let key = limit.map(|limit| {
         headers
             .get(limit.key_header.as_str())
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 256)
-            .map_or_else(|| format!("ip:{client}"), |k| format!("key:{k}"))
+            .map_or_else(|| format!("ip:{ip}"), |k| format!("key:{k}"))
     });
-    (client, key)
+    Caller { ip, written, key }
 }
 
 /// A request ID worth passing on: short and printable.
@@ -143,19 +172,38 @@ mod tests {
 
     #[test]
     fn callers_are_keyed_by_api_key_then_cloudflare_address_on_the_public_side_only() {
-        let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
+        let peer = Peer::new(SocketAddr::from(([127, 0, 0, 1], 5000)));
+        assert_eq!(peer.written, "127.0.0.1");
         let mut headers = HeaderMap::new();
         headers.insert("cf-connecting-ip", HeaderValue::from_static("203.0.113.7"));
-        let (ip, key) = caller_key(&headers, peer, Listener::Public, Some(&limit()));
-        assert_eq!(ip.to_string(), "203.0.113.7");
-        assert_eq!(key.as_deref(), Some("ip:203.0.113.7"));
-        let (ip, _) = caller_key(&headers, peer, Listener::Mesh, Some(&limit()));
-        assert_eq!(ip, peer.ip(), "the mesh listener ignores the header");
+        let c = caller(&headers, &peer, Listener::Public, Some(&limit()));
+        assert_eq!(c.ip.to_string(), "203.0.113.7");
+        assert_eq!(c.written, "203.0.113.7");
+        assert_eq!(c.key.as_deref(), Some("ip:203.0.113.7"));
+        let c = caller(&headers, &peer, Listener::Mesh, Some(&limit()));
+        assert_eq!(c.ip, peer.addr.ip(), "the mesh listener ignores the header");
+        assert_eq!(c.written, "127.0.0.1");
         headers.insert("x-api-key", HeaderValue::from_static("team-a"));
-        let (_, key) = caller_key(&headers, peer, Listener::Public, Some(&limit()));
-        assert_eq!(key.as_deref(), Some("key:team-a"));
-        let (_, key) = caller_key(&headers, peer, Listener::Public, None);
-        assert_eq!(key, None);
+        let c = caller(&headers, &peer, Listener::Public, Some(&limit()));
+        assert_eq!(c.key.as_deref(), Some("key:team-a"));
+        assert_eq!(
+            caller(&headers, &peer, Listener::Public, None).key,
+            None,
+            "no limits, no key"
+        );
+        headers.insert(
+            "cf-connecting-ip",
+            HeaderValue::from_static(" 2001:db8::1 "),
+        );
+        let c = caller(&headers, &peer, Listener::Public, None);
+        assert_eq!(c.written, "2001:db8::1", "trimmed");
+        headers.insert("cf-connecting-ip", HeaderValue::from_static("not-an-ip"));
+        let c = caller(&headers, &peer, Listener::Public, None);
+        assert_eq!(
+            c.ip,
+            peer.addr.ip(),
+            "a header that is no address is ignored"
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 
 pub type Sender = SendRequest<Body>;
 
+type Idle = HashMap<SocketAddr, Vec<Sender>, foldhash::fast::RandomState>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("connect to {0} timed out")]
@@ -44,7 +46,8 @@ pub struct Conn {
 
 #[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+    /// By worker address, hashed fast (the addresses are the registry's).
+    idle: Mutex<Idle>,
     max_idle: usize,
     connect_timeout: Duration,
 }
@@ -52,13 +55,13 @@ pub struct Pool {
 impl Pool {
     pub fn new(max_idle: usize, connect_timeout: Duration) -> Self {
         Self {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Idle::default()),
             max_idle,
             connect_timeout,
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Sender>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -70,6 +73,12 @@ impl Pool {
                 reused: true,
             });
         }
+        // Boxed: connecting is rare once the pool is warm, and its state would otherwise make
+        // every call's future (which is moved and copied) several hundred bytes larger.
+        Box::pin(self.connect(addr)).await
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Conn, ConnectError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnectError::Timeout(addr))?

@@ -4,7 +4,6 @@
 //! is idempotent and its body was small enough to keep. Retries come out of the budget.
 
 use std::error::Error as _;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use serde_json::json;
 
 use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
-use crate::edge::{Listener, REQUEST_ID, caller_key};
+use crate::edge::{Caller, Listener, Peer, REQUEST_ID, caller};
 use crate::pool::{ConnectError, Pool, Returning};
 use crate::routes::Route;
 
@@ -114,18 +113,22 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The headers a worker gets: the caller's, without hop-by-hop ones, with the caller's
 /// address appended to `X-Forwarded-For`. Each attempt adds the worker as `Host`.
-fn upstream_headers(mut headers: HeaderMap, client: IpAddr) -> HeaderMap {
+fn upstream_headers(mut headers: HeaderMap, client: HeaderValue) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    let forwarded = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {client}"),
-        None => client.to_string(),
+    let forwarded = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(earlier) => {
+            let mut joined = Vec::with_capacity(earlier.len() + 2 + client.len());
+            joined.extend_from_slice(earlier);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or(client)
+        }
+        None => client,
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
+    headers.insert(X_FORWARDED_FOR, forwarded);
     headers
 }
 
@@ -205,7 +208,7 @@ pub fn is_service_call(path: &str) -> bool {
 pub async fn forward(
     app: &Shared,
     pool: Arc<Pool>,
-    peer: SocketAddr,
+    peer: &Peer,
     listener: Listener,
     request: Request,
 ) -> Response {
@@ -227,7 +230,11 @@ pub async fn forward(
             format!("{:?} is not a path a worker can be sent", parts.uri.path()),
         );
     };
-    let (client, key) = caller_key(&parts.headers, peer, listener, app.rate_limit.as_ref());
+    let Caller {
+        written: client,
+        key,
+        ..
+    } = caller(&parts.headers, peer, listener, app.rate_limit.as_ref());
     let route = {
         let mut c = app.lock();
         if let (Some(limiter), Some(key)) = (c.rate_limiter.as_mut(), key.as_deref())
@@ -548,7 +555,7 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("api.rmatool.org.uk"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         headers.insert("x-request-id", HeaderValue::from_static("abc"));
-        let out = upstream_headers(headers, IpAddr::from([198, 51, 100, 4]));
+        let out = upstream_headers(headers, HeaderValue::from_static("198.51.100.4"));
         assert!(out.get("x-secret").is_none());
         assert!(out.get(header::CONNECTION).is_none());
         assert!(out.get(header::TRANSFER_ENCODING).is_none());

@@ -12,9 +12,10 @@
 //! runtime, handing each call between threads, about a fifth of its CPU per call.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -31,7 +32,7 @@ use tower::{Layer as _, ServiceExt as _};
 use tower_http::cors::CorsLayer;
 
 use crate::app::Shared;
-use crate::edge::{self, Listener};
+use crate::edge::{self, Listener, Peer};
 use crate::pool::Pool;
 use crate::proxy;
 
@@ -56,24 +57,19 @@ impl Edge {
     ///
     /// Both branches are boxed: a call's future is moved several times on its way into
     /// hyper (each move a copy of its whole state), so it holds pointers, not state.
-    pub async fn call(
-        self: Arc<Self>,
-        pool: Arc<Pool>,
-        peer: SocketAddr,
-        request: Request,
-    ) -> Response {
+    pub async fn call(self: Arc<Self>, pool: Arc<Pool>, peer: Peer, request: Request) -> Response {
         edge::with_request_id(request, |mut request| async move {
             if proxy::is_service_call(request.uri().path()) {
                 Box::pin(proxy::forward(
                     &self.app,
                     pool,
-                    peer,
+                    &peer,
                     self.listener,
                     request,
                 ))
                 .await
             } else {
-                request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(ConnectInfo(peer.addr));
                 match Box::pin(self.router.clone().oneshot(request)).await {
                     Ok(response) => response,
                     Err(never) => match never {},
@@ -169,16 +165,13 @@ pub async fn serve(
                     return;
                 }
             };
-            let cors = edge.cors.clone();
-            let calls = tower::service_fn(move |request: hyper::Request<Incoming>| {
-                let edge = edge.clone();
-                let pool = pool.clone();
-                async move {
-                    Ok::<_, Infallible>(edge.call(pool, peer, request.map(Body::new)).await)
-                }
-            });
-            let served = match cors {
-                Some(cors) => connection(stream, cors.layer(calls)).await,
+            let calls = Calls {
+                edge,
+                pool,
+                peer: Peer::new(peer),
+            };
+            let served = match calls.edge.cors.clone() {
+                Some(cors) => connection(stream, TowerToHyperService::new(cors.layer(calls))).await,
                 None => connection(stream, calls).await,
             };
             if let Err(e) = served {
@@ -188,17 +181,57 @@ pub async fn serve(
     }
 }
 
+/// The calls on one connection. A hyper service itself, so a call without CORS goes from
+/// hyper straight to [`Edge::call`]; a tower service too, for the CORS layer.
+#[derive(Clone)]
+struct Calls {
+    edge: Arc<Edge>,
+    pool: Arc<Pool>,
+    peer: Peer,
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl Calls {
+    fn answer(&self, request: hyper::Request<Incoming>) -> Answer {
+        let (edge, pool, peer) = (self.edge.clone(), self.pool.clone(), self.peer.clone());
+        Box::pin(async move { Ok(edge.call(pool, peer, request.map(Body::new)).await) })
+    }
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Calls {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Answer {
+        self.answer(request)
+    }
+}
+
+impl tower::Service<hyper::Request<Incoming>> for Calls {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: hyper::Request<Incoming>) -> Answer {
+        self.answer(request)
+    }
+}
+
 async fn connection<S>(stream: TcpStream, service: S) -> hyper::Result<()>
 where
-    S: tower::Service<hyper::Request<Incoming>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = Response, Error = Infallible>
         + 'static,
     S::Future: Send + 'static,
 {
     hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .serve_connection(TokioIo::new(stream), service)
         .await
 }
