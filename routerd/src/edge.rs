@@ -4,8 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
 use axum::response::Response;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -101,9 +100,9 @@ fn new_request_id() -> HeaderValue {
 /// to the worker) and back to the caller, and logs the call with it (target
 /// `routerd::access`). No span: a span per call costs more than the rest of the call's
 /// bookkeeping, so the few events a call may log name the request ID themselves.
-pub async fn with_request_id<F, Fut>(mut request: Request, handler: F) -> Response
+pub async fn with_request_id<B, F, Fut>(mut request: Request<B>, handler: F) -> Response
 where
-    F: FnOnce(Request) -> Fut,
+    F: FnOnce(Request<B>) -> Fut,
     Fut: Future<Output = Response>,
 {
     let id = match request.headers().get(&REQUEST_ID) {

@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::body::Body;
-use http_body_util::BodyExt as _;
+use http_body_util::{BodyExt as _, Full};
 use tokio::task::JoinSet;
 
 use crate::app::Shared;
+use crate::pool::Outgoing;
 
 /// Health bodies are read (so the connection can be pooled) up to this size.
 const MAX_HEALTH_BODY: usize = 64 << 10;
@@ -21,7 +21,7 @@ pub async fn probe(app: &Shared, addr: SocketAddr, path: &str, timeout: Duration
         let request = hyper::Request::get(path)
             .header(hyper::header::HOST, addr.to_string())
             .header(hyper::header::USER_AGENT, "routerd-health")
-            .body(Body::empty())
+            .body(Outgoing::Left(Full::default()))
             .ok()?;
         let response = conn.sender.send_request(request).await.ok()?;
         let passed = response.status().is_success() || response.status().is_redirection();

@@ -11,12 +11,17 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub type Sender = SendRequest<Body>;
+/// A request body on its way to a worker: bytes in hand (most calls, sent again on a retry;
+/// not boxed), or a stream passed through once.
+pub type Outgoing = Either<Full<Bytes>, Body>;
+
+pub type Sender = SendRequest<Outgoing>;
 
 type Idle = HashMap<SocketAddr, Vec<Sender>, foldhash::fast::RandomState>;
 

@@ -8,19 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::Body as _;
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
 use crate::edge::{Caller, Listener, Peer, REQUEST_ID, caller};
-use crate::pool::{ConnectError, Pool, Returning};
+use crate::pool::{ConnectError, Outgoing, Pool, Returning};
 use crate::routes::Route;
 
 /// Attempts per call: the first and one retry.
@@ -82,10 +82,10 @@ enum Payload {
 }
 
 impl Payload {
-    fn take(&mut self) -> Body {
+    fn take(&mut self) -> Outgoing {
         match self {
-            Self::Kept(bytes) => Body::from(bytes.clone()),
-            Self::Streamed(body) => std::mem::take(body),
+            Self::Kept(bytes) => Outgoing::Left(Full::new(bytes.clone())),
+            Self::Streamed(body) => Outgoing::Right(std::mem::take(body)),
         }
     }
 }
@@ -162,7 +162,7 @@ async fn attempt(
     target: &Uri,
     headers: HeaderMap,
     payload: &mut Payload,
-) -> Result<(hyper::Response<hyper::body::Incoming>, crate::pool::Sender), Failure> {
+) -> Result<(hyper::Response<Incoming>, crate::pool::Sender), Failure> {
     let mut conn = pool.checkout(worker.addr).await.map_err(|e| match e {
         ConnectError::Timeout(_) => Failure::NotSent("connect_timeout", e.to_string()),
         _ => Failure::NotSent("connect", e.to_string()),
@@ -180,8 +180,10 @@ async fn attempt(
             let cause = e.error().to_string();
             if let Some(unsent) = e.take_message() {
                 // The connection closed before the request went out: the body is back.
-                if let Payload::Streamed(body) = payload {
-                    *body = unsent.into_body();
+                if let (Payload::Streamed(body), Outgoing::Right(unsent)) =
+                    (payload, unsent.into_body())
+                {
+                    *body = unsent;
                 }
                 let kind = if conn.reused {
                     "stale_connection"
@@ -210,7 +212,7 @@ pub async fn forward(
     pool: Arc<Pool>,
     peer: &Peer,
     listener: Listener,
-    request: Request,
+    request: hyper::Request<Incoming>,
 ) -> Response {
     let arrived = Instant::now();
     let (mut parts, body) = request.into_parts();
@@ -503,7 +505,7 @@ fn stream_back(
     pool: &Arc<Pool>,
     route: &Arc<Route>,
     worker: Candidate,
-    response: hyper::Response<hyper::body::Incoming>,
+    response: hyper::Response<Incoming>,
     sender: crate::pool::Sender,
 ) -> Response {
     let (mut parts, body) = response.into_parts();

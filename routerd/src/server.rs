@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::ConnectInfo;
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -57,8 +57,14 @@ impl Edge {
     ///
     /// Both branches are boxed: a call's future is moved several times on its way into
     /// hyper (each move a copy of its whole state), so it holds pointers, not state.
-    pub async fn call(self: Arc<Self>, pool: Arc<Pool>, peer: Peer, request: Request) -> Response {
-        edge::with_request_id(request, |mut request| async move {
+    /// A service call's body goes to the worker as hyper read it; other routes get axum's.
+    pub async fn call(
+        self: Arc<Self>,
+        pool: Arc<Pool>,
+        peer: Peer,
+        request: hyper::Request<Incoming>,
+    ) -> Response {
+        edge::with_request_id(request, |request| async move {
             if proxy::is_service_call(request.uri().path()) {
                 Box::pin(proxy::forward(
                     &self.app,
@@ -69,6 +75,7 @@ impl Edge {
                 ))
                 .await
             } else {
+                let mut request = request.map(Body::new);
                 request.extensions_mut().insert(ConnectInfo(peer.addr));
                 match Box::pin(self.router.clone().oneshot(request)).await {
                     Ok(response) => response,
@@ -195,7 +202,7 @@ type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>
 impl Calls {
     fn answer(&self, request: hyper::Request<Incoming>) -> Answer {
         let (edge, pool, peer) = (self.edge.clone(), self.pool.clone(), self.peer.clone());
-        Box::pin(async move { Ok(edge.call(pool, peer, request.map(Body::new)).await) })
+        Box::pin(async move { Ok(edge.call(pool, peer, request).await) })
     }
 }
 
