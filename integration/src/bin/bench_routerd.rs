@@ -405,7 +405,7 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let connections = env_number("BENCH_CONNECTIONS", 64);
-    let reps = env_number("BENCH_REPS", 3);
+    let reps = env_number("BENCH_REPS", 5);
     for round in 1..=reps {
         for t in &mut targets {
             let s = wrk(&lab, &ns, t, &saturated, connections)?;
