@@ -313,21 +313,20 @@ pub async fn forward(
     let request_id = parts.headers.get(REQUEST_ID).cloned();
     let headers = upstream_headers(std::mem::take(&mut parts.headers), client);
     let deadline = arrived + spec.timeout;
-    // Workers already tried; the first attempt's pick uses the arrival time as its clock.
+    // Workers already tried (filled only when an attempt fails).
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut last: Option<Response> = None;
     loop {
         let pick = {
             let mut c = app.lock();
-            let now = if tried.is_empty() {
+            if tried.is_empty() {
                 c.retry_budget.called();
-                arrived
-            } else {
-                Instant::now()
-            };
-            let pick = c.balancer.pick(service, &route.workers, &tried, now, |n| {
-                fastrand::usize(..n)
-            });
+            }
+            let pick = c
+                .balancer
+                .pick(service, &route.workers, &tried, Instant::now(), |n| {
+                    fastrand::usize(..n)
+                });
             if let Pick::Worker(w) = &pick {
                 c.balancer.started(service, &w.worker);
             }
@@ -377,10 +376,10 @@ pub async fn forward(
                     status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE;
                 if !unavailable {
                     // One lock for the worker's success and the call's figures.
+                    let now = Instant::now();
                     let mut c = app.lock();
-                    c.balancer.succeeded(service, &worker.worker, arrived);
-                    c.stats
-                        .answered(service, status.as_u16(), arrived.elapsed());
+                    c.balancer.succeeded(service, &worker.worker, now);
+                    c.stats.answered(service, status.as_u16(), now - arrived);
                     drop(c);
                     return stream_back(app, &pool, &route, worker, response, sender);
                 }

@@ -53,11 +53,11 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Answers one request from `peer`, with worker connections from `pool`.
+    /// Answers one request from `peer`, with worker connections from `pool`. A service
+    /// call's body goes to the worker as hyper read it; the other routes get axum's body.
     ///
     /// Both branches are boxed: a call's future is moved several times on its way into
     /// hyper (each move a copy of its whole state), so it holds pointers, not state.
-    /// A service call's body goes to the worker as hyper read it; other routes get axum's.
     pub async fn call(
         self: Arc<Self>,
         pool: Arc<Pool>,
