@@ -13,8 +13,9 @@ pub use crate::routes::Candidate;
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pick {
-    Worker(Candidate),
+pub enum Pick<'a> {
+    /// One of the candidates (the call's route holds them).
+    Worker(&'a Candidate),
     /// Workers are registered but none can take the call (unhealthy, or already tried).
     NoneHealthy {
         registered: usize,
@@ -122,13 +123,13 @@ impl Balancer {
     /// The workers of `candidates` not in `tried` that may take a call: the available ones
     /// or, when none is, the healthy ones. Ejection never takes the last worker out; if
     /// health checks later took the others, an ejected but healthy worker is better than none.
-    fn eligible<'a>(
+    fn eligible<'a, 'c: 'a>(
         &'a self,
         service: &'a str,
-        candidates: &'a [Candidate],
+        candidates: &'c [Candidate],
         tried: &'a [Arc<str>],
         now: Instant,
-    ) -> impl Iterator<Item = &'a Candidate> + Clone + 'a {
+    ) -> impl Iterator<Item = &'c Candidate> + Clone + 'a {
         let untried = candidates
             .iter()
             .filter(move |c| !tried.contains(&c.worker));
@@ -146,20 +147,20 @@ impl Balancer {
 
     /// Chooses among `candidates` (the registry's workers for `service`), skipping the
     /// workers in `tried`. `random(n)` returns a number below `n`.
-    pub fn pick(
+    pub fn pick<'c>(
         &mut self,
         service: &str,
-        candidates: &[Candidate],
+        candidates: &'c [Candidate],
         tried: &[Arc<str>],
         now: Instant,
         mut random: impl FnMut(usize) -> usize,
-    ) -> Pick {
+    ) -> Pick<'c> {
         if candidates.is_empty() {
             return Pick::NoWorkers;
         }
         let (chosen, next_round_robin) = {
             let eligible = self.eligible(service, candidates, tried, now);
-            let nth = |i: usize| eligible.clone().nth(i).cloned();
+            let nth = |i: usize| eligible.clone().nth(i);
             match eligible.clone().count() {
                 0 => {
                     return Pick::NoneHealthy {
@@ -175,9 +176,8 @@ impl Balancer {
                     Balance::LeastOutstanding => {
                         let a = random(n);
                         let b = (a + 1 + random(n - 1)) % n;
-                        let load = |c: &Option<Candidate>| {
-                            c.as_ref()
-                                .and_then(|c| self.state(service, &c.worker))
+                        let load = |c: &Option<&Candidate>| {
+                            c.and_then(|c| self.state(service, &c.worker))
                                 .map_or(0, |s| s.outstanding)
                         };
                         let (a, b) = (nth(a), nth(b));

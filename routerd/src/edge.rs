@@ -96,33 +96,51 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// Gives each call an `X-Request-Id` (the caller's if usable), passes it to `handler` (and so
-/// to the worker) and back to the caller, and logs the call with it (target
-/// `routerd::access`). No span: a span per call costs more than the rest of the call's
-/// bookkeeping, so the few events a call may log name the request ID themselves.
-pub async fn with_request_id<B, F, Fut>(mut request: Request<B>, handler: F) -> Response
-where
-    F: FnOnce(Request<B>) -> Fut,
-    Fut: Future<Output = Response>,
-{
-    let id = match request.headers().get(&REQUEST_ID) {
-        Some(v) if usable(v) => v.clone(),
-        _ => new_request_id(),
-    };
-    request.headers_mut().insert(REQUEST_ID, id.clone());
-    let access = tracing::enabled!(target: "routerd::access", tracing::Level::INFO).then(|| {
-        (
-            request.method().clone(),
-            request.uri().path().to_owned(),
-            Instant::now(),
-        )
-    });
-    let mut response = handler(request).await;
-    if let Some((method, path, started)) = access {
-        tracing::info!(target: "routerd::access", request_id = id.to_str().unwrap_or_default(), %method, %path, status = response.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1000.0, "call");
+/// A call's `X-Request-Id` (the caller's if usable, else a new one), and what its access-log
+/// line needs (target `routerd::access`). Taken when the request arrives ([`Stamp::take`]):
+/// the ID then goes to the handler (and so to the worker) with the request; it goes back to
+/// the caller, and the call is logged, when the response is ready ([`Stamp::finish`]). No
+/// span: a span per call costs more than the rest of the call's bookkeeping, so the few
+/// events a call may log name the request ID themselves.
+#[derive(Debug)]
+pub struct Stamp {
+    id: HeaderValue,
+    /// Only when the access log is on.
+    access: Option<Box<Access>>,
+}
+
+#[derive(Debug)]
+struct Access {
+    method: Method,
+    path: String,
+    started: Instant,
+}
+
+impl Stamp {
+    pub fn take<B>(request: &mut Request<B>) -> Self {
+        let id = match request.headers().get(&REQUEST_ID) {
+            Some(v) if usable(v) => v.clone(),
+            _ => new_request_id(),
+        };
+        request.headers_mut().insert(REQUEST_ID, id.clone());
+        let access =
+            tracing::enabled!(target: "routerd::access", tracing::Level::INFO).then(|| {
+                Box::new(Access {
+                    method: request.method().clone(),
+                    path: request.uri().path().to_owned(),
+                    started: Instant::now(),
+                })
+            });
+        Self { id, access }
     }
-    response.headers_mut().insert(REQUEST_ID, id);
-    response
+
+    pub fn finish(self, mut response: Response) -> Response {
+        if let Some(a) = self.access {
+            tracing::info!(target: "routerd::access", request_id = self.id.to_str().unwrap_or_default(), method = %a.method, path = %a.path, status = response.status().as_u16(), ms = a.started.elapsed().as_secs_f64() * 1000.0, "call");
+        }
+        response.headers_mut().insert(REQUEST_ID, self.id);
+        response
+    }
 }
 
 /// CORS for the configured origins only; `None` when there are none (browsers then refuse

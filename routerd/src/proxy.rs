@@ -154,307 +154,341 @@ fn too_large(e: &hyper::Error) -> bool {
     false
 }
 
-/// Sends one attempt to `worker`.
-async fn attempt(
-    pool: &Pool,
-    worker: &Candidate,
-    method: &Method,
-    target: &Uri,
-    headers: HeaderMap,
-    payload: &mut Payload,
-) -> Result<(hyper::Response<Incoming>, crate::pool::Sender), Failure> {
-    let mut conn = pool.checkout(worker.addr).await.map_err(|e| match e {
-        ConnectError::Timeout(_) => Failure::NotSent("connect_timeout", e.to_string()),
-        _ => Failure::NotSent("connect", e.to_string()),
-    })?;
-    let mut request = hyper::Request::new(payload.take());
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = target.clone();
-    *request.headers_mut() = headers;
-    request
-        .headers_mut()
-        .insert(header::HOST, worker.host.clone());
-    match conn.sender.try_send_request(request).await {
-        Ok(response) => Ok((response, conn.sender)),
-        Err(mut e) => {
-            let cause = e.error().to_string();
-            if let Some(unsent) = e.take_message() {
-                // The connection closed before the request went out: the body is back.
-                if let (Payload::Streamed(body), Outgoing::Right(unsent)) =
-                    (payload, unsent.into_body())
-                {
-                    *body = unsent;
-                }
-                let kind = if conn.reused {
-                    "stale_connection"
-                } else {
-                    "connect"
-                };
-                return Err(Failure::NotSent(kind, cause));
-            }
-            if too_large(e.error()) {
-                return Err(Failure::TooLarge);
-            }
-            Err(Failure::Sent("reset", cause))
-        }
-    }
-}
-
 /// Whether `path` is a service call: `/service/{service}/...` or `/api/service/{type}/...`.
 pub fn is_service_call(path: &str) -> bool {
     path.starts_with("/service/") || path.starts_with("/api/service/")
 }
 
-/// `ANY /service/{service}/{*path}` and `ANY /api/service/{type}/{*path}`, from `peer` on
-/// `listener`, with connections to workers from `pool` (the serving thread's).
-pub async fn forward(
-    app: &Shared,
-    pool: Arc<Pool>,
-    peer: &Peer,
-    listener: Listener,
-    request: hyper::Request<Incoming>,
-) -> Response {
-    let arrived = Instant::now();
-    let (mut parts, body) = request.into_parts();
-    let Some((alias, target)) = split_target(&parts.uri) else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            "",
-            "unknown_route",
-            format!("no route for {}", parts.uri.path()),
-        );
-    };
-    let Ok(target) = Uri::from_maybe_shared(Bytes::from(target)) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            alias,
-            "bad_path",
-            format!("{:?} is not a path a worker can be sent", parts.uri.path()),
-        );
-    };
-    let Caller {
-        written: client,
-        key,
-        ..
-    } = caller(&parts.headers, peer, listener, app.rate_limit.as_ref());
-    let route = {
-        let mut c = app.lock();
-        if let (Some(limiter), Some(key)) = (c.rate_limiter.as_mut(), key.as_deref())
-            && let Err(wait) = limiter.check(key, arrived)
-        {
-            c.stats.rate_limited += 1;
-            let mut response = refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                alias,
-                "rate_limited",
-                format!("rate limit reached; retry in {} ms", wait.as_millis()),
-            );
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-            return response;
-        }
-        c.registry.route(alias)
-    };
-    let Some(route) = route else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            alias,
-            "unknown_service",
-            format!("no service called {alias:?}"),
-        );
-    };
-    let (service, spec) = (route.service.as_str(), &route.spec);
+/// A service call whose request head has been read and let in: its route, and what every
+/// attempt sends. Checking a call is synchronous ([`Call::admit`]); only sending it waits
+/// ([`Call::send`]). The split keeps a call's future small (it is written to the heap once per
+/// call, and copied whole when moved), where one async fn would hold the request twice: as
+/// its argument and as its locals.
+#[derive(Debug)]
+pub struct Call {
+    route: Arc<Route>,
+    method: Method,
+    target: Uri,
+    /// The worker's headers but `Host` ([`upstream_headers`]).
+    headers: HeaderMap,
+    /// The body is read into memory before the first attempt, so that it can be sent again.
+    keep: bool,
+    arrived: Instant,
+}
 
-    let declared = body.size_hint().exact().or_else(|| {
-        parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-    });
-    if declared.is_some_and(|n| n > spec.max_body) {
-        return finish(
-            app,
-            service,
-            arrived,
-            refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                service,
-                "body_too_large",
-                format!("{service} takes bodies up to {} bytes", spec.max_body),
-            ),
-        );
-    }
-    let keepable = idempotent(&parts.method)
-        && (body.is_end_stream() || declared.is_some_and(|n| n <= app.routing.retry_buffer));
-    let limit = usize::try_from(spec.max_body).unwrap_or(usize::MAX);
-    let mut payload = if keepable {
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => Payload::Kept(collected.to_bytes()),
-            Err(e) => {
-                return finish(
-                    app,
-                    service,
-                    arrived,
-                    refuse(
-                        StatusCode::BAD_REQUEST,
-                        service,
-                        "body_unreadable",
-                        format!("request body: {e}"),
-                    ),
-                );
-            }
-        }
-    } else {
-        Payload::Streamed(Body::new(Limited::new(body, limit)))
-    };
-
-    let request_id = parts.headers.get(REQUEST_ID).cloned();
-    let headers = upstream_headers(std::mem::take(&mut parts.headers), client);
-    let deadline = arrived + spec.timeout;
-    // Workers already tried (filled only when an attempt fails).
-    let mut tried: Vec<Arc<str>> = Vec::new();
-    let mut last: Option<Response> = None;
-    loop {
-        let pick = {
-            let mut c = app.lock();
-            if tried.is_empty() {
-                c.retry_budget.called();
-            }
-            let pick = c
-                .balancer
-                .pick(service, &route.workers, &tried, Instant::now(), |n| {
-                    fastrand::usize(..n)
-                });
-            if let Pick::Worker(w) = &pick {
-                c.balancer.started(service, &w.worker);
-            }
-            pick
+impl Call {
+    /// `ANY /service/{service}/{*path}` or `ANY /api/service/{type}/{*path}` from `peer` on
+    /// `listener`, checked: its service and target, its caller's rate limit and its declared
+    /// body size; with its body, for [`Call::send`]. `Err` is the answer for a call that goes
+    /// no further.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the call is larger than the refusal; either is moved once, to its caller"
+    )]
+    pub fn admit(
+        app: &Shared,
+        peer: &Peer,
+        listener: Listener,
+        request: hyper::Request<Incoming>,
+    ) -> Result<(Self, Incoming), Response> {
+        let arrived = Instant::now();
+        let (parts, body) = request.into_parts();
+        let Some((alias, target)) = split_target(&parts.uri) else {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                "",
+                "unknown_route",
+                format!("no route for {}", parts.uri.path()),
+            ));
         };
-        let worker = match pick {
-            Pick::Worker(w) => w,
-            Pick::NoWorkers => {
-                let r = refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    service,
-                    "no_workers",
-                    format!("no worker is registered for {service}"),
+        let Ok(target) = Uri::from_maybe_shared(Bytes::from(target)) else {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                alias,
+                "bad_path",
+                format!("{:?} is not a path a worker can be sent", parts.uri.path()),
+            ));
+        };
+        let Caller {
+            written: client,
+            key,
+            ..
+        } = caller(&parts.headers, peer, listener, app.rate_limit.as_ref());
+        let route = {
+            let mut c = app.lock();
+            if let (Some(limiter), Some(key)) = (c.rate_limiter.as_mut(), key.as_deref())
+                && let Err(wait) = limiter.check(key, arrived)
+            {
+                c.stats.rate_limited += 1;
+                let mut response = refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    alias,
+                    "rate_limited",
+                    format!("rate limit reached; retry in {} ms", wait.as_millis()),
                 );
-                return finish(app, service, arrived, r);
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                return Err(response);
             }
-            Pick::NoneHealthy { registered } => {
-                let r = last.unwrap_or_else(|| {
-                    refuse(
+            c.registry.route(alias)
+        };
+        let Some(route) = route else {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                alias,
+                "unknown_service",
+                format!("no service called {alias:?}"),
+            ));
+        };
+        let (service, spec) = (route.service.as_str(), &route.spec);
+        let declared = body.size_hint().exact().or_else(|| {
+            parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        });
+        if declared.is_some_and(|n| n > spec.max_body) {
+            return Err(finish(
+                app,
+                service,
+                arrived,
+                refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    service,
+                    "body_too_large",
+                    format!("{service} takes bodies up to {} bytes", spec.max_body),
+                ),
+            ));
+        }
+        let keep = idempotent(&parts.method)
+            && (body.is_end_stream() || declared.is_some_and(|n| n <= app.routing.retry_buffer));
+        let call = Self {
+            method: parts.method,
+            target,
+            headers: upstream_headers(parts.headers, client),
+            keep,
+            arrived,
+            route,
+        };
+        Ok((call, body))
+    }
+
+    /// The request body as the attempts send it; `Err` is the answer when it cannot be read.
+    async fn payload(&self, app: &Shared, body: Incoming) -> Result<Payload, Response> {
+        let service = self.route.service.as_str();
+        let limit = usize::try_from(self.route.spec.max_body).unwrap_or(usize::MAX);
+        if !self.keep {
+            return Ok(Payload::Streamed(Body::new(Limited::new(body, limit))));
+        }
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(Payload::Kept(collected.to_bytes())),
+            Err(e) => Err(finish(
+                app,
+                service,
+                self.arrived,
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    service,
+                    "body_unreadable",
+                    format!("request body: {e}"),
+                ),
+            )),
+        }
+    }
+
+    /// Sends one attempt to `worker`: the response head, and the connection its body comes on.
+    async fn attempt(
+        &self,
+        pool: &Pool,
+        worker: &Candidate,
+        payload: &mut Payload,
+    ) -> Result<(hyper::Response<Incoming>, crate::pool::Sender), Failure> {
+        let mut conn = pool.checkout(worker.addr).await.map_err(|e| match e {
+            ConnectError::Timeout(_) => Failure::NotSent("connect_timeout", e.to_string()),
+            _ => Failure::NotSent("connect", e.to_string()),
+        })?;
+        // In a block, so that the request (moved into the channel to the connection) takes
+        // no room in this future while the response is awaited.
+        let sent = {
+            let mut request = hyper::Request::new(payload.take());
+            *request.method_mut() = self.method.clone();
+            *request.uri_mut() = self.target.clone();
+            *request.headers_mut() = self.headers.clone();
+            request
+                .headers_mut()
+                .insert(header::HOST, worker.host.clone());
+            conn.sender.try_send_request(request)
+        };
+        match sent.await {
+            Ok(response) => Ok((response, conn.sender)),
+            Err(mut e) => {
+                let cause = e.error().to_string();
+                if let Some(unsent) = e.take_message() {
+                    // The connection closed before the request went out: the body is back.
+                    if let (Payload::Streamed(body), Outgoing::Right(unsent)) =
+                        (payload, unsent.into_body())
+                    {
+                        *body = unsent;
+                    }
+                    let kind = if conn.reused {
+                        "stale_connection"
+                    } else {
+                        "connect"
+                    };
+                    return Err(Failure::NotSent(kind, cause));
+                }
+                if too_large(e.error()) {
+                    return Err(Failure::TooLarge);
+                }
+                Err(Failure::Sent("reset", cause))
+            }
+        }
+    }
+
+    /// Sends the call, with `body`, to one of its service's workers, on connections from
+    /// `pool` (the serving thread's), and returns the answer: the worker's response, its body
+    /// streamed through, or routerd's refusal.
+    pub async fn send(&self, app: &Shared, pool: &Arc<Pool>, body: Incoming) -> Response {
+        let mut payload = match self.payload(app, body).await {
+            Ok(payload) => payload,
+            Err(response) => return response,
+        };
+        let call = self;
+        let (route, arrived) = (&call.route, call.arrived);
+        let (service, spec) = (route.service.as_str(), &route.spec);
+        let deadline = arrived + spec.timeout;
+        // Workers already tried (filled only when an attempt fails).
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        // The last failure's answer: status, reason and message.
+        let mut last: Option<(StatusCode, &'static str, String)> = None;
+        loop {
+            let pick = {
+                let mut c = app.lock();
+                if tried.is_empty() {
+                    c.retry_budget.called();
+                }
+                let pick = c
+                    .balancer
+                    .pick(service, &route.workers, &tried, Instant::now(), |n| {
+                        fastrand::usize(..n)
+                    });
+                if let Pick::Worker(w) = pick {
+                    c.balancer.started(service, &w.worker);
+                }
+                pick
+            };
+            let worker = match pick {
+                Pick::Worker(w) => w,
+                Pick::NoWorkers => {
+                    let r = refuse(
                         StatusCode::SERVICE_UNAVAILABLE,
                         service,
-                        "no_healthy_workers",
-                        format!("none of the {registered} workers for {service} is healthy"),
-                    )
-                });
-                return finish(app, service, arrived, r);
-            }
-        };
-        let outcome = tokio::time::timeout_at(
-            deadline.into(),
-            attempt(
-                &pool,
-                &worker,
-                &parts.method,
-                &target,
-                headers.clone(),
-                &mut payload,
-            ),
-        )
-        .await
-        .unwrap_or(Err(Failure::TimedOut));
-        let retryable_sent = matches!(payload, Payload::Kept(_));
-        match outcome {
-            Ok((response, sender)) => {
-                let status = response.status();
-                let unavailable =
-                    status == StatusCode::BAD_GATEWAY || status == StatusCode::SERVICE_UNAVAILABLE;
-                if !unavailable {
-                    // One lock for the worker's success and the call's figures.
-                    let now = Instant::now();
-                    let mut c = app.lock();
-                    c.balancer.succeeded(service, &worker.worker, now);
-                    c.stats.answered(service, status.as_u16(), now - arrived);
-                    drop(c);
-                    return stream_back(app, &pool, &route, worker, response, sender);
-                }
-                note_failure(app, service, &worker, &route.workers, "status_5xx");
-                tried.push(worker.worker.clone());
-                if retryable_sent && retry(app, service, &tried, "status_5xx") {
-                    done(app, service, &worker.worker);
-                    drop(response);
-                    continue;
-                }
-                let response = stream_back(app, &pool, &route, worker, response, sender);
-                return finish(app, service, arrived, response);
-            }
-            Err(failure) => {
-                done(app, service, &worker.worker);
-                tried.push(worker.worker.clone());
-                let (status, reason, message, may_retry) = match failure {
-                    Failure::NotSent(kind, cause) => {
-                        if kind != "stale_connection" {
-                            note_failure(app, service, &worker, &route.workers, kind);
-                        }
-                        (StatusCode::BAD_GATEWAY, kind, cause, true)
-                    }
-                    Failure::Sent(kind, cause) => {
-                        note_failure(app, service, &worker, &route.workers, kind);
-                        (StatusCode::BAD_GATEWAY, kind, cause, retryable_sent)
-                    }
-                    Failure::TooLarge => {
-                        let r = refuse(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            service,
-                            "body_too_large",
-                            format!("{service} takes bodies up to {} bytes", spec.max_body),
-                        );
-                        return finish(app, service, arrived, r);
-                    }
-                    Failure::TimedOut => {
-                        app.lock().stats.upstream_error(service, "timeout");
-                        let r = refuse(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            service,
-                            "timeout",
-                            format!(
-                                "{} did not answer within {} ms",
-                                worker.worker,
-                                spec.timeout.as_millis()
-                            ),
-                        );
-                        return finish(app, service, arrived, r);
-                    }
-                };
-                tracing::warn!(
-                    request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default(),
-                    service, worker = %worker.worker, reason, error = %message,
-                    "call to worker failed"
-                );
-                last = Some(refuse(
-                    status,
-                    service,
-                    reason,
-                    format!("{}: {message}", worker.worker),
-                ));
-                // A closed pooled connection is retried without spending the budget.
-                let free = reason == "stale_connection" && tried.len() <= ATTEMPTS;
-                if free {
-                    tried.pop();
-                    continue;
-                }
-                if !(may_retry && retry(app, service, &tried, reason)) {
-                    return finish(
-                        app,
-                        service,
-                        arrived,
-                        last.unwrap_or_else(|| status.into_response()),
+                        "no_workers",
+                        format!("no worker is registered for {service}"),
                     );
+                    return finish(app, service, arrived, r);
+                }
+                Pick::NoneHealthy { registered } => {
+                    let r = match last {
+                        Some((status, reason, message)) => refuse(status, service, reason, message),
+                        None => refuse(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            service,
+                            "no_healthy_workers",
+                            format!("none of the {registered} workers for {service} is healthy"),
+                        ),
+                    };
+                    return finish(app, service, arrived, r);
+                }
+            };
+            let outcome =
+                tokio::time::timeout_at(deadline.into(), call.attempt(pool, worker, &mut payload))
+                    .await
+                    .unwrap_or(Err(Failure::TimedOut));
+            let retryable_sent = matches!(payload, Payload::Kept(_));
+            match outcome {
+                Ok((response, sender)) => {
+                    let status = response.status();
+                    let unavailable = status == StatusCode::BAD_GATEWAY
+                        || status == StatusCode::SERVICE_UNAVAILABLE;
+                    if !unavailable {
+                        // One lock for the worker's success and the call's figures.
+                        let now = Instant::now();
+                        let mut c = app.lock();
+                        c.balancer.succeeded(service, &worker.worker, now);
+                        c.stats.answered(service, status.as_u16(), now - arrived);
+                        drop(c);
+                        return stream_back(app, pool, route, worker, response, sender);
+                    }
+                    note_failure(app, service, worker, &route.workers, "status_5xx");
+                    tried.push(worker.worker.clone());
+                    if retryable_sent && retry(app, service, &tried, "status_5xx") {
+                        done(app, service, &worker.worker);
+                        drop(response);
+                        continue;
+                    }
+                    let response = stream_back(app, pool, route, worker, response, sender);
+                    return finish(app, service, arrived, response);
+                }
+                Err(failure) => {
+                    done(app, service, &worker.worker);
+                    tried.push(worker.worker.clone());
+                    let (status, reason, message, may_retry) = match failure {
+                        Failure::NotSent(kind, cause) => {
+                            if kind != "stale_connection" {
+                                note_failure(app, service, worker, &route.workers, kind);
+                            }
+                            (StatusCode::BAD_GATEWAY, kind, cause, true)
+                        }
+                        Failure::Sent(kind, cause) => {
+                            note_failure(app, service, worker, &route.workers, kind);
+                            (StatusCode::BAD_GATEWAY, kind, cause, retryable_sent)
+                        }
+                        Failure::TooLarge => {
+                            let r = refuse(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                service,
+                                "body_too_large",
+                                format!("{service} takes bodies up to {} bytes", spec.max_body),
+                            );
+                            return finish(app, service, arrived, r);
+                        }
+                        Failure::TimedOut => {
+                            app.lock().stats.upstream_error(service, "timeout");
+                            let r = refuse(
+                                StatusCode::GATEWAY_TIMEOUT,
+                                service,
+                                "timeout",
+                                format!(
+                                    "{} did not answer within {} ms",
+                                    worker.worker,
+                                    spec.timeout.as_millis()
+                                ),
+                            );
+                            return finish(app, service, arrived, r);
+                        }
+                    };
+                    let request_id = call.headers.get(REQUEST_ID);
+                    tracing::warn!(
+                        request_id = request_id.and_then(|v| v.to_str().ok()).unwrap_or_default(),
+                        service, worker = %worker.worker, reason, error = %message,
+                        "call to worker failed"
+                    );
+                    let message = format!("{}: {message}", worker.worker);
+                    // A closed pooled connection is retried without spending the budget.
+                    let free = reason == "stale_connection" && tried.len() <= ATTEMPTS;
+                    if free {
+                        tried.pop();
+                        last = Some((status, reason, message));
+                        continue;
+                    }
+                    if !(may_retry && retry(app, service, &tried, reason)) {
+                        let r = refuse(status, service, reason, message);
+                        return finish(app, service, arrived, r);
+                    }
+                    last = Some((status, reason, message));
                 }
             }
         }
@@ -503,14 +537,14 @@ fn stream_back(
     app: &Shared,
     pool: &Arc<Pool>,
     route: &Arc<Route>,
-    worker: Candidate,
+    worker: &Candidate,
     response: hyper::Response<Incoming>,
     sender: crate::pool::Sender,
 ) -> Response {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let (app, route) = (app.clone(), route.clone());
-    let name = worker.worker;
+    let name = worker.worker.clone();
     let on_end = move || done(&app, &route.service, &name);
     let body = Returning::new(body, pool.clone(), worker.addr, sender, on_end);
     Response::from_parts(parts, Body::new(body))

@@ -1,7 +1,7 @@
 //! The HTTP/1.1 server both listeners run, on hyper directly. A service call
 //! (`/service/...`, `/api/service/...`) goes straight to the proxy; every other route goes
 //! through the axum router. Every call gets its request ID and access-log line here (see
-//! [`edge::with_request_id`]), and CORS, when configured, covers both.
+//! [`crate::edge::Stamp`]), and CORS, when configured, covers both.
 //!
 //! Connections are accepted on the main runtime and served by [`Servers`]: one thread per
 //! core, each with a single-threaded runtime and its own pool of connections to workers, so a
@@ -32,9 +32,9 @@ use tower::{Layer as _, ServiceExt as _};
 use tower_http::cors::CorsLayer;
 
 use crate::app::Shared;
-use crate::edge::{self, Listener, Peer};
+use crate::edge::{Listener, Peer, Stamp};
 use crate::pool::Pool;
-use crate::proxy;
+use crate::proxy::{self, Call};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,41 +50,6 @@ pub struct Edge {
     pub router: Router,
     pub listener: Listener,
     pub cors: Option<CorsLayer>,
-}
-
-impl Edge {
-    /// Answers one request from `peer`, with worker connections from `pool`. A service
-    /// call's body goes to the worker as hyper read it; the other routes get axum's body.
-    ///
-    /// Both branches are boxed: a call's future is moved several times on its way into
-    /// hyper (each move a copy of its whole state), so it holds pointers, not state.
-    pub async fn call(
-        self: Arc<Self>,
-        pool: Arc<Pool>,
-        peer: Peer,
-        request: hyper::Request<Incoming>,
-    ) -> Response {
-        edge::with_request_id(request, |request| async move {
-            if proxy::is_service_call(request.uri().path()) {
-                Box::pin(proxy::forward(
-                    &self.app,
-                    pool,
-                    &peer,
-                    self.listener,
-                    request,
-                ))
-                .await
-            } else {
-                let mut request = request.map(Body::new);
-                request.extensions_mut().insert(ConnectInfo(peer.addr));
-                match Box::pin(self.router.clone().oneshot(request)).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                }
-            }
-        })
-        .await
-    }
 }
 
 /// The threads that serve connections.
@@ -189,7 +154,7 @@ pub async fn serve(
 }
 
 /// The calls on one connection. A hyper service itself, so a call without CORS goes from
-/// hyper straight to [`Edge::call`]; a tower service too, for the CORS layer.
+/// hyper straight to [`Calls::answer`]; a tower service too, for the CORS layer.
 #[derive(Clone)]
 struct Calls {
     edge: Arc<Edge>,
@@ -200,9 +165,31 @@ struct Calls {
 type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl Calls {
-    fn answer(&self, request: hyper::Request<Incoming>) -> Answer {
-        let (edge, pool, peer) = (self.edge.clone(), self.pool.clone(), self.peer.clone());
-        Box::pin(async move { Ok(edge.call(pool, peer, request).await) })
+    /// Answers one request. A service call is checked here, and only sending it is a future
+    /// (one allocation per call, small); its body goes to the worker as hyper read it. The
+    /// other routes get axum's body.
+    fn answer(&self, mut request: hyper::Request<Incoming>) -> Answer {
+        let stamp = Stamp::take(&mut request);
+        let edge = &self.edge;
+        if !proxy::is_service_call(request.uri().path()) {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(self.peer.addr));
+            let routed = edge.router.clone().oneshot(request);
+            return Box::pin(async move {
+                let Ok(response) = routed.await;
+                Ok(stamp.finish(response))
+            });
+        }
+        match Call::admit(&edge.app, &self.peer, edge.listener, request) {
+            Ok((call, body)) => {
+                let (app, pool) = (edge.app.clone(), self.pool.clone());
+                Box::pin(async move {
+                    let response = call.send(&app, &pool, body).await;
+                    Ok(stamp.finish(response))
+                })
+            }
+            Err(response) => Box::pin(std::future::ready(Ok(stamp.finish(response)))),
+        }
     }
 }
 

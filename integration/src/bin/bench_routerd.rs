@@ -7,7 +7,8 @@
 //! connections to the worker (nginx: `upstream` with `keepalive`). Neither writes an access
 //! log, and both add `X-Request-Id` and `X-Forwarded-For`.
 //!
-//! Two measurements per path, interleaved over BENCH_REPS rounds (median of the rounds):
+//! Two measurements per path, interleaved over BENCH_REPS rounds (median of the rounds),
+//! after BENCH_WARMUP seconds (2) of saturated load on each path that are not counted:
 //! - saturated: wrk, 1 thread, BENCH_CONNECTIONS connections (64) for BENCH_SECONDS (10);
 //! - paced: wrk's `delay()` hook makes 51 connections each wait 50 ms after every response,
 //!   which is just over 1,000 req/s while latency stays under 1 ms; wrk's p99 there, minus
@@ -114,9 +115,10 @@ fn wrk(
     target: &Target,
     script: &Path,
     connections: u32,
+    seconds: u32,
 ) -> anyhow::Result<Run> {
     let url = &target.url;
-    let seconds = format!("{}s", env_number("BENCH_SECONDS", 10));
+    let seconds = format!("{seconds}s");
     let cpu_before = target.proxy.map(cpu_seconds).transpose()?;
     let out = lab.exec(
         ns,
@@ -406,10 +408,17 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let connections = env_number("BENCH_CONNECTIONS", 64);
     let reps = env_number("BENCH_REPS", 5);
+    let seconds = env_number("BENCH_SECONDS", 10);
+    // Not counted: each path's first seconds under load (connection pools filling, heaps
+    // growing), which would otherwise fall on whichever path runs first.
+    let warmup = env_number("BENCH_WARMUP", 2);
+    for t in targets.iter().filter(|_| warmup > 0) {
+        wrk(&lab, &ns, t, &saturated, connections, warmup)?;
+    }
     for round in 1..=reps {
         for t in &mut targets {
-            let s = wrk(&lab, &ns, t, &saturated, connections)?;
-            let p = wrk(&lab, &ns, t, &paced, PACED_CONNECTIONS)?;
+            let s = wrk(&lab, &ns, t, &saturated, connections, seconds)?;
+            let p = wrk(&lab, &ns, t, &paced, PACED_CONNECTIONS, seconds)?;
             eprintln!(
                 "round {round}/{reps} {}: {:.0} req/s (p50 {} us, p99 {} us, proxy CPU {:.1} us/call, {:.1} of it user); paced {:.0} req/s (p50 {} us, p99 {} us)",
                 t.name, s.rate, s.p50_us, s.p99_us, s.cpu_us, s.user_us, p.rate, p.p50_us, p.p99_us
