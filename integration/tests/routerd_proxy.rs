@@ -364,10 +364,24 @@ async fn bodies_stream_both_ways_and_oversized_ones_are_refused_unread() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body.len(), 20_000_000);
 
+    // A body of unknown length (chunked from the caller) goes to the worker chunked.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(f.public).await.unwrap();
+    let request = "POST /service/rag/upload HTTP/1.1\r\nhost: routerd\r\nconnection: close\r\n\
+                   transfer-encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"body_bytes\":11"), "{answer}");
+
     // Only the headers are sent: the answer comes before any of the body.
     let before = f.workers[0].service.calls.load(Ordering::SeqCst);
     let mut stream = tokio::net::TcpStream::connect(f.public).await.unwrap();
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let head = format!(
         "POST /service/rag/upload HTTP/1.1\r\nhost: routerd\r\ncontent-length: {}\r\n\r\n",
         (16u64 << 20) + 1

@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Full};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Limited};
 use tokio::task::JoinSet;
 
 use crate::app::Shared;
-use crate::pool::Outgoing;
+use crate::upstream::{Head, Payload, WorkerBody};
 
 /// Health bodies are read (so the connection can be pooled) up to this size.
 const MAX_HEALTH_BODY: usize = 64 << 10;
@@ -17,17 +19,32 @@ const MAX_HEALTH_BODY: usize = 64 << 10;
 /// One check: a 2xx or 3xx within `timeout` passes.
 pub async fn probe(app: &Shared, addr: SocketAddr, path: &str, timeout: Duration) -> bool {
     let check = async {
-        let mut conn = app.pool.checkout(addr).await.ok()?;
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, addr.to_string())
-            .header(hyper::header::USER_AGENT, "routerd-health")
-            .body(Outgoing::Left(Full::default()))
+        let conn = app.pool.checkout(addr).await.ok()?;
+        let target = Uri::try_from(path).ok()?;
+        let host = HeaderValue::try_from(addr.to_string()).ok()?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static("routerd-health"),
+        );
+        let head = Head {
+            method: &Method::GET,
+            target: &target,
+            host: &host,
+            headers: &headers,
+        };
+        let (response, reader) = conn
+            .send(head, &mut Payload::Kept(Bytes::new()))
+            .await
             .ok()?;
-        let response = conn.sender.send_request(request).await.ok()?;
-        let passed = response.status().is_success() || response.status().is_redirection();
-        let body = http_body_util::Limited::new(response.into_body(), MAX_HEALTH_BODY);
-        if body.collect().await.is_ok() {
-            app.pool.checkin(addr, conn.sender);
+        let passed = response.status.is_success() || response.status.is_redirection();
+        // Read (so that the connection can be pooled) up to a size.
+        let (pool, mut kept) = (app.pool.clone(), None);
+        let body = WorkerBody::new(reader, |conn| kept = conn.map(|c| (pool, c)));
+        if Limited::new(body, MAX_HEALTH_BODY).collect().await.is_ok()
+            && let Some((pool, conn)) = kept
+        {
+            pool.checkin(addr, conn);
         }
         Some(passed)
     };

@@ -20,3 +20,4 @@ pub mod server;
 pub mod shell;
 pub mod store;
 pub mod topology;
+pub mod upstream;

@@ -1,29 +1,15 @@
-//! Pooled HTTP/1.1 connections to workers' mesh addresses. A connection goes back to the pool
-//! when its response body has been read to the end; one dropped half-way is closed.
+//! Pooled HTTP/1.1 connections to workers' mesh addresses ([`upstream::Conn`]). A connection
+//! goes back to the pool when its response body has been read to the end; one dropped
+//! half-way is closed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::body::Body;
-use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use crate::upstream::{self, Conn};
 
-/// A request body on its way to a worker: bytes in hand (most calls, sent again on a retry;
-/// not boxed), or a stream passed through once.
-pub type Outgoing = Either<Full<Bytes>, Body>;
-
-pub type Sender = SendRequest<Outgoing>;
-
-type Idle = HashMap<SocketAddr, Vec<Sender>, foldhash::fast::RandomState>;
+type Idle = HashMap<SocketAddr, Vec<Conn>, foldhash::fast::RandomState>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -34,19 +20,6 @@ pub enum ConnectError {
         addr: SocketAddr,
         cause: std::io::Error,
     },
-    #[error("HTTP handshake with {addr}: {cause}")]
-    Handshake {
-        addr: SocketAddr,
-        cause: hyper::Error,
-    },
-}
-
-/// A connection ready for one request.
-#[derive(Debug)]
-pub struct Conn {
-    pub sender: Sender,
-    /// It served an earlier request (a closed pooled connection is no fault of the worker).
-    pub reused: bool,
 }
 
 #[derive(Debug)]
@@ -72,57 +45,26 @@ impl Pool {
 
     /// An idle connection to `addr`, or a new one.
     pub async fn checkout(&self, addr: SocketAddr) -> Result<Conn, ConnectError> {
-        if let Some(sender) = self.take_idle(addr) {
-            return Ok(Conn {
-                sender,
-                reused: true,
-            });
+        if let Some(conn) = self.take_idle(addr) {
+            return Ok(conn);
         }
         // Boxed: connecting is rare once the pool is warm, and its state would otherwise make
-        // every call's future (which is moved and copied) several hundred bytes larger.
+        // every call's future (which is moved and copied) larger.
         Box::pin(self.connect(addr)).await
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<Conn, ConnectError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+        tokio::time::timeout(self.connect_timeout, upstream::connect(addr))
             .await
             .map_err(|_| ConnectError::Timeout(addr))?
-            .map_err(|cause| ConnectError::Io { addr, cause })?;
-        stream
-            .set_nodelay(true)
-            .map_err(|cause| ConnectError::Io { addr, cause })?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|cause| ConnectError::Handshake { addr, cause })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%addr, error = %e, "worker connection ended");
-            }
-        });
-        Ok(Conn {
-            sender,
-            reused: false,
-        })
+            .map_err(|cause| ConnectError::Io { addr, cause })
     }
 
-    fn take_idle(&self, addr: SocketAddr) -> Option<Sender> {
+    /// The most recently returned idle connection that the worker has not closed.
+    fn take_idle(&self, addr: SocketAddr) -> Option<Conn> {
         let mut idle = self.idle();
         let list = idle.get_mut(&addr)?;
-        let mut busy = Vec::new();
-        let mut found = None;
-        while let Some(sender) = list.pop() {
-            if sender.is_closed() {
-                continue;
-            }
-            if sender.is_ready() {
-                found = Some(sender);
-                break;
-            }
-            // Its last response ended a moment ago and the connection has not said it is
-            // ready yet: keep it for later.
-            busy.push(sender);
-        }
-        list.extend(busy);
+        let found = std::iter::from_fn(|| list.pop()).find(|conn| !conn.closed());
         if list.is_empty() {
             idle.remove(&addr);
         }
@@ -130,14 +72,11 @@ impl Pool {
     }
 
     /// Returns a connection whose response ended.
-    pub fn checkin(&self, addr: SocketAddr, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    pub fn checkin(&self, addr: SocketAddr, conn: Conn) {
         let mut idle = self.idle();
         let list = idle.entry(addr).or_default();
         if list.len() < self.max_idle {
-            list.push(sender);
+            list.push(conn);
         }
     }
 
@@ -148,88 +87,5 @@ impl Pool {
 
     pub fn idle_count(&self) -> usize {
         self.idle().values().map(Vec::len).sum()
-    }
-}
-
-/// A worker's response body, streamed through: when it ends, its connection goes back to
-/// the pool and `on_end` runs (it also runs if the body is dropped early).
-pub struct Returning<F: FnOnce() + Send> {
-    body: Incoming,
-    ret: Option<(Arc<Pool>, SocketAddr, Sender)>,
-    on_end: Option<F>,
-}
-
-impl<F: FnOnce() + Send> std::fmt::Debug for Returning<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Returning").finish_non_exhaustive()
-    }
-}
-
-impl<F: FnOnce() + Send + Unpin> Returning<F> {
-    pub fn new(
-        body: Incoming,
-        pool: Arc<Pool>,
-        addr: SocketAddr,
-        sender: Sender,
-        on_end: F,
-    ) -> Self {
-        let mut this = Self {
-            body,
-            ret: Some((pool, addr, sender)),
-            on_end: Some(on_end),
-        };
-        if this.body.is_end_stream() {
-            this.finish(true);
-        }
-        this
-    }
-
-    fn finish(&mut self, complete: bool) {
-        if let Some((pool, addr, sender)) = self.ret.take()
-            && complete
-        {
-            pool.checkin(addr, sender);
-        }
-        if let Some(on_end) = self.on_end.take() {
-            on_end();
-        }
-    }
-}
-
-impl<F: FnOnce() + Send + Unpin> HttpBody for Returning<F> {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.finish(true),
-            Poll::Ready(Some(Err(_))) => this.finish(false),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(true),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl<F: FnOnce() + Send> Drop for Returning<F> {
-    fn drop(&mut self) {
-        // Dropped before the end: the connection closes with its sender.
-        self.ret.take();
-        if let Some(on_end) = self.on_end.take() {
-            on_end();
-        }
     }
 }

@@ -3,7 +3,6 @@
 //! failed goes to another worker once; a call that was sent is sent again only if its method
 //! is idempotent and its body was small enough to keep. Retries come out of the budget.
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,15 +12,16 @@ use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::Body as _;
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
 use crate::edge::{Caller, Listener, Peer, REQUEST_ID, caller};
-use crate::pool::{ConnectError, Outgoing, Pool, Returning};
+use crate::pool::{ConnectError, Pool};
 use crate::routes::Route;
+use crate::upstream::{self, Conn, Head, Payload, Reader, WorkerBody};
 
 /// Attempts per call: the first and one retry.
 const ATTEMPTS: usize = 2;
@@ -75,21 +75,6 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-/// The request body as sent: kept in memory (it can be sent again) or streamed (once).
-enum Payload {
-    Kept(Bytes),
-    Streamed(Body),
-}
-
-impl Payload {
-    fn take(&mut self) -> Outgoing {
-        match self {
-            Self::Kept(bytes) => Outgoing::Left(Full::new(bytes.clone())),
-            Self::Streamed(body) => Outgoing::Right(std::mem::take(body)),
-        }
-    }
-}
-
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none: one pass over the names finds out, where removing each
     // absent one would hash it.
@@ -111,10 +96,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The headers a worker gets: the caller's, without hop-by-hop ones, with the caller's
-/// address appended to `X-Forwarded-For`. Each attempt adds the worker as `Host`.
+/// The headers a worker gets: the caller's, without hop-by-hop or framing ones, with the
+/// caller's address appended to `X-Forwarded-For`. Each attempt adds the worker as `Host`.
 fn upstream_headers(mut headers: HeaderMap, client: HeaderValue) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
+    // The body's framing is written for the worker by the client ([`upstream`]), which sends
+    // the body without waiting for a 100 Continue.
+    for name in [header::CONTENT_LENGTH, header::EXPECT] {
+        if headers.contains_key(&name) {
+            headers.remove(name);
+        }
+    }
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert(X_FORWARDED_HOST, host);
     }
@@ -140,18 +132,9 @@ enum Failure {
     Sent(&'static str, String),
     /// The body was larger than the service allows (found while streaming it).
     TooLarge,
+    /// The caller's body broke off or was malformed while it was streamed to the worker.
+    CallerBody(String),
     TimedOut,
-}
-
-fn too_large(e: &hyper::Error) -> bool {
-    let mut source = e.source();
-    while let Some(s) = source {
-        if s.is::<LengthLimitError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// Whether `path` is a service call: `/service/{service}/...` or `/api/service/{type}/...`.
@@ -280,7 +263,7 @@ impl Call {
         let service = self.route.service.as_str();
         let limit = usize::try_from(self.route.spec.max_body).unwrap_or(usize::MAX);
         if !self.keep {
-            return Ok(Payload::Streamed(Body::new(Limited::new(body, limit))));
+            return Ok(Payload::Streamed(Limited::new(body, limit)));
         }
         match Limited::new(body, limit).collect().await {
             Ok(collected) => Ok(Payload::Kept(collected.to_bytes())),
@@ -298,53 +281,38 @@ impl Call {
         }
     }
 
-    /// Sends one attempt to `worker`: the response head, and the connection its body comes on.
+    /// Sends one attempt to `worker`: the response head, and the reader of its body.
     async fn attempt(
         &self,
         pool: &Pool,
         worker: &Candidate,
         payload: &mut Payload,
-    ) -> Result<(hyper::Response<Incoming>, crate::pool::Sender), Failure> {
-        let mut conn = pool.checkout(worker.addr).await.map_err(|e| match e {
+    ) -> Result<(axum::http::response::Parts, Reader), Failure> {
+        let conn: Conn = pool.checkout(worker.addr).await.map_err(|e| match e {
             ConnectError::Timeout(_) => Failure::NotSent("connect_timeout", e.to_string()),
             _ => Failure::NotSent("connect", e.to_string()),
         })?;
-        // In a block, so that the request (moved into the channel to the connection) takes
-        // no room in this future while the response is awaited.
-        let sent = {
-            let mut request = hyper::Request::new(payload.take());
-            *request.method_mut() = self.method.clone();
-            *request.uri_mut() = self.target.clone();
-            *request.headers_mut() = self.headers.clone();
-            request
-                .headers_mut()
-                .insert(header::HOST, worker.host.clone());
-            conn.sender.try_send_request(request)
+        let reused = conn.reused;
+        let head = Head {
+            method: &self.method,
+            target: &self.target,
+            host: &worker.host,
+            headers: &self.headers,
         };
-        match sent.await {
-            Ok(response) => Ok((response, conn.sender)),
-            Err(mut e) => {
-                let cause = e.error().to_string();
-                if let Some(unsent) = e.take_message() {
-                    // The connection closed before the request went out: the body is back.
-                    if let (Payload::Streamed(body), Outgoing::Right(unsent)) =
-                        (payload, unsent.into_body())
-                    {
-                        *body = unsent;
-                    }
-                    let kind = if conn.reused {
-                        "stale_connection"
-                    } else {
-                        "connect"
-                    };
-                    return Err(Failure::NotSent(kind, cause));
-                }
-                if too_large(e.error()) {
-                    return Err(Failure::TooLarge);
-                }
-                Err(Failure::Sent("reset", cause))
+        conn.send(head, payload).await.map_err(|e| {
+            if e.error.too_large() {
+                return Failure::TooLarge;
             }
-        }
+            if let upstream::Error::Body(cause) = &e.error {
+                return Failure::CallerBody(cause.to_string());
+            }
+            let cause = e.error.to_string();
+            match (e.unsent, reused) {
+                (true, true) => Failure::NotSent("stale_connection", cause),
+                (true, false) => Failure::NotSent("connect", cause),
+                (false, _) => Failure::Sent("reset", cause),
+            }
+        })
     }
 
     /// Sends the call, with `body`, to one of its service's workers, on connections from
@@ -409,8 +377,8 @@ impl Call {
                     .unwrap_or(Err(Failure::TimedOut));
             let retryable_sent = matches!(payload, Payload::Kept(_));
             match outcome {
-                Ok((response, sender)) => {
-                    let status = response.status();
+                Ok((response, reader)) => {
+                    let status = response.status;
                     let unavailable = status == StatusCode::BAD_GATEWAY
                         || status == StatusCode::SERVICE_UNAVAILABLE;
                     if !unavailable {
@@ -420,16 +388,17 @@ impl Call {
                         c.balancer.succeeded(service, &worker.worker, now);
                         c.stats.answered(service, status.as_u16(), now - arrived);
                         drop(c);
-                        return stream_back(app, pool, route, worker, response, sender);
+                        return stream_back(app, pool, route, worker, response, reader);
                     }
                     note_failure(app, service, worker, &route.workers, "status_5xx");
                     tried.push(worker.worker.clone());
                     if retryable_sent && retry(app, service, &tried, "status_5xx") {
                         done(app, service, &worker.worker);
-                        drop(response);
+                        // Unread, its connection closes.
+                        drop(reader);
                         continue;
                     }
-                    let response = stream_back(app, pool, route, worker, response, sender);
+                    let response = stream_back(app, pool, route, worker, response, reader);
                     return finish(app, service, arrived, response);
                 }
                 Err(failure) => {
@@ -452,6 +421,15 @@ impl Call {
                                 service,
                                 "body_too_large",
                                 format!("{service} takes bodies up to {} bytes", spec.max_body),
+                            );
+                            return finish(app, service, arrived, r);
+                        }
+                        Failure::CallerBody(cause) => {
+                            let r = refuse(
+                                StatusCode::BAD_REQUEST,
+                                service,
+                                "body_unreadable",
+                                format!("request body: {cause}"),
                             );
                             return finish(app, service, arrived, r);
                         }
@@ -538,16 +516,23 @@ fn stream_back(
     pool: &Arc<Pool>,
     route: &Arc<Route>,
     worker: &Candidate,
-    response: hyper::Response<Incoming>,
-    sender: crate::pool::Sender,
+    mut parts: axum::http::response::Parts,
+    reader: Reader,
 ) -> Response {
-    let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let (app, route) = (app.clone(), route.clone());
-    let name = worker.worker.clone();
-    let on_end = move || done(&app, &route.service, &name);
-    let body = Returning::new(body, pool.clone(), worker.addr, sender, on_end);
-    Response::from_parts(parts, Body::new(body))
+    if !reader.length_framed() {
+        // Chunked or until the close: the caller's connection frames it anew.
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    let (app, route, pool) = (app.clone(), route.clone(), pool.clone());
+    let (name, addr) = (worker.worker.clone(), worker.addr);
+    let on_end = move |conn: Option<Conn>| {
+        if let Some(conn) = conn {
+            pool.checkin(addr, conn);
+        }
+        done(&app, &route.service, &name);
+    };
+    Response::from_parts(parts, Body::new(WorkerBody::new(reader, on_end)))
 }
 
 fn finish(app: &Shared, service: &str, arrived: Instant, response: Response) -> Response {
@@ -590,7 +575,11 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("api.rmatool.org.uk"));
         headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         headers.insert("x-request-id", HeaderValue::from_static("abc"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         let out = upstream_headers(headers, HeaderValue::from_static("198.51.100.4"));
+        assert!(out.get(header::CONTENT_LENGTH).is_none(), "framed anew");
+        assert!(out.get(header::EXPECT).is_none());
         assert!(out.get("x-secret").is_none());
         assert!(out.get(header::CONNECTION).is_none());
         assert!(out.get(header::TRANSFER_ENCODING).is_none());
