@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
+use crate::catalog::ServiceSpec;
 use crate::edge::{Caller, Listener, Peer, REQUEST_ID, caller};
 use crate::pool::{ConnectError, Pool};
 use crate::routes::Route;
@@ -49,6 +50,26 @@ fn refuse(status: StatusCode, service: &str, reason: &str, message: String) -> R
         axum::Json(json!({ "error": message, "reason": reason, "service": service })),
     )
         .into_response()
+}
+
+/// The answer to a call whose body could not be read from the caller.
+fn unreadable(service: &str, cause: &dyn std::fmt::Display) -> Response {
+    refuse(
+        StatusCode::BAD_REQUEST,
+        service,
+        "body_unreadable",
+        format!("request body: {cause}"),
+    )
+}
+
+/// The answer to a call whose body is larger than `spec` allows.
+fn too_large(service: &str, spec: &ServiceSpec) -> Response {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        service,
+        "body_too_large",
+        format!("{service} takes bodies up to {} bytes", spec.max_body),
+    )
 }
 
 /// Splits `/service/rag/stats?x=1` into (`rag`, `/stats?x=1`).
@@ -233,17 +254,7 @@ impl Call {
                 .and_then(|v| v.to_str().ok()?.parse().ok())
         });
         if declared.is_some_and(|n| n > spec.max_body) {
-            return Err(finish(
-                app,
-                service,
-                arrived,
-                refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    service,
-                    "body_too_large",
-                    format!("{service} takes bodies up to {} bytes", spec.max_body),
-                ),
-            ));
+            return Err(finish(app, service, arrived, too_large(service, spec)));
         }
         let keep = idempotent(&parts.method)
             && (body.is_end_stream() || declared.is_some_and(|n| n <= app.routing.retry_buffer));
@@ -267,17 +278,7 @@ impl Call {
         }
         match Limited::new(body, limit).collect().await {
             Ok(collected) => Ok(Payload::Kept(collected.to_bytes())),
-            Err(e) => Err(finish(
-                app,
-                service,
-                self.arrived,
-                refuse(
-                    StatusCode::BAD_REQUEST,
-                    service,
-                    "body_unreadable",
-                    format!("request body: {e}"),
-                ),
-            )),
+            Err(e) => Err(finish(app, service, self.arrived, unreadable(service, &e))),
         }
     }
 
@@ -416,22 +417,10 @@ impl Call {
                             (StatusCode::BAD_GATEWAY, kind, cause, retryable_sent)
                         }
                         Failure::TooLarge => {
-                            let r = refuse(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                service,
-                                "body_too_large",
-                                format!("{service} takes bodies up to {} bytes", spec.max_body),
-                            );
-                            return finish(app, service, arrived, r);
+                            return finish(app, service, arrived, too_large(service, spec));
                         }
                         Failure::CallerBody(cause) => {
-                            let r = refuse(
-                                StatusCode::BAD_REQUEST,
-                                service,
-                                "body_unreadable",
-                                format!("request body: {cause}"),
-                            );
-                            return finish(app, service, arrived, r);
+                            return finish(app, service, arrived, unreadable(service, &cause));
                         }
                         Failure::TimedOut => {
                             app.lock().stats.upstream_error(service, "timeout");

@@ -10,7 +10,7 @@
 //! nothing after it, from an HTTP/1.1 worker that did not say `Connection: close`.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -230,10 +230,13 @@ impl Conn {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         write_head(&mut out, head, payload);
-        let inline = matches!(payload, Payload::Kept(bytes) if bytes.len() <= INLINE_BODY);
-        if let (true, Payload::Kept(bytes)) = (inline, &payload) {
-            out.extend_from_slice(bytes);
-        }
+        let inline = match payload {
+            Payload::Kept(bytes) if bytes.len() <= INLINE_BODY => {
+                out.extend_from_slice(bytes);
+                true
+            }
+            _ => false,
+        };
         let first = self.write_all(&out).await;
         self.out = out;
         // Only a request of which not one byte went out is sure not to have reached the
@@ -413,9 +416,8 @@ fn write_head(out: &mut Vec<u8>, head: Head<'_>, payload: &Payload) {
         // An empty body is declared only where a body is expected.
         Some(0) if !matches!(*head.method, Method::POST | Method::PUT | Method::PATCH) => {}
         Some(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "content-length: {n}\r\n");
         }
         None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
@@ -522,21 +524,17 @@ impl Reader {
             match self.framing {
                 Framing::Done => return Poll::Ready(Ok(None)),
                 Framing::Length(left) => {
-                    if self.conn.start == self.conn.end && ready!(self.fill(cx))? == 0 {
-                        return Poll::Ready(Err(Error::Closed));
-                    }
-                    let n = left.min(self.buffered_len());
-                    let data = self.conn.take(n as usize);
-                    self.framing = match left - n {
+                    let (data, rest) = ready!(self.poll_take(cx, left))?;
+                    self.framing = match rest {
                         0 => Framing::Done,
                         rest => Framing::Length(rest),
                     };
                     return Poll::Ready(Ok(Some(data)));
                 }
                 Framing::Close => {
+                    // Not kept alive (see `read_head`): the end is the connection's.
                     if self.conn.start == self.conn.end && ready!(self.fill(cx))? == 0 {
                         self.framing = Framing::Done;
-                        self.keep_alive = false;
                         return Poll::Ready(Ok(None));
                     }
                     let n = self.conn.end - self.conn.start;
@@ -551,8 +549,14 @@ impl Reader {
         }
     }
 
-    fn buffered_len(&self) -> u64 {
-        (self.conn.end - self.conn.start) as u64
+    /// Up to `left` bytes of a body whose length is known (all of it, or a chunk); with how
+    /// many are left after them. The end of the stream before then is an error.
+    fn poll_take(&mut self, cx: &mut Context<'_>, left: u64) -> Poll<Result<(Bytes, u64), Error>> {
+        if self.conn.start == self.conn.end && ready!(self.fill(cx))? == 0 {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        let n = left.min((self.conn.end - self.conn.start) as u64);
+        Poll::Ready(Ok((self.conn.take(n as usize), left - n)))
     }
 
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
@@ -568,51 +572,51 @@ impl Reader {
     ) -> Poll<Result<Option<Bytes>, Error>> {
         match chunk {
             Chunk::Data(left) => {
-                if self.conn.start == self.conn.end && ready!(self.fill(cx))? == 0 {
-                    return Poll::Ready(Err(Error::Closed));
-                }
-                let n = left.min(self.buffered_len());
-                let data = self.conn.take(n as usize);
-                self.framing = Framing::Chunked(match left - n {
+                let (data, rest) = ready!(self.poll_take(cx, left))?;
+                self.framing = Framing::Chunked(match rest {
                     0 => Chunk::DataEnd,
                     rest => Chunk::Data(rest),
                 });
                 Poll::Ready(Ok(Some(data)))
             }
             Chunk::Size | Chunk::DataEnd | Chunk::Trailers => {
-                let Some(line) = ready!(self.poll_line(cx))? else {
+                let Some((length, taken)) = ready!(self.poll_line(cx))? else {
                     return Poll::Ready(Err(Error::Closed));
                 };
-                self.framing = match chunk {
+                let line = &self.conn.buffered()[..length];
+                let next = match chunk {
                     Chunk::DataEnd if line.is_empty() => Framing::Chunked(Chunk::Size),
                     Chunk::DataEnd => {
                         return Poll::Ready(Err(Error::Invalid("chunk data longer than its size")));
                     }
                     Chunk::Trailers if line.is_empty() => Framing::Done,
                     Chunk::Trailers => Framing::Chunked(Chunk::Trailers),
-                    _ => match chunk_size(&line)? {
+                    _ => match chunk_size(line)? {
                         0 => Framing::Chunked(Chunk::Trailers),
                         n => Framing::Chunked(Chunk::Data(n)),
                     },
                 };
+                self.conn.consume(taken);
+                self.framing = next;
                 Poll::Ready(Ok(None))
             }
         }
     }
 
-    /// The next line (without its CRLF or LF), consumed; `None` at the end of the stream.
-    fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Vec<u8>>, Error>> {
+    /// Waits for a whole line at the front of the buffer: its length without the CRLF (or
+    /// LF), and with it; `None` at the end of the stream.
+    fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(usize, usize)>, Error>> {
         loop {
-            if let Some(at) = self.conn.buffered().iter().position(|&b| b == b'\n') {
-                let buffered = self.conn.buffered();
-                let line = buffered[..at]
-                    .strip_suffix(b"\r")
-                    .unwrap_or(&buffered[..at])
-                    .to_vec();
-                self.conn.consume(at + 1);
-                return Poll::Ready(Ok(Some(line)));
+            let buffered = self.conn.buffered();
+            if let Some(at) = buffered.iter().position(|&b| b == b'\n') {
+                let length = if at > 0 && buffered[at - 1] == b'\r' {
+                    at - 1
+                } else {
+                    at
+                };
+                return Poll::Ready(Ok(Some((length, at + 1))));
             }
-            if self.conn.end - self.conn.start > MAX_LINE {
+            if buffered.len() > MAX_LINE {
                 return Poll::Ready(Err(Error::Invalid("chunk line too long")));
             }
             if ready!(self.fill(cx))? == 0 {
