@@ -6,6 +6,8 @@ pub mod capabilities;
 pub mod config;
 pub mod control;
 pub mod firewall;
+#[cfg(any(test, feature = "forge"))]
+pub mod forge;
 mod ipv4;
 pub mod links;
 pub mod metrics;

@@ -3,7 +3,7 @@
 //! packet on the data path. The tokio shell in [`crate::shell`] owns the IO.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,11 @@ const HELLO_RETRY: Duration = Duration::from_secs(1);
 const HELLO_ATTEMPTS: u32 = 10;
 /// boringtun's timers want a tick at least this often while any tunnel exists.
 const TIMER_TICK: Duration = Duration::from_millis(250);
+/// Handshake messages per second, over all peers, before every handshake must first prove its
+/// sender's address with a cookie round trip (WireGuard's load shedding). The count starts again
+/// every [`HANDSHAKE_WINDOW`].
+const HANDSHAKES_PER_WINDOW: u64 = 100;
+const HANDSHAKE_WINDOW: Duration = Duration::from_secs(1);
 /// At most one hello answer per source address per this long: a hello is larger than the
 /// handshake that prompted it, so unlimited answers would amplify spoofed traffic.
 const HELLO_ANSWER_INTERVAL: Duration = Duration::from_secs(1);
@@ -117,6 +122,8 @@ pub struct Node {
     crl: Option<RevocationList>,
     keepalive: Option<u16>,
     rate_limiter: Arc<RateLimiter>,
+    /// When the handshake count last started again.
+    handshake_window_start: Option<Instant>,
     peers: Vec<Option<Peer>>,
     free_slots: Vec<usize>,
     by_ip: HashMap<Ipv4Addr, usize>,
@@ -161,7 +168,8 @@ impl Node {
         let mut punch_answer = Vec::new();
         wire::encode_punch(identity.cert.mesh_ip(), false, &mut punch_answer);
         Self {
-            rate_limiter: Arc::new(RateLimiter::new(&public, 100)),
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKES_PER_WINDOW)),
+            handshake_window_start: None,
             cert: identity.cert,
             hello_reply_wanted,
             hello_answer,
@@ -305,6 +313,7 @@ impl Node {
             self.next_flow_sweep = Some(now.instant + FLOW_SWEEP);
         }
         if self.next_tick.is_some_and(|t| t <= now.instant) {
+            self.restart_handshake_window(now.instant);
             let mut ended = Vec::new();
             for (slot, peer) in self.peers.iter_mut().enumerate() {
                 let Some(peer) = peer else { continue };
@@ -335,6 +344,19 @@ impl Node {
                 self.remove_peer(slot);
             }
             self.next_tick = (!self.by_ip.is_empty()).then(|| now.instant + TIMER_TICK);
+        }
+    }
+
+    /// Starts the handshake count again once a window has passed. boringtun resets only a
+    /// limiter it made itself; this one is shared by every peer's tunnel, so the node does it.
+    /// The count only grows for messages to known peers, which exist whenever the tick runs.
+    fn restart_handshake_window(&mut self, now: Instant) {
+        if self
+            .handshake_window_start
+            .is_none_or(|start| now.saturating_duration_since(start) >= HANDSHAKE_WINDOW)
+        {
+            self.rate_limiter.reset_count();
+            self.handshake_window_start = Some(now);
         }
     }
 
@@ -811,11 +833,16 @@ impl Node {
         }
         // An answer to send back through the tunnel: a firewall reject or a pong.
         let mut reject = None;
+        // Under load, a handshake must carry a cookie bound to its sender's address. A relayed
+        // one has no address of its own, but the lighthouse delivers to a mesh IP only the node
+        // that proved that certificate's key over mutual TLS: the stamped mesh IP is the address
+        // the cookie binds, and the cookie reply goes back over the relay. (Given no address,
+        // boringtun refuses every handshake under load.)
         let source_ip = match source {
-            Source::Direct(from) => Some(from.ip()),
-            Source::Relay(..) => None,
+            Source::Direct(from) => from.ip(),
+            Source::Relay(_, mesh_ip) => IpAddr::V4(mesh_ip),
         };
-        let authenticated = match peer.tunn.decapsulate(source_ip, datagram, scratch) {
+        let authenticated = match peer.tunn.decapsulate(Some(source_ip), datagram, scratch) {
             TunnResult::Done => true,
             TunnResult::Err(e) => {
                 peer.counters.rejected += 1;

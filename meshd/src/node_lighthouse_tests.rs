@@ -325,6 +325,40 @@ impl Internet {
         arrived
     }
 
+    #[cfg(feature = "fake-clock")]
+    /// `count` handshake responses with a valid MAC1, made from host `h`'s public key alone,
+    /// sent to `h` from a neighbour on its LAN and addressed to its first peer's session.
+    fn forge_handshakes(&mut self, h: usize, count: u32) {
+        let public = self.hosts[h]
+            .cert
+            .wireguard_key()
+            .expect("a WireGuard key")
+            .0;
+        let neighbour = SocketAddr::from(([192, 168, h as u8 + 1, 66], 9999));
+        for i in 0..count {
+            let forged = crate::forge::handshake_response(&public, i, 0, &[i as u8; 48]);
+            let mut out = Collected::default();
+            let now = self.now;
+            self.hosts[h]
+                .node
+                .handle_datagram(neighbour, &forged, now, &mut out);
+            // Cookie replies to the forger's address go nowhere.
+            out.transmits.retain(|(to, _)| *to != neighbour);
+            self.absorb(h, out);
+        }
+        self.run();
+    }
+
+    #[cfg(feature = "fake-clock")]
+    fn handshakes(&self, h: usize, to: Ipv4Addr) -> u64 {
+        let status = self.hosts[h].node.status(self.now.instant);
+        status
+            .peers
+            .into_iter()
+            .find(|p| p.mesh_ip == to.to_string())
+            .map_or(0, |p| p.handshakes)
+    }
+
     fn path(&self, h: usize, to: Ipv4Addr) -> (String, Option<String>, String) {
         let status = self.hosts[h].node.status(self.now.instant);
         let peer = status
@@ -509,4 +543,60 @@ fn a_relayed_handshake_that_outruns_the_punch_request_is_answered_at_once() {
         "the early handshake was held, then answered"
     );
     assert_eq!(net.path(b, ip(1)).0, "relayed");
+}
+
+/// Handshake messages with a valid MAC1 count against the node's load limit; the count starts
+/// again every second, so a trickle of them, and ordinary rekeys, never add up to "under load"
+/// (where every new handshake would first need a cookie round trip and WireGuard's 5 s retry).
+#[cfg(feature = "fake-clock")]
+#[test]
+fn forged_handshakes_over_minutes_leave_a_relayed_session_rekeying() {
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Symmetric));
+    let b = net.add(2, Some(NatKind::Symmetric));
+    assert!(net.send(a, ip(2), b"first"));
+    // Three a second for six minutes: 1,080, ten times the limit had the count never reset.
+    for second in 0..360u32 {
+        net.forge_handshakes(b, 3);
+        net.advance(Duration::from_secs(1));
+        if second % 10 == 0 {
+            assert!(
+                net.send(a, ip(2), &second.to_be_bytes()),
+                "lost at {second} s"
+            );
+        }
+    }
+    assert_eq!(net.path(a, ip(2)).0, "relayed");
+    // The session outlived two of WireGuard's rekeys (every 120 s) and its 180 s lifetime.
+    let handshakes = net.handshakes(a, ip(2)).max(net.handshakes(b, ip(1)));
+    assert!(handshakes >= 3, "{handshakes} handshakes");
+    assert!(net.send(b, ip(1), b"and back"));
+    // b is not under load: a new peer's first packet arrives without any time passing.
+    let c = net.add(3, None);
+    assert!(net.send(c, ip(2), b"no cookie needed"));
+}
+
+/// A flood above the limit puts the node under load for as long as it lasts. Handshakes must
+/// then prove their address with a cookie; a relayed one proves its certified mesh IP, over the
+/// relay, and still completes.
+#[cfg(feature = "fake-clock")]
+#[test]
+fn a_relayed_session_rekeys_with_a_cookie_while_a_flood_keeps_the_node_under_load() {
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Symmetric));
+    let b = net.add(2, Some(NatKind::Symmetric));
+    assert!(net.send(a, ip(2), b"first"));
+    let step = Duration::from_millis(250);
+    // 480 forged handshakes a second at each node, for five minutes.
+    for i in 0..1_200u32 {
+        net.forge_handshakes(a, 120);
+        net.forge_handshakes(b, 120);
+        net.advance(step);
+        if i % 40 == 0 {
+            assert!(net.send(a, ip(2), &i.to_be_bytes()), "lost at step {i}");
+        }
+    }
+    let handshakes = net.handshakes(a, ip(2)).max(net.handshakes(b, ip(1)));
+    assert!(handshakes >= 3, "{handshakes} handshakes");
+    assert!(net.send(b, ip(1), b"and back"));
 }
