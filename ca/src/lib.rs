@@ -17,7 +17,8 @@ pub mod keygen;
 mod keys;
 mod names;
 mod node_cert;
-#[cfg(feature = "test-ca")]
+pub mod proof;
+#[cfg(any(test, feature = "test-ca"))]
 pub mod test_ca;
 pub mod timefmt;
 mod verify;

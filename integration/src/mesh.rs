@@ -50,6 +50,7 @@ pub struct Pki {
 #[derive(Debug)]
 pub struct Issued {
     pub cert: NodeCert,
+    pub keys: NodeKeys,
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
 }
@@ -75,7 +76,7 @@ impl Pki {
     /// Issues a certificate in `groups` (comma-separated), valid from a day ago for thirty days.
     pub fn issue_in(&self, name: &str, mesh_ip: Ipv4Addr, groups: &str) -> anyhow::Result<Issued> {
         let (cert, keys) = self.test.node_in(name, mesh_ip, groups);
-        self.write(name, cert, &keys)
+        self.write(name, cert, keys)
     }
 
     /// Issues a certificate in group `workers` with the given validity.
@@ -87,16 +88,17 @@ impl Pki {
         not_after: OffsetDateTime,
     ) -> anyhow::Result<Issued> {
         let (cert, keys) = self.test.node_valid(name, mesh_ip, not_before, not_after);
-        self.write(name, cert, &keys)
+        self.write(name, cert, keys)
     }
 
-    fn write(&self, name: &str, cert: NodeCert, keys: &NodeKeys) -> anyhow::Result<Issued> {
+    fn write(&self, name: &str, cert: NodeCert, keys: NodeKeys) -> anyhow::Result<Issued> {
         let cert_path = self.dir.join(format!("{name}.crt"));
         let key_path = self.dir.join(format!("{name}.key"));
         std::fs::write(&cert_path, cert.to_pem())?;
         std::fs::write(&key_path, keys.to_pem().as_bytes())?;
         Ok(Issued {
             cert,
+            keys,
             cert_path,
             key_path,
         })

@@ -151,3 +151,17 @@ pub fn http(
         .unwrap_or(serde_json::Value::Null);
     Ok((status, reply["headers"].clone(), body))
 }
+
+/// The headers (`name: value`) that sign a POST of `body` (as `body.to_string()` writes it) to
+/// `path` with `keys` now, as meshd signs its registrations.
+pub fn signed_header_lines(
+    keys: &rma_ca::NodeKeys,
+    path: &str,
+    body: &serde_json::Value,
+) -> Vec<String> {
+    let now = rma_ca::proof::unix_ms(time::OffsetDateTime::now_utc());
+    rma_ca::proof::signed_headers(keys, "POST", path, now, body.to_string().as_bytes())
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}"))
+        .collect()
+}

@@ -14,6 +14,7 @@ use integration::internet::{Internet, Nat};
 use integration::lab::{Lab, Ns};
 use integration::mesh::{self, LighthouseProc, MeshNode, NodeConfig, Pki};
 use integration::{traffic, wait};
+use rma_ca::NodeKeys;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "e2e-admin-token-0123456789";
@@ -189,25 +190,29 @@ impl Mesh {
         body
     }
 
-    /// Posts a registration carrying `certificate` to `addr` from `ns` (and `source`).
+    /// Posts a registration carrying `certificate`, signed with `keys`, to `addr` from `ns`
+    /// (and `source`).
     fn register(
         &self,
         ns: &Ns,
         addr: &str,
         source: Option<Ipv4Addr>,
         certificate: &str,
+        keys: &NodeKeys,
     ) -> (u16, Value) {
         let body = json!({
             "certificate": certificate,
             "capabilities": {"cpu_cores": 1, "ram": "1 GiB", "has_gpu": false, "free_disk": "1 GiB", "worker_type": "cpu"},
             "services": [{"name": "rag-embeddings", "port": SERVICE_PORT, "health": "/health"}],
         });
+        let headers = traffic::signed_header_lines(keys, "/api/worker/register", &body);
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         let (status, _, reply) = self.http(
             ns,
             addr,
             "POST /api/worker/register",
             source,
-            &[],
+            &headers,
             Some(&body),
         );
         (status, reply)
@@ -434,27 +439,37 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
     let mesh = Mesh::new();
     let (worker_1, _) = &mesh.workers[0];
     let (worker_2, _) = &mesh.workers[1];
-    let cert_1 =
-        std::fs::read_to_string(mesh.pki.issue("worker-1", worker_ip(0)).unwrap().cert_path)
-            .unwrap();
+    let issued_1 = mesh.pki.issue("worker-1", worker_ip(0)).unwrap();
+    let cert_1 = issued_1.cert.to_pem();
     let cert_2 = mesh.pki.issue("worker-2", worker_ip(1)).unwrap();
-    // From outside the mesh: the public listener, from routerd's own machine.
-    let (status, body) = mesh.register(mesh.routerd_ns(), PUBLIC, None, &cert_1);
+    // The public listener has no worker routes at all.
+    let (status, body) = mesh.register(mesh.routerd_ns(), PUBLIC, None, &cert_1, &issued_1.keys);
+    assert_eq!(status, 404, "{body}");
+    let mesh_listener = format!("{ROUTERD_IP}:8080");
+    // A local user on routerd's own machine: its traffic to routerd's mesh IP never crosses
+    // the mesh, so it comes from that IP. It has routerd's certificate (certificates are
+    // public), but not routerd's key.
+    let routerd_cert = mesh.pki.issue("routerd-copy", ROUTERD_IP).unwrap();
+    let (status, body) = mesh.register(
+        mesh.routerd_ns(),
+        &mesh_listener,
+        Some(ROUTERD_IP),
+        &routerd_cert.cert.to_pem(),
+        &issued_1.keys,
+    );
     assert_eq!(status, 403, "{body}");
     assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("request came from 127.0.0.1")
+        body["error"].as_str().unwrap().contains("identity key"),
+        "{body}"
     );
     // worker-1 presenting worker-2's certificate, over the mesh.
-    let cert_2_pem = std::fs::read_to_string(&cert_2.cert_path).unwrap();
-    let mesh_listener = format!("{ROUTERD_IP}:8080");
+    let cert_2_pem = cert_2.cert.to_pem();
     let (status, body) = mesh.register(
         &worker_1.ns,
         &mesh_listener,
         Some(worker_ip(0)),
         &cert_2_pem,
+        &cert_2.keys,
     );
     assert_eq!(status, 403, "{body}");
     assert!(
@@ -467,6 +482,7 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
         &mesh_listener,
         Some(worker_ip(1)),
         &cert_2_pem,
+        &cert_2.keys,
     );
     assert_eq!(status, 200, "{body}");
     // ...until routerd's revocation list names it (routerd sees the file change).
@@ -480,6 +496,7 @@ fn registrations_from_outside_with_another_cert_or_revoked_are_refused() {
                 &mesh_listener,
                 Some(worker_ip(1)),
                 &cert_2_pem,
+                &cert_2.keys,
             );
             (status == 403 && body["error"].as_str().unwrap().contains("revoked")).then_some(())
         },

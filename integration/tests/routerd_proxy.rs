@@ -90,20 +90,27 @@ async fn start_routerd(
     (public, mesh, stop, task)
 }
 
+/// Registers worker `w` as `name`, signed with its key, as meshd does.
 async fn register(pki: &TestCa, mesh: SocketAddr, w: &Worker, name: &str) -> Reply {
-    let (cert, _) = pki.node(name, w.ip);
+    let (cert, keys) = pki.node(name, w.ip);
     let body = json!({
         "certificate": cert.to_pem(),
         "capabilities": {"cpu_cores": 2, "ram": "4 GiB", "has_gpu": false, "free_disk": "9 GiB", "worker_type": "cpu"},
         "services": [{"name": "rag-embeddings", "port": w.port, "health": "/health"}],
-    });
+    })
+    .to_string();
+    let now = rma_ca::proof::unix_ms(time::OffsetDateTime::now_utc());
+    let signed =
+        rma_ca::proof::signed_headers(&keys, "POST", "/api/worker/register", now, body.as_bytes());
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(signed.iter().map(|(n, v)| (*n, v.as_str())));
     http::call(
         mesh,
         Some(IpAddr::V4(w.ip)),
         "POST",
         "/api/worker/register",
-        &[("content-type", "application/json")],
-        Bytes::from(body.to_string()),
+        &headers,
+        Bytes::from(body),
         Duration::from_secs(5),
     )
     .await
@@ -130,15 +137,14 @@ async fn fleet(n: u8, extra: &str) -> Fleet {
         });
     }
     let (public, mesh, stop, routerd) = start_routerd(dir.path(), extra).await;
+    let mut beats = Vec::new();
     for (i, w) in workers.iter().enumerate() {
-        let reply = register(&pki, mesh, w, &format!("w{i}")).await;
+        let name = format!("w{i}");
+        let reply = register(&pki, mesh, w, &name).await;
         assert_eq!(reply.status, 200, "{:?}", reply.json());
+        let heartbeat = json!({ "worker_id": name, "session": reply.json().unwrap()["session"] });
+        beats.push((w.ip, heartbeat.to_string()));
     }
-    let beats: Vec<(Ipv4Addr, String)> = workers
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (w.ip, format!("w{i}")))
-        .collect();
     let heartbeats = tokio::spawn(heartbeat(mesh, beats));
     Fleet {
         public,
@@ -150,17 +156,17 @@ async fn fleet(n: u8, extra: &str) -> Fleet {
     }
 }
 
-/// Heartbeats for every worker, as meshd would send them.
+/// Heartbeats for every worker, as meshd would send them: (its address, its heartbeat).
 async fn heartbeat(mesh: SocketAddr, workers: Vec<(Ipv4Addr, String)>) {
     loop {
-        for (ip, name) in &workers {
+        for (ip, beat) in &workers {
             let _ = http::call(
                 mesh,
                 Some(IpAddr::V4(*ip)),
                 "POST",
                 "/api/worker/heartbeat",
                 &[("content-type", "application/json")],
-                Bytes::from(json!({ "worker_id": name }).to_string()),
+                Bytes::from(beat.clone()),
                 Duration::from_secs(2),
             )
             .await;
@@ -404,14 +410,37 @@ async fn bodies_stream_both_ways_and_oversized_ones_are_refused_unread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_timeouts_unknown_services_and_cors() {
+    use sha2::Digest as _;
+    // routerd knows keys a, b, c and d, by their SHA-256 digests.
+    let digests: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| format!("\"{:x}\"", sha2::Sha256::digest(k.as_bytes())))
+        .collect();
     let f = fleet(
         1,
-        "[rate_limit]\nper_second = 1\nburst = 3\n[cors]\norigins = [\"https://rmatool.org.uk\"]\n\
-         [[service]]\nname = \"rag-embeddings\"\ntier = \"cpu\"\ntimeout = \"300ms\"\n\
-         [[service]]\nname = \"notes-coa\"\ntier = \"cpu\"\n",
+        &format!(
+            "[rate_limit]\nper_second = 1\nburst = 3\napi_keys = [{}]\n\
+             [cors]\norigins = [\"https://rmatool.org.uk\"]\n\
+             [[service]]\nname = \"rag-embeddings\"\ntier = \"cpu\"\ntimeout = \"300ms\"\n\
+             [[service]]\nname = \"notes-coa\"\ntier = \"cpu\"\n",
+            digests.join(", ")
+        ),
     )
     .await;
-    // Three calls from one key, then 429 with Retry-After; another key is separate.
+    // A caller making up a new key per call is limited by its address: keys routerd does not
+    // know name no one.
+    for i in 0..3 {
+        let key = format!("made-up-{i}");
+        let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", &key)])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", "made-up-3")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 429, "rotating keys from one address");
+    // Three calls from one known key, then 429 with Retry-After; another key is separate.
     for _ in 0..3 {
         let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", "a")])
             .await

@@ -107,6 +107,7 @@ pub async fn run(
         lighthouse::tls::client_config(&identity.cert, &identity.keys, Arc::clone(&trust))?,
         crate::links::local_candidates(udp.local_addr()?, mesh_ip),
     )?;
+    let worker_keys = identity.keys.clone();
     let registration = (!config.coordinators.is_empty()).then(|| {
         crate::worker::registration(
             &name,
@@ -138,6 +139,7 @@ pub async fn run(
                         mesh_ip,
                         name.clone(),
                         body.clone(),
+                        worker_keys.clone(),
                     ))
                 })
                 .collect()

@@ -1,14 +1,17 @@
 //! Registering this machine's services with routerd: a task per coordinator that registers
-//! (certificate, capabilities, services) from the node's mesh IP, heartbeats at the interval
-//! routerd asks for, and registers again when routerd has forgotten it (a 404) or after an
-//! error, with backoff.
+//! (certificate, capabilities, services) from the node's mesh IP, signed with the node's
+//! identity key, heartbeats with the session the registration opened at the interval routerd
+//! asks for, and registers again when routerd refuses a heartbeat or after an error, with
+//! backoff.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use rma_ca::NodeKeys;
 use rma_daemon::http_client;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 
 use crate::capabilities::Capabilities;
 use crate::config::ServiceEntry;
@@ -32,19 +35,33 @@ pub fn registration(
     })
 }
 
+const REGISTER: &str = "/api/worker/register";
+const HEARTBEAT: &str = "/api/worker/heartbeat";
+
+/// Posts `body` to `path`; signed with `keys` when given.
 async fn post(
     coordinator: SocketAddr,
     mesh_ip: Ipv4Addr,
     path: &str,
     body: &Value,
+    keys: Option<&NodeKeys>,
 ) -> anyhow::Result<(u16, Value)> {
+    let body = Bytes::from(body.to_string());
+    let signed = keys.map(|keys| {
+        let now = rma_ca::proof::unix_ms(OffsetDateTime::now_utc());
+        rma_ca::proof::signed_headers(keys, "POST", path, now, &body)
+    });
+    let mut headers = vec![("content-type", "application/json")];
+    for (name, value) in signed.iter().flatten() {
+        headers.push((name, value.as_str()));
+    }
     let reply = http_client::call(
         coordinator,
         Some(IpAddr::V4(mesh_ip)),
         "POST",
         path,
-        &[("content-type", "application/json")],
-        Bytes::from(body.to_string()),
+        &headers,
+        body,
         TIMEOUT,
     )
     .await?;
@@ -53,25 +70,33 @@ async fn post(
 }
 
 /// Keeps this machine registered with one coordinator, forever.
-pub async fn run(coordinator: SocketAddr, mesh_ip: Ipv4Addr, name: String, registration: Value) {
+pub async fn run(
+    coordinator: SocketAddr,
+    mesh_ip: Ipv4Addr,
+    name: String,
+    registration: Value,
+    keys: NodeKeys,
+) {
     let mut backoff = FIRST_BACKOFF;
     let mut complained = false;
     loop {
-        let interval = match post(coordinator, mesh_ip, "/api/worker/register", &registration).await
-        {
-            Ok((200, reply)) => {
+        let registered = post(coordinator, mesh_ip, REGISTER, &registration, Some(&keys)).await;
+        let (interval, session) = match registered {
+            Ok((200, reply)) if reply["session"].is_string() => {
                 tracing::info!(%coordinator, assigned = %reply["assigned_services"], "registered with routerd");
                 backoff = FIRST_BACKOFF;
                 complained = false;
-                Duration::from_secs(
+                let interval = Duration::from_secs(
                     reply["heartbeat_interval_secs"]
                         .as_u64()
                         .unwrap_or(5)
                         .max(1),
-                )
+                );
+                (interval, reply["session"].clone())
             }
             outcome => {
                 let why = match outcome {
+                    Ok((200, _)) => "the answer opened no session".to_owned(),
                     Ok((status, reply)) => format!("HTTP {status}: {}", reply["error"]),
                     Err(e) => format!("{e:#}"),
                 };
@@ -89,10 +114,10 @@ pub async fn run(coordinator: SocketAddr, mesh_ip: Ipv4Addr, name: String, regis
                 continue;
             }
         };
-        let beat = json!({ "worker_id": name });
+        let beat = json!({ "worker_id": name, "session": session });
         loop {
             tokio::time::sleep(interval).await;
-            match post(coordinator, mesh_ip, "/api/worker/heartbeat", &beat).await {
+            match post(coordinator, mesh_ip, HEARTBEAT, &beat, None).await {
                 Ok((200, _)) => {}
                 Ok((status, reply)) => {
                     tracing::warn!(%coordinator, status, error = %reply["error"], "heartbeat refused; registering again");

@@ -4,8 +4,10 @@
 //! the bearer token from the config); the service calls (see [`crate::proxy`]); and
 //! `/api/topology`, `/metrics`, `/openapi.json` and the topology page at `/`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -16,10 +18,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::admission;
+use crate::admission::{self, Claim};
 pub use crate::app::{App, Coordinator, Shared};
-use crate::registry::{Capabilities, HEARTBEAT_INTERVAL, Offered, TTL, Worker};
+use crate::edge::Listener;
+use crate::registry::{
+    Capabilities, HEARTBEAT_INTERVAL, Offered, Proof, SessionToken, TTL, Worker,
+};
+use crate::secrets;
 use crate::topology;
+use rma_ca::proof::{self, Signed, unix_ms};
 
 /// Largest registration or heartbeat body: a certificate and a few services.
 const MAX_BODY: usize = 64 * 1024;
@@ -56,50 +63,104 @@ pub struct Registered {
     pub worker_id: String,
     pub assigned_services: Vec<String>,
     pub heartbeat_interval_secs: u64,
+    /// The session this registration opened (hex): heartbeats carry it.
+    pub session: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub worker_id: String,
+    pub session: String,
 }
 
+pub const REGISTER_PATH: &str = "/api/worker/register";
+pub const HEARTBEAT_PATH: &str = "/api/worker/heartbeat";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex_session(text: &str) -> Option<SessionToken> {
+    let mut token = SessionToken::default();
+    if text.len() != 2 * token.len() {
+        return None;
+    }
+    for (i, byte) in token.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(token)
+}
+
+fn refused(shared: &App, status: StatusCode, source: IpAddr, reason: String) -> ApiError {
+    shared.lock().stats.registrations_refused += 1;
+    tracing::warn!(%source, %reason, "registration refused");
+    ApiError(status, reason)
+}
+
+/// A registration. Everything that proves who sent it is checked before the registry's lock
+/// is taken (see [`admission`]); the lock is held only to copy the revocation list and to
+/// write the registry.
 async fn register(
     State(shared): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(request): Json<Registration>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Json<Registered>, ApiError> {
-    let mut c = shared.lock();
-    let admitted = admission::admit(
-        request.certificate.as_bytes(),
-        peer.ip(),
-        &c.ca,
-        c.crl.as_ref(),
-        OffsetDateTime::now_utc(),
-    );
-    let cert = match admitted {
-        Ok(cert) => cert,
-        Err(e) => {
-            c.stats.registrations_refused += 1;
-            tracing::warn!(source = %peer.ip(), reason = %e, "registration refused");
-            return Err(ApiError(StatusCode::FORBIDDEN, e.to_string()));
-        }
+    let source = peer.ip();
+    let request: Registration = serde_json::from_slice(&body).map_err(|e| {
+        refused(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            source,
+            format!("registration: {e}"),
+        )
+    })?;
+    let header = |name| {
+        headers
+            .get(name)
+            .map(|v: &axum::http::HeaderValue| v.as_bytes())
     };
+    let claim = Claim {
+        certificate: request.certificate.as_bytes(),
+        source_ip: source,
+        path: REGISTER_PATH,
+        signed: Signed {
+            time: header(proof::TIME_HEADER),
+            signature: header(proof::SIGNATURE_HEADER),
+        },
+        body: &body,
+    };
+    let now = OffsetDateTime::now_utc();
+    let proven = admission::prove(&claim, &shared.worker_groups, unix_ms(now))
+        .map_err(|e| refused(&shared, StatusCode::FORBIDDEN, source, e.to_string()))?;
+    let crl = shared.lock().crl.clone();
+    admission::trust(&proven.cert, &shared.ca, crl.as_deref(), now)
+        .map_err(|e| refused(&shared, StatusCode::FORBIDDEN, source, e.to_string()))?;
+    let cert = proven.cert;
     let name = cert.name().to_string();
     if let Some(claimed) = &request.worker_id
         && *claimed != name
     {
-        c.stats.registrations_refused += 1;
-        return Err(ApiError(
+        return Err(refused(
+            &shared,
             StatusCode::FORBIDDEN,
+            source,
             format!("worker_id {claimed:?} is not the certificate's name {name:?}"),
         ));
     }
+    let session = secrets::new_session();
+    let proof = Proof {
+        signed_at_ms: proven.signed_at_ms,
+        session,
+    };
+    let mut c = shared.lock();
     let registered = c.registry.register(
         &name,
         cert.mesh_ip(),
         request.capabilities,
         request.services,
+        proof,
         Instant::now(),
     );
     let worker = match registered {
@@ -112,20 +173,29 @@ async fn register(
     c.store
         .save(&worker)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    drop(c);
     tracing::info!(worker = %name, mesh_ip = %worker.mesh_ip, assigned = ?worker.assigned, "worker registered");
     Ok(Json(Registered {
         status: "registered".into(),
         worker_id: name,
         assigned_services: worker.assigned,
         heartbeat_interval_secs: HEARTBEAT_INTERVAL.as_secs(),
+        session: hex(&session),
     }))
 }
 
+/// A heartbeat: from the worker's mesh IP, with the session its registration opened.
 async fn heartbeat(
     State(shared): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(request): Json<Heartbeat>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let session = unhex_session(&request.session).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "session must be the 32 hex digits the registration answered".into(),
+        )
+    })?;
     let mut c = shared.lock();
     let Some(worker) = c.registry.get(&request.worker_id) else {
         return Err(ApiError(
@@ -136,7 +206,7 @@ async fn heartbeat(
             ),
         ));
     };
-    if peer.ip() != std::net::IpAddr::V4(worker.mesh_ip) {
+    if peer.ip() != IpAddr::V4(worker.mesh_ip) {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             format!(
@@ -148,8 +218,8 @@ async fn heartbeat(
         ));
     }
     c.registry
-        .heartbeat(&request.worker_id, Instant::now())
-        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+        .heartbeat(&request.worker_id, &session, Instant::now())
+        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
     Ok(Json(json!({ "status": "ok", "ttl_secs": TTL.as_secs() })))
 }
 
@@ -186,8 +256,9 @@ fn authorized(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let matches = presented
-        .is_some_and(|token| constant_time_eq(token.as_bytes(), app.admin_token.as_bytes()));
+    let matches = presented.is_some_and(|token| {
+        secrets::constant_time_eq(token.as_bytes(), app.admin_token.as_bytes())
+    });
     if matches {
         Ok(())
     } else {
@@ -196,11 +267,6 @@ fn authorized(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
             "admin routes need `Authorization: Bearer TOKEN`".into(),
         ))
     }
-}
-
-/// Compares in time that does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn admin_workers(
@@ -289,11 +355,17 @@ async fn dht_gone() -> ApiError {
 }
 
 /// Every route but the service calls, which [`crate::server`] sends to the proxy directly.
-pub fn routes(shared: Shared) -> Router {
-    Router::new()
+/// Workers register and heartbeat only on the mesh listener: the public one has no route for
+/// them at all.
+pub fn routes(shared: Shared, listener: Listener) -> Router {
+    let router = match listener {
+        Listener::Mesh => Router::new()
+            .route(REGISTER_PATH, post(register))
+            .route(HEARTBEAT_PATH, post(heartbeat)),
+        Listener::Public => Router::new(),
+    };
+    router
         .route("/health", get(health))
-        .route("/api/worker/register", post(register))
-        .route("/api/worker/heartbeat", post(heartbeat))
         .route("/api/coordinator/workers", get(coordinator_workers))
         .route("/api/admin/workers", get(admin_workers))
         .route("/api/admin/gaps", get(admin_gaps))

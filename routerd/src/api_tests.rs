@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
-use rma_ca::NodeCert;
 use rma_ca::test_ca::TestCa;
+use rma_ca::{NodeCert, NodeKeys};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -41,7 +41,8 @@ impl Api {
         }
     }
 
-    /// Sends a request from `from` and returns the status and the JSON body.
+    /// Sends a request from `from` to the mesh listener and returns the status and the JSON
+    /// body.
     async fn call(
         &self,
         from: Ipv4Addr,
@@ -50,8 +51,6 @@ impl Api {
         body: Option<Value>,
         token: Option<&str>,
     ) -> (StatusCode, Value) {
-        let app =
-            routes(self.shared.clone()).layer(MockConnectInfo(SocketAddr::from((from, 40000))));
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
@@ -63,6 +62,46 @@ impl Api {
             None => request.body(Body::empty()),
         }
         .unwrap();
+        self.send(from, Listener::Mesh, request).await
+    }
+
+    /// A registration signed with `keys` at `unix_ms`, sent from `from` to `listener`.
+    async fn register_signed(
+        &self,
+        from: Ipv4Addr,
+        listener: Listener,
+        keys: &NodeKeys,
+        unix_ms: u64,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let body = body.to_string();
+        let signature = proof::sign_request(keys, "POST", REGISTER_PATH, unix_ms, body.as_bytes());
+        let request = Request::builder()
+            .method("POST")
+            .uri(REGISTER_PATH)
+            .header("content-type", "application/json")
+            .header(proof::TIME_HEADER, unix_ms.to_string())
+            .header(proof::SIGNATURE_HEADER, signature)
+            .body(Body::from(body))
+            .unwrap();
+        self.send(from, listener, request).await
+    }
+
+    /// A registration signed with `keys` now, from `from`, to the mesh listener.
+    async fn register(&self, from: Ipv4Addr, keys: &NodeKeys, body: &Value) -> (StatusCode, Value) {
+        let now = unix_ms(OffsetDateTime::now_utc());
+        self.register_signed(from, Listener::Mesh, keys, now, body)
+            .await
+    }
+
+    async fn send(
+        &self,
+        from: Ipv4Addr,
+        listener: Listener,
+        request: Request<Body>,
+    ) -> (StatusCode, Value) {
+        let app = routes(self.shared.clone(), listener)
+            .layer(MockConnectInfo(SocketAddr::from((from, 40000))));
         let response = app.oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -72,22 +111,18 @@ impl Api {
         (status, value)
     }
 
-    /// An API with worker-1 (10.42.0.11, offering rag-embeddings) registered.
-    async fn with_registered_worker() -> (Self, Ipv4Addr, NodeCert) {
+    /// An API with worker-1 (10.42.0.11, offering rag-embeddings) registered; its keys, and
+    /// the session its registration opened.
+    async fn with_registered_worker() -> (Self, Ipv4Addr, NodeCert, NodeKeys, String) {
         let api = Self::new();
         let ip = Ipv4Addr::new(10, 42, 0, 11);
-        let (cert, _) = api.pki.node("worker-1", ip);
+        let (cert, keys) = api.pki.node("worker-1", ip);
         let (status, reply) = api
-            .call(
-                ip,
-                "POST",
-                "/api/worker/register",
-                Some(Self::registration(&cert, rag())),
-                None,
-            )
+            .register(ip, &keys, &Self::registration(&cert, rag()))
             .await;
         assert_eq!(status, StatusCode::OK, "{reply}");
-        (api, ip, cert)
+        let session = reply["session"].as_str().unwrap().to_owned();
+        (api, ip, cert, keys, session)
     }
 
     fn registration(cert: &NodeCert, services: Value) -> Value {
@@ -110,27 +145,23 @@ fn rag() -> Value {
 async fn a_worker_registers_from_its_mesh_ip_and_heartbeats() {
     let api = Api::new();
     let ip = Ipv4Addr::new(10, 42, 0, 11);
-    let (cert, _) = api.pki.node("worker-1", ip);
+    let (cert, keys) = api.pki.node("worker-1", ip);
     let (status, body) = api
-        .call(
-            ip,
-            "POST",
-            "/api/worker/register",
-            Some(Api::registration(&cert, rag())),
-            None,
-        )
+        .register(ip, &keys, &Api::registration(&cert, rag()))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["worker_id"], "worker-1");
     assert_eq!(body["assigned_services"], json!(["rag-embeddings"]));
     assert_eq!(body["heartbeat_interval_secs"], 5);
+    let session = body["session"].as_str().unwrap();
+    assert_eq!(session.len(), 32);
 
     let (status, _) = api
         .call(
             ip,
             "POST",
             "/api/worker/heartbeat",
-            Some(json!({"worker_id": "worker-1"})),
+            Some(json!({"worker_id": "worker-1", "session": session})),
             None,
         )
         .await;
@@ -152,19 +183,11 @@ async fn a_worker_registers_from_its_mesh_ip_and_heartbeats() {
 async fn registrations_from_elsewhere_with_another_nodes_cert_or_revoked_are_refused() {
     let api = Api::new();
     let ip = Ipv4Addr::new(10, 42, 0, 11);
-    let (cert, _) = api.pki.node("worker-1", ip);
+    let (cert, keys) = api.pki.node("worker-1", ip);
     let body = Api::registration(&cert, rag());
     // From outside the mesh (cloudflared's loopback), and from another node's mesh IP.
     for from in [Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 42, 0, 12)] {
-        let (status, reply) = api
-            .call(
-                from,
-                "POST",
-                "/api/worker/register",
-                Some(body.clone()),
-                None,
-            )
-            .await;
+        let (status, reply) = api.register(from, &keys, &body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{from}: {reply}");
         assert!(
             reply["error"]
@@ -176,15 +199,11 @@ async fn registrations_from_elsewhere_with_another_nodes_cert_or_revoked_are_ref
     // Claiming another name than the certificate's.
     let mut claimed = body.clone();
     claimed["worker_id"] = json!("worker-2");
-    let (status, _) = api
-        .call(ip, "POST", "/api/worker/register", Some(claimed), None)
-        .await;
+    let (status, _) = api.register(ip, &keys, &claimed).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Revoked.
-    api.shared.lock().crl = Some(api.pki.crl_revoking(&[&cert]));
-    let (status, reply) = api
-        .call(ip, "POST", "/api/worker/register", Some(body), None)
-        .await;
+    api.shared.lock().crl = Some(std::sync::Arc::new(api.pki.crl_revoking(&[&cert])));
+    let (status, reply) = api.register(ip, &keys, &body).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(
         reply["error"].as_str().unwrap().contains("revoked"),
@@ -195,8 +214,8 @@ async fn registrations_from_elsewhere_with_another_nodes_cert_or_revoked_are_ref
 
 #[tokio::test]
 async fn heartbeats_only_from_the_workers_own_ip_and_bad_bodies_get_clear_errors() {
-    let (api, ip, cert) = Api::with_registered_worker().await;
-    let beat = json!({"worker_id": "worker-1"});
+    let (api, ip, cert, keys, session) = Api::with_registered_worker().await;
+    let beat = json!({"worker_id": "worker-1", "session": session});
     let (status, _) = api
         .call(
             Ipv4Addr::new(10, 42, 0, 99),
@@ -212,7 +231,7 @@ async fn heartbeats_only_from_the_workers_own_ip_and_bad_bodies_get_clear_errors
             ip,
             "POST",
             "/api/worker/heartbeat",
-            Some(json!({"worker_id": "ghost"})),
+            Some(json!({"worker_id": "ghost", "session": session})),
             None,
         )
         .await;
@@ -220,25 +239,11 @@ async fn heartbeats_only_from_the_workers_own_ip_and_bad_bodies_get_clear_errors
 
     let gpu_service = json!([{ "name": "llm-inference", "port": 8200, "health": "/health" }]);
     let (status, reply) = api
-        .call(
-            ip,
-            "POST",
-            "/api/worker/register",
-            Some(Api::registration(&cert, gpu_service)),
-            None,
-        )
+        .register(ip, &keys, &Api::registration(&cert, gpu_service))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(reply["error"].as_str().unwrap().contains("needs a GPU"));
-    let (status, _) = api
-        .call(
-            ip,
-            "POST",
-            "/api/worker/register",
-            Some(json!({"nonsense": true})),
-            None,
-        )
-        .await;
+    let (status, _) = api.register(ip, &keys, &json!({"nonsense": true})).await;
     assert!(status.is_client_error(), "{status}");
     let huge = json!({ "worker_id": "x".repeat(MAX_BODY) });
     let (status, _) = api
@@ -249,7 +254,7 @@ async fn heartbeats_only_from_the_workers_own_ip_and_bad_bodies_get_clear_errors
 
 #[tokio::test]
 async fn admin_routes_need_the_token_and_list_gaps() {
-    let (api, ip, _) = Api::with_registered_worker().await;
+    let (api, ip, ..) = Api::with_registered_worker().await;
     for token in [None, Some("wrong")] {
         let (status, _) = api.call(ip, "GET", "/api/admin/gaps", None, token).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -286,4 +291,128 @@ async fn admin_routes_need_the_token_and_list_gaps() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(workers["workers"][0]["services"][0]["port"], 8101);
+}
+
+/// A local user on a worker's machine (or on routerd's) can send from the worker's mesh IP and
+/// has its certificate, which is public; it does not have the key.
+#[tokio::test]
+async fn a_registration_must_be_signed_by_the_certificates_key_recently_and_once() {
+    let api = Api::new();
+    let ip = Ipv4Addr::new(10, 42, 0, 11);
+    let (cert, keys) = api.pki.node("worker-1", ip);
+    let (_, other_keys) = api.pki.node("worker-2", Ipv4Addr::new(10, 42, 0, 12));
+    let body = Api::registration(&cert, rag());
+    let now = unix_ms(OffsetDateTime::now_utc());
+
+    let (status, reply) = api
+        .call(ip, "POST", REGISTER_PATH, Some(body.clone()), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "unsigned: {reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("not signed"),
+        "{reply}"
+    );
+    let (status, reply) = api
+        .register_signed(ip, Listener::Mesh, &other_keys, now, &body)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "another key: {reply}");
+    let stale = now - 10 * 60 * 1000;
+    let (status, reply) = api
+        .register_signed(ip, Listener::Mesh, &keys, stale, &body)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "stale: {reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("clock"),
+        "{reply}"
+    );
+    assert_eq!(api.shared.lock().registry.workers().count(), 0);
+    assert_eq!(api.shared.lock().stats.registrations_refused, 3);
+
+    let (status, reply) = api
+        .register_signed(ip, Listener::Mesh, &keys, now, &body)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    // The same signed request again is a replay.
+    let (status, reply) = api
+        .register_signed(ip, Listener::Mesh, &keys, now, &body)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("replay"),
+        "{reply}"
+    );
+
+    // A certificate outside the worker groups proves its key but may not register.
+    let (ops_cert, ops_keys) = api
+        .pki
+        .node_in("ops-1", Ipv4Addr::new(10, 42, 0, 30), "ops");
+    let (status, reply) = api
+        .register(
+            Ipv4Addr::new(10, 42, 0, 30),
+            &ops_keys,
+            &Api::registration(&ops_cert, rag()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("worker groups"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_carry_the_registrations_session() {
+    let (api, ip, ..) = Api::with_registered_worker().await;
+    for (session, status) in [
+        (
+            json!("00112233445566778899aabbccddeeff"),
+            StatusCode::FORBIDDEN,
+        ),
+        (json!("not hex"), StatusCode::BAD_REQUEST),
+    ] {
+        let (got, reply) = api
+            .call(
+                ip,
+                "POST",
+                HEARTBEAT_PATH,
+                Some(json!({"worker_id": "worker-1", "session": session})),
+                None,
+            )
+            .await;
+        assert_eq!(got, status, "{reply}");
+    }
+    let (status, _) = api
+        .call(
+            ip,
+            "POST",
+            HEARTBEAT_PATH,
+            Some(json!({"worker_id": "worker-1"})),
+            None,
+        )
+        .await;
+    assert!(status.is_client_error(), "no session: {status}");
+}
+
+#[tokio::test]
+async fn the_public_listener_has_no_worker_routes() {
+    let api = Api::new();
+    let ip = Ipv4Addr::new(10, 42, 0, 11);
+    let (cert, keys) = api.pki.node("worker-1", ip);
+    let now = unix_ms(OffsetDateTime::now_utc());
+    let body = Api::registration(&cert, rag());
+    let (status, _) = api
+        .register_signed(ip, Listener::Public, &keys, now, &body)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(api.shared.lock().registry.workers().count(), 0);
+    let request = Request::builder()
+        .method("POST")
+        .uri(HEARTBEAT_PATH)
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"worker_id": "worker-1", "session": "00"}).to_string(),
+        ))
+        .unwrap();
+    let (status, _) = api.send(ip, Listener::Public, request).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

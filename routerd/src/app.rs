@@ -20,8 +20,8 @@ use crate::store::Store;
 pub struct Coordinator {
     pub registry: Registry,
     pub store: Store,
-    pub ca: CaCert,
-    pub crl: Option<RevocationList>,
+    /// Shared with registrations in flight, which check against a copy taken under the lock.
+    pub crl: Option<Arc<RevocationList>>,
     pub balancer: Balancer,
     pub retry_budget: RetryBudget,
     pub rate_limiter: Option<RateLimiter>,
@@ -69,6 +69,11 @@ pub struct App {
     pub routing: Routing,
     pub rate_limit: Option<RateLimit>,
     pub admin_token: String,
+    pub ca: CaCert,
+    /// A worker's certificate must be in one of these groups.
+    pub worker_groups: Vec<String>,
+    /// Public-listener peers whose `CF-Connecting-IP` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// This node's mesh IP, for the topology.
     pub mesh_ip: Option<std::net::Ipv4Addr>,
 }
@@ -79,6 +84,7 @@ impl std::fmt::Debug for App {
         f.debug_struct("App")
             .field("routing", &self.routing)
             .field("rate_limit", &self.rate_limit)
+            .field("worker_groups", &self.worker_groups)
             .field("mesh_ip", &self.mesh_ip)
             .finish_non_exhaustive()
     }
@@ -105,8 +111,7 @@ impl App {
         let core = Coordinator {
             registry: Registry::new(config.catalog.clone()),
             store,
-            ca,
-            crl,
+            crl: crl.map(Arc::new),
             balancer: Balancer::new(config.routing.balance, config.health, config.ejection),
             retry_budget: RetryBudget::new(config.routing.retry_budget),
             rate_limiter: config
@@ -122,6 +127,9 @@ impl App {
             routing: config.routing.clone(),
             rate_limit: config.rate_limit.clone(),
             admin_token,
+            ca,
+            worker_groups: config.worker_groups.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
             mesh_ip,
         }
     }

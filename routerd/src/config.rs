@@ -1,10 +1,12 @@
 //! `routerd.toml`: parsed straight into validated types; errors name the file, line and
 //! column. Relative paths are taken from the config file's directory.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use rma_daemon::config::{ByteSize, HostPort, RawLog, Span};
 pub use rma_daemon::{ConfigError, Log};
 use serde::Deserialize;
@@ -18,6 +20,9 @@ pub const DEFAULT_MESH_PORT: u16 = 8080;
 pub struct Config {
     /// Where cloudflared (or any local ingress) sends public calls.
     pub public: SocketAddr,
+    /// Peers of the public listener whose `CF-Connecting-IP` names the caller (cloudflared's
+    /// addresses); from anyone else the header is ignored and not passed on.
+    pub trusted_proxies: Vec<IpNet>,
     /// Where workers register, on this node's mesh IP; `None` takes the mesh IP from
     /// `pki.cert`.
     pub mesh: Option<SocketAddr>,
@@ -34,6 +39,8 @@ pub struct Config {
     /// Origins browsers may call from; empty allows none.
     pub cors_origins: Vec<String>,
     pub catalog: Catalog,
+    /// A worker's certificate must be in one of these groups (`[workers] groups`).
+    pub worker_groups: Vec<String>,
     pub log: Log,
 }
 
@@ -122,9 +129,19 @@ pub struct Ejection {
 pub struct RateLimit {
     pub per_second: f64,
     pub burst: f64,
-    /// The header whose value identifies a caller; callers without it are keyed by
-    /// `CF-Connecting-IP` on the public listener, else by their address.
+    /// The header that carries an API key. A caller whose key is one of `api_keys` is limited
+    /// under its key; every other caller under its address (`CF-Connecting-IP` from a trusted
+    /// proxy, else the peer's), whatever key it sends.
     pub key_header: String,
+    /// SHA-256 digests of the API keys routerd knows.
+    pub api_keys: HashSet<[u8; 32]>,
+}
+
+impl RateLimit {
+    /// Whether `key` is one of the configured API keys.
+    pub fn knows(&self, key: &[u8]) -> bool {
+        !self.api_keys.is_empty() && self.api_keys.contains(&crate::secrets::api_key_digest(key))
+    }
 }
 
 #[derive(Deserialize)]
@@ -147,7 +164,28 @@ struct RawConfig {
     #[serde(default)]
     service: Vec<RawService>,
     #[serde(default)]
+    workers: RawWorkers,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkers {
+    #[serde(default = "default_worker_groups")]
+    groups: Vec<String>,
+}
+
+impl Default for RawWorkers {
+    fn default() -> Self {
+        Self {
+            groups: default_worker_groups(),
+        }
+    }
+}
+
+fn default_worker_groups() -> Vec<String> {
+    vec!["workers".into()]
 }
 
 #[derive(Deserialize)]
@@ -156,6 +194,8 @@ struct RawListen {
     #[serde(default = "default_public")]
     public: HostPort,
     mesh: Option<HostPort>,
+    #[serde(default = "default_trusted_proxies")]
+    trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for RawListen {
@@ -163,8 +203,17 @@ impl Default for RawListen {
         Self {
             public: default_public(),
             mesh: None,
+            trusted_proxies: default_trusted_proxies(),
         }
     }
+}
+
+/// Loopback, where cloudflared runs beside routerd.
+fn default_trusted_proxies() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 fn default_public() -> HostPort {
@@ -304,6 +353,23 @@ struct RawRateLimit {
     burst: Option<f64>,
     #[serde(default = "default_key_header")]
     key_header: String,
+    /// SHA-256 digests, in hex, of the API keys callers may be limited under
+    /// (`printf %s KEY | sha256sum`).
+    #[serde(default)]
+    api_keys: Vec<String>,
+}
+
+/// A 64-digit hex SHA-256 digest.
+fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    let mut digest = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(digest)
 }
 
 fn default_key_header() -> String {
@@ -383,17 +449,36 @@ impl Config {
         };
         let rate_limit = match raw.rate_limit {
             None => None,
-            Some(r) if r.per_second > 0.0 && r.burst.is_none_or(|b| b >= 1.0) => Some(RateLimit {
-                per_second: r.per_second,
-                burst: r.burst.unwrap_or(r.per_second.max(1.0)),
-                key_header: r.key_header,
-            }),
+            Some(r) if r.per_second > 0.0 && r.burst.is_none_or(|b| b >= 1.0) => {
+                let mut api_keys = HashSet::new();
+                for (i, text) in r.api_keys.iter().enumerate() {
+                    let digest = parse_digest(text).ok_or_else(|| {
+                        semantic(format!(
+                            "rate_limit.api_keys[{i}] is not a SHA-256 digest in hex (64 digits; \
+                             `printf %s KEY | sha256sum` makes one): routerd keeps no API key in clear"
+                        ))
+                    })?;
+                    api_keys.insert(digest);
+                }
+                Some(RateLimit {
+                    per_second: r.per_second,
+                    burst: r.burst.unwrap_or(r.per_second.max(1.0)),
+                    key_header: r.key_header,
+                    api_keys,
+                })
+            }
             Some(_) => {
                 return Err(semantic(
                     "rate_limit.per_second must be above 0 and burst at least 1".into(),
                 ));
             }
         };
+        if raw.workers.groups.is_empty() {
+            return Err(semantic(
+                "workers.groups is empty: no certificate could register as a worker".into(),
+            ));
+        }
+        let worker_groups = raw.workers.groups;
         let catalog = if raw.service.is_empty() {
             Catalog::default()
         } else {
@@ -416,6 +501,7 @@ impl Config {
         };
         Ok(Self {
             public: raw.listen.public.0,
+            trusted_proxies: raw.listen.trusted_proxies,
             mesh: raw.listen.mesh.map(|m| m.0),
             ca: resolve(raw.pki.ca),
             cert: raw.pki.cert.map(resolve),
@@ -434,6 +520,7 @@ impl Config {
             rate_limit,
             cors_origins: raw.cors.origins,
             catalog,
+            worker_groups,
             log: raw.log.validate(path)?,
         })
     }
@@ -460,6 +547,13 @@ mod tests {
         assert_eq!(config.catalog, Catalog::default());
         assert_eq!(config.rate_limit, None);
         assert!(config.cors_origins.is_empty());
+        assert_eq!(config.worker_groups, ["workers"]);
+        let trusted: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(trusted, ["127.0.0.0/8", "::1/128"]);
     }
 
     #[test]
@@ -481,6 +575,18 @@ mod tests {
         let limit = config.rate_limit.unwrap();
         assert_eq!((limit.per_second, limit.burst), (5.0, 5.0));
         assert_eq!(limit.key_header, "X-API-Key");
+        assert!(limit.api_keys.is_empty());
+        let keyed = parse(&format!(
+            "{MINIMAL}[rate_limit]\nper_second = 5\n\
+             api_keys = [\"2c70e12b7a0646f92279f427c7b38e7334d8e5389cff167a1dc30e73f826b683\"]\n\
+             [listen]\ntrusted_proxies = [\"10.0.0.0/8\"]\n[workers]\ngroups = [\"gpu\", \"cpu\"]\n"
+        ))
+        .unwrap();
+        let limit = keyed.rate_limit.unwrap();
+        assert!(limit.knows(b"key"), "the digest of `key`");
+        assert!(!limit.knows(b"other"));
+        assert_eq!(keyed.trusted_proxies[0].to_string(), "10.0.0.0/8");
+        assert_eq!(keyed.worker_groups, ["gpu", "cpu"]);
     }
 
     #[test]
@@ -525,6 +631,10 @@ mod tests {
             !format!("{:?}", parse(MINIMAL).unwrap()).contains("0123456789abcdef"),
             "the token is never printed"
         );
+        let clear = parse(&format!(
+            "{MINIMAL}[rate_limit]\nper_second = 5\napi_keys = [\"team-a-secret\"]\n"
+        ));
+        assert!(clear.unwrap_err().to_string().contains("api_keys[0]"));
         let budget = parse(&format!("{MINIMAL}[routing]\nretry_budget = 2.0\n"));
         assert!(budget.unwrap_err().to_string().contains("retry_budget"));
     }

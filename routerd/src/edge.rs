@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
 use axum::response::Response;
+use ipnet::IpNet;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::RateLimit;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
+pub const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
 
 /// The listener a call came in on. Only the public one sits behind cloudflared, so only
 /// there is `CF-Connecting-IP` the caller's address.
@@ -26,13 +27,20 @@ pub enum Listener {
 pub struct Peer {
     pub addr: SocketAddr,
     pub written: HeaderValue,
+    /// Whether it is a trusted proxy (cloudflared), whose `CF-Connecting-IP` names the caller.
+    pub trusted_proxy: bool,
 }
 
 impl Peer {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr, trusted_proxies: &[IpNet]) -> Self {
         let written = HeaderValue::from_str(&addr.ip().to_string())
             .unwrap_or_else(|_| unreachable!("an IP address is a valid header value"));
-        Self { addr, written }
+        let ip = addr.ip().to_canonical();
+        Self {
+            addr,
+            written,
+            trusted_proxy: trusted_proxies.iter().any(|net| net.contains(&ip)),
+        }
     }
 }
 
@@ -42,20 +50,23 @@ pub struct Caller {
     pub ip: IpAddr,
     /// `ip` as `X-Forwarded-For` carries it.
     pub written: HeaderValue,
-    /// The key its rate limit is kept under (`None` without limits): its API key if it sent
-    /// one, else its address.
+    /// The key its rate limit is kept under (`None` without limits): its API key if routerd
+    /// knows it, else its address.
     pub key: Option<String>,
+    /// Whether `CF-Connecting-IP` was believed (and so may be passed on).
+    pub forwarded: bool,
 }
 
-/// The caller of a request that came from `peer` on `listener`: `CF-Connecting-IP` on the
-/// public listener when it holds an address, else the peer.
+/// The caller of a request that came from `peer` on `listener`: `CF-Connecting-IP` when the
+/// peer is a trusted proxy on the public listener and the header holds an address, else the
+/// peer.
 pub fn caller(
     headers: &HeaderMap,
     peer: &Peer,
     listener: Listener,
     limit: Option<&RateLimit>,
 ) -> Caller {
-    let forwarded = (listener == Listener::Public)
+    let forwarded = (listener == Listener::Public && peer.trusted_proxy)
         .then(|| {
             let value = headers.get(&CF_CONNECTING_IP)?;
             let text = value.to_str().ok()?.trim();
@@ -69,15 +80,30 @@ pub fn caller(
             Some((ip, written))
         })
         .flatten();
+    let believed = forwarded.is_some();
     let (ip, written) = forwarded.unwrap_or_else(|| (peer.addr.ip(), peer.written.clone()));
+    // A key routerd does not know is no identity: a caller making up a new one per call would
+    // get a new bucket per call.
     let key = limit.map(|limit| {
         headers
             .get(limit.key_header.as_str())
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 256)
-            .map_or_else(|| format!("ip:{ip}"), |k| format!("key:{k}"))
+            .map(HeaderValue::as_bytes)
+            .filter(|k| !k.is_empty() && k.len() <= 256 && limit.knows(k))
+            .map_or_else(
+                || format!("ip:{ip}"),
+                |k| {
+                    let digest = crate::secrets::api_key_digest(k);
+                    let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+                    format!("key:{short}")
+                },
+            )
     });
-    Caller { ip, written, key }
+    Caller {
+        ip,
+        written,
+        key,
+        forwarded: believed,
+    }
 }
 
 /// A request ID worth passing on: short and printable.
@@ -184,13 +210,19 @@ mod tests {
             per_second: 1.0,
             burst: 1.0,
             key_header: "X-API-Key".into(),
+            api_keys: [crate::secrets::api_key_digest(b"team-a")].into(),
         }
+    }
+
+    fn loopback() -> Vec<IpNet> {
+        vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()]
     }
 
     #[test]
     fn callers_are_keyed_by_api_key_then_cloudflare_address_on_the_public_side_only() {
-        let peer = Peer::new(SocketAddr::from(([127, 0, 0, 1], 5000)));
+        let peer = Peer::new(SocketAddr::from(([127, 0, 0, 1], 5000)), &loopback());
         assert_eq!(peer.written, "127.0.0.1");
+        assert!(peer.trusted_proxy);
         let mut headers = HeaderMap::new();
         headers.insert("cf-connecting-ip", HeaderValue::from_static("203.0.113.7"));
         let c = caller(&headers, &peer, Listener::Public, Some(&limit()));
@@ -202,7 +234,18 @@ mod tests {
         assert_eq!(c.written, "127.0.0.1");
         headers.insert("x-api-key", HeaderValue::from_static("team-a"));
         let c = caller(&headers, &peer, Listener::Public, Some(&limit()));
-        assert_eq!(c.key.as_deref(), Some("key:team-a"));
+        let known = c.key.unwrap();
+        assert!(
+            known.starts_with("key:") && !known.contains("team-a"),
+            "{known}"
+        );
+        headers.insert("x-api-key", HeaderValue::from_static("made-up"));
+        let c = caller(&headers, &peer, Listener::Public, Some(&limit()));
+        assert_eq!(
+            c.key.as_deref(),
+            Some("ip:203.0.113.7"),
+            "unknown keys name no one"
+        );
         assert_eq!(
             caller(&headers, &peer, Listener::Public, None).key,
             None,
@@ -220,6 +263,33 @@ mod tests {
             c.ip,
             peer.addr.ip(),
             "a header that is no address is ignored"
+        );
+        assert!(!c.forwarded);
+    }
+
+    #[test]
+    fn only_trusted_proxies_name_the_caller() {
+        let mut headers = HeaderMap::new();
+        headers.insert("cf-connecting-ip", HeaderValue::from_static("203.0.113.7"));
+        let outsider = Peer::new(SocketAddr::from(([198, 51, 100, 4], 5000)), &loopback());
+        assert!(!outsider.trusted_proxy);
+        let c = caller(&headers, &outsider, Listener::Public, Some(&limit()));
+        assert_eq!(c.ip.to_string(), "198.51.100.4");
+        assert_eq!(c.key.as_deref(), Some("ip:198.51.100.4"));
+        assert!(!c.forwarded);
+        // IPv4 through an IPv6 socket is still loopback.
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        assert!(Peer::new(mapped, &loopback()).trusted_proxy);
+        let c = caller(
+            &headers,
+            &Peer::new(mapped, &loopback()),
+            Listener::Public,
+            None,
+        );
+        assert!(c.forwarded);
+        assert!(
+            !Peer::new(mapped, &[]).trusted_proxy,
+            "none configured, none trusted"
         );
     }
 

@@ -16,6 +16,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod retry_budget;
 pub mod routes;
+pub mod secrets;
 pub mod server;
 pub mod shell;
 pub mod store;

@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
 use crate::catalog::ServiceSpec;
-use crate::edge::{Caller, Listener, Peer, REQUEST_ID, caller};
+use crate::edge::{CF_CONNECTING_IP, Caller, Listener, Peer, REQUEST_ID, caller};
 use crate::pool::{ConnectError, Pool};
 use crate::routes::Route;
 use crate::upstream::{self, Conn, Head, Payload, Reader, WorkerBody};
@@ -29,8 +29,9 @@ const ATTEMPTS: usize = 2;
 
 /// Headers that belong to one connection and are not passed on (RFC 9110, section 7.6.1).
 /// Names are constants, not strings: a string name is parsed on every lookup.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
+    header::UPGRADE,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
@@ -102,12 +103,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
+    // `Connection` may name any header as hop-by-hop, but not the request ID routerd itself
+    // set for the call ([`crate::edge::Stamp`]).
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .filter(|name| *name != REQUEST_ID)
         .collect();
     for name in listed {
         headers.remove(name);
@@ -117,10 +121,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The headers a worker gets: the caller's, without hop-by-hop or framing ones, with the
-/// caller's address appended to `X-Forwarded-For`. Each attempt adds the worker as `Host`.
-fn upstream_headers(mut headers: HeaderMap, client: HeaderValue) -> HeaderMap {
+/// The headers a worker gets: the caller's, without hop-by-hop or framing ones, without a
+/// `CF-Connecting-IP` that was not believed or an `Authorization` that carries routerd's
+/// admin token, with the caller's address appended to `X-Forwarded-For`. Each attempt adds
+/// the worker as `Host`.
+fn upstream_headers(mut headers: HeaderMap, caller: &Caller, admin_token: &str) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
+    if !caller.forwarded && headers.contains_key(&CF_CONNECTING_IP) {
+        headers.remove(CF_CONNECTING_IP);
+    }
+    let carries_admin_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|token| crate::secrets::constant_time_eq(token, admin_token.as_bytes()));
+    if carries_admin_token {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let client = caller.written.clone();
     // The body's framing is written for the worker by the client ([`upstream`]), which sends
     // the body without waiting for a 100 Continue.
     for name in [header::CONTENT_LENGTH, header::EXPECT] {
@@ -155,6 +172,8 @@ enum Failure {
     TooLarge,
     /// The caller's body broke off or was malformed while it was streamed to the worker.
     CallerBody(String),
+    /// The worker answered 101: an answer routerd cannot carry, not a failing worker.
+    Switched,
     TimedOut,
 }
 
@@ -213,14 +232,10 @@ impl Call {
                 format!("{:?} is not a path a worker can be sent", parts.uri.path()),
             ));
         };
-        let Caller {
-            written: client,
-            key,
-            ..
-        } = caller(&parts.headers, peer, listener, app.rate_limit.as_ref());
+        let caller = caller(&parts.headers, peer, listener, app.rate_limit.as_ref());
         let route = {
             let mut c = app.lock();
-            if let (Some(limiter), Some(key)) = (c.rate_limiter.as_mut(), key.as_deref())
+            if let (Some(limiter), Some(key)) = (c.rate_limiter.as_mut(), caller.key.as_deref())
                 && let Err(wait) = limiter.check(key, arrived)
             {
                 c.stats.rate_limited += 1;
@@ -261,7 +276,7 @@ impl Call {
         let call = Self {
             method: parts.method,
             target,
-            headers: upstream_headers(parts.headers, client),
+            headers: upstream_headers(parts.headers, &caller, &app.admin_token),
             keep,
             arrived,
             route,
@@ -306,6 +321,9 @@ impl Call {
             }
             if let upstream::Error::Body(cause) = &e.error {
                 return Failure::CallerBody(cause.to_string());
+            }
+            if matches!(e.error, upstream::Error::Switched) {
+                return Failure::Switched;
             }
             let cause = e.error.to_string();
             match (e.unsent, reused) {
@@ -421,6 +439,18 @@ impl Call {
                         }
                         Failure::CallerBody(cause) => {
                             return finish(app, service, arrived, unreadable(service, &cause));
+                        }
+                        Failure::Switched => {
+                            let r = refuse(
+                                StatusCode::BAD_GATEWAY,
+                                service,
+                                "protocol_switch",
+                                format!(
+                                    "{} switched protocols, which routerd does not carry",
+                                    worker.worker
+                                ),
+                            );
+                            return finish(app, service, arrived, r);
                         }
                         Failure::TimedOut => {
                             app.lock().stats.upstream_error(service, "timeout");
@@ -566,7 +596,7 @@ mod tests {
         headers.insert("x-request-id", HeaderValue::from_static("abc"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
         headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
-        let out = upstream_headers(headers, HeaderValue::from_static("198.51.100.4"));
+        let out = upstream_headers(headers, &outsider(), "admin-token-0123");
         assert!(out.get(header::CONTENT_LENGTH).is_none(), "framed anew");
         assert!(out.get(header::EXPECT).is_none());
         assert!(out.get("x-secret").is_none());
@@ -579,5 +609,58 @@ mod tests {
         assert_eq!(out["x-forwarded-host"], "api.rmatool.org.uk");
         assert_eq!(out["x-forwarded-for"], "203.0.113.9, 198.51.100.4");
         assert_eq!(out["x-request-id"], "abc");
+    }
+
+    /// A caller at 198.51.100.4 whose `CF-Connecting-IP` was not believed.
+    fn outsider() -> Caller {
+        Caller {
+            ip: "198.51.100.4".parse().unwrap(),
+            written: HeaderValue::from_static("198.51.100.4"),
+            key: None,
+            forwarded: false,
+        }
+    }
+
+    #[test]
+    fn a_caller_cannot_strip_routerds_headers_or_pass_on_what_routerd_did_not_believe() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("upgrade, x-request-id, x-forwarded-for"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-request-id", HeaderValue::from_static("routerd-set"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
+        headers.insert("cf-connecting-ip", HeaderValue::from_static("203.0.113.50"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer admin-token-0123"),
+        );
+        let out = upstream_headers(headers.clone(), &outsider(), "admin-token-0123");
+        assert!(out.get(header::UPGRADE).is_none(), "Upgrade is hop-by-hop");
+        assert_eq!(out["x-request-id"], "routerd-set");
+        assert_eq!(out["x-forwarded-for"], "198.51.100.4", "only routerd's hop");
+        assert!(
+            out.get("cf-connecting-ip").is_none(),
+            "not believed, not passed on"
+        );
+        assert!(
+            out.get(header::AUTHORIZATION).is_none(),
+            "the admin token stays"
+        );
+
+        // From a trusted proxy the header is the caller's address and goes on; a caller's own
+        // credentials go on too.
+        let believed = Caller {
+            forwarded: true,
+            ..outsider()
+        };
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer user-token"),
+        );
+        let out = upstream_headers(headers, &believed, "admin-token-0123");
+        assert_eq!(out["cf-connecting-ip"], "203.0.113.50");
+        assert_eq!(out[header::AUTHORIZATION], "Bearer user-token");
     }
 }

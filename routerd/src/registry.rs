@@ -64,6 +64,21 @@ pub enum RegistryError {
     Duplicate(String),
     #[error("worker {0:?} is not registered")]
     NotRegistered(String),
+    #[error("worker {name:?} has a registration signed at or after this one's time; a replay?")]
+    Replayed { name: String },
+    #[error("the heartbeat's session is not worker {0:?}'s registration; register again")]
+    WrongSession(String),
+}
+
+/// The secret a registration's answer gives the worker, which its heartbeats carry: it binds
+/// them to that registration (and so to the key that signed it).
+pub type SessionToken = [u8; 16];
+
+/// What a registration proved: when its signature was made, and the session it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proof {
+    pub signed_at_ms: u64,
+    pub session: SessionToken,
 }
 
 /// Where one worker serves one service.
@@ -88,6 +103,9 @@ pub struct Gap {
 struct Entry {
     worker: Worker,
     last_seen: Instant,
+    /// The proof of the registration in force; none for a worker restored from the store,
+    /// whose heartbeats are refused until it registers again.
+    proof: Option<Proof>,
 }
 
 #[derive(Debug)]
@@ -128,8 +146,19 @@ impl Registry {
         mesh_ip: Ipv4Addr,
         capabilities: Capabilities,
         offered: Vec<Offered>,
+        proof: Proof,
         now: Instant,
     ) -> Result<&Worker, RegistryError> {
+        let replayed = self
+            .workers
+            .get(name)
+            .and_then(|e| e.proof)
+            .is_some_and(|p| p.signed_at_ms >= proof.signed_at_ms);
+        if replayed {
+            return Err(RegistryError::Replayed {
+                name: name.to_owned(),
+            });
+        }
         let mut seen = Vec::new();
         for service in &offered {
             let spec = self
@@ -159,6 +188,7 @@ impl Registry {
             Entry {
                 worker,
                 last_seen: now,
+                proof: Some(proof),
             },
         );
         self.routes = Routes::build(self);
@@ -174,16 +204,29 @@ impl Registry {
             Entry {
                 worker,
                 last_seen: now,
+                proof: None,
             },
         );
         self.routes = Routes::build(self);
     }
 
-    pub fn heartbeat(&mut self, name: &str, now: Instant) -> Result<(), RegistryError> {
+    /// A heartbeat from the worker that holds `session`.
+    pub fn heartbeat(
+        &mut self,
+        name: &str,
+        session: &SessionToken,
+        now: Instant,
+    ) -> Result<(), RegistryError> {
         let entry = self
             .workers
             .get_mut(name)
             .ok_or_else(|| RegistryError::NotRegistered(name.to_owned()))?;
+        let bound = entry
+            .proof
+            .is_some_and(|p| crate::secrets::constant_time_eq(&p.session, session));
+        if !bound {
+            return Err(RegistryError::WrongSession(name.to_owned()));
+        }
         entry.last_seen = now;
         Ok(())
     }
@@ -292,6 +335,14 @@ mod tests {
         }
     }
 
+    /// A registration's proof signed at `ms`, with a session token made from it.
+    fn proof(ms: u64) -> Proof {
+        Proof {
+            signed_at_ms: ms,
+            session: [ms as u8; 16],
+        }
+    }
+
     fn offer(name: &str, port: u16) -> Offered {
         Offered {
             name: name.into(),
@@ -311,6 +362,7 @@ mod tests {
                 Ipv4Addr::new(10, 42, 0, 11),
                 caps(false),
                 vec![offer("rag-embeddings", 8101), offer("notes-coa", 8102)],
+                proof(1),
                 t0,
             )
             .unwrap();
@@ -337,14 +389,21 @@ mod tests {
         let ip = Ipv4Addr::new(10, 42, 0, 12);
         assert_eq!(
             registry
-                .register("w", ip, caps(false), vec![offer("llm-inference", 1)], now)
+                .register(
+                    "w",
+                    ip,
+                    caps(false),
+                    vec![offer("llm-inference", 1)],
+                    proof(1),
+                    now
+                )
                 .unwrap_err(),
             RegistryError::NeedsGpu {
                 name: "llm-inference".into()
             }
         );
         assert!(matches!(
-            registry.register("w", ip, caps(true), vec![offer("mining", 1)], now),
+            registry.register("w", ip, caps(true), vec![offer("mining", 1)], proof(1), now),
             Err(RegistryError::UnknownService(_))
         ));
         assert!(matches!(
@@ -353,6 +412,7 @@ mod tests {
                 ip,
                 caps(true),
                 vec![offer("vision-ocr", 1), offer("vision-ocr", 2)],
+                proof(1),
                 now
             ),
             Err(RegistryError::Duplicate(_))
@@ -362,7 +422,14 @@ mod tests {
             "refusals register nothing"
         );
         registry
-            .register("w", ip, caps(true), vec![offer("llm-inference", 1)], now)
+            .register(
+                "w",
+                ip,
+                caps(true),
+                vec![offer("llm-inference", 1)],
+                proof(1),
+                now,
+            )
             .unwrap();
         assert_eq!(registry.serving("llm-inference").len(), 1);
     }
@@ -378,13 +445,14 @@ mod tests {
                     Ipv4Addr::new(10, 42, 0, n),
                     caps(false),
                     vec![offer("rag-embeddings", 8101)],
+                    proof(u64::from(n)),
                     t0,
                 )
                 .unwrap();
         }
         assert_eq!(registry.next_expiry(), Some(t0 + TTL));
         registry
-            .heartbeat("a", t0 + Duration::from_secs(10))
+            .heartbeat("a", &proof(1).session, t0 + Duration::from_secs(10))
             .unwrap();
         assert!(
             registry.expire(t0 + TTL).is_empty(),
@@ -393,13 +461,56 @@ mod tests {
         assert_eq!(registry.expire(t0 + TTL + Duration::from_millis(1)), ["b"]);
         assert_eq!(registry.serving("rag-embeddings").len(), 1);
         assert_eq!(
-            registry.heartbeat("b", t0 + TTL),
+            registry.heartbeat("b", &proof(2).session, t0 + TTL),
             Err(RegistryError::NotRegistered("b".into()))
         );
         assert_eq!(
             registry.age("a", t0 + Duration::from_secs(12)),
             Some(Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn heartbeats_need_the_registrations_session_and_old_registrations_are_refused() {
+        let mut registry = Registry::new(Catalog::default());
+        let t0 = Instant::now();
+        let ip = Ipv4Addr::new(10, 42, 0, 7);
+        let offered = || vec![offer("rag-embeddings", 8101)];
+        registry
+            .register("w", ip, caps(false), offered(), proof(100), t0)
+            .unwrap();
+        assert_eq!(
+            registry.heartbeat("w", &proof(99).session, t0),
+            Err(RegistryError::WrongSession("w".into()))
+        );
+        registry.heartbeat("w", &proof(100).session, t0).unwrap();
+        // The same signed registration again (a replay), or an older one, changes nothing.
+        for old in [100, 50] {
+            assert_eq!(
+                registry
+                    .register("w", ip, caps(false), vec![], proof(old), t0)
+                    .unwrap_err(),
+                RegistryError::Replayed { name: "w".into() }
+            );
+        }
+        assert_eq!(registry.serving("rag-embeddings").len(), 1);
+        // A newer one replaces it, and only its session heartbeats from then on.
+        registry
+            .register("w", ip, caps(false), offered(), proof(101), t0)
+            .unwrap();
+        assert!(registry.heartbeat("w", &proof(100).session, t0).is_err());
+        registry.heartbeat("w", &proof(101).session, t0).unwrap();
+        // A worker restored from the store has no session until it registers again.
+        let restored = registry.get("w").unwrap().clone();
+        let mut warm = Registry::new(Catalog::default());
+        warm.restore(restored, t0);
+        assert_eq!(
+            warm.heartbeat("w", &proof(101).session, t0),
+            Err(RegistryError::WrongSession("w".into()))
+        );
+        warm.register("w", ip, caps(false), offered(), proof(102), t0)
+            .unwrap();
+        warm.heartbeat("w", &proof(102).session, t0).unwrap();
     }
 
     #[test]
@@ -436,6 +547,7 @@ mod tests {
                 Ipv4Addr::new(10, 42, 0, 11),
                 caps(false),
                 vec![offer("rag-embeddings", 8101)],
+                proof(1),
                 t0,
             )
             .unwrap();
@@ -464,6 +576,7 @@ mod tests {
                 Ipv4Addr::new(10, 42, 0, 11),
                 caps(false),
                 vec![offer("notes-coa", 8102)],
+                proof(2),
                 later,
             )
             .unwrap();

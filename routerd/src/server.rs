@@ -138,9 +138,9 @@ pub async fn serve(
                 }
             };
             let calls = Calls {
+                peer: Peer::new(peer, &edge.app.trusted_proxies),
                 edge,
                 pool,
-                peer: Peer::new(peer),
             };
             let served = match calls.edge.cors.clone() {
                 Some(cors) => connection(stream, TowerToHyperService::new(cors.layer(calls))).await,

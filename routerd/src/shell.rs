@@ -129,8 +129,8 @@ async fn crl_loop(app: Shared, path: PathBuf) {
             _ = poll.tick() => false,
         };
         let mut c = app.lock();
-        if let Some(crl) = watch.newer(&c.ca, c.crl.as_ref(), force) {
-            c.crl = Some(crl);
+        if let Some(crl) = watch.newer(&app.ca, c.crl.as_deref(), force) {
+            c.crl = Some(Arc::new(crl));
         }
     }
 }
@@ -152,7 +152,7 @@ pub async fn run(
     let edge = |listener| {
         Arc::new(Edge {
             app: app.clone(),
-            router: api::routes(app.clone()),
+            router: api::routes(app.clone(), listener),
             listener,
             cors: edge::cors(&config.cors_origins),
         })

@@ -66,6 +66,10 @@ pub enum Error {
     Invalid(&'static str),
     #[error("the request body ended with an error: {0}")]
     Body(Box<dyn std::error::Error + Send + Sync>),
+    /// A 101: routerd never asks for a protocol switch (`Upgrade` is not passed on), and does
+    /// not carry one. The worker answered; it is not failing.
+    #[error("the worker switched protocols (101), which routerd does not carry")]
+    Switched,
 }
 
 impl Error {
@@ -291,7 +295,7 @@ impl Conn {
                     continue; // 100 Continue, 103 Early Hints: the answer comes after
                 }
                 if informational {
-                    return Err(Error::Invalid("a protocol switch that was not asked for"));
+                    return Err(Error::Switched);
                 }
                 let framing = framing(&parts, head_request, length)?;
                 let keep_alive = parts.version == Version::HTTP_11

@@ -164,19 +164,20 @@ fn http(
     addr: &str,
     request: &str,
     source: Option<Ipv4Addr>,
+    headers: &[&str],
     body: Option<&Path>,
 ) -> anyhow::Result<(u16, Value)> {
-    let headers: &[&str] = if body.is_some() {
-        &["content-type: application/json"]
-    } else {
-        &[]
-    };
-    let (status, _, body) = traffic::http(ns, addr, request, source, headers, body)?;
+    let mut headers = headers.to_vec();
+    if body.is_some() {
+        headers.push("content-type: application/json");
+    }
+    let (status, _, body) = traffic::http(ns, addr, request, source, &headers, body)?;
     Ok((status, body))
 }
 
 /// Registers the worker from its mesh IP with each routerd in `meshes` (their mesh
-/// listeners) and heartbeats every 5 s (as meshd does) until the returned sender is dropped.
+/// listeners), signed with its key, and heartbeats every 5 s with the session each answer
+/// opened (as meshd does) until the returned sender is dropped.
 fn register(
     lab: &Lab,
     ns: &Ns,
@@ -184,30 +185,36 @@ fn register(
     meshes: Vec<String>,
 ) -> anyhow::Result<mpsc::Sender<()>> {
     let issued = pki.issue(WORKER, WORKER_IP)?;
-    let registration = lab.dir().join("registration.json");
-    std::fs::write(
-        &registration,
-        json!({
-            "certificate": issued.cert.to_pem(),
-            "capabilities": {"cpu_cores": 2, "ram": "1 GiB", "has_gpu": false, "free_disk": "1 GiB", "worker_type": "cpu"},
-            "services": [{"name": "rag-embeddings", "port": WORKER_PORT, "health": "/health"}],
-        })
-        .to_string(),
-    )?;
-    let heartbeat = lab.dir().join("heartbeat.json");
-    std::fs::write(&heartbeat, json!({ "worker_id": WORKER }).to_string())?;
-    for mesh in &meshes {
+    let registration = json!({
+        "certificate": issued.cert.to_pem(),
+        "capabilities": {"cpu_cores": 2, "ram": "1 GiB", "has_gpu": false, "free_disk": "1 GiB", "worker_type": "cpu"},
+        "services": [{"name": "rag-embeddings", "port": WORKER_PORT, "health": "/health"}],
+    });
+    let registration_file = lab.dir().join("registration.json");
+    std::fs::write(&registration_file, registration.to_string())?;
+    let mut beats = Vec::new();
+    for (i, mesh) in meshes.iter().enumerate() {
+        let signed =
+            traffic::signed_header_lines(&issued.keys, "/api/worker/register", &registration);
+        let signed: Vec<&str> = signed.iter().map(String::as_str).collect();
         let (status, body) = http(
             ns,
             mesh,
             "POST /api/worker/register",
             Some(WORKER_IP),
-            Some(&registration),
+            &signed,
+            Some(&registration_file),
         )?;
         anyhow::ensure!(
             status == 200,
             "registration refused by {mesh}: {status} {body}"
         );
+        let heartbeat = lab.dir().join(format!("heartbeat-{i}.json"));
+        std::fs::write(
+            &heartbeat,
+            json!({ "worker_id": WORKER, "session": body["session"] }).to_string(),
+        )?;
+        beats.push((mesh.clone(), heartbeat));
     }
     let (stop, stopped) = mpsc::channel::<()>();
     let ns = ns.clone();
@@ -215,13 +222,14 @@ fn register(
         while let Err(mpsc::RecvTimeoutError::Timeout) =
             stopped.recv_timeout(Duration::from_secs(5))
         {
-            for mesh in &meshes {
+            for (mesh, heartbeat) in &beats {
                 match http(
                     &ns,
                     mesh,
                     "POST /api/worker/heartbeat",
                     Some(WORKER_IP),
-                    Some(&heartbeat),
+                    &[],
+                    Some(heartbeat),
                 ) {
                     Ok((200, _)) => {}
                     other => eprintln!("heartbeat to {mesh} failed: {other:?}"),
@@ -302,7 +310,7 @@ fn wait_answered(ns: &Ns, addr: &str, path: &str) -> anyhow::Result<()> {
     wait::until(
         &format!("{addr}{path} to reach the worker"),
         Duration::from_secs(10),
-        || match http(ns, addr, &format!("GET {path}"), None, None) {
+        || match http(ns, addr, &format!("GET {path}"), None, &[], None) {
             Ok((200, body)) if body["worker"] == WORKER => Some(()),
             _ => None,
         },
