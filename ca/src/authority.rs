@@ -174,7 +174,8 @@ impl Authority {
                 path: cert_path.clone(),
                 cause,
             })?;
-        let key = CaKey::from_pem(&read(&key_path)?).map_err(|cause| AuthorityError::Key {
+        let key_pem = crate::files::read_private(&key_path)?;
+        let key = CaKey::from_pem(&key_pem).map_err(|cause| AuthorityError::Key {
             path: key_path.clone(),
             cause,
         })?;

@@ -9,6 +9,10 @@ use crate::timefmt::rfc3339;
 /// How far ahead of expiry the daemons start warning.
 pub const DEFAULT_WARNING_WINDOW: Duration = Duration::days(30);
 
+/// How far ahead of a revocation list's next-update time the daemons start warning: a quarter
+/// of the 30 days `rma-ca crl` gives a list by default.
+pub const CRL_WARNING_WINDOW: Duration = Duration::days(7);
+
 /// A certificate that expires within the warning window (or already has).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpiryWarning {
@@ -53,6 +57,37 @@ pub trait Expiring {
             not_after: self.expires_at(),
             remaining,
         })
+    }
+}
+
+impl crate::RevocationList {
+    /// A warning when this list's next-update time is at most `window` after `now`, or past.
+    /// A list past it is still used (revocations never go back, and refusing every peer
+    /// because a newer list is late would take the mesh down): the warning asks the CA holder
+    /// to publish one.
+    pub fn next_update_warning(
+        &self,
+        now: OffsetDateTime,
+        window: Duration,
+    ) -> Option<ExpiryWarning> {
+        let next = self.next_update()?;
+        let remaining = next - now;
+        (remaining <= window).then(|| ExpiryWarning {
+            subject: match self.number() {
+                Some(n) => {
+                    format!("revocation list number {n} (publish a newer one with `rma-ca crl`)")
+                }
+                None => "revocation list (publish a newer one with `rma-ca crl`)".to_owned(),
+            },
+            not_after: next,
+            remaining,
+        })
+    }
+
+    /// Seconds until the next-update time at `now`, negative once past; `None` for a list
+    /// without one. The value daemons export as a metric.
+    pub fn seconds_to_next_update(&self, now: OffsetDateTime) -> Option<i64> {
+        self.next_update().map(|next| (next - now).whole_seconds())
     }
 }
 
@@ -103,5 +138,38 @@ mod tests {
             ca.expiry_warning(datetime!(2035-12-31 0:00 UTC), DEFAULT_WARNING_WINDOW)
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_revocation_list_is_named_before_and_after_its_next_update() {
+        let pki = crate::test_ca::TestCa::new("ca");
+        // Issued at `start`, next update a week later.
+        let crl = pki.crl(4, &[]);
+        let issued = pki.start;
+        assert_eq!(
+            crl.seconds_to_next_update(issued),
+            Some(7 * 86_400),
+            "a week"
+        );
+        let window = Duration::days(2);
+        assert_eq!(crl.next_update_warning(issued, window), None);
+        let before = crl
+            .next_update_warning(issued + Duration::days(6), window)
+            .unwrap();
+        assert_eq!(before.remaining, Duration::days(1));
+        let text = before.to_string();
+        assert!(text.starts_with("revocation list number 4"), "{text}");
+        assert!(
+            text.contains("rma-ca crl") && text.contains("in 1 days"),
+            "{text}"
+        );
+        let after = issued + Duration::days(8);
+        assert!(
+            crl.next_update_warning(after, window)
+                .unwrap()
+                .to_string()
+                .contains("expired at")
+        );
+        assert_eq!(crl.seconds_to_next_update(after), Some(-86_400));
     }
 }

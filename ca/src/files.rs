@@ -35,6 +35,47 @@ pub enum FileError {
     Exists { path: PathBuf },
     #[error("{}: {cause}", path.display())]
     Io { path: PathBuf, cause: io::Error },
+    #[error(
+        "{}: a private key readable by others (mode {mode:04o}); only its owner may read it: chmod 600 {}",
+        path.display(),
+        path.display()
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+}
+
+/// Reads a private key file, refusing one that its group or others may read or write (as ssh
+/// does): such a key may already be another user's.
+///
+/// A systemd credential (a file in the unit's `$CREDENTIALS_DIRECTORY`) is the exception:
+/// systemd makes it readable by the unit's user alone, with an ACL entry, and an ACL's mask
+/// shows in the group bits of the mode, so a credential reads as 0440 however private it is.
+pub fn read_private(path: &Path) -> Result<Vec<u8>, FileError> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY");
+    read_private_in(path, credentials.as_deref().map(Path::new))
+}
+
+fn read_private_in(path: &Path, credentials: Option<&Path>) -> Result<Vec<u8>, FileError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut file = fs::File::open(path).map_err(io_error(path))?;
+    let mode = file
+        .metadata()
+        .map_err(io_error(path))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let credential = credentials.is_some_and(|dir| {
+        let canonical = |p: &Path| fs::canonicalize(p).ok();
+        matches!((canonical(dir), canonical(path)), (Some(d), Some(p)) if p.starts_with(&d))
+    });
+    if mode & 0o077 != 0 && !credential {
+        return Err(FileError::TooOpen {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes).map_err(io_error(path))?;
+    Ok(bytes)
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
@@ -243,6 +284,41 @@ mod tests {
         assert!(matches!(out.commit(), Err(FileError::Exists { .. })));
         assert_eq!(entries(dir.path()), ["b"]);
         assert_eq!(fs::read(&b).unwrap(), b"raced");
+    }
+
+    #[test]
+    fn private_keys_open_to_others_are_refused_with_their_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("node.key");
+        fs::write(&key, b"secret").unwrap();
+        for (mode, refused) in [(0o600, false), (0o400, false), (0o640, true), (0o604, true)] {
+            fs::set_permissions(&key, fs::Permissions::from_mode(mode)).unwrap();
+            match read_private(&key) {
+                Ok(bytes) => {
+                    assert!(!refused, "{mode:o} was let through");
+                    assert_eq!(bytes, b"secret");
+                }
+                Err(e) => {
+                    assert!(refused, "{mode:o}: {e}");
+                    let text = e.to_string();
+                    assert!(text.contains(&format!("mode {mode:04o}")), "{text}");
+                    assert!(
+                        text.contains("node.key") && text.contains("chmod 600"),
+                        "{text}"
+                    );
+                }
+            }
+        }
+        assert!(matches!(
+            read_private(&dir.path().join("absent.key")),
+            Err(FileError::Io { .. })
+        ));
+        // In the unit's credentials directory, the mode is systemd's ACL mask, not the key's
+        // exposure; anywhere else the same mode is refused.
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o440)).unwrap();
+        assert!(read_private_in(&key, Some(dir.path())).is_ok());
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(read_private_in(&key, Some(elsewhere.path())).is_err());
     }
 
     #[test]

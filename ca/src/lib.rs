@@ -30,7 +30,7 @@ mod fixtures;
 pub use ca_cert::{CaCert, CaCertError};
 pub use crl::{CrlError, RevocationList};
 pub use encoding::EncodingError;
-pub use expiry::{DEFAULT_WARNING_WINDOW, Expiring, ExpiryWarning};
+pub use expiry::{CRL_WARNING_WINDOW, DEFAULT_WARNING_WINDOW, Expiring, ExpiryWarning};
 pub use ids::{BadFingerprint, BadSerial, Fingerprint, Serial};
 pub use issue::{
     CaParams, CrlParams, IssueError, NodeCertParams, check_mesh_ip, self_sign_ca, sign_crl,

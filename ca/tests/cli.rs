@@ -215,6 +215,19 @@ fn private_keys_are_mode_0600_and_never_overwritten_without_force() {
     let before = fs::read(dir.join("n.key")).unwrap();
     ok(dir, "keygen --out-key n.key --out-pub n.pub --force");
     assert_ne!(before, fs::read(dir.join("n.key")).unwrap());
+
+    // A CA key others may read is refused, as ssh refuses such a key, and nothing is signed.
+    fs::set_permissions(dir.join("ca/ca.key"), fs::Permissions::from_mode(0o640)).unwrap();
+    refused(
+        dir,
+        "sign --dir ca --name late --out-key late.key --out-crt late.crt",
+        "ca.key: a private key readable by others (mode 0640)",
+    );
+    fs::set_permissions(dir.join("ca/ca.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    ok(
+        dir,
+        "sign --dir ca --name late --out-key late.key --out-crt late.crt",
+    );
 }
 
 #[test]
@@ -277,6 +290,11 @@ fn bad_input_is_refused_and_changes_nothing() {
         fs::copy(dir.join("ca").join(file), dir.join("mixed").join(file)).unwrap();
     }
     fs::copy(dir.join("alpha.key"), dir.join("mixed/ca.key")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        // Checked out 0644, like every file git keeps; a key must be its owner's alone.
+        fs::set_permissions(dir.join("mixed/ca.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let sign_mixed = "sign --dir mixed --name x --pub n.pub --out-crt new.crt";
     refused(
         dir,

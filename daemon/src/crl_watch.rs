@@ -5,7 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use rma_ca::{CaCert, RevocationList};
+use rma_ca::{CRL_WARNING_WINDOW, CaCert, RevocationList};
+use time::OffsetDateTime;
+
+/// Logs a warning when the list in use is within [`CRL_WARNING_WINDOW`] of its next-update time,
+/// or past it. Daemons call it at start, when they take a newer list, and once a day; they also
+/// export the time left as a metric, which the alert rules watch.
+pub fn warn_if_due(crl: Option<&RevocationList>, now: OffsetDateTime) {
+    if let Some(warning) = crl.and_then(|c| c.next_update_warning(now, CRL_WARNING_WINDOW)) {
+        tracing::warn!("{warning}; it stays in use until a newer one arrives");
+    }
+}
 
 #[derive(Debug)]
 pub struct CrlWatch {

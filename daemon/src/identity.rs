@@ -44,7 +44,9 @@ pub fn load_crl(path: &Path, ca: &CaCert) -> anyhow::Result<RevocationList> {
 pub fn load(pki: &PkiPaths, now: OffsetDateTime) -> anyhow::Result<Identity> {
     let ca = load_ca(&pki.ca)?;
     let cert = load_cert(&pki.cert)?;
-    let keys = NodeKeys::from_pem(&read(&pki.key)?).map_err(named(&pki.key))?;
+    // A key others may read is refused, as ssh refuses one: it may already be another user's.
+    let key_pem = rma_ca::files::read_private(&pki.key)?;
+    let keys = NodeKeys::from_pem(&key_pem).map_err(named(&pki.key))?;
     let crl = match &pki.crl {
         Some(path) => Some(load_crl(path, &ca)?),
         None => None,
@@ -65,4 +67,36 @@ pub fn load(pki: &PkiPaths, now: OffsetDateTime) -> anyhow::Result<Identity> {
         ca,
         crl,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_key_others_may_read_is_refused_naming_the_file_and_its_mode() {
+        let pki = rma_ca::test_ca::TestCa::new("ca");
+        let (cert, keys) = pki.node("n1", std::net::Ipv4Addr::new(10, 42, 0, 1));
+        let dir = tempfile::tempdir().unwrap();
+        let paths = PkiPaths {
+            ca: dir.path().join("ca.crt"),
+            cert: dir.path().join("node.crt"),
+            key: dir.path().join("node.key"),
+            crl: None,
+        };
+        std::fs::write(&paths.ca, pki.ca.to_pem()).unwrap();
+        std::fs::write(&paths.cert, cert.to_pem()).unwrap();
+        std::fs::write(&paths.key, keys.to_pem().as_bytes()).unwrap();
+        let chmod = |mode| {
+            std::fs::set_permissions(&paths.key, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        chmod(0o644);
+        let error = load(&paths, pki.start).unwrap_err().to_string();
+        assert!(error.contains("node.key"), "{error}");
+        assert!(error.contains("mode 0644"), "{error}");
+        chmod(0o600);
+        assert_eq!(load(&paths, pki.start).unwrap().cert.name().as_str(), "n1");
+    }
 }

@@ -36,6 +36,21 @@ pub fn require_root() {
 }
 
 /// Runs a command to completion, failing with its stderr when it fails.
+/// Writes a private file (a key, a token) readable by its owner only, as the daemons demand.
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| path.display().to_string())?;
+    file.write_all(contents)
+        .with_context(|| path.display().to_string())
+}
+
 pub fn run(program: &str, args: &[&str]) -> anyhow::Result<Output> {
     let output = Command::new(program)
         .args(args)

@@ -95,7 +95,7 @@ impl Pki {
         let cert_path = self.dir.join(format!("{name}.crt"));
         let key_path = self.dir.join(format!("{name}.key"));
         std::fs::write(&cert_path, cert.to_pem())?;
-        std::fs::write(&key_path, keys.to_pem().as_bytes())?;
+        crate::lab::write_private(&key_path, keys.to_pem().as_bytes())?;
         Ok(Issued {
             cert,
             keys,

@@ -172,7 +172,7 @@ fn prometheus_alert_rules_check_and_fire_when_they_should() {
         text
     };
     let checked = promtool(&["check", "rules", "alerts.yml"], &rules);
-    assert!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 8 rules found"), "{checked}");
     promtool(
         &["test", "rules", "alerts_test.yml"],
         &manifest.join("tests/prometheus"),

@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub registered: usize,
     pub reflected: usize,
     pub core: Counters,
+    /// Seconds until the revocation list in use is due to be replaced (negative once past).
+    pub crl_next_update_secs: Option<i64>,
 }
 
 /// Renders the snapshot and the shell's counters in the Prometheus text format.
@@ -146,6 +148,14 @@ pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
     ] {
         out.single(name, kind, help, value);
     }
+    if let Some(secs) = s.crl_next_update_secs {
+        out.single(
+            "lighthouse_crl_next_update_seconds",
+            "gauge",
+            "Seconds until the revocation list in use is due to be replaced (negative once past; it stays in use).",
+            secs,
+        );
+    }
     out.finish()
 }
 
@@ -161,6 +171,10 @@ pub(crate) fn snapshot(shared: &Mutex<Shared>) -> (Snapshot, Arc<ShellCounters>)
                 .filter(|r| r.wireguard.is_some())
                 .count(),
             core: shared.core.counters(),
+            crl_next_update_secs: shared
+                .core
+                .crl()
+                .and_then(|crl| crl.seconds_to_next_update(time::OffsetDateTime::now_utc())),
         },
         Arc::clone(&shared.counters),
     )
@@ -198,6 +212,7 @@ mod tests {
                 relayed_bytes: 1400,
                 ..Counters::default()
             },
+            crl_next_update_secs: Some(3600),
         };
         let shell = ShellCounters::default();
         shell.handshakes_refused.store(4, Ordering::Relaxed);
@@ -207,6 +222,7 @@ mod tests {
             "lighthouse_registered_nodes 2",
             "lighthouse_relayed_bytes_total 1400",
             "lighthouse_handshakes_refused_total 4",
+            "lighthouse_crl_next_update_seconds 3600",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

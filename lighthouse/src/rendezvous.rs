@@ -380,6 +380,11 @@ impl Rendezvous {
 
     /// A new revocation list (already checked against the CA). Revoked nodes are cut off; every
     /// other node is sent the list.
+    /// The revocation list in use, if any.
+    pub fn crl(&self) -> Option<&RevocationList> {
+        self.crl.as_ref()
+    }
+
     pub fn set_crl(&mut self, crl: RevocationList) -> Vec<Effect> {
         let revoked: Vec<ConnId> = self
             .nodes

@@ -172,6 +172,8 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
     let mut crl_watch = config.pki.crl.clone().map(CrlWatch::new);
     let mut poll = tokio::time::interval(CRL_POLL);
+    // Its first tick, at once, warns at start about a list that is due.
+    let mut daily = tokio::time::interval(Duration::from_secs(86_400));
     let mut next_conn: ConnId = 0;
     tokio::pin!(shutdown);
     loop {
@@ -198,6 +200,9 @@ pub async fn run(
                 check_crl(crl_watch.as_mut(), &shared, &trust, true);
             }
             _ = poll.tick() => check_crl(crl_watch.as_mut(), &shared, &trust, false),
+            _ = daily.tick() => {
+                rma_daemon::crl_watch::warn_if_due(trust.crl().as_ref(), OffsetDateTime::now_utc());
+            }
             () = tokio::time::sleep(until_expiry + Duration::from_secs(1)) => {
                 let mut shared = lock(&shared);
                 let effects = shared.core.expire(OffsetDateTime::now_utc());
@@ -245,6 +250,7 @@ fn apply_crl(shared: &Mutex<Shared>, trust: &Trust, crl: RevocationList) {
         revoked = crl.len(),
         "pushing the revocation list to every node"
     );
+    rma_daemon::crl_watch::warn_if_due(Some(&crl), OffsetDateTime::now_utc());
     trust.set_crl(Some(crl.clone()));
     let mut shared = lock(shared);
     shared.counters.crl_reloads.fetch_add(1, Ordering::Relaxed);

@@ -153,6 +153,14 @@ pub fn render(status: &Status) -> String {
         &[("cert", "ca")],
         status.ca_expires_in_secs,
     );
+    if let Some(secs) = status.crl_next_update_in_secs {
+        m.single(
+            "meshd_crl_next_update_seconds",
+            "gauge",
+            "Seconds until the revocation list in use is due to be replaced (negative once past; it stays in use).",
+            secs,
+        );
+    }
     m.finish()
 }
 
@@ -197,6 +205,7 @@ mod tests {
             cert_not_after: String::new(),
             cert_expires_in_secs: 86_400,
             ca_expires_in_secs: -5,
+            crl_next_update_in_secs: Some(-60),
             drops: NodeCounters {
                 bad_cert: 2,
                 ..NodeCounters::default()
@@ -235,6 +244,7 @@ mod tests {
             r#"meshd_drops_total{reason="bad_cert"} 2"#,
             r#"meshd_drops_total{reason="spoofed"} 4"#,
             r#"meshd_cert_expiry_seconds{cert="ca"} -5"#,
+            "meshd_crl_next_update_seconds -60",
             "# TYPE meshd_drops_total counter",
         ] {
             assert!(

@@ -402,13 +402,17 @@ impl Node {
     }
 
     /// Warnings for this node's certificate and the CA when either expires within the
-    /// warning window at `wall`. The shell logs them at start and once a day.
+    /// warning window at `wall`, and for the revocation list in use when its next update is
+    /// due within its window or past. The shell logs them at start and once a day.
     pub fn expiry_warnings(&self, wall: OffsetDateTime) -> Vec<rma_ca::ExpiryWarning> {
         use rma_ca::Expiring as _;
         [
             self.cert
                 .expiry_warning(wall, rma_ca::DEFAULT_WARNING_WINDOW),
             self.ca.expiry_warning(wall, rma_ca::DEFAULT_WARNING_WINDOW),
+            self.crl
+                .as_ref()
+                .and_then(|crl| crl.next_update_warning(wall, rma_ca::CRL_WARNING_WINDOW)),
         ]
         .into_iter()
         .flatten()
@@ -485,6 +489,10 @@ impl Node {
         let mut status = self.status(now.instant);
         status.cert_expires_in_secs = (self.cert.not_after() - now.wall).whole_seconds();
         status.ca_expires_in_secs = (self.ca.not_after() - now.wall).whole_seconds();
+        status.crl_next_update_in_secs = self
+            .crl
+            .as_ref()
+            .and_then(|crl| crl.seconds_to_next_update(now.wall));
         status
     }
 
@@ -508,6 +516,7 @@ impl Node {
             cert_not_after: rma_ca::timefmt::rfc3339(self.cert.not_after()),
             cert_expires_in_secs: 0,
             ca_expires_in_secs: 0,
+            crl_next_update_in_secs: None,
             drops: self.counters,
             peers,
             lighthouses: self.beacons.iter().map(Beacon::status).collect(),

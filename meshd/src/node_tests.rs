@@ -738,3 +738,52 @@ fn certificates_near_expiry_are_named() {
         "both, once the CA is within 30 days"
     );
 }
+
+/// A revocation list past its next update stays in use (revocations never go back), and is
+/// named in the warnings and the status from a week before.
+#[test]
+fn a_revocation_list_near_or_past_its_next_update_is_named_and_kept() {
+    let pki = Pki::new("test-ca");
+    let (revoked, _) = pki.node("revoked", ip(9));
+    // Valid for long enough that only the list is named.
+    let (cert, keys) = pki.node_valid(
+        "n1",
+        ip(1),
+        pki.start - time::Duration::days(1),
+        pki.start + time::Duration::days(200),
+    );
+    let identity = Identity {
+        cert,
+        keys,
+        ca: pki.ca.clone(),
+        // Issued at `start`, due a week later.
+        crl: Some(pki.crl(3, &[&revoked])),
+    };
+    let mut node = Node::new(identity, &settings(None, &[]));
+    let at = |days: i64| Now {
+        instant: Instant::now(),
+        wall: pki.start + time::Duration::days(days),
+    };
+    assert!(
+        node.expiry_warnings(at(-1).wall).is_empty(),
+        "eight days left"
+    );
+    assert_eq!(
+        node.status_at(at(-1)).crl_next_update_in_secs,
+        Some(8 * 86_400)
+    );
+    let before = node.expiry_warnings(at(1).wall);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(
+        before[0]
+            .to_string()
+            .starts_with("revocation list number 3")
+    );
+    let after = node.expiry_warnings(at(9).wall);
+    assert!(after[0].to_string().contains("expired at"), "{}", after[0]);
+    assert_eq!(
+        node.status_at(at(9)).crl_next_update_in_secs,
+        Some(-2 * 86_400)
+    );
+    assert_eq!(node.crl().and_then(|c| c.number()), Some(3), "still in use");
+}

@@ -68,6 +68,10 @@ pub struct Status {
     pub cert_expires_in_secs: i64,
     /// Seconds until the CA expires.
     pub ca_expires_in_secs: i64,
+    /// Seconds until the revocation list in use is due to be replaced (negative once past);
+    /// none without a list, or for a list with no next-update time.
+    #[serde(default)]
+    pub crl_next_update_in_secs: Option<i64>,
     pub drops: NodeCounters,
     pub peers: Vec<PeerStatus>,
     #[serde(default)]

@@ -316,7 +316,12 @@ async fn health(State(shared): State<Shared>) -> Json<serde_json::Value> {
 
 async fn metrics(State(shared): State<Shared>) -> Response {
     let idle = shared.pools().map(|p| p.idle_count()).sum();
-    let text = crate::metrics::render(&shared.lock(), idle, Instant::now());
+    let text = crate::metrics::render(
+        &shared.lock(),
+        idle,
+        Instant::now(),
+        OffsetDateTime::now_utc(),
+    );
     (
         [(header::CONTENT_TYPE, rma_daemon::prometheus::CONTENT_TYPE)],
         text,

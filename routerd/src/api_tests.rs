@@ -416,3 +416,17 @@ async fn the_public_listener_has_no_worker_routes() {
     let (status, _) = api.send(ip, Listener::Public, request).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_metrics_count_down_to_the_revocation_lists_next_update() {
+    let api = Api::new();
+    // Issued at `start`, due a week later; it stays in use after that.
+    api.shared.lock().crl = Some(std::sync::Arc::new(api.pki.crl(2, &[])));
+    let late = api.pki.start + time::Duration::days(8);
+    let text = crate::metrics::render(&api.shared.lock(), 0, Instant::now(), late);
+    assert!(
+        text.lines()
+            .any(|l| l == "routerd_crl_next_update_seconds -86400"),
+        "{text}"
+    );
+}

@@ -83,7 +83,12 @@ impl Stats {
 }
 
 /// The whole exposition, read under the lock.
-pub fn render(c: &Coordinator, idle_connections: usize, now: Instant) -> String {
+pub fn render(
+    c: &Coordinator,
+    idle_connections: usize,
+    now: Instant,
+    wall: time::OffsetDateTime,
+) -> String {
     let mut e = Exposition::default();
     let s = &c.stats;
     e.header(
@@ -175,6 +180,18 @@ pub fn render(c: &Coordinator, idle_connections: usize, now: Instant) -> String 
         "Registered workers.",
         c.registry.workers().count(),
     );
+    if let Some(secs) = c
+        .crl
+        .as_ref()
+        .and_then(|crl| crl.seconds_to_next_update(wall))
+    {
+        e.single(
+            "routerd_crl_next_update_seconds",
+            "gauge",
+            "Seconds until the revocation list in use is due to be replaced (negative once past; it stays in use).",
+            secs,
+        );
+    }
     e.single(
         "routerd_idle_connections",
         "gauge",

@@ -37,6 +37,7 @@ pub fn prepare(config: &Config) -> anyhow::Result<Shared> {
         Some(path) => Some(rma_daemon::identity::load_crl(path, &ca)?),
         None => None,
     };
+    rma_daemon::crl_watch::warn_if_due(crl.as_ref(), time::OffsetDateTime::now_utc());
     let mesh_ip = certificate_ip(config)?;
     if let Some(dir) = config.store.parent()
         && !dir.as_os_str().is_empty()
@@ -123,13 +124,20 @@ async fn crl_loop(app: Shared, path: PathBuf) {
     };
     let mut watch = CrlWatch::new(path);
     let mut poll = tokio::time::interval(CRL_POLL);
+    let mut daily = tokio::time::interval(Duration::from_secs(86_400));
     loop {
         let force = tokio::select! {
             _ = hangup.recv() => true,
             _ = poll.tick() => false,
+            _ = daily.tick() => {
+                let crl = app.lock().crl.clone();
+                rma_daemon::crl_watch::warn_if_due(crl.as_deref(), time::OffsetDateTime::now_utc());
+                continue;
+            }
         };
         let mut c = app.lock();
         if let Some(crl) = watch.newer(&app.ca, c.crl.as_deref(), force) {
+            rma_daemon::crl_watch::warn_if_due(Some(&crl), time::OffsetDateTime::now_utc());
             c.crl = Some(Arc::new(crl));
         }
     }

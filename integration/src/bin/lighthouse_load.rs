@@ -86,7 +86,12 @@ async fn main() -> anyhow::Result<()> {
         ),
     ];
     for (name, text) in files {
-        std::fs::write(dir.path().join(name), text)?;
+        let path = dir.path().join(name);
+        if name.ends_with(".key") {
+            integration::lab::write_private(&path, text.as_bytes())?;
+        } else {
+            std::fs::write(path, text)?;
+        }
     }
     let binary = match cli.lighthouse {
         Some(path) => path,

@@ -386,6 +386,9 @@ impl Node {
             return;
         }
         tracing::info!(lighthouse = %name, revoked = crl.len(), number = ?crl.number(), "applying a revocation list from the lighthouse");
+        if let Some(warning) = crl.next_update_warning(now.wall, rma_ca::CRL_WARNING_WINDOW) {
+            tracing::warn!(lighthouse = %name, "{warning}; it stays in use until a newer one arrives");
+        }
         self.crl = Some(crl);
         self.end_untrusted_sessions(now);
     }
