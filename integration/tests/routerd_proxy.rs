@@ -30,6 +30,10 @@ struct Worker {
 
 struct Fleet {
     public: SocketAddr,
+    mesh: SocketAddr,
+    /// Each worker's address and heartbeat body.
+    beats: Vec<(Ipv4Addr, String)>,
+    pki: TestCa,
     workers: Vec<Worker>,
     dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -50,6 +54,7 @@ impl Drop for Fleet {
 fn config_text(dir: &std::path::Path, extra: &str) -> String {
     format!(
         "[listen]\npublic = \"127.0.0.1:0\"\nmesh = \"127.0.0.1:0\"\n\
+         trusted_proxies = [\"127.0.0.1/32\"]\n\
          [pki]\nca = \"{dir}/ca.crt\"\n[admin]\ntoken = \"{TOKEN}\"\n\
          [store]\npath = \"{dir}/registry.db\"\n\
          {health}{extra}",
@@ -145,9 +150,12 @@ async fn fleet(n: u8, extra: &str) -> Fleet {
         let heartbeat = json!({ "worker_id": name, "session": reply.json().unwrap()["session"] });
         beats.push((w.ip, heartbeat.to_string()));
     }
-    let heartbeats = tokio::spawn(heartbeat(mesh, beats));
+    let heartbeats = tokio::spawn(heartbeat(mesh, beats.clone()));
     Fleet {
         public,
+        mesh,
+        beats,
+        pki,
         workers,
         dir,
         stop: Some(stop),
@@ -534,4 +542,252 @@ async fn a_restarted_routerd_routes_from_its_store_at_once() {
     assert_eq!(workers["count"], 2);
     let _ = stop.send(());
     let _ = task.await;
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether routerd has closed `stream` (it reads end of file, or a reset), within `within`;
+/// whatever routerd answered before closing is returned.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// Slow-loris and its cousins on the public listener (127.0.0.1 is the only trusted proxy, and
+/// the callers come from 127.0.0.60): connections that dribble their heads,
+/// bodies dribbled a byte at a time, heads too large, callers that stop reading. Held
+/// connections take at most their address's share and are closed within their timeout; a
+/// normal call and the workers' heartbeats (on the mesh listener) go on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_greedy_callers_are_bounded_and_cut_off_in_time() {
+    use tokio::io::AsyncWriteExt as _;
+    let f = fleet(
+        1,
+        "[limits]\nheader_timeout = \"2s\"\nbody_grace = \"1s\"\nbody_min_rate = \"1KiB\"\n\
+         write_timeout = \"2s\"\nmax_connections = 400\nmax_connections_per_ip = 100\n\
+         max_header_bytes = \"16KiB\"\n",
+    )
+    .await;
+    // 150 connections from one address, each sending a head a byte at a time.
+    let loris = Ipv4Addr::new(127, 0, 0, 60);
+    let mut held = Vec::new();
+    for _ in 0..150 {
+        let mut stream = connect_from(loris, f.public).await;
+        stream
+            .write_all(b"GET /service/rag/x HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let dribble = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut open = held.len();
+        while open > 0 && started.elapsed() < Duration::from_secs(10) {
+            open = 0;
+            for stream in &mut held {
+                if stream.write_all(b"X").await.is_ok() {
+                    open += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (held, started.elapsed())
+    });
+    // The address's share is 100: the other 50 were closed at once.
+    wait::until_async(
+        Duration::from_secs(5),
+        "the connections over the share refused",
+        || async {
+            metrics_text(f.public)
+                .await
+                .contains(r#"routerd_connections_refused_total{listener="public"} 50"#)
+        },
+    )
+    .await
+    .unwrap();
+    // A normal call answers at once, and the worker's heartbeat on the mesh listener too.
+    let started = Instant::now();
+    let reply = get(f.public, "/service/rag/x").await;
+    assert_eq!(reply.status, 200);
+    let (ip, beat) = &f.beats[0];
+    let reply = http::call(
+        f.mesh,
+        Some(IpAddr::V4(*ip)),
+        "POST",
+        "/api/worker/heartbeat",
+        &[("content-type", "application/json")],
+        Bytes::from(beat.clone()),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // The dribblers are cut off by the header timeout (2 s), not by their patience (10 s).
+    let (mut held, took) = dribble.await.unwrap();
+    assert!(took < Duration::from_secs(5), "held for {took:?}");
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, Duration::from_secs(1))
+                .await
+                .is_some()
+        );
+    }
+
+    // An idempotent call with a small body, dribbled: 408 once it falls behind 1 KiB/s after
+    // a second of grace.
+    let mut put = connect_from(loris, f.public).await;
+    put.write_all(b"PUT /service/rag/x HTTP/1.1\r\nhost: a\r\ncontent-length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (mut reading, mut writing) = put.into_split();
+    let dribbler = tokio::spawn(async move {
+        for _ in 0..50 {
+            if writing.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut reading, &mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "still open after 5 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    dribbler.abort();
+
+    // A head over 16 KiB: 431, and nothing reaches the worker.
+    let calls = f.workers[0].service.calls.load(Ordering::SeqCst);
+    let mut big = connect_from(loris, f.public).await;
+    let head = format!(
+        "GET /service/rag/x HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n",
+        "b".repeat(100 * 1024)
+    );
+    let _ = big.write_all(head.as_bytes()).await;
+    let answer = closed_within(&mut big, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_eq!(f.workers[0].service.calls.load(Ordering::SeqCst), calls);
+
+    // A caller that asks for 64 MiB and never reads: closed once its writes stall 2 s.
+    let mut greedy = connect_from(loris, f.public).await;
+    greedy
+        .write_all(b"GET /service/rag/bytes/67108864 HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // The metrics call itself is the one open connection left.
+    wait::until_async(
+        Duration::from_secs(10),
+        "the caller that stopped reading cut off",
+        || async {
+            metrics_text(f.public)
+                .await
+                .contains(r#"routerd_connections{listener="public"} 1"#)
+        },
+    )
+    .await
+    .unwrap();
+    drop(greedy);
+}
+
+async fn metrics_text(public: SocketAddr) -> String {
+    let reply = get(public, "/metrics").await;
+    String::from_utf8_lossy(&reply.body).into_owned()
+}
+
+/// A worker that answers 101 to every call (and 200 to its health checks) has answered: routerd
+/// cannot carry the switch, so the caller gets 502 `protocol_switch`, but the worker is not
+/// failing and is never ejected for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_switching_protocols_gets_a_502_but_is_not_ejected() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let f = fleet(0, "[ejection]\nconsecutive_errors = 2\n").await;
+    let ip = Ipv4Addr::new(127, 0, 0, 9);
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer: &[u8] = if head.starts_with(b"GET /health ") {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                } else {
+                    b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n"
+                };
+                let _ = stream.write_all(answer).await;
+            });
+        }
+    });
+    let switcher = Worker {
+        service: Service::new("switcher", "rag-embeddings"),
+        ip,
+        port,
+        task,
+    };
+    let reply = register(&f.pki, f.mesh, &switcher, "switcher").await;
+    assert_eq!(reply.status, 200);
+    wait::until_async(Duration::from_secs(5), "the switcher up", || async {
+        topology_state(f.public, "switcher").await == "up"
+    })
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        let reply = http::get(
+            f.public,
+            "/service/rag/ws",
+            &[("upgrade", "websocket"), ("connection", "upgrade")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, 502);
+        assert_eq!(reply.json().unwrap()["reason"], "protocol_switch");
+    }
+    assert_eq!(
+        topology_state(f.public, "switcher").await,
+        "up",
+        "not ejected"
+    );
+    switcher.task.abort();
 }

@@ -316,9 +316,18 @@ async fn health(State(shared): State<Shared>) -> Json<serde_json::Value> {
 
 async fn metrics(State(shared): State<Shared>) -> Response {
     let idle = shared.pools().map(|p| p.idle_count()).sum();
+    let listener = |name, listener| {
+        let (open, refused) = shared.connections(listener).counts();
+        (name, open, refused)
+    };
+    let listeners = [
+        listener("public", Listener::Public),
+        listener("mesh", Listener::Mesh),
+    ];
     let text = crate::metrics::render(
         &shared.lock(),
         idle,
+        &listeners,
         Instant::now(),
         OffsetDateTime::now_utc(),
     );

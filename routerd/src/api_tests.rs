@@ -423,10 +423,22 @@ async fn the_metrics_count_down_to_the_revocation_lists_next_update() {
     // Issued at `start`, due a week later; it stays in use after that.
     api.shared.lock().crl = Some(std::sync::Arc::new(api.pki.crl(2, &[])));
     let late = api.pki.start + time::Duration::days(8);
-    let text = crate::metrics::render(&api.shared.lock(), 0, Instant::now(), late);
+    let text = crate::metrics::render(
+        &api.shared.lock(),
+        0,
+        &[("public", 3, 1)],
+        Instant::now(),
+        late,
+    );
     assert!(
         text.lines()
             .any(|l| l == "routerd_crl_next_update_seconds -86400"),
         "{text}"
     );
+    for line in [
+        r#"routerd_connections{listener="public"} 3"#,
+        r#"routerd_connections_refused_total{listener="public"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}: {text}");
+    }
 }

@@ -7,7 +7,9 @@ use std::time::Instant;
 use rma_ca::{CaCert, RevocationList};
 
 use crate::balance::{Balancer, Candidate};
-use crate::config::{Config, RateLimit, Routing};
+use crate::config::{Config, Limits, RateLimit, Routing};
+use crate::conn_limit::ConnLimit;
+use crate::edge::Listener;
 use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::rate_limit::RateLimiter;
@@ -68,6 +70,11 @@ pub struct App {
     pub serving_pools: Vec<Arc<Pool>>,
     pub routing: Routing,
     pub rate_limit: Option<RateLimit>,
+    pub limits: Limits,
+    /// Open connections on the public and the mesh listener, each bounded on its own, so
+    /// that callers on the public one cannot starve workers' heartbeats on the mesh one.
+    pub public_connections: Arc<ConnLimit>,
+    pub mesh_connections: Arc<ConnLimit>,
     pub admin_token: String,
     pub ca: CaCert,
     /// A worker's certificate must be in one of these groups.
@@ -126,11 +133,28 @@ impl App {
             serving_pools: (0..threads).map(|_| pool()).collect(),
             routing: config.routing.clone(),
             rate_limit: config.rate_limit.clone(),
+            limits: config.limits,
+            public_connections: ConnLimit::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
+            mesh_connections: ConnLimit::new(
+                config.limits.max_connections,
+                config.limits.max_connections_per_ip,
+            ),
             admin_token,
             ca,
             worker_groups: config.worker_groups.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             mesh_ip,
+        }
+    }
+
+    /// The connection bound of `listener`.
+    pub fn connections(&self, listener: Listener) -> &Arc<ConnLimit> {
+        match listener {
+            Listener::Public => &self.public_connections,
+            Listener::Mesh => &self.mesh_connections,
         }
     }
 

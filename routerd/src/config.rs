@@ -36,6 +36,7 @@ pub struct Config {
     pub health: Health,
     pub ejection: Ejection,
     pub rate_limit: Option<RateLimit>,
+    pub limits: Limits,
     /// Origins browsers may call from; empty allows none.
     pub cors_origins: Vec<String>,
     pub catalog: Catalog,
@@ -125,6 +126,24 @@ pub struct Ejection {
     pub max: Duration,
 }
 
+/// What one connection may take of routerd, on either listener (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// To send a request's head, and the longest a connection may sit idle between requests.
+    pub header_timeout: Duration,
+    /// A request body must arrive at `body_min_rate` bytes a second on average, after
+    /// `body_grace`: a slow uplink passes, a body dribbled a byte at a time does not.
+    pub body_grace: Duration,
+    pub body_min_rate: u64,
+    /// The longest a response write may stall (a caller that stops reading).
+    pub write_timeout: Duration,
+    /// Open connections per listener, and per caller address (trusted proxies excepted).
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// The largest request head; larger ones are answered 431.
+    pub max_header_bytes: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimit {
     pub per_second: f64,
@@ -159,6 +178,8 @@ struct RawConfig {
     #[serde(default)]
     ejection: RawEjection,
     rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    limits: RawLimits,
     #[serde(default)]
     cors: RawCors,
     #[serde(default)]
@@ -376,6 +397,35 @@ fn default_key_header() -> String {
     "X-API-Key".into()
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    header_timeout: Span,
+    body_grace: Span,
+    body_min_rate: ByteSize,
+    write_timeout: Span,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    max_header_bytes: ByteSize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Span(Duration::from_secs(30)),
+            body_grace: Span(Duration::from_secs(10)),
+            body_min_rate: ByteSize(1024),
+            write_timeout: Span(Duration::from_secs(30)),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+            max_header_bytes: ByteSize(32 << 10),
+        }
+    }
+}
+
+/// hyper reads a request head into a buffer of at least this size.
+const MIN_HEADER_BYTES: u64 = 8192;
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawCors {
@@ -479,6 +529,27 @@ impl Config {
             ));
         }
         let worker_groups = raw.workers.groups;
+        let l = raw.limits;
+        if l.max_header_bytes.0 < MIN_HEADER_BYTES || l.max_header_bytes.0 > 1 << 20 {
+            return Err(semantic(format!(
+                "limits.max_header_bytes must be between {MIN_HEADER_BYTES} bytes and 1 MiB"
+            )));
+        }
+        if l.max_connections == 0 || l.max_connections_per_ip == 0 || l.body_min_rate.0 == 0 {
+            return Err(semantic(
+                "limits.max_connections, max_connections_per_ip and body_min_rate must be above 0"
+                    .into(),
+            ));
+        }
+        let limits = Limits {
+            header_timeout: l.header_timeout.0,
+            body_grace: l.body_grace.0,
+            body_min_rate: l.body_min_rate.0,
+            write_timeout: l.write_timeout.0,
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            max_header_bytes: usize::try_from(l.max_header_bytes.0).unwrap_or(usize::MAX),
+        };
         let catalog = if raw.service.is_empty() {
             Catalog::default()
         } else {
@@ -518,6 +589,7 @@ impl Config {
             health,
             ejection,
             rate_limit,
+            limits,
             cors_origins: raw.cors.origins,
             catalog,
             worker_groups,
@@ -548,6 +620,9 @@ mod tests {
         assert_eq!(config.rate_limit, None);
         assert!(config.cors_origins.is_empty());
         assert_eq!(config.worker_groups, ["workers"]);
+        assert_eq!(config.limits.header_timeout, Duration::from_secs(30));
+        assert_eq!(config.limits.max_header_bytes, 32 << 10);
+        assert_eq!(config.limits.max_connections_per_ip, 64);
         let trusted: Vec<String> = config
             .trusted_proxies
             .iter()
@@ -635,6 +710,8 @@ mod tests {
             "{MINIMAL}[rate_limit]\nper_second = 5\napi_keys = [\"team-a-secret\"]\n"
         ));
         assert!(clear.unwrap_err().to_string().contains("api_keys[0]"));
+        let tiny = parse(&format!("{MINIMAL}[limits]\nmax_header_bytes = \"1KiB\"\n"));
+        assert!(tiny.unwrap_err().to_string().contains("max_header_bytes"));
         let budget = parse(&format!("{MINIMAL}[routing]\nretry_budget = 2.0\n"));
         assert!(budget.unwrap_err().to_string().contains("retry_budget"));
     }

@@ -83,9 +83,13 @@ impl Stats {
 }
 
 /// The whole exposition, read under the lock.
+/// One listener's connections: its name, how many are open, how many were refused.
+pub type ListenerConnections = (&'static str, usize, u64);
+
 pub fn render(
     c: &Coordinator,
     idle_connections: usize,
+    listeners: &[ListenerConnections],
     now: Instant,
     wall: time::OffsetDateTime,
 ) -> String {
@@ -198,6 +202,26 @@ pub fn render(
         "Pooled idle connections to workers.",
         idle_connections,
     );
+    e.header(
+        "routerd_connections",
+        "gauge",
+        "Open connections from callers, by listener.",
+    );
+    for (listener, open, _) in listeners {
+        e.sample("routerd_connections", &[("listener", listener)], open);
+    }
+    e.header(
+        "routerd_connections_refused_total",
+        "counter",
+        "Connections closed at once: the listener, or the caller's address, had its most open.",
+    );
+    for (listener, _, refused) in listeners {
+        e.sample(
+            "routerd_connections_refused_total",
+            &[("listener", listener)],
+            refused,
+        );
+    }
     let catalog = c.registry.catalog();
     e.header(
         "routerd_service_workers",

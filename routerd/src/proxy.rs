@@ -13,13 +13,13 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::Body as _;
 use http_body_util::{BodyExt as _, Limited};
-use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
 use crate::catalog::ServiceSpec;
 use crate::edge::{CF_CONNECTING_IP, Caller, Listener, Peer, REQUEST_ID, caller};
+use crate::pace::{RequestBody, TooSlow};
 use crate::pool::{ConnectError, Pool};
 use crate::routes::Route;
 use crate::upstream::{self, Conn, Head, Payload, Reader, WorkerBody};
@@ -53,14 +53,20 @@ fn refuse(status: StatusCode, service: &str, reason: &str, message: String) -> R
         .into_response()
 }
 
-/// The answer to a call whose body could not be read from the caller.
-fn unreadable(service: &str, cause: &dyn std::fmt::Display) -> Response {
-    refuse(
-        StatusCode::BAD_REQUEST,
-        service,
-        "body_unreadable",
-        format!("request body: {cause}"),
-    )
+/// The answer to a call whose body could not be read from the caller: 408 when it came too
+/// slowly ([`crate::pace`]), else 400.
+fn unreadable(service: &str, cause: &(dyn std::error::Error + 'static)) -> Response {
+    let (status, reason) = if cause.is::<TooSlow>() {
+        (StatusCode::REQUEST_TIMEOUT, "body_too_slow")
+    } else {
+        (StatusCode::BAD_REQUEST, "body_unreadable")
+    };
+    let mut response = refuse(status, service, reason, format!("request body: {cause}"));
+    // Whatever is left of the body is not read: the connection cannot carry another call.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// The answer to a call whose body is larger than `spec` allows.
@@ -170,8 +176,9 @@ enum Failure {
     Sent(&'static str, String),
     /// The body was larger than the service allows (found while streaming it).
     TooLarge,
-    /// The caller's body broke off or was malformed while it was streamed to the worker.
-    CallerBody(String),
+    /// The caller's body broke off, was malformed or came too slowly while it was streamed
+    /// to the worker.
+    CallerBody(Box<dyn std::error::Error + Send + Sync>),
     /// The worker answered 101: an answer routerd cannot carry, not a failing worker.
     Switched,
     TimedOut,
@@ -212,8 +219,8 @@ impl Call {
         app: &Shared,
         peer: &Peer,
         listener: Listener,
-        request: hyper::Request<Incoming>,
-    ) -> Result<(Self, Incoming), Response> {
+        request: hyper::Request<RequestBody>,
+    ) -> Result<(Self, RequestBody), Response> {
         let arrived = Instant::now();
         let (parts, body) = request.into_parts();
         let Some((alias, target)) = split_target(&parts.uri) else {
@@ -285,7 +292,7 @@ impl Call {
     }
 
     /// The request body as the attempts send it; `Err` is the answer when it cannot be read.
-    async fn payload(&self, app: &Shared, body: Incoming) -> Result<Payload, Response> {
+    async fn payload(&self, app: &Shared, body: RequestBody) -> Result<Payload, Response> {
         let service = self.route.service.as_str();
         let limit = usize::try_from(self.route.spec.max_body).unwrap_or(usize::MAX);
         if !self.keep {
@@ -293,7 +300,7 @@ impl Call {
         }
         match Limited::new(body, limit).collect().await {
             Ok(collected) => Ok(Payload::Kept(collected.to_bytes())),
-            Err(e) => Err(finish(app, service, self.arrived, unreadable(service, &e))),
+            Err(e) => Err(finish(app, service, self.arrived, unreadable(service, &*e))),
         }
     }
 
@@ -319,14 +326,14 @@ impl Call {
             if e.error.too_large() {
                 return Failure::TooLarge;
             }
-            if let upstream::Error::Body(cause) = &e.error {
-                return Failure::CallerBody(cause.to_string());
-            }
-            if matches!(e.error, upstream::Error::Switched) {
-                return Failure::Switched;
-            }
-            let cause = e.error.to_string();
-            match (e.unsent, reused) {
+            let unsent = e.unsent;
+            let error = match e.error {
+                upstream::Error::Body(cause) => return Failure::CallerBody(cause),
+                upstream::Error::Switched => return Failure::Switched,
+                error => error,
+            };
+            let cause = error.to_string();
+            match (unsent, reused) {
                 (true, true) => Failure::NotSent("stale_connection", cause),
                 (true, false) => Failure::NotSent("connect", cause),
                 (false, _) => Failure::Sent("reset", cause),
@@ -337,7 +344,7 @@ impl Call {
     /// Sends the call, with `body`, to one of its service's workers, on connections from
     /// `pool` (the serving thread's), and returns the answer: the worker's response, its body
     /// streamed through, or routerd's refusal.
-    pub async fn send(&self, app: &Shared, pool: &Arc<Pool>, body: Incoming) -> Response {
+    pub async fn send(&self, app: &Shared, pool: &Arc<Pool>, body: RequestBody) -> Response {
         let mut payload = match self.payload(app, body).await {
             Ok(payload) => payload,
             Err(response) => return response,
@@ -438,7 +445,7 @@ impl Call {
                             return finish(app, service, arrived, too_large(service, spec));
                         }
                         Failure::CallerBody(cause) => {
-                            return finish(app, service, arrived, unreadable(service, &cause));
+                            return finish(app, service, arrived, unreadable(service, &*cause));
                         }
                         Failure::Switched => {
                             let r = refuse(

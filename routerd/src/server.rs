@@ -32,12 +32,12 @@ use tower::{Layer as _, ServiceExt as _};
 use tower_http::cors::CorsLayer;
 
 use crate::app::Shared;
+use crate::config::Limits;
 use crate::edge::{Listener, Peer, Stamp};
+use crate::pace::{Pace, Paced, WriteDeadline};
 use crate::pool::Pool;
 use crate::proxy::{self, Call};
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pause after a failed accept (such as running out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -117,12 +117,27 @@ pub async fn serve(
                 continue;
             }
         };
+        let peer = Peer::new(peer, &edge.app.trusted_proxies);
+        // A trusted proxy carries many callers on its connections: only the listener's own
+        // bound holds it.
+        let shared_address = edge.listener == Listener::Public && peer.trusted_proxy;
+        let permit = match edge
+            .app
+            .connections(edge.listener)
+            .admit(peer.addr.ip(), shared_address)
+        {
+            Ok(permit) => permit,
+            Err(full) => {
+                tracing::debug!(listener = name, peer = %peer.addr, ?full, "connection refused: too many open");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         // Deregistered from this runtime, registered again with the serving thread's.
         let stream = match stream.into_std() {
             Ok(stream) => stream,
             Err(e) => {
-                tracing::warn!(listener = name, %peer, error = %e, "cannot hand a connection over");
+                tracing::warn!(listener = name, peer = %peer.addr, error = %e, "cannot hand a connection over");
                 continue;
             }
         };
@@ -130,24 +145,26 @@ pub async fn serve(
         let pool = serving.pool.clone();
         let edge = edge.clone();
         serving.runtime.spawn(async move {
+            let _permit = permit;
+            let addr = peer.addr;
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(e) => {
-                    tracing::warn!(listener = name, %peer, error = %e, "cannot serve a connection");
+                    tracing::warn!(listener = name, peer = %addr, error = %e, "cannot serve a connection");
                     return;
                 }
             };
-            let calls = Calls {
-                peer: Peer::new(peer, &edge.app.trusted_proxies),
-                edge,
-                pool,
-            };
+            let limits = edge.app.limits;
+            let calls = Calls { edge, pool, peer };
             let served = match calls.edge.cors.clone() {
-                Some(cors) => connection(stream, TowerToHyperService::new(cors.layer(calls))).await,
-                None => connection(stream, calls).await,
+                Some(cors) => {
+                    let service = TowerToHyperService::new(cors.layer(calls));
+                    connection(stream, service, &limits).await
+                }
+                None => connection(stream, calls, &limits).await,
             };
             if let Err(e) = served {
-                tracing::debug!(listener = name, %peer, error = %e, "connection ended");
+                tracing::debug!(listener = name, peer = %addr, error = %e, "connection ended");
             }
         });
     }
@@ -168,9 +185,15 @@ impl Calls {
     /// Answers one request. A service call is checked here, and only sending it is a future
     /// (one allocation per call, small); its body goes to the worker as hyper read it. The
     /// other routes get axum's body.
-    fn answer(&self, mut request: hyper::Request<Incoming>) -> Answer {
-        let stamp = Stamp::take(&mut request);
+    fn answer(&self, request: hyper::Request<Incoming>) -> Answer {
         let edge = &self.edge;
+        let limits = &edge.app.limits;
+        let pace = Pace {
+            grace: limits.body_grace,
+            min_rate: limits.body_min_rate,
+        };
+        let mut request = request.map(|body| Paced::new(body, pace));
+        let stamp = Stamp::take(&mut request);
         if !proxy::is_service_call(request.uri().path()) {
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(ConnectInfo(self.peer.addr));
@@ -217,15 +240,20 @@ impl tower::Service<hyper::Request<Incoming>> for Calls {
     }
 }
 
-async fn connection<S>(stream: TcpStream, service: S) -> hyper::Result<()>
+/// Serves one connection within `limits`: its request heads (hyper answers 431 to one too
+/// large, and closes a connection whose head, or the next one, takes too long), and its
+/// response writes ([`WriteDeadline`]). Request bodies are paced in [`Calls::answer`].
+async fn connection<S>(stream: TcpStream, service: S, limits: &Limits) -> hyper::Result<()>
 where
     S: hyper::service::Service<hyper::Request<Incoming>, Response = Response, Error = Infallible>
         + 'static,
     S::Future: Send + 'static,
 {
+    let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
     hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .serve_connection(io, service)
         .await
 }

@@ -20,7 +20,8 @@ use axum::http::{Method, StatusCode, Uri, Version};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use hyper::body::Incoming;
+
+use crate::pace::RequestBody;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -40,7 +41,7 @@ const INLINE_BODY: usize = 16 << 10;
 #[derive(Debug)]
 pub enum Payload {
     Kept(Bytes),
-    Streamed(Limited<Incoming>),
+    Streamed(Limited<RequestBody>),
 }
 
 /// What goes in a request's head besides its body's framing.
