@@ -146,6 +146,12 @@ struct FlowKey {
 
 /// Tracked flows at most; beyond that, new flows are denied until old ones expire.
 const MAX_FLOWS: usize = 1 << 16;
+/// Tracked flows per peer at most: one permitted peer sweeping ports fills its share, not the
+/// table, and every other peer's new flows still pass.
+const MAX_FLOWS_PER_PEER: usize = 1 << 12;
+/// While the table is full, idle flows are looked for at most this often: a new flow then costs
+/// a lookup, not a scan of the table.
+const FULL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A tracked flow: when it goes idle, and what let it in, so that new rules can judge it again.
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +168,10 @@ pub struct Firewall {
     /// Bumped by every new policy; flows admitted under an older one are judged again.
     generation: u64,
     flows: HashMap<FlowKey, Tracked>,
+    /// Tracked flows by peer (mesh IP); only peers with flows have an entry.
+    per_peer: HashMap<std::net::Ipv4Addr, usize>,
+    /// When a full table was last swept for idle flows.
+    full_sweep: Option<Instant>,
 }
 
 impl Firewall {
@@ -170,6 +180,17 @@ impl Firewall {
             policy,
             generation: 0,
             flows: HashMap::new(),
+            per_peer: HashMap::new(),
+            full_sweep: None,
+        }
+    }
+
+    fn forget(per_peer: &mut HashMap<std::net::Ipv4Addr, usize>, peer: std::net::Ipv4Addr) {
+        if let Some(n) = per_peer.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                per_peer.remove(&peer);
+            }
         }
     }
 
@@ -236,17 +257,27 @@ impl Firewall {
                 );
                 return Verdict::Allow;
             }
-            self.flows.remove(&key);
+            if self.flows.remove(&key).is_some() {
+                Self::forget(&mut self.per_peer, key.remote);
+            }
         }
         let (rules, action) = self.rules(direction);
         if !rules.iter().any(|r| r.matches(flow, peer)) {
             return Verdict::Deny(action);
         }
-        if self.flows.len() >= MAX_FLOWS {
+        if self.flows.len() >= MAX_FLOWS
+            && self
+                .full_sweep
+                .is_none_or(|at| now.saturating_duration_since(at) >= FULL_SWEEP_INTERVAL)
+        {
+            self.full_sweep = Some(now);
             self.expire(now);
-            if self.flows.len() >= MAX_FLOWS {
-                return Verdict::Deny(Action::Drop);
-            }
+        }
+        let peer_flows = self.per_peer.get(&key.remote).copied().unwrap_or(0);
+        // An expired entry for this very key is overwritten in place, so it takes no room.
+        let replaces = self.flows.contains_key(&key);
+        if !replaces && (self.flows.len() >= MAX_FLOWS || peer_flows >= MAX_FLOWS_PER_PEER) {
+            return Verdict::Deny(Action::Drop);
         }
         let first = *flow;
         self.flows.insert(
@@ -258,12 +289,22 @@ impl Firewall {
                 first,
             },
         );
+        if !replaces {
+            self.per_peer.insert(key.remote, peer_flows + 1);
+        }
         Verdict::Allow
     }
 
     /// Forgets idle flows.
     pub fn expire(&mut self, now: Instant) {
-        self.flows.retain(|_, tracked| tracked.expires > now);
+        let per_peer = &mut self.per_peer;
+        self.flows.retain(|key, tracked| {
+            let live = tracked.expires > now;
+            if !live {
+                Self::forget(per_peer, key.remote);
+            }
+            live
+        });
     }
 
     pub fn tracked(&self) -> usize {
@@ -489,5 +530,96 @@ mod tests {
             fw.check(Direction::Inbound, &other, &bob, now),
             Verdict::Deny(Action::Drop)
         );
+    }
+
+    /// A permitted peer sweeping ports fills its own share of the table, not the table; a full
+    /// table refuses new flows without a scan per flow, frees idle ones at most once a second,
+    /// and a day of churn leaves it empty.
+    #[test]
+    fn each_peer_has_a_share_and_a_full_table_recovers() {
+        let pki = Pki::new("fw-ca");
+        let allow_all = Policy {
+            inbound: vec![rule(Proto::Any, Ports::Any, Peer::Any)],
+            ..Policy::default()
+        };
+        let mut fw = Firewall::new(allow_all);
+        let t0 = Instant::now();
+        let sweeper = pki.node("sweeper", ip(30)).0;
+        let other = pki.node("other", ip(31)).0;
+        let sweep = |port: u16| flow(PROTO_UDP, sweeper.mesh_ip(), ip(ME), 40000, port);
+        let mut allowed = 0;
+        for port in 1..=10_000u16 {
+            if fw.check(Direction::Inbound, &sweep(port), &sweeper, t0) == Verdict::Allow {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, MAX_FLOWS_PER_PEER);
+        assert_eq!(
+            fw.check(
+                Direction::Inbound,
+                &inbound(PROTO_TCP, &other, 80),
+                &other,
+                t0
+            ),
+            Verdict::Allow,
+            "another peer's new flow"
+        );
+        // Known flows of the sweeper still pass.
+        assert_eq!(
+            fw.check(Direction::Inbound, &sweep(7), &sweeper, t0),
+            Verdict::Allow
+        );
+
+        // Sixteen sweepers fill the table. While full, a new flow is refused at once; once the
+        // flows have gone idle, the next new flow finds room.
+        let mut fw = Firewall::new(Policy {
+            inbound: vec![rule(Proto::Any, Ports::Any, Peer::Any)],
+            ..Policy::default()
+        });
+        let sweepers: Vec<NodeCert> = (0..16)
+            .map(|i| pki.node(&format!("s{i}"), ip(100 + i)).0)
+            .collect();
+        for peer in &sweepers {
+            for port in 0..MAX_FLOWS_PER_PEER as u16 {
+                let f = flow(PROTO_UDP, peer.mesh_ip(), ip(ME), 40000, port);
+                assert_eq!(fw.check(Direction::Inbound, &f, peer, t0), Verdict::Allow);
+            }
+        }
+        assert_eq!(fw.tracked(), MAX_FLOWS);
+        let late = inbound(PROTO_TCP, &other, 80);
+        assert_eq!(
+            fw.check(Direction::Inbound, &late, &other, t0),
+            Verdict::Deny(Action::Drop)
+        );
+        let idle = t0 + fw.timeout(PROTO_UDP) + Duration::from_secs(1);
+        assert_eq!(
+            fw.check(Direction::Inbound, &late, &other, idle),
+            Verdict::Allow
+        );
+        assert_eq!(fw.tracked(), 1);
+        assert_eq!(fw.per_peer.len(), 1);
+
+        // A day of flows from ever-new peers, with the node's sweep every 10 s.
+        let mut most = 0;
+        for step in 0..8_640u32 {
+            let now = t0 + Duration::from_secs(u64::from(step) * 10);
+            let peer = pki_free_peer(step);
+            for port in 0..20 {
+                let f = flow(PROTO_UDP, peer, ip(ME), 40000, port);
+                fw.check(Direction::Inbound, &f, &other, now);
+            }
+            fw.expire(now);
+            most = most.max(fw.tracked());
+        }
+        // The flows of the steps within one UDP timeout, no more.
+        let bound = 20 * (fw.timeout(PROTO_UDP).as_secs() as usize / 10 + 1);
+        assert!(most <= bound, "{most} > {bound}");
+        fw.expire(t0 + Duration::from_secs(86_400 * 2));
+        assert_eq!((fw.tracked(), fw.per_peer.len()), (0, 0));
+    }
+
+    /// A mesh IP for step `n` of a long run (the certificate does not matter to tracking).
+    fn pki_free_peer(n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(0x0a2a_0000 | (n & 0xffff))
     }
 }

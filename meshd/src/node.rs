@@ -45,6 +45,10 @@ pub trait Output {
 
 /// Packets held for a peer whose certificate has not arrived yet.
 const PENDING_QUEUE: usize = 64;
+/// Destinations being set up at once, and the bytes held for all of them: a local program
+/// sending to every address of the mesh network holds a bounded amount of memory.
+const MAX_PENDING_DESTINATIONS: usize = 1024;
+const MAX_PENDING_BYTES: usize = 4 << 20;
 /// How often an unanswered hello is repeated, and how many times.
 const HELLO_RETRY: Duration = Duration::from_secs(1);
 const HELLO_ATTEMPTS: u32 = 10;
@@ -112,6 +116,12 @@ struct Pending {
     hellos_sent: u32,
 }
 
+impl Pending {
+    fn queued_bytes(&self) -> usize {
+        self.queue.iter().map(Vec::len).sum()
+    }
+}
+
 pub struct Node {
     cert: NodeCert,
     hello_reply_wanted: Vec<u8>,
@@ -130,6 +140,8 @@ pub struct Node {
     by_key: HashMap<[u8; 32], usize>,
     static_peers: HashMap<Ipv4Addr, Vec<SocketAddr>>,
     pending: HashMap<Ipv4Addr, Pending>,
+    /// The bytes queued in `pending`.
+    pending_bytes: usize,
     hello_answered: HashMap<SocketAddr, Instant>,
     refused_logged: HashSet<Fingerprint>,
     next_tick: Option<Instant>,
@@ -188,6 +200,7 @@ impl Node {
                 .map(|p| (p.mesh_ip, p.endpoints.clone()))
                 .collect(),
             pending: HashMap::new(),
+            pending_bytes: 0,
             hello_answered: HashMap::new(),
             refused_logged: HashSet::new(),
             next_tick: None,
@@ -266,15 +279,22 @@ impl Node {
                 return;
             }
         };
+        if !self.pending.contains_key(&dst) && self.pending.len() >= MAX_PENDING_DESTINATIONS {
+            self.counters.queue_dropped += 1;
+            return;
+        }
         let pending = self.pending.entry(dst).or_insert_with(|| Pending {
             endpoints,
             queue: VecDeque::new(),
             next_hello: now.instant,
             hellos_sent: 0,
         });
-        if pending.queue.len() >= PENDING_QUEUE {
+        if pending.queue.len() >= PENDING_QUEUE
+            || self.pending_bytes + packet.len() > MAX_PENDING_BYTES
+        {
             self.counters.queue_dropped += 1;
         } else {
+            self.pending_bytes += packet.len();
             pending.queue.push_back(packet.to_vec());
         }
         if pending.next_hello <= now.instant {
@@ -292,13 +312,15 @@ impl Node {
     /// Drives hello retries and WireGuard's timers (handshake retry, rekey, keepalive).
     pub fn handle_timers(&mut self, now: Now, out: &mut impl Output) {
         let mut expired = Vec::new();
+        let pending_bytes = &mut self.pending_bytes;
         self.pending.retain(|ip, pending| {
             if pending.next_hello > now.instant {
                 return true;
             }
             if pending.hellos_sent >= HELLO_ATTEMPTS {
-                tracing::warn!(peer = %ip, "no certificate hello or lighthouse answer; dropping queued packets");
+                tracing::debug!(peer = %ip, "no certificate hello or lighthouse answer; dropping queued packets");
                 expired.push(pending.queue.len());
+                *pending_bytes -= pending.queued_bytes();
                 return false;
             }
             Self::send_hello(&self.hello_reply_wanted, &self.beacons, *ip, pending, now, out);
@@ -439,8 +461,14 @@ impl Node {
             .iter()
             .map(|p| (p.mesh_ip, p.endpoints.clone()))
             .collect();
-        self.pending
-            .retain(|ip, _| settings.static_peers.iter().any(|p| p.mesh_ip == *ip));
+        let pending_bytes = &mut self.pending_bytes;
+        self.pending.retain(|ip, pending| {
+            let kept = settings.static_peers.iter().any(|p| p.mesh_ip == *ip);
+            if !kept {
+                *pending_bytes -= pending.queued_bytes();
+            }
+            kept
+        });
         self.firewall.set_policy(settings.firewall.clone());
         // A list a lighthouse pushed may be newer than the file. Revocations never go back: the
         // list in use is replaced only by a newer one, never by an older one or by none.
@@ -474,6 +502,11 @@ impl Node {
             tracing::warn!(%reason, "peer no longer trusted; session ended");
             self.remove_peer(slot);
         }
+    }
+
+    /// Destinations with packets waiting for their peer, and the bytes waiting.
+    pub fn pending(&self) -> (usize, usize) {
+        (self.pending.len(), self.pending_bytes)
     }
 
     /// The shell reports datagrams the socket could not send.
@@ -572,6 +605,7 @@ impl Node {
             return;
         };
         if let Some(pending) = self.pending.remove(&peer.cert.mesh_ip()) {
+            self.pending_bytes -= pending.queued_bytes();
             for packet in pending.queue {
                 if let Some(flow) = ipv4::flow(&packet) {
                     self.send_to_peer(slot, &packet, flow, now, out);

@@ -787,3 +787,54 @@ fn a_revocation_list_near_or_past_its_next_update_is_named_and_kept() {
     );
     assert_eq!(node.crl().and_then(|c| c.number()), Some(3), "still in use");
 }
+
+/// Packets for destinations still being set up are held within a bound on destinations and on
+/// bytes, and what does not fit is dropped and counted; given up, they leave nothing behind.
+#[test]
+fn packets_for_destinations_being_set_up_are_held_within_bounds() {
+    let pki = Pki::new("test-ca");
+    let (cert, keys) = pki.node("n1", ip(1));
+    let identity = Identity {
+        cert,
+        keys,
+        ca: pki.ca.clone(),
+        crl: None,
+    };
+    let settings = Settings {
+        lighthouses: vec![crate::config::Lighthouse {
+            name: "lighthouse-1".into(),
+            address: "198.51.100.1:4243".parse().unwrap(),
+        }],
+        ..settings(None, &[])
+    };
+    let mut node = Node::new(identity, &settings);
+    node.lighthouse_up(0);
+    let mut now = Now {
+        instant: Instant::now(),
+        wall: pki.start,
+    };
+    let mut out = Collected::default();
+    // A local program writing to 3,000 addresses of the mesh, ten packets each.
+    let payload = [0u8; 1372];
+    let packet_len = test_packet(ip(1), ip(2), &payload).len() as u64;
+    let mut sent = 0u64;
+    for round in 0..10 {
+        for n in 0..3_000u32 {
+            let dst = Ipv4Addr::from(0x0a2a_0000 + 2 + n);
+            node.handle_tun_packet(&test_packet(ip(1), dst, &payload), now, &mut out);
+            sent += 1;
+        }
+        let (destinations, bytes) = node.pending();
+        assert!(destinations <= 1024, "round {round}: {destinations}");
+        assert!(bytes <= 4 << 20, "round {round}: {bytes}");
+    }
+    let held = node.pending().1 as u64 / packet_len;
+    assert_eq!(node.status(now.instant).drops.queue_dropped, sent - held);
+    // No lighthouse ever answers: after the hellos run out everything is let go.
+    for _ in 0..20 {
+        now.instant += Duration::from_secs(1);
+        node.handle_timers(now, &mut out);
+    }
+    assert_eq!(node.pending(), (0, 0));
+    assert_eq!(node.status(now.instant).drops.queue_dropped, sent);
+}
