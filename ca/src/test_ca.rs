@@ -87,7 +87,32 @@ impl TestCa {
         not_after: OffsetDateTime,
     ) -> (NodeCert, NodeKeys) {
         let keys = NodeKeys::generate();
-        let cert = crate::sign_node(
+        let cert = self.sign(name, ip, groups, &keys, not_before, not_after);
+        (cert, keys)
+    }
+
+    /// A certificate in group `workers` for existing `keys` (a renewal).
+    pub fn sign_keys(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        keys: &NodeKeys,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> NodeCert {
+        self.sign(name, ip, "workers", keys, not_before, not_after)
+    }
+
+    fn sign(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        groups: &str,
+        keys: &NodeKeys,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> NodeCert {
+        crate::sign_node(
             &self.ca,
             &self.key,
             &NodeCertParams {
@@ -100,8 +125,7 @@ impl TestCa {
                 serial: Serial::random(),
             },
         )
-        .expect("test CA signs the node");
-        (cert, keys)
+        .expect("test CA signs the node")
     }
 
     /// A revocation list numbered `number` that revokes `certs`, issued at [`TestCa::start`].

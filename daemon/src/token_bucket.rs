@@ -1,6 +1,10 @@
-//! A token bucket: `burst` calls at once, then `rate` per second. Pure logic; time is passed
-//! in. The lighthouse limits each node's queries with it, routerd each caller's calls.
+//! A token bucket: `burst` calls at once, then `rate` per second, and a bounded table of them by
+//! key. Pure logic; time is passed in. The lighthouse limits each node's queries with it,
+//! routerd each caller's calls, meshd each source's hellos.
 
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 /// How fast a bucket refills and how much it holds.
@@ -51,9 +55,97 @@ impl TokenBucket {
     }
 }
 
+/// A token bucket per key, at most `max_keys` of them. At the bound, buckets that are full again
+/// are dropped (they are as good as new); keys that still find no room share one bucket, so a
+/// flood of new keys costs a bounded table and limits only the newcomers.
+#[derive(Debug)]
+pub struct KeyedBuckets<K> {
+    limit: Limit,
+    max_keys: usize,
+    buckets: HashMap<K, TokenBucket>,
+    overflow: TokenBucket,
+}
+
+impl<K: Hash + Eq> KeyedBuckets<K> {
+    pub fn new(limit: Limit, max_keys: usize, now: Instant) -> Self {
+        Self {
+            limit,
+            max_keys,
+            buckets: HashMap::new(),
+            overflow: TokenBucket::new(limit, now),
+        }
+    }
+
+    /// Takes one token from `key`'s bucket, or says how long until one is there. A known key's
+    /// take allocates nothing.
+    pub fn take<Q>(&mut self, key: &Q, now: Instant) -> Result<(), Duration>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(bucket) = self.buckets.get_mut(key) {
+            return bucket.take(self.limit, now);
+        }
+        if self.buckets.len() >= self.max_keys {
+            self.sweep(now);
+            if self.buckets.len() >= self.max_keys {
+                return self.overflow.take(self.limit, now);
+            }
+        }
+        let mut bucket = TokenBucket::new(self.limit, now);
+        let taken = bucket.take(self.limit, now);
+        self.buckets.insert(key.to_owned(), bucket);
+        taken
+    }
+
+    /// Forgets keys whose buckets have refilled.
+    pub fn sweep(&mut self, now: Instant) {
+        let limit = self.limit;
+        self.buckets.retain(|_, b| !b.is_full(limit, now));
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A day of ever-new keys with a sweep every ten seconds keeps only the keys of the last
+    /// few seconds; at the bound, newcomers share one bucket and known keys keep theirs.
+    #[test]
+    fn keyed_buckets_stay_bounded_over_a_day() {
+        let limit = Limit {
+            rate: 1.0,
+            burst: 2.0,
+        };
+        let t0 = Instant::now();
+        let mut table = KeyedBuckets::<u64>::new(limit, 1_000, t0);
+        let mut most = 0;
+        for step in 0..8_640u64 {
+            let now = t0 + Duration::from_secs(step * 10);
+            for i in 0..50 {
+                assert_eq!(table.take(&(step * 50 + i), now), Ok(()));
+            }
+            most = most.max(table.tracked());
+            table.sweep(now + Duration::from_secs(2));
+        }
+        assert_eq!((most, table.tracked()), (50, 0));
+
+        for key in 0..1_000u64 {
+            table.take(&key, t0).unwrap();
+        }
+        assert_eq!(table.take(&5_000, t0), Ok(()));
+        assert_eq!(table.take(&5_001, t0), Ok(()));
+        assert!(
+            table.take(&5_002, t0).is_err(),
+            "the shared bucket is spent"
+        );
+        assert_eq!(table.tracked(), 1_000);
+        assert_eq!(table.take(&7, t0), Ok(()), "known keys keep theirs");
+    }
 
     #[test]
     fn a_burst_then_the_rate_with_the_wait_for_the_next_token() {

@@ -18,12 +18,14 @@
 //! `ver` is 1. `length` is big-endian and must equal the bytes that follow. Flag bit 0 asks the
 //! receiver to answer in kind. Kinds:
 //!
-//! - `1`, **certificate hello**: the body is the sender's node certificate (DER). Peers with
-//!   static endpoints exchange hellos before their first WireGuard handshake: that is how each
-//!   learns the other's WireGuard key and mesh IP, and it is trusted only once the certificate
-//!   verifies against the CA. The hello itself proves nothing about the sender (certificates
-//!   are public); the WireGuard handshake that follows proves possession of the key the
-//!   certificate names.
+//! - `1`, **certificate hello**: the body is the sender's node certificate (DER), followed by
+//!   zero padding. Peers with static endpoints exchange hellos before their first WireGuard
+//!   handshake: that is how each learns the other's WireGuard key and mesh IP, and it is
+//!   trusted only once the certificate verifies against the CA. The hello itself proves nothing
+//!   about the sender (certificates are public); the WireGuard handshake that follows proves
+//!   possession of the key the certificate names. A hello that asks for an answer is padded to
+//!   at least [`HELLO_REQUEST_MIN`] bytes, and is answered only with a hello no longer than it:
+//!   an answer never amplifies.
 //! - `2`, **punch**: the body is the sender's mesh IP (4 bytes) followed by zero padding up to
 //!   [`PUNCH_LEN`]. Peers introduced by a lighthouse send punches to each other's candidate
 //!   endpoints to open their NATs. A punch is unauthenticated: it only tells the receiver which
@@ -33,6 +35,11 @@
 //!   sends it from its WireGuard socket to the lighthouse's reflector port, so the lighthouse
 //!   learns the public address of that socket (the NAT mapping peers must hit) and ties it to
 //!   the QUIC connection the token was issued on.
+//! - `4`, **hello request**: the body is the sender's mesh IP followed by zero padding up to
+//!   [`PUNCH_LEN`], as a punch. A node answers a handshake from a key it does not know with it
+//!   (instead of its certificate, which is several times larger than the handshake): the
+//!   receiver sends its hello back, but only to an address it already sends that peer's
+//!   traffic to, so a forged request cannot aim hellos at anyone else.
 
 use std::net::Ipv4Addr;
 
@@ -44,11 +51,15 @@ const HEADER_LEN: usize = 8;
 const KIND_CERT_HELLO: u8 = 1;
 const KIND_PUNCH: u8 = 2;
 const KIND_REFLECT: u8 = 3;
+const KIND_HELLO_REQUEST: u8 = 4;
 const FLAG_REPLY_WANTED: u8 = 0x01;
 /// A certificate is about 500 bytes; anything far larger is not one of ours.
 pub const MAX_CERT_LEN: usize = 4096;
 /// A punch is as long as a WireGuard handshake initiation (148 bytes).
 pub const PUNCH_LEN: usize = 148;
+/// A hello that asks for an answer is at least this long (as a QUIC client's first packet is),
+/// so that the answer, a hello of about 500 bytes, is never larger than what asked for it.
+pub const HELLO_REQUEST_MIN: usize = 1200;
 /// The reflect token's length.
 pub const TOKEN_LEN: usize = 16;
 
@@ -84,6 +95,8 @@ pub enum ControlError {
     TooLarge(usize),
     #[error("{what} body of {len} bytes has the wrong length")]
     BodyLength { what: &'static str, len: usize },
+    #[error("hello body is not one DER certificate followed by zero padding")]
+    BadPadding,
 }
 
 /// A parsed control message, borrowing from the datagram.
@@ -100,6 +113,35 @@ pub enum Control<'a> {
     Reflect {
         token: [u8; TOKEN_LEN],
     },
+    HelloRequest {
+        mesh_ip: Ipv4Addr,
+    },
+}
+
+/// The length of the DER element (tag, length, contents) `body` starts with.
+fn der_element_len(body: &[u8]) -> Option<usize> {
+    let (&first, rest) = body.get(1..)?.split_first()?;
+    let (header, contents) = match first {
+        0..=0x7f => (2, usize::from(first)),
+        0x81 => (3, usize::from(*rest.first()?)),
+        0x82 => (
+            4,
+            usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?])),
+        ),
+        _ => return None,
+    };
+    let total = header + contents;
+    (total <= body.len()).then_some(total)
+}
+
+/// The certificate in a hello body: its first DER element, with only zeros after it.
+fn hello_cert(body: &[u8]) -> Result<&[u8], ControlError> {
+    let len = der_element_len(body).ok_or(ControlError::BadPadding)?;
+    let (cert, padding) = body.split_at(len);
+    if padding.iter().any(|&b| b != 0) {
+        return Err(ControlError::BadPadding);
+    }
+    Ok(cert)
 }
 
 pub fn parse_control(datagram: &[u8]) -> Result<Control<'_>, ControlError> {
@@ -121,11 +163,22 @@ pub fn parse_control(datagram: &[u8]) -> Result<Control<'_>, ControlError> {
     }
     let reply_wanted = header[5] & FLAG_REPLY_WANTED != 0;
     match header[4] {
-        KIND_CERT_HELLO if body.len() > MAX_CERT_LEN => Err(ControlError::TooLarge(body.len())),
+        KIND_CERT_HELLO if body.len() > MAX_CERT_LEN + HELLO_REQUEST_MIN => {
+            Err(ControlError::TooLarge(body.len()))
+        }
         KIND_CERT_HELLO => Ok(Control::CertHello {
-            cert_der: body,
+            cert_der: hello_cert(body)?,
             reply_wanted,
         }),
+        KIND_HELLO_REQUEST => match body.first_chunk::<4>() {
+            Some(ip) if body.len() == PUNCH_LEN - HEADER_LEN => Ok(Control::HelloRequest {
+                mesh_ip: Ipv4Addr::from(*ip),
+            }),
+            _ => Err(ControlError::BodyLength {
+                what: "hello request",
+                len: body.len(),
+            }),
+        },
         KIND_PUNCH => match body.first_chunk::<4>() {
             Some(ip) if body.len() == PUNCH_LEN - HEADER_LEN => Ok(Control::Punch {
                 mesh_ip: Ipv4Addr::from(*ip),
@@ -158,10 +211,22 @@ fn encode(kind: u8, reply_wanted: bool, body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(body);
 }
 
-/// Encodes a certificate hello into `out` (cleared first).
+/// Encodes a certificate hello into `out` (cleared first); one that asks for an answer is
+/// padded to [`HELLO_REQUEST_MIN`] bytes.
 pub fn encode_cert_hello(cert_der: &[u8], reply_wanted: bool, out: &mut Vec<u8>) {
     debug_assert!(cert_der.len() <= MAX_CERT_LEN);
-    encode(KIND_CERT_HELLO, reply_wanted, cert_der, out);
+    let mut body = cert_der.to_vec();
+    if reply_wanted {
+        body.resize(body.len().max(HELLO_REQUEST_MIN - HEADER_LEN), 0);
+    }
+    encode(KIND_CERT_HELLO, reply_wanted, &body, out);
+}
+
+/// Encodes a hello request from `mesh_ip` into `out` (cleared first).
+pub fn encode_hello_request(mesh_ip: Ipv4Addr, out: &mut Vec<u8>) {
+    let mut body = [0u8; PUNCH_LEN - HEADER_LEN];
+    body[..4].copy_from_slice(&mesh_ip.octets());
+    encode(KIND_HELLO_REQUEST, false, &body, out);
 }
 
 /// Encodes a punch from `mesh_ip` into `out` (cleared first).
@@ -180,24 +245,65 @@ pub fn encode_reflect(token: &[u8; TOKEN_LEN], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
+    /// A DER SEQUENCE of `n` content bytes, the shape of a certificate.
+    fn der(n: usize) -> Vec<u8> {
+        let mut d = vec![0x30];
+        match n {
+            0..=0x7f => d.push(n as u8),
+            0x80..=0xff => d.extend([0x81, n as u8]),
+            _ => d.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        d.extend(std::iter::repeat_n(7u8, n));
+        d
+    }
+
     #[test]
     fn round_trip() {
         let mut out = Vec::new();
-        encode_cert_hello(b"der bytes", true, &mut out);
-        assert_eq!(classify(&out), Kind::Control);
+        for n in [5, 200, 600] {
+            let cert = der(n);
+            encode_cert_hello(&cert, true, &mut out);
+            assert_eq!(classify(&out), Kind::Control);
+            assert!(out.len() >= HELLO_REQUEST_MIN, "padded: {}", out.len());
+            assert_eq!(
+                parse_control(&out),
+                Ok(Control::CertHello {
+                    cert_der: &cert,
+                    reply_wanted: true
+                })
+            );
+            encode_cert_hello(&cert, false, &mut out);
+            assert_eq!(
+                out.len(),
+                HEADER_LEN + cert.len(),
+                "an answer is not padded"
+            );
+            assert_eq!(
+                parse_control(&out),
+                Ok(Control::CertHello {
+                    cert_der: &cert,
+                    reply_wanted: false
+                })
+            );
+        }
+        // Anything but zeros after the certificate, or a body that is no DER element.
+        encode_cert_hello(&der(5), true, &mut out);
+        let last = out.len() - 1;
+        out[last] = 1;
+        assert_eq!(parse_control(&out), Err(ControlError::BadPadding));
+        let mut out = Vec::new();
+        encode(KIND_CERT_HELLO, false, b"\x30\x09short", &mut out);
+        assert_eq!(parse_control(&out), Err(ControlError::BadPadding));
+        encode_hello_request(Ipv4Addr::new(10, 42, 0, 9), &mut out);
         assert_eq!(
-            parse_control(&out),
-            Ok(Control::CertHello {
-                cert_der: b"der bytes",
-                reply_wanted: true
-            })
+            out.len(),
+            PUNCH_LEN,
+            "no larger than the handshake it answers"
         );
-        encode_cert_hello(b"x", false, &mut out);
         assert_eq!(
             parse_control(&out),
-            Ok(Control::CertHello {
-                cert_der: b"x",
-                reply_wanted: false
+            Ok(Control::HelloRequest {
+                mesh_ip: Ipv4Addr::new(10, 42, 0, 9)
             })
         );
     }
@@ -260,7 +366,7 @@ mod tests {
     #[test]
     fn malformed_control_messages() {
         let mut out = Vec::new();
-        encode_cert_hello(b"abcdef", true, &mut out);
+        encode_cert_hello(b"abcdef", false, &mut out);
         assert_eq!(parse_control(&out[..5]), Err(ControlError::Truncated));
         assert_eq!(
             parse_control(&out[..10]),
@@ -279,11 +385,9 @@ mod tests {
         wrong[1] = b'X';
         assert_eq!(parse_control(&wrong), Err(ControlError::BadMagic));
         let mut big = vec![CONTROL_MARKER, b'R', b'M', VERSION, KIND_CERT_HELLO, 0];
-        big.extend_from_slice(&((MAX_CERT_LEN + 1) as u16).to_be_bytes());
-        big.resize(HEADER_LEN + MAX_CERT_LEN + 1, 0);
-        assert_eq!(
-            parse_control(&big),
-            Err(ControlError::TooLarge(MAX_CERT_LEN + 1))
-        );
+        let too_large = MAX_CERT_LEN + HELLO_REQUEST_MIN + 1;
+        big.extend_from_slice(&(too_large as u16).to_be_bytes());
+        big.resize(HEADER_LEN + too_large, 0);
+        assert_eq!(parse_control(&big), Err(ControlError::TooLarge(too_large)));
     }
 }

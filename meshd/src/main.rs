@@ -236,8 +236,15 @@ fn print_status(status: &Status) {
     }
     let d = status.drops;
     println!(
-        "drops: bad_cert={} malformed={} unknown_peer={} no_route={} queue_dropped={} send_failed={}",
-        d.bad_cert, d.malformed, d.unknown_peer, d.no_route, d.queue_dropped, d.send_failed
+        "drops: bad_cert={} malformed={} unknown_peer={} no_route={} queue_dropped={} send_failed={} over_budget={} hello_conflict={}",
+        d.bad_cert,
+        d.malformed,
+        d.unknown_peer,
+        d.no_route,
+        d.queue_dropped,
+        d.send_failed,
+        d.over_budget,
+        d.hello_conflict
     );
 }
 

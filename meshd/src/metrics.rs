@@ -112,8 +112,29 @@ pub fn render(status: &Status) -> String {
         ("no_route", d.no_route),
         ("queue_full", d.queue_dropped),
         ("send_failed", d.send_failed),
+        ("over_budget", d.over_budget),
+        ("hello_conflict", d.hello_conflict),
     ] {
         m.sample("meshd_drops_total", &[("reason", reason)], n);
+    }
+    m.header(
+        "meshd_table_entries",
+        "gauge",
+        "Entries in the node's bounded tables.",
+    );
+    let t = status.tables;
+    for (table, n) in [
+        ("peers", t.peers),
+        ("pending", t.pending),
+        ("pending_bytes", t.pending_bytes),
+        ("flows", t.flows),
+        ("held_handshakes", t.held_handshakes),
+        ("probes", t.probes),
+        ("hello_sources", t.hello_sources),
+        ("answer_sources", t.answer_sources),
+        ("refused_certificates", t.refused_certificates),
+    ] {
+        m.sample("meshd_table_entries", &[("table", table)], n);
     }
     let mut per_peer = [
         ("spoofed", 0),
@@ -210,6 +231,10 @@ mod tests {
                 bad_cert: 2,
                 ..NodeCounters::default()
             },
+            tables: crate::status::Tables {
+                flows: 12,
+                ..Default::default()
+            },
             peers: vec![PeerStatus {
                 name: "we\"ird".into(),
                 mesh_ip: "10.42.0.2".into(),
@@ -242,6 +267,7 @@ mod tests {
             r#"meshd_lighthouse_connected{lighthouse="lh-1"} 1"#,
             r#"meshd_peer_rx_bytes_total{peer="we\"ird",mesh_ip="10.42.0.2"} 20"#,
             r#"meshd_drops_total{reason="bad_cert"} 2"#,
+            r#"meshd_table_entries{table="flows"} 12"#,
             r#"meshd_drops_total{reason="spoofed"} 4"#,
             r#"meshd_cert_expiry_seconds{cert="ca"} -5"#,
             "meshd_crl_next_update_seconds -60",

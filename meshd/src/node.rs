@@ -18,11 +18,12 @@ use time::OffsetDateTime;
 use crate::config::StaticPeer;
 pub use rma_daemon::Identity;
 
+mod budget;
 mod introductions;
 use crate::firewall::{Action, Direction, Firewall, Policy, Verdict};
 use crate::ipv4;
 use crate::peer::{LighthouseId, Peer, Source};
-use crate::status::{NodeCounters, Status};
+use crate::status::{NodeCounters, Status, Tables};
 use introductions::Beacon;
 use lighthouse::wire::{self, Control, Kind};
 
@@ -59,11 +60,11 @@ const TIMER_TICK: Duration = Duration::from_millis(250);
 /// every [`HANDSHAKE_WINDOW`].
 const HANDSHAKES_PER_WINDOW: u64 = 100;
 const HANDSHAKE_WINDOW: Duration = Duration::from_secs(1);
-/// At most one hello answer per source address per this long: a hello is larger than the
-/// handshake that prompted it, so unlimited answers would amplify spoofed traffic.
-const HELLO_ANSWER_INTERVAL: Duration = Duration::from_secs(1);
-/// Bounds on bookkeeping keyed by untrusted input.
-const MAX_TRACKED_SOURCES: usize = 4096;
+/// A session whose last handshake is younger than this is established: a hello never
+/// replaces its peer (WireGuard's REJECT_AFTER_TIME, after which the session is dead anyway).
+const ESTABLISHED: Duration = Duration::from_secs(180);
+/// Addresses a hello may add to a peer that is still being set up.
+const MAX_HELLO_CANDIDATES: usize = 4;
 /// Largest datagram or packet the core handles, plus WireGuard's overhead.
 const SCRATCH_LEN: usize = 65_536 + 64;
 /// boringtun's session index is 24 bits; peers are numbered by slot below it.
@@ -107,6 +108,13 @@ pub struct Settings {
     pub lighthouses: Vec<crate::config::Lighthouse>,
 }
 
+/// What an unauthenticated message may be answered with.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Hello,
+    HelloRequest,
+}
+
 /// Packets for a mesh IP with no peer yet, while its certificate is fetched: with hellos to its
 /// static endpoints, or by asking the lighthouses (when `endpoints` is empty).
 struct Pending {
@@ -142,8 +150,10 @@ pub struct Node {
     pending: HashMap<Ipv4Addr, Pending>,
     /// The bytes queued in `pending`.
     pending_bytes: usize,
-    hello_answered: HashMap<SocketAddr, Instant>,
-    refused_logged: HashSet<Fingerprint>,
+    /// What unauthenticated input may cost: hellos, answers, refusals, log lines.
+    budget: budget::Budget,
+    by_fingerprint: HashMap<Fingerprint, usize>,
+    hello_request: Vec<u8>,
     next_tick: Option<Instant>,
     firewall: Firewall,
     next_flow_sweep: Option<Instant>,
@@ -179,6 +189,8 @@ impl Node {
         wire::encode_punch(identity.cert.mesh_ip(), true, &mut punch_request);
         let mut punch_answer = Vec::new();
         wire::encode_punch(identity.cert.mesh_ip(), false, &mut punch_answer);
+        let mut hello_request = Vec::new();
+        wire::encode_hello_request(identity.cert.mesh_ip(), &mut hello_request);
         Self {
             rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKES_PER_WINDOW)),
             handshake_window_start: None,
@@ -201,8 +213,9 @@ impl Node {
                 .collect(),
             pending: HashMap::new(),
             pending_bytes: 0,
-            hello_answered: HashMap::new(),
-            refused_logged: HashSet::new(),
+            budget: budget::Budget::new(Instant::now()),
+            by_fingerprint: HashMap::new(),
+            hello_request,
             next_tick: None,
             firewall: Firewall::new(settings.firewall.clone()),
             next_flow_sweep: None,
@@ -219,6 +232,11 @@ impl Node {
 
     pub fn mesh_ip(&self) -> Ipv4Addr {
         self.cert.mesh_ip()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn wireguard_public(&self) -> [u8; 32] {
+        *self.public.as_bytes()
     }
 
     /// The earliest moment [`Node::handle_timers`] has work to do.
@@ -242,7 +260,16 @@ impl Node {
                 Ok(Control::CertHello {
                     cert_der,
                     reply_wanted,
-                }) => self.handle_hello(from, cert_der, reply_wanted, now, out),
+                }) => {
+                    if self.budget.hello(from.ip(), now.instant) {
+                        self.handle_hello(from, cert_der, reply_wanted, datagram.len(), now, out);
+                    } else {
+                        self.counters.over_budget += 1;
+                    }
+                }
+                Ok(Control::HelloRequest { mesh_ip }) => {
+                    self.handle_hello_request(from, mesh_ip, now, out);
+                }
                 Ok(Control::Punch {
                     mesh_ip,
                     reply_wanted,
@@ -332,6 +359,7 @@ impl Node {
 
         if self.next_flow_sweep.is_none_or(|t| t <= now.instant) {
             self.firewall.expire(now.instant);
+            self.budget.sweep(now.instant);
             self.next_flow_sweep = Some(now.instant + FLOW_SWEEP);
         }
         if self.next_tick.is_some_and(|t| t <= now.instant) {
@@ -504,9 +532,20 @@ impl Node {
         }
     }
 
-    /// Destinations with packets waiting for their peer, and the bytes waiting.
-    pub fn pending(&self) -> (usize, usize) {
-        (self.pending.len(), self.pending_bytes)
+    /// The sizes of the node's tables, each of which has a bound.
+    pub fn tables(&self) -> Tables {
+        let (hello_sources, answer_sources, refused_certificates) = self.budget.sizes();
+        Tables {
+            peers: self.by_ip.len(),
+            pending: self.pending.len(),
+            pending_bytes: self.pending_bytes,
+            flows: self.firewall.tracked(),
+            held_handshakes: self.held.len(),
+            probes: self.probes.len(),
+            hello_sources,
+            answer_sources,
+            refused_certificates,
+        }
     }
 
     /// The shell reports datagrams the socket could not send.
@@ -551,6 +590,7 @@ impl Node {
             ca_expires_in_secs: 0,
             crl_next_update_in_secs: None,
             drops: self.counters,
+            tables: self.tables(),
             peers,
             lighthouses: self.beacons.iter().map(Beacon::status).collect(),
         }
@@ -588,15 +628,42 @@ impl Node {
         from: SocketAddr,
         cert_der: &[u8],
         reply_wanted: bool,
+        received: usize,
         now: Now,
         out: &mut impl Output,
     ) {
         let slot = self.certified_slot(cert_der, Some(from), now);
         let Some(slot) = slot else { return };
         if reply_wanted {
-            self.answer_hello(from, false, now, out);
+            self.answer(from, Answer::Hello, received, now, out);
         }
         self.flush_pending(slot, now, out);
+    }
+
+    /// A peer that got a handshake from this node without its certificate asks for it. The
+    /// hello goes back only to an address this node already sends that peer's traffic to, so a
+    /// forged request (it is unauthenticated) cannot aim hellos at anyone else.
+    fn handle_hello_request(
+        &mut self,
+        from: SocketAddr,
+        mesh_ip: Ipv4Addr,
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        let ours = self
+            .by_ip
+            .get(&mesh_ip)
+            .and_then(|slot| self.peers[*slot].as_ref())
+            .is_some_and(|peer| peer.endpoint == Some(from) || peer.candidates.contains(&from));
+        if !ours {
+            self.counters.unknown_peer += 1;
+            return;
+        }
+        if self.budget.answer(from.ip(), now.instant) {
+            out.transmit(from, &self.hello_answer);
+        } else {
+            self.counters.over_budget += 1;
+        }
     }
 
     /// Sends what was queued for the peer in `slot` while it was being set up.
@@ -614,56 +681,105 @@ impl Node {
         }
     }
 
-    /// Sends this node's hello to `to`, at most once per [`HELLO_ANSWER_INTERVAL`] per address.
-    fn answer_hello(
+    /// Answers an unauthenticated message of `received` bytes from `to`: never with more bytes
+    /// than it carried, and within the budget for answers to that address and to all.
+    fn answer(
         &mut self,
         to: SocketAddr,
-        reply_wanted: bool,
+        kind: Answer,
+        received: usize,
         now: Now,
         out: &mut impl Output,
     ) {
-        if let Some(last) = self.hello_answered.get(&to)
-            && now.instant.duration_since(*last) < HELLO_ANSWER_INTERVAL
-        {
+        let answer = match kind {
+            Answer::Hello => &self.hello_answer,
+            Answer::HelloRequest => &self.hello_request,
+        };
+        if answer.len() > received || !self.budget.answer(to.ip(), now.instant) {
+            self.counters.over_budget += 1;
             return;
         }
-        if self.hello_answered.len() >= MAX_TRACKED_SOURCES {
-            self.hello_answered.clear();
-        }
-        self.hello_answered.insert(to, now.instant);
-        let hello = if reply_wanted {
-            &self.hello_reply_wanted
-        } else {
-            &self.hello_answer
-        };
-        out.transmit(to, hello);
+        out.transmit(to, answer);
     }
 
     /// The peer holding the certificate `cert_der`: one already known (unless it has expired
-    /// since), or a new peer if the certificate verifies, reached at `endpoint` if given.
+    /// since), or a new peer if the certificate verifies, with `candidate` as an address to try.
+    /// A peer with an established session is never replaced: only renewed, by a certificate for
+    /// the same key and mesh IP that lasts longer.
     fn certified_slot(
         &mut self,
         cert_der: &[u8],
-        endpoint: Option<SocketAddr>,
+        candidate: Option<SocketAddr>,
         now: Now,
     ) -> Option<usize> {
         let fingerprint = Fingerprint::of(cert_der);
         let known = self
-            .peers
-            .iter()
-            .flatten()
-            .find(|p| p.cert.fingerprint() == fingerprint && now.wall <= p.cert.not_after())
-            .and_then(|p| self.by_ip.get(&p.cert.mesh_ip()).copied());
-        match known {
-            Some(slot) => Some(slot),
-            None => {
-                let cert = self.accept_certificate(cert_der, fingerprint, now)?;
-                self.add_peer(cert, endpoint, now)
+            .by_fingerprint
+            .get(&fingerprint)
+            .copied()
+            .filter(|slot| {
+                self.peers[*slot]
+                    .as_ref()
+                    .is_some_and(|p| now.wall <= p.cert.not_after())
+            });
+        if let Some(slot) = known {
+            if let (Some(peer), Some(candidate)) = (self.peers[slot].as_mut(), candidate) {
+                Self::note_candidate(peer, candidate);
             }
+            return Some(slot);
+        }
+        if self.budget.refused_recently(&fingerprint, now.instant) {
+            self.counters.bad_cert += 1;
+            return None;
+        }
+        let cert = self.accept_certificate(cert_der, fingerprint, now)?;
+        let key = cert.wireguard_key()?.0;
+        let holders: HashSet<usize> = [self.by_ip.get(&cert.mesh_ip()), self.by_key.get(&key)]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        for slot in holders {
+            let Some(peer) = self.peers[slot].as_mut() else {
+                continue;
+            };
+            let established = peer
+                .tunn
+                .time_since_last_handshake()
+                .is_some_and(|age| age < ESTABLISHED);
+            if !established {
+                continue;
+            }
+            let renewal = peer.cert.mesh_ip() == cert.mesh_ip()
+                && peer.cert.wireguard_key() == cert.wireguard_key()
+                && cert.not_after() > peer.cert.not_after();
+            if !renewal {
+                self.counters.hello_conflict += 1;
+                return None;
+            }
+            tracing::info!(parent: &peer.span, not_after = %rma_ca::timefmt::rfc3339(cert.not_after()), "peer certificate renewed");
+            self.by_fingerprint.remove(&peer.cert.fingerprint());
+            self.by_fingerprint.insert(fingerprint, slot);
+            peer.cert = cert;
+            return Some(slot);
+        }
+        self.add_peer(cert, candidate, now)
+    }
+
+    /// Adds an address a hello came from to the ones tried for a peer still being set up.
+    /// Endpoints themselves move only on authenticated packets.
+    fn note_candidate(peer: &mut Peer, candidate: SocketAddr) {
+        let setting_up = peer.tunn.time_since_last_handshake().is_none();
+        if setting_up
+            && !peer.candidates.contains(&candidate)
+            && peer.candidates.len() < MAX_HELLO_CANDIDATES
+        {
+            peer.candidates.push(candidate);
         }
     }
 
-    /// Parses and verifies a peer's certificate; refusals are counted and logged once each.
+    /// Parses and verifies a peer's certificate; refusals are counted, remembered for a while,
+    /// and logged within a budget of lines.
     fn accept_certificate(
         &mut self,
         cert_der: &[u8],
@@ -685,22 +801,25 @@ impl Node {
             Ok(cert) => Some(cert),
             Err(reason) => {
                 self.counters.bad_cert += 1;
-                if self.refused_logged.len() >= MAX_TRACKED_SOURCES {
-                    self.refused_logged.clear();
-                }
-                if self.refused_logged.insert(fingerprint) {
-                    tracing::warn!(%fingerprint, %reason, "refused peer certificate");
+                self.budget.remember_refusal(fingerprint, now.instant);
+                match self.budget.log_line(now.instant) {
+                    Some(0) => tracing::warn!(%fingerprint, %reason, "refused peer certificate"),
+                    Some(held_back) => {
+                        tracing::warn!(%fingerprint, %reason, held_back, "refused peer certificate (and others not logged)")
+                    }
+                    None => {}
                 }
                 None
             }
         }
     }
 
-    /// Makes `cert` a peer, replacing whatever held its mesh IP or WireGuard key before.
+    /// Makes `cert` a peer, replacing whatever held its mesh IP or WireGuard key before (the
+    /// caller has made sure no established session is among them).
     fn add_peer(
         &mut self,
         cert: NodeCert,
-        endpoint: Option<SocketAddr>,
+        candidate: Option<SocketAddr>,
         now: Now,
     ) -> Option<usize> {
         let key = cert.wireguard_key()?.0;
@@ -731,14 +850,15 @@ impl Node {
         );
         // Every event about this peer is logged in its span, made once here.
         let span = tracing::info_span!("peer", name = %cert.name(), mesh_ip = %cert.mesh_ip());
-        match endpoint {
-            Some(endpoint) => tracing::info!(parent: &span, %endpoint, "peer certified"),
+        match candidate {
+            Some(candidate) => tracing::info!(parent: &span, %candidate, "peer certified"),
             None => tracing::info!(parent: &span, "peer certified"),
         }
         self.by_ip.insert(cert.mesh_ip(), slot);
         self.by_key.insert(key, slot);
+        self.by_fingerprint.insert(cert.fingerprint(), slot);
         let mut peer = Peer::new(cert, tunn, span);
-        peer.endpoint = endpoint;
+        peer.candidates.extend(candidate);
         self.peers[slot] = Some(peer);
         self.next_tick.get_or_insert(now.instant);
         Some(slot)
@@ -750,6 +870,7 @@ impl Node {
             if let Some(key) = peer.cert.wireguard_key() {
                 self.by_key.remove(&key.0);
             }
+            self.by_fingerprint.remove(&peer.cert.fingerprint());
             self.free_slots.push(slot);
         }
     }
@@ -830,10 +951,10 @@ impl Node {
             (Some(slot), _) => self.decapsulate(slot, source, datagram, now, out),
             (None, Source::Direct(from)) => {
                 self.counters.unknown_peer += 1;
-                // A handshake from a key we do not know: its hello was probably lost, so ask
-                // for it again by sending ours.
+                // A handshake from a key this node does not know: its hello was probably lost.
+                // Ask for it, with a message no larger than the handshake.
                 if datagram[0] == 1 {
-                    self.answer_hello(from, true, now, out);
+                    self.answer(from, Answer::HelloRequest, datagram.len(), now, out);
                 }
             }
             (None, Source::Relay(via, from)) => {

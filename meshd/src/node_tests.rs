@@ -824,17 +824,177 @@ fn packets_for_destinations_being_set_up_are_held_within_bounds() {
             node.handle_tun_packet(&test_packet(ip(1), dst, &payload), now, &mut out);
             sent += 1;
         }
-        let (destinations, bytes) = node.pending();
+        let tables = node.tables();
+        let (destinations, bytes) = (tables.pending, tables.pending_bytes);
         assert!(destinations <= 1024, "round {round}: {destinations}");
         assert!(bytes <= 4 << 20, "round {round}: {bytes}");
     }
-    let held = node.pending().1 as u64 / packet_len;
+    let held = node.tables().pending_bytes as u64 / packet_len;
     assert_eq!(node.status(now.instant).drops.queue_dropped, sent - held);
     // No lighthouse ever answers: after the hellos run out everything is let go.
     for _ in 0..20 {
         now.instant += Duration::from_secs(1);
         node.handle_timers(now, &mut out);
     }
-    assert_eq!(node.pending(), (0, 0));
+    assert_eq!((node.tables().pending, node.tables().pending_bytes), (0, 0));
     assert_eq!(node.status(now.instant).drops.queue_dropped, sent);
+}
+
+/// What node `h` sends back for one datagram from `from`.
+fn answer_to(net: &mut Net, h: usize, from: SocketAddr, datagram: &[u8]) -> Collected {
+    let mut out = Collected::default();
+    let now = net.now;
+    net.hosts[h]
+        .node
+        .handle_datagram(from, datagram, now, &mut out);
+    out
+}
+
+/// A hello is unauthenticated (certificates are public): it never replaces a peer whose
+/// session is established, whatever valid certificate it carries for that peer's mesh IP or
+/// key; only a renewal (same key and mesh IP, later expiry) updates the peer, in place. Nor
+/// does it move the peer's endpoint.
+#[test]
+fn a_hello_never_tears_down_an_established_session() {
+    let (pki, mut net) = pair();
+    net.send(A, &test_packet(ip(1), ip(2), b"hi"));
+    net.run();
+    assert_eq!(net.take_delivered(B).len(), 1);
+    let attacker = underlay(66);
+    // Another valid certificate for A's mesh IP, with another key, from another address.
+    let (impostor, _) = pki.node("a-again", ip(1));
+    let mut hello = Vec::new();
+    lighthouse::wire::encode_cert_hello(impostor.der(), false, &mut hello);
+    answer_to(&mut net, B, attacker, &hello);
+    let status = net.hosts[B].node.status(net.now.instant);
+    assert_eq!(status.drops.hello_conflict, 1);
+    assert_eq!(status.peers[0].name, "a");
+    assert_eq!(status.peers[0].endpoint, underlay(1).to_string());
+    net.send(A, &test_packet(ip(1), ip(2), b"still a"));
+    net.run();
+    assert_eq!(net.take_delivered(B).len(), 1, "the session lives on");
+}
+
+#[test]
+fn a_renewed_certificate_updates_its_peer_without_a_new_session() {
+    let pki = Pki::new("test-ca");
+    let mut net = Net::new(&pki);
+    let (b_cert, b_keys) = pki.node("b", ip(2));
+    net.add(&pki, b_cert, b_keys, underlay(2));
+    let (a_cert, a_keys) = pki.node("a", ip(1));
+    net.add(&pki, a_cert, a_keys.clone(), underlay(1));
+    net.send(A, &test_packet(ip(1), ip(2), b"hi"));
+    net.run();
+    let handshakes = |net: &mut Net| {
+        let now = net.now;
+        net.hosts[B].node.status_at(now).peers[0].handshakes
+    };
+    let before = handshakes(&mut net);
+    // The same keys, signed again for longer.
+    let renewed = renew(&pki, &a_keys, "a", ip(1));
+    let mut hello = Vec::new();
+    lighthouse::wire::encode_cert_hello(renewed.der(), false, &mut hello);
+    answer_to(&mut net, B, underlay(1), &hello);
+    let now = net.now;
+    let status = net.hosts[B].node.status_at(now);
+    assert_eq!(
+        status.peers[0].cert_not_after,
+        rma_ca::timefmt::rfc3339(renewed.not_after())
+    );
+    assert_eq!(status.drops.hello_conflict, 0);
+    assert_eq!(handshakes(&mut net), before, "no new handshake");
+    net.send(A, &test_packet(ip(1), ip(2), b"after renewal"));
+    net.run();
+    assert_eq!(net.take_delivered(B).len(), 2);
+}
+
+/// A certificate for `keys` valid for 60 days from a day ago.
+fn renew(pki: &Pki, keys: &NodeKeys, name: &str, mesh_ip: Ipv4Addr) -> NodeCert {
+    pki.sign_keys(
+        name,
+        mesh_ip,
+        keys,
+        pki.start - time::Duration::days(1),
+        pki.start + time::Duration::days(60),
+    )
+}
+
+/// A handshake from an unknown key (its MAC1 needs only this node's public key) is answered
+/// with a hello request no larger than it, within a budget per source and for all sources; a
+/// hello request is answered only towards an address this node already uses for that peer.
+#[test]
+fn unauthenticated_input_is_never_answered_with_more_bytes_than_it_carried() {
+    let (pki, mut net) = pair();
+    net.send(A, &test_packet(ip(1), ip(2), b"hi"));
+    net.run();
+    let b_key = net.hosts[B].node.wireguard_public();
+    let victim = underlay(77);
+    let mut sent = 0;
+    let mut received = 0;
+    for i in 0..1_000u32 {
+        let init = crate::forge::handshake_init(&b_key, i, &[i as u8; 108]);
+        let out = answer_to(&mut net, B, victim, &init);
+        received += init.len();
+        for (to, datagram) in &out.transmits {
+            assert_eq!(*to, victim);
+            assert!(
+                datagram.len() <= init.len(),
+                "{} > {}",
+                datagram.len(),
+                init.len()
+            );
+            sent += datagram.len();
+        }
+    }
+    assert!(
+        sent <= 4 * 148,
+        "a burst of 4 answers to one address, then none: {sent}"
+    );
+    assert!(sent < received);
+    // A hello request from somewhere else than A's address gets nothing; from A's, B's hello.
+    let mut request = Vec::new();
+    lighthouse::wire::encode_hello_request(ip(1), &mut request);
+    assert!(
+        answer_to(&mut net, B, victim, &request)
+            .transmits
+            .is_empty()
+    );
+    let out = answer_to(&mut net, B, underlay(1), &request);
+    assert_eq!(out.transmits.len(), 1);
+    assert_eq!(out.transmits[0].0, underlay(1));
+    // A hello that asks for an answer but is smaller than the answer gets none.
+    let (stranger, _) = pki.node("c", ip(3));
+    let mut small = Vec::new();
+    lighthouse::wire::encode_cert_hello(stranger.der(), false, &mut small);
+    small[5] = 1; // reply wanted, yet unpadded
+    let out = answer_to(&mut net, B, underlay(3), &small);
+    assert!(out.transmits.iter().all(|(_, d)| d.len() <= small.len()));
+}
+
+/// Hellos cost a signature check each: one source gets a burst and then two a second, and a
+/// certificate refused once is refused again from memory.
+#[test]
+fn hellos_from_one_source_are_budgeted_and_refusals_remembered() {
+    let (_pki, mut net) = pair();
+    let foreign = Pki::new("other-ca");
+    let (cert, _) = foreign.node("x", ip(5));
+    let mut hello = Vec::new();
+    lighthouse::wire::encode_cert_hello(cert.der(), true, &mut hello);
+    for _ in 0..100 {
+        let out = answer_to(&mut net, B, underlay(66), &hello);
+        assert!(
+            out.transmits.is_empty(),
+            "a refused certificate gets no answer"
+        );
+    }
+    let drops = net.hosts[B].node.status(net.now.instant).drops;
+    assert_eq!(drops.bad_cert, 8, "the source's burst");
+    assert_eq!(drops.over_budget, 92);
+    // From other sources the same certificate is refused from memory.
+    for n in 100..110u8 {
+        answer_to(&mut net, B, underlay(n), &hello);
+    }
+    let tables = net.hosts[B].node.tables();
+    assert_eq!(tables.refused_certificates, 1);
+    assert_eq!(net.hosts[B].node.status(net.now.instant).drops.bad_cert, 18);
 }

@@ -18,6 +18,31 @@ pub struct NodeCounters {
     /// Datagrams that could not be sent: refused by the kernel (no route, buffer full after
     /// waiting, ...), or for a lighthouse relay whose connection was gone or full.
     pub send_failed: u64,
+    /// Unauthenticated messages (hellos, answers to them) over their source's or the node's
+    /// budget, and hellos that would have been answered with more bytes than they carried.
+    #[serde(default)]
+    pub over_budget: u64,
+    /// Hellos that would have replaced a peer with an established session.
+    #[serde(default)]
+    pub hello_conflict: u64,
+}
+
+/// How many entries the node's tables hold, each of which has a bound: what `meshd status`
+/// and the metrics show, and what the long-running tests hold to their bounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tables {
+    pub peers: usize,
+    /// Destinations with packets waiting for their peer, and the bytes waiting.
+    pub pending: usize,
+    pub pending_bytes: usize,
+    pub flows: usize,
+    /// Relayed handshakes held until their sender's certificate arrives.
+    pub held_handshakes: usize,
+    pub probes: usize,
+    /// Budget tables: sources of hellos, of answers, and refused certificates remembered.
+    pub hello_sources: usize,
+    pub answer_sources: usize,
+    pub refused_certificates: usize,
 }
 
 /// Per-peer drop counters.
@@ -73,6 +98,8 @@ pub struct Status {
     #[serde(default)]
     pub crl_next_update_in_secs: Option<i64>,
     pub drops: NodeCounters,
+    #[serde(default)]
+    pub tables: Tables,
     pub peers: Vec<PeerStatus>,
     #[serde(default)]
     pub lighthouses: Vec<LighthouseStatus>,

@@ -38,6 +38,10 @@ pub(crate) struct HeldInits {
 }
 
 impl HeldInits {
+    pub(crate) fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
     pub(crate) fn expire(&mut self, now: Instant) {
         self.by_ip
             .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < HELD_INIT_LIFETIME);
