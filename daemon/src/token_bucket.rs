@@ -39,13 +39,19 @@ impl TokenBucket {
 
     /// Takes one token, or says how long until one is there.
     pub fn take(&mut self, limit: Limit, now: Instant) -> Result<(), Duration> {
+        self.take_n(limit, 1.0, now)
+    }
+
+    /// Takes `n` tokens at once (bytes, for a budget of bandwidth), or says how long until
+    /// they are there. Nothing is taken when they are not.
+    pub fn take_n(&mut self, limit: Limit, n: f64, now: Instant) -> Result<(), Duration> {
         self.tokens = self.level(limit, now);
         self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / limit.rate))
+            Err(Duration::from_secs_f64((n - self.tokens) / limit.rate))
         }
     }
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use rma_daemon::config::{RawLog, RawMetrics, RawPki};
+use rma_daemon::config::{ByteSize, RawLog, RawMetrics, RawPki};
 pub use rma_daemon::{ConfigError, Log, LogFormat, PkiPaths};
 use serde::Deserialize;
 
@@ -19,6 +19,9 @@ pub struct Config {
     pub reflector: SocketAddr,
     /// Where Prometheus metrics are served; `None` (the default) serves none.
     pub metrics: Option<SocketAddr>,
+    /// Each node's relay budget: bytes a second, and the most at once.
+    pub relay_rate: u64,
+    pub relay_burst: u64,
     pub log: Log,
 }
 
@@ -32,7 +35,26 @@ struct RawConfig {
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
+    relay: RawRelay,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRelay {
+    rate: ByteSize,
+    burst: ByteSize,
+}
+
+impl Default for RawRelay {
+    fn default() -> Self {
+        let limit = crate::rendezvous::DEFAULT_RELAY_LIMIT;
+        Self {
+            rate: ByteSize(limit.rate as u64),
+            burst: ByteSize(limit.burst as u64),
+        }
+    }
 }
 
 type ListenAddr = rma_daemon::config::ListenAddr<DEFAULT_PORT>;
@@ -70,11 +92,20 @@ impl Config {
                 ),
             ));
         }
+        // A relayed packet is up to 64 KiB: a smaller burst could never pass one.
+        if raw.relay.rate.0 == 0 || raw.relay.burst.0 < 64 * 1024 {
+            return Err(ConfigError::semantic(
+                path,
+                "relay.rate must be above 0 and relay.burst at least 64KiB",
+            ));
+        }
         Ok(Self {
             pki: raw.pki.resolve(path),
             listen,
             reflector,
             metrics: raw.metrics.listen(),
+            relay_rate: raw.relay.rate.0,
+            relay_burst: raw.relay.burst.0,
             log: raw.log.validate(path)?,
         })
     }
@@ -97,6 +128,11 @@ mod tests {
         assert_eq!(config.reflector, "0.0.0.0:4244".parse().unwrap());
         assert_eq!(config.pki.cert, Path::new("/etc/rma-mesh/lh.crt"));
         assert_eq!(config.metrics, None);
+        assert_eq!((config.relay_rate, config.relay_burst), (128 << 20, 4 << 20));
+        let relay = parse(&format!(
+            "{MINIMAL}[relay]\nrate = \"1MiB\"\nburst = \"1KiB\"\n"
+        ));
+        assert!(relay.unwrap_err().to_string().contains("relay.burst"));
     }
 
     #[test]

@@ -104,6 +104,12 @@ pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
             c.relay_dropped,
         ),
         (
+            "lighthouse_relay_over_budget_total",
+            "counter",
+            "Relayed datagrams dropped because their sender was over its relay budget.",
+            c.relay_over_budget,
+        ),
+        (
             "lighthouse_relay_send_failed_total",
             "counter",
             "Relayed datagrams QUIC could not queue.",
@@ -114,6 +120,12 @@ pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
             "counter",
             "Relayed packets too large for a QUIC datagram, sent on a stream.",
             load(&shell.relay_streams),
+        ),
+        (
+            "lighthouse_relay_streams_dropped_total",
+            "counter",
+            "Relayed packets too large for a datagram, dropped because too many were being sent on streams.",
+            load(&shell.relay_streams_dropped),
         ),
         (
             "lighthouse_closed_revoked_total",

@@ -74,7 +74,18 @@ pub enum RelayDrop {
     UnknownDestination,
     #[error("a node may not relay to itself")]
     ToSelf,
+    #[error("the sender is over its relay budget")]
+    OverBudget,
 }
+
+/// How many bytes a node may have relayed, by default: 128 MiB a second (about a gigabit, more
+/// than one relayed stream carries on the test machine), 4 MiB at once. A relayed path is the
+/// fallback when no direct one exists; on a lighthouse with a smaller uplink, set `[relay]`
+/// lower so that one node relaying flat out cannot take another pair's share.
+pub const DEFAULT_RELAY_LIMIT: Limit = Limit {
+    rate: 128.0 * 1024.0 * 1024.0,
+    burst: 4.0 * 1024.0 * 1024.0,
+};
 
 /// Running totals for the metrics endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,6 +99,8 @@ pub struct Counters {
     pub relayed_packets: u64,
     pub relayed_bytes: u64,
     pub relay_dropped: u64,
+    /// Relayed datagrams over their sender's relay budget.
+    pub relay_over_budget: u64,
     pub closed_revoked: u64,
     pub closed_replaced: u64,
 }
@@ -102,6 +115,8 @@ struct Node {
     /// The public address of its WireGuard socket, from the reflector.
     observed: Option<SocketAddr>,
     queries: TokenBucket,
+    /// Bytes it may still have relayed.
+    relay: TokenBucket,
 }
 
 impl Node {
@@ -146,6 +161,7 @@ pub struct Rendezvous {
     by_ip: HashMap<Ipv4Addr, ConnId>,
     by_name: HashMap<String, ConnId>,
     tokens: HashMap<[u8; TOKEN_LEN], ConnId>,
+    relay_limit: Limit,
     counters: Counters,
 }
 
@@ -159,7 +175,13 @@ impl Rendezvous {
             by_name: HashMap::new(),
             tokens: HashMap::new(),
             counters: Counters::default(),
+            relay_limit: DEFAULT_RELAY_LIMIT,
         }
+    }
+
+    /// Sets every node's relay budget, in bytes, from now on (`[relay]` in the config).
+    pub fn set_relay_limit(&mut self, limit: Limit) {
+        self.relay_limit = limit;
     }
 
     pub fn counters(&self) -> Counters {
@@ -223,6 +245,7 @@ impl Rendezvous {
                 local: None,
                 observed: None,
                 queries: TokenBucket::new(QUERY_LIMIT, now),
+                relay: TokenBucket::new(self.relay_limit, now),
             },
         );
         effects
@@ -351,18 +374,25 @@ impl Rendezvous {
 
     /// Routes a relayed packet of `len` bytes from `conn` to the node with mesh IP `to`. On
     /// success it returns the destination connection and the source mesh IP to stamp on it.
+    /// Where a datagram of `len` bytes that `conn` relays to mesh IP `to` goes, and the
+    /// sender's mesh IP to stamp on it; each byte comes out of the sender's relay budget.
     pub fn relay(
         &mut self,
         conn: ConnId,
         to: Ipv4Addr,
         len: usize,
+        now: Instant,
     ) -> Result<(ConnId, Ipv4Addr), RelayDrop> {
-        let verdict = match self.nodes.get(&conn) {
+        let limit = self.relay_limit;
+        let verdict = match self.nodes.get_mut(&conn) {
             Some(node) if node.local.is_some() => {
                 let from = node.cert.mesh_ip();
                 match self.by_ip.get(&to) {
                     _ if to == from => Err(RelayDrop::ToSelf),
-                    Some(&dest) => Ok((dest, from)),
+                    Some(&dest) => match node.relay.take_n(limit, len as f64, now) {
+                        Ok(()) => Ok((dest, from)),
+                        Err(_) => Err(RelayDrop::OverBudget),
+                    },
                     None => Err(RelayDrop::UnknownDestination),
                 }
             }
@@ -373,18 +403,19 @@ impl Rendezvous {
                 self.counters.relayed_packets += 1;
                 self.counters.relayed_bytes += len as u64;
             }
+            Err(RelayDrop::OverBudget) => self.counters.relay_over_budget += 1,
             Err(_) => self.counters.relay_dropped += 1,
         }
         verdict
     }
 
-    /// A new revocation list (already checked against the CA). Revoked nodes are cut off; every
-    /// other node is sent the list.
     /// The revocation list in use, if any.
     pub fn crl(&self) -> Option<&RevocationList> {
         self.crl.as_ref()
     }
 
+    /// A new revocation list (already checked against the CA). Revoked nodes are cut off; every
+    /// other node is sent the list.
     pub fn set_crl(&mut self, crl: RevocationList) -> Vec<Effect> {
         let revoked: Vec<ConnId> = self
             .nodes

@@ -170,7 +170,7 @@ fn registration_is_soft_state_and_a_reconnect_replaces_the_old_connection() {
     w.lighthouse
         .message(3, ToLighthouse::Register { local: vec![] }, w.now);
     assert_eq!(
-        w.lighthouse.relay(1, b.mesh_ip(), 100),
+        w.lighthouse.relay(1, b.mesh_ip(), 100, w.now),
         Ok((3, Ipv4Addr::new(10, 42, 0, 1)))
     );
     // Its connection ends: it is gone.
@@ -197,23 +197,28 @@ fn relay_routes_by_mesh_ip_and_stamps_the_certified_source() {
         .connect(3, unregistered, addr("203.0.113.3:5000"), [3; 16], w.now);
 
     assert_eq!(
-        w.lighthouse.relay(1, Ipv4Addr::new(10, 42, 0, 2), 1400),
+        w.lighthouse
+            .relay(1, Ipv4Addr::new(10, 42, 0, 2), 1400, w.now),
         Ok((2, Ipv4Addr::new(10, 42, 0, 1)))
     );
     assert_eq!(
-        w.lighthouse.relay(1, Ipv4Addr::new(10, 42, 0, 9), 10),
+        w.lighthouse
+            .relay(1, Ipv4Addr::new(10, 42, 0, 9), 10, w.now),
         Err(RelayDrop::UnknownDestination)
     );
     assert_eq!(
-        w.lighthouse.relay(1, Ipv4Addr::new(10, 42, 0, 1), 10),
+        w.lighthouse
+            .relay(1, Ipv4Addr::new(10, 42, 0, 1), 10, w.now),
         Err(RelayDrop::ToSelf)
     );
     assert_eq!(
-        w.lighthouse.relay(3, Ipv4Addr::new(10, 42, 0, 1), 10),
+        w.lighthouse
+            .relay(3, Ipv4Addr::new(10, 42, 0, 1), 10, w.now),
         Err(RelayDrop::UnregisteredSender)
     );
     assert_eq!(
-        w.lighthouse.relay(42, Ipv4Addr::new(10, 42, 0, 1), 10),
+        w.lighthouse
+            .relay(42, Ipv4Addr::new(10, 42, 0, 1), 10, w.now),
         Err(RelayDrop::UnregisteredSender)
     );
     let c = w.lighthouse.counters();
@@ -275,7 +280,7 @@ fn a_new_revocation_list_cuts_off_revoked_nodes_and_reaches_everyone_else() {
         ]
     );
     assert_eq!(
-        w.lighthouse.relay(1, b.mesh_ip(), 10),
+        w.lighthouse.relay(1, b.mesh_ip(), 10, w.now),
         Err(RelayDrop::UnknownDestination)
     );
     // A node registering later is handed the list after its welcome.
@@ -324,4 +329,45 @@ fn registered_endpoints_are_filtered_and_bounded() {
     assert_eq!(usable_endpoints(local), vec![addr("192.168.1.2:4242")]);
     let many = (0..40).map(|i| addr(&format!("10.0.0.{i}:1"))).collect();
     assert_eq!(usable_endpoints(many).len(), MAX_LOCAL_ENDPOINTS);
+}
+
+/// A node relaying flat out spends its own budget: its datagrams beyond it are dropped, and
+/// another pair's relayed traffic passes all the while. Over an hour of it the budget refills
+/// at its rate, no faster.
+#[test]
+fn a_node_relaying_flat_out_does_not_starve_another_pair() {
+    let mut w = World::new();
+    let limit = Limit {
+        rate: 100_000.0,
+        burst: 20_000.0,
+    };
+    w.lighthouse.set_relay_limit(limit);
+    for n in 1..=4 {
+        w.join(u64::from(n), n);
+    }
+    let (hog, quiet) = (1, 3);
+    let (to_hog_peer, to_quiet_peer) = (Ipv4Addr::new(10, 42, 0, 2), Ipv4Addr::new(10, 42, 0, 4));
+    let step = std::time::Duration::from_millis(10);
+    let mut hog_bytes = 0u64;
+    for i in 0..360_000u32 {
+        let now = w.now + step * i;
+        // The hog offers 1,400-byte datagrams at ten times its rate; the quiet pair a tenth.
+        for _ in 0..7 {
+            if w.lighthouse.relay(hog, to_hog_peer, 1400, now).is_ok() {
+                hog_bytes += 1400;
+            }
+        }
+        if i % 10 == 0 {
+            assert_eq!(
+                w.lighthouse.relay(quiet, to_quiet_peer, 1400, now),
+                Ok((4, Ipv4Addr::new(10, 42, 0, 3))),
+                "the quiet pair at step {i}"
+            );
+        }
+    }
+    let hour = 3600.0;
+    let allowed = limit.burst + limit.rate * hour;
+    assert!(hog_bytes as f64 <= allowed, "{hog_bytes} > {allowed}");
+    assert!(hog_bytes as f64 >= 0.95 * limit.rate * hour, "{hog_bytes}");
+    assert!(w.lighthouse.counters().relay_over_budget > 0);
 }

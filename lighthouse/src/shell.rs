@@ -38,6 +38,10 @@ pub struct ShellCounters {
     pub reflector_malformed: AtomicU64,
     pub relay_send_failed: AtomicU64,
     pub relay_streams: AtomicU64,
+    /// Oversized relayed packets being sent on streams now, and those dropped because too
+    /// many were.
+    pub relay_streams_open: std::sync::atomic::AtomicUsize,
+    pub relay_streams_dropped: AtomicU64,
     pub control_dropped: AtomicU64,
     pub crl_reloads: AtomicU64,
 }
@@ -144,8 +148,13 @@ pub async fn run(
     let reflector_addr = reflector.local_addr()?;
 
     let counters = Arc::new(ShellCounters::default());
+    let mut core = Rendezvous::new(reflector_addr.port(), identity.crl.clone());
+    core.set_relay_limit(rma_daemon::token_bucket::Limit {
+        rate: config.relay_rate as f64,
+        burst: config.relay_burst as f64,
+    });
     let shared = Arc::new(Mutex::new(Shared {
-        core: Rendezvous::new(reflector_addr.port(), identity.crl.clone()),
+        core,
         handles: HashMap::new(),
         counters: Arc::clone(&counters),
     }));
@@ -358,7 +367,7 @@ async fn node_session(
     mut recv: quinn::RecvStream,
     mut control_rx: mpsc::Receiver<FromLighthouse>,
     shared: &Mutex<Shared>,
-    counters: &ShellCounters,
+    counters: &Arc<ShellCounters>,
 ) -> String {
     let writer = async {
         while let Some(message) = control_rx.recv().await {
@@ -411,13 +420,13 @@ async fn node_session(
 
 /// Forwards one relayed packet: the core picks the destination; the packet leaves stamped with
 /// the sender's certified mesh IP.
-fn relay(conn: ConnId, frame: &[u8], shared: &Mutex<Shared>, counters: &ShellCounters) {
+fn relay(conn: ConnId, frame: &[u8], shared: &Mutex<Shared>, counters: &Arc<ShellCounters>) {
     let Some((to, datagram)) = proto::split_relay(frame) else {
         return;
     };
     let (destination, source) = {
         let mut shared = lock(shared);
-        let Ok((dest, source)) = shared.core.relay(conn, to, datagram.len()) else {
+        let Ok((dest, source)) = shared.core.relay(conn, to, datagram.len(), Instant::now()) else {
             return;
         };
         let Some(handle) = shared.handles.get(&dest) else {
@@ -438,11 +447,26 @@ fn relay(conn: ConnId, frame: &[u8], shared: &Mutex<Shared>, counters: &ShellCou
         }
         return;
     }
+    // A packet too large for a datagram goes on a stream of its own, sent by a task: at most
+    // MAX_STREAM_SENDS at once over all nodes, so a node sending oversized frames flat out
+    // cannot make the lighthouse start a task for each.
+    if counters.relay_streams_open.fetch_add(1, Ordering::AcqRel) >= MAX_STREAM_SENDS {
+        counters.relay_streams_open.fetch_sub(1, Ordering::AcqRel);
+        counters
+            .relay_streams_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     counters.relay_streams.fetch_add(1, Ordering::Relaxed);
+    let counters = Arc::clone(counters);
     tokio::spawn(async move {
         if let Ok(mut stream) = destination.open_uni().await {
             let _ = stream.write_all(&out).await;
             let _ = stream.finish();
         }
+        counters.relay_streams_open.fetch_sub(1, Ordering::AcqRel);
     });
 }
+
+/// Oversized relayed packets being sent at once, at most.
+const MAX_STREAM_SENDS: usize = 256;

@@ -26,8 +26,15 @@ pub const KEEPALIVE: Duration = Duration::from_secs(5);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The largest UDP payload QUIC's path MTU discovery tries: a 1500-byte IPv4 path.
 pub const QUIC_MTU_UPPER_BOUND: u16 = 1472;
-/// Relay fallback streams in flight per connection.
-const MAX_UNI_STREAMS: u32 = 256;
+/// What one peer may make the other buffer, bounded to what the protocol needs: relay
+/// fallback streams in flight (one relayed packet each, at most 64 KiB), the flow-control
+/// windows of a stream and of the connection, and the queues of QUIC datagrams (relayed
+/// WireGuard packets, read at once on arrival). quinn's defaults (256 streams of 1.25 MB, 4 MiB
+/// datagram buffers) let one node make the lighthouse hold far more.
+const MAX_UNI_STREAMS: u32 = 16;
+const STREAM_WINDOW: u32 = 128 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+const DATAGRAM_BUFFER: usize = 1024 * 1024;
 
 /// The CA and the current revocation list, shared by the TLS verifiers and the daemon that
 /// reloads the list.
@@ -254,8 +261,11 @@ fn transport() -> Arc<quinn::TransportConfig> {
         .max_idle_timeout(IDLE_TIMEOUT.try_into().ok())
         .max_concurrent_uni_streams(MAX_UNI_STREAMS.into())
         .max_concurrent_bidi_streams(1u32.into())
-        .datagram_receive_buffer_size(Some(4 << 20))
-        .datagram_send_buffer_size(4 << 20)
+        .stream_receive_window(STREAM_WINDOW.into())
+        .receive_window(CONNECTION_WINDOW.into())
+        .send_window(u64::from(CONNECTION_WINDOW))
+        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER))
+        .datagram_send_buffer_size(DATAGRAM_BUFFER)
         .mtu_discovery_config(Some(mtu));
     Arc::new(transport)
 }

@@ -228,7 +228,10 @@ impl Internet {
             if !self.lighthouse_up {
                 continue;
             }
-            if let Ok((dest, source)) = self.lighthouse.relay(conn(h), to, datagram.len()) {
+            if let Ok((dest, source)) =
+                self.lighthouse
+                    .relay(conn(h), to, datagram.len(), self.now.instant)
+            {
                 self.relay_queue
                     .push_back((h, dest as usize, source, datagram));
             }
