@@ -135,7 +135,12 @@ pub async fn read<T: for<'de> Deserialize<'de>>(
     }
     buf.resize(len, 0);
     stream.read_exact(buf).await?;
-    Ok(Some(postcard::from_bytes(buf)?))
+    decode(buf).map(Some)
+}
+
+/// Decodes one control frame's body (without its length prefix).
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(body)?)
 }
 
 /// A relayed packet: the mesh IP it is for (from a node) or from (from the lighthouse), and

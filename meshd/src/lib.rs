@@ -8,7 +8,7 @@ pub mod control;
 pub mod firewall;
 #[cfg(any(test, feature = "forge"))]
 pub mod forge;
-mod ipv4;
+pub mod ipv4;
 pub mod links;
 pub mod metrics;
 pub mod node;
