@@ -292,6 +292,29 @@ impl Internet {
         }
     }
 
+    /// Moves time forward in quarter seconds, each host's timers running once a second in
+    /// the quarter its index gives it: a quarter as many timer calls as [`Internet::advance`]
+    /// (boringtun's timers tolerate a coarser tick), for simulating hours. Real nodes' timers
+    /// do not fire in lockstep either: two nodes whose handshakes start at the very same
+    /// instant collide, and boringtun retries without jitter, so a lockstep simulation could
+    /// repeat the collision forever where real networks break the tie.
+    #[cfg(feature = "fake-clock")]
+    fn advance_in_seconds(&mut self, by: Duration) {
+        let quarter = Duration::from_millis(250);
+        for tick in 0..(by.as_millis() / quarter.as_millis()) {
+            self.now.instant += quarter;
+            self.now.wall += quarter;
+            mock_instant::MockClock::advance(quarter);
+            for h in (0..self.hosts.len()).filter(|h| (*h as u128) % 4 == tick % 4) {
+                let mut out = Collected::default();
+                let now = self.now;
+                self.hosts[h].node.handle_timers(now, &mut out);
+                self.absorb(h, out);
+            }
+            self.run();
+        }
+    }
+
     fn advance(&mut self, by: Duration) {
         let step = Duration::from_millis(250);
         let mut left = by;
@@ -602,4 +625,142 @@ fn a_relayed_session_rekeys_with_a_cookie_while_a_flood_keeps_the_node_under_loa
     let handshakes = net.handshakes(a, ip(2)).max(net.handshakes(b, ip(1)));
     assert!(handshakes >= 3, "{handshakes} handshakes");
     assert!(net.send(b, ip(1), b"and back"));
+}
+
+/// A day of simulated time on a mesh of twenty nodes: public, behind cone NATs and behind
+/// symmetric NATs (whose pairs are relayed), each pair carrying a packet each way every few
+/// minutes, through rekeys and keepalives, a lighthouse restart, two revocation-list refreshes,
+/// conntrack expiry and a node whose NAT changes its public address. Every pair carries traffic
+/// at the end, and every table stays within its bound all day.
+#[cfg(feature = "fake-clock")]
+#[test]
+fn a_day_of_simulated_time_passes_cleanly() {
+    const NODES: u8 = 20;
+    let mut net = Internet::new();
+    use NatKind::{Cone, Symmetric};
+    // The two ends of each pair; `None` is a public address.
+    let kinds = [
+        (Some(Cone), Some(Cone)),
+        (Some(Cone), None),
+        (Some(Symmetric), Some(Symmetric)),
+        (None, Some(Cone)),
+        (Some(Cone), Some(Symmetric)),
+        (None, None),
+        (Some(Symmetric), Some(Symmetric)),
+        (Some(Cone), Some(Cone)),
+        (None, Some(Symmetric)),
+        (Some(Cone), None),
+    ];
+    let mut hosts = Vec::new();
+    for n in 1..=NODES {
+        let (first, second) = kinds[usize::from(n - 1) % 10];
+        let nat = if n <= 10 { first } else { second };
+        hosts.push(net.add(n, nat));
+        // Nodes come up at different moments, as real ones do: their timers do not tick in
+        // lockstep.
+        net.advance(Duration::from_millis(250 * u64::from(n % 7)));
+    }
+    // Pairs: 1-11, 2-12, ..., 10-20; 3-13 and 7-17 are symmetric x symmetric (relayed).
+    // Tables: each node has one peer, a tracked flow each way, nothing pending or held.
+    let pairs: Vec<(usize, usize)> = (0..10).map(|i| (hosts[i], hosts[i + 10])).collect();
+    let mesh_ip = |h: usize| ip(h as u8 + 1);
+    let exchange = |net: &mut Internet, round: u32| -> Vec<String> {
+        let mut lost = Vec::new();
+        for (i, &(a, b)) in pairs.iter().enumerate() {
+            // Fixed ports (the payload's first bytes), so each pair keeps one tracked flow.
+            let payload = [b"longhaul".as_slice(), &round.to_be_bytes()].concat();
+            if !net.send(a, mesh_ip(b), &payload) {
+                lost.push(format!("pair {i} forth"));
+            }
+            if !net.send(b, mesh_ip(a), &payload) {
+                lost.push(format!("pair {i} back"));
+            }
+        }
+        lost
+    };
+    assert_eq!(exchange(&mut net, 0), Vec::<String>::new());
+    assert!(
+        net.path(pairs[2].0, mesh_ip(pairs[2].1)).0 == "relayed",
+        "symmetric pairs are relayed"
+    );
+
+    let check_tables = |net: &Internet| {
+        for (h, host) in net.hosts.iter().enumerate() {
+            let t = host.node.tables();
+            assert!(t.peers <= 1, "host {h}: {t:?}");
+            assert!(t.pending == 0 && t.pending_bytes == 0, "host {h}: {t:?}");
+            assert!(t.flows <= 2, "host {h}: {t:?}");
+            assert!(t.held_handshakes == 0 && t.probes == 0, "host {h}: {t:?}");
+            assert!(
+                t.hello_sources <= 4 && t.answer_sources <= 4,
+                "host {h}: {t:?}"
+            );
+            assert!(t.refused_certificates == 0, "host {h}: {t:?}");
+        }
+        assert!(net.lighthouse.connected() <= usize::from(NODES));
+        assert!(net.lighthouse.registrations().len() <= usize::from(NODES));
+    };
+    // Behind a cone NAT, paired with a public node (which sees its new address at once).
+    let roamer = pairs[1].0;
+    let unrelated = net.pki.node("retired", ip(99)).0;
+    let minute = Duration::from_secs(60);
+    for round in 1..=(24 * 60 / 5) {
+        let hour = round * 5 / 60;
+        let at_minute = round * 5;
+        net.advance_in_seconds(minute * 5);
+        match at_minute {
+            // 06:00: the lighthouse stops for two minutes and comes back as a new process.
+            360 => {
+                net.lighthouse_up = false;
+                for h in 0..net.hosts.len() {
+                    net.hosts[h].node.lighthouse_down(0);
+                }
+                net.advance_in_seconds(minute * 2);
+                net.lighthouse = Rendezvous::new(REFLECTOR.port(), net.lighthouse.crl().cloned());
+                net.lighthouse_up = true;
+                for h in 0..net.hosts.len() {
+                    let cert = net.hosts[h].cert.clone();
+                    net.connect(h, cert);
+                }
+            }
+            // 09:00: the roamer's NAT gets a new public address.
+            540 => {
+                if let Some(nat) = &mut net.hosts[roamer].nat {
+                    nat.public = Ipv4Addr::new(203, 0, 113, 250);
+                }
+            }
+            // 12:00 and 18:00: newer revocation lists, pushed by the lighthouse.
+            720 | 1080 => {
+                let number = if at_minute == 720 { 1 } else { 2 };
+                let effects = net.lighthouse.set_crl(net.pki.crl(number, &[&unrelated]));
+                net.apply(effects);
+            }
+            _ => {}
+        }
+        let lost = exchange(&mut net, round);
+        // Right after the roamer's address changes, its peer's first packet may go to the old
+        // address; the roamer's own traffic moves the session, and the next exchange is whole.
+        if at_minute != 540 {
+            assert_eq!(lost, Vec::<String>::new(), "round {round} (hour {hour})");
+        }
+        check_tables(&net);
+    }
+    assert_eq!(exchange(&mut net, 0), Vec::<String>::new());
+    for &(a, b) in &pairs {
+        let handshakes = net
+            .handshakes(a, mesh_ip(b))
+            .max(net.handshakes(b, mesh_ip(a)));
+        assert!(handshakes >= 24 * 60 / 3, "a day of rekeys: {handshakes}");
+        assert_eq!(
+            net.hosts[a].node.crl().and_then(|c| c.number()),
+            Some(2),
+            "the last pushed list"
+        );
+    }
+    let (path, _, endpoint) = net.path(pairs[1].1, mesh_ip(roamer));
+    assert_eq!(path, "direct");
+    assert!(
+        endpoint.starts_with("203.0.113.250:"),
+        "roamed to {endpoint}"
+    );
 }

@@ -442,3 +442,97 @@ async fn the_metrics_count_down_to_the_revocation_lists_next_update() {
         assert!(text.lines().any(|l| l == line), "{line}: {text}");
     }
 }
+
+/// A day in the registry's and the balancer's life, in ten-second steps: sixty workers that
+/// come and go by the hour (registering, heartbeating, falling silent), calls spread over the
+/// live ones with one in seven failing. Nothing outlives its worker: the registry and its
+/// store hold the workers heard from within a TTL, the balancer state only for registered
+/// workers.
+#[tokio::test]
+async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
+    let api = Api::new();
+    let t0 = Instant::now();
+    let step = std::time::Duration::from_secs(10);
+    let ips: Vec<Ipv4Addr> = (0..60u8).map(|i| Ipv4Addr::new(10, 42, 1, i + 1)).collect();
+    let mut registered_at = vec![None::<u64>; 60];
+    let mut seq = 0u64;
+    let offered = || {
+        vec![Offered {
+            name: "rag-embeddings".into(),
+            port: 8101,
+            health: "/health".into(),
+        }]
+    };
+    for n in 0..(24 * 3600 / 10) as u64 {
+        let now = t0 + step * n as u32;
+        let hour = n * 10 / 3600;
+        let mut c = api.shared.lock();
+        for (i, ip) in ips.iter().enumerate() {
+            let alive = !(hour + i as u64).is_multiple_of(5);
+            match (alive, registered_at[i]) {
+                (true, None) => {
+                    seq += 1;
+                    let proof = Proof {
+                        signed_at_ms: seq,
+                        session: [i as u8; 16],
+                    };
+                    let worker = c
+                        .registry
+                        .register(
+                            &format!("w{i}"),
+                            *ip,
+                            Default::default(),
+                            offered(),
+                            proof,
+                            now,
+                        )
+                        .unwrap()
+                        .clone();
+                    c.store.save(&worker).unwrap();
+                    registered_at[i] = Some(n);
+                }
+                (true, Some(_)) => {
+                    // A worker the registry expired (its silence outlasted the TTL) registers
+                    // again, as meshd does on a refused heartbeat.
+                    if c.registry
+                        .heartbeat(&format!("w{i}"), &[i as u8; 16], now)
+                        .is_err()
+                    {
+                        registered_at[i] = None;
+                    }
+                }
+                (false, _) => registered_at[i] = None,
+            }
+        }
+        c.expire(now);
+        let candidates = c.candidates("rag-embeddings");
+        for call in 0..10u64 {
+            let crate::balance::Pick::Worker(w) =
+                c.balancer
+                    .pick("rag-embeddings", &candidates, &[], now, |k| {
+                        (call as usize) % k
+                    })
+            else {
+                continue;
+            };
+            let worker = w.worker.clone();
+            c.balancer.started("rag-embeddings", &worker);
+            if (n + call) % 7 == 0 {
+                c.balancer
+                    .failed("rag-embeddings", &worker, &candidates, now);
+            } else {
+                c.balancer.succeeded("rag-embeddings", &worker, now);
+            }
+            c.balancer.finished("rag-embeddings", &worker);
+        }
+        let live = registered_at.iter().filter(|r| r.is_some()).count();
+        let registered = c.registry.workers().count();
+        // Those that fell silent this hour stay for one TTL (15 s: two steps).
+        assert!(
+            registered <= live + 12,
+            "step {n}: {registered} for {live} live"
+        );
+        assert!(c.balancer.tracked() <= registered, "step {n}");
+        assert!(c.store.load().unwrap().workers.len() <= registered);
+    }
+}

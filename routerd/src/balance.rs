@@ -285,6 +285,11 @@ impl Balancer {
         Some(passed)
     }
 
+    /// The (service, worker) pairs with state.
+    pub fn tracked(&self) -> usize {
+        self.states.values().map(|workers| workers.len()).sum()
+    }
+
     /// Drops the state of (service, worker) pairs the registry no longer has.
     pub fn retain(&mut self, mut present: impl FnMut(&str, &str) -> bool) {
         for (service, workers) in &mut self.states {
