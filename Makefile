@@ -5,7 +5,7 @@ JOBS ?= 2
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build install deps test lint unit e2e demo demo-stop demo-build demo-check bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean
+.PHONY: all build install deps test lint unit e2e demo demo-stop demo-build demo-check bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean fuzz fuzz-build
 
 all: build
 
@@ -68,7 +68,28 @@ bench-routerd:
 	$(CARGO) build --release -j$(JOBS) -p routerd -p integration --bins
 	./target/release/bench-routerd
 
-# Everything CI checks: formatting, lints, every test, the walkthrough and the demo.
+# The fuzz targets (fuzz/, cargo fuzz on the nightly toolchain), one per parser of network
+# input; their bodies are in integration/src/fuzz. `make fuzz` runs each for FUZZ_SECONDS from
+# its committed corpus (new inputs go to target/fuzz-corpus, crashes to fuzz/artifacts), and
+# installs cargo-fuzz first if it is missing. `make test` runs each body over its corpus with
+# the ordinary build (integration/tests/fuzz_corpus.rs).
+FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
+FUZZ_SECONDS ?= 60
+
+fuzz-build:
+	@rustup run nightly rustc --version >/dev/null || { echo "make fuzz needs the nightly toolchain"; exit 1; }
+	@cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && CARGO_BUILD_JOBS=$(JOBS) cargo +nightly fuzz build
+
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz-corpus/$$t; \
+		(cd fuzz && cargo +nightly fuzz run $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1); \
+	done
+
+# Everything CI checks: formatting, lints, every test (the fuzz targets over their corpora
+# among them), the walkthrough and the demo.
 test: deps lint walkthrough-check unit e2e demo-check
 	@cat target/unit.log target/e2e.log | awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }'
 

@@ -42,3 +42,4 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+

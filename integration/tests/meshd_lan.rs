@@ -907,3 +907,127 @@ fn meshd_ping_reports_path_endpoint_and_rtt() {
         "{out:?}"
     );
 }
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// Log lines above debug level (meshd logs `info,meshd=debug` in these tests).
+fn log_lines(text: &str) -> usize {
+    text.lines()
+        .filter(|l| !l.contains("DEBUG") && !l.contains("TRACE"))
+        .count()
+}
+
+/// A neighbour floods a node with what anyone can make: random bytes, handshakes with a valid
+/// MAC1 (from the node's public key alone), hellos with another CA's certificate and with a
+/// valid one, asking for answers with and without the padding that pays for them, 20,000 a
+/// second for 10 s. A TCP stream through the node keeps at least half its rate, its memory and
+/// its log stay within bounds, and it never answers with more bytes than it received.
+#[test]
+fn a_flood_of_forged_datagrams_costs_the_node_little() {
+    let mut lan = Lan::new();
+    let issued = lan.pki.issue("a", mesh_ip(1)).unwrap();
+    let a = lan.node_from(1, &[2], &issued, Extra::default());
+    let b = lan.node("b", 2, &[1], None);
+    let attacker = lan.host("attacker", 9);
+    assert!(lan.ping(&b.ns, a.mesh_ip));
+    let key: String = issued
+        .cert
+        .wireguard_key()
+        .unwrap()
+        .0
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let valid = lan.pki.issue("c", mesh_ip(3)).unwrap();
+    let other_dir = lan.lab.dir().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = Pki::new(&other_dir, "other-ca", "10.42.0.0/16").unwrap();
+    let foreign = other.issue("x", mesh_ip(4)).unwrap();
+
+    let baseline = lan.transfer(&b.ns, &a.ns, a.mesh_ip, 64 * MIB);
+    // About eight seconds of the stream at that rate, all inside the flood.
+    let bytes = ((baseline * 1e6 / 8.0) * 8.0) as u64;
+    let pid = lan.lab.proc(a.proc).pid();
+    let (rss_before, lines_before) = (rss_kib(pid), log_lines(&lan.lab.proc(a.proc).log_text()));
+    let to = underlay(1).to_string();
+    let certs = [
+        valid.cert_path.to_string_lossy().into_owned(),
+        foreign.cert_path.to_string_lossy().into_owned(),
+    ];
+    let flood = lan
+        .lab
+        .spawn(
+            &attacker,
+            "flood",
+            Path::new(PROBE),
+            &[
+                "flood",
+                "--to",
+                &to,
+                "--key",
+                &key,
+                "--cert",
+                &certs[0],
+                "--cert",
+                &certs[1],
+                "--rate",
+                "20000",
+                "--seconds",
+                "10",
+            ],
+        )
+        .unwrap();
+    // The stream starts once the flood is arriving.
+    wait::until("the flood to reach meshd", Duration::from_secs(5), || {
+        (a.status().ok()?.drops.malformed > 100).then_some(())
+    })
+    .unwrap();
+    let flooded = lan.transfer(&b.ns, &a.ns, a.mesh_ip, bytes);
+    let exit = lan.lab.wait_exit(flood, Duration::from_secs(60)).unwrap();
+    let report = lan.lab.proc(flood).log_text();
+    assert!(exit.success(), "{report}");
+    let (rss_after, lines_after) = (rss_kib(pid), log_lines(&lan.lab.proc(a.proc).log_text()));
+    let number = |key: &str| -> u64 {
+        let words: Vec<&str> = report.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == key).unwrap();
+        words[at + 1].parse().unwrap()
+    };
+    let words: Vec<&str> = report.split_whitespace().collect();
+    let (sent, sent_bytes) = (number("sent"), words[4].parse::<u64>().unwrap());
+    let (answers, answer_bytes) = (number("answers"), words[8].parse::<u64>().unwrap());
+    let largest = number("largest");
+    println!(
+        "flood: {sent} datagrams ({sent_bytes} bytes) in {}; answered {answers} ({answer_bytes} bytes, largest {largest}); \
+         stream {baseline:.0} Mbit/s before, {flooded:.0} during ({:.0}%); meshd RSS {rss_before} -> {rss_after} KiB; \
+         {} log lines",
+        words.last().unwrap(),
+        100.0 * flooded / baseline,
+        lines_after - lines_before
+    );
+    assert!(sent >= 150_000, "the flood was {sent} datagrams");
+    assert!(
+        flooded >= baseline / 2.0,
+        "{flooded:.0} of {baseline:.0} Mbit/s"
+    );
+    assert!(
+        rss_after <= rss_before + 32 * 1024,
+        "{rss_before} -> {rss_after} KiB"
+    );
+    assert!(
+        lines_after - lines_before <= 30,
+        "{} lines",
+        lines_after - lines_before
+    );
+    assert!(answer_bytes <= sent_bytes, "{answer_bytes} > {sent_bytes}");
+    assert!(largest <= 1200, "an answer of {largest} bytes");
+    assert!(lan.lab.proc(a.proc).exited().is_none(), "meshd a died");
+    assert!(lan.ping(&b.ns, a.mesh_ip));
+}

@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(config.reflector, "0.0.0.0:4244".parse().unwrap());
         assert_eq!(config.pki.cert, Path::new("/etc/rma-mesh/lh.crt"));
         assert_eq!(config.metrics, None);
-        assert_eq!((config.relay_rate, config.relay_burst), (128 << 20, 4 << 20));
+        assert_eq!(
+            (config.relay_rate, config.relay_burst),
+            (128 << 20, 4 << 20)
+        );
         let relay = parse(&format!(
             "{MINIMAL}[relay]\nrate = \"1MiB\"\nburst = \"1KiB\"\n"
         ));

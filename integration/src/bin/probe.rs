@@ -129,6 +129,24 @@ enum Command {
         #[arg(long)]
         key: std::path::PathBuf,
     },
+    /// Send RATE hostile datagrams a second for SECONDS: random bytes, handshake initiations
+    /// and responses with a valid MAC1 for the WireGuard key KEY (hex), and hellos (asking for
+    /// an answer, padded or not) with each certificate in CERT (PEM, repeatable), from one
+    /// socket. Count what comes back; print `flood sent N bytes B answers M bytes A largest L`.
+    Flood {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        cert: Vec<std::path::PathBuf>,
+        #[arg(long, default_value_t = 20_000)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+    },
     /// Send a certificate hello carrying the certificate in FILE (PEM).
     Hello {
         #[arg(long)]
@@ -397,6 +415,14 @@ fn main() -> anyhow::Result<()> {
             }
             println!("sent {count} hostile datagrams");
         }
+        Command::Flood {
+            to,
+            key,
+            cert,
+            rate,
+            seconds,
+            seed,
+        } => flood(to, &key, &cert, rate, seconds, seed)?,
         Command::RrServer { listen } => {
             let listener = TcpListener::bind(listen)?;
             println!("listening {listen}");
@@ -486,6 +512,101 @@ fn main() -> anyhow::Result<()> {
             println!("sent hello");
         }
     }
+    Ok(())
+}
+
+/// The datagrams of `flood`: what an unauthenticated sender can make, valid MACs included.
+fn flood(
+    to: SocketAddr,
+    key: &str,
+    certs: &[std::path::PathBuf],
+    rate: u32,
+    seconds: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut public = [0u8; 32];
+    anyhow::ensure!(key.len() == 64, "--key is 64 hex digits");
+    for (i, byte) in public.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&key[2 * i..2 * i + 2], 16)?;
+    }
+    let mut hellos = Vec::new();
+    for path in certs {
+        let der = pem_der(&std::fs::read(path)?).context("a PEM certificate")?;
+        for reply_wanted in [false, true] {
+            let mut hello = Vec::new();
+            lighthouse::wire::encode_cert_hello(&der, reply_wanted, &mut hello);
+            hellos.push(hello);
+        }
+        // Asking for an answer without the padding that pays for it.
+        let mut short = Vec::new();
+        lighthouse::wire::encode_cert_hello(&der, false, &mut short);
+        short[5] = 1;
+        hellos.push(short);
+    }
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.set_nonblocking(true)?;
+    let mut prng = Prng(seed.max(1));
+    let (mut sent, mut sent_bytes) = (0u64, 0u64);
+    let (mut answers, mut answer_bytes, mut largest) = (0u64, 0u64, 0usize);
+    let mut buf = [0u8; 65_536];
+    let started = Instant::now();
+    let total = u64::from(rate) * seconds;
+    while sent < total {
+        // Paced: datagram `sent` leaves at sent / rate seconds.
+        let due = Duration::from_secs_f64(sent as f64 / f64::from(rate));
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait.min(Duration::from_millis(1)));
+        }
+        let mut filler = [0u8; 108];
+        prng.fill(&mut filler);
+        let datagram: Vec<u8> = match prng.next() % 8 {
+            0 | 1 => {
+                let mut random = vec![0u8; (prng.next() % 1400) as usize];
+                prng.fill(&mut random);
+                random
+            }
+            2 | 3 => meshd::forge::handshake_init(&public, prng.next() as u32, &filler).to_vec(),
+            4 => {
+                let mut rest = [0u8; 48];
+                rest.copy_from_slice(&filler[..48]);
+                // Sessions are numbered from slot 0 up: aim at the first few.
+                let receiver = ((prng.next() % 4) << 8) as u32;
+                meshd::forge::handshake_response(&public, prng.next() as u32, receiver, &rest)
+                    .to_vec()
+            }
+            _ if !hellos.is_empty() => hellos[(prng.next() as usize) % hellos.len()].clone(),
+            _ => vec![0xF0],
+        };
+        match socket.send_to(&datagram, to) {
+            Ok(_) => {
+                sent += 1;
+                sent_bytes += datagram.len() as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+        while let Ok((len, _)) = socket.recv_from(&mut buf) {
+            answers += 1;
+            answer_bytes += len as u64;
+            largest = largest.max(len);
+        }
+    }
+    // Answers still on their way.
+    let drain = Instant::now();
+    while drain.elapsed() < Duration::from_millis(500) {
+        match socket.recv_from(&mut buf) {
+            Ok((len, _)) => {
+                answers += 1;
+                answer_bytes += len as u64;
+                largest = largest.max(len);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    println!(
+        "flood sent {sent} bytes {sent_bytes} answers {answers} bytes {answer_bytes} largest {largest} seconds {:.1}",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

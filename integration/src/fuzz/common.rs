@@ -1,0 +1,122 @@
+//! What the stateful fuzz targets share: a CA with a few certified nodes, made once per
+//! process, a meshd node built from them, and an output that keeps nothing.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use meshd::firewall::{Peer, Policy, Ports, Proto, Rule};
+use meshd::node::{Identity, Node, Now, Output, Settings};
+use rma_ca::test_ca::TestCa;
+use rma_ca::{NodeCert, NodeKeys};
+
+/// How many certified peers the world has (besides the node under test).
+pub(super) const PEERS: usize = 4;
+
+pub(super) struct World {
+    pub(super) pki: TestCa,
+    /// The node under test (mesh IP 10.42.0.1) and its peers (10.42.0.2 and on).
+    pub(super) me: (NodeCert, NodeKeys),
+    pub(super) peers: Vec<(NodeCert, NodeKeys)>,
+    /// A certificate from another CA, for the same network.
+    pub(super) foreign: NodeCert,
+}
+
+pub(super) fn world() -> &'static World {
+    static WORLD: LazyLock<World> = LazyLock::new(|| {
+        let pki = TestCa::new("fuzz-ca");
+        let me = pki.node("me", Ipv4Addr::new(10, 42, 0, 1));
+        let peers = (0..PEERS as u8)
+            .map(|i| pki.node(&format!("peer-{i}"), Ipv4Addr::new(10, 42, 0, 2 + i)))
+            .collect();
+        let foreign = TestCa::new("other-ca")
+            .node("stranger", Ipv4Addr::new(10, 42, 0, 200))
+            .0;
+        World {
+            pki,
+            me,
+            peers,
+            foreign,
+        }
+    });
+    &WORLD
+}
+
+/// A node with every traffic allowed, one lighthouse (connected), and the peers' first one as
+/// a static peer.
+pub(super) fn node(world: &World) -> Node {
+    let any = Rule {
+        proto: Proto::Any,
+        ports: Ports::Any,
+        peer: Peer::Any,
+    };
+    let settings = Settings {
+        keepalive: Some(25),
+        static_peers: vec![meshd::config::StaticPeer {
+            mesh_ip: world.peers[0].0.mesh_ip(),
+            endpoints: vec![source(0)],
+        }],
+        firewall: Policy {
+            inbound: vec![any.clone()],
+            outbound: vec![any],
+            ..Policy::default()
+        },
+        lighthouses: vec![meshd::config::Lighthouse {
+            name: "lighthouse-1".into(),
+            address: "198.51.100.1:4243".parse().expect("an address"),
+        }],
+    };
+    let identity = Identity {
+        cert: world.me.0.clone(),
+        keys: world.me.1.clone(),
+        ca: world.pki.ca.clone(),
+        crl: None,
+    };
+    let mut node = Node::new(identity, &settings);
+    node.lighthouse_up(0);
+    node
+}
+
+/// One of a few underlay addresses datagrams come from.
+pub(super) fn source(n: u8) -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, n % 8], 4242 + u16::from(n % 3)))
+}
+
+/// The moment `ms` milliseconds after the start, inside every certificate's validity.
+pub(super) fn now(start: Instant, world: &World, ms: u64) -> Now {
+    let elapsed = std::time::Duration::from_millis(ms);
+    Now {
+        instant: start + elapsed,
+        wall: world.pki.start + elapsed,
+    }
+}
+
+/// Output that keeps nothing, counting what it was handed.
+#[derive(Debug, Default)]
+pub(super) struct Sink {
+    pub(super) transmitted: usize,
+}
+
+impl Output for Sink {
+    fn transmit(&mut self, _: SocketAddr, datagram: &[u8]) {
+        self.transmitted += datagram.len();
+    }
+    fn deliver(&mut self, _: &[u8]) {}
+    fn relay(&mut self, _: usize, _: Ipv4Addr, datagram: &[u8]) {
+        self.transmitted += datagram.len();
+    }
+    fn ask(&mut self, _: usize, _: lighthouse::proto::ToLighthouse) {}
+}
+
+/// Every table of `node` within its stated bound.
+pub(super) fn assert_bounded(node: &Node) {
+    let t = node.tables();
+    assert!(t.peers <= PEERS, "{t:?}");
+    assert!(t.pending <= 1024 && t.pending_bytes <= 4 << 20, "{t:?}");
+    assert!(
+        t.flows <= 1 << 16 && t.held_handshakes <= 256 && t.probes <= 1024,
+        "{t:?}"
+    );
+    assert!(t.hello_sources <= 4096 && t.answer_sources <= 4096, "{t:?}");
+    assert!(t.refused_certificates <= 4096, "{t:?}");
+}

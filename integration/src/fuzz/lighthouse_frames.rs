@@ -1,0 +1,75 @@
+//! The `lighthouse_frames` fuzz target's body.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use arbitrary::{Arbitrary, Unstructured};
+use lighthouse::proto::{self, FromLighthouse, ToLighthouse};
+use lighthouse::rendezvous::Rendezvous;
+
+#[derive(Debug, Arbitrary)]
+enum Step {
+    ToLighthouse { conn: u8, frame: Vec<u8> },
+    Relay { conn: u8, to: [u8; 4], len: u16 },
+    Reflect { from: u8, token: [u8; 16] },
+    Connect { conn: u8, peer: u8, token: [u8; 16] },
+    Disconnect { conn: u8 },
+    FromLighthouse { frame: Vec<u8> },
+    Advance { ms: u16 },
+}
+
+const CONNS: u8 = 6;
+
+/// The lighthouse protocol's frames, both ways: what nodes send into the rendezvous core
+/// (with relays, reflections, connections and disconnections between them), and what a
+/// lighthouse sends into meshd's core. No panic, and the tables stay bounded.
+pub fn lighthouse_frames(data: &[u8]) {
+    let Ok(steps) = Vec::<Step>::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    let world = super::common::world();
+    let start = Instant::now();
+    let mut ms = 0u64;
+    let mut core = Rendezvous::new(4244, None);
+    let mut node = super::common::node(world);
+    let mut out = super::common::Sink::default();
+    for step in steps.into_iter().take(256) {
+        let now = super::common::now(start, world, ms);
+        match step {
+            Step::ToLighthouse { conn, frame } => {
+                if let Ok(message) = proto::decode::<ToLighthouse>(&frame) {
+                    let _ = core.message(u64::from(conn % CONNS), message, now.instant);
+                }
+            }
+            Step::Relay { conn, to, len } => {
+                let conn = u64::from(conn % CONNS);
+                let _ = core.relay(conn, Ipv4Addr::from(to), usize::from(len), now.instant);
+            }
+            Step::Reflect { from, token } => {
+                let _ = core.reflect(SocketAddr::from(([203, 0, 113, from], 4242)), &token);
+            }
+            Step::Connect { conn, peer, token } => {
+                let cert = world.peers[usize::from(peer) % super::common::PEERS]
+                    .0
+                    .clone();
+                let quic = SocketAddr::from(([203, 0, 113, peer], 5000));
+                let _ = core.connect(u64::from(conn % CONNS), cert, quic, token, now.instant);
+            }
+            Step::Disconnect { conn } => core.disconnect(u64::from(conn % CONNS)),
+            Step::FromLighthouse { frame } => {
+                if let Ok(message) = proto::decode::<FromLighthouse>(&frame) {
+                    node.handle_lighthouse(0, message, now, &mut out);
+                }
+            }
+            Step::Advance { ms: by } => {
+                ms += u64::from(by);
+                let now = super::common::now(start, world, ms);
+                node.handle_timers(now, &mut out);
+                let _ = core.expire(now.wall);
+            }
+        }
+        assert!(core.connected() <= usize::from(CONNS));
+        assert!(core.registrations().len() <= super::common::PEERS);
+        super::common::assert_bounded(&node);
+    }
+}

@@ -1,0 +1,28 @@
+//! The bodies of the fuzz targets in `fuzz/`: one per parser of network input. cargo-fuzz runs
+//! them under libFuzzer (`make fuzz`); `tests/fuzz_corpus.rs` runs each over its committed
+//! corpus in every `make test`, with the ordinary build.
+
+mod common;
+mod control_messages;
+mod lighthouse_frames;
+mod node_datagrams;
+mod registration;
+mod tun_packets;
+
+pub use control_messages::control_messages;
+pub use lighthouse_frames::lighthouse_frames;
+pub use node_datagrams::node_datagrams;
+pub use registration::registration;
+pub use tun_packets::tun_packets;
+
+/// A fuzz target's body: any bytes in, a panic on a bug.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name its fuzz binary and corpus directory have.
+pub const TARGETS: [(&str, Target); 5] = [
+    ("control_messages", control_messages),
+    ("lighthouse_frames", lighthouse_frames),
+    ("node_datagrams", node_datagrams),
+    ("registration", registration),
+    ("tun_packets", tun_packets),
+];

@@ -1,0 +1,80 @@
+//! The `registration` fuzz target's body.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use arbitrary::{Arbitrary, Unstructured};
+use rma_ca::proof::{self, Signed};
+use routerd::admission::{self, Claim};
+use routerd::api::Registration;
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    body: Vec<u8>,
+    time: Option<Vec<u8>>,
+    signature: Option<Vec<u8>>,
+    /// Sign the body properly with this peer's key (if `Some`), at this offset from now.
+    sign_as: Option<(u8, i16)>,
+    source: u8,
+    /// Put this peer's certificate in the body instead of what it carries.
+    certificate_of: Option<u8>,
+}
+
+/// A worker registration as routerd's mesh listener receives it: any body and any signature
+/// headers, from any source; sometimes signed correctly, so that the later checks run too. No
+/// panic, and nothing is admitted that was not signed by its certificate's key from its own
+/// mesh IP.
+pub fn registration(data: &[u8]) {
+    let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    let world = super::common::world();
+    let now = world.pki.start;
+    let now_ms = proof::unix_ms(now);
+    let mut body = input.body;
+    if let Some(p) = input.certificate_of {
+        let cert = &world.peers[usize::from(p) % super::common::PEERS].0;
+        let json = serde_json::json!({
+            "certificate": cert.to_pem(),
+            "capabilities": {"cpu_cores": 1, "ram": "1 GiB", "has_gpu": false, "worker_type": "cpu"},
+            "services": serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+        });
+        body = json.to_string().into_bytes();
+    }
+    let Ok(registration) = serde_json::from_slice::<Registration>(&body) else {
+        return;
+    };
+    let (time, signature) = match input.sign_as {
+        Some((p, offset)) => {
+            let keys = &world.peers[usize::from(p) % super::common::PEERS].1;
+            let at = now_ms.saturating_add_signed(i64::from(offset) * 1000);
+            let signature =
+                proof::sign_request(keys, "POST", routerd::api::REGISTER_PATH, at, &body);
+            (
+                Some(at.to_string().into_bytes()),
+                Some(signature.into_bytes()),
+            )
+        }
+        None => (input.time, input.signature),
+    };
+    let source = IpAddr::V4(Ipv4Addr::new(10, 42, 0, input.source % 8));
+    let claim = Claim {
+        certificate: registration.certificate.as_bytes(),
+        source_ip: source,
+        path: routerd::api::REGISTER_PATH,
+        signed: Signed {
+            time: time.as_deref(),
+            signature: signature.as_deref(),
+        },
+        body: &body,
+    };
+    if let Ok(proven) = admission::prove(&claim, &["workers".to_owned()], now_ms) {
+        assert_eq!(source, IpAddr::V4(proven.cert.mesh_ip()));
+        let signer = world
+            .peers
+            .iter()
+            .find(|(cert, _)| cert.mesh_ip() == proven.cert.mesh_ip())
+            .expect("only this CA's peers can sign");
+        assert_eq!(signer.0.identity_key(), proven.cert.identity_key());
+        let _ = admission::trust(&proven.cert, &world.pki.ca, None, now);
+    }
+}

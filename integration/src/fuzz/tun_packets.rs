@@ -1,0 +1,41 @@
+//! The `tun_packets` fuzz target's body.
+
+use std::time::Instant;
+
+use meshd::firewall::{Direction, Firewall, Peer, Policy, Ports, Proto, Rule};
+use meshd::ipv4;
+
+/// What the TUN device hands meshd: any bytes. The IPv4 flow parser, the firewall on both
+/// directions, the reject answers (which must parse, addressed back) and the node's TUN path:
+/// no panic, and every table within its bound.
+pub fn tun_packets(data: &[u8]) {
+    let world = super::common::world();
+    let start = Instant::now();
+    let now = super::common::now(start, world, 0);
+    if let Some(flow) = ipv4::flow(data) {
+        let web = Rule {
+            proto: Proto::Tcp,
+            ports: Ports::Range(80, 443),
+            peer: Peer::Group("workers".into()),
+        };
+        let mut firewall = Firewall::new(Policy {
+            inbound: vec![web.clone()],
+            outbound: vec![web],
+            ..Policy::default()
+        });
+        let peer = &world.peers[0].0;
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            let _ = firewall.check(direction, &flow, peer, now.instant);
+        }
+        if let Some(answer) = ipv4::reject(data) {
+            let back = ipv4::flow(&answer).expect("a reject is a packet meshd itself parses");
+            assert_eq!((back.src, back.dst), (flow.dst, flow.src));
+            assert!(ipv4::reject(&answer).is_none() || back.proto != ipv4::PROTO_ICMP);
+        }
+        let _ = ipv4::probe(data);
+    }
+    let mut node = super::common::node(world);
+    let mut out = super::common::Sink::default();
+    node.handle_tun_packet(data, now, &mut out);
+    super::common::assert_bounded(&node);
+}
