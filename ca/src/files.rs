@@ -67,7 +67,9 @@ fn read_private_in(path: &Path, credentials: Option<&Path>) -> Result<Vec<u8>, F
         let canonical = |p: &Path| fs::canonicalize(p).ok();
         matches!((canonical(dir), canonical(path)), (Some(d), Some(p)) if p.starts_with(&d))
     });
-    if mode & 0o077 != 0 && !credential {
+    // A credential's group bits are systemd's ACL mask; its other bits are still its own.
+    let exposed = if credential { 0o007 } else { 0o077 };
+    if mode & exposed != 0 {
         return Err(FileError::TooOpen {
             path: path.to_owned(),
             mode,
@@ -317,6 +319,12 @@ mod tests {
         // exposure; anywhere else the same mode is refused.
         fs::set_permissions(&key, fs::Permissions::from_mode(0o440)).unwrap();
         assert!(read_private_in(&key, Some(dir.path())).is_ok());
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o444)).unwrap();
+        assert!(
+            read_private_in(&key, Some(dir.path())).is_err(),
+            "world-readable"
+        );
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o440)).unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         assert!(read_private_in(&key, Some(elsewhere.path())).is_err());
     }

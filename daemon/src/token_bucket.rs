@@ -70,6 +70,9 @@ pub struct KeyedBuckets<K> {
     max_keys: usize,
     buckets: HashMap<K, TokenBucket>,
     overflow: TokenBucket,
+    /// When a full table was last swept: at most once a second, so that a flood of new keys
+    /// costs a lookup each, not a scan of the table.
+    full_sweep: Option<Instant>,
 }
 
 impl<K: Hash + Eq> KeyedBuckets<K> {
@@ -79,6 +82,7 @@ impl<K: Hash + Eq> KeyedBuckets<K> {
             max_keys,
             buckets: HashMap::new(),
             overflow: TokenBucket::new(limit, now),
+            full_sweep: None,
         }
     }
 
@@ -93,7 +97,13 @@ impl<K: Hash + Eq> KeyedBuckets<K> {
             return bucket.take(self.limit, now);
         }
         if self.buckets.len() >= self.max_keys {
-            self.sweep(now);
+            let due = self
+                .full_sweep
+                .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+            if due {
+                self.full_sweep = Some(now);
+                self.sweep(now);
+            }
             if self.buckets.len() >= self.max_keys {
                 return self.overflow.take(self.limit, now);
             }

@@ -460,13 +460,20 @@ fn relay(conn: ConnId, frame: &[u8], shared: &Mutex<Shared>, counters: &Arc<Shel
     counters.relay_streams.fetch_add(1, Ordering::Relaxed);
     let counters = Arc::clone(counters);
     tokio::spawn(async move {
-        if let Ok(mut stream) = destination.open_uni().await {
-            let _ = stream.write_all(&out).await;
-            let _ = stream.finish();
-        }
+        // A destination that does not read would hold the slot until its connection closes.
+        let send = async {
+            if let Ok(mut stream) = destination.open_uni().await {
+                let _ = stream.write_all(&out).await;
+                let _ = stream.finish();
+            }
+        };
+        let _ = tokio::time::timeout(STREAM_SEND_TIMEOUT, send).await;
         counters.relay_streams_open.fetch_sub(1, Ordering::AcqRel);
     });
 }
+
+/// How long an oversized relayed packet may take to go out on its stream.
+const STREAM_SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Oversized relayed packets being sent at once, at most.
 const MAX_STREAM_SENDS: usize = 256;

@@ -35,11 +35,6 @@
 //!   sends it from its WireGuard socket to the lighthouse's reflector port, so the lighthouse
 //!   learns the public address of that socket (the NAT mapping peers must hit) and ties it to
 //!   the QUIC connection the token was issued on.
-//! - `4`, **hello request**: the body is the sender's mesh IP followed by zero padding up to
-//!   [`PUNCH_LEN`], as a punch. A node answers a handshake from a key it does not know with it
-//!   (instead of its certificate, which is several times larger than the handshake): the
-//!   receiver sends its hello back, but only to an address it already sends that peer's
-//!   traffic to, so a forged request cannot aim hellos at anyone else.
 
 use std::net::Ipv4Addr;
 
@@ -51,7 +46,6 @@ const HEADER_LEN: usize = 8;
 const KIND_CERT_HELLO: u8 = 1;
 const KIND_PUNCH: u8 = 2;
 const KIND_REFLECT: u8 = 3;
-const KIND_HELLO_REQUEST: u8 = 4;
 const FLAG_REPLY_WANTED: u8 = 0x01;
 /// A certificate is about 500 bytes; anything far larger is not one of ours.
 pub const MAX_CERT_LEN: usize = 4096;
@@ -113,9 +107,6 @@ pub enum Control<'a> {
     Reflect {
         token: [u8; TOKEN_LEN],
     },
-    HelloRequest {
-        mesh_ip: Ipv4Addr,
-    },
 }
 
 /// The length of the DER element (tag, length, contents) `body` starts with.
@@ -170,15 +161,7 @@ pub fn parse_control(datagram: &[u8]) -> Result<Control<'_>, ControlError> {
             cert_der: hello_cert(body)?,
             reply_wanted,
         }),
-        KIND_HELLO_REQUEST => match body.first_chunk::<4>() {
-            Some(ip) if body.len() == PUNCH_LEN - HEADER_LEN => Ok(Control::HelloRequest {
-                mesh_ip: Ipv4Addr::from(*ip),
-            }),
-            _ => Err(ControlError::BodyLength {
-                what: "hello request",
-                len: body.len(),
-            }),
-        },
+
         KIND_PUNCH => match body.first_chunk::<4>() {
             Some(ip) if body.len() == PUNCH_LEN - HEADER_LEN => Ok(Control::Punch {
                 mesh_ip: Ipv4Addr::from(*ip),
@@ -220,13 +203,6 @@ pub fn encode_cert_hello(cert_der: &[u8], reply_wanted: bool, out: &mut Vec<u8>)
         body.resize(body.len().max(HELLO_REQUEST_MIN - HEADER_LEN), 0);
     }
     encode(KIND_CERT_HELLO, reply_wanted, &body, out);
-}
-
-/// Encodes a hello request from `mesh_ip` into `out` (cleared first).
-pub fn encode_hello_request(mesh_ip: Ipv4Addr, out: &mut Vec<u8>) {
-    let mut body = [0u8; PUNCH_LEN - HEADER_LEN];
-    body[..4].copy_from_slice(&mesh_ip.octets());
-    encode(KIND_HELLO_REQUEST, false, &body, out);
 }
 
 /// Encodes a punch from `mesh_ip` into `out` (cleared first).
@@ -294,18 +270,6 @@ mod tests {
         let mut out = Vec::new();
         encode(KIND_CERT_HELLO, false, b"\x30\x09short", &mut out);
         assert_eq!(parse_control(&out), Err(ControlError::BadPadding));
-        encode_hello_request(Ipv4Addr::new(10, 42, 0, 9), &mut out);
-        assert_eq!(
-            out.len(),
-            PUNCH_LEN,
-            "no larger than the handshake it answers"
-        );
-        assert_eq!(
-            parse_control(&out),
-            Ok(Control::HelloRequest {
-                mesh_ip: Ipv4Addr::new(10, 42, 0, 9)
-            })
-        );
     }
 
     #[test]

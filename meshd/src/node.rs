@@ -63,8 +63,6 @@ const HANDSHAKE_WINDOW: Duration = Duration::from_secs(1);
 /// A session whose last handshake is younger than this is established: a hello never
 /// replaces its peer (WireGuard's REJECT_AFTER_TIME, after which the session is dead anyway).
 const ESTABLISHED: Duration = Duration::from_secs(180);
-/// Addresses a hello may add to a peer that is still being set up.
-const MAX_HELLO_CANDIDATES: usize = 4;
 /// Largest datagram or packet the core handles, plus WireGuard's overhead.
 const SCRATCH_LEN: usize = 65_536 + 64;
 /// boringtun's session index is 24 bits; peers are numbered by slot below it.
@@ -108,13 +106,6 @@ pub struct Settings {
     pub lighthouses: Vec<crate::config::Lighthouse>,
 }
 
-/// What an unauthenticated message may be answered with.
-#[derive(Debug, Clone, Copy)]
-enum Answer {
-    Hello,
-    HelloRequest,
-}
-
 /// Packets for a mesh IP with no peer yet, while its certificate is fetched: with hellos to its
 /// static endpoints, or by asking the lighthouses (when `endpoints` is empty).
 struct Pending {
@@ -142,6 +133,8 @@ pub struct Node {
     rate_limiter: Arc<RateLimiter>,
     /// When the handshake count last started again.
     handshake_window_start: Option<Instant>,
+    /// Checks a handshake's MAC1 alone (its limit is never reached).
+    mac1: RateLimiter,
     peers: Vec<Option<Peer>>,
     free_slots: Vec<usize>,
     by_ip: HashMap<Ipv4Addr, usize>,
@@ -153,7 +146,6 @@ pub struct Node {
     /// What unauthenticated input may cost: hellos, answers, refusals, log lines.
     budget: budget::Budget,
     by_fingerprint: HashMap<Fingerprint, usize>,
-    hello_request: Vec<u8>,
     next_tick: Option<Instant>,
     firewall: Firewall,
     next_flow_sweep: Option<Instant>,
@@ -189,11 +181,10 @@ impl Node {
         wire::encode_punch(identity.cert.mesh_ip(), true, &mut punch_request);
         let mut punch_answer = Vec::new();
         wire::encode_punch(identity.cert.mesh_ip(), false, &mut punch_answer);
-        let mut hello_request = Vec::new();
-        wire::encode_hello_request(identity.cert.mesh_ip(), &mut hello_request);
         Self {
             rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKES_PER_WINDOW)),
             handshake_window_start: None,
+            mac1: RateLimiter::new(&public, u64::MAX),
             cert: identity.cert,
             hello_reply_wanted,
             hello_answer,
@@ -215,7 +206,6 @@ impl Node {
             pending_bytes: 0,
             budget: budget::Budget::new(Instant::now()),
             by_fingerprint: HashMap::new(),
-            hello_request,
             next_tick: None,
             firewall: Firewall::new(settings.firewall.clone()),
             next_flow_sweep: None,
@@ -266,9 +256,6 @@ impl Node {
                     } else {
                         self.counters.over_budget += 1;
                     }
-                }
-                Ok(Control::HelloRequest { mesh_ip }) => {
-                    self.handle_hello_request(from, mesh_ip, now, out);
                 }
                 Ok(Control::Punch {
                     mesh_ip,
@@ -376,7 +363,7 @@ impl Node {
                 let relay_up = Self::relay_up(&self.beacons, peer);
                 match peer.tunn.update_timers(&mut self.scratch) {
                     TunnResult::WriteToNetwork(datagram) => {
-                        Self::send_datagram(peer, relay_up, datagram, now, out)
+                        Self::send_datagram(peer, relay_up, datagram, &self.hello_answer, now, out)
                     }
                     TunnResult::Err(e) => {
                         tracing::trace!(parent: &peer.span, error = ?e, "timer")
@@ -632,38 +619,12 @@ impl Node {
         now: Now,
         out: &mut impl Output,
     ) {
-        let slot = self.certified_slot(cert_der, Some(from), now);
+        let slot = self.certified_slot(cert_der, now);
         let Some(slot) = slot else { return };
         if reply_wanted {
-            self.answer(from, Answer::Hello, received, now, out);
+            self.answer_hello(from, received, now, out);
         }
         self.flush_pending(slot, now, out);
-    }
-
-    /// A peer that got a handshake from this node without its certificate asks for it. The
-    /// hello goes back only to an address this node already sends that peer's traffic to, so a
-    /// forged request (it is unauthenticated) cannot aim hellos at anyone else.
-    fn handle_hello_request(
-        &mut self,
-        from: SocketAddr,
-        mesh_ip: Ipv4Addr,
-        now: Now,
-        out: &mut impl Output,
-    ) {
-        let ours = self
-            .by_ip
-            .get(&mesh_ip)
-            .and_then(|slot| self.peers[*slot].as_ref())
-            .is_some_and(|peer| peer.endpoint == Some(from) || peer.candidates.contains(&from));
-        if !ours {
-            self.counters.unknown_peer += 1;
-            return;
-        }
-        if self.budget.answer(from.ip(), now.instant) {
-            out.transmit(from, &self.hello_answer);
-        } else {
-            self.counters.over_budget += 1;
-        }
     }
 
     /// Sends what was queued for the peer in `slot` while it was being set up.
@@ -681,37 +642,23 @@ impl Node {
         }
     }
 
-    /// Answers an unauthenticated message of `received` bytes from `to`: never with more bytes
+    /// Answers a hello of `received` bytes from `to` with this node's: never with more bytes
     /// than it carried, and within the budget for answers to that address and to all.
-    fn answer(
-        &mut self,
-        to: SocketAddr,
-        kind: Answer,
-        received: usize,
-        now: Now,
-        out: &mut impl Output,
-    ) {
-        let answer = match kind {
-            Answer::Hello => &self.hello_answer,
-            Answer::HelloRequest => &self.hello_request,
-        };
-        if answer.len() > received || !self.budget.answer(to.ip(), now.instant) {
+    fn answer_hello(&mut self, to: SocketAddr, received: usize, now: Now, out: &mut impl Output) {
+        if self.hello_answer.len() > received || !self.budget.answer(to.ip(), now.instant) {
             self.counters.over_budget += 1;
             return;
         }
-        out.transmit(to, answer);
+        out.transmit(to, &self.hello_answer);
     }
 
     /// The peer holding the certificate `cert_der`: one already known (unless it has expired
-    /// since), or a new peer if the certificate verifies, with `candidate` as an address to try.
-    /// A peer with an established session is never replaced: only renewed, by a certificate for
-    /// the same key and mesh IP that lasts longer.
-    fn certified_slot(
-        &mut self,
-        cert_der: &[u8],
-        candidate: Option<SocketAddr>,
-        now: Now,
-    ) -> Option<usize> {
+    /// since), or a new peer if the certificate verifies. A peer with an established session is
+    /// never replaced: only renewed, by a certificate for the same key and mesh IP that lasts
+    /// longer. Where a certificate came from says nothing about where its holder is: a new
+    /// peer's addresses are its configured ones, until the lighthouse or an authenticated
+    /// packet says otherwise.
+    fn certified_slot(&mut self, cert_der: &[u8], now: Now) -> Option<usize> {
         let fingerprint = Fingerprint::of(cert_der);
         let known = self
             .by_fingerprint
@@ -723,13 +670,14 @@ impl Node {
                     .is_some_and(|p| now.wall <= p.cert.not_after())
             });
         if let Some(slot) = known {
-            if let (Some(peer), Some(candidate)) = (self.peers[slot].as_mut(), candidate) {
-                Self::note_candidate(peer, candidate);
-            }
             return Some(slot);
         }
         if self.budget.refused_recently(&fingerprint, now.instant) {
             self.counters.bad_cert += 1;
+            return None;
+        }
+        if !self.budget.verification(now.instant) {
+            self.counters.over_budget += 1;
             return None;
         }
         let cert = self.accept_certificate(cert_der, fingerprint, now)?;
@@ -763,19 +711,7 @@ impl Node {
             peer.cert = cert;
             return Some(slot);
         }
-        self.add_peer(cert, candidate, now)
-    }
-
-    /// Adds an address a hello came from to the ones tried for a peer still being set up.
-    /// Endpoints themselves move only on authenticated packets.
-    fn note_candidate(peer: &mut Peer, candidate: SocketAddr) {
-        let setting_up = peer.tunn.time_since_last_handshake().is_none();
-        if setting_up
-            && !peer.candidates.contains(&candidate)
-            && peer.candidates.len() < MAX_HELLO_CANDIDATES
-        {
-            peer.candidates.push(candidate);
-        }
+        self.add_peer(cert, now)
     }
 
     /// Parses and verifies a peer's certificate; refusals are counted, remembered for a while,
@@ -816,12 +752,7 @@ impl Node {
 
     /// Makes `cert` a peer, replacing whatever held its mesh IP or WireGuard key before (the
     /// caller has made sure no established session is among them).
-    fn add_peer(
-        &mut self,
-        cert: NodeCert,
-        candidate: Option<SocketAddr>,
-        now: Now,
-    ) -> Option<usize> {
+    fn add_peer(&mut self, cert: NodeCert, now: Now) -> Option<usize> {
         let key = cert.wireguard_key()?.0;
         let replaced = [self.by_ip.get(&cert.mesh_ip()), self.by_key.get(&key)];
         for slot in replaced
@@ -850,15 +781,16 @@ impl Node {
         );
         // Every event about this peer is logged in its span, made once here.
         let span = tracing::info_span!("peer", name = %cert.name(), mesh_ip = %cert.mesh_ip());
-        match candidate {
-            Some(candidate) => tracing::info!(parent: &span, %candidate, "peer certified"),
-            None => tracing::info!(parent: &span, "peer certified"),
-        }
+        tracing::info!(parent: &span, "peer certified");
         self.by_ip.insert(cert.mesh_ip(), slot);
         self.by_key.insert(key, slot);
         self.by_fingerprint.insert(cert.fingerprint(), slot);
         let mut peer = Peer::new(cert, tunn, span);
-        peer.candidates.extend(candidate);
+        peer.candidates = self
+            .static_peers
+            .get(&peer.cert.mesh_ip())
+            .cloned()
+            .unwrap_or_default();
         self.peers[slot] = Some(peer);
         self.next_tick.get_or_insert(now.instant);
         Some(slot)
@@ -915,7 +847,7 @@ impl Node {
         let relay_up = Self::relay_up(&self.beacons, peer);
         match peer.tunn.encapsulate(packet, &mut self.scratch) {
             TunnResult::WriteToNetwork(datagram) => {
-                Self::send_datagram(peer, relay_up, datagram, now, out)
+                Self::send_datagram(peer, relay_up, datagram, &self.hello_answer, now, out)
             }
             TunnResult::Err(e) => {
                 tracing::trace!(parent: &peer.span, error = ?e, "encapsulate failed");
@@ -933,6 +865,17 @@ impl Node {
     ) {
         let slot = match Tunn::parse_incoming_packet(datagram) {
             Ok(Packet::HandshakeInit(init)) => {
+                // The key exchange that names the sender costs far more than the MAC1 check,
+                // which needs nothing but this node's public key: a forgery without a valid
+                // MAC1 costs a hash.
+                if self
+                    .mac1
+                    .verify_packet(None, datagram, &mut self.scratch)
+                    .is_err()
+                {
+                    self.counters.malformed += 1;
+                    return;
+                }
                 match parse_handshake_anon(&self.secret, &self.public, &init) {
                     Ok(half) => self.by_key.get(&half.peer_static_public).copied(),
                     Err(_) => None,
@@ -949,14 +892,10 @@ impl Node {
         let known = slot.filter(|s| self.peers.get(*s).is_some_and(Option::is_some));
         match (known, source) {
             (Some(slot), _) => self.decapsulate(slot, source, datagram, now, out),
-            (None, Source::Direct(from)) => {
-                self.counters.unknown_peer += 1;
-                // A handshake from a key this node does not know: its hello was probably lost.
-                // Ask for it, with a message no larger than the handshake.
-                if datagram[0] == 1 {
-                    self.answer(from, Answer::HelloRequest, datagram.len(), now, out);
-                }
-            }
+            // A handshake from a key this node does not know is not answered: its sender
+            // repeats its hello with its retries ([`Node::send_datagram`]), and an answer to a
+            // forged one would go wherever the forger pointed it.
+            (None, Source::Direct(_)) => self.counters.unknown_peer += 1,
             (None, Source::Relay(via, from)) => {
                 self.counters.unknown_peer += 1;
                 if datagram[0] == 1 {

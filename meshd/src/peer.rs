@@ -56,6 +56,10 @@ pub(crate) struct Peer {
     pub(crate) punch_answered: Option<Instant>,
     /// Whether this node has started a handshake with the peer (it had something to send).
     pub(crate) initiated: bool,
+    /// Handshake initiations sent since the peer was last heard from, and when this node last
+    /// sent its own hello with one (a peer that lost this node's certificate cannot answer).
+    pub(crate) unanswered_inits: u32,
+    pub(crate) hello_sent: Option<Instant>,
     /// Whether the last authenticated datagram from the peer came through a lighthouse.
     pub(crate) heard_via_relay: bool,
     pub(crate) counters: PeerCounters,
@@ -80,6 +84,8 @@ impl Peer {
             probe_interval: PROBE_FIRST,
             punch_answered: None,
             initiated: false,
+            unanswered_inits: 0,
+            hello_sent: None,
             heard_via_relay: false,
             counters: PeerCounters::default(),
             span,
@@ -114,6 +120,7 @@ impl Peer {
         source: Source,
         now: Instant,
     ) -> Option<Option<SocketAddr>> {
+        self.unanswered_inits = 0;
         match source {
             Source::Direct(from) => {
                 self.heard_via_relay = false;

@@ -3,7 +3,8 @@
 //! send a request's head; these bound the rest of a request's life.
 //!
 //! Both arm a timer only once the peer makes them wait, so a call whose body is already in
-//! hand, or whose answer fits the socket, never touches the timer wheel.
+//! hand, or whose answer fits the socket, never touches the timer wheel (a body notes the time
+//! of each frame it delivers, a clock read).
 
 use std::io;
 use std::pin::Pin;
@@ -20,18 +21,24 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every request body routerd reads, as hyper hands it over and held to the listener's pace.
 pub type RequestBody = Paced<hyper::body::Incoming>;
 
-/// How fast a request body must arrive: `min_rate` bytes a second on average, after `grace`.
+/// How fast a request body must arrive: `min_rate` bytes a second on average, after `grace`,
+/// and never silent for longer than [`MAX_SILENCE`] (a body sent fast and then held would
+/// otherwise have earned hours).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {
     pub grace: Duration,
     pub min_rate: u64,
 }
 
+/// The longest a request body may go without a byte, whatever it sent before.
+pub const MAX_SILENCE: Duration = Duration::from_secs(30);
+
 impl Pace {
-    /// When a body that began at `started` and has delivered `received` bytes is late.
-    fn deadline(self, started: Instant, received: u64) -> Instant {
+    /// When a body that began at `started`, has delivered `received` bytes and last delivered
+    /// some at `last` is late.
+    fn deadline(self, started: Instant, received: u64, last: Instant) -> Instant {
         let earned = Duration::from_secs_f64(received as f64 / self.min_rate.max(1) as f64);
-        started + self.grace + earned
+        (started + self.grace + earned).min(last + MAX_SILENCE.max(self.grace))
     }
 }
 
@@ -49,16 +56,20 @@ pub struct Paced<B> {
     pace: Pace,
     started: Instant,
     received: u64,
+    /// When data last arrived (or the head, before any).
+    last: Instant,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> Paced<B> {
     pub fn new(inner: B, pace: Pace) -> Self {
+        let now = Instant::now();
         Self {
             inner,
             pace,
-            started: Instant::now(),
+            started: now,
             received: 0,
+            last: now,
             timer: None,
         }
     }
@@ -81,13 +92,14 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
+                    this.last = Instant::now();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let deadline = this.pace.deadline(this.started, this.received);
+                let deadline = this.pace.deadline(this.started, this.received, this.last);
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -285,6 +297,19 @@ mod tests {
             took >= Duration::from_secs(10) && took < Duration::from_secs(11),
             "{took:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_sent_fast_then_held_fails_after_the_longest_silence() {
+        let (tx, mut body) = channel();
+        // A megabyte at once has earned 10,000 s at 100 bytes a second; then silence.
+        tx.send(chunk(1 << 20)).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        let started = Instant::now();
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert!(error.is::<TooSlow>(), "{error}");
+        assert_eq!(started.elapsed(), MAX_SILENCE);
+        drop(tx);
     }
 
     #[tokio::test(start_paused = true)]

@@ -133,13 +133,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// the worker as `Host`.
 fn upstream_headers(mut headers: HeaderMap, caller: &Caller, admin_token: &str) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
-    if !caller.forwarded && headers.contains_key(&CF_CONNECTING_IP) {
-        headers.remove(CF_CONNECTING_IP);
+    // What a proxy says about the caller counts only from a trusted proxy: anyone else's copy
+    // stays behind, and routerd's own account takes its place.
+    if !caller.forwarded {
+        for name in [CF_CONNECTING_IP, X_FORWARDED_FOR, X_FORWARDED_HOST] {
+            if headers.contains_key(&name) {
+                headers.remove(name);
+            }
+        }
     }
-    let carries_admin_token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .is_some_and(|token| crate::secrets::constant_time_eq(token, admin_token.as_bytes()));
+    let carries_admin_token = headers.get_all(header::AUTHORIZATION).iter().any(|v| {
+        let value = v.as_bytes();
+        let token = value
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+            .map(|_| value[7..].trim_ascii());
+        token.is_some_and(|t| crate::secrets::constant_time_eq(t, admin_token.as_bytes()))
+    });
     if carries_admin_token {
         headers.remove(header::AUTHORIZATION);
     }
@@ -603,7 +613,12 @@ mod tests {
         headers.insert("x-request-id", HeaderValue::from_static("abc"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
         headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
-        let out = upstream_headers(headers, &outsider(), "admin-token-0123");
+        // From a trusted proxy, whose own X-Forwarded-For is kept and appended to.
+        let proxy = Caller {
+            forwarded: true,
+            ..outsider()
+        };
+        let out = upstream_headers(headers, &proxy, "admin-token-0123");
         assert!(out.get(header::CONTENT_LENGTH).is_none(), "framed anew");
         assert!(out.get(header::EXPECT).is_none());
         assert!(out.get("x-secret").is_none());

@@ -29,7 +29,6 @@ pub fn control_messages(data: &[u8]) {
             reply_wanted,
         } => wire::encode_punch(mesh_ip, reply_wanted, &mut out),
         Control::Reflect { token } => wire::encode_reflect(&token, &mut out),
-        Control::HelloRequest { mesh_ip } => wire::encode_hello_request(mesh_ip, &mut out),
     }
     assert_eq!(wire::parse_control(&out), Ok(control));
 }

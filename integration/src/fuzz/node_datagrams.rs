@@ -35,10 +35,6 @@ enum Step {
         peer: u8,
         reply: bool,
     },
-    HelloRequest {
-        from: u8,
-        peer: u8,
-    },
     Relayed {
         peer: u8,
         bytes: Vec<u8>,
@@ -52,8 +48,8 @@ enum Step {
 }
 
 /// meshd's core fed what the network can send it: raw datagrams, handshakes with a valid MAC1
-/// (which anyone can make), hellos with this CA's and another CA's certificates, punches, hello
-/// requests, relayed frames and packets from the TUN, with time passing. No panic, and every
+/// (which anyone can make), hellos with this CA's and another CA's certificates, punches, relayed
+/// frames and packets from the TUN, with time passing. No panic, and every
 /// table stays within its bound.
 pub fn node_datagrams(data: &[u8]) {
     let Ok(steps) = Vec::<Step>::arbitrary_take_rest(Unstructured::new(data)) else {
@@ -107,10 +103,6 @@ pub fn node_datagrams(data: &[u8]) {
                 reply,
             } => {
                 wire::encode_punch(peer(p).mesh_ip(), reply, &mut buf);
-                node.handle_datagram(super::common::source(from), &buf, now, &mut out);
-            }
-            Step::HelloRequest { from, peer: p } => {
-                wire::encode_hello_request(peer(p).mesh_ip(), &mut buf);
                 node.handle_datagram(super::common::source(from), &buf, now, &mut out);
             }
             Step::Relayed { peer: p, bytes } => {

@@ -21,6 +21,8 @@ use crate::status::LighthouseStatus;
 /// also keeps the NAT mapping of the WireGuard socket open towards the lighthouse).
 const REFLECT_RETRY: Duration = Duration::from_millis(500);
 const REFLECT_KEEPALIVE: Duration = Duration::from_secs(20);
+/// A retried handshake initiation carries this node's hello at most this often.
+const HELLO_WITH_RETRY: Duration = Duration::from_secs(5);
 /// A peer's punches are acted on at most this often.
 const PUNCH_ANSWER_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a relayed handshake initiation from an unknown peer is kept, and how many at most.
@@ -93,16 +95,37 @@ impl Node {
 
     /// Sends one WireGuard datagram to a peer on its current route. A handshake initiation
     /// also goes to every candidate endpoint while there is no trusted direct path: it opens
-    /// this side's NAT towards the peer, and whichever copy arrives first wins.
+    /// this side's NAT towards the peer, and whichever copy arrives first wins. A retried
+    /// initiation that goes direct also carries this node's `hello` (at most every
+    /// [`HELLO_WITH_RETRY`]): the peer may have lost this node's certificate (it restarted, or
+    /// the first hello was lost), and it does not answer a handshake from a key it does not
+    /// know, since an answer to unauthenticated input could be aimed at anyone.
     pub(super) fn send_datagram(
         peer: &mut Peer,
         relay_up: bool,
         datagram: &[u8],
+        hello: &[u8],
         now: Now,
         out: &mut impl Output,
     ) {
         let route = peer.route(now.instant, relay_up);
         let ip = peer.cert.mesh_ip();
+        let init = datagram.first() == Some(&1);
+        if init {
+            peer.initiated = true;
+            peer.unanswered_inits += 1;
+            let due = peer
+                .hello_sent
+                .is_none_or(|t| now.instant.saturating_duration_since(t) >= HELLO_WITH_RETRY);
+            // Ahead of the initiation, so that a peer that learns the certificate from it takes
+            // the initiation at once.
+            if peer.unanswered_inits >= 2 && due {
+                peer.hello_sent = Some(now.instant);
+                for to in peer.endpoint.iter().chain(&peer.candidates) {
+                    out.transmit(*to, hello);
+                }
+            }
+        }
         match route {
             Route::Direct(to) => out.transmit(to, datagram),
             Route::Relay(via) => out.relay(via, ip, datagram),
@@ -116,16 +139,13 @@ impl Node {
                 }
             }
         }
-        if datagram.first() == Some(&1) {
-            peer.initiated = true;
-            if !matches!(route, Route::Direct(_) | Route::Candidates) {
-                for to in peer
-                    .candidates
-                    .iter()
-                    .filter(|c| Some(**c) != peer.endpoint)
-                {
-                    out.transmit(*to, datagram);
-                }
+        if init && !matches!(route, Route::Direct(_) | Route::Candidates) {
+            for to in peer
+                .candidates
+                .iter()
+                .filter(|c| Some(**c) != peer.endpoint)
+            {
+                out.transmit(*to, datagram);
             }
         }
     }
@@ -259,7 +279,7 @@ impl Node {
         now: Now,
         out: &mut impl Output,
     ) {
-        let Some(slot) = self.certified_slot(cert_der, None, now) else {
+        let Some(slot) = self.certified_slot(cert_der, now) else {
             return;
         };
         endpoints.truncate(MAX_LOCAL_ENDPOINTS);
@@ -336,25 +356,38 @@ impl Node {
         {
             return;
         }
-        peer.punch_answered = Some(now.instant);
-        if reply_wanted {
-            out.transmit(from, &self.punch_answer);
-        }
-        if peer.endpoint == Some(from) && peer.direct_trusted(now.instant) {
+        // A punch is unauthenticated: what answers it comes out of the budget for answers to
+        // its source, and is one datagram no longer than the punch (148 bytes).
+        if !self.budget.answer(from.ip(), now.instant) {
+            self.counters.over_budget += 1;
             return;
         }
-        if peer.tunn.time_since_last_handshake().is_some() {
-            if let TunnResult::WriteToNetwork(keepalive) =
-                peer.tunn.encapsulate(&[], &mut self.scratch)
-            {
-                out.transmit(from, keepalive);
+        peer.punch_answered = Some(now.instant);
+        let settled = peer.endpoint == Some(from) && peer.direct_trusted(now.instant);
+        // Authenticated traffic over the path the punch came by both opens this side's NAT and
+        // lets the peer adopt the path; a punch back only asks the peer to do the same.
+        let answer = if settled {
+            None
+        } else if peer.tunn.time_since_last_handshake().is_some() {
+            match peer.tunn.encapsulate(&[], &mut self.scratch) {
+                TunnResult::WriteToNetwork(keepalive) => Some(&*keepalive),
+                _ => None,
             }
-        } else if peer.initiated
-            && let TunnResult::WriteToNetwork(init) = peer
+        } else if peer.initiated {
+            match peer
                 .tunn
                 .format_handshake_initiation(&mut self.scratch, true)
-        {
-            out.transmit(from, init);
+            {
+                TunnResult::WriteToNetwork(init) => Some(&*init),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        match answer {
+            Some(datagram) => out.transmit(from, datagram),
+            None if reply_wanted => out.transmit(from, &self.punch_answer),
+            None => {}
         }
     }
 
