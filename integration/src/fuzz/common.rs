@@ -1,6 +1,7 @@
 //! What the stateful fuzz targets share: a CA with a few certified nodes, made once per
 //! process, a meshd node built from them, and an output that keeps nothing.
 
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -75,6 +76,42 @@ pub(super) fn node(world: &World) -> Node {
     let mut node = Node::new(identity, &settings);
     node.lighthouse_up(0);
     node
+}
+
+/// A node that lives from one input to the next, as a daemon lives from one datagram to the
+/// next: what an input leaves behind is what the next one finds, and the bounds must hold over
+/// millions of inputs. (A crash is then sometimes the work of several inputs; its reproducer
+/// starts from a fresh node.) Its certificates verify once, so an input costs what its new
+/// work costs. It starts again after a simulated day, before the certificates expire.
+pub(super) struct Running<T> {
+    pub(super) node: Node,
+    /// What else the target keeps (the lighthouse's core, for one).
+    pub(super) extra: T,
+    pub(super) start: Instant,
+    pub(super) ms: u64,
+}
+
+const DAY_MS: u64 = 86_400_000;
+
+/// Runs `f` on this thread's running node, made (with `extra`) when there is none or its day
+/// is over.
+pub(super) fn with_running<T: 'static, R>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<Running<T>>>>,
+    extra: impl FnOnce() -> T,
+    f: impl FnOnce(&mut Running<T>) -> R,
+) -> R {
+    slot.with(|cell| {
+        let mut running = cell.borrow_mut();
+        if running.as_ref().is_none_or(|r| r.ms > DAY_MS) {
+            *running = Some(Running {
+                node: node(world()),
+                extra: extra(),
+                start: Instant::now(),
+                ms: 0,
+            });
+        }
+        f(running.as_mut().expect("made just now"))
+    })
 }
 
 /// One of a few underlay addresses datagrams come from.

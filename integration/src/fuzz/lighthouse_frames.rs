@@ -1,7 +1,7 @@
 //! The `lighthouse_frames` fuzz target's body.
 
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Instant;
 
 use arbitrary::{Arbitrary, Unstructured};
 use lighthouse::proto::{self, FromLighthouse, ToLighthouse};
@@ -27,14 +27,20 @@ pub fn lighthouse_frames(data: &[u8]) {
     let Ok(steps) = Vec::<Step>::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
     };
+    thread_local! {
+        static RUNNING: RefCell<Option<super::common::Running<Rendezvous>>> =
+            const { RefCell::new(None) };
+    }
+    let core = || Rendezvous::new(4244, None);
+    super::common::with_running(&RUNNING, core, |running| run(running, steps));
+}
+
+fn run(running: &mut super::common::Running<Rendezvous>, steps: Vec<Step>) {
     let world = super::common::world();
-    let start = Instant::now();
-    let mut ms = 0u64;
-    let mut core = Rendezvous::new(4244, None);
-    let mut node = super::common::node(world);
+    let (node, core) = (&mut running.node, &mut running.extra);
     let mut out = super::common::Sink::default();
     for step in steps.into_iter().take(256) {
-        let now = super::common::now(start, world, ms);
+        let now = super::common::now(running.start, world, running.ms);
         match step {
             Step::ToLighthouse { conn, frame } => {
                 if let Ok(message) = proto::decode::<ToLighthouse>(&frame) {
@@ -62,14 +68,14 @@ pub fn lighthouse_frames(data: &[u8]) {
                 }
             }
             Step::Advance { ms: by } => {
-                ms += u64::from(by);
-                let now = super::common::now(start, world, ms);
+                running.ms += u64::from(by);
+                let now = super::common::now(running.start, world, running.ms);
                 node.handle_timers(now, &mut out);
                 let _ = core.expire(now.wall);
             }
         }
         assert!(core.connected() <= usize::from(CONNS));
         assert!(core.registrations().len() <= super::common::PEERS);
-        super::common::assert_bounded(&node);
+        super::common::assert_bounded(node);
     }
 }

@@ -1,6 +1,6 @@
 //! The `node_datagrams` fuzz target's body.
 
-use std::time::Instant;
+use std::cell::RefCell;
 
 use arbitrary::{Arbitrary, Unstructured};
 use lighthouse::wire;
@@ -55,16 +55,21 @@ pub fn node_datagrams(data: &[u8]) {
     let Ok(steps) = Vec::<Step>::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
     };
+    thread_local! {
+        static RUNNING: RefCell<Option<super::common::Running<()>>> = const { RefCell::new(None) };
+    }
+    super::common::with_running(&RUNNING, || (), |running| run(running, steps));
+}
+
+fn run(running: &mut super::common::Running<()>, steps: Vec<Step>) {
     let world = super::common::world();
-    let mut node = super::common::node(world);
+    let node = &mut running.node;
     let public = world.me.1.public().wireguard.0;
-    let start = Instant::now();
-    let mut ms = 0u64;
     let mut out = super::common::Sink::default();
     let mut buf = Vec::new();
     let peer = |n: u8| &world.peers[usize::from(n) % super::common::PEERS].0;
     for step in steps.into_iter().take(256) {
-        let now = super::common::now(start, world, ms);
+        let now = super::common::now(running.start, world, running.ms);
         match step {
             Step::Raw { from, bytes } => {
                 node.handle_datagram(super::common::source(from), &bytes, now, &mut out);
@@ -110,10 +115,11 @@ pub fn node_datagrams(data: &[u8]) {
             }
             Step::Tun { bytes } => node.handle_tun_packet(&bytes, now, &mut out),
             Step::Advance { ms: by } => {
-                ms += u64::from(by);
-                node.handle_timers(super::common::now(start, world, ms), &mut out);
+                running.ms += u64::from(by);
+                let now = super::common::now(running.start, world, running.ms);
+                node.handle_timers(now, &mut out);
             }
         }
-        super::common::assert_bounded(&node);
+        super::common::assert_bounded(node);
     }
 }

@@ -1,6 +1,6 @@
 //! The `tun_packets` fuzz target's body.
 
-use std::time::Instant;
+use std::cell::RefCell;
 
 use meshd::firewall::{Direction, Firewall, Peer, Policy, Ports, Proto, Rule};
 use meshd::ipv4;
@@ -9,9 +9,18 @@ use meshd::ipv4;
 /// directions, the reject answers (which must parse, addressed back) and the node's TUN path:
 /// no panic, and every table within its bound.
 pub fn tun_packets(data: &[u8]) {
+    thread_local! {
+        static RUNNING: RefCell<Option<super::common::Running<u64>>> = const { RefCell::new(None) };
+    }
+    super::common::with_running(&RUNNING, || 0, |running| run(running, data));
+}
+
+fn run(running: &mut super::common::Running<u64>, data: &[u8]) {
     let world = super::common::world();
-    let start = Instant::now();
-    let now = super::common::now(start, world, 0);
+    // Ten milliseconds pass per packet, and the node's timers run every hundred packets.
+    running.ms += 10;
+    running.extra += 1;
+    let now = super::common::now(running.start, world, running.ms);
     if let Some(flow) = ipv4::flow(data) {
         let web = Rule {
             proto: Proto::Tcp,
@@ -30,12 +39,17 @@ pub fn tun_packets(data: &[u8]) {
         if let Some(answer) = ipv4::reject(data) {
             let back = ipv4::flow(&answer).expect("a reject is a packet meshd itself parses");
             assert_eq!((back.src, back.dst), (flow.dst, flow.src));
-            assert!(ipv4::reject(&answer).is_none() || back.proto != ipv4::PROTO_ICMP);
+            assert!(
+                ipv4::reject(&answer).is_none(),
+                "a reject is never answered in turn"
+            );
         }
         let _ = ipv4::probe(data);
     }
-    let mut node = super::common::node(world);
     let mut out = super::common::Sink::default();
-    node.handle_tun_packet(data, now, &mut out);
-    super::common::assert_bounded(&node);
+    running.node.handle_tun_packet(data, now, &mut out);
+    if running.extra.is_multiple_of(100) {
+        running.node.handle_timers(now, &mut out);
+    }
+    super::common::assert_bounded(&running.node);
 }
