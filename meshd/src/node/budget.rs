@@ -20,7 +20,7 @@ const HELLOS: Limit = Limit {
     rate: 200.0,
     burst: 400.0,
 };
-/// Answers (hellos, hello requests) sent to one source address, and to all.
+/// Answers (hellos, punches) sent to one source address, and to all.
 const ANSWERS_PER_SOURCE: Limit = Limit {
     rate: 1.0,
     burst: 4.0,
