@@ -543,9 +543,37 @@ fn flood(
         short[5] = 1;
         hellos.push(short);
     }
+    // Made before the clock starts, so that sending costs the flood little of the CPU it
+    // shares with the node under test.
+    let mut prng = Prng(seed.max(1));
+    let pool: Vec<Vec<u8>> = (0..4096)
+        .map(|_| {
+            let mut filler = [0u8; 108];
+            prng.fill(&mut filler);
+            match prng.next() % 8 {
+                0 | 1 => {
+                    let mut random = vec![0u8; (prng.next() % 1400) as usize];
+                    prng.fill(&mut random);
+                    random
+                }
+                2 | 3 => {
+                    meshd::forge::handshake_init(&public, prng.next() as u32, &filler).to_vec()
+                }
+                4 => {
+                    let mut rest = [0u8; 48];
+                    rest.copy_from_slice(&filler[..48]);
+                    // Sessions are numbered from slot 0 up: aim at the first few.
+                    let receiver = ((prng.next() % 4) << 8) as u32;
+                    meshd::forge::handshake_response(&public, prng.next() as u32, receiver, &rest)
+                        .to_vec()
+                }
+                _ if !hellos.is_empty() => hellos[(prng.next() as usize) % hellos.len()].clone(),
+                _ => vec![0xF0],
+            }
+        })
+        .collect();
     let socket = UdpSocket::bind("0.0.0.0:0")?;
     socket.set_nonblocking(true)?;
-    let mut prng = Prng(seed.max(1));
     let (mut sent, mut sent_bytes) = (0u64, 0u64);
     let (mut answers, mut answer_bytes, mut largest) = (0u64, 0u64, 0usize);
     let mut buf = [0u8; 65_536];
@@ -555,29 +583,10 @@ fn flood(
         // Paced: datagram `sent` leaves at sent / rate seconds.
         let due = Duration::from_secs_f64(sent as f64 / f64::from(rate));
         if let Some(wait) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(wait.min(Duration::from_millis(1)));
+            std::thread::sleep(wait);
         }
-        let mut filler = [0u8; 108];
-        prng.fill(&mut filler);
-        let datagram: Vec<u8> = match prng.next() % 8 {
-            0 | 1 => {
-                let mut random = vec![0u8; (prng.next() % 1400) as usize];
-                prng.fill(&mut random);
-                random
-            }
-            2 | 3 => meshd::forge::handshake_init(&public, prng.next() as u32, &filler).to_vec(),
-            4 => {
-                let mut rest = [0u8; 48];
-                rest.copy_from_slice(&filler[..48]);
-                // Sessions are numbered from slot 0 up: aim at the first few.
-                let receiver = ((prng.next() % 4) << 8) as u32;
-                meshd::forge::handshake_response(&public, prng.next() as u32, receiver, &rest)
-                    .to_vec()
-            }
-            _ if !hellos.is_empty() => hellos[(prng.next() as usize) % hellos.len()].clone(),
-            _ => vec![0xF0],
-        };
-        match socket.send_to(&datagram, to) {
+        let datagram = &pool[(sent % pool.len() as u64) as usize];
+        match socket.send_to(datagram, to) {
             Ok(_) => {
                 sent += 1;
                 sent_bytes += datagram.len() as u64;
