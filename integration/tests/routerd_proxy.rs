@@ -611,17 +611,8 @@ async fn slow_and_greedy_callers_are_bounded_and_cut_off_in_time() {
         (held, started.elapsed())
     });
     // The address's share is 100: the other 50 were closed at once.
-    wait::until_async(
-        Duration::from_secs(5),
-        "the connections over the share refused",
-        || async {
-            metrics_text(f.public)
-                .await
-                .contains(r#"routerd_connections_refused_total{listener="public"} 50"#)
-        },
-    )
-    .await
-    .unwrap();
+    let refused = r#"routerd_connections_refused_total{listener="public"} 50"#;
+    wait_for_metric(f.public, refused, Duration::from_secs(5)).await;
     // A normal call answers at once, and the worker's heartbeat on the mesh listener too.
     let started = Instant::now();
     let reply = get(f.public, "/service/rag/x").await;
@@ -708,23 +699,21 @@ async fn slow_and_greedy_callers_are_bounded_and_cut_off_in_time() {
         .await
         .unwrap();
     // The metrics call itself is the one open connection left.
-    wait::until_async(
-        Duration::from_secs(10),
-        "the caller that stopped reading cut off",
-        || async {
-            metrics_text(f.public)
-                .await
-                .contains(r#"routerd_connections{listener="public"} 1"#)
-        },
-    )
-    .await
-    .unwrap();
+    let open = r#"routerd_connections{listener="public"} 1"#;
+    wait_for_metric(f.public, open, Duration::from_secs(10)).await;
     drop(greedy);
 }
 
-async fn metrics_text(public: SocketAddr) -> String {
-    let reply = get(public, "/metrics").await;
-    String::from_utf8_lossy(&reply.body).into_owned()
+/// Waits until routerd's metrics have `line`.
+async fn wait_for_metric(public: SocketAddr, line: &str, within: Duration) {
+    wait::until_async(within, line, || async {
+        let reply = get(public, "/metrics").await;
+        String::from_utf8_lossy(&reply.body)
+            .lines()
+            .any(|l| l == line)
+    })
+    .await
+    .unwrap();
 }
 
 /// A worker that answers 101 to every call (and 200 to its health checks) has answered: routerd
