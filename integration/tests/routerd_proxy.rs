@@ -439,25 +439,15 @@ async fn limits_timeouts_unknown_services_and_cors() {
     // know name no one.
     for i in 0..3 {
         let key = format!("made-up-{i}");
-        let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", &key)])
-            .await
-            .unwrap();
-        assert_eq!(reply.status, 200);
+        assert_eq!(with_key(f.public, &key).await.status, 200);
     }
-    let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", "made-up-3")])
-        .await
-        .unwrap();
+    let reply = with_key(f.public, "made-up-3").await;
     assert_eq!(reply.status, 429, "rotating keys from one address");
     // Three calls from one known key, then 429 with Retry-After; another key is separate.
     for _ in 0..3 {
-        let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", "a")])
-            .await
-            .unwrap();
-        assert_eq!(reply.status, 200);
+        assert_eq!(with_key(f.public, "a").await.status, 200);
     }
-    let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", "a")])
-        .await
-        .unwrap();
+    let reply = with_key(f.public, "a").await;
     assert_eq!(reply.status, 429);
     assert_eq!(reply.headers["retry-after"], "1");
     let reply = http::get(f.public, "/service/rag/x", &[("x-api-key", "b")])
@@ -779,4 +769,11 @@ async fn a_worker_switching_protocols_gets_a_502_but_is_not_ejected() {
         "not ejected"
     );
     switcher.task.abort();
+}
+
+/// A call to rag-embeddings under API key `key`.
+async fn with_key(public: SocketAddr, key: &str) -> Reply {
+    http::get(public, "/service/rag/x", &[("x-api-key", key)])
+        .await
+        .unwrap()
 }
