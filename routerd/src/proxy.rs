@@ -29,7 +29,7 @@ const ATTEMPTS: usize = 2;
 
 /// Headers that belong to one connection and are not passed on (RFC 9110, section 7.6.1).
 /// Names are constants, not strings: a string name is parsed on every lookup.
-const HOP_BY_HOP: [HeaderName; 9] = [
+pub const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::UPGRADE,
     HeaderName::from_static("keep-alive"),
@@ -80,7 +80,7 @@ fn too_large(service: &str, spec: &ServiceSpec) -> Response {
 }
 
 /// Splits `/service/rag/stats?x=1` into (`rag`, `/stats?x=1`).
-fn split_target(uri: &Uri) -> Option<(&str, String)> {
+pub fn split_target(uri: &Uri) -> Option<(&str, String)> {
     let path = uri.path();
     let rest = path
         .strip_prefix("/service/")
@@ -131,7 +131,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `CF-Connecting-IP` that was not believed or an `Authorization` that carries routerd's
 /// admin token, with the caller's address appended to `X-Forwarded-For`. Each attempt adds
 /// the worker as `Host`.
-fn upstream_headers(mut headers: HeaderMap, caller: &Caller, admin_token: &str) -> HeaderMap {
+pub fn upstream_headers(mut headers: HeaderMap, caller: &Caller, admin_token: &str) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     // What a proxy says about the caller counts only from a trusted proxy: anyone else's copy
     // stays behind, and routerd's own account takes its place.

@@ -22,7 +22,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use crate::pace::RequestBody;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The read buffer's first size, and the most it grows to for large bodies.
@@ -88,10 +88,25 @@ pub struct SendError {
     pub unsent: bool,
 }
 
+/// What a connection to a worker runs on: a TCP stream in routerd; a scripted stream in the
+/// fuzz targets, which split the worker's bytes at random.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {
+    /// Whether the worker has closed the stream or sent something unasked, found without
+    /// waiting.
+    fn has_news(&self) -> bool;
+}
+
+impl Stream for TcpStream {
+    fn has_news(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
 /// One HTTP/1.1 connection to a worker.
 #[derive(Debug)]
-pub struct Conn {
-    io: TcpStream,
+pub struct Conn<S = TcpStream> {
+    io: S,
     /// Bytes read; `buf[start..end]` are not consumed yet.
     buf: Vec<u8>,
     start: usize,
@@ -102,8 +117,8 @@ pub struct Conn {
     pub reused: bool,
 }
 
-impl Conn {
-    pub fn new(io: TcpStream) -> Self {
+impl<S: Stream> Conn<S> {
+    pub fn new(io: S) -> Self {
         Self {
             io,
             buf: vec![0; READ_FIRST],
@@ -117,11 +132,7 @@ impl Conn {
     /// Whether the worker has closed it (or sent something unasked), found without a system
     /// call unless the socket was reported readable.
     pub fn closed(&self) -> bool {
-        if self.start != self.end {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        !matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.start != self.end || self.io.has_news()
     }
 
     fn buffered(&self) -> &[u8] {
@@ -174,17 +185,14 @@ impl Conn {
     }
 
     /// Writes all of `data`; on failure, also how much of it went out.
-    async fn write_all(&self, mut data: &[u8]) -> Result<(), (usize, io::Error)> {
+    async fn write_all(&mut self, mut data: &[u8]) -> Result<(), (usize, io::Error)> {
         let mut written = 0;
         while !data.is_empty() {
-            match self.io.try_write(data) {
+            match poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, data)).await {
                 Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     written += n;
                     data = &data[n..];
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.io.writable().await.map_err(|e| (written, e))?;
                 }
                 Err(e) => return Err((written, e)),
             }
@@ -198,7 +206,7 @@ impl Conn {
         mut self,
         head: Head<'_>,
         payload: &mut Payload,
-    ) -> Result<(axum::http::response::Parts, Reader), SendError> {
+    ) -> Result<(axum::http::response::Parts, Reader<S>), SendError> {
         let head_request = *head.method == Method::HEAD;
         if let Err(e) = self.write_request(head, payload).await {
             if e.unsent || !matches!(e.error, Error::Write(_)) {
@@ -288,7 +296,7 @@ impl Conn {
     async fn read_head(
         mut self,
         head_request: bool,
-    ) -> Result<(axum::http::response::Parts, Reader), Error> {
+    ) -> Result<(axum::http::response::Parts, Reader<S>), Error> {
         loop {
             if let Some((parts, length)) = self.parse_head()? {
                 let informational = parts.status.is_informational();
@@ -299,7 +307,13 @@ impl Conn {
                     return Err(Error::Switched);
                 }
                 let framing = framing(&parts, head_request, length)?;
+                // Both a Content-Length and a Transfer-Encoding: the coding wins (RFC 9112
+                // 6.3), but a worker that sends both may mean something else by them, so
+                // nothing more is read from its connection.
+                let ambiguous =
+                    length.is_some() && parts.headers.contains_key(header::TRANSFER_ENCODING);
                 let keep_alive = parts.version == Version::HTTP_11
+                    && !ambiguous
                     && !has_token(&parts.headers, &header::CONNECTION, "close")
                     && !matches!(framing, Framing::Close);
                 let reader = Reader {
@@ -328,6 +342,10 @@ impl Conn {
         let mut response = httparse::Response::new(&mut headers);
         let buffered = &self.buf[self.start..self.end];
         let length = match response.parse(buffered) {
+            // However the bytes arrived: a head is too large for its length.
+            Ok(httparse::Status::Complete(length)) if length > MAX_HEAD => {
+                return Err(Error::Invalid("response head too large"));
+            }
             Ok(httparse::Status::Complete(length)) => length,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => return Err(Error::Invalid("too many headers")),
@@ -485,14 +503,14 @@ fn framing(
 
 /// Reads a response body from its connection.
 #[derive(Debug)]
-pub struct Reader {
-    conn: Conn,
+pub struct Reader<S = TcpStream> {
+    conn: Conn<S>,
     framing: Framing,
     keep_alive: bool,
     length_framed: bool,
 }
 
-impl Reader {
+impl<S: Stream> Reader<S> {
     /// Whether the body has been read to its end.
     pub fn done(&self) -> bool {
         self.framing == Framing::Done
@@ -500,7 +518,7 @@ impl Reader {
 
     /// The connection, if it can carry another request: the body was read to its end, the
     /// worker keeps it open, and nothing came after the response.
-    pub fn into_reusable(self) -> Option<Conn> {
+    pub fn into_reusable(self) -> Option<Conn<S>> {
         let reusable = self.done() && self.keep_alive;
         let mut conn = self.conn;
         (reusable && conn.start == conn.end).then(|| {
@@ -613,7 +631,10 @@ impl Reader {
     fn poll_line(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(usize, usize)>, Error>> {
         loop {
             let buffered = self.conn.buffered();
-            if let Some(at) = buffered.iter().position(|&b| b == b'\n') {
+            // However the bytes arrived: a line is too long for its length, not for how
+            // much had been read when it was looked at.
+            let newline = buffered.iter().take(MAX_LINE + 2).position(|&b| b == b'\n');
+            if let Some(at) = newline {
                 let length = if at > 0 && buffered[at - 1] == b'\r' {
                     at - 1
                 } else {
@@ -621,7 +642,7 @@ impl Reader {
                 };
                 return Poll::Ready(Ok(Some((length, at + 1))));
             }
-            if buffered.len() > MAX_LINE {
+            if buffered.len() > MAX_LINE + 1 {
                 return Poll::Ready(Err(Error::Invalid("chunk line too long")));
             }
             if ready!(self.fill(cx))? == 0 {
@@ -645,12 +666,12 @@ fn chunk_size(line: &[u8]) -> Result<u64, Error> {
 /// A worker's response body, read from its connection as it is polled. When it has been
 /// read to the end, `on_end` gets the connection if it can be reused (and `None` if not, or
 /// if the body is dropped before its end, which closes the connection).
-pub struct WorkerBody<F: FnOnce(Option<Conn>) + Send> {
-    reader: Option<Reader>,
+pub struct WorkerBody<F: FnOnce(Option<Conn<S>>) + Send, S: Stream = TcpStream> {
+    reader: Option<Reader<S>>,
     on_end: Option<F>,
 }
 
-impl<F: FnOnce(Option<Conn>) + Send> std::fmt::Debug for WorkerBody<F> {
+impl<F: FnOnce(Option<Conn<S>>) + Send, S: Stream> std::fmt::Debug for WorkerBody<F, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerBody")
             .field("reader", &self.reader)
@@ -658,8 +679,8 @@ impl<F: FnOnce(Option<Conn>) + Send> std::fmt::Debug for WorkerBody<F> {
     }
 }
 
-impl<F: FnOnce(Option<Conn>) + Send + Unpin> WorkerBody<F> {
-    pub fn new(reader: Reader, on_end: F) -> Self {
+impl<F: FnOnce(Option<Conn<S>>) + Send + Unpin, S: Stream> WorkerBody<F, S> {
+    pub fn new(reader: Reader<S>, on_end: F) -> Self {
         let mut this = Self {
             reader: Some(reader),
             on_end: Some(on_end),
@@ -678,7 +699,7 @@ impl<F: FnOnce(Option<Conn>) + Send + Unpin> WorkerBody<F> {
     }
 }
 
-impl<F: FnOnce(Option<Conn>) + Send + Unpin> http_body::Body for WorkerBody<F> {
+impl<F: FnOnce(Option<Conn<S>>) + Send + Unpin, S: Stream> http_body::Body for WorkerBody<F, S> {
     type Data = Bytes;
     type Error = Error;
 
@@ -722,7 +743,7 @@ impl<F: FnOnce(Option<Conn>) + Send + Unpin> http_body::Body for WorkerBody<F> {
     }
 }
 
-impl<F: FnOnce(Option<Conn>) + Send> Drop for WorkerBody<F> {
+impl<F: FnOnce(Option<Conn<S>>) + Send, S: Stream> Drop for WorkerBody<F, S> {
     fn drop(&mut self) {
         // Dropped before its end: the connection closes.
         self.reader.take();

@@ -158,10 +158,12 @@ async fn head_answers_and_interim_answers_carry_no_body() {
 }
 
 #[tokio::test]
-async fn connection_close_and_http_1_0_answers_are_not_reused() {
+async fn connection_close_http_1_0_and_doubly_framed_answers_are_not_reused() {
     for answer in [
         &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"[..],
         b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        // Framed twice: the chunked coding is read, and the connection is not trusted again.
+        b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     ] {
         let (addr, _worker) = worker(vec![answer]).await;
         let (_, body, conn) = exchange(connect(addr).await.unwrap(), Method::GET, b"")
@@ -174,7 +176,14 @@ async fn connection_close_and_http_1_0_answers_are_not_reused() {
 
 #[tokio::test]
 async fn malformed_or_cut_answers_are_errors() {
-    let cases: [(&[u8], &str); 5] = [
+    // A chunk line longer than the limit, all in one read: too long however it arrives.
+    let long_line = format!(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2;x={}\r\nok\r\n0\r\n\r\n",
+        "e".repeat(MAX_LINE)
+    );
+    let long_line: &'static [u8] = Box::leak(long_line.into_bytes().into_boxed_slice());
+    let cases: [(&[u8], &str); 6] = [
+        (long_line, "invalid"),
         (b"HTTP/1.1 abc OK\r\n\r\n", "invalid"),
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",

@@ -7,22 +7,29 @@ mod control_messages;
 mod lighthouse_frames;
 mod node_datagrams;
 mod registration;
+mod request_heads;
+mod scripted;
 mod tun_packets;
+mod worker_responses;
 
 pub use control_messages::control_messages;
 pub use lighthouse_frames::lighthouse_frames;
 pub use node_datagrams::node_datagrams;
 pub use registration::registration;
+pub use request_heads::request_heads;
 pub use tun_packets::tun_packets;
+pub use worker_responses::worker_responses;
 
 /// A fuzz target's body: any bytes in, a panic on a bug.
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name its fuzz binary and corpus directory have.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("control_messages", control_messages),
     ("lighthouse_frames", lighthouse_frames),
     ("node_datagrams", node_datagrams),
     ("registration", registration),
+    ("request_heads", request_heads),
     ("tun_packets", tun_packets),
+    ("worker_responses", worker_responses),
 ];
