@@ -49,7 +49,7 @@ struct RawRelay {
 
 impl Default for RawRelay {
     fn default() -> Self {
-        let limit = crate::rendezvous::DEFAULT_RELAY_LIMIT;
+        let limit = crate::relay::DEFAULT_LIMIT;
         Self {
             rate: ByteSize(limit.rate as u64),
             burst: ByteSize(limit.burst as u64),

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod metrics;
 pub mod proto;
+pub mod relay;
 pub mod rendezvous;
 pub mod shell;
 pub mod tls;

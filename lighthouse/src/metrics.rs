@@ -89,25 +89,25 @@ pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
             "lighthouse_relayed_packets_total",
             "counter",
             "WireGuard datagrams relayed.",
-            c.relayed_packets,
+            load(&shell.relay.packets),
         ),
         (
             "lighthouse_relayed_bytes_total",
             "counter",
             "WireGuard bytes relayed.",
-            c.relayed_bytes,
+            load(&shell.relay.bytes),
         ),
         (
             "lighthouse_relay_dropped_total",
             "counter",
             "Relayed datagrams with no registered sender or destination.",
-            c.relay_dropped,
+            load(&shell.relay.dropped),
         ),
         (
             "lighthouse_relay_over_budget_total",
             "counter",
             "Relayed datagrams dropped because their sender was over its relay budget.",
-            c.relay_over_budget,
+            load(&shell.relay.over_budget),
         ),
         (
             "lighthouse_relay_send_failed_total",
@@ -220,14 +220,12 @@ mod tests {
             connected: 3,
             registered: 2,
             reflected: 1,
-            core: Counters {
-                relayed_bytes: 1400,
-                ..Counters::default()
-            },
+            core: Counters::default(),
             crl_next_update_secs: Some(3600),
         };
         let shell = ShellCounters::default();
         shell.handshakes_refused.store(4, Ordering::Relaxed);
+        shell.relay.bytes.store(1400, Ordering::Relaxed);
         let text = render(&snapshot, &shell);
         for line in [
             "# TYPE lighthouse_registered_nodes gauge",

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rma_ca::{NodeCert, RevocationList};
@@ -78,15 +80,6 @@ pub enum RelayDrop {
     OverBudget,
 }
 
-/// How many bytes a node may have relayed, by default: 128 MiB a second (about a gigabit, more
-/// than one relayed stream carries on the test machine), 4 MiB at once. A relayed path is the
-/// fallback when no direct one exists; on a lighthouse with a smaller uplink, set `[relay]`
-/// lower so that one node relaying flat out cannot take another pair's share.
-pub const DEFAULT_RELAY_LIMIT: Limit = Limit {
-    rate: 128.0 * 1024.0 * 1024.0,
-    burst: 4.0 * 1024.0 * 1024.0,
-};
-
 /// Running totals for the metrics endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -96,11 +89,6 @@ pub struct Counters {
     pub punches: u64,
     pub reflections: u64,
     pub reflections_unknown: u64,
-    pub relayed_packets: u64,
-    pub relayed_bytes: u64,
-    pub relay_dropped: u64,
-    /// Relayed datagrams over their sender's relay budget.
-    pub relay_over_budget: u64,
     pub closed_revoked: u64,
     pub closed_replaced: u64,
 }
@@ -115,8 +103,6 @@ struct Node {
     /// The public address of its WireGuard socket, from the reflector.
     observed: Option<SocketAddr>,
     queries: TokenBucket,
-    /// Bytes it may still have relayed.
-    relay: TokenBucket,
 }
 
 impl Node {
@@ -161,7 +147,9 @@ pub struct Rendezvous {
     by_ip: HashMap<Ipv4Addr, ConnId>,
     by_name: HashMap<String, ConnId>,
     tokens: HashMap<[u8; TOKEN_LEN], ConnId>,
-    relay_limit: Limit,
+    /// Moves on whenever a relay route may have changed; the shell's relays read it without
+    /// the lock ([`crate::relay`]).
+    epoch: Arc<AtomicU64>,
     counters: Counters,
 }
 
@@ -175,13 +163,18 @@ impl Rendezvous {
             by_name: HashMap::new(),
             tokens: HashMap::new(),
             counters: Counters::default(),
-            relay_limit: DEFAULT_RELAY_LIMIT,
+            epoch: Arc::default(),
         }
     }
 
-    /// Sets every node's relay budget, in bytes, from now on (`[relay]` in the config).
-    pub fn set_relay_limit(&mut self, limit: Limit) {
-        self.relay_limit = limit;
+    /// The registrations' epoch, which moves on whenever a relay route may have changed: a
+    /// relay's cached routes are good while it stands.
+    pub fn epoch(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.epoch)
+    }
+
+    fn routes_changed(&self) {
+        self.epoch.fetch_add(1, Ordering::Release);
     }
 
     pub fn counters(&self) -> Counters {
@@ -245,9 +238,9 @@ impl Rendezvous {
                 local: None,
                 observed: None,
                 queries: TokenBucket::new(QUERY_LIMIT, now),
-                relay: TokenBucket::new(self.relay_limit, now),
             },
         );
+        self.routes_changed();
         effects
     }
 
@@ -267,6 +260,7 @@ impl Rendezvous {
             self.by_name.remove(node.cert.name().as_str());
         }
         self.tokens.remove(&node.token);
+        self.routes_changed();
         true
     }
 
@@ -282,6 +276,9 @@ impl Rendezvous {
                 if !first {
                     return Vec::new();
                 }
+                // It may relay from now on.
+                self.routes_changed();
+                let node = self.nodes.get(&conn).expect("found above");
                 let mut effects = vec![Effect::Send(
                     conn,
                     FromLighthouse::Welcome {
@@ -372,41 +369,20 @@ impl Rendezvous {
         )]
     }
 
-    /// Routes a relayed packet of `len` bytes from `conn` to the node with mesh IP `to`. On
-    /// success it returns the destination connection and the source mesh IP to stamp on it.
-    /// Where a datagram of `len` bytes that `conn` relays to mesh IP `to` goes, and the
-    /// sender's mesh IP to stamp on it; each byte comes out of the sender's relay budget.
-    pub fn relay(
-        &mut self,
-        conn: ConnId,
-        to: Ipv4Addr,
-        len: usize,
-        now: Instant,
-    ) -> Result<(ConnId, Ipv4Addr), RelayDrop> {
-        let limit = self.relay_limit;
-        let verdict = match self.nodes.get_mut(&conn) {
+    /// Where datagrams that `conn` relays to mesh IP `to` go, and the sender's mesh IP to
+    /// stamp on them. The sender's budget is its [`crate::relay::Relay`]'s.
+    pub fn route(&self, conn: ConnId, to: Ipv4Addr) -> crate::relay::Route<ConnId> {
+        match self.nodes.get(&conn) {
             Some(node) if node.local.is_some() => {
                 let from = node.cert.mesh_ip();
                 match self.by_ip.get(&to) {
                     _ if to == from => Err(RelayDrop::ToSelf),
-                    Some(&dest) => match node.relay.take_n(limit, len as f64, now) {
-                        Ok(()) => Ok((dest, from)),
-                        Err(_) => Err(RelayDrop::OverBudget),
-                    },
+                    Some(&dest) => Ok((dest, from)),
                     None => Err(RelayDrop::UnknownDestination),
                 }
             }
             _ => Err(RelayDrop::UnregisteredSender),
-        };
-        match verdict {
-            Ok(_) => {
-                self.counters.relayed_packets += 1;
-                self.counters.relayed_bytes += len as u64;
-            }
-            Err(RelayDrop::OverBudget) => self.counters.relay_over_budget += 1,
-            Err(_) => self.counters.relay_dropped += 1,
         }
-        verdict
     }
 
     /// The revocation list in use, if any.

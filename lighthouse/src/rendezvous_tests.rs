@@ -7,6 +7,7 @@ use rma_ca::NodeCert;
 use rma_ca::test_ca::TestCa;
 
 use super::*;
+use crate::relay::{self, Relay, RelayCounters};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -16,6 +17,10 @@ struct World {
     pki: TestCa,
     lighthouse: Rendezvous,
     now: Instant,
+    /// Each node's relay, as the shell keeps it on the node's task.
+    relays: HashMap<ConnId, Relay<ConnId>>,
+    relay_limit: Limit,
+    relayed: RelayCounters,
 }
 
 impl World {
@@ -24,7 +29,45 @@ impl World {
             pki: TestCa::new("test-ca"),
             lighthouse: Rendezvous::new(4243, None),
             now: Instant::now(),
+            relays: HashMap::new(),
+            relay_limit: relay::DEFAULT_LIMIT,
+            relayed: RelayCounters::default(),
         }
+    }
+
+    /// A datagram of `len` bytes that `conn` relays to `to`, through its relay.
+    fn relay(
+        &mut self,
+        conn: ConnId,
+        to: Ipv4Addr,
+        len: usize,
+        now: Instant,
+    ) -> relay::Route<ConnId> {
+        let epoch = self.lighthouse.epoch().load(Ordering::Acquire);
+        let lighthouse = &self.lighthouse;
+        self.relays
+            .entry(conn)
+            .or_insert_with(|| Relay::new(self.relay_limit, now))
+            .forward(
+                to,
+                len,
+                now,
+                epoch,
+                || lighthouse.route(conn, to),
+                &self.relayed,
+            )
+            .map(|(dest, from)| (*dest, from))
+    }
+
+    fn relayed(&self) -> (u64, u64, u64, u64) {
+        let c = &self.relayed;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (
+            load(&c.packets),
+            load(&c.bytes),
+            load(&c.dropped),
+            load(&c.over_budget),
+        )
     }
 
     /// Connects and registers node `n` (mesh IP 10.42.0.n) behind public address 203.0.113.n.
@@ -170,11 +213,15 @@ fn registration_is_soft_state_and_a_reconnect_replaces_the_old_connection() {
     w.lighthouse
         .message(3, ToLighthouse::Register { local: vec![] }, w.now);
     assert_eq!(
-        w.lighthouse.relay(1, b.mesh_ip(), 100, w.now),
+        w.relay(1, b.mesh_ip(), 100, w.now),
         Ok((3, Ipv4Addr::new(10, 42, 0, 1)))
     );
-    // Its connection ends: it is gone.
+    // Its connection ends: it is gone, from node 1's relay too.
     w.lighthouse.disconnect(3);
+    assert_eq!(
+        w.relay(1, b.mesh_ip(), 100, w.now),
+        Err(RelayDrop::UnknownDestination)
+    );
     assert_eq!(
         w.lighthouse.message(1, query, w.now),
         vec![Effect::Send(
@@ -197,35 +244,26 @@ fn relay_routes_by_mesh_ip_and_stamps_the_certified_source() {
         .connect(3, unregistered, addr("203.0.113.3:5000"), [3; 16], w.now);
 
     assert_eq!(
-        w.lighthouse
-            .relay(1, Ipv4Addr::new(10, 42, 0, 2), 1400, w.now),
+        w.relay(1, Ipv4Addr::new(10, 42, 0, 2), 1400, w.now),
         Ok((2, Ipv4Addr::new(10, 42, 0, 1)))
     );
     assert_eq!(
-        w.lighthouse
-            .relay(1, Ipv4Addr::new(10, 42, 0, 9), 10, w.now),
+        w.relay(1, Ipv4Addr::new(10, 42, 0, 9), 10, w.now),
         Err(RelayDrop::UnknownDestination)
     );
     assert_eq!(
-        w.lighthouse
-            .relay(1, Ipv4Addr::new(10, 42, 0, 1), 10, w.now),
+        w.relay(1, Ipv4Addr::new(10, 42, 0, 1), 10, w.now),
         Err(RelayDrop::ToSelf)
     );
     assert_eq!(
-        w.lighthouse
-            .relay(3, Ipv4Addr::new(10, 42, 0, 1), 10, w.now),
+        w.relay(3, Ipv4Addr::new(10, 42, 0, 1), 10, w.now),
         Err(RelayDrop::UnregisteredSender)
     );
     assert_eq!(
-        w.lighthouse
-            .relay(42, Ipv4Addr::new(10, 42, 0, 1), 10, w.now),
+        w.relay(42, Ipv4Addr::new(10, 42, 0, 1), 10, w.now),
         Err(RelayDrop::UnregisteredSender)
     );
-    let c = w.lighthouse.counters();
-    assert_eq!(
-        (c.relayed_packets, c.relayed_bytes, c.relay_dropped),
-        (1, 1400, 4)
-    );
+    assert_eq!(w.relayed(), (1, 1400, 4, 0));
 }
 
 #[test]
@@ -280,7 +318,7 @@ fn a_new_revocation_list_cuts_off_revoked_nodes_and_reaches_everyone_else() {
         ]
     );
     assert_eq!(
-        w.lighthouse.relay(1, b.mesh_ip(), 10, w.now),
+        w.relay(1, b.mesh_ip(), 10, w.now),
         Err(RelayDrop::UnknownDestination)
     );
     // A node registering later is handed the list after its welcome.
@@ -341,7 +379,7 @@ fn a_node_relaying_flat_out_does_not_starve_another_pair() {
         rate: 100_000.0,
         burst: 20_000.0,
     };
-    w.lighthouse.set_relay_limit(limit);
+    w.relay_limit = limit;
     for n in 1..=4 {
         w.join(u64::from(n), n);
     }
@@ -353,13 +391,13 @@ fn a_node_relaying_flat_out_does_not_starve_another_pair() {
         let now = w.now + step * i;
         // The hog offers 1,400-byte datagrams at ten times its rate; the quiet pair a tenth.
         for _ in 0..7 {
-            if w.lighthouse.relay(hog, to_hog_peer, 1400, now).is_ok() {
+            if w.relay(hog, to_hog_peer, 1400, now).is_ok() {
                 hog_bytes += 1400;
             }
         }
         if i % 10 == 0 {
             assert_eq!(
-                w.lighthouse.relay(quiet, to_quiet_peer, 1400, now),
+                w.relay(quiet, to_quiet_peer, 1400, now),
                 Ok((4, Ipv4Addr::new(10, 42, 0, 3))),
                 "the quiet pair at step {i}"
             );
@@ -369,5 +407,5 @@ fn a_node_relaying_flat_out_does_not_starve_another_pair() {
     let allowed = limit.burst + limit.rate * hour;
     assert!(hog_bytes as f64 <= allowed, "{hog_bytes} > {allowed}");
     assert!(hog_bytes as f64 >= 0.95 * limit.rate * hour, "{hog_bytes}");
-    assert!(w.lighthouse.counters().relay_over_budget > 0);
+    assert!(w.relayed().3 > 0);
 }

@@ -1,6 +1,7 @@
 //! The quinn shell around [`Rendezvous`]: a QUIC endpoint with mutual TLS, one task per node
 //! connection, the UDP reflector, revocation-list reloads and the metrics listener. The core
-//! sits behind one mutex; every critical section is a few map lookups.
+//! sits behind one mutex; every critical section is a few map lookups. Relayed datagrams do
+//! not take it: each node's task keeps its routes and budget ([`Relay`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +19,8 @@ use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::proto::{self, FromLighthouse, ToLighthouse};
-use crate::rendezvous::{ConnId, Effect, Rendezvous};
+use crate::relay::{Relay, RelayCounters};
+use crate::rendezvous::{ConnId, Effect, RelayDrop, Rendezvous};
 use crate::tls::Trust;
 use crate::wire::{self, Control};
 
@@ -44,6 +46,7 @@ pub struct ShellCounters {
     pub relay_streams_dropped: AtomicU64,
     pub control_dropped: AtomicU64,
     pub crl_reloads: AtomicU64,
+    pub relay: RelayCounters,
 }
 
 struct Handle {
@@ -56,6 +59,10 @@ pub(crate) struct Shared {
     pub(crate) core: Rendezvous,
     handles: HashMap<ConnId, Handle>,
     pub(crate) counters: Arc<ShellCounters>,
+    /// Each node's relay budget.
+    relay_limit: rma_daemon::token_bucket::Limit,
+    /// The core's registrations' epoch, read without the lock.
+    epoch: Arc<AtomicU64>,
 }
 
 impl Shared {
@@ -148,15 +155,16 @@ pub async fn run(
     let reflector_addr = reflector.local_addr()?;
 
     let counters = Arc::new(ShellCounters::default());
-    let mut core = Rendezvous::new(reflector_addr.port(), identity.crl.clone());
-    core.set_relay_limit(rma_daemon::token_bucket::Limit {
-        rate: config.relay_rate as f64,
-        burst: config.relay_burst as f64,
-    });
+    let core = Rendezvous::new(reflector_addr.port(), identity.crl.clone());
     let shared = Arc::new(Mutex::new(Shared {
+        epoch: core.epoch(),
         core,
         handles: HashMap::new(),
         counters: Arc::clone(&counters),
+        relay_limit: rma_daemon::token_bucket::Limit {
+            rate: config.relay_rate as f64,
+            burst: config.relay_burst as f64,
+        },
     }));
     let metrics_task = match config.metrics {
         Some(addr) => {
@@ -325,7 +333,7 @@ async fn serve_node(
     let span = tracing::info_span!("node", conn, name = %cert.name(), mesh_ip = %cert.mesh_ip());
     tracing::info!(parent: &span, %remote, "node connected");
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
-    {
+    let relay = {
         let mut shared = lock(&shared);
         shared.handles.insert(
             conn,
@@ -339,7 +347,11 @@ async fn serve_node(
                 .core
                 .connect(conn, cert.clone(), remote, random_token(), Instant::now());
         shared.apply(effects);
-    }
+        Relaying {
+            relay: Mutex::new(Relay::new(shared.relay_limit, Instant::now())),
+            epoch: Arc::clone(&shared.epoch),
+        }
+    };
     let reason = node_session(
         conn,
         &connection,
@@ -348,6 +360,7 @@ async fn serve_node(
         control_rx,
         &shared,
         &counters,
+        &relay,
     )
     .instrument(span.clone())
     .await;
@@ -360,6 +373,17 @@ async fn serve_node(
     tracing::info!(parent: &span, reason = %reason, "node disconnected");
 }
 
+/// One node's relay, shared by the two ways its datagrams come (QUIC datagrams and streams),
+/// which run on its task one at a time: its lock is never contended.
+struct Relaying {
+    relay: Mutex<Relay<quinn::Connection>>,
+    epoch: Arc<AtomicU64>,
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one node's session: its connection, streams and shared state"
+)]
 async fn node_session(
     conn: ConnId,
     connection: &quinn::Connection,
@@ -368,6 +392,7 @@ async fn node_session(
     mut control_rx: mpsc::Receiver<FromLighthouse>,
     shared: &Mutex<Shared>,
     counters: &Arc<ShellCounters>,
+    relaying: &Relaying,
 ) -> String {
     let writer = async {
         while let Some(message) = control_rx.recv().await {
@@ -393,7 +418,7 @@ async fn node_session(
     let datagrams = async {
         loop {
             match connection.read_datagram().await {
-                Ok(frame) => relay(conn, &frame, shared, counters),
+                Ok(frame) => relay(conn, &frame, shared, counters, relaying),
                 Err(e) => return e.to_string(),
             }
         }
@@ -403,7 +428,7 @@ async fn node_session(
             match connection.accept_uni().await {
                 Ok(mut stream) => {
                     if let Ok(frame) = stream.read_to_end(4 + proto::MAX_RELAYED).await {
-                        relay(conn, &frame, shared, counters);
+                        relay(conn, &frame, shared, counters, relaying);
                     }
                 }
                 Err(e) => return e.to_string(),
@@ -418,21 +443,38 @@ async fn node_session(
     }
 }
 
-/// Forwards one relayed packet: the core picks the destination; the packet leaves stamped with
-/// the sender's certified mesh IP.
-fn relay(conn: ConnId, frame: &[u8], shared: &Mutex<Shared>, counters: &Arc<ShellCounters>) {
+/// Forwards one relayed packet: the core picks the destination (once per destination while
+/// the registrations stand); the packet leaves stamped with the sender's certified mesh IP.
+fn relay(
+    conn: ConnId,
+    frame: &[u8],
+    shared: &Mutex<Shared>,
+    counters: &Arc<ShellCounters>,
+    relaying: &Relaying,
+) {
     let Some((to, datagram)) = proto::split_relay(frame) else {
         return;
     };
-    let (destination, source) = {
-        let mut shared = lock(shared);
-        let Ok((dest, source)) = shared.core.relay(conn, to, datagram.len(), Instant::now()) else {
-            return;
-        };
-        let Some(handle) = shared.handles.get(&dest) else {
-            return;
-        };
-        (handle.connection.clone(), source)
+    let lookup = || {
+        let shared = lock(shared);
+        let (dest, source) = shared.core.route(conn, to)?;
+        let handle = shared
+            .handles
+            .get(&dest)
+            .ok_or(RelayDrop::UnknownDestination)?;
+        Ok((handle.connection.clone(), source))
+    };
+    let epoch = relaying.epoch.load(Ordering::Acquire);
+    let mut relay = relaying.relay.lock().unwrap_or_else(|p| p.into_inner());
+    let Ok((destination, source)) = relay.forward(
+        to,
+        datagram.len(),
+        Instant::now(),
+        epoch,
+        lookup,
+        &counters.relay,
+    ) else {
+        return;
     };
     let mut out = BytesMut::with_capacity(frame.len());
     out.put_slice(&source.octets());
@@ -459,6 +501,7 @@ fn relay(conn: ConnId, frame: &[u8], shared: &Mutex<Shared>, counters: &Arc<Shel
     }
     counters.relay_streams.fetch_add(1, Ordering::Relaxed);
     let counters = Arc::clone(counters);
+    let destination = destination.clone();
     tokio::spawn(async move {
         // A destination that does not read would hold the slot until its connection closes.
         let send = async {

@@ -96,6 +96,8 @@ struct Internet {
     in_flight: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// Relayed packets: (from host, to host, source mesh IP, datagram).
     relay_queue: VecDeque<(usize, usize, Ipv4Addr, Vec<u8>)>,
+    /// Packets the lighthouse relayed.
+    relayed: u64,
     now: Now,
     pki: Pki,
     /// The persistent keepalive of nodes added from now on.
@@ -118,6 +120,7 @@ impl Internet {
             lighthouse_up: true,
             in_flight: VecDeque::new(),
             relay_queue: VecDeque::new(),
+            relayed: 0,
             now: Now {
                 instant: std::time::Instant::now(),
                 wall: pki.start,
@@ -228,10 +231,8 @@ impl Internet {
             if !self.lighthouse_up {
                 continue;
             }
-            if let Ok((dest, source)) =
-                self.lighthouse
-                    .relay(conn(h), to, datagram.len(), self.now.instant)
-            {
+            if let Ok((dest, source)) = self.lighthouse.route(conn(h), to) {
+                self.relayed += 1;
                 self.relay_queue
                     .push_back((h, dest as usize, source, datagram));
             }
@@ -427,7 +428,7 @@ fn symmetric_nats_are_relayed_and_stay_reachable() {
     net.advance(Duration::from_secs(60));
     assert_eq!(net.path(b, ip(1)).0, "relayed");
     assert!(net.send(b, ip(1), b"still here"));
-    assert!(net.lighthouse.counters().relayed_packets > 0);
+    assert!(net.relayed > 0);
 }
 
 #[test]

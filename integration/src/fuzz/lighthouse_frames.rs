@@ -1,11 +1,14 @@
 //! The `lighthouse_frames` fuzz target's body.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 
 use arbitrary::{Arbitrary, Unstructured};
 use lighthouse::proto::{self, FromLighthouse, ToLighthouse};
-use lighthouse::rendezvous::Rendezvous;
+use lighthouse::relay::{self, Relay, RelayCounters};
+use lighthouse::rendezvous::{RelayDrop, Rendezvous};
 
 #[derive(Debug, Arbitrary)]
 enum Step {
@@ -28,16 +31,32 @@ pub fn lighthouse_frames(data: &[u8]) {
         return;
     };
     thread_local! {
-        static RUNNING: RefCell<Option<super::common::Running<Rendezvous>>> =
+        static RUNNING: RefCell<Option<super::common::Running<Lighthouse>>> =
             const { RefCell::new(None) };
     }
-    let core = || Rendezvous::new(4244, None);
+    let core = || Lighthouse {
+        core: Rendezvous::new(4244, None),
+        relays: HashMap::new(),
+        counters: RelayCounters::default(),
+    };
     super::common::with_running(&RUNNING, core, |running| run(running, steps));
 }
 
-fn run(running: &mut super::common::Running<Rendezvous>, steps: Vec<Step>) {
+/// The core and each connection's relay, as the shell keeps them.
+struct Lighthouse {
+    core: Rendezvous,
+    relays: HashMap<u64, Relay<u64>>,
+    counters: RelayCounters,
+}
+
+fn run(running: &mut super::common::Running<Lighthouse>, steps: Vec<Step>) {
     let world = super::common::world();
-    let (node, core) = (&mut running.node, &mut running.extra);
+    let (node, lighthouse) = (&mut running.node, &mut running.extra);
+    let Lighthouse {
+        core,
+        relays,
+        counters,
+    } = lighthouse;
     let mut out = super::common::Sink::default();
     for step in steps.into_iter().take(256) {
         let now = super::common::now(running.start, world, running.ms);
@@ -49,7 +68,28 @@ fn run(running: &mut super::common::Running<Rendezvous>, steps: Vec<Step>) {
             }
             Step::Relay { conn, to, len } => {
                 let conn = u64::from(conn % CONNS);
-                let _ = core.relay(conn, Ipv4Addr::from(to), usize::from(len), now.instant);
+                let to = Ipv4Addr::from(to);
+                let epoch = core.epoch().load(Ordering::Acquire);
+                let relay = relays
+                    .entry(conn)
+                    .or_insert_with(|| Relay::new(relay::DEFAULT_LIMIT, now.instant));
+                let verdict = relay.forward(
+                    to,
+                    usize::from(len),
+                    now.instant,
+                    epoch,
+                    || core.route(conn, to),
+                    counters,
+                );
+                // A route the relay kept is the one the core would give now.
+                match (
+                    verdict.map(|(dest, from)| (*dest, from)),
+                    core.route(conn, to),
+                ) {
+                    (Err(RelayDrop::OverBudget), Ok(_)) => {}
+                    (kept, fresh) => assert_eq!(kept, fresh),
+                }
+                assert!(relay.routes() <= relay::MAX_ROUTES);
             }
             Step::Reflect { from, token } => {
                 let _ = core.reflect(SocketAddr::from(([203, 0, 113, from], 4242)), &token);
@@ -59,9 +99,14 @@ fn run(running: &mut super::common::Running<Rendezvous>, steps: Vec<Step>) {
                     .0
                     .clone();
                 let quic = SocketAddr::from(([203, 0, 113, peer], 5000));
+                // A new connection is a new session, with a relay of its own.
+                relays.remove(&u64::from(conn % CONNS));
                 let _ = core.connect(u64::from(conn % CONNS), cert, quic, token, now.instant);
             }
-            Step::Disconnect { conn } => core.disconnect(u64::from(conn % CONNS)),
+            Step::Disconnect { conn } => {
+                relays.remove(&u64::from(conn % CONNS));
+                core.disconnect(u64::from(conn % CONNS));
+            }
             Step::FromLighthouse { frame } => {
                 if let Ok(message) = proto::decode::<FromLighthouse>(&frame) {
                     node.handle_lighthouse(0, message, now, &mut out);
