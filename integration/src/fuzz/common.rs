@@ -19,6 +19,9 @@ pub(super) struct World {
     /// The node under test (mesh IP 10.42.0.1) and its peers (10.42.0.2 and on).
     pub(super) me: (NodeCert, NodeKeys),
     pub(super) peers: Vec<(NodeCert, NodeKeys)>,
+    /// The node under test's WireGuard public key (derived once: it costs a scalar
+    /// multiplication).
+    pub(super) me_wireguard: [u8; 32],
     /// A certificate from another CA, for the same network.
     pub(super) foreign: NodeCert,
 }
@@ -35,6 +38,7 @@ pub(super) fn world() -> &'static World {
             .0;
         World {
             pki,
+            me_wireguard: me.1.public().wireguard.0,
             me,
             peers,
             foreign,

@@ -64,7 +64,7 @@ pub fn node_datagrams(data: &[u8]) {
 fn run(running: &mut super::common::Running<()>, steps: Vec<Step>) {
     let world = super::common::world();
     let node = &mut running.node;
-    let public = world.me.1.public().wireguard.0;
+    let public = world.me_wireguard;
     let mut out = super::common::Sink::default();
     let mut buf = Vec::new();
     let peer = |n: u8| &world.peers[usize::from(n) % super::common::PEERS].0;
