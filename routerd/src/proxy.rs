@@ -29,7 +29,7 @@ const ATTEMPTS: usize = 2;
 
 /// Headers that belong to one connection and are not passed on (RFC 9110, section 7.6.1).
 /// Names are constants, not strings: a string name is parsed on every lookup.
-pub const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::UPGRADE,
     HeaderName::from_static("keep-alive"),
