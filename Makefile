@@ -75,17 +75,22 @@ bench-routerd:
 # the ordinary build (integration/tests/fuzz_corpus.rs).
 FUZZ_TARGETS := $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 FUZZ_SECONDS ?= 60
+# Extra `cargo fuzz` build flags: `-s none -a` (no sanitizer, debug assertions on) runs the
+# crypto-heavy targets several times faster than the default AddressSanitizer build.
+FUZZ_FLAGS ?=
+# Executions per target (with FUZZ_SECONDS=0, no time limit): the closing runs used 10000000.
+FUZZ_RUNS ?=
 
 fuzz-build:
 	@rustup run nightly rustc --version >/dev/null || { echo "make fuzz needs the nightly toolchain"; exit 1; }
 	@cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && CARGO_BUILD_JOBS=$(JOBS) cargo +nightly fuzz build
+	cd fuzz && CARGO_BUILD_JOBS=$(JOBS) cargo +nightly fuzz build $(FUZZ_FLAGS)
 
 fuzz: fuzz-build
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		mkdir -p target/fuzz-corpus/$$t; \
-		(cd fuzz && cargo +nightly fuzz run $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
-			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1); \
+		(cd fuzz && cargo +nightly fuzz run $(FUZZ_FLAGS) $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS)) -print_final_stats=1); \
 	done
 
 # Everything CI checks: formatting, lints, every test (the fuzz targets over their corpora
