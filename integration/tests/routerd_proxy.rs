@@ -565,6 +565,38 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
 /// bodies dribbled a byte at a time, heads too large, callers that stop reading. Held
 /// connections take at most their address's share and are closed within their timeout; a
 /// normal call and the workers' heartbeats (on the mesh listener) go on meanwhile.
+
+/// Sends `head` on `stream`, then its body a byte every 200 ms: routerd must answer 408 within
+/// 3 s (a second of grace, then 1 KiB/s) and close the connection.
+async fn dribbled_body_gets_408(stream: tokio::net::TcpStream, head: &str) {
+    use tokio::io::AsyncWriteExt as _;
+    let (mut reading, mut writing) = stream.into_split();
+    writing.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let dribbler = tokio::spawn(async move {
+        for _ in 0..50 {
+            if writing.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut reading, &mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "{head:?}: still open after 5 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{head:?}: {answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{head:?}: {:?}",
+        started.elapsed()
+    );
+    dribbler.abort();
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_greedy_callers_are_bounded_and_cut_off_in_time() {
     use tokio::io::AsyncWriteExt as _;
@@ -637,36 +669,19 @@ async fn slow_and_greedy_callers_are_bounded_and_cut_off_in_time() {
     }
 
     // An idempotent call with a small body, dribbled: 408 once it falls behind 1 KiB/s after
-    // a second of grace.
-    let mut put = connect_from(loris, f.public).await;
-    put.write_all(b"PUT /service/rag/x HTTP/1.1\r\nhost: a\r\ncontent-length: 1000\r\n\r\n")
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let (mut reading, mut writing) = put.into_split();
-    let dribbler = tokio::spawn(async move {
-        for _ in 0..50 {
-            if writing.write_all(b"x").await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::io::AsyncReadExt::read_to_end(&mut reading, &mut answer),
+    // a second of grace. The same for a registration on the mesh listener, whose body is read
+    // before its signature can be checked.
+    dribbled_body_gets_408(
+        connect_from(loris, f.public).await,
+        "PUT /service/rag/x HTTP/1.1\r\nhost: a\r\ncontent-length: 1000\r\n\r\n",
     )
     .await;
-    assert!(read.is_ok(), "still open after 5 s");
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    dribbler.abort();
+    dribbled_body_gets_408(
+        connect_from(Ipv4Addr::new(127, 0, 0, 61), f.mesh).await,
+        "POST /api/worker/register HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\n\
+         content-length: 1000\r\n\r\n",
+    )
+    .await;
 
     // A head over 16 KiB: 431, and nothing reaches the worker.
     let calls = f.workers[0].service.calls.load(Ordering::SeqCst);

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -40,8 +41,33 @@ pub struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::REQUEST_TIMEOUT {
+            // What is left of the body is not read: the connection cannot carry another call.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
+}
+
+/// The answer to a body that could not be read whole: 408 when it came too slowly
+/// ([`crate::pace`]), as for a service call; else the extractor's own status and words.
+fn unreadable_body(
+    rejection: &(dyn std::error::Error + 'static),
+    status: StatusCode,
+    text: String,
+) -> ApiError {
+    let mut cause = Some(rejection);
+    while let Some(e) = cause {
+        if let Some(slow) = e.downcast_ref::<crate::pace::TooSlow>() {
+            return ApiError(StatusCode::REQUEST_TIMEOUT, format!("request body: {slow}"));
+        }
+        cause = e.source();
+    }
+    ApiError(status, text)
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,8 +131,9 @@ async fn register(
     State(shared): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Registered>, ApiError> {
+    let body = body.map_err(|r| unreadable_body(&r, r.status(), r.body_text()))?;
     let source = peer.ip();
     let request: Registration = serde_json::from_slice(&body).map_err(|e| {
         refused(
@@ -188,8 +215,9 @@ async fn register(
 async fn heartbeat(
     State(shared): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(request): Json<Heartbeat>,
+    request: Result<Json<Heartbeat>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(request) = request.map_err(|r| unreadable_body(&r, r.status(), r.body_text()))?;
     let session = unhex_session(&request.session).ok_or_else(|| {
         ApiError(
             StatusCode::BAD_REQUEST,
