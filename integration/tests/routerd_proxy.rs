@@ -560,12 +560,6 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
         .map(|()| String::from_utf8_lossy(&answer).into_owned())
 }
 
-/// Slow-loris and its cousins on the public listener (127.0.0.1 is the only trusted proxy, and
-/// the callers come from 127.0.0.60): connections that dribble their heads,
-/// bodies dribbled a byte at a time, heads too large, callers that stop reading. Held
-/// connections take at most their address's share and are closed within their timeout; a
-/// normal call and the workers' heartbeats (on the mesh listener) go on meanwhile.
-
 /// Sends `head` on `stream`, then its body a byte every 200 ms: routerd must answer 408 within
 /// 3 s (a second of grace, then 1 KiB/s) and close the connection.
 async fn dribbled_body_gets_408(stream: tokio::net::TcpStream, head: &str) {
@@ -597,6 +591,12 @@ async fn dribbled_body_gets_408(stream: tokio::net::TcpStream, head: &str) {
     );
     dribbler.abort();
 }
+
+/// Slow-loris and its cousins on the public listener (127.0.0.1 is the only trusted proxy, and
+/// the callers come from 127.0.0.60): connections that dribble their heads,
+/// bodies dribbled a byte at a time, heads too large, callers that stop reading. Held
+/// connections take at most their address's share and are closed within their timeout; a
+/// normal call and the workers' heartbeats (on the mesh listener) go on meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_greedy_callers_are_bounded_and_cut_off_in_time() {
     use tokio::io::AsyncWriteExt as _;
