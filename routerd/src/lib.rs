@@ -12,6 +12,7 @@ pub mod edge;
 pub mod health;
 pub mod metrics;
 pub mod pace;
+pub mod plan;
 pub mod pool;
 pub mod proxy;
 pub mod rate_limit;

@@ -20,12 +20,10 @@ use crate::balance::{Candidate, Pick};
 use crate::catalog::ServiceSpec;
 use crate::edge::{CF_CONNECTING_IP, Caller, Listener, Peer, REQUEST_ID, caller};
 use crate::pace::{RequestBody, TooSlow};
+use crate::plan::{FailureKind, Next, Plan};
 use crate::pool::{ConnectError, Pool};
 use crate::routes::Route;
 use crate::upstream::{self, Conn, Head, Payload, Reader, WorkerBody};
-
-/// Attempts per call: the first and one retry.
-const ATTEMPTS: usize = 2;
 
 /// Headers that belong to one connection and are not passed on (RFC 9110, section 7.6.1).
 /// Names are constants, not strings: a string name is parsed on every lookup.
@@ -178,12 +176,11 @@ pub fn upstream_headers(mut headers: HeaderMap, caller: &Caller, admin_token: &s
     headers
 }
 
-/// Why an attempt failed, and whether another worker may take the call.
+/// Why an attempt failed.
 enum Failure {
-    /// Nothing reached the worker: the payload is intact.
-    NotSent(&'static str, String),
-    /// The request went out (wholly or partly) and no response came.
-    Sent(&'static str, String),
+    /// The worker's connection failed (before or after the request went out: see
+    /// [`FailureKind::sent`]), with the cause.
+    Worker(FailureKind, String),
     /// The body was larger than the service allows (found while streaming it).
     TooLarge,
     /// The caller's body broke off, was malformed or came too slowly while it was streamed
@@ -322,8 +319,8 @@ impl Call {
         payload: &mut Payload,
     ) -> Result<(axum::http::response::Parts, Reader), Failure> {
         let conn: Conn = pool.checkout(worker.addr).await.map_err(|e| match e {
-            ConnectError::Timeout(_) => Failure::NotSent("connect_timeout", e.to_string()),
-            _ => Failure::NotSent("connect", e.to_string()),
+            ConnectError::Timeout(_) => Failure::Worker(FailureKind::ConnectTimeout, e.to_string()),
+            _ => Failure::Worker(FailureKind::Connect, e.to_string()),
         })?;
         let reused = conn.reused;
         let head = Head {
@@ -343,11 +340,12 @@ impl Call {
                 error => error,
             };
             let cause = error.to_string();
-            match (unsent, reused) {
-                (true, true) => Failure::NotSent("stale_connection", cause),
-                (true, false) => Failure::NotSent("connect", cause),
-                (false, _) => Failure::Sent("reset", cause),
-            }
+            let kind = match (unsent, reused) {
+                (true, true) => FailureKind::StaleConnection,
+                (true, false) => FailureKind::Connect,
+                (false, _) => FailureKind::Reset,
+            };
+            Failure::Worker(kind, cause)
         })
     }
 
@@ -363,21 +361,22 @@ impl Call {
         let (route, arrived) = (&call.route, call.arrived);
         let (service, spec) = (route.service.as_str(), &route.spec);
         let deadline = arrived + spec.timeout;
-        // Workers already tried (filled only when an attempt fails).
-        let mut tried: Vec<Arc<str>> = Vec::new();
+        let mut plan = Plan::new(matches!(payload, Payload::Kept(_)));
         // The last failure's answer: status, reason and message.
         let mut last: Option<(StatusCode, &'static str, String)> = None;
         loop {
             let pick = {
                 let mut c = app.lock();
-                if tried.is_empty() {
+                if plan.pick() {
                     c.retry_budget.called();
                 }
-                let pick = c
-                    .balancer
-                    .pick(service, &route.workers, &tried, Instant::now(), |n| {
-                        fastrand::usize(..n)
-                    });
+                let pick = c.balancer.pick(
+                    service,
+                    &route.workers,
+                    plan.failed(),
+                    Instant::now(),
+                    |n| fastrand::usize(..n),
+                );
                 if let Pick::Worker(w) = pick {
                     c.balancer.started(service, &w.worker);
                 }
@@ -411,8 +410,7 @@ impl Call {
                 tokio::time::timeout_at(deadline.into(), call.attempt(pool, worker, &mut payload))
                     .await
                     .unwrap_or(Err(Failure::TimedOut));
-            let retryable_sent = matches!(payload, Payload::Kept(_));
-            match outcome {
+            let (kind, cause) = match outcome {
                 Ok((response, reader)) => {
                     let status = response.status;
                     let unavailable = status == StatusCode::BAD_GATEWAY
@@ -426,9 +424,11 @@ impl Call {
                         drop(c);
                         return stream_back(app, pool, route, worker, response, reader);
                     }
-                    note_failure(app, service, worker, &route.workers, "status_5xx");
-                    tried.push(worker.worker.clone());
-                    if retryable_sent && retry(app, service, &tried, "status_5xx") {
+                    let kind = FailureKind::Unavailable;
+                    note_failure(app, service, worker, &route.workers, kind.label());
+                    if plan.next(&worker.worker, kind) == Next::Retry
+                        && spend_retry(app, service, kind.label())
+                    {
                         done(app, service, &worker.worker);
                         // Unread, its connection closes.
                         drop(reader);
@@ -437,83 +437,83 @@ impl Call {
                     let response = stream_back(app, pool, route, worker, response, reader);
                     return finish(app, service, arrived, response);
                 }
+                Err(Failure::Worker(kind, cause)) => (kind, cause),
                 Err(failure) => {
                     done(app, service, &worker.worker);
-                    tried.push(worker.worker.clone());
-                    let (status, reason, message, may_retry) = match failure {
-                        Failure::NotSent(kind, cause) => {
-                            if kind != "stale_connection" {
-                                note_failure(app, service, worker, &route.workers, kind);
-                            }
-                            (StatusCode::BAD_GATEWAY, kind, cause, true)
-                        }
-                        Failure::Sent(kind, cause) => {
-                            note_failure(app, service, worker, &route.workers, kind);
-                            (StatusCode::BAD_GATEWAY, kind, cause, retryable_sent)
-                        }
-                        Failure::TooLarge => {
-                            return finish(app, service, arrived, too_large(service, spec));
-                        }
-                        Failure::CallerBody(cause) => {
-                            return finish(app, service, arrived, unreadable(service, &*cause));
-                        }
-                        Failure::Switched => {
-                            let r = refuse(
-                                StatusCode::BAD_GATEWAY,
-                                service,
-                                "protocol_switch",
-                                format!(
-                                    "{} switched protocols, which routerd does not carry",
-                                    worker.worker
-                                ),
-                            );
-                            return finish(app, service, arrived, r);
-                        }
-                        Failure::TimedOut => {
-                            app.lock().stats.upstream_error(service, "timeout");
-                            let r = refuse(
-                                StatusCode::GATEWAY_TIMEOUT,
-                                service,
-                                "timeout",
-                                format!(
-                                    "{} did not answer within {} ms",
-                                    worker.worker,
-                                    spec.timeout.as_millis()
-                                ),
-                            );
-                            return finish(app, service, arrived, r);
-                        }
-                    };
-                    let request_id = call.headers.get(REQUEST_ID);
-                    tracing::warn!(
-                        request_id = request_id.and_then(|v| v.to_str().ok()).unwrap_or_default(),
-                        service, worker = %worker.worker, reason, error = %message,
-                        "call to worker failed"
-                    );
-                    let message = format!("{}: {message}", worker.worker);
-                    // A closed pooled connection is retried without spending the budget.
-                    let free = reason == "stale_connection" && tried.len() <= ATTEMPTS;
-                    if free {
-                        tried.pop();
-                        last = Some((status, reason, message));
-                        continue;
-                    }
-                    if !(may_retry && retry(app, service, &tried, reason)) {
-                        let r = refuse(status, service, reason, message);
-                        return finish(app, service, arrived, r);
-                    }
-                    last = Some((status, reason, message));
+                    let r = answer_failure(app, service, spec, worker, failure);
+                    return finish(app, service, arrived, r);
                 }
+            };
+            done(app, service, &worker.worker);
+            let reason = kind.label();
+            if kind.counts_against_the_worker() {
+                note_failure(app, service, worker, &route.workers, reason);
             }
+            let request_id = call.headers.get(REQUEST_ID);
+            tracing::warn!(
+                request_id = request_id.and_then(|v| v.to_str().ok()).unwrap_or_default(),
+                service, worker = %worker.worker, reason, error = %cause,
+                "call to worker failed"
+            );
+            let message = format!("{}: {cause}", worker.worker);
+            let retry = match plan.next(&worker.worker, kind) {
+                Next::RetryFree => true,
+                Next::Retry => spend_retry(app, service, reason),
+                Next::Answer => false,
+            };
+            if !retry {
+                let r = refuse(StatusCode::BAD_GATEWAY, service, reason, message);
+                return finish(app, service, arrived, r);
+            }
+            last = Some((StatusCode::BAD_GATEWAY, reason, message));
         }
     }
 }
 
-/// Whether another attempt may go out: under the attempt limit and within the budget.
-fn retry(app: &Shared, service: &str, tried: &[Arc<str>], reason: &'static str) -> bool {
-    if tried.len() >= ATTEMPTS {
-        return false;
+/// routerd's answer to a call whose attempt failed with `failure`, and that goes no further.
+fn answer_failure(
+    app: &Shared,
+    service: &str,
+    spec: &ServiceSpec,
+    worker: &Candidate,
+    failure: Failure,
+) -> Response {
+    match failure {
+        Failure::Worker(kind, cause) => refuse(
+            StatusCode::BAD_GATEWAY,
+            service,
+            kind.label(),
+            format!("{}: {cause}", worker.worker),
+        ),
+        Failure::TooLarge => too_large(service, spec),
+        Failure::CallerBody(cause) => unreadable(service, &*cause),
+        Failure::Switched => refuse(
+            StatusCode::BAD_GATEWAY,
+            service,
+            "protocol_switch",
+            format!(
+                "{} switched protocols, which routerd does not carry",
+                worker.worker
+            ),
+        ),
+        Failure::TimedOut => {
+            app.lock().stats.upstream_error(service, "timeout");
+            refuse(
+                StatusCode::GATEWAY_TIMEOUT,
+                service,
+                "timeout",
+                format!(
+                    "{} did not answer within {} ms",
+                    worker.worker,
+                    spec.timeout.as_millis()
+                ),
+            )
+        }
     }
+}
+
+/// Whether the retry budget allows another attempt; spends it if so.
+fn spend_retry(app: &Shared, service: &str, reason: &'static str) -> bool {
     let mut c = app.lock();
     if c.retry_budget.try_retry() {
         c.stats.retried(service, reason);
