@@ -108,6 +108,19 @@ impl<D> Relay<D> {
     pub fn routes(&self) -> usize {
         self.routes.len()
     }
+
+    /// The route held for `to`, if it is good at `epoch`.
+    pub fn held(&self, to: Ipv4Addr, epoch: u64) -> Option<Result<(&D, Ipv4Addr), RelayDrop>> {
+        if epoch != self.epoch {
+            return None;
+        }
+        self.routes.get(&to).map(|route| {
+            route
+                .as_ref()
+                .map(|(dest, from)| (dest, *from))
+                .map_err(|e| *e)
+        })
+    }
 }
 
 #[cfg(test)]

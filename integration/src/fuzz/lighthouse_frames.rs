@@ -81,14 +81,14 @@ fn run(running: &mut super::common::Running<Lighthouse>, steps: Vec<Step>) {
                     || core.route(conn, to),
                     counters,
                 );
-                // A route the relay kept is the one the core would give now.
-                match (
-                    verdict.map(|(dest, from)| (*dest, from)),
-                    core.route(conn, to),
-                ) {
-                    (Err(RelayDrop::OverBudget), Ok(_)) => {}
-                    (kept, fresh) => assert_eq!(kept, fresh),
+                let fresh = core.route(conn, to);
+                match verdict {
+                    Err(RelayDrop::OverBudget) => {}
+                    verdict => assert_eq!(verdict.map(|(dest, from)| (*dest, from)), fresh),
                 }
+                // Over budget or not, the route the relay keeps is the one the core gives now.
+                let held = relay.held(to, epoch).expect("a route held for this epoch");
+                assert_eq!(held.map(|(dest, from)| (*dest, from)), fresh);
                 assert!(relay.routes() <= relay::MAX_ROUTES);
             }
             Step::Reflect { from, token } => {

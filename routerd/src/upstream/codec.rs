@@ -351,6 +351,9 @@ fn line(buffered: &[u8]) -> Result<Option<(usize, usize)>, Error> {
         } else {
             at
         };
+        if length > MAX_LINE {
+            return Err(Error::Invalid("chunk line too long"));
+        }
         return Ok(Some((length, at + 1)));
     }
     if buffered.len() > MAX_LINE + 1 {

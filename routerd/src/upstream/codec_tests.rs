@@ -146,8 +146,14 @@ fn malformed_or_cut_bodies_fail_the_same_however_they_are_cut() {
         "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2;x={}\r\nok\r\n0\r\n\r\n",
         "e".repeat(MAX_LINE)
     );
-    let cases: [(&[u8], &str); 6] = [
+    // The same line ended by a bare LF, one byte longer than the limit.
+    let long_lf_line = format!(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2;x={}\nok\r\n0\r\n\r\n",
+        "e".repeat(MAX_LINE - 3)
+    );
+    let cases: [(&[u8], &str); 7] = [
         (long_line.as_bytes(), "invalid"),
+        (long_lf_line.as_bytes(), "invalid"),
         (b"HTTP/1.1 abc OK\r\n\r\n", "invalid"),
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",

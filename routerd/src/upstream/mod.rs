@@ -10,7 +10,8 @@
 //! - [`body`]: the response body, read from the connection as it is polled.
 //!
 //! A connection is reused only after a response read to its end, with nothing after it, from
-//! an HTTP/1.1 worker that did not say `Connection: close`.
+//! an HTTP/1.1 worker that did not say `Connection: close` and did not frame the response
+//! twice (both a `Content-Length` and a `Transfer-Encoding`).
 
 use std::io;
 use std::net::SocketAddr;
