@@ -21,6 +21,7 @@ pub mod proof;
 #[cfg(any(test, feature = "test-ca"))]
 pub mod test_ca;
 pub mod timefmt;
+mod trust_store;
 mod verify;
 mod x509;
 
@@ -39,4 +40,5 @@ pub use issue::{
 pub use keys::{CaKey, KeyError, NodeKeys, NodePublicKeys, WireGuardKey};
 pub use names::{Group, NameError, NodeName};
 pub use node_cert::{NodeCert, NodeCertError};
+pub use trust_store::{CrlOffer, Refusal, TrustStore};
 pub use verify::{VerifyError, verify};

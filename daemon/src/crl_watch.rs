@@ -1,11 +1,12 @@
-//! Watching a revocation list file: a daemon looks on SIGHUP and on a timer, and takes the
-//! file's list only when it changed, verifies against the CA and is newer than the one in
-//! use (an older file never un-revokes anyone).
+//! Watching a revocation list file, the same way in every daemon: it looks on SIGHUP and on a
+//! timer, and offers the file's list to its trust store only when the file changed and the list
+//! verifies against the CA. The store takes it only if it is newer than the one in use (an
+//! older file never un-revokes anyone).
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use rma_ca::{CRL_WARNING_WINDOW, CaCert, RevocationList};
+use rma_ca::{CRL_WARNING_WINDOW, CaCert, CrlOffer, RevocationList};
 use time::OffsetDateTime;
 
 /// Logs a warning when the list in use is within [`CRL_WARNING_WINDOW`] of its next-update time,
@@ -16,6 +17,9 @@ pub fn warn_if_due(crl: Option<&RevocationList>, now: OffsetDateTime) {
         tracing::warn!("{warning}; it stays in use until a newer one arrives");
     }
 }
+
+/// How often a daemon looks at its revocation list file.
+pub const POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct CrlWatch {
@@ -35,33 +39,96 @@ impl CrlWatch {
         Some((meta.modified().ok()?, meta.len()))
     }
 
-    /// The file's list if it changed since the last look (or `force`, on SIGHUP), verifies
-    /// against `ca` and supersedes `current`. Refusals are logged; the caller keeps its list.
-    pub fn newer(
+    /// Looks at the file: if it changed since the last look (or `force`, on SIGHUP) and its
+    /// list verifies against `ca`, hands the list to `offer` (the daemon's trust store, which
+    /// keeps only a newer one) and logs what became of it. Refusals are logged; the daemon
+    /// keeps its list.
+    pub fn poll(
         &mut self,
         ca: &CaCert,
-        current: Option<&RevocationList>,
         force: bool,
-    ) -> Option<RevocationList> {
+        offer: impl FnOnce(RevocationList) -> CrlOffer,
+    ) -> CrlOffer {
         let stamp = Self::stamp(&self.path);
         if !force && stamp == self.seen {
-            return None;
+            return CrlOffer::NotNewer;
         }
         self.seen = stamp;
         let crl = match crate::identity::load_crl(&self.path, ca) {
             Ok(crl) => crl,
             Err(e) => {
                 tracing::error!("revocation list refused, keeping the one in use: {e:#}");
-                return None;
+                return CrlOffer::NotNewer;
             }
         };
-        if !crl.supersedes(current) {
-            if !force {
-                tracing::warn!(number = ?crl.number(), "the revocation list file is not newer than the one in use; keeping it");
+        let (revoked, number) = (crl.len(), crl.number());
+        let due = crl.next_update_warning(OffsetDateTime::now_utc(), CRL_WARNING_WINDOW);
+        let outcome = offer(crl);
+        match outcome {
+            CrlOffer::Replaced => {
+                tracing::info!(path = %self.path.display(), revoked, number = ?number, "revocation list loaded");
+                if let Some(warning) = due {
+                    tracing::warn!("{warning}; it stays in use until a newer one arrives");
+                }
             }
-            return None;
+            CrlOffer::NotNewer if !force => {
+                tracing::warn!(number = ?number, "the revocation list file is not newer than the one in use; keeping it");
+            }
+            CrlOffer::NotNewer => {}
         }
-        tracing::info!(path = %self.path.display(), revoked = crl.len(), number = ?crl.number(), "revocation list loaded");
-        Some(crl)
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rma_ca::TrustStore;
+
+    use super::*;
+
+    #[test]
+    fn a_changed_file_is_offered_and_only_a_newer_list_is_taken() {
+        let pki = rma_ca::test_ca::TestCa::new("ca");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crl");
+        let write = |number: u64| std::fs::write(&path, pki.crl(number, &[]).to_pem()).unwrap();
+        write(1);
+        let mut store = TrustStore::new(pki.ca.clone(), None);
+        let mut watch = CrlWatch::new(path.clone());
+        let mut poll =
+            |store: &mut TrustStore, force| watch.poll(&pki.ca, force, |crl| store.offer(crl));
+        assert_eq!(
+            poll(&mut store, false),
+            CrlOffer::NotNewer,
+            "unchanged since start"
+        );
+        assert_eq!(
+            poll(&mut store, true),
+            CrlOffer::Replaced,
+            "SIGHUP reads it"
+        );
+        write(3);
+        // The same length and, within a second, the same mtime: set the mtime apart.
+        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(poll(&mut store, false), CrlOffer::Replaced);
+        assert_eq!(store.crl().and_then(RevocationList::number), Some(3));
+        write(2);
+        std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later + std::time::Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(poll(&mut store, false), CrlOffer::NotNewer, "an older file");
+        assert_eq!(store.crl().and_then(RevocationList::number), Some(3));
+        std::fs::write(&path, b"not a list").unwrap();
+        assert_eq!(poll(&mut store, true), CrlOffer::NotNewer, "a corrupt file");
+        assert_eq!(store.crl().and_then(RevocationList::number), Some(3));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rma_ca::{CaCert, NodeCert, NodeKeys, RevocationList};
+use rma_ca::{CaCert, NodeCert, NodeKeys, RevocationList, TrustStore};
 use time::OffsetDateTime;
 
 use crate::config::PkiPaths;
@@ -59,13 +59,15 @@ pub fn load(pki: &PkiPaths, now: OffsetDateTime) -> anyhow::Result<Identity> {
             pki.cert.display()
         );
     }
-    rma_ca::verify(&cert, &ca, crl.as_ref(), now)
+    let trust = TrustStore::new(ca, crl);
+    trust
+        .check(&cert, now)
         .map_err(|e| anyhow::anyhow!("{}: not trusted: {e}", pki.cert.display()))?;
     Ok(Identity {
         cert,
         keys,
-        ca,
-        crl,
+        ca: trust.ca().clone(),
+        crl: trust.crl().cloned(),
     })
 }
 

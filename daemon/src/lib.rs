@@ -9,7 +9,9 @@ pub mod identity;
 pub mod logging;
 pub mod prometheus;
 pub mod signals;
+pub mod sync;
 pub mod token_bucket;
+pub mod trust;
 
 pub use config::{ConfigError, Log, LogFormat, PkiPaths};
 pub use identity::Identity;

@@ -172,7 +172,7 @@ pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
 }
 
 pub(crate) fn snapshot(shared: &Mutex<Shared>) -> (Snapshot, Arc<ShellCounters>) {
-    let shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let shared = rma_daemon::sync::lock(shared);
     let registrations = shared.core.registrations();
     (
         Snapshot {

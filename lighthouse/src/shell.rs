@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rma_ca::RevocationList;
+use rma_ca::CrlOffer;
 use rma_daemon::crl_watch::CrlWatch;
+use rma_daemon::sync::lock;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -28,9 +29,6 @@ use crate::wire::{self, Control};
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Control messages queued for one node before the connection counts as stuck.
 const CONTROL_QUEUE: usize = 256;
-/// How often the revocation list file is checked for changes.
-const CRL_POLL: Duration = Duration::from_secs(2);
-
 pub use rma_daemon::Reload;
 
 /// Counters the shell keeps besides the core's.
@@ -89,10 +87,6 @@ impl Shared {
             }
         }
     }
-}
-
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn random_token() -> [u8; wire::TOKEN_LEN] {
@@ -188,7 +182,7 @@ pub async fn run(
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
     let mut crl_watch = config.pki.crl.clone().map(CrlWatch::new);
-    let mut poll = tokio::time::interval(CRL_POLL);
+    let mut poll = tokio::time::interval(rma_daemon::crl_watch::POLL);
     // Its first tick, at once, warns at start about a list that is due.
     let mut daily = tokio::time::interval(Duration::from_secs(86_400));
     let mut next_conn: ConnId = 0;
@@ -254,25 +248,25 @@ fn reload_config(reload: &Reload, running: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Notices a changed revocation list file and applies it.
 /// Takes a newer revocation list from the file, if there is one, and pushes it to every node.
 fn check_crl(watch: Option<&mut CrlWatch>, shared: &Mutex<Shared>, trust: &Trust, force: bool) {
-    if let Some(crl) = watch.and_then(|w| w.newer(trust.ca(), trust.crl().as_ref(), force)) {
-        apply_crl(shared, trust, crl);
+    let Some(watch) = watch else { return };
+    let mut taken = None;
+    let offer = watch.poll(&trust.ca(), force, |crl| {
+        let offer = trust.offer(crl.clone());
+        taken = Some(crl);
+        offer
+    });
+    if let (CrlOffer::Replaced, Some(crl)) = (offer, taken) {
+        tracing::info!(
+            revoked = crl.len(),
+            "pushing the revocation list to every node"
+        );
+        let mut shared = lock(shared);
+        shared.counters.crl_reloads.fetch_add(1, Ordering::Relaxed);
+        let effects = shared.core.set_crl(crl);
+        shared.apply(effects);
     }
-}
-
-fn apply_crl(shared: &Mutex<Shared>, trust: &Trust, crl: RevocationList) {
-    tracing::info!(
-        revoked = crl.len(),
-        "pushing the revocation list to every node"
-    );
-    rma_daemon::crl_watch::warn_if_due(Some(&crl), OffsetDateTime::now_utc());
-    trust.set_crl(Some(crl.clone()));
-    let mut shared = lock(shared);
-    shared.counters.crl_reloads.fetch_add(1, Ordering::Relaxed);
-    let effects = shared.core.set_crl(crl);
-    shared.apply(effects);
 }
 
 /// Answers reflect messages: the source address of each is a node's WireGuard socket as the
@@ -313,7 +307,7 @@ async fn serve_node(
         let der = crate::tls::peer_certificate(&connection)
             .ok_or_else(|| anyhow::anyhow!("no client certificate"))?;
         // The TLS verifier checked it; parsed again here for its fields.
-        let cert = trust.check(&der, OffsetDateTime::now_utc())?;
+        let cert = trust.accept(&der, OffsetDateTime::now_utc())?;
         let (send, recv) = connection.accept_bi().await?;
         anyhow::Ok((connection, cert, send, recv))
     };
@@ -465,7 +459,7 @@ fn relay(
         Ok((handle.connection.clone(), source))
     };
     let epoch = relaying.epoch.load(Ordering::Acquire);
-    let mut relay = relaying.relay.lock().unwrap_or_else(|p| p.into_inner());
+    let mut relay = lock(&relaying.relay);
     let Ok((destination, source)) = relay.forward(
         to,
         datagram.len(),

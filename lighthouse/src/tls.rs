@@ -6,11 +6,11 @@
 //! by its expected name, and the name in the certificate must match. The handshake signature
 //! is checked by rustls with the ring provider (Ed25519). TLS 1.3 only.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rma_ca::{CaCert, NodeCert, NodeKeys, RevocationList, VerifyError};
+use rma_ca::{NodeCert, NodeCertError, NodeKeys, VerifyError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -36,64 +36,28 @@ const STREAM_WINDOW: u32 = 128 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 const DATAGRAM_BUFFER: usize = 1024 * 1024;
 
-/// The CA and the current revocation list, shared by the TLS verifiers and the daemon that
-/// reloads the list.
-#[derive(Debug)]
-pub struct Trust {
-    ca: CaCert,
-    crl: RwLock<Option<RevocationList>>,
-}
-
-impl Trust {
-    pub fn new(ca: CaCert, crl: Option<RevocationList>) -> Arc<Self> {
-        Arc::new(Self {
-            ca,
-            crl: RwLock::new(crl),
-        })
-    }
-
-    pub fn ca(&self) -> &CaCert {
-        &self.ca
-    }
-
-    pub fn crl(&self) -> Option<RevocationList> {
-        self.crl
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    /// Whether the list in use is `crl` (the same DER, or both none), without copying it.
-    pub fn holds(&self, crl: Option<&RevocationList>) -> bool {
-        let held = self.crl.read().unwrap_or_else(|p| p.into_inner());
-        held.as_ref().map(RevocationList::der) == crl.map(RevocationList::der)
-    }
-
-    pub fn set_crl(&self, crl: Option<RevocationList>) {
-        match self.crl.write() {
-            Ok(mut slot) => *slot = crl,
-            Err(poisoned) => *poisoned.into_inner() = crl,
-        }
-    }
-
-    /// Parses and verifies a peer's certificate at `now`.
-    pub fn check(&self, der: &[u8], now: OffsetDateTime) -> Result<NodeCert, Refusal> {
-        let cert = NodeCert::from_der(der).map_err(|e| Refusal::Malformed(e.to_string()))?;
-        let crl = self.crl.read().unwrap_or_else(|p| p.into_inner());
-        rma_ca::verify(&cert, &self.ca, crl.as_ref(), now).map_err(Refusal::Untrusted)?;
-        Ok(cert)
-    }
-}
+/// The trust store the TLS verifiers check against; the daemon offers it newer revocation
+/// lists.
+pub use rma_daemon::trust::SharedTrust as Trust;
 
 /// Why a peer's certificate was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     #[error("not a node certificate: {0}")]
-    Malformed(String),
+    Malformed(NodeCertError),
     #[error("{0}")]
     Untrusted(VerifyError),
     #[error("expected the lighthouse {expected}, the certificate names {actual}")]
     WrongName { expected: String, actual: String },
+}
+
+impl From<rma_ca::Refusal> for Refusal {
+    fn from(refusal: rma_ca::Refusal) -> Self {
+        match refusal {
+            rma_ca::Refusal::Malformed(e) => Refusal::Malformed(e),
+            rma_ca::Refusal::Untrusted(e) => Refusal::Untrusted(e),
+        }
+    }
 }
 
 impl From<Refusal> for rustls::Error {
@@ -158,7 +122,9 @@ impl ClientCertVerifier for PeerVerifier {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.trust.check(end_entity, unix_to_datetime(now))?;
+        self.trust
+            .accept(end_entity, unix_to_datetime(now))
+            .map_err(Refusal::from)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -196,7 +162,10 @@ impl ServerCertVerifier for PeerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = self.trust.check(end_entity, unix_to_datetime(now))?;
+        let cert = self
+            .trust
+            .accept(end_entity, unix_to_datetime(now))
+            .map_err(Refusal::from)?;
         let expected = server_name.to_str();
         if cert.name().as_str() != expected {
             return Err(Refusal::WrongName {

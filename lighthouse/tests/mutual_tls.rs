@@ -129,9 +129,9 @@ fn trust_follows_the_revocation_list() {
     let pki = TestCa::new("mesh-ca");
     let (cert, _) = pki.node("a", Ipv4Addr::new(10, 42, 0, 1));
     let trust: Arc<Trust> = Trust::new(pki.ca.clone(), None);
-    assert!(trust.check(cert.der(), pki.start).is_ok());
-    trust.set_crl(Some(pki.crl_revoking(&[&cert])));
-    let refusal = trust.check(cert.der(), pki.start).unwrap_err();
+    assert!(trust.accept(cert.der(), pki.start).is_ok());
+    trust.offer(pki.crl_revoking(&[&cert]));
+    let refusal = trust.accept(cert.der(), pki.start).unwrap_err();
     assert!(refusal.to_string().starts_with("revoked at"), "{refusal}");
-    assert!(trust.check(b"not a certificate", pki.start).is_err());
+    assert!(trust.accept(b"not a certificate", pki.start).is_err());
 }

@@ -5,10 +5,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
 use lighthouse::proto::ToLighthouse;
+use rma_ca::RevocationList;
 
-use crate::links::Links;
+use crate::lighthouse_links::LighthouseLinks;
+use crate::node::LighthouseId;
 use crate::node::Output;
-use crate::peer::LighthouseId;
 
 /// Results of one round of the event loop. Buffers keep their capacity between rounds, so the
 /// steady state allocates nothing.
@@ -23,6 +24,8 @@ pub struct Batch {
     relayed: Vec<u8>,
     relays: Vec<(LighthouseId, Ipv4Addr, Range<usize>)>,
     asks: Vec<(LighthouseId, ToLighthouse)>,
+    /// The revocation list the node put in use this round, if it changed.
+    crl: Option<RevocationList>,
 }
 
 impl Output for Batch {
@@ -47,6 +50,10 @@ impl Output for Batch {
     fn ask(&mut self, via: LighthouseId, message: ToLighthouse) {
         self.asks.push((via, message));
     }
+
+    fn crl_changed(&mut self, crl: &RevocationList) {
+        self.crl = Some(crl.clone());
+    }
 }
 
 /// The most a GSO train may carry: the UDP length field is 16 bits, so the kernel refuses a
@@ -70,8 +77,13 @@ impl Batch {
             && self.asks.is_empty()
     }
 
+    /// The revocation list the node put in use since the last call, if it changed.
+    pub fn take_crl(&mut self) -> Option<RevocationList> {
+        self.crl.take()
+    }
+
     /// Hands relayed datagrams and control messages to the lighthouse connections.
-    pub fn send_to_lighthouses(&mut self, links: &mut Links) {
+    pub fn send_to_lighthouses(&mut self, links: &mut LighthouseLinks) {
         for (via, to, range) in &self.relays {
             links.relay(*via, *to, &self.relayed[range.clone()]);
         }

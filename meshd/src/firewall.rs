@@ -317,7 +317,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::node_tests::{Pki, ip};
+    use crate::node::tests::{Pki, ip};
 
     const ME: u8 = 1;
 

@@ -9,16 +9,10 @@ pub mod firewall;
 #[cfg(any(test, feature = "forge"))]
 pub mod forge;
 pub mod ipv4;
-pub mod links;
+pub mod lighthouse_links;
 pub mod metrics;
 pub mod node;
-mod peer;
 pub mod shell;
 pub mod status;
 mod udp;
 pub mod worker;
-
-#[cfg(test)]
-mod node_lighthouse_tests;
-#[cfg(test)]
-mod node_tests;

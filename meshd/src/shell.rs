@@ -14,11 +14,12 @@ use tun_rs::{AsyncDevice, DeviceBuilder};
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::control::{Request, StatusSocket};
-use crate::links::{LinkEvent, Links};
+use crate::lighthouse_links::{LighthouseEvent, LighthouseLinks};
 use crate::node::{Node, Now, Pong, Settings};
 use crate::udp::Udp;
 use lighthouse::tls::Trust;
-use rma_ca::RevocationList;
+use rma_ca::CaCert;
+use rma_daemon::crl_watch::CrlWatch;
 
 /// How often certificates near expiry are named again.
 const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -102,10 +103,10 @@ pub async fn run(
     warn_if_no_rules(&config);
     let ca = identity.ca.clone();
     let trust = Trust::new(identity.ca.clone(), identity.crl.clone());
-    let (links, link_events) = Links::start(
+    let (links, link_events) = LighthouseLinks::start(
         &config.lighthouses,
         lighthouse::tls::client_config(&identity.cert, &identity.keys, Arc::clone(&trust))?,
-        crate::links::local_candidates(udp.local_addr()?, mesh_ip),
+        crate::lighthouse_links::local_candidates(udp.local_addr()?, mesh_ip),
     )?;
     let worker_keys = identity.keys.clone();
     let registration = (!config.coordinators.is_empty()).then(|| {
@@ -148,9 +149,10 @@ pub async fn run(
 
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
-    let mut reloader = reload.map(|r| (r, config, ca));
+    let crl_watch = config.pki.crl.clone().map(CrlWatch::new);
+    let mut reloader = reload.map(|r| (r, config));
     let on_hangup = |node: &mut Node| match &mut reloader {
-        Some((reload, running, ca)) => match reload_config(node, reload, running, ca) {
+        Some((reload, running)) => match reload_config(node, reload, running) {
             Ok(()) => {
                 tracing::info!(path = %reload.config_path.display(), "configuration reloaded")
             }
@@ -166,6 +168,8 @@ pub async fn run(
         links,
         link_events,
         trust,
+        crl_watch,
+        ca,
     };
     let result = event_loop(&mut node, io, on_hangup, shutdown).await;
     for task in workers {
@@ -181,24 +185,8 @@ pub async fn run(
 
 /// Reads the configuration again and applies what can change while running. Nothing is
 /// applied unless all of it is valid.
-fn reload_config(
-    node: &mut Node,
-    reload: &Reload,
-    running: &mut Config,
-    ca: &rma_ca::CaCert,
-) -> anyhow::Result<()> {
+fn reload_config(node: &mut Node, reload: &Reload, running: &mut Config) -> anyhow::Result<()> {
     let new = Config::load(&reload.config_path)?;
-    let crl = match &new.pki.crl {
-        Some(path) => {
-            let bytes =
-                std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            Some(
-                RevocationList::from_bytes(&bytes, ca)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-            )
-        }
-        None => None,
-    };
     (reload.set_log_filter)(&new.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
     let restart_needed = [
         ("listen", new.listen != running.listen),
@@ -217,7 +205,7 @@ fn reload_config(
         }
     }
     warn_if_no_rules(&new);
-    node.reload(&settings(&new), crl, now());
+    node.reload(&settings(&new), now());
     *running = new;
     Ok(())
 }
@@ -228,33 +216,47 @@ struct Io<'a> {
     udp: &'a mut Udp,
     requests: &'a mut mpsc::Receiver<Request>,
     hangups: &'a mut tokio::signal::unix::Signal,
-    links: Links,
-    link_events: mpsc::Receiver<LinkEvent>,
+    links: LighthouseLinks,
+    link_events: mpsc::Receiver<LighthouseEvent>,
     /// The lighthouse connections' TLS trust, kept on the node's revocation list.
     trust: Arc<Trust>,
+    /// The configured revocation list file, offered to the node when it changes.
+    crl_watch: Option<CrlWatch>,
+    ca: CaCert,
 }
 
-fn handle_link_event(node: &mut Node, links: &mut Links, event: LinkEvent, batch: &mut Batch) {
+fn handle_link_event(
+    node: &mut Node,
+    links: &mut LighthouseLinks,
+    event: LighthouseEvent,
+    batch: &mut Batch,
+) {
     match event {
-        LinkEvent::Up(id, connection) => {
+        LighthouseEvent::Up(id, connection) => {
             links.set_connection(id, Some(connection));
             node.lighthouse_up(id);
         }
-        LinkEvent::Down(id) => {
+        LighthouseEvent::Down(id) => {
             links.set_connection(id, None);
             node.lighthouse_down(id);
         }
-        LinkEvent::Message(id, message) => node.handle_lighthouse(id, message, now(), batch),
-        LinkEvent::Relayed(id, from, datagram) => {
+        LighthouseEvent::Message(id, message) => node.handle_lighthouse(id, message, now(), batch),
+        LighthouseEvent::Relayed(id, from, datagram) => {
             node.handle_relayed(id, from, &datagram, now(), batch);
         }
     }
 }
 
-/// Gives the lighthouse connections' TLS the revocation list the node uses, if it changed.
-fn sync_trust(node: &Node, trust: &Trust) {
-    if !trust.holds(node.crl()) {
-        trust.set_crl(node.crl().cloned());
+/// Offers the node the revocation list file if it changed (or on SIGHUP, `force`).
+fn check_crl(
+    node: &mut Node,
+    watch: Option<&mut CrlWatch>,
+    ca: &CaCert,
+    force: bool,
+    batch: &mut Batch,
+) {
+    if let Some(watch) = watch {
+        watch.poll(ca, force, |crl| node.offer_crl(crl, now(), batch));
     }
 }
 
@@ -272,6 +274,8 @@ async fn event_loop(
         mut links,
         mut link_events,
         trust,
+        mut crl_watch,
+        ca,
     } = io;
     let mut batch = Batch::default();
     // `meshd ping` probes in flight, by sequence number.
@@ -287,6 +291,10 @@ async fn event_loop(
     // Certificates near expiry are named at start and then once a day.
     let mut daily =
         tokio::time::interval_at(tokio::time::Instant::now() + EXPIRY_CHECK, EXPIRY_CHECK);
+    let mut crl_poll = tokio::time::interval_at(
+        tokio::time::Instant::now() + rma_daemon::crl_watch::POLL,
+        rma_daemon::crl_watch::POLL,
+    );
     loop {
         let deadline = node.next_timeout();
         if deadline != armed_for {
@@ -319,16 +327,12 @@ async fn event_loop(
                 node.handle_timers(now(), &mut batch);
             }
             Some(event) = link_events.recv() => {
-                let control = matches!(event, LinkEvent::Message(..));
                 handle_link_event(node, &mut links, event, &mut batch);
                 for _ in 1..LINK_BURST {
                     match link_events.try_recv() {
                         Ok(event) => handle_link_event(node, &mut links, event, &mut batch),
                         Err(_) => break,
                     }
-                }
-                if control {
-                    sync_trust(node, &trust);
                 }
             }
             Some(request) = requests.recv() => match request {
@@ -351,13 +355,17 @@ async fn event_loop(
             },
             Some(()) = hangups.recv() => {
                 on_hangup(node);
-                sync_trust(node, &trust);
+                check_crl(node, crl_watch.as_mut(), &ca, true, &mut batch);
             }
+            _ = crl_poll.tick() => check_crl(node, crl_watch.as_mut(), &ca, false, &mut batch),
             _ = daily.tick() => {
                 for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
                     tracing::warn!("{warning}");
                 }
             }
+        }
+        if let Some(crl) = batch.take_crl() {
+            trust.offer(crl);
         }
         for pong in node.take_pongs() {
             if let Some(waiter) = waiting.remove(&pong.seq) {

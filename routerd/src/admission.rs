@@ -8,13 +8,14 @@
 //! - and the certificate verifies against the CA and the revocation list.
 //!
 //! The first three need no shared state: [`prove`] runs before any lock is taken, and
-//! [`trust`] needs only the CA and a snapshot of the list.
+//! [`trust`] reads only the trust store, which has a lock of its own.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use rma_ca::proof::{ProofError, Signed};
-use rma_ca::{CaCert, NodeCert, RevocationList, VerifyError};
+use rma_ca::{NodeCert, VerifyError};
+use rma_daemon::trust::SharedTrust;
 use time::OffsetDateTime;
 
 /// How far a registration's signing time may be from routerd's clock. Certificates already
@@ -85,14 +86,9 @@ pub fn prove(claim: &Claim<'_>, groups: &[String], now_ms: u64) -> Result<Proven
     Ok(Proven { cert, signed_at_ms })
 }
 
-/// The certificate's chain, validity and revocation at `now`.
-pub fn trust(
-    cert: &NodeCert,
-    ca: &CaCert,
-    crl: Option<&RevocationList>,
-    now: OffsetDateTime,
-) -> Result<(), Refusal> {
-    rma_ca::verify(cert, ca, crl, now).map_err(Refusal::Untrusted)
+/// The certificate's chain, validity and revocation at `now`, by the trust store.
+pub fn trust(cert: &NodeCert, trust: &SharedTrust, now: OffsetDateTime) -> Result<(), Refusal> {
+    trust.check(cert, now).map_err(Refusal::Untrusted)
 }
 
 #[cfg(test)]
@@ -195,15 +191,16 @@ mod tests {
     fn trust_checks_the_chain_and_the_revocation_list() {
         let pki = TestCa::new("mesh-ca");
         let (cert, _) = pki.node("worker-5", Ipv4Addr::new(10, 42, 0, 5));
-        assert_eq!(trust(&cert, &pki.ca, None, pki.start), Ok(()));
-        let crl = pki.crl_revoking(&[&cert]);
+        let store = SharedTrust::new(pki.ca.clone(), None);
+        assert_eq!(trust(&cert, &store, pki.start), Ok(()));
+        store.offer(pki.crl_revoking(&[&cert]));
         assert!(matches!(
-            trust(&cert, &pki.ca, Some(&crl), pki.start),
+            trust(&cert, &store, pki.start),
             Err(Refusal::Untrusted(VerifyError::Revoked { .. }))
         ));
         let other = TestCa::new("other-ca");
         assert!(matches!(
-            trust(&cert, &other.ca, None, pki.start),
+            trust(&cert, &SharedTrust::new(other.ca.clone(), None), pki.start),
             Err(Refusal::Untrusted(_))
         ));
     }

@@ -161,8 +161,7 @@ async fn register(
     let now = OffsetDateTime::now_utc();
     let proven = admission::prove(&claim, &shared.worker_groups, unix_ms(now))
         .map_err(|e| refused(&shared, StatusCode::FORBIDDEN, source, e.to_string()))?;
-    let crl = shared.lock().crl.clone();
-    admission::trust(&proven.cert, &shared.ca, crl.as_deref(), now)
+    admission::trust(&proven.cert, &shared.trust, now)
         .map_err(|e| refused(&shared, StatusCode::FORBIDDEN, source, e.to_string()))?;
     let cert = proven.cert;
     let name = cert.name().to_string();
@@ -352,8 +351,10 @@ async fn metrics(State(shared): State<Shared>) -> Response {
         listener("public", Listener::Public),
         listener("mesh", Listener::Mesh),
     ];
+    let crl = shared.trust.crl();
     let text = crate::metrics::render(
         &shared.lock(),
+        crl.as_ref(),
         idle,
         &listeners,
         Instant::now(),

@@ -202,7 +202,7 @@ async fn registrations_from_elsewhere_with_another_nodes_cert_or_revoked_are_ref
     let (status, _) = api.register(ip, &keys, &claimed).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Revoked.
-    api.shared.lock().crl = Some(std::sync::Arc::new(api.pki.crl_revoking(&[&cert])));
+    api.shared.trust.offer(api.pki.crl_revoking(&[&cert]));
     let (status, reply) = api.register(ip, &keys, &body).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(
@@ -421,10 +421,11 @@ async fn the_public_listener_has_no_worker_routes() {
 async fn the_metrics_count_down_to_the_revocation_lists_next_update() {
     let api = Api::new();
     // Issued at `start`, due a week later; it stays in use after that.
-    api.shared.lock().crl = Some(std::sync::Arc::new(api.pki.crl(2, &[])));
+    api.shared.trust.offer(api.pki.crl(2, &[]));
     let late = api.pki.start + time::Duration::days(8);
     let text = crate::metrics::render(
         &api.shared.lock(),
+        api.shared.trust.crl().as_ref(),
         0,
         &[("public", 3, 1)],
         Instant::now(),

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use rma_ca::{CaCert, RevocationList};
+use rma_daemon::trust::SharedTrust;
 
 use crate::balance::{Balancer, Candidate};
 use crate::config::{Config, Limits, RateLimit, Routing};
@@ -22,8 +23,6 @@ use crate::store::Store;
 pub struct Coordinator {
     pub registry: Registry,
     pub store: Store,
-    /// Shared with registrations in flight, which check against a copy taken under the lock.
-    pub crl: Option<Arc<RevocationList>>,
     pub balancer: Balancer,
     pub retry_budget: RetryBudget,
     pub rate_limiter: Option<RateLimiter>,
@@ -76,7 +75,9 @@ pub struct App {
     pub public_connections: Arc<ConnLimit>,
     pub mesh_connections: Arc<ConnLimit>,
     pub admin_token: String,
-    pub ca: CaCert,
+    /// The CA and the revocation list in use, outside the coordinator's lock: a registration
+    /// is verified before the lock is taken.
+    pub trust: Arc<SharedTrust>,
     /// A worker's certificate must be in one of these groups.
     pub worker_groups: Vec<String>,
     /// Public-listener peers whose `CF-Connecting-IP` is believed.
@@ -118,7 +119,6 @@ impl App {
         let core = Coordinator {
             registry: Registry::new(config.catalog.clone()),
             store,
-            crl: crl.map(Arc::new),
             balancer: Balancer::new(config.routing.balance, config.health, config.ejection),
             retry_budget: RetryBudget::new(config.routing.retry_budget),
             rate_limiter: config
@@ -143,7 +143,7 @@ impl App {
                 config.limits.max_connections_per_ip,
             ),
             admin_token,
-            ca,
+            trust: SharedTrust::new(ca, crl),
             worker_groups: config.worker_groups.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             mesh_ip,
@@ -164,6 +164,6 @@ impl App {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Coordinator> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        rma_daemon::sync::lock(&self.core)
     }
 }

@@ -46,7 +46,7 @@ impl ConnLimit {
     }
 
     fn open(&self) -> std::sync::MutexGuard<'_, Open> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        rma_daemon::sync::lock(&self.open)
     }
 
     /// A place for a connection from `ip`; `shared_address` (a trusted proxy, which carries

@@ -88,6 +88,7 @@ pub type ListenerConnections = (&'static str, usize, u64);
 
 pub fn render(
     c: &Coordinator,
+    crl: Option<&rma_ca::RevocationList>,
     idle_connections: usize,
     listeners: &[ListenerConnections],
     now: Instant,
@@ -184,11 +185,7 @@ pub fn render(
         "Registered workers.",
         c.registry.workers().count(),
     );
-    if let Some(secs) = c
-        .crl
-        .as_ref()
-        .and_then(|crl| crl.seconds_to_next_update(wall))
-    {
+    if let Some(secs) = crl.and_then(|crl| crl.seconds_to_next_update(wall)) {
         e.single(
             "routerd_crl_next_update_seconds",
             "gauge",

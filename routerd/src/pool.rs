@@ -40,7 +40,7 @@ impl Pool {
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        rma_daemon::sync::lock(&self.idle)
     }
 
     /// An idle connection to `addr`, or a new one.

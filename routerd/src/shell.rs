@@ -18,9 +18,6 @@ use crate::edge::{self, Listener};
 use crate::server::{self, Edge, Servers};
 use crate::store::Store;
 
-/// How often the revocation list's file is looked at for changes.
-const CRL_POLL: Duration = Duration::from_secs(2);
-
 /// The mesh IP in this node's certificate, if the config names one.
 fn certificate_ip(config: &Config) -> anyhow::Result<Option<Ipv4Addr>> {
     let Some(path) = &config.cert else {
@@ -123,23 +120,18 @@ async fn crl_loop(app: Shared, path: PathBuf) {
         return;
     };
     let mut watch = CrlWatch::new(path);
-    let mut poll = tokio::time::interval(CRL_POLL);
+    let mut poll = tokio::time::interval(rma_daemon::crl_watch::POLL);
     let mut daily = tokio::time::interval(Duration::from_secs(86_400));
     loop {
         let force = tokio::select! {
             _ = hangup.recv() => true,
             _ = poll.tick() => false,
             _ = daily.tick() => {
-                let crl = app.lock().crl.clone();
-                rma_daemon::crl_watch::warn_if_due(crl.as_deref(), time::OffsetDateTime::now_utc());
+                rma_daemon::crl_watch::warn_if_due(app.trust.crl().as_ref(), time::OffsetDateTime::now_utc());
                 continue;
             }
         };
-        let mut c = app.lock();
-        if let Some(crl) = watch.newer(&app.ca, c.crl.as_deref(), force) {
-            rma_daemon::crl_watch::warn_if_due(Some(&crl), time::OffsetDateTime::now_utc());
-            c.crl = Some(Arc::new(crl));
-        }
+        watch.poll(&app.trust.ca(), force, |crl| app.trust.offer(crl));
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use meshd::firewall::{Peer, Policy, Ports, Proto, Rule};
-use meshd::node::{Identity, Node, Now, Output, Settings};
+use meshd::node::{Identity, LighthouseId, Node, Now, Output, Settings};
 use rma_ca::test_ca::TestCa;
 use rma_ca::{NodeCert, NodeKeys};
 
@@ -78,7 +78,7 @@ pub(super) fn node(world: &World) -> Node {
         crl: None,
     };
     let mut node = Node::new(identity, &settings);
-    node.lighthouse_up(0);
+    node.lighthouse_up(LighthouseId(0));
     node
 }
 
@@ -143,10 +143,11 @@ impl Output for Sink {
         self.transmitted += datagram.len();
     }
     fn deliver(&mut self, _: &[u8]) {}
-    fn relay(&mut self, _: usize, _: Ipv4Addr, datagram: &[u8]) {
+    fn relay(&mut self, _: LighthouseId, _: Ipv4Addr, datagram: &[u8]) {
         self.transmitted += datagram.len();
     }
-    fn ask(&mut self, _: usize, _: lighthouse::proto::ToLighthouse) {}
+    fn ask(&mut self, _: LighthouseId, _: lighthouse::proto::ToLighthouse) {}
+    fn crl_changed(&mut self, _: &rma_ca::RevocationList) {}
 }
 
 /// Every table of `node` within its stated bound.

@@ -109,7 +109,7 @@ fn run(running: &mut super::common::Running<Lighthouse>, steps: Vec<Step>) {
             }
             Step::FromLighthouse { frame } => {
                 if let Ok(message) = proto::decode::<FromLighthouse>(&frame) {
-                    node.handle_lighthouse(0, message, now, &mut out);
+                    node.handle_lighthouse(meshd::node::LighthouseId(0), message, now, &mut out);
                 }
             }
             Step::Advance { ms: by } => {

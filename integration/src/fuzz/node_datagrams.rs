@@ -111,7 +111,13 @@ fn run(running: &mut super::common::Running<()>, steps: Vec<Step>) {
                 node.handle_datagram(super::common::source(from), &buf, now, &mut out);
             }
             Step::Relayed { peer: p, bytes } => {
-                node.handle_relayed(0, peer(p).mesh_ip(), &bytes, now, &mut out);
+                node.handle_relayed(
+                    meshd::node::LighthouseId(0),
+                    peer(p).mesh_ip(),
+                    &bytes,
+                    now,
+                    &mut out,
+                );
             }
             Step::Tun { bytes } => node.handle_tun_packet(&bytes, now, &mut out),
             Step::Advance { ms: by } => {

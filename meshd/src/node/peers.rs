@@ -1,42 +1,156 @@
-//! One certified peer: its certificate, its WireGuard tunnel and the paths to it.
+//! The peer table: every certified peer, its certificate, its WireGuard tunnel and the paths
+//! to it, found by slot (the session index boringtun puts in every datagram), mesh IP, WireGuard
+//! key or certificate fingerprint.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use boringtun::noise::Tunn;
-use rma_ca::NodeCert;
+use rma_ca::{Fingerprint, NodeCert};
 
+use super::lighthouses::LighthouseId;
+use super::paths::{DIRECT_TRUST, PROBE_FIRST, Route, Source};
 use crate::status::{PeerCounters, PeerStatus};
 
-/// A lighthouse, by its position in the configuration.
-pub type LighthouseId = usize;
+/// boringtun's session index is 24 bits; peers are numbered by slot below it.
+const MAX_PEERS: usize = 1 << 24;
 
-/// A direct path is trusted this long after the last authenticated packet that came over it.
-/// After that, while a relay is available, packets go both ways until one proves itself.
-pub(crate) const DIRECT_TRUST: Duration = Duration::from_secs(15);
-/// How often a relayed peer is probed for a direct path: starting quickly, backing off.
-pub(crate) const PROBE_FIRST: Duration = Duration::from_millis(500);
-pub(crate) const PROBE_MAX: Duration = Duration::from_secs(16);
-
-/// Where a datagram for a peer goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Route {
-    Direct(SocketAddr),
-    Relay(LighthouseId),
-    /// The direct path has gone quiet: send on both until one answers.
-    Both(SocketAddr, LighthouseId),
-    /// No path yet: try every candidate endpoint.
-    Candidates,
+/// The peers, each in a slot, with one index per way a datagram or packet names its peer.
+#[derive(Default)]
+pub(crate) struct PeerTable {
+    slots: Vec<Option<Peer>>,
+    free: Vec<usize>,
+    by_ip: HashMap<Ipv4Addr, usize>,
+    by_key: HashMap<[u8; 32], usize>,
+    by_fingerprint: HashMap<Fingerprint, usize>,
 }
 
-/// Where a datagram from a peer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    Direct(SocketAddr),
-    /// Through a lighthouse, which names the sender's mesh IP.
-    Relay(LighthouseId, std::net::Ipv4Addr),
+impl PeerTable {
+    pub(crate) fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_ip.is_empty()
+    }
+
+    pub(crate) fn get(&self, slot: usize) -> Option<&Peer> {
+        self.slots.get(slot)?.as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, slot: usize) -> Option<&mut Peer> {
+        self.slots.get_mut(slot)?.as_mut()
+    }
+
+    pub(crate) fn slot_of_ip(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.by_ip.get(&ip).copied()
+    }
+
+    pub(crate) fn slot_of_key(&self, key: &[u8; 32]) -> Option<usize> {
+        self.by_key.get(key).copied()
+    }
+
+    pub(crate) fn slot_of_fingerprint(&self, fingerprint: &Fingerprint) -> Option<usize> {
+        self.by_fingerprint.get(fingerprint).copied()
+    }
+
+    /// The slot a session's receiver index names, if a peer holds it.
+    pub(crate) fn slot_of_session(&self, receiver_idx: u32) -> Option<usize> {
+        let slot = (receiver_idx >> 8) as usize;
+        self.get(slot).is_some().then_some(slot)
+    }
+
+    pub(crate) fn by_ip_mut(&mut self, ip: Ipv4Addr) -> Option<&mut Peer> {
+        let slot = self.slot_of_ip(ip)?;
+        self.get_mut(slot)
+    }
+
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Peer> {
+        self.iter().find(|p| p.cert.name().as_str() == name)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.slots.iter().flatten()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Peer> {
+        self.slots.iter_mut().flatten()
+    }
+
+    /// Every peer with its slot.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (usize, &Peer)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, peer)| Some((slot, peer.as_ref()?)))
+    }
+
+    pub(crate) fn slots_mut(&mut self) -> impl Iterator<Item = (usize, &mut Peer)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(slot, peer)| Some((slot, peer.as_mut()?)))
+    }
+
+    /// The slots of the peers holding `cert`'s mesh IP or WireGuard key (at most two).
+    pub(crate) fn holders(&self, mesh_ip: Ipv4Addr, key: &[u8; 32]) -> Vec<usize> {
+        let mut slots: Vec<usize> = [self.slot_of_ip(mesh_ip), self.slot_of_key(key)]
+            .into_iter()
+            .flatten()
+            .collect();
+        slots.dedup();
+        slots
+    }
+
+    /// The slot the next peer takes, if the table has room.
+    pub(crate) fn vacant(&self) -> Option<usize> {
+        match self.free.last() {
+            Some(slot) => Some(*slot),
+            None => (self.slots.len() < MAX_PEERS).then_some(self.slots.len()),
+        }
+    }
+
+    /// Puts `peer` in slot `slot` (from [`PeerTable::vacant`]), after whatever held its mesh
+    /// IP or key has been removed.
+    pub(crate) fn insert(&mut self, slot: usize, peer: Peer) {
+        if self.free.last() == Some(&slot) {
+            self.free.pop();
+        } else {
+            debug_assert_eq!(slot, self.slots.len(), "a slot from PeerTable::vacant");
+            self.slots.push(None);
+        }
+        self.by_ip.insert(peer.cert.mesh_ip(), slot);
+        if let Some(key) = peer.cert.wireguard_key() {
+            self.by_key.insert(key.0, slot);
+        }
+        self.by_fingerprint.insert(peer.cert.fingerprint(), slot);
+        self.slots[slot] = Some(peer);
+    }
+
+    /// Gives the peer in `slot` a renewed certificate (same mesh IP and key).
+    pub(crate) fn renew(&mut self, slot: usize, cert: NodeCert) {
+        let Some(peer) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        self.by_fingerprint.remove(&peer.cert.fingerprint());
+        self.by_fingerprint.insert(cert.fingerprint(), slot);
+        peer.cert = cert;
+    }
+
+    pub(crate) fn remove(&mut self, slot: usize) -> Option<Peer> {
+        let peer = self.slots.get_mut(slot).and_then(Option::take)?;
+        self.by_ip.remove(&peer.cert.mesh_ip());
+        if let Some(key) = peer.cert.wireguard_key() {
+            self.by_key.remove(&key.0);
+        }
+        self.by_fingerprint.remove(&peer.cert.fingerprint());
+        self.free.push(slot);
+        Some(peer)
+    }
 }
 
+/// One certified peer.
 pub(crate) struct Peer {
     pub(crate) cert: NodeCert,
     pub(crate) tunn: Tunn,
@@ -187,7 +301,7 @@ mod tests {
 
     fn peer() -> Peer {
         let pki = rma_ca::test_ca::TestCa::new("ca");
-        let (cert, keys) = pki.node("p", std::net::Ipv4Addr::new(10, 42, 0, 2));
+        let (cert, keys) = pki.node("p", Ipv4Addr::new(10, 42, 0, 2));
         let secret = keys.wireguard_secret().clone();
         let public = boringtun::x25519::PublicKey::from(&secret);
         let tunn = Tunn::new(secret, public, None, None, 0, None);
@@ -200,14 +314,15 @@ mod tests {
         let a: SocketAddr = "192.0.2.1:4242".parse().unwrap();
         let mut p = peer();
         assert_eq!(p.route(t0, false), Route::Candidates);
-        p.relay = Some(1);
-        assert_eq!(p.route(t0, true), Route::Relay(1));
+        let lh = LighthouseId(1);
+        p.relay = Some(lh);
+        assert_eq!(p.route(t0, true), Route::Relay(lh));
         assert_eq!(p.route(t0, false), Route::Candidates);
         assert_eq!(p.authenticated(Source::Direct(a), t0), Some(None));
         assert_eq!(p.route(t0, true), Route::Direct(a));
         assert_eq!(p.authenticated(Source::Direct(a), t0), None);
         let later = t0 + DIRECT_TRUST;
-        assert_eq!(p.route(later, true), Route::Both(a, 1));
+        assert_eq!(p.route(later, true), Route::Both(a, lh));
         assert!(!p.direct_trusted(later));
         // Without a relay, a quiet direct path is still the only path.
         assert_eq!(p.route(later, false), Route::Direct(a));

@@ -11,7 +11,7 @@ use lighthouse::proto::{self, FromLighthouse, ToLighthouse};
 use tokio::sync::mpsc;
 
 use crate::config::Lighthouse;
-use crate::peer::LighthouseId;
+use crate::node::LighthouseId;
 
 /// Reconnect delays: doubling from the first to the last, with jitter.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
@@ -24,7 +24,7 @@ const COMMAND_QUEUE: usize = 256;
 
 /// What a lighthouse connection reports to the event loop.
 #[derive(Debug)]
-pub enum LinkEvent {
+pub enum LighthouseEvent {
     Up(LighthouseId, quinn::Connection),
     Down(LighthouseId),
     Message(LighthouseId, FromLighthouse),
@@ -33,17 +33,17 @@ pub enum LinkEvent {
 
 /// The event loop's handle on every lighthouse connection.
 #[derive(Debug)]
-pub struct Links {
+pub struct LighthouseLinks {
     commands: Vec<mpsc::Sender<ToLighthouse>>,
     connections: Vec<Option<quinn::Connection>>,
     names: Vec<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Relayed datagrams that could not be sent (connection gone or buffer full) since the
-    /// last [`Links::take_failures`].
+    /// last [`LighthouseLinks::take_failures`].
     relay_failed: u64,
 }
 
-impl Drop for Links {
+impl Drop for LighthouseLinks {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
@@ -51,14 +51,14 @@ impl Drop for Links {
     }
 }
 
-impl Links {
+impl LighthouseLinks {
     /// Starts a connection task for each lighthouse. `local` lists this node's candidate
     /// endpoints for registration.
     pub fn start(
         lighthouses: &[Lighthouse],
         client: quinn::ClientConfig,
         local: Vec<SocketAddr>,
-    ) -> anyhow::Result<(Self, mpsc::Receiver<LinkEvent>)> {
+    ) -> anyhow::Result<(Self, mpsc::Receiver<LighthouseEvent>)> {
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
         let mut links = Self {
             commands: Vec::new(),
@@ -76,7 +76,7 @@ impl Links {
         for (id, lighthouse) in lighthouses.iter().enumerate() {
             let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
             let task = tokio::spawn(maintain(
-                id,
+                LighthouseId(id),
                 lighthouse.clone(),
                 endpoint.clone(),
                 local.clone(),
@@ -98,24 +98,24 @@ impl Links {
 
     /// Notes a connection coming up or going down.
     pub fn set_connection(&mut self, id: LighthouseId, connection: Option<quinn::Connection>) {
-        if let Some(slot) = self.connections.get_mut(id) {
+        if let Some(slot) = self.connections.get_mut(id.0) {
             *slot = connection;
         }
     }
 
     /// Sends a control message; dropped (and logged) if the connection's queue is full.
     pub fn ask(&self, id: LighthouseId, message: ToLighthouse) {
-        if let Some(commands) = self.commands.get(id)
+        if let Some(commands) = self.commands.get(id.0)
             && commands.try_send(message).is_err()
         {
-            tracing::debug!(lighthouse = %self.names[id], "control queue full; message dropped");
+            tracing::debug!(lighthouse = %self.names[id.0], "control queue full; message dropped");
         }
     }
 
     /// Relays a WireGuard datagram for mesh IP `to` through lighthouse `id`: as a QUIC datagram,
     /// or on a stream of its own while QUIC's datagrams are smaller than the packet.
     pub fn relay(&mut self, id: LighthouseId, to: Ipv4Addr, datagram: &[u8]) {
-        let Some(Some(connection)) = self.connections.get(id) else {
+        let Some(Some(connection)) = self.connections.get(id.0) else {
             self.relay_failed += 1;
             return;
         };
@@ -168,7 +168,7 @@ async fn maintain(
     endpoint: quinn::Endpoint,
     local: Vec<SocketAddr>,
     mut commands: mpsc::Receiver<ToLighthouse>,
-    events: mpsc::Sender<LinkEvent>,
+    events: mpsc::Sender<LighthouseEvent>,
 ) {
     let mut backoff = BACKOFF_FIRST;
     loop {
@@ -181,7 +181,7 @@ async fn maintain(
                 tracing::warn!(lighthouse = %lighthouse.name, address = %lighthouse.address, "lighthouse: {e:#}");
             }
         }
-        if events.send(LinkEvent::Down(id)).await.is_err() {
+        if events.send(LighthouseEvent::Down(id)).await.is_err() {
             return;
         }
         // Commands for the old connection are stale.
@@ -210,7 +210,7 @@ async fn session(
     endpoint: &quinn::Endpoint,
     local: &[SocketAddr],
     commands: &mut mpsc::Receiver<ToLighthouse>,
-    events: &mpsc::Sender<LinkEvent>,
+    events: &mpsc::Sender<LighthouseEvent>,
 ) -> anyhow::Result<()> {
     let connecting = endpoint.connect(lighthouse.address, &lighthouse.name)?;
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
@@ -226,7 +226,7 @@ async fn session(
     .await?;
     tracing::info!(lighthouse = %lighthouse.name, address = %lighthouse.address, "connected to lighthouse");
     events
-        .send(LinkEvent::Up(id, connection.clone()))
+        .send(LighthouseEvent::Up(id, connection.clone()))
         .await
         .map_err(|_| anyhow::anyhow!("meshd is stopping"))?;
 
@@ -238,7 +238,7 @@ async fn session(
             tokio::select! {
                 frame = proto::read::<FromLighthouse>(&mut recv, &mut buf) => match frame? {
                     Some(message) => {
-                        if events.send(LinkEvent::Message(id, message)).await.is_err() {
+                        if events.send(LighthouseEvent::Message(id, message)).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -265,7 +265,7 @@ async fn session(
 async fn relay_datagrams(
     id: LighthouseId,
     connection: quinn::Connection,
-    events: mpsc::Sender<LinkEvent>,
+    events: mpsc::Sender<LighthouseEvent>,
 ) {
     while let Ok(frame) = connection.read_datagram().await {
         forward(id, frame, &events);
@@ -275,7 +275,7 @@ async fn relay_datagrams(
 async fn relay_streams(
     id: LighthouseId,
     connection: quinn::Connection,
-    events: mpsc::Sender<LinkEvent>,
+    events: mpsc::Sender<LighthouseEvent>,
 ) {
     while let Ok(mut stream) = connection.accept_uni().await {
         let events = events.clone();
@@ -287,8 +287,8 @@ async fn relay_streams(
     }
 }
 
-fn forward(id: LighthouseId, frame: Bytes, events: &mpsc::Sender<LinkEvent>) {
+fn forward(id: LighthouseId, frame: Bytes, events: &mpsc::Sender<LighthouseEvent>) {
     if let Some((from, _)) = proto::split_relay(&frame) {
-        let _ = events.try_send(LinkEvent::Relayed(id, from, frame.slice(4..)));
+        let _ = events.try_send(LighthouseEvent::Relayed(id, from, frame.slice(4..)));
     }
 }

@@ -1,108 +1,21 @@
-//! The core driven in-process: nodes exchange datagrams through a simulated network, with time
-//! passed in. No sockets, no TUN, no sleeping.
+//! Nodes that know each other's addresses (static peers), on the simulated network.
 
-use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-pub(crate) use rma_ca::test_ca::TestCa as Pki;
 use rma_ca::{NodeCert, NodeKeys};
 
+use super::{Collected, Pki, Sim, allow_all, ip, settings, underlay};
 use crate::config::StaticPeer;
 use crate::firewall::{Action, Peer, Policy, Ports, Proto, Rule};
 use crate::ipv4::{self, Flow, flow_packet, test_packet};
-use crate::node::{Identity, Node, Now, Output, Settings};
+use crate::node::{Identity, Node, Now, Settings};
 
-#[derive(Default)]
-pub(crate) struct Collected {
-    pub(crate) transmits: Vec<(SocketAddr, Vec<u8>)>,
-    pub(crate) delivered: Vec<Vec<u8>>,
-    pub(crate) relayed: Vec<(usize, Ipv4Addr, Vec<u8>)>,
-    pub(crate) asked: Vec<(usize, lighthouse::proto::ToLighthouse)>,
-}
+type Net = Sim;
 
-impl Output for Collected {
-    fn transmit(&mut self, to: SocketAddr, datagram: &[u8]) {
-        self.transmits.push((to, datagram.to_vec()));
-    }
-    fn deliver(&mut self, packet: &[u8]) {
-        self.delivered.push(packet.to_vec());
-    }
-    fn relay(&mut self, via: usize, to: Ipv4Addr, datagram: &[u8]) {
-        self.relayed.push((via, to, datagram.to_vec()));
-    }
-    fn ask(&mut self, via: usize, message: lighthouse::proto::ToLighthouse) {
-        self.asked.push((via, message));
-    }
-}
-
-pub(crate) struct Host {
-    pub(crate) node: Node,
-    pub(crate) addr: SocketAddr,
-    pub(crate) delivered: Vec<Vec<u8>>,
-}
-
-/// Everything in and out allowed.
-pub(crate) fn allow_all() -> Policy {
-    let any = Rule {
-        proto: Proto::Any,
-        ports: Ports::Any,
-        peer: Peer::Any,
-    };
-    Policy {
-        inbound: vec![any.clone()],
-        outbound: vec![any],
-        ..Policy::default()
-    }
-}
-
-pub(crate) fn settings(keepalive: Option<u16>, static_peers: &[StaticPeer]) -> Settings {
-    Settings {
-        keepalive,
-        static_peers: static_peers.to_vec(),
-        firewall: allow_all(),
-        lighthouses: Vec::new(),
-    }
-}
-
-/// Nodes on a lossless simulated underlay. Time only moves when a test moves it.
-pub(crate) struct Net {
-    pub(crate) hosts: Vec<Host>,
-    in_flight: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
-    pub(crate) now: Now,
-    /// Datagrams dropped because no host had their address.
-    pub(crate) lost: usize,
-}
-
-pub(crate) fn ip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(10, 42, 0, last)
-}
-
-pub(crate) fn underlay(last: u8) -> SocketAddr {
-    SocketAddr::from(([192, 0, 2, last], 4242))
-}
-
-impl Net {
-    pub(crate) fn new(pki: &Pki) -> Self {
-        Self {
-            hosts: Vec::new(),
-            in_flight: VecDeque::new(),
-            now: Now {
-                instant: Instant::now(),
-                wall: pki.start,
-            },
-            lost: 0,
-        }
-    }
-
+impl Sim {
     /// Adds a node whose static peers are every host added before it.
-    pub(crate) fn add(
-        &mut self,
-        pki: &Pki,
-        cert: NodeCert,
-        keys: NodeKeys,
-        addr: SocketAddr,
-    ) -> usize {
+    fn add(&mut self, pki: &Pki, cert: NodeCert, keys: NodeKeys, addr: SocketAddr) -> usize {
         let statics: Vec<StaticPeer> = self
             .hosts
             .iter()
@@ -120,78 +33,9 @@ impl Net {
         self.add_node(Node::new(identity, &settings(Some(25), &statics)), addr)
     }
 
-    pub(crate) fn add_node(&mut self, node: Node, addr: SocketAddr) -> usize {
-        self.hosts.push(Host {
-            node,
-            addr,
-            delivered: Vec::new(),
-        });
-        self.hosts.len() - 1
-    }
-
-    fn absorb(&mut self, from: SocketAddr, out: Collected, host: usize) {
-        for (to, datagram) in out.transmits {
-            self.in_flight.push_back((from, to, datagram));
-        }
-        self.hosts[host].delivered.extend(out.delivered);
-    }
-
     /// Host `h` sends an IP packet through its TUN.
-    pub(crate) fn send(&mut self, h: usize, packet: &[u8]) {
-        let mut out = Collected::default();
-        let now = self.now;
-        self.hosts[h].node.handle_tun_packet(packet, now, &mut out);
-        let from = self.hosts[h].addr;
-        self.absorb(from, out, h);
-    }
-
-    /// Injects a datagram as if it came from `from`.
-    pub(crate) fn inject(&mut self, from: SocketAddr, to: SocketAddr, datagram: Vec<u8>) {
-        self.in_flight.push_back((from, to, datagram));
-    }
-
-    /// Delivers datagrams until the network is quiet; returns how many were delivered.
-    pub(crate) fn run(&mut self) -> usize {
-        let mut delivered = 0;
-        while let Some((from, to, datagram)) = self.in_flight.pop_front() {
-            let Some(h) = self.hosts.iter().position(|host| host.addr == to) else {
-                self.lost += 1;
-                continue;
-            };
-            let mut out = Collected::default();
-            let now = self.now;
-            self.hosts[h]
-                .node
-                .handle_datagram(from, &datagram, now, &mut out);
-            let addr = self.hosts[h].addr;
-            self.absorb(addr, out, h);
-            delivered += 1;
-            assert!(
-                delivered < 100_000,
-                "the simulated network never went quiet"
-            );
-        }
-        delivered
-    }
-
-    /// Moves time forward, runs every node's timers that are due, and lets the network settle.
-    pub(crate) fn advance(&mut self, by: Duration) {
-        self.now.instant += by;
-        self.now.wall += by;
-        #[cfg(feature = "fake-clock")]
-        mock_instant::MockClock::advance(by);
-        for h in 0..self.hosts.len() {
-            let mut out = Collected::default();
-            let now = self.now;
-            self.hosts[h].node.handle_timers(now, &mut out);
-            let addr = self.hosts[h].addr;
-            self.absorb(addr, out, h);
-        }
-        self.run();
-    }
-
-    pub(crate) fn take_delivered(&mut self, h: usize) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.hosts[h].delivered)
+    fn send(&mut self, h: usize, packet: &[u8]) {
+        self.send_packet(h, packet);
     }
 }
 
@@ -625,9 +469,15 @@ fn a_reload_that_revokes_a_peer_cuts_it_off_and_keeps_the_rest() {
 
     let crl = pki.crl_revoking(&[&revoked]);
     let now = net.now;
-    net.hosts[B]
-        .node
-        .reload(&settings(None, &[]), Some(crl), now);
+    net.hosts[B].node.reload(&settings(None, &[]), now);
+    let mut out = Collected::default();
+    let offer = net.hosts[B].node.offer_crl(crl, now, &mut out);
+    assert_eq!(offer, rma_ca::CrlOffer::Replaced);
+    assert_eq!(
+        out.crl_changes,
+        [Some(1)],
+        "the shell hears of the new list"
+    );
     let names: Vec<_> = net.hosts[B]
         .node
         .status(now.instant)
@@ -808,7 +658,7 @@ fn packets_for_destinations_being_set_up_are_held_within_bounds() {
         ..settings(None, &[])
     };
     let mut node = Node::new(identity, &settings);
-    node.lighthouse_up(0);
+    node.lighthouse_up(crate::node::LighthouseId(0));
     let mut now = Now {
         instant: Instant::now(),
         wall: pki.start,

@@ -1,133 +1,55 @@
 //! The node's lighthouse logic driven in-process: nodes behind simulated NATs, the real
-//! rendezvous core as the lighthouse, datagrams and relayed packets carried by a simulated
-//! internet, and time passed in. No sockets, no QUIC, no sleeping.
+//! rendezvous core as the lighthouse, datagrams and relayed packets carried by the simulated
+//! network, and time passed in. No sockets, no QUIC, no sleeping.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use lighthouse::proto::{FromLighthouse, ToLighthouse};
-use lighthouse::rendezvous::{ConnId, Effect, Rendezvous};
-use lighthouse::wire::{self, Control};
+#[cfg(feature = "fake-clock")]
+use lighthouse::rendezvous::Rendezvous;
+use lighthouse::wire;
 use rma_ca::NodeCert;
 
+#[cfg(feature = "fake-clock")]
+use super::REFLECTOR;
+use super::{Collected, LIGHTHOUSE, Nat, NatKind, Pki, Sim, allow_all, conn, ip};
 use crate::config::Lighthouse;
 use crate::ipv4::test_packet;
-use crate::node::{Identity, Node, Now, Settings};
-use crate::node_tests::{Collected, Pki, allow_all, ip};
+use crate::node::{Identity, LighthouseId, Node, Settings};
 
-const LIGHTHOUSE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 4243);
-const REFLECTOR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 4244);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum NatKind {
-    /// Keeps the port; admits replies from addresses the inside has sent to.
-    Cone,
-    /// A new port per destination; admits replies only on that port.
-    Symmetric,
-    /// Admits nothing from outside (UDP blocked).
-    Closed,
-}
-
-struct Nat {
-    public: Ipv4Addr,
-    kind: NatKind,
-    /// (inside port, destination for symmetric NATs) -> outside port.
-    mappings: HashMap<(u16, Option<SocketAddr>), u16>,
-    /// (outside port, remote) pairs that may send in.
-    admitted: Vec<(u16, SocketAddr)>,
-    next_port: u16,
-}
-
-impl Nat {
-    fn new(public: Ipv4Addr, kind: NatKind) -> Self {
-        Self {
-            public,
-            kind,
-            mappings: HashMap::new(),
-            admitted: Vec::new(),
-            next_port: 30_000,
-        }
-    }
-
-    fn outbound(&mut self, inside: SocketAddr, to: SocketAddr) -> SocketAddr {
-        let key = match self.kind {
-            NatKind::Symmetric => (inside.port(), Some(to)),
-            NatKind::Cone | NatKind::Closed => (inside.port(), None),
-        };
-        let port = match self.mappings.get(&key) {
-            Some(port) => *port,
-            None => {
-                let port = if self.kind == NatKind::Symmetric {
-                    self.next_port += 1;
-                    self.next_port
-                } else {
-                    inside.port()
-                };
-                self.mappings.insert(key, port);
-                port
-            }
-        };
-        if !self.admitted.contains(&(port, to)) {
-            self.admitted.push((port, to));
-        }
-        SocketAddr::from((self.public, port))
-    }
-
-    fn admits(&self, port: u16, from: SocketAddr) -> bool {
-        self.kind != NatKind::Closed && self.admitted.contains(&(port, from))
-    }
-}
-
-struct Host {
-    node: Node,
-    cert: NodeCert,
-    /// The node's own socket address (on its LAN, or public).
-    addr: SocketAddr,
-    nat: Option<Nat>,
-    delivered: Vec<Vec<u8>>,
-}
-
-/// Hosts, their NATs, and one lighthouse (the rendezvous core) on a lossless internet.
+/// The simulated network with nodes that know only the lighthouse, made by one CA.
 struct Internet {
-    hosts: Vec<Host>,
-    lighthouse: Rendezvous,
-    lighthouse_up: bool,
-    in_flight: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
-    /// Relayed packets: (from host, to host, source mesh IP, datagram).
-    relay_queue: VecDeque<(usize, usize, Ipv4Addr, Vec<u8>)>,
-    /// Packets the lighthouse relayed.
-    relayed: u64,
-    now: Now,
+    sim: Sim,
     pki: Pki,
+    /// Each host's certificate, by host index.
+    certs: Vec<NodeCert>,
     /// The persistent keepalive of nodes added from now on.
     keepalive: Option<u16>,
-    /// Punch requests held back until the network is otherwise quiet: the control stream
-    /// losing the race against relayed datagrams.
-    late_punches: Option<Vec<(usize, FromLighthouse)>>,
 }
 
-fn conn(host: usize) -> ConnId {
-    host as ConnId
+impl Deref for Internet {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &self.sim
+    }
+}
+
+impl DerefMut for Internet {
+    fn deref_mut(&mut self) -> &mut Sim {
+        &mut self.sim
+    }
 }
 
 impl Internet {
     fn new() -> Self {
         let pki = Pki::new("test-ca");
         Self {
-            hosts: Vec::new(),
-            lighthouse: Rendezvous::new(REFLECTOR.port(), None),
-            lighthouse_up: true,
-            in_flight: VecDeque::new(),
-            relay_queue: VecDeque::new(),
-            relayed: 0,
-            now: Now {
-                instant: std::time::Instant::now(),
-                wall: pki.start,
-            },
+            sim: Sim::new(&pki).with_step(Duration::from_millis(250)),
             pki,
+            certs: Vec::new(),
             keepalive: Some(25),
-            late_punches: None,
         }
     }
 
@@ -155,14 +77,9 @@ impl Internet {
             ca: self.pki.ca.clone(),
             crl: None,
         };
-        self.hosts.push(Host {
-            node: Node::new(identity, &settings),
-            cert: cert.clone(),
-            addr,
-            nat: nat.map(|kind| Nat::new(public, kind)),
-            delivered: Vec::new(),
-        });
-        let h = self.hosts.len() - 1;
+        let h = self.sim.add_node(Node::new(identity, &settings), addr);
+        self.sim.hosts[h].nat = nat.map(|kind| Nat::new(public, kind));
+        self.certs.push(cert.clone());
         self.connect(h, cert);
         h
     }
@@ -170,15 +87,14 @@ impl Internet {
     fn connect(&mut self, h: usize, cert: NodeCert) {
         let quic = SocketAddr::from((self.public_ip(h), 5000));
         let token = [h as u8 + 1; wire::TOKEN_LEN];
+        let now = self.now.instant;
+        let effects = self.lighthouse.connect(conn(h), cert, quic, token, now);
+        self.apply(effects);
+        self.hosts[h].node.lighthouse_up(LighthouseId(0));
+        let local = vec![self.hosts[h].addr];
         let effects = self
             .lighthouse
-            .connect(conn(h), cert, quic, token, self.now.instant);
-        self.apply(effects);
-        self.hosts[h].node.lighthouse_up(0);
-        let local = vec![self.hosts[h].addr];
-        let effects =
-            self.lighthouse
-                .message(conn(h), ToLighthouse::Register { local }, self.now.instant);
+            .message(conn(h), ToLighthouse::Register { local }, now);
         self.apply(effects);
         self.run();
     }
@@ -191,158 +107,10 @@ impl Internet {
         }
     }
 
-    /// Carries out what the lighthouse decided.
-    fn apply(&mut self, effects: Vec<Effect>) {
-        for effect in effects {
-            match effect {
-                Effect::Send(c, message @ FromLighthouse::Punch { .. })
-                    if self.late_punches.is_some() =>
-                {
-                    if let Some(late) = &mut self.late_punches {
-                        late.push((c as usize, message));
-                    }
-                }
-                Effect::Send(c, message) => self.tell_node(c as usize, message),
-                Effect::Close(c, _) => self.hosts[c as usize].node.lighthouse_down(0),
-            }
-        }
-    }
-
-    fn tell_node(&mut self, h: usize, message: FromLighthouse) {
-        let mut out = Collected::default();
-        let now = self.now;
-        self.hosts[h]
-            .node
-            .handle_lighthouse(0, message, now, &mut out);
-        self.absorb(h, out);
-    }
-
-    fn absorb(&mut self, h: usize, out: Collected) {
-        let from = self.hosts[h].addr;
-        for (to, datagram) in out.transmits {
-            let src = match &mut self.hosts[h].nat {
-                Some(nat) => nat.outbound(from, to),
-                None => from,
-            };
-            self.in_flight.push_back((src, to, datagram));
-        }
-        self.hosts[h].delivered.extend(out.delivered);
-        for (_, to, datagram) in out.relayed {
-            if !self.lighthouse_up {
-                continue;
-            }
-            if let Ok((dest, source)) = self.lighthouse.route(conn(h), to) {
-                self.relayed += 1;
-                self.relay_queue
-                    .push_back((h, dest as usize, source, datagram));
-            }
-        }
-        for (_, message) in out.asked {
-            if self.lighthouse_up {
-                let effects = self.lighthouse.message(conn(h), message, self.now.instant);
-                self.apply(effects);
-            }
-        }
-    }
-
-    /// The host that receives a datagram sent to `to` from `from`, through its NAT.
-    fn receiver(&self, from: SocketAddr, to: SocketAddr) -> Option<usize> {
-        self.hosts.iter().position(|host| match &host.nat {
-            Some(nat) => IpAddr::V4(nat.public) == to.ip() && nat.admits(to.port(), from),
-            None => host.addr == to,
-        })
-    }
-
-    /// Delivers datagrams and relayed packets until the network is quiet.
-    fn run(&mut self) {
-        let mut steps = 0;
-        loop {
-            steps += 1;
-            assert!(steps < 100_000, "the simulated network never went quiet");
-            if let Some((from, to, datagram)) = self.in_flight.pop_front() {
-                if to == REFLECTOR {
-                    if self.lighthouse_up
-                        && let Ok(Control::Reflect { token }) = wire::parse_control(&datagram)
-                    {
-                        let effects = self.lighthouse.reflect(from, &token);
-                        self.apply(effects);
-                    }
-                    continue;
-                }
-                let Some(h) = self.receiver(from, to) else {
-                    continue;
-                };
-                let mut out = Collected::default();
-                let now = self.now;
-                self.hosts[h]
-                    .node
-                    .handle_datagram(from, &datagram, now, &mut out);
-                self.absorb(h, out);
-            } else if let Some((_, to, source, datagram)) = self.relay_queue.pop_front() {
-                let mut out = Collected::default();
-                let now = self.now;
-                self.hosts[to]
-                    .node
-                    .handle_relayed(0, source, &datagram, now, &mut out);
-                self.absorb(to, out);
-            } else if let Some((h, punch)) = self.late_punches.as_mut().and_then(Vec::pop) {
-                self.tell_node(h, punch);
-            } else {
-                return;
-            }
-        }
-    }
-
-    /// Moves time forward in quarter seconds, each host's timers running once a second in
-    /// the quarter its index gives it: a quarter as many timer calls as [`Internet::advance`]
-    /// (boringtun's timers tolerate a coarser tick), for simulating hours. Real nodes' timers
-    /// do not fire in lockstep either: two nodes whose handshakes start at the very same
-    /// instant collide, and boringtun retries without jitter, so a lockstep simulation could
-    /// repeat the collision forever where real networks break the tie.
-    #[cfg(feature = "fake-clock")]
-    fn advance_in_seconds(&mut self, by: Duration) {
-        let quarter = Duration::from_millis(250);
-        for tick in 0..(by.as_millis() / quarter.as_millis()) {
-            self.now.instant += quarter;
-            self.now.wall += quarter;
-            mock_instant::MockClock::advance(quarter);
-            for h in (0..self.hosts.len()).filter(|h| (*h as u128) % 4 == tick % 4) {
-                let mut out = Collected::default();
-                let now = self.now;
-                self.hosts[h].node.handle_timers(now, &mut out);
-                self.absorb(h, out);
-            }
-            self.run();
-        }
-    }
-
-    fn advance(&mut self, by: Duration) {
-        let step = Duration::from_millis(250);
-        let mut left = by;
-        while !left.is_zero() {
-            let d = left.min(step);
-            left -= d;
-            self.now.instant += d;
-            self.now.wall += d;
-            #[cfg(feature = "fake-clock")]
-            mock_instant::MockClock::advance(d);
-            for h in 0..self.hosts.len() {
-                let mut out = Collected::default();
-                let now = self.now;
-                self.hosts[h].node.handle_timers(now, &mut out);
-                self.absorb(h, out);
-            }
-            self.run();
-        }
-    }
-
     /// Host `h` sends a packet to the node with mesh IP `to`; returns whether it arrived.
     fn send(&mut self, h: usize, to: Ipv4Addr, payload: &[u8]) -> bool {
         let packet = test_packet(self.hosts[h].node.mesh_ip(), to, payload);
-        let mut out = Collected::default();
-        let now = self.now;
-        self.hosts[h].node.handle_tun_packet(&packet, now, &mut out);
-        self.absorb(h, out);
+        self.send_packet(h, &packet);
         self.run();
         let Some(target) = self.hosts.iter().position(|host| host.node.mesh_ip() == to) else {
             return false;
@@ -356,11 +124,7 @@ impl Internet {
     /// `count` handshake responses with a valid MAC1, made from host `h`'s public key alone,
     /// sent to `h` from a neighbour on its LAN and addressed to its first peer's session.
     fn forge_handshakes(&mut self, h: usize, count: u32) {
-        let public = self.hosts[h]
-            .cert
-            .wireguard_key()
-            .expect("a WireGuard key")
-            .0;
+        let public = self.certs[h].wireguard_key().expect("a WireGuard key").0;
         let neighbour = SocketAddr::from(([192, 168, h as u8 + 1, 66], 9999));
         for i in 0..count {
             let forged = crate::forge::handshake_response(&public, i, 0, &[i as u8; 48]);
@@ -466,7 +230,7 @@ fn peers_learned_from_the_lighthouse_stay_reachable_while_it_is_down() {
     assert!(net.send(a, ip(2), b"hello"));
     net.lighthouse_up = false;
     for h in [a, b] {
-        net.hosts[h].node.lighthouse_down(0);
+        net.hosts[h].node.lighthouse_down(LighthouseId(0));
     }
     net.advance(Duration::from_secs(90));
     assert!(net.send(a, ip(2), b"still direct"));
@@ -494,7 +258,7 @@ fn a_cached_peer_gets_a_new_handshake_while_every_lighthouse_is_down() {
     assert!(net.send(a, ip(2), b"hello"));
     net.lighthouse_up = false;
     for h in [a, b] {
-        net.hosts[h].node.lighthouse_down(0);
+        net.hosts[h].node.lighthouse_down(LighthouseId(0));
     }
     // Past WireGuard's session lifetime (REJECT_AFTER_TIME, 180 s), with keepalives only.
     net.advance(Duration::from_secs(200));
@@ -514,7 +278,7 @@ fn a_revocation_list_from_the_lighthouse_ends_sessions_once_its_signature_checks
     let c = net.add(3, Some(NatKind::Cone));
     assert!(net.send(b, ip(1), b"to a"));
     assert!(net.send(b, ip(3), b"to c"));
-    let revoked = net.hosts[a].cert.clone();
+    let revoked = net.certs[a].clone();
 
     // A list signed by another CA is ignored.
     let other = Pki::new("other-ca");
@@ -525,9 +289,17 @@ fn a_revocation_list_from_the_lighthouse_ends_sessions_once_its_signature_checks
         },
     );
     assert!(net.send(b, ip(1), b"still trusted"));
+    assert!(net.crl_changes.is_empty());
 
-    let effects = net.lighthouse.set_crl(net.pki.crl_revoking(&[&revoked]));
+    let crl = net.pki.crl_revoking(&[&revoked]);
+    let effects = net.lighthouse.set_crl(crl);
     net.apply(effects);
+    // Every node still connected tells its shell (which gives the list to the lighthouse
+    // connections' TLS); the lighthouse closed the revoked node's connection instead.
+    let mut told: Vec<usize> = net.crl_changes.iter().map(|(h, _)| *h).collect();
+    told.sort_unstable();
+    assert_eq!(told, [b, c]);
+    assert!(net.crl_changes.iter().all(|(_, n)| *n == Some(1)));
     let peers: Vec<String> = net.hosts[b]
         .node
         .status(net.now.instant)
@@ -547,7 +319,13 @@ fn a_revocation_list_from_the_lighthouse_ends_sessions_once_its_signature_checks
     };
     let now = net.now;
     let older = net.pki.crl(0, &[]);
-    net.hosts[b].node.reload(&settings, Some(older), now);
+    net.hosts[b].node.reload(&settings, now);
+    let mut out = Collected::default();
+    assert_eq!(
+        net.hosts[b].node.offer_crl(older, now, &mut out),
+        rma_ca::CrlOffer::NotNewer
+    );
+    assert!(out.crl_changes.is_empty());
     assert_eq!(
         net.hosts[b].node.crl().and_then(|c| c.number()),
         Some(1),
@@ -714,13 +492,13 @@ fn a_day_of_simulated_time_passes_cleanly() {
             360 => {
                 net.lighthouse_up = false;
                 for h in 0..net.hosts.len() {
-                    net.hosts[h].node.lighthouse_down(0);
+                    net.hosts[h].node.lighthouse_down(LighthouseId(0));
                 }
                 net.advance_in_seconds(minute * 2);
                 net.lighthouse = Rendezvous::new(REFLECTOR.port(), net.lighthouse.crl().cloned());
                 net.lighthouse_up = true;
                 for h in 0..net.hosts.len() {
-                    let cert = net.hosts[h].cert.clone();
+                    let cert = net.certs[h].clone();
                     net.connect(h, cert);
                 }
             }
@@ -733,7 +511,8 @@ fn a_day_of_simulated_time_passes_cleanly() {
             // 12:00 and 18:00: newer revocation lists, pushed by the lighthouse.
             720 | 1080 => {
                 let number = if at_minute == 720 { 1 } else { 2 };
-                let effects = net.lighthouse.set_crl(net.pki.crl(number, &[&unrelated]));
+                let crl = net.pki.crl(number, &[&unrelated]);
+                let effects = net.lighthouse.set_crl(crl);
                 net.apply(effects);
             }
             _ => {}

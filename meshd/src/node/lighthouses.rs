@@ -1,0 +1,277 @@
+//! The node's side of the lighthouse protocol: registering the WireGuard socket's public
+//! address (reflect), introductions (answers to queries, and punch requests), relayed
+//! datagrams, and revocation lists a lighthouse pushes. Still sans-IO: the shell carries the
+//! QUIC connections ([`crate::lighthouse_links`]).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use lighthouse::proto::{FromLighthouse, MAX_LOCAL_ENDPOINTS, Target, ToLighthouse};
+use lighthouse::wire::{self, TOKEN_LEN};
+
+use super::paths::{self, Source};
+use super::peers::Peer;
+use super::{Node, Now, Output};
+use crate::config::Lighthouse;
+use crate::status::LighthouseStatus;
+
+/// How often the reflect token is sent until the lighthouse confirms it, and after that (which
+/// also keeps the NAT mapping of the WireGuard socket open towards the lighthouse).
+const REFLECT_RETRY: Duration = Duration::from_millis(500);
+const REFLECT_KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// A lighthouse, by its position in the configuration: the one name for it everywhere in
+/// meshd (the core, the connections, the relay routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LighthouseId(pub usize);
+
+/// This node's registration with one configured lighthouse.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    lighthouse: Lighthouse,
+    /// The QUIC connection is up and the registration was sent.
+    pub(crate) up: bool,
+    token: Option<[u8; TOKEN_LEN]>,
+    reflector: Option<SocketAddr>,
+    observed: Option<SocketAddr>,
+    next_reflect: Option<Instant>,
+}
+
+impl Registration {
+    pub(crate) fn name(&self) -> &str {
+        &self.lighthouse.name
+    }
+
+    fn status(&self) -> LighthouseStatus {
+        LighthouseStatus {
+            name: self.lighthouse.name.clone(),
+            address: self.lighthouse.address.to_string(),
+            connected: self.up,
+            observed: self.observed.map(|a| a.to_string()),
+        }
+    }
+}
+
+/// The registrations with every configured lighthouse, by [`LighthouseId`].
+#[derive(Debug)]
+pub(crate) struct Lighthouses(Vec<Registration>);
+
+impl Lighthouses {
+    pub(crate) fn new(configured: &[Lighthouse]) -> Self {
+        Self(
+            configured
+                .iter()
+                .map(|lighthouse| Registration {
+                    lighthouse: lighthouse.clone(),
+                    up: false,
+                    token: None,
+                    reflector: None,
+                    observed: None,
+                    next_reflect: None,
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn get(&self, id: LighthouseId) -> Option<&Registration> {
+        self.0.get(id.0)
+    }
+
+    pub(crate) fn any_up(&self) -> bool {
+        self.0.iter().any(|r| r.up)
+    }
+
+    /// The name of lighthouse `id`, for logs and `meshd ping`.
+    pub(crate) fn name(&self, id: LighthouseId) -> &str {
+        self.get(id).map_or("?", Registration::name)
+    }
+
+    /// Whether the lighthouse relaying for `peer` is connected.
+    pub(crate) fn relay_up(&self, peer: &Peer) -> bool {
+        peer.relay.and_then(|id| self.get(id)).is_some_and(|r| r.up)
+    }
+
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        self.0.iter().filter_map(|r| r.next_reflect).min()
+    }
+
+    pub(crate) fn status(&self) -> Vec<LighthouseStatus> {
+        self.0.iter().map(Registration::status).collect()
+    }
+
+    /// Asks every connected lighthouse about `target`.
+    pub(crate) fn ask_all(&self, target: &Target, out: &mut impl Output) {
+        for (id, _) in self.0.iter().enumerate().filter(|(_, r)| r.up) {
+            out.ask(
+                LighthouseId(id),
+                ToLighthouse::Query {
+                    target: target.clone(),
+                },
+            );
+        }
+    }
+
+    /// Repeats reflect messages until each lighthouse has seen the WireGuard socket, then keeps
+    /// the mapping fresh.
+    pub(crate) fn reflect(&mut self, now: Instant, out: &mut impl Output) {
+        let mut message = Vec::new();
+        for registration in &mut self.0 {
+            let (Some(token), Some(reflector), Some(due)) = (
+                registration.token,
+                registration.reflector,
+                registration.next_reflect,
+            ) else {
+                continue;
+            };
+            if due > now {
+                continue;
+            }
+            wire::encode_reflect(&token, &mut message);
+            out.transmit(reflector, &message);
+            let wait = if registration.observed.is_some() {
+                REFLECT_KEEPALIVE
+            } else {
+                REFLECT_RETRY
+            };
+            registration.next_reflect = Some(now + wait);
+        }
+    }
+}
+
+impl Node {
+    /// The shell connected to lighthouse `id` and sent its registration.
+    pub fn lighthouse_up(&mut self, id: LighthouseId) {
+        if let Some(registration) = self.lighthouses.0.get_mut(id.0) {
+            registration.up = true;
+        }
+    }
+
+    /// The connection to lighthouse `id` ended. Peers it relayed for fall back to their direct
+    /// endpoints until another lighthouse introduces them again.
+    pub fn lighthouse_down(&mut self, id: LighthouseId) {
+        if let Some(registration) = self.lighthouses.0.get_mut(id.0) {
+            registration.up = false;
+            registration.token = None;
+            registration.next_reflect = None;
+        }
+    }
+
+    /// A control message from lighthouse `id`.
+    pub fn handle_lighthouse(
+        &mut self,
+        id: LighthouseId,
+        message: FromLighthouse,
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        let Some(registration) = self.lighthouses.0.get_mut(id.0) else {
+            return;
+        };
+        match message {
+            FromLighthouse::Welcome {
+                token,
+                reflector_port,
+                ..
+            } => {
+                registration.token = Some(token);
+                registration.reflector = Some(SocketAddr::new(
+                    registration.lighthouse.address.ip(),
+                    reflector_port,
+                ));
+                registration.next_reflect = Some(now.instant);
+                self.lighthouses.reflect(now.instant, out);
+            }
+            FromLighthouse::Observed { wireguard } => {
+                if registration.observed != Some(wireguard) {
+                    tracing::info!(lighthouse = %registration.name(), %wireguard, "lighthouse sees this node's WireGuard socket");
+                }
+                registration.observed = Some(wireguard);
+                registration.next_reflect = Some(now.instant + REFLECT_KEEPALIVE);
+            }
+            FromLighthouse::Peer { cert, endpoints } => {
+                self.introduced(id, &cert, endpoints, true, now, out);
+            }
+            FromLighthouse::Punch { cert, endpoints } => {
+                self.introduced(id, &cert, endpoints, false, now, out);
+            }
+            FromLighthouse::NotFound { target } => {
+                tracing::debug!(lighthouse = %registration.name(), %target, "lighthouse does not know the peer");
+            }
+            FromLighthouse::Crl { der } => self.apply_pushed_crl(id, &der, now, out),
+        }
+    }
+
+    /// A lighthouse introduced a peer: as the answer to this node's query (`asked`), or because
+    /// the peer asked for this node. Both sides punch at once; the asker then sends what it
+    /// queued, which starts the handshake on every path.
+    fn introduced(
+        &mut self,
+        id: LighthouseId,
+        cert_der: &[u8],
+        mut endpoints: Vec<SocketAddr>,
+        asked: bool,
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        let Some(slot) = self.certified_slot(cert_der, now) else {
+            return;
+        };
+        endpoints.truncate(MAX_LOCAL_ENDPOINTS);
+        let Some(peer) = self.peers.get_mut(slot) else {
+            return;
+        };
+        peer.candidates = endpoints;
+        if !self.lighthouses.relay_up(peer) {
+            peer.relay = Some(id);
+        }
+        if !peer.direct_trusted(now.instant) {
+            paths::probe_direct(&self.messages.punch_request, peer, now.instant, out);
+        }
+        let ip = peer.cert.mesh_ip();
+        if asked {
+            self.flush_pending(slot, now, out);
+        }
+        if let Some((via, init)) = self.held.take(ip) {
+            self.handle_wireguard(Source::Relay(via, ip), &init, now, out);
+        }
+    }
+
+    /// A WireGuard datagram relayed by lighthouse `id` from the node with mesh IP `from`.
+    pub fn handle_relayed(
+        &mut self,
+        id: LighthouseId,
+        from: Ipv4Addr,
+        datagram: &[u8],
+        now: Now,
+        out: &mut impl Output,
+    ) {
+        match wire::classify(datagram) {
+            wire::Kind::WireGuard => {
+                self.handle_wireguard(Source::Relay(id, from), datagram, now, out);
+            }
+            _ => self.counters.malformed += 1,
+        }
+    }
+
+    /// Applies a revocation list a lighthouse pushed, if its signature verifies against this
+    /// node's CA and it is newer than the one in use.
+    fn apply_pushed_crl(&mut self, id: LighthouseId, der: &[u8], now: Now, out: &mut impl Output) {
+        let name = self.lighthouses.name(id).to_owned();
+        match self.trust.offer_der(der) {
+            Ok(rma_ca::CrlOffer::Replaced) => {
+                let crl = self.trust.crl();
+                tracing::info!(lighthouse = %name, revoked = crl.map_or(0, |c| c.len()), number = ?crl.and_then(|c| c.number()), "applying a revocation list from the lighthouse");
+                if let Some(warning) =
+                    crl.and_then(|c| c.next_update_warning(now.wall, rma_ca::CRL_WARNING_WINDOW))
+                {
+                    tracing::warn!(lighthouse = %name, "{warning}; it stays in use until a newer one arrives");
+                }
+                self.crl_replaced(now, out);
+            }
+            Ok(rma_ca::CrlOffer::NotNewer) => {}
+            Err(e) => {
+                tracing::warn!(lighthouse = %name, error = %e, "ignored a revocation list that does not verify");
+            }
+        }
+    }
+}
