@@ -6,7 +6,10 @@ pub mod config;
 pub mod crl_watch;
 pub mod http_client;
 pub mod identity;
+pub mod lifecycle;
 pub mod logging;
+#[cfg(feature = "quic")]
+pub mod mesh_tls;
 pub mod prometheus;
 pub mod signals;
 pub mod sync;

@@ -302,7 +302,7 @@ pub fn write_lighthouse_config(
     let name = issued.cert.name();
     let mut text = format!(
         "listen = \"{ip}:{}\"\n\n[pki]\nca = {ca:?}\ncert = {:?}\nkey = {:?}\n",
-        lighthouse::proto::DEFAULT_PORT,
+        rma_proto::lighthouse::DEFAULT_PORT,
         issued.cert_path,
         issued.key_path
     );
@@ -337,7 +337,7 @@ pub fn start_lighthouse(
     Ok(LighthouseProc {
         name: name.to_owned(),
         ns: ns.clone(),
-        address: SocketAddr::from((ip, lighthouse::proto::DEFAULT_PORT)),
+        address: SocketAddr::from((ip, rma_proto::lighthouse::DEFAULT_PORT)),
         config: config.to_owned(),
         metrics: SocketAddr::from(([127, 0, 0, 1], 9243)),
         proc,

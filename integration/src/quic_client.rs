@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lighthouse::proto::{self, FromLighthouse, ToLighthouse};
-use lighthouse::tls::Trust;
 use rma_ca::{CaCert, NodeCert, NodeKeys};
+use rma_daemon::mesh_tls::Trust;
+use rma_proto::lighthouse::{self, FromLighthouse, ToLighthouse};
 
 /// A registered connection and what the lighthouse said first.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub fn client_config(
     keys: &NodeKeys,
     ca: &CaCert,
 ) -> anyhow::Result<quinn::ClientConfig> {
-    Ok(lighthouse::tls::client_config(
+    Ok(rma_daemon::mesh_tls::client_config(
         cert,
         keys,
         Trust::new(ca.clone(), None),
@@ -45,11 +45,11 @@ pub async fn register(
     )
     .await??;
     let (mut send, mut recv) = connection.open_bi().await?;
-    proto::write(&mut send, &ToLighthouse::Register { local }).await?;
+    lighthouse::write(&mut send, &ToLighthouse::Register { local }).await?;
     let mut buf = Vec::new();
     let welcome = tokio::time::timeout(
         Duration::from_secs(10),
-        proto::read::<FromLighthouse>(&mut recv, &mut buf),
+        lighthouse::read::<FromLighthouse>(&mut recv, &mut buf),
     )
     .await??
     .ok_or_else(|| anyhow::anyhow!("the lighthouse closed the control stream"))?;

@@ -84,6 +84,7 @@ async fn start_routerd(
     let (ready_tx, ready_rx) = oneshot::channel();
     let task = tokio::spawn(routerd::shell::run(
         config,
+        None,
         async {
             let _ = stopped.await;
         },

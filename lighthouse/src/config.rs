@@ -8,7 +8,7 @@ use rma_daemon::config::{ByteSize, RawLog, RawMetrics, RawPki};
 pub use rma_daemon::{ConfigError, Log, LogFormat, PkiPaths};
 use serde::Deserialize;
 
-use crate::proto::DEFAULT_PORT;
+use rma_proto::lighthouse::DEFAULT_PORT;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {

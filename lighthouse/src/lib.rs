@@ -1,13 +1,10 @@
 //! The RMA Mesh lighthouse: it lets nodes behind NAT find each other, tells both sides of a new
 //! pair to punch towards each other at the same moment, and relays WireGuard ciphertext when no
-//! direct path forms. This crate also holds the protocol nodes speak to it ([`proto`], [`wire`],
-//! [`tls`]), which `meshd` uses.
+//! direct path forms. The protocol nodes speak to it is in `rma-proto` (messages and datagrams)
+//! and `rma_daemon::mesh_tls` (the mutual TLS), which `meshd` shares.
 
 pub mod config;
 pub mod metrics;
-pub mod proto;
 pub mod relay;
 pub mod rendezvous;
 pub mod shell;
-pub mod tls;
-pub mod wire;

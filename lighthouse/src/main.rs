@@ -1,11 +1,13 @@
 //! `lighthouse`: the RMA Mesh rendezvous and relay server.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
 use lighthouse::config::Config;
+use rma_daemon::lifecycle::Daemon;
+use rma_daemon::{Log, Reload};
 
 /// The RMA Mesh lighthouse: nodes register their endpoints with it over QUIC (mutual TLS with
 /// CA-signed certificates); it introduces nodes to each other so they can punch through their
@@ -22,7 +24,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    match rma_daemon::lifecycle::main::<Lighthouse>(cli.config, cli.check_config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("lighthouse: error: {err:#}");
@@ -31,31 +34,38 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(&cli.config)?;
-    if cli.check_config {
-        rma_daemon::identity::load(&config.pki, time::OffsetDateTime::now_utc())?;
-        println!("{}: ok", cli.config.display());
-        return Ok(());
+struct Lighthouse;
+
+impl Daemon for Lighthouse {
+    type Config = Config;
+
+    fn load(path: &Path) -> anyhow::Result<Config> {
+        Ok(Config::load(path)?)
     }
-    let set_log_filter = rma_daemon::logging::init(&config.log);
-    let reload = lighthouse::shell::Reload {
-        config_path: cli.config,
-        set_log_filter,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let result = runtime.block_on(lighthouse::shell::run(
-        config,
-        Some(reload),
-        rma_daemon::signals::shutdown(),
-        |_, _| rma_daemon::signals::notify_ready(),
-    ));
-    rma_daemon::signals::notify_stopping();
-    result
+
+    fn log(config: &Config) -> &Log {
+        &config.log
+    }
+
+    fn check(config: &Config) -> anyhow::Result<()> {
+        rma_daemon::identity::load(&config.pki, time::OffsetDateTime::now_utc()).map(drop)
+    }
+
+    fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    }
+
+    fn run(
+        config: Config,
+        reload: Reload,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        ready: impl FnOnce() + Send + 'static,
+    ) -> impl Future<Output = anyhow::Result<()>> {
+        lighthouse::shell::run(config, Some(reload), shutdown, move |_, _| ready())
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use rma_ca::{NodeCert, RevocationList};
 use rma_daemon::token_bucket::{Limit, TokenBucket};
 use time::OffsetDateTime;
 
-use crate::proto::{FromLighthouse, MAX_LOCAL_ENDPOINTS, Target, ToLighthouse};
-use crate::wire::TOKEN_LEN;
+use rma_proto::lighthouse::{FromLighthouse, MAX_LOCAL_ENDPOINTS, Target, ToLighthouse};
+use rma_proto::wire::TOKEN_LEN;
 
 /// One QUIC connection, numbered by the shell.
 pub type ConnId = u64;

@@ -19,11 +19,11 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::config::Config;
-use crate::proto::{self, FromLighthouse, ToLighthouse};
 use crate::relay::{Relay, RelayCounters};
 use crate::rendezvous::{ConnId, Effect, RelayDrop, Rendezvous};
-use crate::tls::Trust;
-use crate::wire::{self, Control};
+use rma_daemon::mesh_tls::Trust;
+use rma_proto::lighthouse::{self, FromLighthouse, ToLighthouse};
+use rma_proto::wire::{self, Control};
 
 /// How long a node has to finish the handshake and open its control stream.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,7 +133,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let identity = rma_daemon::identity::load(&config.pki, OffsetDateTime::now_utc())?;
     let trust = Trust::new(identity.ca.clone(), identity.crl.clone());
-    let server = crate::tls::server_config(&identity.cert, &identity.keys, Arc::clone(&trust))?;
+    let server =
+        rma_daemon::mesh_tls::server_config(&identity.cert, &identity.keys, Arc::clone(&trust))?;
     let socket = std::net::UdpSocket::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("QUIC listener {}: {e}", config.listen))?;
     let endpoint = quinn::Endpoint::new(
@@ -304,7 +305,7 @@ async fn serve_node(
     let counters = Arc::clone(&lock(&shared).counters);
     let setup = async {
         let connection = incoming.await?;
-        let der = crate::tls::peer_certificate(&connection)
+        let der = rma_daemon::mesh_tls::peer_certificate(&connection)
             .ok_or_else(|| anyhow::anyhow!("no client certificate"))?;
         // The TLS verifier checked it; parsed again here for its fields.
         let cert = trust.accept(&der, OffsetDateTime::now_utc())?;
@@ -390,7 +391,7 @@ async fn node_session(
 ) -> String {
     let writer = async {
         while let Some(message) = control_rx.recv().await {
-            if proto::write(&mut send, &message).await.is_err() {
+            if lighthouse::write(&mut send, &message).await.is_err() {
                 break;
             }
         }
@@ -398,7 +399,7 @@ async fn node_session(
     let reader = async {
         let mut buf = Vec::new();
         loop {
-            match proto::read::<ToLighthouse>(&mut recv, &mut buf).await {
+            match lighthouse::read::<ToLighthouse>(&mut recv, &mut buf).await {
                 Ok(Some(message)) => {
                     let mut shared = lock(shared);
                     let effects = shared.core.message(conn, message, Instant::now());
@@ -421,7 +422,7 @@ async fn node_session(
         loop {
             match connection.accept_uni().await {
                 Ok(mut stream) => {
-                    if let Ok(frame) = stream.read_to_end(4 + proto::MAX_RELAYED).await {
+                    if let Ok(frame) = stream.read_to_end(4 + lighthouse::MAX_RELAYED).await {
                         relay(conn, &frame, shared, counters, relaying);
                     }
                 }
@@ -446,7 +447,7 @@ fn relay(
     counters: &Arc<ShellCounters>,
     relaying: &Relaying,
 ) {
-    let Some((to, datagram)) = proto::split_relay(frame) else {
+    let Some((to, datagram)) = lighthouse::split_relay(frame) else {
         return;
     };
     let lookup = || {

@@ -4,8 +4,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
-use lighthouse::proto::ToLighthouse;
 use rma_ca::RevocationList;
+use rma_proto::lighthouse::ToLighthouse;
 
 use crate::lighthouse_links::LighthouseLinks;
 use crate::node::LighthouseId;

@@ -5,21 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use serde::Serialize;
-
 use crate::config::WorkerSettings;
 
-/// The field names the old coordinator's workers sent (seed 000, section 11).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Capabilities {
-    pub cpu_cores: u32,
-    pub ram: String,
-    pub has_gpu: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu_memory: Option<String>,
-    pub free_disk: String,
-    pub worker_type: String,
-}
+pub use rma_proto::registration::Capabilities;
 
 /// `12.3 GiB` for a byte count.
 pub fn gib(bytes: u64) -> String {

@@ -27,7 +27,7 @@ pub struct Config {
     /// routerd mesh listeners this machine registers its services with.
     pub coordinators: Vec<SocketAddr>,
     pub worker: WorkerSettings,
-    pub services: Vec<ServiceEntry>,
+    pub services: Vec<Service>,
     pub listen: SocketAddr,
     pub tun: Tun,
     pub status_socket: PathBuf,
@@ -62,14 +62,9 @@ impl Default for WorkerSettings {
     }
 }
 
-/// A service this machine runs, reachable on its mesh IP at `port`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ServiceEntry {
-    pub name: String,
-    pub port: u16,
-    /// The path routerd's health checks fetch.
-    pub health: String,
-}
+/// A service this machine runs, reachable on its mesh IP at `port`, as a registration
+/// offers it.
+pub use rma_proto::registration::Service;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tun {
@@ -364,7 +359,7 @@ impl TryFrom<String> for LighthouseAddr {
         {
             text.clone()
         } else {
-            format!("{text}:{}", lighthouse::proto::DEFAULT_PORT)
+            format!("{text}:{}", rma_proto::lighthouse::DEFAULT_PORT)
         };
         with_port
             .to_socket_addrs()
@@ -534,7 +529,7 @@ impl Config {
             services: raw
                 .service
                 .into_iter()
-                .map(|s| ServiceEntry {
+                .map(|s| Service {
                     name: s.name,
                     port: s.port,
                     health: s.health,

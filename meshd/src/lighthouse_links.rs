@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use lighthouse::proto::{self, FromLighthouse, ToLighthouse};
+use rma_proto::lighthouse::{self, FromLighthouse, ToLighthouse};
 use tokio::sync::mpsc;
 
 use crate::config::Lighthouse;
@@ -119,7 +119,7 @@ impl LighthouseLinks {
             self.relay_failed += 1;
             return;
         };
-        let frame = Bytes::from(proto::relay_frame(to, datagram));
+        let frame = Bytes::from(lighthouse::relay_frame(to, datagram));
         if connection
             .max_datagram_size()
             .is_some_and(|max| frame.len() <= max)
@@ -157,7 +157,7 @@ pub fn local_candidates(listen: SocketAddr, mesh_ip: Ipv4Addr) -> Vec<SocketAddr
         .collect();
     found.sort();
     found.dedup();
-    found.truncate(proto::MAX_LOCAL_ENDPOINTS);
+    found.truncate(lighthouse::MAX_LOCAL_ENDPOINTS);
     found
 }
 
@@ -217,7 +217,7 @@ async fn session(
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;
     let (mut send, mut recv) = connection.open_bi().await?;
-    proto::write(
+    lighthouse::write(
         &mut send,
         &ToLighthouse::Register {
             local: local.to_vec(),
@@ -236,7 +236,7 @@ async fn session(
         let mut buf = Vec::new();
         loop {
             tokio::select! {
-                frame = proto::read::<FromLighthouse>(&mut recv, &mut buf) => match frame? {
+                frame = lighthouse::read::<FromLighthouse>(&mut recv, &mut buf) => match frame? {
                     Some(message) => {
                         if events.send(LighthouseEvent::Message(id, message)).await.is_err() {
                             return Ok(());
@@ -244,12 +244,12 @@ async fn session(
                     }
                     None => return Ok(()),
                 },
-                Some(command) = commands.recv() => proto::write(&mut send, &command).await?,
+                Some(command) = commands.recv() => lighthouse::write(&mut send, &command).await?,
             }
         }
     };
     let result: anyhow::Result<()> = tokio::select! {
-        r = control => r.map_err(|e: proto::FrameError| anyhow::anyhow!(e)),
+        r = control => r.map_err(|e: lighthouse::FrameError| anyhow::anyhow!(e)),
         () = datagrams => Ok(()),
         () = streams => Ok(()),
     };
@@ -280,7 +280,7 @@ async fn relay_streams(
     while let Ok(mut stream) = connection.accept_uni().await {
         let events = events.clone();
         tokio::spawn(async move {
-            if let Ok(frame) = stream.read_to_end(4 + proto::MAX_RELAYED).await {
+            if let Ok(frame) = stream.read_to_end(4 + lighthouse::MAX_RELAYED).await {
                 forward(id, Bytes::from(frame), &events);
             }
         });
@@ -288,7 +288,7 @@ async fn relay_streams(
 }
 
 fn forward(id: LighthouseId, frame: Bytes, events: &mpsc::Sender<LighthouseEvent>) {
-    if let Some((from, _)) = proto::split_relay(&frame) {
+    if let Some((from, _)) = lighthouse::split_relay(&frame) {
         let _ = events.try_send(LighthouseEvent::Relayed(id, from, frame.slice(4..)));
     }
 }

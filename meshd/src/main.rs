@@ -1,6 +1,7 @@
 //! `meshd`: the RMA Mesh node daemon and its command line.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -8,6 +9,8 @@ use clap::{Parser, Subcommand};
 use meshd::config::Config;
 use meshd::control::PingLine;
 use meshd::status::Status;
+use rma_daemon::lifecycle::Daemon;
+use rma_daemon::{Log, Reload};
 
 /// The RMA Mesh node daemon: gives this machine its mesh IP on a TUN device and carries its
 /// traffic in WireGuard tunnels to certified peers.
@@ -121,30 +124,43 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        (None, Some(path)) => {
-            let config = Config::load(&path)?;
-            if cli.check_config {
-                rma_daemon::identity::load(&config.pki, time::OffsetDateTime::now_utc())?;
-                println!("{}: ok", path.display());
-                return Ok(());
-            }
-            let set_log_filter = rma_daemon::logging::init(&config.log);
-            let reload = meshd::shell::Reload {
-                config_path: path,
-                set_log_filter,
-            };
-            // Under systemd (Type=notify): READY once the TUN is up, STOPPING on the way out.
-            let run = meshd::shell::run(
-                config,
-                Some(reload),
-                rma_daemon::signals::shutdown(),
-                rma_daemon::signals::notify_ready,
-            );
-            let result = runtime()?.block_on(run);
-            rma_daemon::signals::notify_stopping();
-            result
-        }
+        (None, Some(path)) => rma_daemon::lifecycle::main::<Meshd>(path, cli.check_config),
         (None, None) => anyhow::bail!("nothing to do: pass --config FILE to run (see --help)"),
+    }
+}
+
+struct Meshd;
+
+impl Daemon for Meshd {
+    type Config = Config;
+
+    fn load(path: &Path) -> anyhow::Result<Config> {
+        Ok(Config::load(path)?)
+    }
+
+    fn log(config: &Config) -> &Log {
+        &config.log
+    }
+
+    fn check(config: &Config) -> anyhow::Result<()> {
+        rma_daemon::identity::load(&config.pki, time::OffsetDateTime::now_utc()).map(drop)
+    }
+
+    /// One thread: the event loop owns the node, and the machine's cores are the tunnels'.
+    fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+
+    /// Under systemd (Type=notify): READY once the TUN is up.
+    fn run(
+        config: Config,
+        reload: Reload,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        ready: impl FnOnce() + Send + 'static,
+    ) -> impl Future<Output = anyhow::Result<()>> {
+        meshd::shell::run(config, Some(reload), shutdown, ready)
     }
 }
 
@@ -155,7 +171,7 @@ fn status_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Re
         (Some(socket), _) => socket,
         (None, Some(config)) => Config::load(&config)?.status_socket,
         (None, None) => {
-            Config::load(std::path::Path::new("/etc/meshd/meshd.toml"))
+            Config::load(Path::new("/etc/meshd/meshd.toml"))
                 .context("no --socket or --config given")?
                 .status_socket
         }

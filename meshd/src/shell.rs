@@ -17,9 +17,9 @@ use crate::control::{Request, StatusSocket};
 use crate::lighthouse_links::{LighthouseEvent, LighthouseLinks};
 use crate::node::{Node, Now, Pong, Settings};
 use crate::udp::Udp;
-use lighthouse::tls::Trust;
 use rma_ca::CaCert;
 use rma_daemon::crl_watch::CrlWatch;
+use rma_daemon::mesh_tls::Trust;
 
 /// How often certificates near expiry are named again.
 const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -105,7 +105,7 @@ pub async fn run(
     let trust = Trust::new(identity.ca.clone(), identity.crl.clone());
     let (links, link_events) = LighthouseLinks::start(
         &config.lighthouses,
-        lighthouse::tls::client_config(&identity.cert, &identity.keys, Arc::clone(&trust))?,
+        rma_daemon::mesh_tls::client_config(&identity.cert, &identity.keys, Arc::clone(&trust))?,
         crate::lighthouse_links::local_candidates(udp.local_addr()?, mesh_ip),
     )?;
     let worker_keys = identity.keys.clone();

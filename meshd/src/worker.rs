@@ -10,11 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use rma_ca::NodeKeys;
 use rma_daemon::http_client;
-use serde_json::{Value, json};
+use rma_proto::registration::{
+    Capabilities, HEARTBEAT_PATH, Heartbeat, REGISTER_PATH, Registered, Registration, Service,
+    VERSION,
+};
+use serde_json::Value;
 use time::OffsetDateTime;
-
-use crate::capabilities::Capabilities;
-use crate::config::ServiceEntry;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -25,28 +26,26 @@ pub fn registration(
     name: &str,
     certificate_pem: &str,
     capabilities: &Capabilities,
-    services: &[ServiceEntry],
-) -> Value {
-    json!({
-        "worker_id": name,
-        "certificate": certificate_pem,
-        "capabilities": capabilities,
-        "services": services,
-    })
+    services: &[Service],
+) -> Registration {
+    Registration {
+        version: VERSION,
+        worker_id: Some(name.to_owned()),
+        certificate: certificate_pem.to_owned(),
+        capabilities: capabilities.clone(),
+        services: services.to_vec(),
+    }
 }
-
-const REGISTER: &str = "/api/worker/register";
-const HEARTBEAT: &str = "/api/worker/heartbeat";
 
 /// Posts `body` to `path`; signed with `keys` when given.
 async fn post(
     coordinator: SocketAddr,
     mesh_ip: Ipv4Addr,
     path: &str,
-    body: &Value,
+    body: &impl serde::Serialize,
     keys: Option<&NodeKeys>,
 ) -> anyhow::Result<(u16, Value)> {
-    let body = Bytes::from(body.to_string());
+    let body = Bytes::from(serde_json::to_vec(body)?);
     let signed = keys.map(|keys| {
         let now = rma_ca::proof::unix_ms(OffsetDateTime::now_utc());
         rma_ca::proof::signed_headers(keys, "POST", path, now, &body)
@@ -74,32 +73,35 @@ pub async fn run(
     coordinator: SocketAddr,
     mesh_ip: Ipv4Addr,
     name: String,
-    registration: Value,
+    registration: Registration,
     keys: NodeKeys,
 ) {
     let mut backoff = FIRST_BACKOFF;
     let mut complained = false;
     loop {
-        let registered = post(coordinator, mesh_ip, REGISTER, &registration, Some(&keys)).await;
-        let (interval, session) = match registered {
-            Ok((200, reply)) if reply["session"].is_string() => {
-                tracing::info!(%coordinator, assigned = %reply["assigned_services"], "registered with routerd");
+        let registered = post(
+            coordinator,
+            mesh_ip,
+            REGISTER_PATH,
+            &registration,
+            Some(&keys),
+        )
+        .await;
+        let answer = match registered {
+            Ok((200, reply)) => serde_json::from_value::<Registered>(reply)
+                .map_err(|e| format!("the answer is not a registration's: {e}")),
+            Ok((status, reply)) => Err(format!("HTTP {status}: {}", reply["error"])),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        let (interval, session) = match answer {
+            Ok(answer) => {
+                tracing::info!(%coordinator, assigned = ?answer.assigned_services, "registered with routerd");
                 backoff = FIRST_BACKOFF;
                 complained = false;
-                let interval = Duration::from_secs(
-                    reply["heartbeat_interval_secs"]
-                        .as_u64()
-                        .unwrap_or(5)
-                        .max(1),
-                );
-                (interval, reply["session"].clone())
+                let interval = Duration::from_secs(answer.heartbeat_interval_secs.max(1));
+                (interval, answer.session)
             }
-            outcome => {
-                let why = match outcome {
-                    Ok((200, _)) => "the answer opened no session".to_owned(),
-                    Ok((status, reply)) => format!("HTTP {status}: {}", reply["error"]),
-                    Err(e) => format!("{e:#}"),
-                };
+            Err(why) => {
                 // The first failure is worth a warning; the retries that follow are not.
                 if complained {
                     tracing::debug!(%coordinator, error = %why, "registration failed; retrying");
@@ -114,10 +116,13 @@ pub async fn run(
                 continue;
             }
         };
-        let beat = json!({ "worker_id": name, "session": session });
+        let beat = Heartbeat {
+            worker_id: name.clone(),
+            session,
+        };
         loop {
             tokio::time::sleep(interval).await;
-            match post(coordinator, mesh_ip, HEARTBEAT, &beat, None).await {
+            match post(coordinator, mesh_ip, HEARTBEAT_PATH, &beat, None).await {
                 Ok((200, _)) => {}
                 Ok((status, reply)) => {
                     tracing::warn!(%coordinator, status, error = %reply["error"], "heartbeat refused; registering again");
@@ -145,19 +150,21 @@ mod tests {
             free_disk: "100.0 GiB".into(),
             worker_type: "cpu".into(),
         };
-        let services = [ServiceEntry {
+        let services = [Service {
             name: "rag-embeddings".into(),
             port: 8101,
             health: "/health".into(),
         }];
-        let value = registration("worker-1", "PEM", &caps, &services);
+        let value =
+            serde_json::to_value(registration("worker-1", "PEM", &caps, &services)).unwrap();
+        assert_eq!(value["version"], VERSION);
         assert_eq!(value["worker_id"], "worker-1");
         assert_eq!(value["certificate"], "PEM");
         assert_eq!(value["capabilities"]["cpu_cores"], 8);
         assert!(value["capabilities"].get("gpu_memory").is_none());
         assert_eq!(
             value["services"],
-            json!([{"name": "rag-embeddings", "port": 8101, "health": "/health"}])
+            serde_json::json!([{"name": "rag-embeddings", "port": 8101, "health": "/health"}])
         );
     }
 }

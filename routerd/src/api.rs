@@ -15,16 +15,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::admission::{self, Claim};
-pub use crate::app::{App, Coordinator, Shared};
+pub use crate::app::{App, Shared};
 use crate::edge::Listener;
-use crate::registry::{
-    Capabilities, HEARTBEAT_INTERVAL, Offered, Proof, SessionToken, TTL, Worker,
-};
+use crate::registry::{HEARTBEAT_INTERVAL, Proof, Registry, SessionToken, TTL, Worker};
 use crate::secrets;
 use crate::topology;
 use rma_ca::proof::{self, Signed, unix_ms};
@@ -70,38 +67,9 @@ fn unreadable_body(
     ApiError(status, text)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Registration {
-    /// The node name; optional, but if given it must be the certificate's.
-    #[serde(default)]
-    pub worker_id: Option<String>,
-    /// The worker's node certificate, PEM.
-    pub certificate: String,
-    pub capabilities: Capabilities,
-    #[serde(default)]
-    pub services: Vec<Offered>,
-}
-
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Registered {
-    pub status: String,
-    pub worker_id: String,
-    pub assigned_services: Vec<String>,
-    pub heartbeat_interval_secs: u64,
-    /// The session this registration opened (hex): heartbeats carry it.
-    pub session: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    pub worker_id: String,
-    pub session: String,
-}
-
-pub const REGISTER_PATH: &str = "/api/worker/register";
-pub const HEARTBEAT_PATH: &str = "/api/worker/heartbeat";
+pub use rma_proto::registration::{
+    HEARTBEAT_PATH, Heartbeat, REGISTER_PATH, Registered, Registration,
+};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -119,14 +87,14 @@ fn unhex_session(text: &str) -> Option<SessionToken> {
 }
 
 fn refused(shared: &App, status: StatusCode, source: IpAddr, reason: String) -> ApiError {
-    shared.lock().stats.registrations_refused += 1;
+    shared.traffic().stats.registrations_refused += 1;
     tracing::warn!(%source, %reason, "registration refused");
     ApiError(status, reason)
 }
 
-/// A registration. Everything that proves who sent it is checked before the registry's lock
-/// is taken (see [`admission`]); the lock is held only to copy the revocation list and to
-/// write the registry.
+/// A registration. Everything that proves who sent it, the certificate's trust included, is
+/// checked before the registry's lock is taken (see [`admission`]); the lock is held only to
+/// write the registry, and the store is written after it is let go ([`App::save`]).
 async fn register(
     State(shared): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -143,6 +111,8 @@ async fn register(
             format!("registration: {e}"),
         )
     })?;
+    rma_proto::registration::check_version(&request)
+        .map_err(|e| refused(&shared, StatusCode::BAD_REQUEST, source, e.to_string()))?;
     let header = |name| {
         headers
             .get(name)
@@ -180,8 +150,8 @@ async fn register(
         signed_at_ms: proven.signed_at_ms,
         session,
     };
-    let mut c = shared.lock();
-    let registered = c.registry.register(
+    let mut registry = shared.registry();
+    let registered = registry.register(
         &name,
         cert.mesh_ip(),
         request.capabilities,
@@ -192,14 +162,14 @@ async fn register(
     let worker = match registered {
         Ok(worker) => worker.clone(),
         Err(e) => {
-            c.stats.registrations_refused += 1;
+            drop(registry);
+            shared.traffic().stats.registrations_refused += 1;
             return Err(ApiError(StatusCode::BAD_REQUEST, e.to_string()));
         }
     };
-    c.store
-        .save(&worker)
+    shared
+        .save(registry, &worker)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    drop(c);
     tracing::info!(worker = %name, mesh_ip = %worker.mesh_ip, assigned = ?worker.assigned, "worker registered");
     Ok(Json(Registered {
         status: "registered".into(),
@@ -223,8 +193,8 @@ async fn heartbeat(
             "session must be the 32 hex digits the registration answered".into(),
         )
     })?;
-    let mut c = shared.lock();
-    let Some(worker) = c.registry.get(&request.worker_id) else {
+    let mut registry = shared.registry();
+    let Some(worker) = registry.get(&request.worker_id) else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!(
@@ -244,7 +214,7 @@ async fn heartbeat(
             ),
         ));
     }
-    c.registry
+    registry
         .heartbeat(&request.worker_id, &session, Instant::now())
         .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
     Ok(Json(json!({ "status": "ok", "ttl_secs": TTL.as_secs() })))
@@ -264,18 +234,17 @@ fn worker_json(worker: &Worker, age_secs: Option<u64>, admin: bool) -> serde_jso
     value
 }
 
-fn workers_json(c: &Coordinator, admin: bool) -> serde_json::Value {
+fn workers_json(registry: &Registry, admin: bool) -> serde_json::Value {
     let now = Instant::now();
-    let workers: Vec<_> = c
-        .registry
+    let workers: Vec<_> = registry
         .workers()
-        .map(|w| worker_json(w, c.registry.age(&w.name, now).map(|a| a.as_secs()), admin))
+        .map(|w| worker_json(w, registry.age(&w.name, now).map(|a| a.as_secs()), admin))
         .collect();
     json!({ "count": workers.len(), "workers": workers })
 }
 
 async fn coordinator_workers(State(shared): State<Shared>) -> Json<serde_json::Value> {
-    Json(workers_json(&shared.lock(), false))
+    Json(workers_json(&shared.registry(), false))
 }
 
 fn authorized(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -301,7 +270,7 @@ async fn admin_workers(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorized(&shared, &headers)?;
-    Ok(Json(workers_json(&shared.lock(), true)))
+    Ok(Json(workers_json(&shared.registry(), true)))
 }
 
 async fn admin_gaps(
@@ -309,8 +278,8 @@ async fn admin_gaps(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorized(&shared, &headers)?;
-    let c = shared.lock();
-    let gaps = c.registry.gaps();
+    let registry = shared.registry();
+    let gaps = registry.gaps();
     let names: Vec<&str> = gaps.iter().map(|g| g.service.as_str()).collect();
     let message = if gaps.is_empty() {
         "every service has its workers".to_owned()
@@ -318,7 +287,7 @@ async fn admin_gaps(
         format!(
             "{} of {} services need workers",
             gaps.len(),
-            c.registry.catalog().iter().count()
+            registry.catalog().iter().count()
         )
     };
     Ok(Json(
@@ -327,16 +296,15 @@ async fn admin_gaps(
 }
 
 async fn health(State(shared): State<Shared>) -> Json<serde_json::Value> {
-    let c = shared.lock();
-    let services: serde_json::Map<String, serde_json::Value> = c
-        .registry
+    let registry = shared.registry();
+    let services: serde_json::Map<String, serde_json::Value> = registry
         .catalog()
         .iter()
-        .map(|(name, _)| (name.to_owned(), json!(c.registry.serving(name).len())))
+        .map(|(name, _)| (name.to_owned(), json!(registry.serving(name).len())))
         .collect();
     Json(json!({
         "status": "healthy",
-        "workers": c.registry.workers().count(),
+        "workers": registry.workers().count(),
         "services": services,
     }))
 }
@@ -352,8 +320,10 @@ async fn metrics(State(shared): State<Shared>) -> Response {
         listener("mesh", Listener::Mesh),
     ];
     let crl = shared.trust.crl();
+    let registry = shared.registry();
     let text = crate::metrics::render(
-        &shared.lock(),
+        &registry,
+        &shared.traffic(),
         crl.as_ref(),
         idle,
         &listeners,
@@ -373,16 +343,15 @@ async fn openapi() -> Response {
 
 /// `/api/dht/stats` from the old coordinator: the registry is what the DHT held.
 async fn dht_stats(State(shared): State<Shared>) -> Json<serde_json::Value> {
-    let c = shared.lock();
-    let services = c
-        .registry
+    let registry = shared.registry();
+    let services = registry
         .catalog()
         .iter()
-        .filter(|(name, _)| !c.registry.serving(name).is_empty())
+        .filter(|(name, _)| !registry.serving(name).is_empty())
         .count();
     Json(json!({
         "nodes": 1,
-        "workers": c.registry.workers().count(),
+        "workers": registry.workers().count(),
         "services": services,
         "backend": "routerd registry (SQLite); the DHT is gone",
     }))

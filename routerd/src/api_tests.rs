@@ -13,6 +13,7 @@ use tower::ServiceExt as _;
 
 use super::*;
 use crate::config::Config;
+use crate::registry::Offered;
 use crate::store::Store;
 
 const TOKEN: &str = "s3cret-admin-token";
@@ -141,6 +142,31 @@ fn rag() -> Value {
     json!([{ "name": "rag-embeddings", "port": 8101, "health": "/health" }])
 }
 
+/// A newer meshd may add fields anywhere; this routerd registers it by the fields it knows. A
+/// contract version it does not speak is refused, naming the version.
+#[tokio::test]
+async fn a_registration_with_unknown_fields_registers_and_an_unknown_version_is_refused() {
+    let api = Api::new();
+    let ip = Ipv4Addr::new(10, 42, 0, 11);
+    let (cert, keys) = api.pki.node("worker-1", ip);
+    let mut body = Api::registration(&cert, rag());
+    body["version"] = json!(1);
+    body["load"] = json!({ "cpu": 0.25 });
+    body["capabilities"]["npu_count"] = json!(2);
+    body["services"][0]["runner"] = json!("exec");
+    let (status, reply) = api.register(ip, &keys, &body).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["assigned_services"], json!(["rag-embeddings"]));
+
+    body["version"] = json!(2);
+    let (status, reply) = api.register(ip, &keys, &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply["error"].as_str().unwrap().contains("version 2"),
+        "{reply}"
+    );
+}
+
 #[tokio::test]
 async fn a_worker_registers_from_its_mesh_ip_and_heartbeats() {
     let api = Api::new();
@@ -175,7 +201,7 @@ async fn a_worker_registers_from_its_mesh_ip_and_heartbeats() {
     let (_, health) = api.call(ip, "GET", "/health", None, None).await;
     assert_eq!(health["services"]["rag-embeddings"], 1);
     // The registration is on disk for the next start.
-    let stored = api.shared.lock().store.load().unwrap();
+    let stored = api.shared.store().load().unwrap();
     assert_eq!(stored.workers.len(), 1);
 }
 
@@ -209,7 +235,7 @@ async fn registrations_from_elsewhere_with_another_nodes_cert_or_revoked_are_ref
         reply["error"].as_str().unwrap().contains("revoked"),
         "{reply}"
     );
-    assert_eq!(api.shared.lock().registry.workers().count(), 0);
+    assert_eq!(api.shared.registry().workers().count(), 0);
 }
 
 #[tokio::test]
@@ -325,8 +351,8 @@ async fn a_registration_must_be_signed_by_the_certificates_key_recently_and_once
         reply["error"].as_str().unwrap().contains("clock"),
         "{reply}"
     );
-    assert_eq!(api.shared.lock().registry.workers().count(), 0);
-    assert_eq!(api.shared.lock().stats.registrations_refused, 3);
+    assert_eq!(api.shared.registry().workers().count(), 0);
+    assert_eq!(api.shared.traffic().stats.registrations_refused, 3);
 
     let (status, reply) = api
         .register_signed(ip, Listener::Mesh, &keys, now, &body)
@@ -404,7 +430,7 @@ async fn the_public_listener_has_no_worker_routes() {
         .register_signed(ip, Listener::Public, &keys, now, &body)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(api.shared.lock().registry.workers().count(), 0);
+    assert_eq!(api.shared.registry().workers().count(), 0);
     let request = Request::builder()
         .method("POST")
         .uri(HEARTBEAT_PATH)
@@ -424,7 +450,8 @@ async fn the_metrics_count_down_to_the_revocation_lists_next_update() {
     api.shared.trust.offer(api.pki.crl(2, &[]));
     let late = api.pki.start + time::Duration::days(8);
     let text = crate::metrics::render(
-        &api.shared.lock(),
+        &api.shared.registry(),
+        &api.shared.traffic(),
         api.shared.trust.crl().as_ref(),
         0,
         &[("public", 3, 1)],
@@ -467,7 +494,8 @@ async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
     for n in 0..(24 * 3600 / 10) as u64 {
         let now = t0 + step * n as u32;
         let hour = n * 10 / 3600;
-        let mut c = api.shared.lock();
+        let app = &api.shared;
+        let mut registry = app.registry();
         for (i, ip) in ips.iter().enumerate() {
             let alive = !(hour + i as u64).is_multiple_of(5);
             match (alive, registered_at[i]) {
@@ -477,8 +505,7 @@ async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
                         signed_at_ms: seq,
                         session: [i as u8; 16],
                     };
-                    let worker = c
-                        .registry
+                    let worker = registry
                         .register(
                             &format!("w{i}"),
                             *ip,
@@ -489,13 +516,13 @@ async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
                         )
                         .unwrap()
                         .clone();
-                    c.store.save(&worker).unwrap();
+                    app.store().save(&worker).unwrap();
                     registered_at[i] = Some(n);
                 }
                 (true, Some(_)) => {
                     // A worker the registry expired (its silence outlasted the TTL) registers
                     // again, as meshd does on a refused heartbeat.
-                    if c.registry
+                    if registry
                         .heartbeat(&format!("w{i}"), &[i as u8; 16], now)
                         .is_err()
                     {
@@ -505,11 +532,13 @@ async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
                 (false, _) => registered_at[i] = None,
             }
         }
-        c.expire(now);
-        let candidates = c.candidates("rag-embeddings");
+        drop(registry);
+        app.expire(now);
+        let candidates = app.registry().candidates("rag-embeddings");
+        let mut t = app.traffic();
         for call in 0..10u64 {
             let crate::balance::Pick::Worker(w) =
-                c.balancer
+                t.balancer
                     .pick("rag-embeddings", &candidates, &[], now, |k| {
                         (call as usize) % k
                     })
@@ -517,23 +546,25 @@ async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
                 continue;
             };
             let worker = w.worker.clone();
-            c.balancer.started("rag-embeddings", &worker);
+            t.balancer.started("rag-embeddings", &worker);
             if (n + call) % 7 == 0 {
-                c.balancer
+                t.balancer
                     .failed("rag-embeddings", &worker, &candidates, now);
             } else {
-                c.balancer.succeeded("rag-embeddings", &worker, now);
+                t.balancer.succeeded("rag-embeddings", &worker, now);
             }
-            c.balancer.finished("rag-embeddings", &worker);
+            t.balancer.finished("rag-embeddings", &worker);
         }
+        let tracked = t.balancer.tracked();
+        drop(t);
         let live = registered_at.iter().filter(|r| r.is_some()).count();
-        let registered = c.registry.workers().count();
+        let registered = app.registry().workers().count();
         // Those that fell silent this hour stay for one TTL (15 s: two steps).
         assert!(
             registered <= live + 12,
             "step {n}: {registered} for {live} live"
         );
-        assert!(c.balancer.tracked() <= registered, "step {n}");
-        assert!(c.store.load().unwrap().workers.len() <= registered);
+        assert!(tracked <= registered, "step {n}");
+        assert!(app.store().load().unwrap().workers.len() <= registered);
     }
 }

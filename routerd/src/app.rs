@@ -1,67 +1,42 @@
-//! routerd's shared state: the registry and the routing state under one lock, the connection
-//! pool beside it, and the settings the handlers read.
+//! routerd's shared state: the registry, the data path's state ([`Traffic`]) and the store
+//! each under a lock of its own, the trust store and the connection pools beside them, and the
+//! settings the handlers read.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use rma_ca::{CaCert, RevocationList};
+use rma_daemon::sync::lock;
 use rma_daemon::trust::SharedTrust;
 
-use crate::balance::{Balancer, Candidate};
+use crate::balance::Balancer;
 use crate::config::{Config, Limits, RateLimit, Routing};
 use crate::conn_limit::ConnLimit;
 use crate::edge::Listener;
 use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::rate_limit::RateLimiter;
-use crate::registry::Registry;
+use crate::registry::{Registry, Worker};
 use crate::retry_budget::RetryBudget;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
-/// Everything the lock guards.
+/// What every service call reads and writes, under a lock of its own: registrations and
+/// heartbeats never wait on it, and calls never wait on a registration.
 #[derive(Debug)]
-pub struct Coordinator {
-    pub registry: Registry,
-    pub store: Store,
+pub struct Traffic {
     pub balancer: Balancer,
     pub retry_budget: RetryBudget,
     pub rate_limiter: Option<RateLimiter>,
     pub stats: Stats,
 }
 
-impl Coordinator {
-    /// The workers the registry has for `service` (canonical), with their addresses.
-    pub fn candidates(&self, service: &str) -> Vec<Candidate> {
-        self.registry
-            .route(service)
-            .map(|route| route.workers.clone())
-            .unwrap_or_default()
-    }
-
-    /// Removes workers silent for a TTL, with their routing state; returns their names.
-    pub fn expire(&mut self, now: Instant) -> Vec<String> {
-        let gone = self.registry.expire(now);
-        for name in &gone {
-            if let Err(e) = self.store.remove(name) {
-                tracing::warn!(worker = %name, error = %e, "could not remove an expired worker from the store");
-            }
-            tracing::info!(worker = %name, "worker expired: no heartbeat within the TTL");
-        }
-        if !gone.is_empty() {
-            let registry = &self.registry;
-            self.balancer.retain(|service, worker| {
-                registry
-                    .serving(service)
-                    .iter()
-                    .any(|(w, _)| w.name == worker)
-            });
-        }
-        gone
-    }
-}
-
 pub struct App {
-    core: Mutex<Coordinator>,
+    /// Locks are taken in this order when more than one is held: registry, traffic, store.
+    registry: Mutex<Registry>,
+    traffic: Mutex<Traffic>,
+    /// The registry on disk. A registration takes it before it lets go of the registry, so
+    /// writes land in the order the registry saw them, and writes it after.
+    store: Mutex<Store>,
     /// Connections for the health checks, on the main runtime.
     pub pool: Arc<Pool>,
     /// One pool per serving thread ([`crate::server::Servers`]): a connection is driven by
@@ -116,9 +91,7 @@ impl App {
                 config.routing.connect_timeout,
             ))
         };
-        let core = Coordinator {
-            registry: Registry::new(config.catalog.clone()),
-            store,
+        let traffic = Traffic {
             balancer: Balancer::new(config.routing.balance, config.health, config.ejection),
             retry_budget: RetryBudget::new(config.routing.retry_budget),
             rate_limiter: config
@@ -128,7 +101,9 @@ impl App {
             stats: Stats::default(),
         };
         Self {
-            core: Mutex::new(core),
+            registry: Mutex::new(Registry::new(config.catalog.clone())),
+            traffic: Mutex::new(traffic),
+            store: Mutex::new(store),
             pool: pool(),
             serving_pools: (0..threads).map(|_| pool()).collect(),
             routing: config.routing.clone(),
@@ -163,7 +138,54 @@ impl App {
         std::iter::once(&self.pool).chain(&self.serving_pools)
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, Coordinator> {
-        rma_daemon::sync::lock(&self.core)
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    pub fn traffic(&self) -> MutexGuard<'_, Traffic> {
+        lock(&self.traffic)
+    }
+
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    /// Records `worker` (just registered) on disk: the store is taken before the registry
+    /// is let go, and written after.
+    pub fn save(
+        &self,
+        registry: MutexGuard<'_, Registry>,
+        worker: &Worker,
+    ) -> Result<(), StoreError> {
+        let store = self.store();
+        drop(registry);
+        store.save(worker)
+    }
+
+    /// Removes workers silent for a TTL, with their routing state and their record on disk;
+    /// returns their names.
+    pub fn expire(&self, now: Instant) -> Vec<String> {
+        let mut registry = self.registry();
+        let gone = registry.expire(now);
+        if gone.is_empty() {
+            return gone;
+        }
+        for name in &gone {
+            tracing::info!(worker = %name, "worker expired: no heartbeat within the TTL");
+        }
+        self.traffic().balancer.retain(|service, worker| {
+            registry
+                .serving(service)
+                .iter()
+                .any(|(w, _)| w.name == worker)
+        });
+        let store = self.store();
+        drop(registry);
+        for name in &gone {
+            if let Err(e) = store.remove(name) {
+                tracing::warn!(worker = %name, error = %e, "could not remove an expired worker from the store");
+            }
+        }
+        gone
     }
 }

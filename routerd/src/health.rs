@@ -57,7 +57,7 @@ pub async fn probe(app: &Shared, addr: SocketAddr, path: &str, timeout: Duration
 
 /// Checks every (service, worker) pair once, concurrently, and applies the results.
 pub async fn round(app: &Shared, timeout: Duration) {
-    let targets = app.lock().registry.endpoints();
+    let targets = app.registry().endpoints();
     let mut checks = JoinSet::new();
     for target in targets {
         let app = app.clone();
@@ -70,7 +70,7 @@ pub async fn round(app: &Shared, timeout: Duration) {
         let Ok((service, worker, passed)) = result else {
             continue;
         };
-        let changed = app.lock().balancer.checked(&service, &worker, passed);
+        let changed = app.traffic().balancer.checked(&service, &worker, passed);
         match changed {
             Some(true) => tracing::info!(%service, %worker, "worker healthy again"),
             Some(false) => {

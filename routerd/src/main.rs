@@ -1,10 +1,12 @@
 //! `routerd`: the RMA Mesh coordinator daemon.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
+use rma_daemon::lifecycle::Daemon;
+use rma_daemon::{Log, Reload};
 use routerd::config::Config;
 
 #[global_allocator]
@@ -24,7 +26,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    match rma_daemon::lifecycle::main::<Routerd>(cli.config, cli.check_config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("routerd: error: {err:#}");
@@ -33,25 +36,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(&cli.config)?;
-    if cli.check_config {
-        routerd::shell::prepare(&config)?;
-        println!("{}: ok", cli.config.display());
-        return Ok(());
+struct Routerd;
+
+impl Daemon for Routerd {
+    type Config = Config;
+
+    fn load(path: &Path) -> anyhow::Result<Config> {
+        Ok(Config::load(path)?)
     }
-    let _set_log_filter = rma_daemon::logging::init(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let result = runtime.block_on(routerd::shell::run(
-        config,
-        rma_daemon::signals::shutdown(),
-        |_, _| rma_daemon::signals::notify_ready(),
-    ));
-    rma_daemon::signals::notify_stopping();
-    result
+
+    fn log(config: &Config) -> &Log {
+        &config.log
+    }
+
+    fn check(config: &Config) -> anyhow::Result<()> {
+        routerd::shell::prepare(config).map(drop)
+    }
+
+    fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    }
+
+    fn run(
+        config: Config,
+        reload: Reload,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        ready: impl FnOnce() + Send + 'static,
+    ) -> impl Future<Output = anyhow::Result<()>> {
+        routerd::shell::run(config, Some(reload), shutdown, move |_, _| ready())
+    }
 }
 
 #[cfg(test)]

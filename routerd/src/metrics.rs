@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use rma_daemon::prometheus::Exposition;
 
-use crate::app::Coordinator;
+use crate::app::Traffic;
+use crate::registry::Registry;
 
 /// Upper bounds of the call-duration histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -87,7 +88,8 @@ impl Stats {
 pub type ListenerConnections = (&'static str, usize, u64);
 
 pub fn render(
-    c: &Coordinator,
+    registry: &Registry,
+    traffic: &Traffic,
     crl: Option<&rma_ca::RevocationList>,
     idle_connections: usize,
     listeners: &[ListenerConnections],
@@ -95,7 +97,7 @@ pub fn render(
     wall: time::OffsetDateTime,
 ) -> String {
     let mut e = Exposition::default();
-    let s = &c.stats;
+    let s = &traffic.stats;
     e.header(
         "routerd_calls_total",
         "counter",
@@ -183,7 +185,7 @@ pub fn render(
         "routerd_workers",
         "gauge",
         "Registered workers.",
-        c.registry.workers().count(),
+        registry.workers().count(),
     );
     if let Some(secs) = crl.and_then(|crl| crl.seconds_to_next_update(wall)) {
         e.single(
@@ -219,18 +221,18 @@ pub fn render(
             refused,
         );
     }
-    let catalog = c.registry.catalog();
+    let catalog = registry.catalog();
     e.header(
         "routerd_service_workers",
         "gauge",
         "Workers that can take a service's calls now (healthy, not ejected).",
     );
     for (service, _) in catalog.iter() {
-        let up = c
+        let up = registry
             .candidates(service)
             .iter()
             .filter(|w| {
-                let v = c.balancer.view(service, &w.worker, now);
+                let v = traffic.balancer.view(service, &w.worker, now);
                 v.healthy && !v.ejected
             })
             .count();
@@ -256,8 +258,8 @@ pub fn render(
     let mut outstanding = Vec::new();
     let mut ejections = Vec::new();
     for (service, _) in catalog.iter() {
-        for w in c.candidates(service) {
-            let v = c.balancer.view(service, &w.worker, now);
+        for w in registry.candidates(service) {
+            let v = traffic.balancer.view(service, &w.worker, now);
             e.sample(
                 "routerd_worker_up",
                 &[("service", service), ("worker", &w.worker)],

@@ -247,12 +247,13 @@ impl Call {
             ));
         };
         let caller = caller(&parts.headers, peer, listener, app.rate_limit.as_ref());
-        let route = {
-            let mut c = app.lock();
-            if let (Some(limiter), Some(key)) = (c.rate_limiter.as_mut(), caller.key.as_deref())
+        // Only a caller with a rate limit (there are limits) takes the data path's lock here.
+        if let Some(key) = caller.key.as_deref() {
+            let mut t = app.traffic();
+            if let Some(limiter) = t.rate_limiter.as_mut()
                 && let Err(wait) = limiter.check(key, arrived)
             {
-                c.stats.rate_limited += 1;
+                t.stats.rate_limited += 1;
                 let mut response = refuse(
                     StatusCode::TOO_MANY_REQUESTS,
                     alias,
@@ -265,9 +266,8 @@ impl Call {
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
                 return Err(response);
             }
-            c.registry.route(alias)
-        };
-        let Some(route) = route else {
+        }
+        let Some(route) = app.registry().route(alias) else {
             return Err(refuse(
                 StatusCode::NOT_FOUND,
                 alias,
@@ -366,11 +366,11 @@ impl Call {
         let mut last: Option<(StatusCode, &'static str, String)> = None;
         loop {
             let pick = {
-                let mut c = app.lock();
+                let mut t = app.traffic();
                 if plan.pick() {
-                    c.retry_budget.called();
+                    t.retry_budget.called();
                 }
-                let pick = c.balancer.pick(
+                let pick = t.balancer.pick(
                     service,
                     &route.workers,
                     plan.failed(),
@@ -378,7 +378,7 @@ impl Call {
                     |n| fastrand::usize(..n),
                 );
                 if let Pick::Worker(w) = pick {
-                    c.balancer.started(service, &w.worker);
+                    t.balancer.started(service, &w.worker);
                 }
                 pick
             };
@@ -418,10 +418,10 @@ impl Call {
                     if !unavailable {
                         // One lock for the worker's success and the call's figures.
                         let now = Instant::now();
-                        let mut c = app.lock();
-                        c.balancer.succeeded(service, &worker.worker, now);
-                        c.stats.answered(service, status.as_u16(), now - arrived);
-                        drop(c);
+                        let mut t = app.traffic();
+                        t.balancer.succeeded(service, &worker.worker, now);
+                        t.stats.answered(service, status.as_u16(), now - arrived);
+                        drop(t);
                         return stream_back(app, pool, route, worker, response, reader);
                     }
                     let kind = FailureKind::Unavailable;
@@ -497,7 +497,7 @@ fn answer_failure(
             ),
         ),
         Failure::TimedOut => {
-            app.lock().stats.upstream_error(service, "timeout");
+            app.traffic().stats.upstream_error(service, "timeout");
             refuse(
                 StatusCode::GATEWAY_TIMEOUT,
                 service,
@@ -514,12 +514,12 @@ fn answer_failure(
 
 /// Whether the retry budget allows another attempt; spends it if so.
 fn spend_retry(app: &Shared, service: &str, reason: &'static str) -> bool {
-    let mut c = app.lock();
-    if c.retry_budget.try_retry() {
-        c.stats.retried(service, reason);
+    let mut t = app.traffic();
+    if t.retry_budget.try_retry() {
+        t.stats.retried(service, reason);
         true
     } else {
-        c.stats.retries_refused += 1;
+        t.stats.retries_refused += 1;
         false
     }
 }
@@ -531,9 +531,9 @@ fn note_failure(
     candidates: &[Candidate],
     kind: &'static str,
 ) {
-    let mut c = app.lock();
-    c.stats.upstream_error(service, kind);
-    if let Some(length) = c
+    let mut t = app.traffic();
+    t.stats.upstream_error(service, kind);
+    if let Some(length) = t
         .balancer
         .failed(service, &worker.worker, candidates, Instant::now())
     {
@@ -542,7 +542,7 @@ fn note_failure(
 }
 
 fn done(app: &Shared, service: &str, worker: &str) {
-    app.lock().balancer.finished(service, worker);
+    app.traffic().balancer.finished(service, worker);
 }
 
 /// The worker's response, its body streamed through; the worker's call counts as in flight
@@ -573,7 +573,7 @@ fn stream_back(
 
 fn finish(app: &Shared, service: &str, arrived: Instant, response: Response) -> Response {
     let elapsed: Duration = arrived.elapsed();
-    app.lock()
+    app.traffic()
         .stats
         .answered(service, response.status().as_u16(), elapsed);
     response

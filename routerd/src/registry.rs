@@ -10,38 +10,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, Tier};
-use crate::routes::{Route, Routes};
+use crate::routes::{Candidate, Route, Routes};
 
 /// How often workers heartbeat, and how long a silent worker stays registered.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const TTL: Duration = Duration::from_secs(15);
 
-/// What a worker's machine has, as its meshd detects it. The field names are those the old
-/// coordinator's workers sent (seed 000, section 11).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Capabilities {
-    pub cpu_cores: u32,
-    /// Total memory, such as `"31.2 GiB"`.
-    pub ram: String,
-    pub has_gpu: bool,
-    /// GPU memory, such as `"24 GiB"`; absent without a GPU.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_memory: Option<String>,
-    /// Free disk, such as `"120 GiB"`.
-    #[serde(default)]
-    pub free_disk: String,
-    /// `cpu`, `gpu` or `edge`.
-    pub worker_type: String,
-}
-
-/// A service a worker runs locally, reachable on its mesh IP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Offered {
-    pub name: String,
-    pub port: u16,
-    /// The path active health checks fetch, such as `/health`.
-    pub health: String,
-}
+/// What a worker's machine has, and a service it offers: the registration contract's types.
+pub use rma_proto::registration::{Capabilities, Service as Offered};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Worker {
@@ -131,6 +107,13 @@ impl Registry {
     pub fn route(&self, name: &str) -> Option<Arc<Route>> {
         let service = self.catalog.resolve(name)?;
         self.routes.get(service).cloned()
+    }
+
+    /// The workers the registry has for `service`, with their addresses.
+    pub fn candidates(&self, service: &str) -> Vec<Candidate> {
+        self.route(service)
+            .map(|route| route.workers.clone())
+            .unwrap_or_default()
     }
 
     pub fn catalog(&self) -> &Catalog {

@@ -3,11 +3,11 @@
 //! SIGHUP (or when its file changes) and shuts down on a signal.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use rma_daemon::Reload;
 use rma_daemon::crl_watch::CrlWatch;
 use tokio::net::TcpListener;
 
@@ -48,11 +48,11 @@ pub fn prepare(config: &Config) -> anyhow::Result<Shared> {
     }
     let app = Arc::new(App::new(config, ca, crl, store, mesh_ip, token));
     {
-        let mut c = app.lock();
+        let mut registry = app.registry();
         let now = Instant::now();
         for worker in loaded.workers {
             tracing::info!(worker = %worker.name, mesh_ip = %worker.mesh_ip, "restored from the store; dropped unless it heartbeats within the TTL");
-            c.registry.restore(worker, now);
+            registry.restore(worker, now);
         }
     }
     Ok(app)
@@ -85,23 +85,20 @@ fn bind_freely(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Expires silent workers when their TTL runs out, and forgets idle rate-limit buckets.
 async fn expire_loop(app: Shared) {
     loop {
-        let next = app.lock().registry.next_expiry();
+        let next = app.registry().next_expiry();
         let wake = next
             .map(|t| t + Duration::from_millis(1))
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
             .min(Instant::now() + Duration::from_secs(1));
         tokio::time::sleep_until(wake.into()).await;
         let now = Instant::now();
-        let mut c = app.lock();
-        let gone = c.expire(now);
-        if let Some(limiter) = c.rate_limiter.as_mut() {
+        let gone = app.expire(now);
+        if let Some(limiter) = app.traffic().rate_limiter.as_mut() {
             limiter.sweep(now);
         }
-        drop(c);
         if !gone.is_empty() {
             let addrs: Vec<SocketAddr> = app
-                .lock()
-                .registry
+                .registry()
                 .endpoints()
                 .into_iter()
                 .map(|e| e.addr)
@@ -113,31 +110,58 @@ async fn expire_loop(app: Shared) {
     }
 }
 
-/// Takes a newer revocation list on SIGHUP or when its file changes.
-async fn crl_loop(app: Shared, path: PathBuf) {
+/// SIGHUP re-reads the configuration for what can change while running (the log level) and
+/// looks at the revocation list file at once; the file is also looked at every few seconds,
+/// and a newer list in it is taken.
+async fn hangup_loop(app: Shared, reload: Option<Reload>, running: Config) {
     let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         return;
     };
-    let mut watch = CrlWatch::new(path);
+    let mut watch = running.crl.clone().map(CrlWatch::new);
     let mut poll = tokio::time::interval(rma_daemon::crl_watch::POLL);
     let mut daily = tokio::time::interval(Duration::from_secs(86_400));
     loop {
         let force = tokio::select! {
-            _ = hangup.recv() => true,
+            _ = hangup.recv() => {
+                match &reload {
+                    Some(reload) => match reload_config(reload, &running) {
+                        Ok(()) => tracing::info!(path = %reload.config_path.display(), "configuration reloaded"),
+                        Err(e) => tracing::error!("reload refused, keeping the running configuration: {e:#}"),
+                    },
+                    None => tracing::warn!("SIGHUP: no configuration file to reload; looking at the revocation list only"),
+                }
+                true
+            }
             _ = poll.tick() => false,
             _ = daily.tick() => {
                 rma_daemon::crl_watch::warn_if_due(app.trust.crl().as_ref(), time::OffsetDateTime::now_utc());
                 continue;
             }
         };
-        watch.poll(&app.trust.ca(), force, |crl| app.trust.offer(crl));
+        if let Some(watch) = &mut watch {
+            watch.poll(&app.trust.ca(), force, |crl| app.trust.offer(crl));
+        }
     }
+}
+
+/// Reads the configuration again and applies its log level; anything else that changed needs
+/// a restart, and says so.
+fn reload_config(reload: &Reload, running: &Config) -> anyhow::Result<()> {
+    let new = Config::load(&reload.config_path)?;
+    (reload.set_log_filter)(&new.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
+    let mut rest = new;
+    rest.log.level.clone_from(&running.log.level);
+    if rest != *running {
+        tracing::warn!("settings other than log.level changed: restart routerd to apply them");
+    }
+    Ok(())
 }
 
 /// Runs routerd until `shutdown` completes; `ready` is called once both listeners are bound.
 pub async fn run(
     config: Config,
+    reload: Option<Reload>,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(SocketAddr, SocketAddr),
 ) -> anyhow::Result<()> {
@@ -177,10 +201,8 @@ pub async fn run(
         config.health.interval,
         config.health.timeout,
     ));
-    if let Some(path) = config.crl.clone() {
-        tasks.spawn(crl_loop(app.clone(), path));
-    }
-    let workers = app.lock().registry.workers().count();
+    tasks.spawn(hangup_loop(app.clone(), reload, config.clone()));
+    let workers = app.registry().workers().count();
     tracing::info!(public = %public_addr, mesh = %mesh_addr, workers, "routerd up");
     ready(public_addr, mesh_addr);
     shutdown.await;

@@ -8,21 +8,27 @@ use axum::extract::State;
 use axum::response::Html;
 use serde_json::{Value, json};
 
-use crate::app::{Coordinator, Shared};
+use crate::app::{Shared, Traffic};
+use crate::registry::Registry;
 
 /// The page: plain HTML, CSS and script, no external resources.
 const PAGE: &str = include_str!("../assets/topology.html");
 
-pub fn topology(c: &Coordinator, mesh_ip: Option<std::net::Ipv4Addr>, now: Instant) -> Value {
-    let catalog = c.registry.catalog();
+pub fn topology(
+    registry: &Registry,
+    traffic: &Traffic,
+    mesh_ip: Option<std::net::Ipv4Addr>,
+    now: Instant,
+) -> Value {
+    let catalog = registry.catalog();
     let mut routes = Vec::new();
     let services: Vec<Value> = catalog
         .iter()
         .map(|(name, spec)| {
-            let candidates = c.candidates(name);
+            let candidates = registry.candidates(name);
             let mut up = 0;
             for w in &candidates {
-                let view = c.balancer.view(name, &w.worker, now);
+                let view = traffic.balancer.view(name, &w.worker, now);
                 let state = match (view.healthy, view.ejected) {
                     (false, _) => "unhealthy",
                     (true, true) => "ejected",
@@ -52,8 +58,7 @@ pub fn topology(c: &Coordinator, mesh_ip: Option<std::net::Ipv4Addr>, now: Insta
             })
         })
         .collect();
-    let workers: Vec<Value> = c
-        .registry
+    let workers: Vec<Value> = registry
         .workers()
         .map(|w| {
             json!({
@@ -61,7 +66,7 @@ pub fn topology(c: &Coordinator, mesh_ip: Option<std::net::Ipv4Addr>, now: Insta
                 "mesh_ip": w.mesh_ip,
                 "capabilities": w.capabilities,
                 "services": w.assigned,
-                "last_seen_secs": c.registry.age(&w.name, now).map(|a| a.as_secs()),
+                "last_seen_secs": registry.age(&w.name, now).map(|a| a.as_secs()),
             })
         })
         .collect();
@@ -74,7 +79,13 @@ pub fn topology(c: &Coordinator, mesh_ip: Option<std::net::Ipv4Addr>, now: Insta
 }
 
 pub async fn get_topology(State(app): State<Shared>) -> Json<Value> {
-    Json(topology(&app.lock(), app.mesh_ip, Instant::now()))
+    let registry = app.registry();
+    Json(topology(
+        &registry,
+        &app.traffic(),
+        app.mesh_ip,
+        Instant::now(),
+    ))
 }
 
 pub async fn page() -> Html<&'static str> {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use integration::quic_client;
-use lighthouse::proto::FromLighthouse;
 use rma_ca::test_ca::TestCa;
+use rma_proto::lighthouse::FromLighthouse;
 
 #[derive(Debug, Parser)]
 #[command(name = "lighthouse-load")]
@@ -129,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("expected a welcome, got {:?}", registered.welcome);
             };
             let mut reflect = Vec::new();
-            lighthouse::wire::encode_reflect(&token, &mut reflect);
+            rma_proto::wire::encode_reflect(&token, &mut reflect);
             wireguard.send_to(&reflect, reflector).await?;
             held.push((registered, wireguard));
         }

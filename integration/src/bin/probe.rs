@@ -534,12 +534,12 @@ fn flood(
         let der = pem_der(&std::fs::read(path)?).context("a PEM certificate")?;
         for reply_wanted in [false, true] {
             let mut hello = Vec::new();
-            lighthouse::wire::encode_cert_hello(&der, reply_wanted, &mut hello);
+            rma_proto::wire::encode_cert_hello(&der, reply_wanted, &mut hello);
             hellos.push(hello);
         }
         // Asking for an answer without the padding that pays for it.
         let mut short = Vec::new();
-        lighthouse::wire::encode_cert_hello(&der, false, &mut short);
+        rma_proto::wire::encode_cert_hello(&der, false, &mut short);
         short[5] = 1;
         hellos.push(short);
     }

@@ -146,7 +146,7 @@ impl Output for Sink {
     fn relay(&mut self, _: LighthouseId, _: Ipv4Addr, datagram: &[u8]) {
         self.transmitted += datagram.len();
     }
-    fn ask(&mut self, _: LighthouseId, _: lighthouse::proto::ToLighthouse) {}
+    fn ask(&mut self, _: LighthouseId, _: rma_proto::lighthouse::ToLighthouse) {}
     fn crl_changed(&mut self, _: &rma_ca::RevocationList) {}
 }
 

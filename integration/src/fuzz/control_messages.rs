@@ -1,6 +1,6 @@
 //! The `control_messages` fuzz target's body.
 
-use lighthouse::wire::{self, Control, Kind, MAX_CERT_LEN};
+use rma_proto::wire::{self, Control, Kind, MAX_CERT_LEN};
 
 /// Every datagram meshd's UDP socket can receive, classified and parsed as a control message:
 /// no panic, and whatever parses encodes back to a message that parses the same.

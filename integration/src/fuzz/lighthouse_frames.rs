@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 
+use ::lighthouse::relay::{self, Relay, RelayCounters};
+use ::lighthouse::rendezvous::{RelayDrop, Rendezvous};
 use arbitrary::{Arbitrary, Unstructured};
-use lighthouse::proto::{self, FromLighthouse, ToLighthouse};
-use lighthouse::relay::{self, Relay, RelayCounters};
-use lighthouse::rendezvous::{RelayDrop, Rendezvous};
+use rma_proto::lighthouse::{self, FromLighthouse, ToLighthouse};
 
 #[derive(Debug, Arbitrary)]
 enum Step {
@@ -62,7 +62,7 @@ fn run(running: &mut super::common::Running<Lighthouse>, steps: Vec<Step>) {
         let now = super::common::now(running.start, world, running.ms);
         match step {
             Step::ToLighthouse { conn, frame } => {
-                if let Ok(message) = proto::decode::<ToLighthouse>(&frame) {
+                if let Ok(message) = lighthouse::decode::<ToLighthouse>(&frame) {
                     let _ = core.message(u64::from(conn % CONNS), message, now.instant);
                 }
             }
@@ -108,7 +108,7 @@ fn run(running: &mut super::common::Running<Lighthouse>, steps: Vec<Step>) {
                 core.disconnect(u64::from(conn % CONNS));
             }
             Step::FromLighthouse { frame } => {
-                if let Ok(message) = proto::decode::<FromLighthouse>(&frame) {
+                if let Ok(message) = lighthouse::decode::<FromLighthouse>(&frame) {
                     node.handle_lighthouse(meshd::node::LighthouseId(0), message, now, &mut out);
                 }
             }

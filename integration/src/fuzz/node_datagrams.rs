@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 
 use arbitrary::{Arbitrary, Unstructured};
-use lighthouse::wire;
+use rma_proto::wire;
 
 #[derive(Debug, Arbitrary)]
 enum Step {

@@ -6,8 +6,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lighthouse::proto::{FromLighthouse, MAX_LOCAL_ENDPOINTS, Target, ToLighthouse};
-use lighthouse::wire::{self, TOKEN_LEN};
+use rma_proto::lighthouse::{FromLighthouse, MAX_LOCAL_ENDPOINTS, Target, ToLighthouse};
+use rma_proto::wire::{self, TOKEN_LEN};
 
 use super::paths::{self, Source};
 use super::peers::Peer;

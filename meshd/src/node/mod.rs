@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::x25519::{PublicKey, StaticSecret};
-use lighthouse::proto::ToLighthouse;
-use lighthouse::wire::{self, Control, Kind};
 use rma_ca::{NodeCert, RevocationList, TrustStore};
+use rma_proto::lighthouse::ToLighthouse;
+use rma_proto::wire::{self, Control, Kind};
 use time::OffsetDateTime;
 
 pub use rma_daemon::Identity;

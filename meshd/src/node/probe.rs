@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lighthouse::proto::Target;
+use rma_proto::lighthouse::Target;
 
 use super::paths::Source;
 use super::{Node, Now, Output};

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lighthouse::proto::{Target, ToLighthouse};
+use rma_proto::lighthouse::{Target, ToLighthouse};
 
 use super::lighthouses::{LighthouseId, Lighthouses};
 use super::{Node, Now, Output};

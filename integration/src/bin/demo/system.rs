@@ -24,7 +24,7 @@ pub const NAME: &str = "rmademo";
 const NETWORK: &str = "10.42.0.0/16";
 /// routerd's public listener, as in the example config: where cloudflared would send calls.
 const PUBLIC: &str = "127.0.0.1:8080";
-const LIGHTHOUSE_PORT: u16 = lighthouse::proto::DEFAULT_PORT;
+const LIGHTHOUSE_PORT: u16 = rma_proto::lighthouse::DEFAULT_PORT;
 
 /// A machine of the demo.
 #[derive(Debug)]

@@ -6,11 +6,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use lighthouse::proto::{FromLighthouse, ToLighthouse};
 #[cfg(feature = "fake-clock")]
 use lighthouse::rendezvous::Rendezvous;
-use lighthouse::wire;
 use rma_ca::NodeCert;
+use rma_proto::lighthouse::{FromLighthouse, ToLighthouse};
+use rma_proto::wire;
 
 #[cfg(feature = "fake-clock")]
 use super::REFLECTOR;

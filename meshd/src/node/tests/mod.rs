@@ -8,11 +8,11 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lighthouse::proto::{FromLighthouse, ToLighthouse};
 use lighthouse::rendezvous::{ConnId, Effect, Rendezvous};
-use lighthouse::wire::{self, Control};
 use rma_ca::RevocationList;
 pub(crate) use rma_ca::test_ca::TestCa as Pki;
+use rma_proto::lighthouse::{FromLighthouse, ToLighthouse};
+use rma_proto::wire::{self, Control};
 
 use crate::config::StaticPeer;
 use crate::firewall::{Peer, Policy, Ports, Proto, Rule};

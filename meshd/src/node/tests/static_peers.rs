@@ -714,7 +714,7 @@ fn a_hello_never_tears_down_an_established_session() {
     // Another valid certificate for A's mesh IP, with another key, from another address.
     let (impostor, _) = pki.node("a-again", ip(1));
     let mut hello = Vec::new();
-    lighthouse::wire::encode_cert_hello(impostor.der(), false, &mut hello);
+    rma_proto::wire::encode_cert_hello(impostor.der(), false, &mut hello);
     answer_to(&mut net, B, attacker, &hello);
     let status = net.hosts[B].node.status(net.now.instant);
     assert_eq!(status.drops.hello_conflict, 1);
@@ -743,7 +743,7 @@ fn a_renewed_certificate_updates_its_peer_without_a_new_session() {
     // The same keys, signed again for longer.
     let renewed = renew(&pki, &a_keys, "a", ip(1));
     let mut hello = Vec::new();
-    lighthouse::wire::encode_cert_hello(renewed.der(), false, &mut hello);
+    rma_proto::wire::encode_cert_hello(renewed.der(), false, &mut hello);
     answer_to(&mut net, B, underlay(1), &hello);
     let now = net.now;
     let status = net.hosts[B].node.status_at(now);
@@ -787,13 +787,13 @@ fn unauthenticated_input_is_never_answered_with_more_bytes_than_it_carried() {
     // a padded one gets B's, four times from one address and then no more for a while.
     let (stranger, _) = pki.node("c", ip(3));
     let mut small = Vec::new();
-    lighthouse::wire::encode_cert_hello(stranger.der(), false, &mut small);
+    rma_proto::wire::encode_cert_hello(stranger.der(), false, &mut small);
     small[5] = 1; // reply wanted, yet unpadded
     for (_, datagram) in answer_to(&mut net, B, victim, &small).transmits {
         assert!(datagram.len() <= small.len());
     }
     let mut padded = Vec::new();
-    lighthouse::wire::encode_cert_hello(stranger.der(), true, &mut padded);
+    rma_proto::wire::encode_cert_hello(stranger.der(), true, &mut padded);
     let mut answers = 0;
     for _ in 0..20 {
         for (to, datagram) in answer_to(&mut net, B, victim, &padded).transmits {
@@ -847,7 +847,7 @@ fn hellos_from_one_source_are_budgeted_and_refusals_remembered() {
     let foreign = Pki::new("other-ca");
     let (cert, _) = foreign.node("x", ip(5));
     let mut hello = Vec::new();
-    lighthouse::wire::encode_cert_hello(cert.der(), true, &mut hello);
+    rma_proto::wire::encode_cert_hello(cert.der(), true, &mut hello);
     for _ in 0..100 {
         let out = answer_to(&mut net, B, underlay(66), &hello);
         assert!(

@@ -7,9 +7,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use lighthouse::tls::{self, Trust};
 use rma_ca::test_ca::TestCa;
 use rma_ca::{NodeCert, NodeKeys, RevocationList};
+use rma_daemon::mesh_tls::{self as tls, Trust};
 
 struct Server {
     endpoint: quinn::Endpoint,

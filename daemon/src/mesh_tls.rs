@@ -18,7 +18,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use time::OffsetDateTime;
 
-use crate::proto::ALPN;
+use rma_proto::lighthouse::ALPN;
 
 /// How often an idle connection sends a keepalive, and how long silence lasts before the
 /// connection is declared dead. The keepalive also holds the node's NAT mapping open.
@@ -38,7 +38,7 @@ const DATAGRAM_BUFFER: usize = 1024 * 1024;
 
 /// The trust store the TLS verifiers check against; the daemon offers it newer revocation
 /// lists.
-pub use rma_daemon::trust::SharedTrust as Trust;
+pub use crate::trust::SharedTrust as Trust;
 
 /// Why a peer's certificate was refused.
 #[derive(Debug, thiserror::Error)]

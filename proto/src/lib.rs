@@ -1,0 +1,10 @@
+//! The wire contracts between RMA Mesh's parts, in one small crate that both sides of each
+//! depend on, so that no side is defined twice:
+//! - [`lighthouse`]: the messages and framing a node and a lighthouse exchange over QUIC;
+//! - [`wire`]: what shares a node's WireGuard UDP socket besides WireGuard (certificate
+//!   hellos, punches, reflect tokens);
+//! - [`registration`]: the JSON a worker's meshd sends routerd, and routerd's answers.
+
+pub mod lighthouse;
+pub mod registration;
+pub mod wire;

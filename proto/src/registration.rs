@@ -1,0 +1,165 @@
+//! What a worker's meshd sends routerd to register and heartbeat, and what routerd answers,
+//! as JSON. The field names are those the old coordinator's workers sent (seed 000, section
+//! 11), plus `version`.
+//!
+//! Compatibility: a reader ignores fields it does not know, so a newer meshd that adds one can
+//! still register with an older routerd, and the other way round. [`VERSION`] changes only when
+//! the meaning of an existing field changes; a reader refuses a version it does not speak (see
+//! [`check_version`]). A registration without a version is version 1.
+
+use serde::{Deserialize, Serialize};
+
+/// The contract this build speaks.
+pub const VERSION: u32 = 1;
+
+pub const REGISTER_PATH: &str = "/api/worker/register";
+pub const HEARTBEAT_PATH: &str = "/api/worker/heartbeat";
+
+/// What a worker's machine has, as its meshd detects it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub cpu_cores: u32,
+    /// Total memory, such as `"31.2 GiB"`.
+    pub ram: String,
+    pub has_gpu: bool,
+    /// GPU memory, such as `"24.0 GiB"`; absent without a GPU or when it is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<String>,
+    /// Free disk, such as `"120.0 GiB"`.
+    #[serde(default)]
+    pub free_disk: String,
+    /// `cpu`, `gpu` or `edge`.
+    pub worker_type: String,
+}
+
+/// A service a worker runs, reachable on its mesh IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// Its name in routerd's catalog (or an alias of it).
+    pub name: String,
+    pub port: u16,
+    /// The path routerd's health checks fetch, such as `/health`.
+    pub health: String,
+}
+
+/// `POST /api/worker/register`, signed with the certificate's identity key
+/// (`rma_ca::proof`) and sent from the certificate's mesh IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    #[serde(default = "first_version")]
+    pub version: u32,
+    /// The node name; optional, but if given it must be the certificate's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// The worker's node certificate, PEM.
+    pub certificate: String,
+    pub capabilities: Capabilities,
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// routerd's answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub status: String,
+    pub worker_id: String,
+    /// Services the coordinator asks this worker to run.
+    pub assigned_services: Vec<String>,
+    pub heartbeat_interval_secs: u64,
+    /// The session this registration opened (hex): heartbeats carry it.
+    pub session: String,
+}
+
+/// `POST /api/worker/heartbeat`, from the worker's mesh IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub worker_id: String,
+    pub session: String,
+}
+
+/// A registration in a version this build does not speak.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("registration contract version {got} is not spoken here (this build speaks {VERSION})")]
+pub struct UnknownVersion {
+    pub got: u32,
+}
+
+/// Whether a reader of this build can take `registration` as it means it.
+pub fn check_version(registration: &Registration) -> Result<(), UnknownVersion> {
+    if registration.version == VERSION {
+        Ok(())
+    } else {
+        Err(UnknownVersion {
+            got: registration.version,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_with_fields_this_build_does_not_know_is_read_and_they_are_ignored() {
+        let newer = serde_json::json!({
+            "version": 1,
+            "worker_id": "w1",
+            "certificate": "PEM",
+            "capabilities": {
+                "cpu_cores": 8, "ram": "31.2 GiB", "has_gpu": false, "free_disk": "1.0 GiB",
+                "worker_type": "cpu", "npu_count": 2,
+            },
+            "services": [{"name": "ocr", "port": 8101, "health": "/health", "runner": "exec"}],
+            "load": {"cpu": 0.5},
+        });
+        let read: Registration = serde_json::from_value(newer).unwrap();
+        assert_eq!(read.capabilities.cpu_cores, 8);
+        assert_eq!(read.services[0].port, 8101);
+        assert_eq!(check_version(&read), Ok(()));
+    }
+
+    #[test]
+    fn an_unversioned_registration_is_version_one_and_another_version_is_refused() {
+        let old = serde_json::json!({
+            "certificate": "PEM",
+            "capabilities": {"cpu_cores": 1, "ram": "1 GiB", "has_gpu": false, "worker_type": "edge"},
+        });
+        let mut read: Registration = serde_json::from_value(old).unwrap();
+        assert_eq!((read.version, read.worker_id.as_deref()), (1, None));
+        assert!(read.services.is_empty());
+        read.version = 2;
+        let refused = check_version(&read).unwrap_err();
+        assert!(refused.to_string().contains("version 2"), "{refused}");
+    }
+
+    #[test]
+    fn what_this_build_writes_it_reads_back() {
+        let registration = Registration {
+            version: VERSION,
+            worker_id: Some("w1".into()),
+            certificate: "PEM".into(),
+            capabilities: Capabilities {
+                cpu_cores: 4,
+                ram: "8.0 GiB".into(),
+                has_gpu: true,
+                gpu_memory: Some("24.0 GiB".into()),
+                free_disk: "100.0 GiB".into(),
+                worker_type: "gpu".into(),
+            },
+            services: vec![Service {
+                name: "llm".into(),
+                port: 8200,
+                health: "/health".into(),
+            }],
+        };
+        let text = serde_json::to_string(&registration).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Registration>(&text).unwrap(),
+            registration
+        );
+    }
+}
