@@ -1,16 +1,21 @@
-//! A plain HTTP/1.1 client: one call on a new connection, the status, headers and body back,
-//! with a deadline, optionally from a chosen source address. meshd registers its worker with
-//! it (from its mesh IP); the tests call routerd with it.
+//! One call on a new connection, the status, headers and body back, with a deadline,
+//! optionally from a chosen source address: on the same HTTP/1.1 client as routerd's calls to
+//! its workers ([`crate::http1`]). meshd registers its worker with it (from its mesh IP); the
+//! tests call routerd with it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1;
-use hyper::{HeaderMap, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt as _, Limited};
+
+use crate::http1::{self, Head, Payload, WorkerBody};
+
+/// The largest response body a call reads (the tests download 20 MB through routerd); a
+/// larger one fails the call.
+const MAX_REPLY: usize = 64 << 20;
 
 #[derive(Debug)]
 pub struct Reply {
@@ -36,27 +41,35 @@ pub async fn call(
     body: Bytes,
     timeout: Duration,
 ) -> anyhow::Result<Reply> {
+    let method = Method::from_bytes(method.as_bytes()).context("method")?;
+    let target: Uri = path.parse().with_context(|| format!("path {path:?}"))?;
+    let host = HeaderValue::from_str(&addr.to_string()).context("host")?;
+    let mut fields = HeaderMap::new();
+    for (name, value) in headers {
+        fields.append(
+            HeaderName::from_bytes(name.as_bytes()).with_context(|| format!("header {name}"))?,
+            HeaderValue::from_str(value).with_context(|| format!("header {name}"))?,
+        );
+    }
     let work = async {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        if let Some(ip) = source {
-            socket.bind(SocketAddr::new(ip, 0))?;
+        let conn = match source {
+            Some(ip) => http1::connect_from(addr, ip).await,
+            None => http1::connect(addr).await,
         }
-        let stream = socket
-            .connect(addr)
+        .with_context(|| format!("connect {addr}"))?;
+        let head = Head {
+            method: &method,
+            target: &target,
+            host: &host,
+            headers: &fields,
+        };
+        let mut payload: Payload = Payload::Kept(body);
+        let (parts, reader) = conn.send(head, &mut payload).await.map_err(|e| e.error)?;
+        let body = Limited::new(WorkerBody::new(reader, drop), MAX_REPLY)
+            .collect()
             .await
-            .with_context(|| format!("connect {addr}"))?;
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr.to_string());
-        for (k, v) in headers {
-            request = request.header(*k, *v);
-        }
-        let response = sender.send_request(request.body(Full::new(body))?).await?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await?.to_bytes();
+            .map_err(|e| anyhow::anyhow!("reading the response: {e}"))?
+            .to_bytes();
         anyhow::Ok(Reply {
             status: parts.status,
             headers: parts.headers,

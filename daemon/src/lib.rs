@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod crl_watch;
+pub mod http1;
 pub mod http_client;
 pub mod identity;
 pub mod lifecycle;

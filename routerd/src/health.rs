@@ -11,7 +11,7 @@ use http_body_util::{BodyExt as _, Limited};
 use tokio::task::JoinSet;
 
 use crate::app::Shared;
-use crate::upstream::{Head, Payload, WorkerBody};
+use rma_daemon::http1::{Head, Payload, WorkerBody};
 
 /// Health bodies are read (so the connection can be pooled) up to this size.
 const MAX_HEALTH_BODY: usize = 64 << 10;
@@ -33,10 +33,8 @@ pub async fn probe(app: &Shared, addr: SocketAddr, path: &str, timeout: Duration
             host: &host,
             headers: &headers,
         };
-        let (response, reader) = conn
-            .send(head, &mut Payload::Kept(Bytes::new()))
-            .await
-            .ok()?;
+        let mut payload: Payload = Payload::Kept(Bytes::new());
+        let (response, reader) = conn.send(head, &mut payload).await.ok()?;
         let passed = response.status.is_success() || response.status.is_redirection();
         // Read (so that the connection can be pooled) up to a size.
         let (pool, mut kept) = (app.pool.clone(), None);

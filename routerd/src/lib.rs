@@ -24,4 +24,3 @@ pub mod server;
 pub mod shell;
 pub mod store;
 pub mod topology;
-pub mod upstream;

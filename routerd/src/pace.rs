@@ -21,6 +21,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every request body routerd reads, as hyper hands it over and held to the listener's pace.
 pub type RequestBody = Paced<hyper::body::Incoming>;
 
+/// A call's body as it goes to a worker: kept for a retry, or streamed once within the
+/// service's `max_body`.
+pub type Payload = rma_daemon::http1::Payload<http_body_util::Limited<RequestBody>>;
+
 /// How fast a request body must arrive: `min_rate` bytes a second on average, after `grace`,
 /// and never silent for longer than [`MAX_SILENCE`] (a body sent fast and then held would
 /// otherwise have earned hours).

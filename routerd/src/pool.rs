@@ -1,4 +1,4 @@
-//! Pooled HTTP/1.1 connections to workers' mesh addresses ([`upstream::Conn`]). A connection
+//! Pooled HTTP/1.1 connections to workers' mesh addresses ([`http1::Conn`]). A connection
 //! goes back to the pool when its response body has been read to the end; one dropped
 //! half-way is closed.
 
@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::upstream::{self, Conn};
+use rma_daemon::http1::{self, Conn};
 
 type Idle = HashMap<SocketAddr, Vec<Conn>, foldhash::fast::RandomState>;
 
@@ -54,7 +54,7 @@ impl Pool {
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<Conn, ConnectError> {
-        tokio::time::timeout(self.connect_timeout, upstream::connect(addr))
+        tokio::time::timeout(self.connect_timeout, http1::connect(addr))
             .await
             .map_err(|_| ConnectError::Timeout(addr))?
             .map_err(|cause| ConnectError::Io { addr, cause })

@@ -19,11 +19,11 @@ use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
 use crate::catalog::ServiceSpec;
 use crate::edge::{CF_CONNECTING_IP, Caller, Listener, Peer, REQUEST_ID, caller};
-use crate::pace::{RequestBody, TooSlow};
+use crate::pace::{Payload, RequestBody, TooSlow};
 use crate::plan::{FailureKind, Next, Plan};
 use crate::pool::{ConnectError, Pool};
 use crate::routes::Route;
-use crate::upstream::{self, Conn, Head, Payload, Reader, WorkerBody};
+use rma_daemon::http1::{self, Conn, Head, Reader, WorkerBody};
 
 /// Headers that belong to one connection and are not passed on (RFC 9110, section 7.6.1).
 /// Names are constants, not strings: a string name is parsed on every lookup.
@@ -335,8 +335,8 @@ impl Call {
             }
             let unsent = e.unsent;
             let error = match e.error {
-                upstream::Error::Body(cause) => return Failure::CallerBody(cause),
-                upstream::Error::Switched => return Failure::Switched,
+                http1::Error::Body(cause) => return Failure::CallerBody(cause),
+                http1::Error::Switched => return Failure::Switched,
                 error => error,
             };
             let cause = error.to_string();

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use arbitrary::{Arbitrary, Unstructured};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri};
 use bytes::Bytes;
+use rma_daemon::http1::{Conn, Head, Payload};
 use routerd::edge::{self, Listener, Peer, REQUEST_ID, Stamp};
 use routerd::proxy;
-use routerd::upstream::{Conn, Head, Payload};
 
 use super::scripted::{Scripted, run};
 
@@ -184,7 +184,7 @@ pub fn request_heads(data: &[u8]) {
     let stream = Scripted::new(Vec::new(), splits, true);
     let written = stream.written.clone();
     let body = Bytes::from(input.body);
-    let mut payload = Payload::Kept(body.clone());
+    let mut payload: Payload = Payload::Kept(body.clone());
     // The worker closes without answering; what matters is what was written.
     let _ = run(Conn::new(stream).send(head, &mut payload)).expect("nothing to wait for");
     let written = written.lock().expect("one thread").clone();

@@ -92,7 +92,7 @@ impl AsyncWrite for Scripted {
     }
 }
 
-impl routerd::upstream::Stream for Scripted {
+impl rma_daemon::http1::Stream for Scripted {
     fn has_news(&self) -> bool {
         self.at < self.answer.len() || self.closes
     }

@@ -6,7 +6,7 @@ use std::future::poll_fn;
 use arbitrary::{Arbitrary, Unstructured};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use bytes::Bytes;
-use routerd::upstream::{Conn, Head, Payload, Reader};
+use rma_daemon::http1::{Conn, Head, Payload, Reader};
 
 use super::scripted::{Scripted, run};
 
@@ -128,7 +128,7 @@ fn exchange(
         headers: &headers,
     };
     let conn = Conn::new(Scripted::new(answer, splits, closes));
-    let mut payload = Payload::Kept(Bytes::new());
+    let mut payload: Payload = Payload::Kept(Bytes::new());
     let (parts, reader) = run(conn.send(head, &mut payload))
         .ok_or(HeadFailed::Waiting)?
         .map_err(|_| HeadFailed::Refused)?;

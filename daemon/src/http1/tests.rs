@@ -76,7 +76,7 @@ async fn exchange(
     let host = HeaderValue::from_static("10.42.0.11:8101");
     let mut headers = HeaderMap::new();
     headers.insert("x-request-id", HeaderValue::from_static("abc"));
-    let mut payload = Payload::Kept(Bytes::copy_from_slice(payload));
+    let mut payload: Payload = Payload::Kept(Bytes::copy_from_slice(payload));
     let (parts, reader) = conn
         .send(head(&method, &target, &host, &headers), &mut payload)
         .await

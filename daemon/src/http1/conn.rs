@@ -23,6 +23,17 @@ const READ_MOST: usize = 64 << 10;
 /// A request body up to this size goes out in the same write as its head.
 const INLINE_BODY: usize = 16 << 10;
 
+/// A streamed request body.
+pub trait SendBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin
+{
+}
+
+impl<B> SendBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Unpin
+{
+}
+
 /// What a connection to a worker runs on: a TCP stream in routerd; a scripted stream in the
 /// fuzz targets, which split the worker's bytes at random.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {
@@ -138,10 +149,10 @@ impl<S: Stream> Conn<S> {
 
     /// Sends a request and reads its response head; the body is then read through the
     /// [`Reader`], which owns the connection.
-    pub async fn send(
+    pub async fn send<B: SendBody>(
         mut self,
         head: Head<'_>,
-        payload: &mut Payload,
+        payload: &mut Payload<B>,
     ) -> Result<(Parts, Reader<S>), SendError> {
         let head_request = *head.method == Method::HEAD;
         if let Err(e) = self.write_request(head, payload).await {
@@ -167,10 +178,10 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Writes the request: its head (with a small body, in the same write), then its body.
-    async fn write_request(
+    async fn write_request<B: SendBody>(
         &mut self,
         head: Head<'_>,
-        payload: &mut Payload,
+        payload: &mut Payload<B>,
     ) -> Result<(), SendError> {
         let sent = |error| SendError {
             error,
@@ -205,7 +216,7 @@ impl<S: Stream> Conn<S> {
             Payload::Streamed(body) => {
                 let chunked = length.is_none();
                 while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| sent(Error::Body(e)))?;
+                    let frame = frame.map_err(|e| sent(Error::Body(e.into())))?;
                     // Trailers are not passed on.
                     let Ok(data) = frame.into_data() else {
                         continue;

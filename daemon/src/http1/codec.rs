@@ -1,5 +1,5 @@
-//! HTTP/1.1 for routerd's worker client, on bytes alone: the request head routerd writes, the
-//! response head it parses, and how the response body is framed and decoded (RFC 9112 section
+//! HTTP/1.1 for the client, on bytes alone: the request head it writes, the response head it
+//! parses, and how the response body is framed and decoded (RFC 9112 section
 //! 6: no body for HEAD, 1xx, 204 and 304; chunked; a Content-Length; or until the worker
 //! closes). Nothing here reads or writes a socket.
 
