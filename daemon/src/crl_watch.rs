@@ -14,8 +14,13 @@ use time::OffsetDateTime;
 /// export the time left as a metric, which the alert rules watch.
 pub fn warn_if_due(crl: Option<&RevocationList>, now: OffsetDateTime) {
     if let Some(warning) = crl.and_then(|c| c.next_update_warning(now, CRL_WARNING_WINDOW)) {
-        tracing::warn!("{warning}; it stays in use until a newer one arrives");
+        warn_due(&warning);
     }
+}
+
+/// The warning for a list due for replacement, the same from every daemon.
+pub fn warn_due(warning: &rma_ca::ExpiryWarning) {
+    tracing::warn!("{warning}; it stays in use until a newer one arrives");
 }
 
 /// How often a daemon looks at its revocation list file.
@@ -32,6 +37,11 @@ impl CrlWatch {
     pub fn new(path: PathBuf) -> Self {
         let seen = Self::stamp(&path);
         Self { path, seen }
+    }
+
+    /// The file watched.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -68,13 +78,17 @@ impl CrlWatch {
             CrlOffer::Replaced => {
                 tracing::info!(path = %self.path.display(), revoked, number = ?number, "revocation list loaded");
                 if let Some(warning) = due {
-                    tracing::warn!("{warning}; it stays in use until a newer one arrives");
+                    warn_due(&warning);
                 }
             }
-            CrlOffer::NotNewer if !force => {
+            // On SIGHUP the file is read whether or not it changed: usually it is the list in
+            // use, which is worth a line but not a warning.
+            CrlOffer::NotNewer if force => {
+                tracing::info!(number = ?number, "the revocation list file is not newer than the one in use; keeping it");
+            }
+            CrlOffer::NotNewer => {
                 tracing::warn!(number = ?number, "the revocation list file is not newer than the one in use; keeping it");
             }
-            CrlOffer::NotNewer => {}
         }
         outcome
     }

@@ -8,12 +8,36 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 
 use crate::config::Log;
 use crate::logging::{self, Reload};
 use crate::signals;
+
+/// The command line of a daemon that only runs: `--config FILE [--check-config]`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The configuration file (TOML).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Validate the configuration and everything it names (certificates, keys, the CA, the
+    /// revocation list, the store), then exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// [`main`] with its error printed as `NAME: error: ...` and turned into the exit status.
+pub fn exit<D: Daemon>(name: &str, config_path: PathBuf, check_config: bool) -> ExitCode {
+    match main::<D>(config_path, check_config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{name}: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 pub trait Daemon {
     /// The validated configuration.

@@ -21,6 +21,13 @@ impl std::fmt::Debug for Reload {
     }
 }
 
+/// Warns about each setting a reload read but cannot apply: `(what, whether it changed)`.
+pub fn restart_needed(daemon: &str, settings: &[(&str, bool)]) {
+    for (what, _) in settings.iter().filter(|(_, changed)| *changed) {
+        tracing::warn!("{what} changed: restart {daemon} to apply it");
+    }
+}
+
 /// Starts logging as configured (`RUST_LOG` overrides the level) and returns how to change the
 /// filter later.
 pub fn init(log: &Log) -> SetLogFilter {

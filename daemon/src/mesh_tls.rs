@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rma_ca::{NodeCert, NodeCertError, NodeKeys, VerifyError};
+use rma_ca::{NodeCert, NodeKeys, VerifyError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -40,34 +40,31 @@ const DATAGRAM_BUFFER: usize = 1024 * 1024;
 /// lists.
 pub use crate::trust::SharedTrust as Trust;
 
-/// Why a peer's certificate was refused.
+/// Why a peer's certificate was refused: by the trust store, or (the node's check of a
+/// lighthouse) for its name.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("not a node certificate: {0}")]
-    Malformed(NodeCertError),
-    #[error("{0}")]
-    Untrusted(VerifyError),
+    #[error(transparent)]
+    Trust(#[from] rma_ca::Refusal),
     #[error("expected the lighthouse {expected}, the certificate names {actual}")]
     WrongName { expected: String, actual: String },
 }
 
-impl From<rma_ca::Refusal> for Refusal {
-    fn from(refusal: rma_ca::Refusal) -> Self {
-        match refusal {
-            rma_ca::Refusal::Malformed(e) => Refusal::Malformed(e),
-            rma_ca::Refusal::Untrusted(e) => Refusal::Untrusted(e),
-        }
-    }
-}
-
 impl From<Refusal> for rustls::Error {
     fn from(refusal: Refusal) -> Self {
+        use rma_ca::Refusal::Untrusted;
         let error = match &refusal {
-            Refusal::Untrusted(VerifyError::Expired { .. }) => CertificateError::Expired,
-            Refusal::Untrusted(VerifyError::NotYetValid { .. }) => CertificateError::NotValidYet,
-            Refusal::Untrusted(VerifyError::Revoked { .. }) => CertificateError::Revoked,
-            Refusal::Untrusted(VerifyError::OtherCa { .. }) => CertificateError::UnknownIssuer,
-            Refusal::Untrusted(VerifyError::BadSignature { .. }) => CertificateError::BadSignature,
+            Refusal::Trust(Untrusted(VerifyError::Expired { .. })) => CertificateError::Expired,
+            Refusal::Trust(Untrusted(VerifyError::NotYetValid { .. })) => {
+                CertificateError::NotValidYet
+            }
+            Refusal::Trust(Untrusted(VerifyError::Revoked { .. })) => CertificateError::Revoked,
+            Refusal::Trust(Untrusted(VerifyError::OtherCa { .. })) => {
+                CertificateError::UnknownIssuer
+            }
+            Refusal::Trust(Untrusted(VerifyError::BadSignature { .. })) => {
+                CertificateError::BadSignature
+            }
             Refusal::WrongName { .. } => CertificateError::NotValidForName,
             _ => CertificateError::Other(rustls::OtherError(Arc::new(refusal))),
         };

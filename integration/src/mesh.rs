@@ -197,12 +197,21 @@ pub fn write_config(lab: &Lab, node: &NodeConfig<'_>) -> anyhow::Result<(PathBuf
 
 /// Starts meshd in `ns` and waits until its status socket answers.
 pub fn start(lab: &mut Lab, ns: &Ns, node: &NodeConfig<'_>) -> anyhow::Result<MeshNode> {
+    start_binary(lab, ns, node, &binary("meshd")?)
+}
+
+/// Starts the meshd at `meshd` (another build, for a benchmark against it) as [`start`] does.
+pub fn start_binary(
+    lab: &mut Lab,
+    ns: &Ns,
+    node: &NodeConfig<'_>,
+    meshd: &Path,
+) -> anyhow::Result<MeshNode> {
     let (config, socket) = write_config(lab, node)?;
-    let meshd = binary("meshd")?;
     let proc = lab.spawn(
         ns,
         node.name,
-        &meshd,
+        meshd,
         &["--config", &config.to_string_lossy()],
     )?;
     let mesh = MeshNode {

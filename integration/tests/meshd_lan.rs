@@ -628,7 +628,8 @@ fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
     assert_eq!(a.status().unwrap().peers.len(), 2);
     assert!(lan.ping(&b.ns, a.mesh_ip), "old rules still in force");
 
-    // New rules (no more ICMP in) and a list that revokes c, applied on the next SIGHUP.
+    // New rules (no more ICMP in), applied on the next SIGHUP, and a list that revokes c,
+    // taken on that SIGHUP or when meshd next looks at the file, whichever comes first.
     lan.pki.crl(&[&c_cert.cert]).unwrap();
     let rules = "[[firewall.inbound]]\nport = \"any\"\nproto = \"udp\"\nhost = \"any\"\n\n\
                  [[firewall.outbound]]\nport = \"any\"\nproto = \"any\"\nhost = \"any\"\n";

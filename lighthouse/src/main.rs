@@ -1,12 +1,12 @@
 //! `lighthouse`: the RMA Mesh rendezvous and relay server.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use lighthouse::config::Config;
-use rma_daemon::lifecycle::Daemon;
+use rma_daemon::lifecycle::{Args, Daemon};
 use rma_daemon::{Log, Reload};
 
 /// The RMA Mesh lighthouse: nodes register their endpoints with it over QUIC (mutual TLS with
@@ -15,23 +15,13 @@ use rma_daemon::{Log, Reload};
 #[derive(Debug, Parser)]
 #[command(name = "lighthouse", version)]
 struct Cli {
-    /// The configuration file (TOML).
-    #[arg(long, short, value_name = "FILE")]
-    config: PathBuf,
-    /// Validate the configuration and the certificate, key and CA it names, then exit.
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    args: Args,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match rma_daemon::lifecycle::main::<Lighthouse>(cli.config, cli.check_config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("lighthouse: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let Cli { args } = Cli::parse();
+    rma_daemon::lifecycle::exit::<Lighthouse>("lighthouse", args.config, args.check_config)
 }
 
 struct Lighthouse;

@@ -235,17 +235,16 @@ pub async fn run(
 fn reload_config(reload: &Reload, running: &Config) -> anyhow::Result<()> {
     let new = Config::load(&reload.config_path)?;
     (reload.set_log_filter)(&new.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
-    for (what, changed) in [
-        ("listen", new.listen != running.listen),
-        ("reflector", new.reflector != running.reflector),
-        ("metrics", new.metrics != running.metrics),
-        ("pki", new.pki != running.pki),
-        ("log.format", new.log.format != running.log.format),
-    ] {
-        if changed {
-            tracing::warn!("{what} changed: restart the lighthouse to apply it");
-        }
-    }
+    rma_daemon::logging::restart_needed(
+        "the lighthouse",
+        &[
+            ("listen", new.listen != running.listen),
+            ("reflector", new.reflector != running.reflector),
+            ("metrics", new.metrics != running.metrics),
+            ("pki", new.pki != running.pki),
+            ("log.format", new.log.format != running.log.format),
+        ],
+    );
     Ok(())
 }
 

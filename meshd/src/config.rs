@@ -9,7 +9,7 @@ use rma_daemon::config::{RawLog, RawMetrics, RawPki};
 pub use rma_daemon::{ConfigError, Log, LogFormat, PkiPaths};
 use serde::Deserialize;
 
-use crate::firewall::{Action, Peer, Policy, Ports, Proto, Rule, Timeouts};
+use crate::firewall::{Action, PeerMatch, Policy, Ports, Proto, Rule, Timeouts};
 
 /// WireGuard's UDP port for RMA Mesh unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 4242;
@@ -259,22 +259,22 @@ impl TryFrom<RawRule> for RuleSpec {
         let mut peers = Vec::new();
         if let Some(host) = raw.host {
             peers.push(if host == "any" {
-                Peer::Any
+                PeerMatch::Any
             } else {
-                Peer::Host(host)
+                PeerMatch::Host(host)
             });
         }
         if let Some(group) = raw.group {
-            peers.push(Peer::Group(group));
+            peers.push(PeerMatch::Group(group));
         }
         if let Some(groups) = raw.groups {
             if groups.is_empty() {
                 return Err("`groups` is empty; name at least one group".into());
             }
-            peers.push(Peer::Groups(groups));
+            peers.push(PeerMatch::Groups(groups));
         }
         if let Some(cidr) = raw.cidr {
-            peers.push(Peer::Cidr(cidr.trunc()));
+            peers.push(PeerMatch::Cidr(cidr.trunc()));
         }
         let peer = match peers.len() {
             1 => peers.remove(0),
@@ -670,7 +670,7 @@ mod tests {
             [Rule {
                 proto: Proto::Any,
                 ports: Ports::Any,
-                peer: Peer::Any
+                peer: PeerMatch::Any
             }]
         );
         assert_eq!(
@@ -678,17 +678,17 @@ mod tests {
             Rule {
                 proto: Proto::Tcp,
                 ports: Ports::Range(22, 22),
-                peer: Peer::Group("admins".into())
+                peer: PeerMatch::Group("admins".into())
             }
         );
         assert_eq!(policy.inbound[1].ports, Ports::Range(8000, 8100));
         assert_eq!(
             policy.inbound[1].peer,
-            Peer::Groups(vec!["workers".into(), "gpu".into()])
+            PeerMatch::Groups(vec!["workers".into(), "gpu".into()])
         );
         assert_eq!(
             policy.inbound[2].peer,
-            Peer::Cidr("10.42.0.0/24".parse().unwrap())
+            PeerMatch::Cidr("10.42.0.0/24".parse().unwrap())
         );
         assert!(
             parse(MINIMAL).unwrap().firewall.inbound.is_empty(),

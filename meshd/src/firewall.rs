@@ -40,7 +40,7 @@ pub enum Ports {
 
 /// Whose packets a rule allows, from their certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Peer {
+pub enum PeerMatch {
     Any,
     Host(String),
     Group(String),
@@ -49,7 +49,7 @@ pub enum Peer {
     Cidr(Ipv4Net),
 }
 
-impl Peer {
+impl PeerMatch {
     fn matches(&self, cert: &NodeCert) -> bool {
         match self {
             Self::Any => true,
@@ -65,7 +65,7 @@ impl Peer {
 pub struct Rule {
     pub proto: Proto,
     pub ports: Ports,
-    pub peer: Peer,
+    pub peer: PeerMatch,
 }
 
 impl Rule {
@@ -321,7 +321,7 @@ mod tests {
 
     const ME: u8 = 1;
 
-    fn rule(proto: Proto, ports: Ports, peer: Peer) -> Rule {
+    fn rule(proto: Proto, ports: Ports, peer: PeerMatch) -> Rule {
         Rule { proto, ports, peer }
     }
 
@@ -352,19 +352,19 @@ mod tests {
                 rule(
                     Proto::Tcp,
                     Ports::Range(22, 22),
-                    Peer::Group("admins".into()),
+                    PeerMatch::Group("admins".into()),
                 ),
                 rule(
                     Proto::Tcp,
                     Ports::Range(8000, 8100),
-                    Peer::Groups(vec!["workers".into(), "gpu".into()]),
+                    PeerMatch::Groups(vec!["workers".into(), "gpu".into()]),
                 ),
                 rule(
                     Proto::Udp,
                     Ports::Any,
-                    Peer::Cidr("10.42.0.16/28".parse().unwrap()),
+                    PeerMatch::Cidr("10.42.0.16/28".parse().unwrap()),
                 ),
-                rule(Proto::Icmp, Ports::Any, Peer::Host("eve".into())),
+                rule(Proto::Icmp, Ports::Any, PeerMatch::Host("eve".into())),
             ],
             inbound_action: Action::Reject,
             ..Policy::default()
@@ -447,7 +447,7 @@ mod tests {
         let pki = Pki::new("fw-ca");
         let bob = pki.node_in("bob", ip(20), "workers").0;
         let mut fw = Firewall::new(Policy {
-            outbound: vec![rule(Proto::Any, Ports::Any, Peer::Any)],
+            outbound: vec![rule(Proto::Any, Ports::Any, PeerMatch::Any)],
             ..Policy::default()
         });
         let t0 = Instant::now();
@@ -493,7 +493,7 @@ mod tests {
             inbound: vec![rule(
                 Proto::Tcp,
                 Ports::Range(80, 80),
-                Peer::Group("workers".into()),
+                PeerMatch::Group("workers".into()),
             )],
             ..Policy::default()
         });
@@ -539,7 +539,7 @@ mod tests {
     fn each_peer_has_a_share_and_a_full_table_recovers() {
         let pki = Pki::new("fw-ca");
         let allow_all = Policy {
-            inbound: vec![rule(Proto::Any, Ports::Any, Peer::Any)],
+            inbound: vec![rule(Proto::Any, Ports::Any, PeerMatch::Any)],
             ..Policy::default()
         };
         let mut fw = Firewall::new(allow_all);
@@ -573,7 +573,7 @@ mod tests {
         // Sixteen sweepers fill the table. While full, a new flow is refused at once; once the
         // flows have gone idle, the next new flow finds room.
         let mut fw = Firewall::new(Policy {
-            inbound: vec![rule(Proto::Any, Ports::Any, Peer::Any)],
+            inbound: vec![rule(Proto::Any, Ports::Any, PeerMatch::Any)],
             ..Policy::default()
         });
         let sweepers: Vec<NodeCert> = (0..16)

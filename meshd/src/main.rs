@@ -146,11 +146,9 @@ impl Daemon for Meshd {
         rma_daemon::identity::load(&config.pki, time::OffsetDateTime::now_utc()).map(drop)
     }
 
-    /// One thread: the event loop owns the node, and the machine's cores are the tunnels'.
+    /// One thread: the event loop owns the node.
     fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        current_thread()
     }
 
     /// Under systemd (Type=notify): READY once the TUN is up.
@@ -178,11 +176,14 @@ fn status_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Re
     })
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    current_thread().context("starting the async runtime")
 }
 
 fn print_status(status: &Status) {

@@ -2,6 +2,7 @@
 //! the node, and turns their readiness into calls on the node.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -151,14 +152,22 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
     let crl_watch = config.pki.crl.clone().map(CrlWatch::new);
     let mut reloader = reload.map(|r| (r, config));
+    // Reloads, and says which revocation list file the configuration now names.
     let on_hangup = |node: &mut Node| match &mut reloader {
         Some((reload, running)) => match reload_config(node, reload, running) {
             Ok(()) => {
-                tracing::info!(path = %reload.config_path.display(), "configuration reloaded")
+                tracing::info!(path = %reload.config_path.display(), "configuration reloaded");
+                Some(running.pki.crl.clone())
             }
-            Err(e) => tracing::error!("reload refused, keeping the running configuration: {e:#}"),
+            Err(e) => {
+                tracing::error!("reload refused, keeping the running configuration: {e:#}");
+                None
+            }
         },
-        None => tracing::warn!("SIGHUP ignored: no configuration file to reload"),
+        None => {
+            tracing::warn!("SIGHUP ignored: no configuration file to reload");
+            None
+        }
     };
     let io = Io {
         tun: &tun,
@@ -183,8 +192,10 @@ pub async fn run(
     result
 }
 
-/// Reads the configuration again and applies what can change while running. Nothing is
-/// applied unless all of it is valid.
+/// Reads the configuration again and applies what can change while running; nothing of it is
+/// applied unless all of it is valid. The revocation list file is looked at after it, on its
+/// own (as the lighthouse and routerd do): a list that does not verify is refused and logged,
+/// and the one in use stays.
 fn reload_config(node: &mut Node, reload: &Reload, running: &mut Config) -> anyhow::Result<()> {
     let new = Config::load(&reload.config_path)?;
     (reload.set_log_filter)(&new.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
@@ -199,11 +210,7 @@ fn reload_config(node: &mut Node, reload: &Reload, running: &mut Config) -> anyh
         ),
         ("log.format", new.log.format != running.log.format),
     ];
-    for (what, changed) in restart_needed {
-        if changed {
-            tracing::warn!("{what} changed: restart meshd to apply it");
-        }
-    }
+    rma_daemon::logging::restart_needed("meshd", &restart_needed);
     warn_if_no_rules(&new);
     node.reload(&settings(&new), now());
     *running = new;
@@ -263,7 +270,7 @@ fn check_crl(
 async fn event_loop(
     node: &mut Node,
     io: Io<'_>,
-    mut on_hangup: impl FnMut(&mut Node),
+    mut on_hangup: impl FnMut(&mut Node) -> Option<Option<PathBuf>>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let Io {
@@ -354,7 +361,11 @@ async fn event_loop(
                 }
             },
             Some(()) = hangups.recv() => {
-                on_hangup(node);
+                if let Some(path) = on_hangup(node)
+                    && path.as_deref() != crl_watch.as_ref().map(CrlWatch::path)
+                {
+                    crl_watch = path.map(CrlWatch::new);
+                }
                 check_crl(node, crl_watch.as_mut(), &ca, true, &mut batch);
             }
             _ = crl_poll.tick() => check_crl(node, crl_watch.as_mut(), &ca, false, &mut batch),

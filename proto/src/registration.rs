@@ -46,7 +46,9 @@ pub struct Service {
 /// (`rma_ca::proof`) and sent from the certificate's mesh IP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
-    #[serde(default = "first_version")]
+    /// Not written when it is 1, so that a routerd from before the field (which refused
+    /// fields it did not know) still reads this build's registrations.
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
     pub version: u32,
     /// The node name; optional, but if given it must be the certificate's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,16 +64,30 @@ fn first_version() -> u32 {
     1
 }
 
-/// routerd's answer to a registration.
+fn is_first_version(version: &u32) -> bool {
+    *version == 1
+}
+
+/// routerd's answer to a registration. Only the session is needed to go on; a reader
+/// takes the rest as absent when an answer lacks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registered {
+    #[serde(default)]
     pub status: String,
+    #[serde(default)]
     pub worker_id: String,
     /// Services the coordinator asks this worker to run.
+    #[serde(default)]
     pub assigned_services: Vec<String>,
+    #[serde(default = "default_heartbeat_interval")]
     pub heartbeat_interval_secs: u64,
     /// The session this registration opened (hex): heartbeats carry it.
     pub session: String,
+}
+
+/// The heartbeat interval when an answer does not say (routerd's).
+fn default_heartbeat_interval() -> u64 {
+    5
 }
 
 /// `POST /api/worker/heartbeat`, from the worker's mesh IP.
@@ -134,6 +150,34 @@ mod tests {
         read.version = 2;
         let refused = check_version(&read).unwrap_err();
         assert!(refused.to_string().contains("version 2"), "{refused}");
+    }
+
+    #[test]
+    fn version_one_is_not_written_so_a_routerd_from_before_the_field_reads_it() {
+        let registration = Registration {
+            version: VERSION,
+            worker_id: None,
+            certificate: "PEM".into(),
+            capabilities: Capabilities::default(),
+            services: Vec::new(),
+        };
+        let value = serde_json::to_value(&registration).unwrap();
+        assert!(value.get("version").is_none(), "{value}");
+        let later = Registration {
+            version: 2,
+            ..registration
+        };
+        assert_eq!(serde_json::to_value(&later).unwrap()["version"], 2);
+    }
+
+    #[test]
+    fn an_answer_with_only_a_session_is_enough() {
+        let answer: Registered = serde_json::from_str(r#"{"session": "00ff"}"#).unwrap();
+        assert_eq!(
+            (answer.session.as_str(), answer.heartbeat_interval_secs),
+            ("00ff", 5)
+        );
+        assert!(serde_json::from_str::<Registered>(r#"{"status": "registered"}"#).is_err());
     }
 
     #[test]

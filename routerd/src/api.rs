@@ -94,7 +94,7 @@ fn refused(shared: &App, status: StatusCode, source: IpAddr, reason: String) -> 
 
 /// A registration. Everything that proves who sent it, the certificate's trust included, is
 /// checked before the registry's lock is taken (see [`admission`]); the lock is held only to
-/// write the registry, and the store is written after it is let go ([`App::save`]).
+/// write the registry, and the store is written after it is let go (see [`App`]).
 async fn register(
     State(shared): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -150,6 +150,8 @@ async fn register(
         signed_at_ms: proven.signed_at_ms,
         session,
     };
+    // The store first (see `App`): the registry is held only while it changes.
+    let store = shared.store();
     let mut registry = shared.registry();
     let registered = registry.register(
         &name,
@@ -162,14 +164,16 @@ async fn register(
     let worker = match registered {
         Ok(worker) => worker.clone(),
         Err(e) => {
-            drop(registry);
+            drop((registry, store));
             shared.traffic().stats.registrations_refused += 1;
             return Err(ApiError(StatusCode::BAD_REQUEST, e.to_string()));
         }
     };
-    shared
-        .save(registry, &worker)
+    drop(registry);
+    store
+        .save(&worker)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    drop(store);
     tracing::info!(worker = %name, mesh_ip = %worker.mesh_ip, assigned = ?worker.assigned, "worker registered");
     Ok(Json(Registered {
         status: "registered".into(),

@@ -495,6 +495,7 @@ async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
         let now = t0 + step * n as u32;
         let hour = n * 10 / 3600;
         let app = &api.shared;
+        let store = app.store();
         let mut registry = app.registry();
         for (i, ip) in ips.iter().enumerate() {
             let alive = !(hour + i as u64).is_multiple_of(5);
@@ -516,7 +517,7 @@ async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
                         )
                         .unwrap()
                         .clone();
-                    app.store().save(&worker).unwrap();
+                    store.save(&worker).unwrap();
                     registered_at[i] = Some(n);
                 }
                 (true, Some(_)) => {
@@ -532,7 +533,7 @@ async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
                 (false, _) => registered_at[i] = None,
             }
         }
-        drop(registry);
+        drop((registry, store));
         app.expire(now);
         let candidates = app.registry().candidates("rag-embeddings");
         let mut t = app.traffic();

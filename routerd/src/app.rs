@@ -16,12 +16,12 @@ use crate::edge::Listener;
 use crate::metrics::Stats;
 use crate::pool::Pool;
 use crate::rate_limit::RateLimiter;
-use crate::registry::{Registry, Worker};
+use crate::registry::Registry;
 use crate::retry_budget::RetryBudget;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
-/// What every service call reads and writes, under a lock of its own: registrations and
-/// heartbeats never wait on it, and calls never wait on a registration.
+/// What every service call reads and writes, under a lock of its own: heartbeats never wait
+/// on it, and calls never wait on a registration's SQLite write.
 #[derive(Debug)]
 pub struct Traffic {
     pub balancer: Balancer,
@@ -31,12 +31,13 @@ pub struct Traffic {
 }
 
 pub struct App {
-    /// Locks are taken in this order when more than one is held: registry, traffic, store.
+    /// Locks are taken in this order when more than one is held: store, registry, traffic.
+    /// The registry on disk: whatever changes both (a registration, an expiry) takes the store
+    /// first, changes the registry, lets go of it, then writes. Writes land in the order the
+    /// registry changed, and nobody holds the registry while SQLite writes.
+    store: Mutex<Store>,
     registry: Mutex<Registry>,
     traffic: Mutex<Traffic>,
-    /// The registry on disk. A registration takes it before it lets go of the registry, so
-    /// writes land in the order the registry saw them, and writes it after.
-    store: Mutex<Store>,
     /// Connections for the health checks, on the main runtime.
     pub pool: Arc<Pool>,
     /// One pool per serving thread ([`crate::server::Servers`]): a connection is driven by
@@ -50,8 +51,8 @@ pub struct App {
     pub public_connections: Arc<ConnLimit>,
     pub mesh_connections: Arc<ConnLimit>,
     pub admin_token: String,
-    /// The CA and the revocation list in use, outside the coordinator's lock: a registration
-    /// is verified before the lock is taken.
+    /// The CA and the revocation list in use, under a lock of their own: a registration is
+    /// verified before the registry's lock is taken.
     pub trust: Arc<SharedTrust>,
     /// A worker's certificate must be in one of these groups.
     pub worker_groups: Vec<String>,
@@ -150,21 +151,10 @@ impl App {
         lock(&self.store)
     }
 
-    /// Records `worker` (just registered) on disk: the store is taken before the registry
-    /// is let go, and written after.
-    pub fn save(
-        &self,
-        registry: MutexGuard<'_, Registry>,
-        worker: &Worker,
-    ) -> Result<(), StoreError> {
-        let store = self.store();
-        drop(registry);
-        store.save(worker)
-    }
-
     /// Removes workers silent for a TTL, with their routing state and their record on disk;
     /// returns their names.
     pub fn expire(&self, now: Instant) -> Vec<String> {
+        let store = self.store();
         let mut registry = self.registry();
         let gone = registry.expire(now);
         if gone.is_empty() {
@@ -179,7 +169,6 @@ impl App {
                 .iter()
                 .any(|(w, _)| w.name == worker)
         });
-        let store = self.store();
         drop(registry);
         for name in &gone {
             if let Err(e) = store.remove(name) {

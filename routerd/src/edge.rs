@@ -24,14 +24,14 @@ pub enum Listener {
 
 /// The other end of a connection, with its address written out once for the calls on it.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub struct Remote {
     pub addr: SocketAddr,
     pub written: HeaderValue,
     /// Whether it is a trusted proxy (cloudflared), whose `CF-Connecting-IP` names the caller.
     pub trusted_proxy: bool,
 }
 
-impl Peer {
+impl Remote {
     pub fn new(addr: SocketAddr, trusted_proxies: &[IpNet]) -> Self {
         let written = HeaderValue::from_str(&addr.ip().to_string())
             .unwrap_or_else(|_| unreachable!("an IP address is a valid header value"));
@@ -62,7 +62,7 @@ pub struct Caller {
 /// peer.
 pub fn caller(
     headers: &HeaderMap,
-    peer: &Peer,
+    peer: &Remote,
     listener: Listener,
     limit: Option<&RateLimit>,
 ) -> Caller {
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn callers_are_keyed_by_api_key_then_cloudflare_address_on_the_public_side_only() {
-        let peer = Peer::new(SocketAddr::from(([127, 0, 0, 1], 5000)), &loopback());
+        let peer = Remote::new(SocketAddr::from(([127, 0, 0, 1], 5000)), &loopback());
         assert_eq!(peer.written, "127.0.0.1");
         assert!(peer.trusted_proxy);
         let mut headers = HeaderMap::new();
@@ -271,7 +271,7 @@ mod tests {
     fn only_trusted_proxies_name_the_caller() {
         let mut headers = HeaderMap::new();
         headers.insert("cf-connecting-ip", HeaderValue::from_static("203.0.113.7"));
-        let outsider = Peer::new(SocketAddr::from(([198, 51, 100, 4], 5000)), &loopback());
+        let outsider = Remote::new(SocketAddr::from(([198, 51, 100, 4], 5000)), &loopback());
         assert!(!outsider.trusted_proxy);
         let c = caller(&headers, &outsider, Listener::Public, Some(&limit()));
         assert_eq!(c.ip.to_string(), "198.51.100.4");
@@ -279,16 +279,16 @@ mod tests {
         assert!(!c.forwarded);
         // IPv4 through an IPv6 socket is still loopback.
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
-        assert!(Peer::new(mapped, &loopback()).trusted_proxy);
+        assert!(Remote::new(mapped, &loopback()).trusted_proxy);
         let c = caller(
             &headers,
-            &Peer::new(mapped, &loopback()),
+            &Remote::new(mapped, &loopback()),
             Listener::Public,
             None,
         );
         assert!(c.forwarded);
         assert!(
-            !Peer::new(mapped, &[]).trusted_proxy,
+            !Remote::new(mapped, &[]).trusted_proxy,
             "none configured, none trusted"
         );
     }

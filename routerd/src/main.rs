@@ -1,11 +1,11 @@
 //! `routerd`: the RMA Mesh coordinator daemon.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use rma_daemon::lifecycle::Daemon;
+use rma_daemon::lifecycle::{Args, Daemon};
 use rma_daemon::{Log, Reload};
 use routerd::config::Config;
 
@@ -17,23 +17,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "routerd", version)]
 struct Cli {
-    /// The configuration file (TOML).
-    #[arg(long, short, value_name = "FILE")]
-    config: PathBuf,
-    /// Validate the configuration, the CA, revocation list and store it names, then exit.
-    #[arg(long)]
-    check_config: bool,
+    #[command(flatten)]
+    args: Args,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match rma_daemon::lifecycle::main::<Routerd>(cli.config, cli.check_config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("routerd: error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let Cli { args } = Cli::parse();
+    rma_daemon::lifecycle::exit::<Routerd>("routerd", args.config, args.check_config)
 }
 
 struct Routerd;

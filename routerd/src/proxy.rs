@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::app::Shared;
 use crate::balance::{Candidate, Pick};
 use crate::catalog::ServiceSpec;
-use crate::edge::{CF_CONNECTING_IP, Caller, Listener, Peer, REQUEST_ID, caller};
+use crate::edge::{CF_CONNECTING_IP, Caller, Listener, REQUEST_ID, Remote, caller};
 use crate::pace::{Payload, RequestBody, TooSlow};
 use crate::plan::{FailureKind, Next, Plan};
 use crate::pool::{ConnectError, Pool};
@@ -224,7 +224,7 @@ impl Call {
     )]
     pub fn admit(
         app: &Shared,
-        peer: &Peer,
+        peer: &Remote,
         listener: Listener,
         request: hyper::Request<RequestBody>,
     ) -> Result<(Self, RequestBody), Response> {

@@ -33,7 +33,7 @@ use tower_http::cors::CorsLayer;
 
 use crate::app::Shared;
 use crate::config::Limits;
-use crate::edge::{Listener, Peer, Stamp};
+use crate::edge::{Listener, Remote, Stamp};
 use crate::pace::{Pace, Paced, WriteDeadline};
 use crate::pool::Pool;
 use crate::proxy::{self, Call};
@@ -117,7 +117,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let peer = Peer::new(peer, &edge.app.trusted_proxies);
+        let peer = Remote::new(peer, &edge.app.trusted_proxies);
         // A trusted proxy carries many callers on its connections: only the listener's own
         // bound holds it.
         let shared_address = edge.listener == Listener::Public && peer.trusted_proxy;
@@ -176,7 +176,7 @@ pub async fn serve(
 struct Calls {
     edge: Arc<Edge>,
     pool: Arc<Pool>,
-    peer: Peer,
+    peer: Remote,
 }
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;

@@ -1,6 +1,7 @@
 //! The daemon around the routes: loads trust and the stored registry, binds the public and
-//! mesh listeners, expires silent workers, runs health checks, reloads the revocation list on
-//! SIGHUP (or when its file changes) and shuts down on a signal.
+//! mesh listeners, expires silent workers, runs health checks, takes the log level and the
+//! revocation list again on SIGHUP (the list also when its file changes) and shuts down on a
+//! signal.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -113,11 +114,12 @@ async fn expire_loop(app: Shared) {
 /// SIGHUP re-reads the configuration for what can change while running (the log level) and
 /// looks at the revocation list file at once; the file is also looked at every few seconds,
 /// and a newer list in it is taken.
-async fn hangup_loop(app: Shared, reload: Option<Reload>, running: Config) {
-    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
-        return;
-    };
+async fn hangup_loop(
+    app: Shared,
+    mut hangup: tokio::signal::unix::Signal,
+    reload: Option<Reload>,
+    running: Config,
+) {
     let mut watch = running.crl.clone().map(CrlWatch::new);
     let mut poll = tokio::time::interval(rma_daemon::crl_watch::POLL);
     let mut daily = tokio::time::interval(Duration::from_secs(86_400));
@@ -152,9 +154,10 @@ fn reload_config(reload: &Reload, running: &Config) -> anyhow::Result<()> {
     (reload.set_log_filter)(&new.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
     let mut rest = new;
     rest.log.level.clone_from(&running.log.level);
-    if rest != *running {
-        tracing::warn!("settings other than log.level changed: restart routerd to apply them");
-    }
+    rma_daemon::logging::restart_needed(
+        "routerd",
+        &[("settings other than log.level", rest != *running)],
+    );
     Ok(())
 }
 
@@ -201,7 +204,10 @@ pub async fn run(
         config.health.interval,
         config.health.timeout,
     ));
-    tasks.spawn(hangup_loop(app.clone(), reload, config.clone()));
+    // Installed before `ready`: from then on a SIGHUP reloads instead of ending routerd.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
+    tasks.spawn(hangup_loop(app.clone(), hangup, reload, config.clone()));
     let workers = app.registry().workers().count();
     tracing::info!(public = %public_addr, mesh = %mesh_addr, workers, "routerd up");
     ready(public_addr, mesh_addr);

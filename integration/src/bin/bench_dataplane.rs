@@ -5,9 +5,14 @@
 //! repetitions, median) and round-trip latency (1,000 TCP request/response exchanges of 64
 //! bytes, median and p99). Every tunnel uses MTU 1420. Prints a markdown table with ratios to
 //! the better anchor. Needs root; installs the anchors with apt-get if they are missing.
+//!
+//! `BENCH_BASELINE=/path/to/meshd` adds a path: that build of meshd, so a change can be
+//! measured against the build before it. `BENCH_ROUNDS` (1) runs every path that many times,
+//! one after another in each round, and reports each path's median over the rounds: with
+//! `BENCH_REPS=1`, the two builds alternate, and drift on a shared machine falls on both.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -19,11 +24,23 @@ use integration::wait;
 
 const MTU: &str = "1420";
 
+#[derive(Clone)]
 struct Measured {
     name: &'static str,
     mbit_s: f64,
     rr_median_us: f64,
     rr_p99_us: f64,
+}
+
+/// A path's median over the rounds.
+fn over_rounds(name: &'static str, rounds: &[Measured]) -> Measured {
+    let of = |f: fn(&Measured) -> f64| median(rounds.iter().map(f).collect());
+    Measured {
+        name,
+        mbit_s: of(|m| m.mbit_s),
+        rr_median_us: of(|m| m.rr_median_us),
+        rr_p99_us: of(|m| m.rr_p99_us),
+    }
 }
 
 fn field(text: &str, key: &str) -> anyhow::Result<f64> {
@@ -109,6 +126,21 @@ fn measure(
 }
 
 fn start_meshd(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, usize)> {
+    start_meshd_binary(lab, a, b, &mesh::binary("meshd")?)
+}
+
+/// The meshd that BENCH_BASELINE names.
+fn start_baseline(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, usize)> {
+    let path = std::env::var_os("BENCH_BASELINE").context("BENCH_BASELINE")?;
+    start_meshd_binary(lab, a, b, &PathBuf::from(path))
+}
+
+fn start_meshd_binary(
+    lab: &mut Lab,
+    a: &Ns,
+    b: &Ns,
+    meshd: &Path,
+) -> anyhow::Result<(usize, usize)> {
     let pki = Pki::new(lab.dir(), "bench-ca", "10.42.0.0/16")?;
     let mut procs = Vec::new();
     for (ns, name, n, other) in [(a, "a", 1u8, 2u8), (b, "b", 2, 1)] {
@@ -129,7 +161,7 @@ fn start_meshd(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, usize)> 
             mtu: Some(1420),
             extra: "",
         };
-        procs.push(mesh::start(lab, ns, &config)?.proc);
+        procs.push(mesh::start_binary(lab, ns, &config, meshd)?.proc);
     }
     Ok((procs[0], procs[1]))
 }
@@ -283,29 +315,50 @@ fn main() -> anyhow::Result<()> {
     lab.addr(&a, "eth0", "192.168.100.1/24")?;
     lab.addr(&b, "eth0", "192.168.100.2/24")?;
 
-    let mut results = vec![measure(
-        &mut lab,
-        &a,
-        &b,
-        Ipv4Addr::new(192, 168, 100, 2),
-        "raw veth",
-    )?];
     type Starter = fn(&mut Lab, &Ns, &Ns) -> anyhow::Result<(usize, usize)>;
-    let tunnels: [(&'static str, Starter, Ipv4Addr); 3] = [
-        ("meshd", start_meshd, Ipv4Addr::new(10, 42, 0, 2)),
-        (
-            "wireguard-go",
-            start_wireguard_go,
-            Ipv4Addr::new(10, 99, 0, 2),
-        ),
-        ("nebula", start_nebula, Ipv4Addr::new(10, 98, 0, 2)),
+    let mut tunnels: Vec<(&'static str, Option<Starter>, Ipv4Addr)> = vec![
+        ("raw veth", None, Ipv4Addr::new(192, 168, 100, 2)),
+        ("meshd", Some(start_meshd), Ipv4Addr::new(10, 42, 0, 2)),
     ];
-    for (name, start, target) in tunnels {
-        let (pa, pb) = start(&mut lab, &a, &b)?;
-        results.push(measure(&mut lab, &a, &b, target, name)?);
-        lab.stop(pa);
-        lab.stop(pb);
+    if let Some(path) = std::env::var_os("BENCH_BASELINE") {
+        anyhow::ensure!(
+            Path::new(&path).exists(),
+            "BENCH_BASELINE: {} is missing",
+            Path::new(&path).display()
+        );
+        tunnels.push((
+            "meshd baseline",
+            Some(start_baseline),
+            Ipv4Addr::new(10, 42, 0, 2),
+        ));
     }
+    tunnels.push((
+        "wireguard-go",
+        Some(start_wireguard_go),
+        Ipv4Addr::new(10, 99, 0, 2),
+    ));
+    tunnels.push(("nebula", Some(start_nebula), Ipv4Addr::new(10, 98, 0, 2)));
+    let rounds = env_number("BENCH_ROUNDS", 1).max(1);
+    let mut by_path: Vec<Vec<Measured>> = vec![Vec::new(); tunnels.len()];
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}");
+        for (i, (name, start, target)) in tunnels.iter().enumerate() {
+            let procs = match start {
+                Some(start) => Some(start(&mut lab, &a, &b)?),
+                None => None,
+            };
+            by_path[i].push(measure(&mut lab, &a, &b, *target, name)?);
+            if let Some((pa, pb)) = procs {
+                lab.stop(pa);
+                lab.stop(pb);
+            }
+        }
+    }
+    let results: Vec<Measured> = tunnels
+        .iter()
+        .zip(&by_path)
+        .map(|((name, _, _), rounds)| over_rounds(name, rounds))
+        .collect();
 
     let raw = &results[0];
     let best_anchor = results
@@ -314,7 +367,7 @@ fn main() -> anyhow::Result<()> {
         .map(|r| r.mbit_s)
         .fold(0.0, f64::max);
     println!(
-        "| path | TCP Mbit/s (median of {}) | vs better anchor | RR median µs | RR p99 µs | added median µs |",
+        "| path | TCP Mbit/s (median of {} x {rounds}) | vs better anchor | RR median µs | RR p99 µs | added median µs |",
         env_number("BENCH_REPS", 3)
     );
     println!("|---|---|---|---|---|---|");
@@ -327,6 +380,17 @@ fn main() -> anyhow::Result<()> {
             r.rr_median_us,
             r.rr_p99_us,
             r.rr_median_us - raw.rr_median_us
+        );
+    }
+    if let (Some(now), Some(before)) = (
+        results.iter().find(|r| r.name == "meshd"),
+        results.iter().find(|r| r.name == "meshd baseline"),
+    ) {
+        println!(
+            "\nmeshd against its baseline: {:.3}x the throughput, {:+.0} µs at the RR median, {:+.0} µs at p99",
+            now.mbit_s / before.mbit_s,
+            now.rr_median_us - before.rr_median_us,
+            now.rr_p99_us - before.rr_p99_us
         );
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::LazyLock;
 use std::time::Instant;
 
-use meshd::firewall::{Peer, Policy, Ports, Proto, Rule};
+use meshd::firewall::{PeerMatch, Policy, Ports, Proto, Rule};
 use meshd::node::{Identity, LighthouseId, Node, Now, Output, Settings};
 use rma_ca::test_ca::TestCa;
 use rma_ca::{NodeCert, NodeKeys};
@@ -24,6 +24,8 @@ pub(super) struct World {
     pub(super) me_wireguard: [u8; 32],
     /// A certificate from another CA, for the same network.
     pub(super) foreign: NodeCert,
+    /// The CA's trust store, as routerd holds one.
+    pub(super) trust: std::sync::Arc<rma_daemon::trust::SharedTrust>,
 }
 
 pub(super) fn world() -> &'static World {
@@ -37,6 +39,7 @@ pub(super) fn world() -> &'static World {
             .node("stranger", Ipv4Addr::new(10, 42, 0, 200))
             .0;
         World {
+            trust: rma_daemon::trust::SharedTrust::new(pki.ca.clone(), None),
             pki,
             me_wireguard: me.1.public().wireguard.0,
             me,
@@ -53,7 +56,7 @@ pub(super) fn node(world: &World) -> Node {
     let any = Rule {
         proto: Proto::Any,
         ports: Ports::Any,
-        peer: Peer::Any,
+        peer: PeerMatch::Any,
     };
     let settings = Settings {
         keepalive: Some(25),

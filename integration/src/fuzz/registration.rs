@@ -75,7 +75,6 @@ pub fn registration(data: &[u8]) {
             .find(|(cert, _)| cert.mesh_ip() == proven.cert.mesh_ip())
             .expect("only this CA's peers can sign");
         assert_eq!(signer.0.identity_key(), proven.cert.identity_key());
-        let trust = rma_daemon::trust::SharedTrust::new(world.pki.ca.clone(), None);
-        let _ = admission::trust(&proven.cert, &trust, now);
+        let _ = admission::trust(&proven.cert, &world.trust, now);
     }
 }

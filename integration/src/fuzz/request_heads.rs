@@ -6,7 +6,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use axum::http::{HeaderName, HeaderValue, Method, Request, Uri};
 use bytes::Bytes;
 use rma_daemon::http1::{Conn, Head, Payload};
-use routerd::edge::{self, Listener, Peer, REQUEST_ID, Stamp};
+use routerd::edge::{self, Listener, REQUEST_ID, Remote, Stamp};
 use routerd::proxy;
 
 use super::scripted::{Scripted, run};
@@ -163,7 +163,7 @@ pub fn request_heads(data: &[u8]) {
         "203.0.113.9:40000".parse().expect("an address")
     };
     let loopback = ["127.0.0.0/8".parse().expect("a network")];
-    let peer = Peer::new(from, &loopback);
+    let peer = Remote::new(from, &loopback);
     let listener = if input.mesh {
         Listener::Mesh
     } else {

@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 
-use meshd::firewall::{Direction, Firewall, Peer, Policy, Ports, Proto, Rule};
+use meshd::firewall::{Direction, Firewall, PeerMatch, Policy, Ports, Proto, Rule};
 use meshd::ipv4;
 
 /// What the TUN device hands meshd: any bytes. The IPv4 flow parser, the firewall on both
@@ -25,7 +25,7 @@ fn run(running: &mut super::common::Running<u64>, data: &[u8]) {
         let web = Rule {
             proto: Proto::Tcp,
             ports: Ports::Range(80, 443),
-            peer: Peer::Group("workers".into()),
+            peer: PeerMatch::Group("workers".into()),
         };
         let mut firewall = Firewall::new(Policy {
             inbound: vec![web.clone()],

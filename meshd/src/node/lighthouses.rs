@@ -261,11 +261,7 @@ impl Node {
             Ok(rma_ca::CrlOffer::Replaced) => {
                 let crl = self.trust.crl();
                 tracing::info!(lighthouse = %name, revoked = crl.map_or(0, |c| c.len()), number = ?crl.and_then(|c| c.number()), "applying a revocation list from the lighthouse");
-                if let Some(warning) =
-                    crl.and_then(|c| c.next_update_warning(now.wall, rma_ca::CRL_WARNING_WINDOW))
-                {
-                    tracing::warn!(lighthouse = %name, "{warning}; it stays in use until a newer one arrives");
-                }
+                rma_daemon::crl_watch::warn_if_due(crl, now.wall);
                 self.crl_replaced(now, out);
             }
             Ok(rma_ca::CrlOffer::NotNewer) => {}

@@ -15,7 +15,7 @@ use rma_proto::lighthouse::{FromLighthouse, ToLighthouse};
 use rma_proto::wire::{self, Control};
 
 use crate::config::StaticPeer;
-use crate::firewall::{Peer, Policy, Ports, Proto, Rule};
+use crate::firewall::{PeerMatch, Policy, Ports, Proto, Rule};
 use crate::node::{LighthouseId, Node, Now, Output, Settings};
 
 mod lighthouse_peers;
@@ -60,7 +60,7 @@ pub(crate) fn allow_all() -> Policy {
     let any = Rule {
         proto: Proto::Any,
         ports: Ports::Any,
-        peer: Peer::Any,
+        peer: PeerMatch::Any,
     };
     Policy {
         inbound: vec![any.clone()],

@@ -7,7 +7,7 @@ use rma_ca::{NodeCert, NodeKeys};
 
 use super::{Collected, Pki, Sim, allow_all, ip, settings, underlay};
 use crate::config::StaticPeer;
-use crate::firewall::{Action, Peer, Policy, Ports, Proto, Rule};
+use crate::firewall::{Action, PeerMatch, Policy, Ports, Proto, Rule};
 use crate::ipv4::{self, Flow, flow_packet, test_packet};
 use crate::node::{Identity, Node, Now, Settings};
 
@@ -317,7 +317,7 @@ fn the_firewall_filters_by_certificate_and_tracks_replies() {
         inbound: vec![Rule {
             proto: Proto::Tcp,
             ports: Ports::Range(8080, 8080),
-            peer: Peer::Group("workers".into()),
+            peer: PeerMatch::Group("workers".into()),
         }],
         outbound: allow_all().outbound,
         inbound_action: Action::Reject,
@@ -418,7 +418,7 @@ fn outbound_rules_and_local_rejects() {
         outbound: vec![Rule {
             proto: Proto::Udp,
             ports: Ports::Any,
-            peer: Peer::Any,
+            peer: PeerMatch::Any,
         }],
         outbound_action: Action::Reject,
         ..Policy::default()
