@@ -25,9 +25,10 @@ const REFLECT_KEEPALIVE: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LighthouseId(pub usize);
 
-/// This node's registration with one configured lighthouse.
+/// What this node knows of one configured lighthouse: whether it is connected, its reflect
+/// token and reflector, and the address it sees for this node's WireGuard socket.
 #[derive(Debug)]
-pub(crate) struct Registration {
+pub(crate) struct LighthouseState {
     lighthouse: Lighthouse,
     /// The QUIC connection is up and the registration was sent.
     pub(crate) up: bool,
@@ -37,7 +38,7 @@ pub(crate) struct Registration {
     next_reflect: Option<Instant>,
 }
 
-impl Registration {
+impl LighthouseState {
     pub(crate) fn name(&self) -> &str {
         &self.lighthouse.name
     }
@@ -52,16 +53,16 @@ impl Registration {
     }
 }
 
-/// The registrations with every configured lighthouse, by [`LighthouseId`].
+/// Every configured lighthouse's state, by [`LighthouseId`].
 #[derive(Debug)]
-pub(crate) struct Lighthouses(Vec<Registration>);
+pub(crate) struct Lighthouses(Vec<LighthouseState>);
 
 impl Lighthouses {
     pub(crate) fn new(configured: &[Lighthouse]) -> Self {
         Self(
             configured
                 .iter()
-                .map(|lighthouse| Registration {
+                .map(|lighthouse| LighthouseState {
                     lighthouse: lighthouse.clone(),
                     up: false,
                     token: None,
@@ -73,7 +74,7 @@ impl Lighthouses {
         )
     }
 
-    pub(crate) fn get(&self, id: LighthouseId) -> Option<&Registration> {
+    pub(crate) fn get(&self, id: LighthouseId) -> Option<&LighthouseState> {
         self.0.get(id.0)
     }
 
@@ -83,7 +84,7 @@ impl Lighthouses {
 
     /// The name of lighthouse `id`, for logs and `meshd ping`.
     pub(crate) fn name(&self, id: LighthouseId) -> &str {
-        self.get(id).map_or("?", Registration::name)
+        self.get(id).map_or("?", LighthouseState::name)
     }
 
     /// Whether the lighthouse relaying for `peer` is connected.
@@ -96,7 +97,7 @@ impl Lighthouses {
     }
 
     pub(crate) fn status(&self) -> Vec<LighthouseStatus> {
-        self.0.iter().map(Registration::status).collect()
+        self.0.iter().map(LighthouseState::status).collect()
     }
 
     /// Asks every connected lighthouse about `target`.
@@ -115,12 +116,10 @@ impl Lighthouses {
     /// the mapping fresh.
     pub(crate) fn reflect(&mut self, now: Instant, out: &mut impl Output) {
         let mut message = Vec::new();
-        for registration in &mut self.0 {
-            let (Some(token), Some(reflector), Some(due)) = (
-                registration.token,
-                registration.reflector,
-                registration.next_reflect,
-            ) else {
+        for state in &mut self.0 {
+            let (Some(token), Some(reflector), Some(due)) =
+                (state.token, state.reflector, state.next_reflect)
+            else {
                 continue;
             };
             if due > now {
@@ -128,31 +127,31 @@ impl Lighthouses {
             }
             wire::encode_reflect(&token, &mut message);
             out.transmit(reflector, &message);
-            let wait = if registration.observed.is_some() {
+            let wait = if state.observed.is_some() {
                 REFLECT_KEEPALIVE
             } else {
                 REFLECT_RETRY
             };
-            registration.next_reflect = Some(now + wait);
+            state.next_reflect = Some(now + wait);
         }
     }
 }
 
 impl Node {
-    /// The shell connected to lighthouse `id` and sent its registration.
+    /// The shell connected to lighthouse `id` and sent its state.
     pub fn lighthouse_up(&mut self, id: LighthouseId) {
-        if let Some(registration) = self.lighthouses.0.get_mut(id.0) {
-            registration.up = true;
+        if let Some(state) = self.lighthouses.0.get_mut(id.0) {
+            state.up = true;
         }
     }
 
     /// The connection to lighthouse `id` ended. Peers it relayed for fall back to their direct
     /// endpoints until another lighthouse introduces them again.
     pub fn lighthouse_down(&mut self, id: LighthouseId) {
-        if let Some(registration) = self.lighthouses.0.get_mut(id.0) {
-            registration.up = false;
-            registration.token = None;
-            registration.next_reflect = None;
+        if let Some(state) = self.lighthouses.0.get_mut(id.0) {
+            state.up = false;
+            state.token = None;
+            state.next_reflect = None;
         }
     }
 
@@ -164,7 +163,7 @@ impl Node {
         now: Now,
         out: &mut impl Output,
     ) {
-        let Some(registration) = self.lighthouses.0.get_mut(id.0) else {
+        let Some(state) = self.lighthouses.0.get_mut(id.0) else {
             return;
         };
         match message {
@@ -173,20 +172,20 @@ impl Node {
                 reflector_port,
                 ..
             } => {
-                registration.token = Some(token);
-                registration.reflector = Some(SocketAddr::new(
-                    registration.lighthouse.address.ip(),
+                state.token = Some(token);
+                state.reflector = Some(SocketAddr::new(
+                    state.lighthouse.address.ip(),
                     reflector_port,
                 ));
-                registration.next_reflect = Some(now.instant);
+                state.next_reflect = Some(now.instant);
                 self.lighthouses.reflect(now.instant, out);
             }
             FromLighthouse::Observed { wireguard } => {
-                if registration.observed != Some(wireguard) {
-                    tracing::info!(lighthouse = %registration.name(), %wireguard, "lighthouse sees this node's WireGuard socket");
+                if state.observed != Some(wireguard) {
+                    tracing::info!(lighthouse = %state.name(), %wireguard, "lighthouse sees this node's WireGuard socket");
                 }
-                registration.observed = Some(wireguard);
-                registration.next_reflect = Some(now.instant + REFLECT_KEEPALIVE);
+                state.observed = Some(wireguard);
+                state.next_reflect = Some(now.instant + REFLECT_KEEPALIVE);
             }
             FromLighthouse::Peer { cert, endpoints } => {
                 self.introduced(id, &cert, endpoints, true, now, out);
@@ -195,7 +194,7 @@ impl Node {
                 self.introduced(id, &cert, endpoints, false, now, out);
             }
             FromLighthouse::NotFound { target } => {
-                tracing::debug!(lighthouse = %registration.name(), %target, "lighthouse does not know the peer");
+                tracing::debug!(lighthouse = %state.name(), %target, "lighthouse does not know the peer");
             }
             FromLighthouse::Crl { der } => self.apply_pushed_crl(id, &der, now, out),
         }

@@ -7,7 +7,7 @@
 //! - [`inbound`]: a WireGuard datagram from a peer, and what it turned out to be;
 //! - [`paths`]: where a datagram for a peer goes, and the punches for a direct path;
 //! - [`setup`]: packets held while a peer is set up, hellos, held relayed handshakes;
-//! - [`lighthouses`]: the registrations with each lighthouse and what they send;
+//! - [`lighthouses`]: each lighthouse's state, and what lighthouses send;
 //! - [`trust`]: which certificates become peers, and revocation;
 //! - [`probe`]: `meshd ping`; [`budget`]: what unauthenticated input may cost;
 //! - [`report`]: status and table sizes.
