@@ -241,7 +241,11 @@ fn start_wireguard_go(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, u
 }
 
 fn start_nebula(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, usize)> {
+    // A fresh CA each time: nebula-cert refuses to overwrite one (BENCH_ROUNDS starts it again).
     let dir = lab.dir().join("nebula");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     std::fs::create_dir_all(&dir)?;
     let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
     run(
