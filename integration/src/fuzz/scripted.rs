@@ -1,4 +1,4 @@
-//! A worker's end of a connection, scripted: routerd's worker client ([`routerd::upstream`])
+//! A worker's end of a connection, scripted: routerd's worker client ([`rma_daemon::http1`])
 //! runs on it in the fuzz targets as it runs on a TCP stream, with the worker's bytes cut into
 //! reads of the sizes the input gives.
 
