@@ -29,14 +29,16 @@ pub const POLL: std::time::Duration = std::time::Duration::from_secs(2);
 #[derive(Debug)]
 pub struct CrlWatch {
     path: PathBuf,
+    /// The CA whose lists the file may hold (fixed for the life of a daemon).
+    ca: CaCert,
     seen: Option<(SystemTime, u64)>,
 }
 
 impl CrlWatch {
-    /// Watches `path`, taking its current contents as already loaded.
-    pub fn new(path: PathBuf) -> Self {
+    /// Watches `path` for lists of `ca`, taking its current contents as already loaded.
+    pub fn new(path: PathBuf, ca: CaCert) -> Self {
         let seen = Self::stamp(&path);
-        Self { path, seen }
+        Self { path, ca, seen }
     }
 
     /// The file watched.
@@ -50,12 +52,11 @@ impl CrlWatch {
     }
 
     /// Looks at the file: if it changed since the last look (or `force`, on SIGHUP) and its
-    /// list verifies against `ca`, hands the list to `offer` (the daemon's trust store, which
+    /// list verifies against the CA, hands the list to `offer` (the daemon's trust store, which
     /// keeps only a newer one) and logs what became of it. Refusals are logged; the daemon
     /// keeps its list.
     pub fn poll(
         &mut self,
-        ca: &CaCert,
         force: bool,
         offer: impl FnOnce(RevocationList) -> CrlOffer,
     ) -> CrlOffer {
@@ -64,7 +65,7 @@ impl CrlWatch {
             return CrlOffer::NotNewer;
         }
         self.seen = stamp;
-        let crl = match crate::identity::load_crl(&self.path, ca) {
+        let crl = match crate::identity::load_crl(&self.path, &self.ca) {
             Ok(crl) => crl,
             Err(e) => {
                 tracing::error!("revocation list refused, keeping the one in use: {e:#}");
@@ -108,9 +109,8 @@ mod tests {
         let write = |number: u64| std::fs::write(&path, pki.crl(number, &[]).to_pem()).unwrap();
         write(1);
         let mut store = TrustStore::new(pki.ca.clone(), None);
-        let mut watch = CrlWatch::new(path.clone());
-        let mut poll =
-            |store: &mut TrustStore, force| watch.poll(&pki.ca, force, |crl| store.offer(crl));
+        let mut watch = CrlWatch::new(path.clone(), pki.ca.clone());
+        let mut poll = |store: &mut TrustStore, force| watch.poll(force, |crl| store.offer(crl));
         assert_eq!(
             poll(&mut store, false),
             CrlOffer::NotNewer,

@@ -182,7 +182,11 @@ pub async fn run(
 
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
-    let mut crl_watch = config.pki.crl.clone().map(CrlWatch::new);
+    let mut crl_watch = config
+        .pki
+        .crl
+        .clone()
+        .map(|path| CrlWatch::new(path, identity.ca.clone()));
     let mut poll = tokio::time::interval(rma_daemon::crl_watch::POLL);
     // Its first tick, at once, warns at start about a list that is due.
     let mut daily = tokio::time::interval(Duration::from_secs(86_400));
@@ -252,7 +256,7 @@ fn reload_config(reload: &Reload, running: &Config) -> anyhow::Result<()> {
 fn check_crl(watch: Option<&mut CrlWatch>, shared: &Mutex<Shared>, trust: &Trust, force: bool) {
     let Some(watch) = watch else { return };
     let mut taken = None;
-    let offer = watch.poll(&trust.ca(), force, |crl| {
+    let offer = watch.poll(force, |crl| {
         let offer = trust.offer(crl.clone());
         taken = Some(crl);
         offer

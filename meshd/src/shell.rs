@@ -150,7 +150,11 @@ pub async fn run(
 
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
-    let crl_watch = config.pki.crl.clone().map(CrlWatch::new);
+    let crl_watch = config
+        .pki
+        .crl
+        .clone()
+        .map(|path| CrlWatch::new(path, ca.clone()));
     let mut reloader = reload.map(|r| (r, config));
     // Reloads, and says which revocation list file the configuration now names.
     let on_hangup = |node: &mut Node| match &mut reloader {
@@ -227,7 +231,8 @@ struct Io<'a> {
     link_events: mpsc::Receiver<LighthouseEvent>,
     /// The lighthouse connections' TLS trust, kept on the node's revocation list.
     trust: Arc<Trust>,
-    /// The configured revocation list file, offered to the node when it changes.
+    /// The configured revocation list file, offered to the node when it changes, and the CA
+    /// whose lists a file the configuration names after a reload may hold.
     crl_watch: Option<CrlWatch>,
     ca: CaCert,
 }
@@ -255,15 +260,9 @@ fn handle_link_event(
 }
 
 /// Offers the node the revocation list file if it changed (or on SIGHUP, `force`).
-fn check_crl(
-    node: &mut Node,
-    watch: Option<&mut CrlWatch>,
-    ca: &CaCert,
-    force: bool,
-    batch: &mut Batch,
-) {
+fn check_crl(node: &mut Node, watch: Option<&mut CrlWatch>, force: bool, batch: &mut Batch) {
     if let Some(watch) = watch {
-        watch.poll(ca, force, |crl| node.offer_crl(crl, now(), batch));
+        watch.poll(force, |crl| node.offer_crl(crl, now(), batch));
     }
 }
 
@@ -364,11 +363,11 @@ async fn event_loop(
                 if let Some(path) = on_hangup(node)
                     && path.as_deref() != crl_watch.as_ref().map(CrlWatch::path)
                 {
-                    crl_watch = path.map(CrlWatch::new);
+                    crl_watch = path.map(|path| CrlWatch::new(path, ca.clone()));
                 }
-                check_crl(node, crl_watch.as_mut(), &ca, true, &mut batch);
+                check_crl(node, crl_watch.as_mut(), true, &mut batch);
             }
-            _ = crl_poll.tick() => check_crl(node, crl_watch.as_mut(), &ca, false, &mut batch),
+            _ = crl_poll.tick() => check_crl(node, crl_watch.as_mut(), false, &mut batch),
             _ = daily.tick() => {
                 for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
                     tracing::warn!("{warning}");

@@ -120,7 +120,8 @@ async fn hangup_loop(
     reload: Option<Reload>,
     running: Config,
 ) {
-    let mut watch = running.crl.clone().map(CrlWatch::new);
+    let ca = app.trust.ca();
+    let mut watch = running.crl.clone().map(|path| CrlWatch::new(path, ca));
     let mut poll = tokio::time::interval(rma_daemon::crl_watch::POLL);
     let mut daily = tokio::time::interval(Duration::from_secs(86_400));
     loop {
@@ -142,7 +143,7 @@ async fn hangup_loop(
             }
         };
         if let Some(watch) = &mut watch {
-            watch.poll(&app.trust.ca(), force, |crl| app.trust.offer(crl));
+            watch.poll(force, |crl| app.trust.offer(crl));
         }
     }
 }
