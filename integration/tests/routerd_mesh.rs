@@ -54,6 +54,21 @@ fn coordinator_toml() -> String {
     text
 }
 
+/// The default catalog, with every worker wanted for each CPU service, so that calls spread
+/// across all three.
+fn catalog_toml() -> String {
+    let mut text = String::new();
+    for s in SERVICES {
+        text.push_str(&format!(
+            "[[service]]\nname = \"{s}\"\ntier = \"cpu\"\nreplicas = 3\n"
+        ));
+    }
+    for s in ["llm-inference", "vision-ocr"] {
+        text.push_str(&format!("[[service]]\nname = \"{s}\"\ntier = \"gpu\"\n"));
+    }
+    text
+}
+
 impl Mesh {
     fn new() -> Self {
         let lab = Lab::new().unwrap();
@@ -91,7 +106,8 @@ impl Mesh {
                 "[listen]\npublic = \"{PUBLIC}\"\nmesh = \"{ROUTERD_IP}:8080\"\n\
                  [pki]\nca = {ca:?}\ncrl = {crl:?}\n[admin]\ntoken = \"{TOKEN}\"\n\
                  [store]\npath = {store:?}\n[health]\ninterval = \"500ms\"\ntimeout = \"400ms\"\n\
-                 [log]\nlevel = \"info\"\n",
+                 [log]\nlevel = \"info\"\n{catalog}",
+                catalog = catalog_toml(),
                 ca = pki.ca_path,
                 store = net.lab.dir().join("registry.db"),
             ),

@@ -57,12 +57,19 @@ fn config_text(dir: &std::path::Path, extra: &str) -> String {
          trusted_proxies = [\"127.0.0.1/32\"]\n\
          [pki]\nca = \"{dir}/ca.crt\"\n[admin]\ntoken = \"{TOKEN}\"\n\
          [store]\npath = \"{dir}/registry.db\"\n\
-         {health}{extra}",
+         {health}{extra}{catalog}",
         dir = dir.display(),
         health = if extra.contains("[health]") {
             ""
         } else {
             "[health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n"
+        },
+        // Every worker of a fleet is assigned rag-embeddings: routerd assigns a service to
+        // as many workers as its catalog entry asks for.
+        catalog = if extra.contains("[[service]]") {
+            ""
+        } else {
+            "[[service]]\nname = \"rag-embeddings\"\ntier = \"cpu\"\nreplicas = 16\n"
         }
     )
 }

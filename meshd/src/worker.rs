@@ -34,6 +34,8 @@ pub fn registration(
         certificate: certificate_pem.to_owned(),
         capabilities: capabilities.clone(),
         services: services.to_vec(),
+        states: Vec::new(),
+        coordinators: Vec::new(),
     }
 }
 
@@ -119,6 +121,9 @@ pub async fn run(
         let beat = Heartbeat {
             worker_id: name.clone(),
             session,
+            load: None,
+            services: Vec::new(),
+            coordinators: Vec::new(),
         };
         loop {
             tokio::time::sleep(interval).await;

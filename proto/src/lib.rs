@@ -3,8 +3,10 @@
 //! - [`lighthouse`]: the messages and framing a node and a lighthouse exchange over QUIC;
 //! - [`wire`]: what shares a node's WireGuard UDP socket besides WireGuard (certificate
 //!   hellos, punches, reflect tokens);
-//! - [`registration`]: the JSON a worker's meshd sends routerd, and routerd's answers.
+//! - [`registration`]: the JSON a worker's meshd sends routerd, and routerd's answers;
+//! - [`load`]: the load and service states a worker's heartbeats carry.
 
 pub mod lighthouse;
+pub mod load;
 pub mod registration;
 pub mod wire;

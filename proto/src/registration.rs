@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::load::{MachineLoad, ServiceState, ServiceStatus};
+
 /// The contract this build speaks.
 pub const VERSION: u32 = 1;
 
@@ -28,7 +30,7 @@ pub struct Capabilities {
     /// Free disk, such as `"120.0 GiB"`.
     #[serde(default)]
     pub free_disk: String,
-    /// `cpu`, `gpu` or `edge`.
+    /// `cpu`, `gpu`, `storage` or `edge`.
     pub worker_type: String,
 }
 
@@ -44,7 +46,7 @@ pub struct Service {
 
 /// `POST /api/worker/register`, signed with the certificate's identity key
 /// (`rma_ca::proof`) and sent from the certificate's mesh IP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Registration {
     /// Not written when it is 1, so that a routerd from before the field (which refused
     /// fields it did not know) still reads this build's registrations.
@@ -58,6 +60,14 @@ pub struct Registration {
     pub capabilities: Capabilities,
     #[serde(default)]
     pub services: Vec<Service>,
+    /// Where each offered service stands now, so that a routerd that has just started keeps
+    /// what is already running where it runs. A service left out is taken as run by its
+    /// operator (what a meshd from before this field meant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<ServiceStatus>,
+    /// The routerd mesh URLs this worker registers with: how each replica learns the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coordinators: Vec<String>,
 }
 
 fn first_version() -> u32 {
@@ -79,10 +89,20 @@ pub struct Registered {
     /// Services the coordinator asks this worker to run.
     #[serde(default)]
     pub assigned_services: Vec<String>,
+    /// Offered services refused, each with why; the rest of the registration stands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_services: Vec<RefusedService>,
     #[serde(default = "default_heartbeat_interval")]
     pub heartbeat_interval_secs: u64,
     /// The session this registration opened (hex): heartbeats carry it.
     pub session: String,
+}
+
+/// An offered service routerd will not assign, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedService {
+    pub name: String,
+    pub reason: String,
 }
 
 /// The heartbeat interval when an answer does not say (routerd's).
@@ -90,11 +110,43 @@ fn default_heartbeat_interval() -> u64 {
     5
 }
 
-/// `POST /api/worker/heartbeat`, from the worker's mesh IP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /api/worker/heartbeat`, from the worker's mesh IP. Everything but the identity is
+/// optional, so that a heartbeat from an older meshd still counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub worker_id: String,
     pub session: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<MachineLoad>,
+    /// Where each offered service stands; as in [`Registration::states`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceStatus>,
+    /// When this worker last heard from each routerd it registers with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coordinators: Vec<CoordinatorContact>,
+}
+
+/// A routerd replica as one worker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorContact {
+    /// Its mesh URL, such as `http://10.42.0.1:8080`.
+    pub url: String,
+    /// Seconds since it last answered; absent if it never has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_contact_secs: Option<u64>,
+}
+
+/// routerd's answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub ttl_secs: u64,
+    /// What the worker should run now; absent from a routerd that does not assign, in which
+    /// case the registration's answer stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_services: Option<Vec<String>>,
 }
 
 /// A registration in a version this build does not speak.
@@ -160,6 +212,8 @@ mod tests {
             certificate: "PEM".into(),
             capabilities: Capabilities::default(),
             services: Vec::new(),
+            states: Vec::new(),
+            coordinators: Vec::new(),
         };
         let value = serde_json::to_value(&registration).unwrap();
         assert!(value.get("version").is_none(), "{value}");
@@ -168,6 +222,26 @@ mod tests {
             ..registration
         };
         assert_eq!(serde_json::to_value(&later).unwrap()["version"], 2);
+    }
+
+    #[test]
+    fn a_heartbeat_from_an_older_meshd_or_with_unknown_fields_is_read() {
+        let old: Heartbeat =
+            serde_json::from_str(r#"{"worker_id": "w1", "session": "00ff"}"#).unwrap();
+        assert!(old.load.is_none() && old.services.is_empty());
+        let newer: Heartbeat = serde_json::from_value(serde_json::json!({
+            "worker_id": "w1", "session": "00ff", "npu_load": [1, 2],
+            "load": {"load_average": 0.5, "memory_used_bytes": 1024, "fan_rpm": 900},
+            "services": [{"name": "ocr", "state": "running", "restarts": 2, "queue": 4}],
+        }))
+        .unwrap();
+        assert_eq!(newer.load.unwrap().memory_used_bytes, 1024);
+        assert_eq!(newer.services[0].state, ServiceState::Running);
+        let reply: HeartbeatReply = serde_json::from_str(r#"{"status": "ok"}"#).unwrap();
+        assert_eq!(
+            reply.assigned_services, None,
+            "an older routerd assigns nothing new"
+        );
     }
 
     #[test]
@@ -199,6 +273,8 @@ mod tests {
                 port: 8200,
                 health: "/health".into(),
             }],
+            states: vec![ServiceStatus::new("llm", ServiceState::Starting)],
+            coordinators: vec!["http://10.42.0.1:8080".into()],
         };
         let text = serde_json::to_string(&registration).unwrap();
         assert_eq!(

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use crate::admission::{self, Claim};
 pub use crate::app::{App, Shared};
 use crate::edge::Listener;
-use crate::registry::{HEARTBEAT_INTERVAL, Proof, Registry, SessionToken, TTL, Worker};
+use crate::registry::{HEARTBEAT_INTERVAL, Proof, Registry, Report, SessionToken, TTL, Worker};
 use crate::secrets;
 use crate::topology;
 use rma_ca::proof::{self, Signed, unix_ms};
@@ -68,7 +68,7 @@ fn unreadable_body(
 }
 
 pub use rma_proto::registration::{
-    HEARTBEAT_PATH, Heartbeat, REGISTER_PATH, Registered, Registration,
+    HEARTBEAT_PATH, Heartbeat, HeartbeatReply, REGISTER_PATH, Registered, Registration,
 };
 
 fn hex(bytes: &[u8]) -> String {
@@ -158,11 +158,19 @@ async fn register(
         cert.mesh_ip(),
         request.capabilities,
         request.services,
+        request.states,
         proof,
         Instant::now(),
     );
     let worker = match registered {
-        Ok(worker) => worker.clone(),
+        Ok(worker) => {
+            let worker = worker.clone();
+            let now = Instant::now();
+            for url in &request.coordinators {
+                registry.replicas_mut().named(url, None, now);
+            }
+            worker
+        }
         Err(e) => {
             drop((registry, store));
             shared.traffic().stats.registrations_refused += 1;
@@ -174,11 +182,15 @@ async fn register(
         .save(&worker)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     drop(store);
+    for refused in &worker.refused {
+        tracing::warn!(worker = %name, service = %refused.name, reason = %refused.reason, "offered service refused");
+    }
     tracing::info!(worker = %name, mesh_ip = %worker.mesh_ip, assigned = ?worker.assigned, "worker registered");
     Ok(Json(Registered {
         status: "registered".into(),
         worker_id: name,
         assigned_services: worker.assigned,
+        refused_services: worker.refused,
         heartbeat_interval_secs: HEARTBEAT_INTERVAL.as_secs(),
         session: hex(&session),
     }))
@@ -189,7 +201,7 @@ async fn heartbeat(
     State(shared): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Result<Json<Heartbeat>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<HeartbeatReply>, ApiError> {
     let Json(request) = request.map_err(|r| unreadable_body(&r, r.status(), r.body_text()))?;
     let session = unhex_session(&request.session).ok_or_else(|| {
         ApiError(
@@ -218,10 +230,39 @@ async fn heartbeat(
             ),
         ));
     }
-    registry
-        .heartbeat(&request.worker_id, &session, Instant::now())
-        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
-    Ok(Json(json!({ "status": "ok", "ttl_secs": TTL.as_secs() })))
+    let now = Instant::now();
+    for contact in &request.coordinators {
+        let age = contact
+            .last_contact_secs
+            .map(std::time::Duration::from_secs);
+        registry.replicas_mut().named(&contact.url, age, now);
+    }
+    let reported: Vec<(String, u32)> = request
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.active_requests.unwrap_or(0)))
+        .collect();
+    let report = Report {
+        load: request.load,
+        services: request.services,
+    };
+    let assigned = registry
+        .heartbeat(&request.worker_id, &session, report, now)
+        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?
+        .to_vec();
+    drop(registry);
+    let mut traffic = shared.traffic();
+    for (service, active) in reported {
+        traffic
+            .balancer
+            .reported(&service, &request.worker_id, active);
+    }
+    drop(traffic);
+    Ok(Json(HeartbeatReply {
+        status: "ok".into(),
+        ttl_secs: TTL.as_secs(),
+        assigned_services: Some(assigned),
+    }))
 }
 
 fn worker_json(worker: &Worker, age_secs: Option<u64>, admin: bool) -> serde_json::Value {
@@ -230,10 +271,13 @@ fn worker_json(worker: &Worker, age_secs: Option<u64>, admin: bool) -> serde_jso
         "mesh_ip": worker.mesh_ip,
         "capabilities": worker.capabilities,
         "assigned_services": worker.assigned,
+        "service_states": worker.states,
+        "load": worker.load,
         "last_seen_secs": age_secs,
     });
     if admin {
         value["services"] = json!(worker.offered);
+        value["refused_services"] = json!(worker.refused);
     }
     value
 }
@@ -299,18 +343,78 @@ async fn admin_gaps(
     ))
 }
 
+/// A worker silent for longer than this (two heartbeats missed) is counted stale by
+/// `/health` until it expires.
+const STALE: std::time::Duration = std::time::Duration::from_secs(2 * HEARTBEAT_INTERVAL.as_secs());
+
+/// `/health`: the fields routerd always answered (`services`: workers serving each), in the
+/// coordinator's shape from seed 002 §8.2: `status`, `coordinator`, and `workers` as
+/// `{total, active, stale}`. `status` is `healthy` when every service has a worker serving
+/// it, `degraded` when some have, and `unavailable` when none has.
 async fn health(State(shared): State<Shared>) -> Json<serde_json::Value> {
     let registry = shared.registry();
+    let now = Instant::now();
     let services: serde_json::Map<String, serde_json::Value> = registry
         .catalog()
         .iter()
         .map(|(name, _)| (name.to_owned(), json!(registry.serving(name).len())))
         .collect();
+    let served = services.values().filter(|n| n.as_u64() > Some(0)).count();
+    let status = match served {
+        0 => "unavailable",
+        n if n == services.len() => "healthy",
+        _ => "degraded",
+    };
+    let total = registry.workers().count();
+    let stale = registry
+        .workers()
+        .filter(|w| registry.age(&w.name, now).is_some_and(|age| age > STALE))
+        .count();
+    let coordinator = shared
+        .mesh_ip
+        .map_or_else(|| "routerd".to_owned(), |ip| format!("routerd@{ip}"));
     Json(json!({
-        "status": "healthy",
-        "workers": registry.workers().count(),
+        "status": status,
+        "coordinator": coordinator,
+        "workers": { "total": total, "active": total - stale, "stale": stale },
         "services": services,
     }))
+}
+
+/// `/api/admin/coordinators`: this routerd and the replicas its workers register with, with
+/// their mesh IPs and when a worker last heard from each.
+async fn admin_coordinators(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorized(&shared, &headers)?;
+    let registry = shared.registry();
+    let now = Instant::now();
+    let mut coordinators: Vec<serde_json::Value> = registry
+        .replicas()
+        .view(now)
+        .into_iter()
+        .map(|r| {
+            let this = r.mesh_ip.is_some() && r.mesh_ip == shared.mesh_ip;
+            json!({
+                "url": r.url,
+                "mesh_ip": r.mesh_ip,
+                "self": this,
+                "last_contact_secs": if this { Some(0) } else { r.last_contact_secs },
+            })
+        })
+        .collect();
+    if let Some(ip) = shared.mesh_ip
+        && !coordinators.iter().any(|c| c["self"] == true)
+    {
+        coordinators.insert(
+            0,
+            json!({ "url": null, "mesh_ip": ip, "self": true, "last_contact_secs": 0 }),
+        );
+    }
+    Ok(Json(
+        json!({ "count": coordinators.len(), "coordinators": coordinators }),
+    ))
 }
 
 async fn metrics(State(shared): State<Shared>) -> Response {
@@ -385,6 +489,7 @@ pub fn routes(shared: Shared, listener: Listener) -> Router {
         .route("/api/coordinator/workers", get(coordinator_workers))
         .route("/api/admin/workers", get(admin_workers))
         .route("/api/admin/gaps", get(admin_gaps))
+        .route("/api/admin/coordinators", get(admin_coordinators))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .route("/api/topology", get(topology::get_topology))
         .route("/api/dht/stats", get(dht_stats))

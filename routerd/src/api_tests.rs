@@ -200,9 +200,107 @@ async fn a_worker_registers_from_its_mesh_ip_and_heartbeats() {
     assert_eq!(body["workers"][0]["mesh_ip"], "10.42.0.11");
     let (_, health) = api.call(ip, "GET", "/health", None, None).await;
     assert_eq!(health["services"]["rag-embeddings"], 1);
+    assert_eq!(
+        health["status"], "degraded",
+        "one service of six has a worker"
+    );
+    assert_eq!(health["coordinator"], "routerd");
+    assert_eq!(
+        health["workers"],
+        json!({"total": 1, "active": 1, "stale": 0})
+    );
     // The registration is on disk for the next start.
     let stored = api.shared.store().load().unwrap();
     assert_eq!(stored.workers.len(), 1);
+}
+
+#[tokio::test]
+async fn heartbeats_carry_load_and_states_even_with_fields_routerd_does_not_know() {
+    let api = Api::new();
+    let (status, health) = api
+        .call(Ipv4Addr::LOCALHOST, "GET", "/health", None, None)
+        .await;
+    assert_eq!(
+        (status, &health["status"]),
+        (StatusCode::OK, &json!("unavailable"))
+    );
+    let ip = Ipv4Addr::new(10, 42, 0, 11);
+    let (cert, keys) = api.pki.node("worker-1", ip);
+    let mut registration = Api::registration(&cert, rag());
+    registration["states"] = json!([{"name": "rag-embeddings", "state": "starting"}]);
+    registration["coordinators"] = json!(["http://10.42.0.1:8080", "http://10.42.0.2:8080"]);
+    let (status, body) = api.register(ip, &keys, &registration).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let session = body["session"].as_str().unwrap().to_owned();
+    let (_, health) = api.call(ip, "GET", "/health", None, None).await;
+    assert_eq!(
+        health["services"]["rag-embeddings"], 0,
+        "starting is not serving"
+    );
+
+    let beat = json!({
+        "worker_id": "worker-1", "session": session, "mood": "cheerful",
+        "load": {"load_average": 1.5, "memory_used_bytes": 2048, "free_disk_bytes": 1073741824_u64,
+                 "gpu_utilization": 40.0, "fans": 3},
+        "services": [{"name": "rag-embeddings", "state": "running", "active_requests": 7,
+                      "loaded_models": ["bge-small"], "queue_depth": 2}],
+        "coordinators": [{"url": "http://10.42.0.2:8080", "last_contact_secs": 2}],
+    });
+    let (status, reply) = api
+        .call(ip, "POST", "/api/worker/heartbeat", Some(beat), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["assigned_services"], json!(["rag-embeddings"]));
+    let (_, health) = api.call(ip, "GET", "/health", None, None).await;
+    assert_eq!(health["services"]["rag-embeddings"], 1, "running now");
+    let (_, workers) = api
+        .call(ip, "GET", "/api/admin/workers", None, Some(TOKEN))
+        .await;
+    let worker = &workers["workers"][0];
+    assert_eq!(
+        worker["capabilities"]["free_disk"], "1.0 GiB",
+        "kept up to date"
+    );
+    assert_eq!(worker["load"]["load_average"], 1.5);
+    assert_eq!(
+        worker["service_states"][0]["loaded_models"],
+        json!(["bge-small"])
+    );
+    let (_, topology) = api.call(ip, "GET", "/api/topology", None, None).await;
+    assert_eq!(topology["routes"][0]["reported_active"], 7);
+    let metrics = crate::metrics::render(
+        &api.shared.registry(),
+        &api.shared.traffic(),
+        None,
+        0,
+        &[],
+        Instant::now(),
+        OffsetDateTime::now_utc(),
+    );
+    for line in [
+        "routerd_worker_load_average{worker=\"worker-1\"} 1.5",
+        "routerd_worker_service_state{worker=\"worker-1\",service=\"rag-embeddings\",state=\"running\"} 1",
+        "routerd_worker_service_active_requests{worker=\"worker-1\",service=\"rag-embeddings\"} 7",
+        "routerd_service_assigned{service=\"rag-embeddings\"} 1",
+        "routerd_call_duration_seconds",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    let (status, coordinators) = api
+        .call(ip, "GET", "/api/admin/coordinators", None, Some(TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(coordinators["count"], 2);
+    assert_eq!(coordinators["coordinators"][1]["mesh_ip"], "10.42.0.2");
+    assert_eq!(coordinators["coordinators"][1]["last_contact_secs"], 2);
+    assert_eq!(
+        coordinators["coordinators"][0]["last_contact_secs"],
+        json!(null)
+    );
+    let (status, _) = api
+        .call(ip, "GET", "/api/admin/coordinators", None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -267,8 +365,15 @@ async fn heartbeats_only_from_the_workers_own_ip_and_bad_bodies_get_clear_errors
     let (status, reply) = api
         .register(ip, &keys, &Api::registration(&cert, gpu_service))
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(reply["error"].as_str().unwrap().contains("needs a GPU"));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "refused alone, not the whole registration"
+    );
+    assert_eq!(reply["assigned_services"], json!([]));
+    assert_eq!(reply["refused_services"][0]["name"], "llm-inference");
+    let why = reply["refused_services"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("needs a GPU"), "{why}");
     let (status, _) = api.register(ip, &keys, &json!({"nonsense": true})).await;
     assert!(status.is_client_error(), "{status}");
     let huge = json!({ "worker_id": "x".repeat(MAX_BODY) });
@@ -512,6 +617,7 @@ async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
                             *ip,
                             Default::default(),
                             offered(),
+                            vec![],
                             proof,
                             now,
                         )
@@ -524,7 +630,7 @@ async fn a_day_of_workers_coming_and_going_leaves_no_stale_state() {
                     // A worker the registry expired (its silence outlasted the TTL) registers
                     // again, as meshd does on a refused heartbeat.
                     if registry
-                        .heartbeat(&format!("w{i}"), &[i as u8; 16], now)
+                        .heartbeat(&format!("w{i}"), &[i as u8; 16], Report::default(), now)
                         .is_err()
                     {
                         registered_at[i] = None;

@@ -28,6 +28,8 @@ pub struct BackendView {
     pub healthy: bool,
     pub ejected: bool,
     pub outstanding: u32,
+    /// In flight as the worker reported it.
+    pub reported: u32,
     pub calls: u64,
     pub errors: u64,
     pub ejections: u64,
@@ -45,6 +47,8 @@ struct State {
     recent_ejections: u32,
     last_ejected: Option<Instant>,
     outstanding: u32,
+    /// Calls in flight as the worker last reported them (every replica's, not only ours).
+    reported: u32,
     calls: u64,
     errors: u64,
     ejections: u64,
@@ -61,6 +65,7 @@ impl Default for State {
             recent_ejections: 0,
             last_ejected: None,
             outstanding: 0,
+            reported: 0,
             calls: 0,
             errors: 0,
             ejections: 0,
@@ -71,6 +76,13 @@ impl Default for State {
 impl State {
     fn ejected(&self, now: Instant) -> bool {
         self.ejected_until.is_some_and(|until| now < until)
+    }
+
+    /// The calls the worker has in flight as best this replica knows: its own count, or the
+    /// worker's last report when that is higher (other replicas' calls, or work the worker
+    /// took on another way). The report is a heartbeat old; our own count is current.
+    fn load(&self) -> u32 {
+        self.outstanding.max(self.reported)
     }
 }
 
@@ -178,7 +190,7 @@ impl Balancer {
                         let b = (a + 1 + random(n - 1)) % n;
                         let load = |c: &Option<&Candidate>| {
                             c.and_then(|c| self.state(service, &c.worker))
-                                .map_or(0, |s| s.outstanding)
+                                .map_or(0, State::load)
                         };
                         let (a, b) = (nth(a), nth(b));
                         (if load(&b) < load(&a) { b } else { a }, None)
@@ -200,6 +212,15 @@ impl Balancer {
             },
             Pick::Worker,
         )
+    }
+
+    /// The worker's heartbeat reported `active` calls in flight for `service`.
+    pub fn reported(&mut self, service: &str, worker: &str, active: u32) {
+        if let Some(state) = self.states.get_mut(service).and_then(|w| w.get_mut(worker)) {
+            state.reported = active;
+        } else if active > 0 {
+            self.state_mut(service, worker).reported = active;
+        }
     }
 
     /// A call was sent to the worker.
@@ -304,6 +325,7 @@ impl Balancer {
             healthy: state.healthy,
             ejected: state.ejected(now),
             outstanding: state.outstanding,
+            reported: state.reported,
             calls: state.calls,
             errors: state.errors,
             ejections: state.ejections,

@@ -6,12 +6,39 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The hardware a service needs.
+/// The kind of worker a service needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
+    /// A worker with a GPU.
     Gpu,
+    /// Any worker.
     Cpu,
+    /// A worker of type `storage` (declared, or detected from its free disk).
+    Storage,
+}
+
+impl Tier {
+    /// Whether a worker with these capabilities is of the kind.
+    pub fn admits(self, capabilities: &rma_proto::registration::Capabilities) -> bool {
+        match self {
+            Self::Gpu => capabilities.has_gpu,
+            Self::Cpu => true,
+            Self::Storage => capabilities.worker_type == "storage",
+        }
+    }
+}
+
+/// What one replica of a service takes from its worker, beyond its tier: routerd assigns it
+/// only where this much is left after the worker's other assignments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Needs {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ram: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -19,6 +46,7 @@ pub struct ServiceSpec {
     pub tier: Tier,
     /// How many workers should run it; fewer is a gap.
     pub replicas: u32,
+    pub needs: Needs,
     /// How long a call may wait for the worker's response headers.
     #[serde(skip)]
     pub timeout: Duration,
@@ -33,12 +61,14 @@ impl ServiceSpec {
             Tier::Gpu => Self {
                 tier,
                 replicas: 1,
+                needs: Needs::default(),
                 timeout: Duration::from_secs(120),
                 max_body: 20 << 20,
             },
-            Tier::Cpu => Self {
+            Tier::Cpu | Tier::Storage => Self {
                 tier,
                 replicas: 1,
+                needs: Needs::default(),
                 timeout: Duration::from_secs(30),
                 max_body: 10 << 20,
             },

@@ -11,7 +11,7 @@ use rma_daemon::config::{ByteSize, HostPort, RawLog, Span};
 pub use rma_daemon::{ConfigError, Log};
 use serde::Deserialize;
 
-use crate::catalog::{Catalog, ServiceSpec, Tier};
+use crate::catalog::{Catalog, Needs, ServiceSpec, Tier};
 
 /// The port the mesh listener uses when only the certificate gives its address.
 pub const DEFAULT_MESH_PORT: u16 = 8080;
@@ -442,6 +442,17 @@ struct RawService {
     replicas: u32,
     timeout: Option<Span>,
     max_body: Option<ByteSize>,
+    #[serde(default)]
+    needs: RawNeeds,
+}
+
+/// What one replica takes from its worker: `needs = { ram = "8GiB", gpu_memory = "16GiB" }`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNeeds {
+    ram: Option<ByteSize>,
+    gpu_memory: Option<ByteSize>,
+    disk: Option<ByteSize>,
 }
 
 fn default_replicas() -> u32 {
@@ -561,10 +572,29 @@ impl Config {
                 let mut spec = ServiceSpec::new(s.tier);
                 spec.replicas = s.replicas;
                 if let Some(t) = s.timeout {
+                    if t.0 > crate::metrics::LONGEST {
+                        return Err(semantic(format!(
+                            "service {:?}: timeout {:?} is above {} s, the longest call the duration histogram can tell apart",
+                            s.name,
+                            t.0,
+                            crate::metrics::LONGEST.as_secs()
+                        )));
+                    }
                     spec.timeout = t.0;
                 }
                 if let Some(b) = s.max_body {
                     spec.max_body = b.0;
+                }
+                spec.needs = Needs {
+                    ram: s.needs.ram.map(|b| b.0),
+                    gpu_memory: s.needs.gpu_memory.map(|b| b.0),
+                    disk: s.needs.disk.map(|b| b.0),
+                };
+                if spec.needs.gpu_memory.is_some() && s.tier != Tier::Gpu {
+                    return Err(semantic(format!(
+                        "service {:?}: needs.gpu_memory needs tier = \"gpu\"",
+                        s.name
+                    )));
                 }
                 services.push((s.name, spec));
             }
@@ -636,7 +666,8 @@ mod tests {
         let config = parse(&format!(
             "{MINIMAL}[listen]\nmesh = \"10.42.0.1:8080\"\n[routing]\nbalance = \"round-robin\"\n\
              [rate_limit]\nper_second = 5\n[cors]\norigins = [\"https://rmatool.org.uk\"]\n\
-             [[service]]\nname = \"rag-embeddings\"\ntier = \"cpu\"\nreplicas = 2\ntimeout = \"3s\"\nmax_body = \"1MiB\"\n"
+             [[service]]\nname = \"rag-embeddings\"\ntier = \"cpu\"\nreplicas = 2\ntimeout = \"3s\"\nmax_body = \"1MiB\"\n\
+             needs = {{ ram = \"2GiB\", disk = \"10GiB\" }}\n"
         ))
         .unwrap();
         assert_eq!(config.routing.balance, Balance::RoundRobin);
@@ -646,7 +677,32 @@ mod tests {
             (rag.replicas, rag.timeout, rag.max_body),
             (2, Duration::from_secs(3), 1 << 20)
         );
+        assert_eq!(
+            (rag.needs.ram, rag.needs.disk, rag.needs.gpu_memory),
+            (Some(2 << 30), Some(10 << 30), None)
+        );
         assert_eq!(config.catalog.iter().count(), 1);
+        for (bad, why) in [
+            (
+                "tier = \"cpu\"\nneeds = { gpu_memory = \"8GiB\" }",
+                "needs tier = \"gpu\"",
+            ),
+            ("tier = \"gpu\"\ntimeout = \"11m\"", "the longest call"),
+            ("tier = \"tape\"", "unknown variant"),
+        ] {
+            let e = parse(&format!("{MINIMAL}[[service]]\nname = \"x\"\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let storage = parse(&format!(
+            "{MINIMAL}[[service]]\nname = \"doc-store\"\ntier = \"storage\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            storage.catalog.get("doc-store").unwrap().tier,
+            Tier::Storage
+        );
         let limit = config.rate_limit.unwrap();
         assert_eq!((limit.per_second, limit.burst), (5.0, 5.0));
         assert_eq!(limit.key_header, "X-API-Key");

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod assign;
 pub mod balance;
 pub mod catalog;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod pool;
 pub mod proxy;
 pub mod rate_limit;
 pub mod registry;
+pub mod replicas;
 pub mod retry_budget;
 pub mod routes;
 pub mod secrets;

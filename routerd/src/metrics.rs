@@ -8,10 +8,16 @@ use rma_daemon::prometheus::Exposition;
 use crate::app::Traffic;
 use crate::registry::Registry;
 
-/// Upper bounds of the call-duration histogram, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+/// Upper bounds of the call-duration histogram, in seconds: up to [`LONGEST`], past the
+/// longest timeout a service may have, so that a quantile can reach every real duration
+/// (GPU calls wait up to 120 s by default).
+const BUCKETS: [f64; 17] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 600.0,
 ];
+
+/// The largest bucket bound; the config refuses a service timeout above it.
+pub const LONGEST: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Default)]
 struct Histogram {
@@ -281,6 +287,7 @@ pub fn render(
             n,
         );
     }
+    worker_reports(&mut e, registry);
     e.header(
         "routerd_worker_ejections_total",
         "counter",
@@ -294,4 +301,133 @@ pub fn render(
         );
     }
     e.finish()
+}
+
+/// What workers report: machine load, and each offered service's state and load.
+fn worker_reports(e: &mut Exposition, registry: &Registry) {
+    e.header(
+        "routerd_service_assigned",
+        "gauge",
+        "Workers assigned each service (running it or starting it).",
+    );
+    for (service, _) in registry.catalog().iter() {
+        let n = registry
+            .workers()
+            .filter(|w| w.assigned.iter().any(|a| a == service))
+            .count();
+        e.sample("routerd_service_assigned", &[("service", service)], n);
+    }
+    let loads: Vec<_> = registry
+        .workers()
+        .filter_map(|w| Some((w.name.as_str(), w.load.as_ref()?)))
+        .collect();
+    e.header(
+        "routerd_worker_load_average",
+        "gauge",
+        "The worker machine's one-minute load average, from its last heartbeat.",
+    );
+    for (worker, load) in &loads {
+        e.sample(
+            "routerd_worker_load_average",
+            &[("worker", worker)],
+            load.load_average,
+        );
+    }
+    e.header(
+        "routerd_worker_memory_used_bytes",
+        "gauge",
+        "Memory in use on the worker machine, from its last heartbeat.",
+    );
+    for (worker, load) in &loads {
+        e.sample(
+            "routerd_worker_memory_used_bytes",
+            &[("worker", worker)],
+            load.memory_used_bytes,
+        );
+    }
+    e.header(
+        "routerd_worker_gpu_utilization_percent",
+        "gauge",
+        "The busiest GPU's utilisation on the worker machine, from its last heartbeat.",
+    );
+    for (worker, load) in &loads {
+        if let Some(gpu) = load.gpu_utilization {
+            e.sample(
+                "routerd_worker_gpu_utilization_percent",
+                &[("worker", worker)],
+                gpu,
+            );
+        }
+    }
+    e.header(
+        "routerd_worker_gpu_memory_used_bytes",
+        "gauge",
+        "GPU memory in use on the worker machine, from its last heartbeat.",
+    );
+    for (worker, load) in &loads {
+        if let Some(used) = load.gpu_memory_used_bytes {
+            e.sample(
+                "routerd_worker_gpu_memory_used_bytes",
+                &[("worker", worker)],
+                used,
+            );
+        }
+    }
+    e.header(
+        "routerd_worker_service_state",
+        "gauge",
+        "1 for the state each offered service is in on its worker, as the worker reports it.",
+    );
+    for w in registry.workers() {
+        for offered in &w.offered {
+            let state = w.state(&offered.name);
+            e.sample(
+                "routerd_worker_service_state",
+                &[
+                    ("worker", &w.name),
+                    ("service", &offered.name),
+                    ("state", state.as_str()),
+                ],
+                1,
+            );
+        }
+    }
+    e.header(
+        "routerd_worker_service_active_requests",
+        "gauge",
+        "Requests in flight in each service, as its health endpoint reports them.",
+    );
+    for w in registry.workers() {
+        for status in &w.states {
+            if let Some(active) = status.active_requests {
+                e.sample(
+                    "routerd_worker_service_active_requests",
+                    &[("worker", &w.name), ("service", &status.name)],
+                    active,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_call_of_two_minutes_lands_in_a_bucket_below_infinity() {
+        let mut histogram = Histogram::default();
+        histogram.observe(100.0);
+        let (bound, _) = BUCKETS
+            .iter()
+            .zip(histogram.counts)
+            .find(|(_, n)| *n == 1)
+            .unwrap();
+        assert_eq!(*bound, 120.0);
+        assert_eq!(BUCKETS.last().copied(), Some(LONGEST.as_secs_f64()));
+        // Every default timeout is within the histogram.
+        for (_, spec) in crate::catalog::Catalog::default().iter() {
+            assert!(spec.timeout <= LONGEST);
+        }
+    }
 }

@@ -9,35 +9,62 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::assign::WorkerView;
 use crate::catalog::{Catalog, Tier};
+use crate::replicas::Replicas;
 use crate::routes::{Candidate, Route, Routes};
 
 /// How often workers heartbeat, and how long a silent worker stays registered.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const TTL: Duration = Duration::from_secs(15);
 
+pub use rma_proto::load::{MachineLoad, ServiceState, ServiceStatus};
 /// What a worker's machine has, and a service it offers: the registration contract's types.
-pub use rma_proto::registration::{Capabilities, Service as Offered};
+pub use rma_proto::registration::{Capabilities, RefusedService, Service as Offered};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Worker {
     /// The node name in the worker's certificate.
     pub name: String,
     pub mesh_ip: Ipv4Addr,
     pub capabilities: Capabilities,
+    /// The offered services registration accepted.
     pub offered: Vec<Offered>,
-    /// Services the coordinator asked this worker to run.
+    /// Services the coordinator asked this worker to run (see [`crate::assign`]).
     pub assigned: Vec<String>,
+    /// Offered services registration refused, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedService>,
+    /// Where each offered service stands, as the worker last reported it.
+    #[serde(default)]
+    pub states: Vec<ServiceStatus>,
+    /// The machine's load from its last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<MachineLoad>,
+}
+
+impl Worker {
+    /// Where `service` stands on this worker. A service the worker reports nothing about is
+    /// run by its operator: what a meshd from before service states meant by offering it.
+    pub fn state(&self, service: &str) -> ServiceState {
+        self.status(service)
+            .map_or(ServiceState::External, |s| s.state)
+    }
+
+    pub fn status(&self, service: &str) -> Option<&ServiceStatus> {
+        self.states.iter().find(|s| s.name == service)
+    }
+}
+
+/// What a heartbeat reports besides being alive.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub load: Option<MachineLoad>,
+    pub services: Vec<ServiceStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
-    #[error("service {0:?} is not in the catalog")]
-    UnknownService(String),
-    #[error("service {name:?} needs a GPU and this worker reports none")]
-    NeedsGpu { name: String },
-    #[error("service {0:?} is listed twice")]
-    Duplicate(String),
     #[error("worker {0:?} is not registered")]
     NotRegistered(String),
     #[error("worker {name:?} has a registration signed at or after this one's time; a replay?")]
@@ -71,7 +98,10 @@ pub struct Endpoint {
 pub struct Gap {
     pub service: String,
     pub tier: Tier,
+    /// Workers serving it (assigned, running, and reported so).
     pub have: u32,
+    /// Workers assigned it, those still starting included.
+    pub assigned: u32,
     pub want: u32,
 }
 
@@ -90,6 +120,8 @@ pub struct Registry {
     workers: BTreeMap<String, Entry>,
     /// Rebuilt whenever `workers` changes, except for heartbeats.
     routes: Routes,
+    /// The routerd replicas the workers name.
+    replicas: Replicas,
 }
 
 impl Registry {
@@ -98,6 +130,7 @@ impl Registry {
             catalog,
             workers: BTreeMap::new(),
             routes: Routes::default(),
+            replicas: Replicas::default(),
         };
         registry.routes = Routes::build(&registry);
         registry
@@ -120,15 +153,26 @@ impl Registry {
         &self.catalog
     }
 
-    /// Registers (or re-registers) a worker whose identity the caller has checked, and
-    /// decides what it should run: the catalog services it offers that its hardware can run,
-    /// every one of them (a worker that has a service ready serves it).
+    /// The routerd replicas the workers name ([`Replicas`]).
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
+    }
+
+    pub fn replicas_mut(&mut self) -> &mut Replicas {
+        &mut self.replicas
+    }
+
+    /// Registers (or re-registers) a worker whose identity the caller has checked. Each offered
+    /// service that is not in the catalog, is listed twice or that the worker cannot run is
+    /// refused alone, with why; then every worker's assignment is worked out again.
+    #[allow(clippy::too_many_arguments)] // one registration's parts, each checked by the caller
     pub fn register(
         &mut self,
         name: &str,
         mesh_ip: Ipv4Addr,
         capabilities: Capabilities,
         offered: Vec<Offered>,
+        states: Vec<ServiceStatus>,
         proof: Proof,
         now: Instant,
     ) -> Result<&Worker, RegistryError> {
@@ -142,29 +186,37 @@ impl Registry {
                 name: name.to_owned(),
             });
         }
-        let mut seen = Vec::new();
-        for service in &offered {
-            let spec = self
-                .catalog
-                .get(&service.name)
-                .ok_or_else(|| RegistryError::UnknownService(service.name.clone()))?;
-            if spec.tier == Tier::Gpu && !capabilities.has_gpu {
-                return Err(RegistryError::NeedsGpu {
-                    name: service.name.clone(),
-                });
+        let mut accepted: Vec<Offered> = Vec::new();
+        let mut refused = Vec::new();
+        for service in offered {
+            let refuse = |reason: String| RefusedService {
+                name: service.name.clone(),
+                reason,
+            };
+            match self.catalog.get(&service.name) {
+                None => refused.push(refuse("it is not in the catalog".into())),
+                Some(_) if accepted.iter().any(|o| o.name == service.name) => {
+                    refused.push(refuse("it is listed twice".into()));
+                }
+                Some(spec) => match crate::assign::unfit(spec, &capabilities) {
+                    Some(reason) => refused.push(refuse(reason)),
+                    None => accepted.push(service),
+                },
             }
-            if seen.contains(&service.name) {
-                return Err(RegistryError::Duplicate(service.name.clone()));
-            }
-            seen.push(service.name.clone());
         }
-        let assigned = offered.iter().map(|s| s.name.clone()).collect();
+        let states = states
+            .into_iter()
+            .filter(|s| accepted.iter().any(|o| o.name == s.name))
+            .collect();
         let worker = Worker {
             name: name.to_owned(),
             mesh_ip,
             capabilities,
-            offered,
-            assigned,
+            offered: accepted,
+            assigned: Vec::new(),
+            refused,
+            states,
+            load: None,
         };
         self.workers.insert(
             name.to_owned(),
@@ -174,7 +226,7 @@ impl Registry {
                 proof: Some(proof),
             },
         );
-        self.routes = Routes::build(self);
+        self.reassign();
         Ok(&self.workers[name].worker)
     }
 
@@ -190,16 +242,19 @@ impl Registry {
                 proof: None,
             },
         );
-        self.routes = Routes::build(self);
+        self.reassign();
     }
 
-    /// A heartbeat from the worker that holds `session`.
+    /// A heartbeat from the worker that holds `session`, with what it reports. A change in
+    /// where its services stand is worked into the assignment at once; returns what the
+    /// worker should run now.
     pub fn heartbeat(
         &mut self,
         name: &str,
         session: &SessionToken,
+        report: Report,
         now: Instant,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<&[String], RegistryError> {
         let entry = self
             .workers
             .get_mut(name)
@@ -211,7 +266,61 @@ impl Registry {
             return Err(RegistryError::WrongSession(name.to_owned()));
         }
         entry.last_seen = now;
-        Ok(())
+        let worker = &mut entry.worker;
+        if let Some(free) = report.load.as_ref().and_then(|l| l.free_disk_bytes) {
+            worker.capabilities.free_disk = rma_proto::load::gib(free);
+        }
+        if report.load.is_some() {
+            worker.load = report.load;
+        }
+        let mut changed = false;
+        for status in report.services {
+            let Some(offered) = worker.offered.iter().find(|o| o.name == status.name) else {
+                continue;
+            };
+            let before = worker.state(&offered.name);
+            changed |= before != status.state;
+            match worker.states.iter_mut().find(|s| s.name == status.name) {
+                Some(held) => *held = status,
+                None => worker.states.push(status),
+            }
+        }
+        if changed {
+            self.reassign();
+        }
+        Ok(&self.workers[name].worker.assigned)
+    }
+
+    /// Works out every worker's assignment again ([`crate::assign`]) and the routes with it.
+    fn reassign(&mut self) {
+        let states: Vec<_> = self
+            .workers
+            .values()
+            .map(|e| move |service: &str| e.worker.state(service))
+            .collect();
+        let offers: Vec<Vec<String>> = self
+            .workers
+            .values()
+            .map(|e| e.worker.offered.iter().map(|o| o.name.clone()).collect())
+            .collect();
+        let views: Vec<WorkerView<'_>> = self
+            .workers
+            .values()
+            .zip(&states)
+            .zip(&offers)
+            .map(|((e, state), offers)| WorkerView {
+                name: &e.worker.name,
+                capabilities: &e.worker.capabilities,
+                offers,
+                state,
+            })
+            .collect();
+        let assigned = crate::assign::assign(&self.catalog, &views);
+        drop(views);
+        for (entry, assigned) in self.workers.values_mut().zip(assigned) {
+            entry.worker.assigned = assigned;
+        }
+        self.routes = Routes::build(self);
     }
 
     /// Removes workers silent for longer than [`TTL`]; returns their names.
@@ -225,8 +334,9 @@ impl Registry {
         for name in &stale {
             self.workers.remove(name);
         }
+        self.replicas.expire(now);
         if !stale.is_empty() {
-            self.routes = Routes::build(self);
+            self.reassign();
         }
         stale
     }
@@ -258,11 +368,8 @@ impl Registry {
             .values()
             .filter_map(|e| {
                 let offered = e.worker.offered.iter().find(|o| o.name == service)?;
-                e.worker
-                    .assigned
-                    .iter()
-                    .any(|a| a == service)
-                    .then_some((&e.worker, offered))
+                let assigned = e.worker.assigned.iter().any(|a| a == service);
+                (assigned && e.worker.state(service).serves()).then_some((&e.worker, offered))
             })
             .collect()
     }
@@ -275,7 +382,7 @@ impl Registry {
                 let w = &e.worker;
                 w.offered
                     .iter()
-                    .filter(|o| w.assigned.contains(&o.name))
+                    .filter(|o| w.assigned.contains(&o.name) && w.state(&o.name).serves())
                     .map(|o| Endpoint {
                         service: o.name.clone(),
                         worker: w.name.clone(),
@@ -286,16 +393,22 @@ impl Registry {
             .collect()
     }
 
-    /// Services below their replica target, in catalog order.
+    /// Services with fewer workers serving them than their replica target, in catalog order.
     pub fn gaps(&self) -> Vec<Gap> {
         self.catalog
             .iter()
             .filter_map(|(name, spec)| {
                 let have = self.serving(name).len() as u32;
+                let assigned = self
+                    .workers
+                    .values()
+                    .filter(|e| e.worker.assigned.iter().any(|a| a == name))
+                    .count() as u32;
                 (have < spec.replicas).then(|| Gap {
                     service: name.to_owned(),
                     tier: spec.tier,
                     have,
+                    assigned,
                     want: spec.replicas,
                 })
             })
@@ -335,7 +448,7 @@ mod tests {
     }
 
     #[test]
-    fn registration_assigns_what_the_worker_offers_and_closes_gaps() {
+    fn a_lone_worker_is_assigned_what_it_offers_and_closes_gaps() {
         let mut registry = Registry::new(Catalog::default());
         let t0 = Instant::now();
         assert_eq!(registry.gaps().len(), 6);
@@ -345,11 +458,16 @@ mod tests {
                 Ipv4Addr::new(10, 42, 0, 11),
                 caps(false),
                 vec![offer("rag-embeddings", 8101), offer("notes-coa", 8102)],
+                vec![],
                 proof(1),
                 t0,
             )
             .unwrap();
-        assert_eq!(worker.assigned, ["rag-embeddings", "notes-coa"]);
+        assert_eq!(
+            worker.assigned,
+            ["notes-coa", "rag-embeddings"],
+            "in catalog order"
+        );
         let gaps: Vec<_> = registry.gaps().into_iter().map(|g| g.service).collect();
         assert_eq!(
             gaps,
@@ -366,55 +484,131 @@ mod tests {
     }
 
     #[test]
-    fn gpu_services_need_a_gpu_and_unknown_or_repeated_services_are_refused() {
+    fn an_unknown_unfit_or_repeated_service_is_refused_alone_with_why() {
         let mut registry = Registry::new(Catalog::default());
         let now = Instant::now();
         let ip = Ipv4Addr::new(10, 42, 0, 12);
-        assert_eq!(
-            registry
-                .register(
-                    "w",
-                    ip,
-                    caps(false),
-                    vec![offer("llm-inference", 1)],
-                    proof(1),
-                    now
-                )
-                .unwrap_err(),
-            RegistryError::NeedsGpu {
-                name: "llm-inference".into()
-            }
-        );
-        assert!(matches!(
-            registry.register("w", ip, caps(true), vec![offer("mining", 1)], proof(1), now),
-            Err(RegistryError::UnknownService(_))
-        ));
-        assert!(matches!(
-            registry.register(
+        let worker = registry
+            .register(
                 "w",
                 ip,
-                caps(true),
-                vec![offer("vision-ocr", 1), offer("vision-ocr", 2)],
+                caps(false),
+                vec![
+                    offer("llm-inference", 1),
+                    offer("mining", 2),
+                    offer("rag-embeddings", 3),
+                    offer("rag-embeddings", 4),
+                ],
+                vec![],
                 proof(1),
-                now
-            ),
-            Err(RegistryError::Duplicate(_))
-        ));
-        assert!(
-            registry.workers().next().is_none(),
-            "refusals register nothing"
+                now,
+            )
+            .unwrap();
+        let refused: Vec<(&str, &str)> = worker
+            .refused
+            .iter()
+            .map(|r| (r.name.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (
+                    "llm-inference",
+                    "it needs a GPU, and this worker reports none"
+                ),
+                ("mining", "it is not in the catalog"),
+                ("rag-embeddings", "it is listed twice"),
+            ]
         );
+        assert_eq!(worker.offered.len(), 1);
+        assert_eq!(worker.offered[0].port, 3, "the first listing stands");
+        assert_eq!(worker.assigned, ["rag-embeddings"]);
         registry
             .register(
                 "w",
                 ip,
                 caps(true),
                 vec![offer("llm-inference", 1)],
-                proof(1),
+                vec![],
+                proof(2),
                 now,
             )
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(registry.serving("llm-inference").len(), 1);
+    }
+
+    fn status(name: &str, state: ServiceState) -> ServiceStatus {
+        ServiceStatus::new(name, state)
+    }
+
+    #[test]
+    fn reported_states_decide_routing_and_a_failure_moves_the_assignment_at_once() {
+        let mut registry = Registry::new(Catalog::default());
+        let t0 = Instant::now();
+        let states = |s| vec![status("rag-embeddings", s)];
+        for (name, n) in [("a", 1u8), ("b", 2)] {
+            registry
+                .register(
+                    name,
+                    Ipv4Addr::new(10, 42, 0, n),
+                    caps(false),
+                    vec![offer("rag-embeddings", 8101)],
+                    states(ServiceState::Stopped),
+                    proof(u64::from(n)),
+                    t0,
+                )
+                .unwrap();
+        }
+        // One replica wanted: one of the two is assigned, and routed to only once running.
+        let holder = if registry.get("a").unwrap().assigned.is_empty() {
+            "b"
+        } else {
+            "a"
+        };
+        let other = if holder == "a" { "b" } else { "a" };
+        let session = |w: &str| proof(if w == "a" { 1 } else { 2 }).session;
+        assert!(registry.serving("rag-embeddings").is_empty());
+        let gap = |r: &Registry| {
+            let g = r.gaps().into_iter().find(|g| g.service == "rag-embeddings");
+            g.map(|g| (g.have, g.assigned))
+        };
+        assert_eq!(gap(&registry), Some((0, 1)), "assigned, not yet serving");
+        let beat = |registry: &mut Registry, w: &str, s| {
+            let report = Report {
+                load: None,
+                services: states(s),
+            };
+            registry
+                .heartbeat(w, &session(w), report, t0)
+                .unwrap()
+                .to_vec()
+        };
+        assert_eq!(
+            beat(&mut registry, holder, ServiceState::Starting),
+            ["rag-embeddings"]
+        );
+        assert!(
+            registry.serving("rag-embeddings").is_empty(),
+            "starting is not served"
+        );
+        beat(&mut registry, holder, ServiceState::Running);
+        assert_eq!(registry.serving("rag-embeddings")[0].0.name, holder);
+        assert_eq!(gap(&registry), None);
+        assert!(registry.route("rag").unwrap().workers.len() == 1);
+        // It fails: the other worker is assigned at once, and the failed one is not routed to.
+        beat(&mut registry, holder, ServiceState::Failed);
+        assert!(registry.serving("rag-embeddings").is_empty());
+        assert_eq!(registry.get(other).unwrap().assigned, ["rag-embeddings"]);
+        assert!(registry.get(holder).unwrap().assigned.is_empty());
+        // The worker that has it dies: the failed one, the only one left, gets it back.
+        registry
+            .heartbeat(holder, &session(holder), Report::default(), t0 + TTL)
+            .unwrap();
+        assert_eq!(
+            registry.expire(t0 + TTL + Duration::from_millis(1)),
+            [other]
+        );
+        assert_eq!(registry.get(holder).unwrap().assigned, ["rag-embeddings"]);
     }
 
     #[test]
@@ -428,6 +622,7 @@ mod tests {
                     Ipv4Addr::new(10, 42, 0, n),
                     caps(false),
                     vec![offer("rag-embeddings", 8101)],
+                    vec![],
                     proof(u64::from(n)),
                     t0,
                 )
@@ -435,7 +630,12 @@ mod tests {
         }
         assert_eq!(registry.next_expiry(), Some(t0 + TTL));
         registry
-            .heartbeat("a", &proof(1).session, t0 + Duration::from_secs(10))
+            .heartbeat(
+                "a",
+                &proof(1).session,
+                Report::default(),
+                t0 + Duration::from_secs(10),
+            )
             .unwrap();
         assert!(
             registry.expire(t0 + TTL).is_empty(),
@@ -444,7 +644,7 @@ mod tests {
         assert_eq!(registry.expire(t0 + TTL + Duration::from_millis(1)), ["b"]);
         assert_eq!(registry.serving("rag-embeddings").len(), 1);
         assert_eq!(
-            registry.heartbeat("b", &proof(2).session, t0 + TTL),
+            registry.heartbeat("b", &proof(2).session, Report::default(), t0 + TTL),
             Err(RegistryError::NotRegistered("b".into()))
         );
         assert_eq!(
@@ -460,18 +660,20 @@ mod tests {
         let ip = Ipv4Addr::new(10, 42, 0, 7);
         let offered = || vec![offer("rag-embeddings", 8101)];
         registry
-            .register("w", ip, caps(false), offered(), proof(100), t0)
+            .register("w", ip, caps(false), offered(), vec![], proof(100), t0)
             .unwrap();
         assert_eq!(
-            registry.heartbeat("w", &proof(99).session, t0),
+            registry.heartbeat("w", &proof(99).session, Report::default(), t0),
             Err(RegistryError::WrongSession("w".into()))
         );
-        registry.heartbeat("w", &proof(100).session, t0).unwrap();
+        registry
+            .heartbeat("w", &proof(100).session, Report::default(), t0)
+            .unwrap();
         // The same signed registration again (a replay), or an older one, changes nothing.
         for old in [100, 50] {
             assert_eq!(
                 registry
-                    .register("w", ip, caps(false), vec![], proof(old), t0)
+                    .register("w", ip, caps(false), vec![], vec![], proof(old), t0)
                     .unwrap_err(),
                 RegistryError::Replayed { name: "w".into() }
             );
@@ -479,21 +681,28 @@ mod tests {
         assert_eq!(registry.serving("rag-embeddings").len(), 1);
         // A newer one replaces it, and only its session heartbeats from then on.
         registry
-            .register("w", ip, caps(false), offered(), proof(101), t0)
+            .register("w", ip, caps(false), offered(), vec![], proof(101), t0)
             .unwrap();
-        assert!(registry.heartbeat("w", &proof(100).session, t0).is_err());
-        registry.heartbeat("w", &proof(101).session, t0).unwrap();
+        assert!(
+            registry
+                .heartbeat("w", &proof(100).session, Report::default(), t0)
+                .is_err()
+        );
+        registry
+            .heartbeat("w", &proof(101).session, Report::default(), t0)
+            .unwrap();
         // A worker restored from the store has no session until it registers again.
         let restored = registry.get("w").unwrap().clone();
         let mut warm = Registry::new(Catalog::default());
         warm.restore(restored, t0);
         assert_eq!(
-            warm.heartbeat("w", &proof(101).session, t0),
+            warm.heartbeat("w", &proof(101).session, Report::default(), t0),
             Err(RegistryError::WrongSession("w".into()))
         );
-        warm.register("w", ip, caps(false), offered(), proof(102), t0)
+        warm.register("w", ip, caps(false), offered(), vec![], proof(102), t0)
             .unwrap();
-        warm.heartbeat("w", &proof(102).session, t0).unwrap();
+        warm.heartbeat("w", &proof(102).session, Report::default(), t0)
+            .unwrap();
     }
 
     #[test]
@@ -506,6 +715,9 @@ mod tests {
             capabilities: caps(false),
             offered: vec![offer("ner-extraction", 8104)],
             assigned: vec!["ner-extraction".into()],
+            refused: Vec::new(),
+            states: Vec::new(),
+            load: None,
         };
         registry.restore(worker, t0);
         assert_eq!(registry.serving("ner-extraction").len(), 1);
@@ -520,7 +732,15 @@ mod tests {
 
     #[test]
     fn routes_follow_registrations_restores_and_expiries() {
-        let mut registry = Registry::new(Catalog::default());
+        // Two replicas of rag-embeddings wanted, so that both workers serve it.
+        let catalog = Catalog::new(Catalog::default().iter().map(|(name, spec)| {
+            let mut spec = spec.clone();
+            if name == "rag-embeddings" {
+                spec.replicas = 2;
+            }
+            (name.to_owned(), spec)
+        }));
+        let mut registry = Registry::new(catalog);
         let t0 = Instant::now();
         assert!(registry.route("nope").is_none(), "not in the catalog");
         assert!(routed(&registry, "rag").is_empty());
@@ -530,6 +750,7 @@ mod tests {
                 Ipv4Addr::new(10, 42, 0, 11),
                 caps(false),
                 vec![offer("rag-embeddings", 8101)],
+                vec![],
                 proof(1),
                 t0,
             )
@@ -548,6 +769,9 @@ mod tests {
                 capabilities: caps(false),
                 offered: vec![offer("rag-embeddings", 8101)],
                 assigned: vec!["rag-embeddings".into()],
+                refused: Vec::new(),
+                states: Vec::new(),
+                load: None,
             },
             later,
         );
@@ -559,6 +783,7 @@ mod tests {
                 Ipv4Addr::new(10, 42, 0, 11),
                 caps(false),
                 vec![offer("notes-coa", 8102)],
+                vec![],
                 proof(2),
                 later,
             )

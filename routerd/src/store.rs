@@ -104,6 +104,9 @@ mod tests {
                 health: "/health".into(),
             }],
             assigned: vec!["rag-embeddings".into()],
+            refused: Vec::new(),
+            states: Vec::new(),
+            load: None,
         }
     }
 

@@ -43,6 +43,7 @@ pub fn topology(
                     "address": w.addr.to_string(),
                     "state": state,
                     "outstanding": view.outstanding,
+                    "reported_active": view.reported,
                     "calls": view.calls,
                     "errors": view.errors,
                     "ejections": view.ejections,
@@ -53,6 +54,7 @@ pub fn topology(
                 "tier": spec.tier,
                 "replicas": spec.replicas,
                 "registered": candidates.len(),
+                "assigned": registry.workers().filter(|w| w.assigned.iter().any(|a| a == name)).count(),
                 "up": up,
                 "gap": (candidates.len() as u32) < spec.replicas,
             })
@@ -66,6 +68,9 @@ pub fn topology(
                 "mesh_ip": w.mesh_ip,
                 "capabilities": w.capabilities,
                 "services": w.assigned,
+                "offered": w.offered.iter().map(|o| &o.name).collect::<Vec<_>>(),
+                "states": w.states,
+                "load": w.load,
                 "last_seen_secs": registry.age(&w.name, now).map(|a| a.as_secs()),
             })
         })
