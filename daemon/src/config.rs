@@ -238,8 +238,8 @@ impl TryFrom<String> for Span {
     }
 }
 
-/// A size in bytes written with a unit: `64KiB`, `10MiB`, `1GiB`, `512B` (also KB, MB, GB
-/// as powers of ten).
+/// A size in bytes written with a unit: `64KiB`, `10MiB`, `1GiB`, `2TiB`, `512B` (also KB,
+/// MB, GB, TB as powers of ten).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct ByteSize(pub u64);
@@ -259,9 +259,11 @@ impl TryFrom<String> for ByteSize {
             "KiB" => 1 << 10,
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
             "KB" => 1_000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
             _ => return Err(bad()),
         };
         number.checked_mul(scale).map(Self).ok_or_else(bad)

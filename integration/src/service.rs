@@ -1,7 +1,7 @@
 //! The small HTTP service the routerd tests (and the demo) run on workers: it answers every
 //! path with what it saw (its worker's name, the caller, the request ID, a hash of the body),
 //! so a test can tell who answered and what arrived. A few paths behave on purpose: `/health`,
-//! `/status/{code}`, `/slow?ms=N` and `/bytes/{n}`.
+//! `/status/{code}`, `/slow?ms=N`, `/bytes/{n}`, and `/control/exit/{code}` (the process exits).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +26,8 @@ pub struct Service {
     healthy: AtomicBool,
     /// Calls answered, health checks aside.
     pub calls: AtomicU64,
+    /// `/slow` calls in flight, which `/health` reports as `active_requests` (seed 003).
+    active: AtomicU64,
 }
 
 impl Service {
@@ -35,6 +37,7 @@ impl Service {
             service: service.into(),
             healthy: AtomicBool::new(true),
             calls: AtomicU64::new(0),
+            active: AtomicU64::new(0),
         })
     }
 
@@ -84,7 +87,12 @@ async fn echo(
 
 async fn health(State(s): State<Arc<Service>>) -> Response {
     if s.healthy.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ok").into_response()
+        let body = json!({
+            "status": "ok",
+            "service": s.service,
+            "active_requests": s.active.load(Ordering::SeqCst),
+        });
+        (StatusCode::OK, axum::Json(body)).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "down").into_response()
     }
@@ -113,7 +121,9 @@ struct Slow {
 /// Answers after `ms` milliseconds: a worker that is slow on purpose.
 async fn slow(State(s): State<Arc<Service>>, Query(q): Query<Slow>) -> Response {
     s.calls.fetch_add(1, Ordering::SeqCst);
+    s.active.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(q.ms)).await;
+    s.active.fetch_sub(1, Ordering::SeqCst);
     axum::Json(json!({ "worker": s.worker, "slept_ms": q.ms })).into_response()
 }
 
@@ -128,10 +138,21 @@ async fn bytes(State(s): State<Arc<Service>>, Path(n): Path<u64>) -> Response {
     Body::from_stream(futures_util::stream::iter(chunks)).into_response()
 }
 
+/// Ends the whole process with exit status `code`, just after answering: a service that
+/// crashes on purpose.
+async fn exit(Path(code): Path<i32>) -> StatusCode {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        std::process::exit(code);
+    });
+    StatusCode::ACCEPTED
+}
+
 pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/control/health/{state}", post(set_health))
+        .route("/control/exit/{code}", post(exit))
         .route("/status/{code}", any(status))
         .route("/slow", get(slow))
         .route("/bytes/{n}", get(bytes))

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use rma_daemon::config::{RawLog, RawMetrics, RawPki};
+use rma_daemon::config::{ByteSize, RawLog, RawMetrics, RawPki, Span};
 pub use rma_daemon::{ConfigError, Log, LogFormat, PkiPaths};
 use serde::Deserialize;
 
@@ -27,7 +27,8 @@ pub struct Config {
     /// routerd mesh listeners this machine registers its services with.
     pub coordinators: Vec<SocketAddr>,
     pub worker: WorkerSettings,
-    pub services: Vec<Service>,
+    /// What this machine can run, and how.
+    pub services: Vec<LocalService>,
     pub listen: SocketAddr,
     pub tun: Tun,
     pub status_socket: PathBuf,
@@ -44,13 +45,18 @@ pub struct Config {
 /// What the config says about this machine as a worker, over what detection finds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSettings {
-    /// `cpu`, `gpu` or `edge`; detected (gpu if a GPU is found) when absent.
+    /// `cpu`, `gpu`, `storage` or `edge`; detected when absent: `gpu` if a GPU is found,
+    /// else `storage` with at least `storage_min_free` of free disk, else `cpu`.
     pub worker_type: Option<String>,
     /// Declares a GPU with this much memory, such as `24 GiB`.
     pub gpu_memory: Option<String>,
     /// Where free disk is measured.
     pub disk_path: PathBuf,
+    pub storage_min_free: u64,
 }
+
+/// Free disk from which a machine without a GPU is detected as a storage worker.
+pub const DEFAULT_STORAGE_MIN_FREE: u64 = 1 << 40;
 
 impl Default for WorkerSettings {
     fn default() -> Self {
@@ -58,13 +64,13 @@ impl Default for WorkerSettings {
             worker_type: None,
             gpu_memory: None,
             disk_path: PathBuf::from("/"),
+            storage_min_free: DEFAULT_STORAGE_MIN_FREE,
         }
     }
 }
 
-/// A service this machine runs, reachable on its mesh IP at `port`, as a registration
-/// offers it.
-pub use rma_proto::registration::Service;
+/// A service as a registration offers it, and how this machine runs it.
+pub use crate::services::spec::{Exec, LocalService, Runner, Service};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tun {
@@ -151,6 +157,7 @@ struct RawWorker {
     worker_type: Option<WorkerType>,
     gpu_memory: Option<String>,
     disk_path: Option<PathBuf>,
+    storage_min_free: Option<ByteSize>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -158,6 +165,7 @@ struct RawWorker {
 enum WorkerType {
     Cpu,
     Gpu,
+    Storage,
     Edge,
 }
 
@@ -168,6 +176,59 @@ struct RawService {
     port: u16,
     #[serde(default = "default_health_path")]
     health: String,
+    /// meshd runs this program (and arguments) itself.
+    exec: Option<Vec<String>>,
+    /// meshd starts and stops this systemd unit.
+    unit: Option<String>,
+    user: Option<String>,
+    working_dir: Option<PathBuf>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    stop_grace: Option<Span>,
+    start_timeout: Option<Span>,
+}
+
+/// A runner is `exec` or `unit` or neither; `user`, `working_dir` and `env` go with `exec`.
+fn check_runner(service: &RawService) -> Result<(), String> {
+    match (&service.exec, &service.unit) {
+        (Some(_), Some(_)) => return Err("set `exec` or `unit`, not both".into()),
+        (Some(argv), None) => {
+            let program = argv
+                .first()
+                .ok_or("exec is empty: name the program to run")?;
+            if !program.starts_with('/') {
+                return Err(format!("exec program {program:?} must be an absolute path"));
+            }
+        }
+        (None, Some(unit)) => {
+            let valid = unit.ends_with(".service")
+                && unit.len() <= 256
+                && unit
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c));
+            if !valid {
+                return Err(format!(
+                    "unit {unit:?} must be a systemd service unit name such as ocr.service"
+                ));
+            }
+        }
+        (None, None) => {}
+    }
+    let exec_only =
+        service.user.is_some() || service.working_dir.is_some() || !service.env.is_empty();
+    if service.exec.is_none() && exec_only {
+        return Err("`user`, `working_dir` and `env` need `exec`".into());
+    }
+    if let Some(key) = service
+        .env
+        .keys()
+        .find(|k| k.is_empty() || k.contains('=') || k.starts_with("RMA_"))
+    {
+        return Err(format!(
+            "env {key:?}: names must be non-empty, without `=`, and not start with RMA_ (meshd sets those)"
+        ));
+    }
+    Ok(())
 }
 
 fn default_health_path() -> String {
@@ -508,6 +569,9 @@ impl Config {
                     ),
                 ));
             }
+            check_runner(service).map_err(|m| {
+                ConfigError::semantic(path, format!("service {}: {m}", service.name))
+            })?;
         }
         Ok(Config {
             coordinators,
@@ -516,6 +580,7 @@ impl Config {
                     match t {
                         WorkerType::Cpu => "cpu",
                         WorkerType::Gpu => "gpu",
+                        WorkerType::Storage => "storage",
                         WorkerType::Edge => "edge",
                     }
                     .to_owned()
@@ -524,15 +589,40 @@ impl Config {
                 disk_path: raw
                     .worker
                     .disk_path
-                    .map_or_else(|| PathBuf::from("/"), resolve),
+                    .map_or_else(|| PathBuf::from("/"), &resolve),
+                storage_min_free: raw
+                    .worker
+                    .storage_min_free
+                    .map_or(DEFAULT_STORAGE_MIN_FREE, |b| b.0),
             },
             services: raw
                 .service
                 .into_iter()
-                .map(|s| Service {
-                    name: s.name,
-                    port: s.port,
-                    health: s.health,
+                .map(|s| {
+                    let runner = match (s.exec, s.unit) {
+                        (Some(argv), _) => Runner::Exec(Exec {
+                            argv,
+                            user: s.user,
+                            working_dir: s.working_dir.map(&resolve),
+                            env: s.env,
+                        }),
+                        (None, Some(unit)) => Runner::Unit(unit),
+                        (None, None) => Runner::External,
+                    };
+                    LocalService {
+                        offer: Service {
+                            name: s.name,
+                            port: s.port,
+                            health: s.health,
+                        },
+                        runner,
+                        stop_grace: s
+                            .stop_grace
+                            .map_or(crate::services::spec::DEFAULT_STOP_GRACE, |d| d.0),
+                        start_timeout: s
+                            .start_timeout
+                            .map_or(crate::services::spec::DEFAULT_START_TIMEOUT, |d| d.0),
+                    }
                 })
                 .collect(),
             pki: raw.pki.resolve(path),
@@ -608,7 +698,8 @@ mod tests {
             ]
         );
         assert_eq!(config.worker.worker_type.as_deref(), Some("gpu"));
-        assert_eq!(config.services[0].health, "/health");
+        assert_eq!(config.services[0].offer.health, "/health");
+        assert_eq!(config.services[0].runner, Runner::External);
         assert!(parse(MINIMAL).unwrap().coordinators.is_empty());
         let e = error(&format!("{MINIMAL}[[service]]\nname = \"x\"\nport = 1\n"));
         assert!(e.contains("need a [coordinator]"), "{e}");
@@ -618,6 +709,55 @@ mod tests {
         assert!(e.contains("routerd mesh URL"), "{e}");
         let e = error(&format!("{MINIMAL}[worker]\ntype = \"tpu\"\n"));
         assert!(e.contains("type"), "{e}");
+    }
+
+    #[test]
+    fn service_runners_are_read_and_their_mistakes_named() {
+        let coordinator = "[coordinator]\nurls = [\"http://10.42.0.1:8080\"]\n";
+        let config = parse(&format!(
+            "{MINIMAL}{coordinator}[worker]\ntype = \"storage\"\nstorage_min_free = \"2TiB\"\n\
+             [[service]]\nname = \"rag-embeddings\"\nport = 8101\n\
+             exec = [\"/usr/bin/rag\", \"--threads\", \"4\"]\nuser = \"rag\"\nworking_dir = \"rag\"\n\
+             env = {{ MODEL = \"bge-small\" }}\nstop_grace = \"3s\"\nstart_timeout = \"2m\"\n\
+             [[service]]\nname = \"vision-ocr\"\nport = 8102\nunit = \"rma-ocr.service\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.worker.worker_type.as_deref(), Some("storage"));
+        assert_eq!(config.worker.storage_min_free, 2 << 40);
+        let rag = &config.services[0];
+        let Runner::Exec(exec) = &rag.runner else {
+            panic!("{:?}", rag.runner)
+        };
+        assert_eq!(exec.argv, ["/usr/bin/rag", "--threads", "4"]);
+        assert_eq!(exec.user.as_deref(), Some("rag"));
+        assert!(
+            exec.working_dir.as_ref().unwrap().ends_with("rag")
+                && exec.working_dir.as_ref().unwrap().is_absolute()
+        );
+        assert_eq!(exec.env["MODEL"], "bge-small");
+        assert_eq!(
+            (rag.stop_grace.as_secs(), rag.start_timeout.as_secs()),
+            (3, 120)
+        );
+        assert_eq!(
+            config.services[1].runner,
+            Runner::Unit("rma-ocr.service".into())
+        );
+        for (bad, why) in [
+            ("exec = [\"/bin/x\"]\nunit = \"x.service\"", "not both"),
+            ("exec = []", "exec is empty"),
+            ("exec = [\"x\"]", "absolute path"),
+            ("unit = \"x.socket\"", "service unit name"),
+            ("unit = \"../x.service\"", "service unit name"),
+            ("user = \"nobody\"", "need `exec`"),
+            ("exec = [\"/bin/x\"]\nenv = { RMA_PORT = \"1\" }", "RMA_"),
+            ("exec = [\"/bin/x\"]\nstop_grace = \"soon\"", "stop_grace"),
+        ] {
+            let e = error(&format!(
+                "{MINIMAL}{coordinator}[[service]]\nname = \"x\"\nport = 1\n{bad}\n"
+            ));
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

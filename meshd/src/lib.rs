@@ -12,6 +12,7 @@ pub mod ipv4;
 pub mod lighthouse_links;
 pub mod metrics;
 pub mod node;
+pub mod services;
 pub mod shell;
 pub mod status;
 mod udp;

@@ -18,6 +18,7 @@ use crate::control::{Request, StatusSocket};
 use crate::lighthouse_links::{LighthouseEvent, LighthouseLinks};
 use crate::node::{Node, Now, Pong, Settings};
 use crate::udp::Udp;
+use crate::worker::Workers;
 use rma_ca::CaCert;
 use rma_daemon::crl_watch::CrlWatch;
 use rma_daemon::mesh_tls::Trust;
@@ -110,14 +111,7 @@ pub async fn run(
         crate::lighthouse_links::local_candidates(udp.local_addr()?, mesh_ip),
     )?;
     let worker_keys = identity.keys.clone();
-    let registration = (!config.coordinators.is_empty()).then(|| {
-        crate::worker::registration(
-            &name,
-            &identity.cert.to_pem(),
-            &crate::capabilities::detect(&config.worker),
-            &config.services,
-        )
-    });
+    let certificate_pem = identity.cert.to_pem();
     let mut node = Node::new(identity, &settings(&config));
     for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
         tracing::warn!("{warning}");
@@ -130,23 +124,8 @@ pub async fn run(
         "meshd up"
     );
     ready();
-    let workers: Vec<_> = registration
-        .map(|body| {
-            config
-                .coordinators
-                .iter()
-                .map(|&coordinator| {
-                    tokio::spawn(crate::worker::run(
-                        coordinator,
-                        mesh_ip,
-                        name.clone(),
-                        body.clone(),
-                        worker_keys.clone(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let workers = Workers::start(&config, name.clone(), mesh_ip, certificate_pem, worker_keys);
+    let workers = std::cell::RefCell::new(workers);
 
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
@@ -158,7 +137,7 @@ pub async fn run(
     let mut reloader = reload.map(|r| (r, config));
     // Reloads, and says which revocation list file the configuration now names.
     let on_hangup = |node: &mut Node| match &mut reloader {
-        Some((reload, running)) => match reload_config(node, reload, running) {
+        Some((reload, running)) => match reload_config(node, reload, running, &workers) {
             Ok(()) => {
                 tracing::info!(path = %reload.config_path.display(), "configuration reloaded");
                 Some(running.pki.crl.clone())
@@ -185,9 +164,7 @@ pub async fn run(
         ca,
     };
     let result = event_loop(&mut node, io, on_hangup, shutdown).await;
-    for task in workers {
-        task.abort();
-    }
+    workers.into_inner().shutdown().await;
     status_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
@@ -200,7 +177,12 @@ pub async fn run(
 /// applied unless all of it is valid. The revocation list file is looked at after it, on its
 /// own (as the lighthouse and routerd do): a list that does not verify is refused and logged,
 /// and the one in use stays.
-fn reload_config(node: &mut Node, reload: &Reload, running: &mut Config) -> anyhow::Result<()> {
+fn reload_config(
+    node: &mut Node,
+    reload: &Reload,
+    running: &mut Config,
+    workers: &std::cell::RefCell<Workers>,
+) -> anyhow::Result<()> {
     let new = Config::load(&reload.config_path)?;
     (reload.set_log_filter)(&new.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
     let restart_needed = [
@@ -217,6 +199,7 @@ fn reload_config(node: &mut Node, reload: &Reload, running: &mut Config) -> anyh
     rma_daemon::logging::restart_needed("meshd", &restart_needed);
     warn_if_no_rules(&new);
     node.reload(&settings(&new), now());
+    workers.borrow_mut().reload(running, &new);
     *running = new;
     Ok(())
 }

@@ -1,25 +1,39 @@
 //! Registering this machine's services with routerd: a task per coordinator that registers
-//! (certificate, capabilities, services) from the node's mesh IP, signed with the node's
-//! identity key, heartbeats with the session the registration opened at the interval routerd
-//! asks for, and registers again when routerd refuses a heartbeat or after an error, with
-//! backoff.
+//! (certificate, capabilities, the services it can run and where each stands) from the node's
+//! mesh IP, signed with the node's identity key; hands what routerd assigns to the
+//! [`Platform`], which runs it; heartbeats with the session the registration opened, the
+//! machine's load and each service's state, at the interval routerd asks for and at once when
+//! a service's state changes; and registers again when routerd refuses a heartbeat or after an
+//! error, with backoff.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rma_ca::NodeKeys;
 use rma_daemon::http_client;
 use rma_proto::registration::{
-    Capabilities, HEARTBEAT_PATH, Heartbeat, REGISTER_PATH, Registered, Registration, Service,
-    VERSION,
+    Capabilities, CoordinatorContact, HEARTBEAT_PATH, Heartbeat, HeartbeatReply, REGISTER_PATH,
+    Registered, Registration, Service, VERSION,
 };
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::config::WorkerSettings;
+use crate::services::Platform;
+
 const TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Heartbeats sent early for a state change are at least this far apart.
+const MIN_GAP: Duration = Duration::from_millis(250);
+
+/// The routerd mesh URL of a coordinator address, as registrations name them.
+pub fn url(coordinator: SocketAddr) -> String {
+    format!("http://{coordinator}")
+}
 
 /// What a registration says.
 pub fn registration(
@@ -36,6 +50,45 @@ pub fn registration(
         services: services.to_vec(),
         states: Vec::new(),
         coordinators: Vec::new(),
+    }
+}
+
+/// When this machine last heard from each coordinator, shared by the worker tasks so that
+/// each heartbeat tells its routerd about the others.
+pub type Contacts = Arc<Mutex<BTreeMap<String, Instant>>>;
+
+/// What every worker task of this machine shares.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub name: String,
+    pub mesh_ip: Ipv4Addr,
+    pub certificate_pem: String,
+    pub keys: NodeKeys,
+    pub settings: WorkerSettings,
+    pub services: Vec<Service>,
+    /// Every coordinator's URL.
+    pub coordinators: Vec<String>,
+    pub platform: Platform,
+    pub contacts: Contacts,
+}
+
+impl Machine {
+    fn contacts(&self) -> Vec<CoordinatorContact> {
+        let now = Instant::now();
+        let seen = rma_daemon::sync::lock(&self.contacts);
+        self.coordinators
+            .iter()
+            .map(|url| CoordinatorContact {
+                url: url.clone(),
+                last_contact_secs: seen
+                    .get(url)
+                    .map(|t| now.saturating_duration_since(*t).as_secs()),
+            })
+            .collect()
+    }
+
+    fn heard_from(&self, url: &str) {
+        rma_daemon::sync::lock(&self.contacts).insert(url.to_owned(), Instant::now());
     }
 }
 
@@ -70,23 +123,116 @@ async fn post(
     Ok((reply.status.as_u16(), value))
 }
 
+/// The worker tasks of this machine, one per coordinator, and the platform they feed.
+#[derive(Debug)]
+pub struct Workers {
+    machine: Machine,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts the platform with the configured services, and a task per coordinator.
+    pub fn start(
+        config: &crate::config::Config,
+        name: String,
+        mesh_ip: Ipv4Addr,
+        certificate_pem: String,
+        keys: NodeKeys,
+    ) -> Self {
+        let machine = Machine {
+            name,
+            mesh_ip,
+            certificate_pem,
+            keys,
+            settings: config.worker.clone(),
+            services: Vec::new(),
+            coordinators: Vec::new(),
+            platform: Platform::start(config.services.clone(), mesh_ip),
+            contacts: Contacts::default(),
+        };
+        let mut workers = Self {
+            machine,
+            tasks: Vec::new(),
+        };
+        workers.spawn(config);
+        workers
+    }
+
+    fn spawn(&mut self, config: &crate::config::Config) {
+        self.machine.settings = config.worker.clone();
+        self.machine.services = config.services.iter().map(|s| s.offer.clone()).collect();
+        self.machine.coordinators = config.coordinators.iter().copied().map(url).collect();
+        rma_daemon::sync::lock(&self.machine.contacts)
+            .retain(|c, _| self.machine.coordinators.contains(c));
+        self.tasks = config
+            .coordinators
+            .iter()
+            .map(|&coordinator| tokio::spawn(run(coordinator, self.machine.clone())))
+            .collect();
+    }
+
+    /// A reload: when `[[service]]`, `[worker]` or `[coordinator]` changed, the platform takes
+    /// the new services and every coordinator gets a new registration.
+    pub fn reload(&mut self, running: &crate::config::Config, new: &crate::config::Config) {
+        let same = (&running.services, &running.coordinators, &running.worker)
+            == (&new.services, &new.coordinators, &new.worker);
+        if same {
+            return;
+        }
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        let urls = new.coordinators.iter().copied().map(url).collect();
+        self.machine
+            .platform
+            .reconfigure_now(new.services.clone(), urls);
+        self.spawn(new);
+        tracing::info!(
+            services = new.services.len(),
+            coordinators = new.coordinators.len(),
+            "services or coordinators changed: registering again"
+        );
+    }
+
+    /// Stops registering, then stops every service the platform runs.
+    pub async fn shutdown(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.machine.platform.shutdown().await;
+    }
+}
+
+/// Runs a blocking measurement off the event loop.
+async fn off_loop<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
 /// Keeps this machine registered with one coordinator, forever.
-pub async fn run(
-    coordinator: SocketAddr,
-    mesh_ip: Ipv4Addr,
-    name: String,
-    registration: Registration,
-    keys: NodeKeys,
-) {
+pub async fn run(coordinator: SocketAddr, machine: Machine) {
+    let url = url(coordinator);
+    let mut statuses = machine.platform.statuses();
     let mut backoff = FIRST_BACKOFF;
     let mut complained = false;
     loop {
+        let settings = machine.settings.clone();
+        let capabilities = off_loop(move || crate::capabilities::detect(&settings))
+            .await
+            .unwrap_or_default();
+        let mut body = registration(
+            &machine.name,
+            &machine.certificate_pem,
+            &capabilities,
+            &machine.services,
+        );
+        body.states = statuses.borrow_and_update().clone();
+        body.coordinators = machine.coordinators.clone();
         let registered = post(
             coordinator,
-            mesh_ip,
+            machine.mesh_ip,
             REGISTER_PATH,
-            &registration,
-            Some(&keys),
+            &body,
+            Some(&machine.keys),
         )
         .await;
         let answer = match registered {
@@ -98,6 +244,14 @@ pub async fn run(
         let (interval, session) = match answer {
             Ok(answer) => {
                 tracing::info!(%coordinator, assigned = ?answer.assigned_services, "registered with routerd");
+                for refused in &answer.refused_services {
+                    tracing::warn!(%coordinator, service = %refused.name, reason = %refused.reason, "routerd refused an offered service");
+                }
+                machine.heard_from(&url);
+                machine
+                    .platform
+                    .assigned(&url, answer.assigned_services)
+                    .await;
                 backoff = FIRST_BACKOFF;
                 complained = false;
                 let interval = Duration::from_secs(answer.heartbeat_interval_secs.max(1));
@@ -118,17 +272,29 @@ pub async fn run(
                 continue;
             }
         };
-        let beat = Heartbeat {
-            worker_id: name.clone(),
-            session,
-            load: None,
-            services: Vec::new(),
-            coordinators: Vec::new(),
-        };
         loop {
-            tokio::time::sleep(interval).await;
-            match post(coordinator, mesh_ip, HEARTBEAT_PATH, &beat, None).await {
-                Ok((200, _)) => {}
+            // At the interval, or sooner when a service's state changes.
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                Ok(()) = statuses.changed() => tokio::time::sleep(MIN_GAP).await,
+            }
+            let settings = machine.settings.clone();
+            let load = off_loop(move || crate::capabilities::measure(&settings)).await;
+            let beat = Heartbeat {
+                worker_id: machine.name.clone(),
+                session: session.clone(),
+                load,
+                services: statuses.borrow_and_update().clone(),
+                coordinators: machine.contacts(),
+            };
+            match post(coordinator, machine.mesh_ip, HEARTBEAT_PATH, &beat, None).await {
+                Ok((200, reply)) => {
+                    machine.heard_from(&url);
+                    let reply: HeartbeatReply = serde_json::from_value(reply).unwrap_or_default();
+                    if let Some(assigned) = reply.assigned_services {
+                        machine.platform.assigned(&url, assigned).await;
+                    }
+                }
                 Ok((status, reply)) => {
                     tracing::warn!(%coordinator, status, error = %reply["error"], "heartbeat refused; registering again");
                     break;

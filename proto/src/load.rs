@@ -10,9 +10,10 @@ pub fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
 }
 
-/// Bytes in a size as capabilities and catalogs write it: a number, an optional space and a
-/// unit (`B`, `KiB`, `MiB`, `GiB`, `TiB`, or `KB`, `MB`, `GB`, `TB` taken as the same binary
-/// units, as `nvidia-smi` and `df` users write them). `None` for anything else (`"unknown"`).
+/// Bytes in a size as capabilities and configs write it: a number (with a fraction, as in
+/// `31.2 GiB`), an optional space and a unit (`B`, `KiB`, `MiB`, `GiB`, `TiB`, or `KB`, `MB`,
+/// `GB`, `TB` as powers of ten, as the configs' sizes read). `None` for anything else
+/// (`"unknown"`).
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text
@@ -20,15 +21,19 @@ pub fn parse_size(text: &str) -> Option<u64> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: f64 = number.parse().ok()?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "kib" | "kb" | "k" => 10,
-        "mib" | "mb" | "m" => 20,
-        "gib" | "gb" | "g" => 30,
-        "tib" | "tb" | "t" => 40,
+    let scale: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => f64::from(1u32 << 20),
+        "GiB" => f64::from(1u32 << 30),
+        "TiB" => (1u64 << 40) as f64,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
         _ => return None,
     };
-    let bytes = number * (1u64 << shift) as f64;
+    let bytes = number * scale;
     (number.is_finite() && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
@@ -171,7 +176,8 @@ mod tests {
         );
         assert_eq!(parse_size("24GiB"), Some(24 << 30));
         assert_eq!(parse_size("512 MiB"), Some(512 << 20));
-        assert_eq!(parse_size("2 TB"), Some(2 << 40));
+        assert_eq!(parse_size("2 TB"), Some(2_000_000_000_000));
+        assert_eq!(parse_size("2TiB"), Some(2 << 40));
         assert_eq!(parse_size("100"), Some(100));
         assert_eq!(parse_size(&gib(24 << 30)), Some(24 << 30));
         for bad in ["unknown", "", "GiB", "1 parsec", "1e400 GiB", "-3 GiB"] {

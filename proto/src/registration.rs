@@ -137,7 +137,7 @@ pub struct CoordinatorContact {
 }
 
 /// routerd's answer to a heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     #[serde(default)]
     pub status: String,

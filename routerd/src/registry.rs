@@ -17,6 +17,8 @@ use crate::routes::{Candidate, Route, Routes};
 /// How often workers heartbeat, and how long a silent worker stays registered.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 pub const TTL: Duration = Duration::from_secs(15);
+/// How long a new assignment is held while its worker still reports the service stopped.
+pub const START_GRACE: Duration = Duration::from_secs(10);
 
 pub use rma_proto::load::{MachineLoad, ServiceState, ServiceStatus};
 /// What a worker's machine has, and a service it offers: the registration contract's types.
@@ -109,6 +111,10 @@ pub struct Gap {
 struct Entry {
     worker: Worker,
     last_seen: Instant,
+    /// When each of its assignments was made: one its worker has not yet reported starting
+    /// is held for [`START_GRACE`], so that workers registering together do not take each
+    /// other's new assignments before they can report them.
+    assigned_at: BTreeMap<String, Instant>,
     /// The proof of the registration in force; none for a worker restored from the store,
     /// whose heartbeats are refused until it registers again.
     proof: Option<Proof>,
@@ -122,6 +128,8 @@ pub struct Registry {
     routes: Routes,
     /// The routerd replicas the workers name.
     replicas: Replicas,
+    /// When the first assignment held by [`START_GRACE`] stops being held.
+    held_until: Option<Instant>,
 }
 
 impl Registry {
@@ -131,6 +139,7 @@ impl Registry {
             workers: BTreeMap::new(),
             routes: Routes::default(),
             replicas: Replicas::default(),
+            held_until: None,
         };
         registry.routes = Routes::build(&registry);
         registry
@@ -224,9 +233,10 @@ impl Registry {
                 worker,
                 last_seen: now,
                 proof: Some(proof),
+                assigned_at: BTreeMap::new(),
             },
         );
-        self.reassign();
+        self.reassign(now);
         Ok(&self.workers[name].worker)
     }
 
@@ -240,9 +250,10 @@ impl Registry {
                 worker,
                 last_seen: now,
                 proof: None,
+                assigned_at: BTreeMap::new(),
             },
         );
-        self.reassign();
+        self.reassign(now);
     }
 
     /// A heartbeat from the worker that holds `session`, with what it reports. A change in
@@ -286,17 +297,28 @@ impl Registry {
             }
         }
         if changed {
-            self.reassign();
+            self.reassign(now);
         }
         Ok(&self.workers[name].worker.assigned)
     }
 
     /// Works out every worker's assignment again ([`crate::assign`]) and the routes with it.
-    fn reassign(&mut self) {
+    fn reassign(&mut self, now: Instant) {
         let states: Vec<_> = self
             .workers
             .values()
-            .map(|e| move |service: &str| e.worker.state(service))
+            .map(|e| {
+                move |service: &str| match e.worker.state(service) {
+                    ServiceState::Stopped
+                        if e.assigned_at
+                            .get(service)
+                            .is_some_and(|t| now.saturating_duration_since(*t) < START_GRACE) =>
+                    {
+                        ServiceState::Starting
+                    }
+                    state => state,
+                }
+            })
             .collect();
         let offers: Vec<Vec<String>> = self
             .workers
@@ -317,9 +339,19 @@ impl Registry {
             .collect();
         let assigned = crate::assign::assign(&self.catalog, &views);
         drop(views);
+        let mut held_until: Option<Instant> = None;
         for (entry, assigned) in self.workers.values_mut().zip(assigned) {
+            entry.assigned_at.retain(|s, _| assigned.contains(s));
+            for service in &assigned {
+                let at = *entry.assigned_at.entry(service.clone()).or_insert(now);
+                let ends = at + START_GRACE;
+                if ends > now && entry.worker.state(service) == ServiceState::Stopped {
+                    held_until = Some(held_until.map_or(ends, |h| h.min(ends)));
+                }
+            }
             entry.worker.assigned = assigned;
         }
+        self.held_until = held_until;
         self.routes = Routes::build(self);
     }
 
@@ -335,15 +367,19 @@ impl Registry {
             self.workers.remove(name);
         }
         self.replicas.expire(now);
-        if !stale.is_empty() {
-            self.reassign();
+        let grace_over = self.held_until.is_some_and(|t| t <= now);
+        if !stale.is_empty() || grace_over {
+            self.reassign(now);
         }
         stale
     }
 
     /// The earliest moment a worker goes stale.
+    /// (Or the end of a new assignment's [`START_GRACE`], when [`Self::expire`] works the
+    /// assignment out again.)
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.workers.values().map(|e| e.last_seen + TTL).min()
+        let expiry = self.workers.values().map(|e| e.last_seen + TTL).min();
+        [expiry, self.held_until].into_iter().flatten().min()
     }
 
     pub fn get(&self, name: &str) -> Option<&Worker> {
@@ -419,6 +455,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assign::score;
 
     fn caps(gpu: bool) -> Capabilities {
         Capabilities {
@@ -609,6 +646,60 @@ mod tests {
             [other]
         );
         assert_eq!(registry.get(holder).unwrap().assigned, ["rag-embeddings"]);
+    }
+
+    #[test]
+    fn a_new_assignment_is_held_while_its_worker_starts_it_and_not_forever() {
+        let mut registry = Registry::new(Catalog::default());
+        let t0 = Instant::now();
+        let stopped = || vec![status("notes-coa", ServiceState::Stopped)];
+        let register = |r: &mut Registry, name: &str, n: u8, at: Instant| {
+            r.register(
+                name,
+                Ipv4Addr::new(10, 42, 0, n),
+                caps(false),
+                vec![offer("notes-coa", 8103)],
+                stopped(),
+                proof(u64::from(n)),
+                at,
+            )
+            .unwrap()
+            .assigned
+            .clone()
+        };
+        assert_eq!(register(&mut registry, "a", 1, t0), ["notes-coa"]);
+        // b joins before a could say it is starting: a keeps it (b would outscore it or not).
+        register(&mut registry, "b", 2, t0 + Duration::from_millis(100));
+        assert_eq!(registry.get("a").unwrap().assigned, ["notes-coa"]);
+        assert!(registry.get("b").unwrap().assigned.is_empty());
+        // a never starts it: once the grace is over, the assignment is worked out afresh,
+        // as it would have been had a's report come in time.
+        let ends = t0 + START_GRACE;
+        assert_eq!(registry.next_expiry(), Some(ends));
+        let beat = || Report {
+            load: None,
+            services: stopped(),
+        };
+        registry
+            .heartbeat("a", &proof(1).session, beat(), ends)
+            .unwrap();
+        registry
+            .heartbeat("b", &proof(2).session, beat(), ends)
+            .unwrap();
+        assert!(registry.expire(ends).is_empty());
+        let holder = if score("notes-coa", "a") > score("notes-coa", "b") {
+            "a"
+        } else {
+            "b"
+        };
+        assert_eq!(registry.get(holder).unwrap().assigned, ["notes-coa"]);
+        // a's assignment is no longer held; if b took it, b's new one is, from now.
+        let held = if holder == "b" {
+            ends + START_GRACE
+        } else {
+            ends + TTL
+        };
+        assert_eq!(registry.next_expiry(), Some(held));
     }
 
     #[test]

@@ -36,7 +36,12 @@ pub fn prepare(config: &Config) -> anyhow::Result<Shared> {
         None => None,
     };
     rma_daemon::crl_watch::warn_if_due(crl.as_ref(), time::OffsetDateTime::now_utc());
-    let mesh_ip = certificate_ip(config)?;
+    // The certificate's, else the mesh listener's (a mesh IP unless it is a wildcard).
+    let listened = config.mesh.and_then(|addr| match addr.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    });
+    let mesh_ip = certificate_ip(config)?.or(listened);
     if let Some(dir) = config.store.parent()
         && !dir.as_os_str().is_empty()
     {
