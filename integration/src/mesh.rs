@@ -207,12 +207,24 @@ pub fn start_binary(
     node: &NodeConfig<'_>,
     meshd: &Path,
 ) -> anyhow::Result<MeshNode> {
+    start_with_env(lab, ns, node, meshd, &[])
+}
+
+/// As [`start_binary`], with extra environment variables (a `PATH` with stand-in tools).
+pub fn start_with_env(
+    lab: &mut Lab,
+    ns: &Ns,
+    node: &NodeConfig<'_>,
+    meshd: &Path,
+    env: &[(&str, &Path)],
+) -> anyhow::Result<MeshNode> {
     let (config, socket) = write_config(lab, node)?;
-    let proc = lab.spawn(
+    let proc = lab.spawn_env(
         ns,
         node.name,
         meshd,
         &["--config", &config.to_string_lossy()],
+        env,
     )?;
     let mesh = MeshNode {
         name: node.name.to_owned(),

@@ -152,8 +152,19 @@ impl Platform {
     }
 
     fn start_meshd(&mut self, ns: &Ns, name: &str, ip: Ipv4Addr, extra: &str) -> MeshNode {
+        self.start_meshd_env(ns, name, ip, extra, &[])
+    }
+
+    fn start_meshd_env(
+        &mut self,
+        ns: &Ns,
+        name: &str,
+        ip: Ipv4Addr,
+        extra: &str,
+        env: &[(&str, &std::path::Path)],
+    ) -> MeshNode {
         let issued = self.pki.issue(name, ip).unwrap();
-        let node = mesh::start(
+        let node = mesh::start_with_env(
             &mut self.net.lab,
             ns,
             &NodeConfig {
@@ -168,6 +179,8 @@ impl Platform {
                 mtu: None,
                 extra,
             },
+            &mesh::binary("meshd").unwrap(),
+            env,
         )
         .unwrap();
         node.wait_registered(Duration::from_secs(10)).unwrap();
@@ -175,18 +188,25 @@ impl Platform {
     }
 
     fn start_worker(&mut self, name: &str, nat: Nat, offered: &[&str]) {
+        self.start_worker_with(name, nat, &services_toml(name, offered), &[]);
+    }
+
+    /// A worker whose `[[service]]` entries are `services`, with meshd's extra environment.
+    fn start_worker_with(
+        &mut self,
+        name: &str,
+        nat: Nat,
+        services: &str,
+        env: &[(&str, &std::path::Path)],
+    ) {
         let i = self.workers.len();
         let mut site = self.net.site(&format!("{name}-router"), nat).unwrap();
         let (ns, _) = self.net.host_behind(&mut site, name).unwrap();
         let urls: Vec<String> = (0..self.replicas)
             .map(|r| format!("\"http://{}:8080\"", routerd_ip(r)))
             .collect();
-        let extra = format!(
-            "[coordinator]\nurls = [{}]\n{}",
-            urls.join(", "),
-            services_toml(name, offered)
-        );
-        let node = self.start_meshd(&ns, name, worker_ip(i), &extra);
+        let extra = format!("[coordinator]\nurls = [{}]\n{services}", urls.join(", "));
+        let node = self.start_meshd_env(&ns, name, worker_ip(i), &extra, env);
         self.workers.insert(name.to_owned(), node);
     }
 
@@ -508,4 +528,138 @@ fn a_crashed_service_is_restarted_with_backoff_and_not_routed_to_while_down() {
     );
     assert_eq!(restarted["last_exit"], "exit status 3");
     assert!(saw_503, "no call was sent to the service while it was down");
+}
+
+#[test]
+fn a_reload_offers_the_new_services_and_registers_again() {
+    lab::require_root();
+    let mut p = Platform::new(1, &[]);
+    p.start_worker("worker-1", Nat::Cone, &["rag-embeddings"]);
+    wait::until("rag served", Duration::from_secs(30), || {
+        (p.call(0, "rag-embeddings").0 == 200).then_some(())
+    })
+    .unwrap();
+    assert_eq!(p.call(0, "ner-extraction").0, 503);
+    // The operator adds a service to the running worker's config and reloads it.
+    let node = &p.workers["worker-1"];
+    let mut config = std::fs::read_to_string(&node.config).unwrap();
+    config.push_str(&services_toml("worker-1", &["ner-extraction"]));
+    std::fs::write(&node.config, config).unwrap();
+    let proc = node.proc;
+    p.net.lab.signal(proc, "HUP").unwrap();
+    wait::until(
+        "ner-extraction served after the reload",
+        Duration::from_secs(30),
+        || {
+            let (status, worker, ran) = p.call(0, "ner-extraction");
+            (status == 200 && worker == "worker-1" && ran == "ner-extraction").then_some(())
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        p.call(0, "rag-embeddings").0,
+        200,
+        "what ran before still runs"
+    );
+    let log = p.net.lab.proc(proc).log_text();
+    assert!(
+        log.contains("services or coordinators changed: registering again"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("service started").count(),
+        2,
+        "rag was not restarted by the reload: {log}"
+    );
+}
+
+/// A stand-in for `systemctl` that runs each "unit" as a background test service, so that
+/// the `unit` runner can be driven without a systemd: `start`, `stop`, `kill` and
+/// `is-active --quiet`, each call logged.
+fn fake_systemctl(dir: &std::path::Path, listen: &str, worker: &str) -> std::path::PathBuf {
+    let bin = dir.join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let testsvc = mesh::binary("testsvc").unwrap();
+    let script = format!(
+        "#!/bin/sh\n\
+         state={state:?}\n\
+         echo \"$*\" >> \"$state/systemctl.calls\"\n\
+         case \"$1\" in\n\
+         start) {testsvc:?} --listen {listen} --worker {worker} --service ner-extraction \\\n\
+                >> \"$state/$2.log\" 2>&1 &\n\
+                echo $! > \"$state/$2.pid\" ;;\n\
+         stop|kill) [ -f \"$state/$2.pid\" ] || [ -f \"$state/$3.pid\" ] || exit 0\n\
+                unit=$2; [ \"$1\" = kill ] && unit=$3\n\
+                kill $( [ \"$1\" = kill ] && echo -9 ) $(cat \"$state/$unit.pid\") 2>/dev/null\n\
+                rm -f \"$state/$unit.pid\" ;;\n\
+         is-active) [ -f \"$state/$3.pid\" ] && kill -0 $(cat \"$state/$3.pid\") 2>/dev/null ;;\n\
+         *) exit 1 ;;\n\
+         esac\n",
+        state = dir,
+    );
+    let path = bin.join("systemctl");
+    std::fs::write(&path, script).unwrap();
+    std::process::Command::new("chmod")
+        .args(["755", &path.to_string_lossy()])
+        .status()
+        .unwrap();
+    bin
+}
+
+#[test]
+fn a_unit_runner_starts_the_unit_restarts_it_when_it_fails_and_stops_it() {
+    lab::require_root();
+    let mut p = Platform::new(1, &[]);
+    let dir = p.net.lab.dir().to_owned();
+    let listen = format!("{}:8104", worker_ip(0));
+    let bin = fake_systemctl(&dir, &listen, "worker-1");
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display());
+    let services =
+        "\n[[service]]\nname = \"ner-extraction\"\nport = 8104\nunit = \"rma-ner.service\"\n";
+    p.start_worker_with(
+        "worker-1",
+        Nat::Cone,
+        services,
+        &[("PATH", std::path::Path::new(&path))],
+    );
+    wait::until("the unit's service served", Duration::from_secs(30), || {
+        let (status, worker, _) = p.call(0, "ner-extraction");
+        (status == 200 && worker == "worker-1").then_some(())
+    })
+    .unwrap();
+    let calls = || std::fs::read_to_string(dir.join("systemctl.calls")).unwrap_or_default();
+    assert!(
+        calls().starts_with("start rma-ner.service\n"),
+        "{}",
+        calls()
+    );
+    // The unit's process dies: meshd sees the unit inactive, reports it failed, and starts
+    // the unit again.
+    let pid = std::fs::read_to_string(dir.join("rma-ner.service.pid")).unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    let restarted = wait::until("the unit started again", Duration::from_secs(30), || {
+        let state = p.worker_status(0, "worker-1", "ner-extraction");
+        (state["state"] == "running" && state["restarts"] == 1).then_some(state)
+    })
+    .unwrap();
+    assert_eq!(
+        restarted["last_exit"],
+        "unit rma-ner.service is no longer active"
+    );
+    assert_eq!(
+        calls().matches("start rma-ner.service").count(),
+        2,
+        "{}",
+        calls()
+    );
+    // meshd stops: it stops the unit it started.
+    let proc = p.workers["worker-1"].proc;
+    p.net.lab.signal(proc, "TERM").unwrap();
+    wait::until("the unit stopped", Duration::from_secs(15), || {
+        calls().contains("stop rma-ner.service").then_some(())
+    })
+    .unwrap();
 }

@@ -117,6 +117,7 @@ fn spawn(
     if let Some(err) = child.stderr.take() {
         tokio::spawn(forward(name.to_owned(), "stderr", err));
     }
+    tracing::info!(service = %name, %program, pid = pid.as_raw(), "service started");
     let events = events.clone();
     let name = name.to_owned();
     tokio::spawn(async move {
@@ -126,12 +127,7 @@ fn spawn(
         };
         let _ = events.send(Event::Exited(name, how));
     });
-    tracing::info!(service = %exec_name(exec), pid = pid.as_raw(), "service started");
     Ok(pid)
-}
-
-fn exec_name(exec: &Exec) -> &str {
-    exec.argv.first().map_or("", String::as_str)
 }
 
 /// Sends `signal` to a started service: its process group, or its unit.
