@@ -53,7 +53,12 @@ fn the_demo_kept_running_answers_calls_until_it_is_stopped() {
     let out = demo(&["--keep", "--dir", &dir.path().to_string_lossy()]);
     let printed = text(&out);
     assert!(out.status.success(), "{printed}");
-    assert!(printed.contains("demo: all 11 steps passed"), "{printed}");
+    assert!(printed.contains("demo: all 12 steps passed"), "{printed}");
+    assert!(
+        printed.contains("routerd assigned 6 of the 10 services they offered"),
+        "{printed}"
+    );
+    assert!(printed.contains("served again elsewhere in"), "{printed}");
     assert!(printed.contains("relayed via lighthouse-1"), "{printed}");
     assert!(printed.contains("make demo-stop"), "{printed}");
 
@@ -70,7 +75,7 @@ fn the_demo_kept_running_answers_calls_until_it_is_stopped() {
     )
     .unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(["worker-1", "worker-3"].contains(&body["worker"].as_str().unwrap()));
+    assert!(["worker-1", "worker-2", "worker-3"].contains(&body["worker"].as_str().unwrap()));
     // The config each daemon ran is the example with the recorded edits.
     let config = std::fs::read_to_string(dir.path().join("worker-2/meshd.toml")).unwrap();
     assert!(

@@ -4,8 +4,11 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use arbitrary::{Arbitrary, Unstructured};
 use rma_ca::proof::{self, Signed};
+use rma_proto::load::{ServiceState, ServiceStatus};
 use routerd::admission::{self, Claim};
-use routerd::api::Registration;
+use routerd::api::{Heartbeat, Registration};
+use routerd::catalog::Catalog;
+use routerd::registry::{Proof, Registry, Report, TTL};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -22,7 +25,9 @@ struct Input {
 /// A worker registration as routerd's mesh listener receives it: any body and any signature
 /// headers, from any source; sometimes signed correctly, so that the later checks run too. No
 /// panic, and nothing is admitted that was not signed by its certificate's key from its own
-/// mesh IP.
+/// mesh IP. Then what routerd makes of what a registration and a heartbeat say (offers,
+/// capabilities, states, load: the assignment), and what meshd makes of a service's health
+/// body: no panic there either.
 pub fn registration(data: &[u8]) {
     let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else {
         return;
@@ -40,9 +45,15 @@ pub fn registration(data: &[u8]) {
         });
         body = json.to_string().into_bytes();
     }
+    let mut health = ServiceStatus::new("fuzz", ServiceState::Running);
+    health.read_health_body(&body);
     let Ok(registration) = serde_json::from_slice::<Registration>(&body) else {
+        if let Ok(beat) = serde_json::from_slice::<Heartbeat>(&body) {
+            assign_after(None, Some(beat));
+        }
         return;
     };
+    assign_after(Some(&registration), None);
     let (time, signature) = match input.sign_as {
         Some((p, offset)) => {
             let keys = &world.peers[usize::from(p) % super::common::PEERS].1;
@@ -77,4 +88,39 @@ pub fn registration(data: &[u8]) {
         assert_eq!(signer.0.identity_key(), proven.cert.identity_key());
         let _ = admission::trust(&proven.cert, &world.trust, now);
     }
+}
+
+/// A registry with one settled worker, then the fuzzed one's registration or heartbeat.
+fn assign_after(registration: Option<&Registration>, beat: Option<Heartbeat>) {
+    let mut registry = Registry::new(Catalog::default());
+    let t = std::time::Instant::now();
+    let session = [7u8; 16];
+    let ip = Ipv4Addr::new(10, 42, 0, 9);
+    let (capabilities, services, states) = match registration {
+        Some(r) => (r.capabilities.clone(), r.services.clone(), r.states.clone()),
+        None => Default::default(),
+    };
+    let proof = Proof {
+        signed_at_ms: 1,
+        session,
+    };
+    let _ = registry.register("fuzz", ip, capabilities, services, states, proof, t);
+    if let Some(beat) = beat {
+        let report = Report {
+            load: beat.load,
+            services: beat.services,
+        };
+        let _ = registry.heartbeat("fuzz", &session, report, t);
+    }
+    for worker in registry.workers() {
+        assert!(
+            worker
+                .assigned
+                .iter()
+                .all(|a| worker.offered.iter().any(|o| o.name == *a))
+        );
+    }
+    let _ = registry.gaps();
+    registry.expire(t + TTL * 2);
+    assert!(registry.workers().next().is_none());
 }

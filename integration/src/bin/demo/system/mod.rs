@@ -1,6 +1,6 @@
 //! The demo's system: a CA, five machines enrolled from their public keys, an internet with a
-//! public lighthouse and four home sites behind NAT, routerd, three workers with their
-//! services, and what each step shows.
+//! public lighthouse and four home sites behind NAT, routerd, three workers offering the
+//! services they can run (routerd assigns them, meshd starts them), and what each step shows.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -35,8 +35,9 @@ struct Machine {
     groups: &'static str,
     /// The NAT in front of it; `None` for the public host.
     nat: Option<Nat>,
-    /// The catalog service its demo service stands in for, and the port.
-    service: Option<(&'static str, u16)>,
+    /// The catalog services it can run (the demo service stands in for each), and their
+    /// ports; routerd decides which it runs.
+    services: &'static [(&'static str, u16)],
     /// A GPU declared in its config (`[worker] gpu_memory`).
     gpu_memory: Option<&'static str>,
 }
@@ -47,35 +48,45 @@ const MACHINES: [Machine; 5] = [
         name: "routerd",
         groups: "routerd",
         nat: Some(Nat::Cone),
-        service: None,
+        services: &[],
         gpu_memory: None,
     },
     Machine {
         name: "lighthouse-1",
         groups: "lighthouses",
         nat: None,
-        service: None,
+        services: &[],
         gpu_memory: None,
     },
     Machine {
         name: "worker-1",
         groups: "workers",
         nat: Some(Nat::Cone),
-        service: Some(("rag-embeddings", 8101)),
+        services: &[
+            ("rag-embeddings", 8101),
+            ("document-processing", 8102),
+            ("notes-coa", 8103),
+            ("ner-extraction", 8104),
+        ],
         gpu_memory: None,
     },
     Machine {
         name: "worker-2",
         groups: "workers,gpu",
         nat: Some(Nat::Cone),
-        service: Some(("llm-inference", 8200)),
+        services: &[("llm-inference", 8200), ("rag-embeddings", 8101)],
         gpu_memory: Some("24 GiB"),
     },
     Machine {
         name: "worker-3",
         groups: "workers",
         nat: Some(Nat::Symmetric),
-        service: Some(("rag-embeddings", 8101)),
+        services: &[
+            ("rag-embeddings", 8101),
+            ("document-processing", 8102),
+            ("notes-coa", 8103),
+            ("ner-extraction", 8104),
+        ],
         gpu_memory: None,
     },
 ];
@@ -100,7 +111,7 @@ impl Running {
     /// Leaves it all running and says how to use and stop it.
     pub fn keep(self) {
         let routerd = &self.hosts["routerd"];
-        let worker = &self.hosts["worker-1"];
+        let worker = &self.hosts["worker-2"];
         let meshd = mesh::binary("meshd").map(|p| p.display().to_string());
         let meshd = meshd.as_deref().unwrap_or("meshd");
         let dir = self.dir.display();
@@ -111,7 +122,7 @@ impl Running {
             shown(
                 Some(worker),
                 meshd,
-                &["status", "--config", &format!("{dir}/worker-1/meshd.toml")]
+                &["status", "--config", &format!("{dir}/worker-2/meshd.toml")]
             )
         );
         println!(
@@ -163,7 +174,6 @@ pub fn run(options: &Options, steps: &mut Steps) -> anyhow::Result<Running> {
         configs: options.configs.clone(),
         lighthouse: format!("{lighthouse_ip}:{LIGHTHOUSE_PORT}"),
         routerd_ip: mesh_ips["routerd"],
-        mesh_ips,
         hosts,
         net,
     };
@@ -179,13 +189,13 @@ pub fn run(options: &Options, steps: &mut Steps) -> anyhow::Result<Running> {
     system.start_routerd()?;
 
     steps.start(
-        "Three workers: meshd, which registers the machine's service with routerd, and the demo \
-         service on the mesh IP",
+        "Three workers: meshd offers routerd what the machine can run; routerd assigns, and \
+         meshd starts what it is given",
     );
     system.start_workers()?;
 
-    steps.start("routerd's registry: every worker registered over the mesh, every route healthy");
-    system.show_registry()?;
+    steps.start("routerd's registry: what each worker offered, what it was given, and its state");
+    let (offered, assigned) = system.show_registry()?;
 
     steps.start(
         "meshd status on worker-1: direct paths through cone NATs, a relayed one to the \
@@ -198,6 +208,9 @@ pub fn run(options: &Options, steps: &mut Steps) -> anyhow::Result<Running> {
 
     steps.start("What the catalog still lacks: /api/admin/gaps");
     let gaps = system.show_gaps()?;
+
+    steps.start("A worker stops: its services start on another worker that offered them");
+    let moved = system.show_failover()?;
 
     steps.start("The topology page");
     let routerd = system.host("routerd");
@@ -216,7 +229,8 @@ pub fn run(options: &Options, steps: &mut Steps) -> anyhow::Result<Running> {
     let calls: Vec<String> = answered.iter().map(|(w, n)| format!("{w} {n}")).collect();
     let summary = format!(
         "demo: all {} steps passed: 5 machines enrolled, 3 workers registered (worker-3 relayed), \
-         {} calls answered ({}), 1 fast 503, {gaps} services below target",
+         routerd assigned {assigned} of the {offered} services they offered, {} calls answered \
+         ({}), 1 fast 503, {gaps} service below target, {moved}",
         steps.done,
         answered.values().sum::<u32>(),
         calls.join(", "),
@@ -347,7 +361,6 @@ struct System {
     /// The lighthouse's QUIC address.
     lighthouse: String,
     routerd_ip: Ipv4Addr,
-    mesh_ips: BTreeMap<&'static str, Ipv4Addr>,
     /// Each machine's namespace.
     hosts: BTreeMap<&'static str, Ns>,
     net: Internet,
@@ -397,46 +410,46 @@ impl System {
         })
     }
 
-    /// On each worker: meshd with its service (and worker-2's GPU), then the demo service.
+    /// On each worker: meshd with the services it can run, each with an `exec` runner (the
+    /// demo service), and worker-2's GPU. Nothing is started by hand: meshd starts what
+    /// routerd assigns.
     fn start_workers(&mut self) -> anyhow::Result<()> {
+        let testsvc = mesh::binary("testsvc")?.to_string_lossy().into_owned();
         for machine in &MACHINES {
-            let Some((service, port)) = machine.service else {
+            if machine.services.is_empty() {
                 continue;
-            };
+            }
             let ns = self.host(machine.name);
             let mut config = self.meshd_config()?;
+            let services = machine
+                .services
+                .iter()
+                .map(|(service, port)| {
+                    entry([
+                        ("name", (*service).into()),
+                        ("port", i64::from(*port).into()),
+                        ("health", "/health".into()),
+                        (
+                            "exec",
+                            Toml::Array(vec![
+                                testsvc.clone().into(),
+                                "--worker".into(),
+                                machine.name.into(),
+                            ]),
+                        ),
+                    ])
+                })
+                .collect();
             config
                 .set(
                     "coordinator.urls",
                     Toml::Array(vec![format!("http://{}:8080", self.routerd_ip).into()]),
                 )
-                .set(
-                    "service",
-                    Toml::Array(vec![entry([
-                        ("name", service.into()),
-                        ("port", i64::from(port).into()),
-                        ("health", "/health".into()),
-                    ])]),
-                );
+                .set("service", Toml::Array(services));
             if let Some(memory) = machine.gpu_memory {
                 config.set("worker.gpu_memory", memory);
             }
             self.start_meshd(&ns, machine.name, &mut config)?;
-            let listen = format!("{}:{port}", self.mesh_ips[machine.name]);
-            self.spawn(
-                &ns,
-                &format!("{}/service", machine.name),
-                "testsvc",
-                &[
-                    "--listen",
-                    &listen,
-                    "--worker",
-                    machine.name,
-                    "--service",
-                    service,
-                ],
-                |log| log.contains("listening"),
-            )?;
         }
         Ok(())
     }
