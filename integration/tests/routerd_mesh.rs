@@ -615,6 +615,8 @@ fn the_topology_page_draws_the_registered_workers_in_chromium() {
         assert!(dom.contains(&id), "{id} is not drawn:\n{dom}");
     }
     assert_eq!(dom.matches("class=\"worker-row\"").count(), 3, "{dom}");
+    // What each worker runs, with the state its meshd reports (operator-run here).
+    assert_eq!(dom.matches("rag-embeddings (external)").count(), 3, "{dom}");
     // Every route (4 services on 3 workers) is drawn as healthy.
     assert_eq!(dom.matches("class=\"up\"").count(), 12, "{dom}");
     assert!(dom.contains("3 workers"), "{dom}");

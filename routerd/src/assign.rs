@@ -142,6 +142,16 @@ pub fn assign(catalog: &Catalog, workers: &[WorkerView<'_>]) -> Vec<Vec<String>>
     let mut left: Vec<Left> = workers.iter().map(|w| Left::of(w.capabilities)).collect();
     let mut count = vec![0u32; workers.len()];
     let mut chosen: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    // Each (service, worker) score once: a hash each, not one per comparison.
+    let scores: BTreeMap<&str, Vec<u64>> = services
+        .iter()
+        .map(|&(service, _)| {
+            (
+                service,
+                workers.iter().map(|w| score(service, w.name)).collect(),
+            )
+        })
+        .collect();
     let eligible = |i: usize, service: &str, spec: &ServiceSpec| {
         let w = &workers[i];
         w.offers.iter().any(|o| o == service) && spec.tier.admits(w.capabilities)
@@ -152,7 +162,8 @@ pub fn assign(catalog: &Catalog, workers: &[WorkerView<'_>]) -> Vec<Vec<String>>
         let mut holders: Vec<usize> = (0..workers.len())
             .filter(|&i| eligible(i, service, spec) && (workers[i].state)(service).holds())
             .collect();
-        holders.sort_by_key(|&i| (Reverse(score(service, workers[i].name)), workers[i].name));
+        let score = &scores[service];
+        holders.sort_by_key(|&i| (Reverse(score[i]), workers[i].name));
         let taken = chosen.entry(service).or_default();
         for i in holders {
             if taken.len() >= spec.replicas as usize {
@@ -187,18 +198,14 @@ pub fn assign(catalog: &Catalog, workers: &[WorkerView<'_>]) -> Vec<Vec<String>>
             if (spec.replicas as usize) < round || taken.len() >= round {
                 continue;
             }
+            let score = &scores[service];
             let best = (0..workers.len())
                 .filter(|&i| {
                     eligible(i, service, spec) && !taken.contains(&i) && left[i].fits(&spec.needs)
                 })
                 .min_by_key(|&i| {
                     let failed = (workers[i].state)(service) == ServiceState::Failed;
-                    (
-                        failed,
-                        count[i],
-                        Reverse(score(service, workers[i].name)),
-                        workers[i].name,
-                    )
+                    (failed, count[i], Reverse(score[i]), workers[i].name)
                 });
             if let Some(i) = best {
                 left[i].take(&spec.needs);

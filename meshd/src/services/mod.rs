@@ -123,15 +123,11 @@ impl Platform {
             .await;
     }
 
-    /// As [`Self::reconfigure`], from synchronous code (a reload): the platform's queue has
-    /// room for it, as nothing else queues more than one command at a time per task.
+    /// As [`Self::reconfigure`], from synchronous code on the runtime (a reload): sent from a
+    /// task of its own, so that a full queue delays it rather than losing it.
     pub fn reconfigure_now(&self, services: Vec<LocalService>, coordinators: BTreeSet<String>) {
-        if let Err(e) = self
-            .commands
-            .try_send(Command::Reconfigure(services, coordinators))
-        {
-            tracing::error!(error = %e, "the service platform did not take the reloaded services");
-        }
+        let platform = self.clone();
+        tokio::spawn(async move { platform.reconfigure(services, coordinators).await });
     }
 
     /// Where each service stands; `changed()` wakes on a change.
