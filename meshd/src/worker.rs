@@ -23,12 +23,13 @@ use time::OffsetDateTime;
 
 use crate::config::WorkerSettings;
 use crate::services::Platform;
+use rma_proto::load::{ServiceState, ServiceStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Heartbeats sent early for a state change are at least this far apart.
-const MIN_GAP: Duration = Duration::from_millis(250);
+const MIN_GAP: Duration = Duration::from_millis(100);
 
 /// The routerd mesh URL of a coordinator address, as registrations name them.
 pub fn url(coordinator: SocketAddr) -> String {
@@ -87,6 +88,23 @@ impl Machine {
             .collect()
     }
 
+    /// Where each offered service stands: the platform's statuses, and `stopped` for one
+    /// it has none for yet (a service a reload just added), never nothing, which routerd
+    /// would read as run by the operator.
+    fn reported_states(&self) -> Vec<ServiceStatus> {
+        let statuses = self.platform.statuses();
+        self.services
+            .iter()
+            .map(|offer| {
+                statuses
+                    .iter()
+                    .find(|s| s.name == offer.name)
+                    .cloned()
+                    .unwrap_or_else(|| ServiceStatus::new(&offer.name, ServiceState::Stopped))
+            })
+            .collect()
+    }
+
     fn heard_from(&self, url: &str) {
         rma_daemon::sync::lock(&self.contacts).insert(url.to_owned(), Instant::now());
     }
@@ -128,6 +146,8 @@ async fn post(
 pub struct Workers {
     machine: Machine,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The longest stop grace of the configured services, for the shutdown.
+    stop_grace: Duration,
 }
 
 impl Workers {
@@ -153,12 +173,19 @@ impl Workers {
         let mut workers = Self {
             machine,
             tasks: Vec::new(),
+            stop_grace: Duration::ZERO,
         };
         workers.spawn(config);
         workers
     }
 
     fn spawn(&mut self, config: &crate::config::Config) {
+        self.stop_grace = config
+            .services
+            .iter()
+            .map(|s| s.stop_grace)
+            .max()
+            .unwrap_or_default();
         self.machine.settings = config.worker.clone();
         self.machine.services = config.services.iter().map(|s| s.offer.clone()).collect();
         self.machine.coordinators = config.coordinators.iter().copied().map(url).collect();
@@ -194,12 +221,23 @@ impl Workers {
         );
     }
 
-    /// Stops registering, then stops every service the platform runs.
+    /// Stops registering, then stops every service the platform runs: each has its stop
+    /// grace, then SIGKILL; a process that outlives even that (stuck in the kernel) is left
+    /// to the service manager after a few more seconds.
     pub async fn shutdown(mut self) {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        self.machine.platform.shutdown().await;
+        let deadline = self.stop_grace + Duration::from_secs(5);
+        if tokio::time::timeout(deadline, self.machine.platform.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?deadline,
+                "services still stopping; meshd exits without them"
+            );
+        }
     }
 }
 
@@ -211,7 +249,7 @@ async fn off_loop<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// Keeps this machine registered with one coordinator, forever.
 pub async fn run(coordinator: SocketAddr, machine: Machine) {
     let url = url(coordinator);
-    let mut statuses = machine.platform.statuses();
+    let mut states = machine.platform.states();
     let mut backoff = FIRST_BACKOFF;
     let mut complained = false;
     loop {
@@ -225,7 +263,8 @@ pub async fn run(coordinator: SocketAddr, machine: Machine) {
             &capabilities,
             &machine.services,
         );
-        body.states = statuses.borrow_and_update().clone();
+        states.borrow_and_update();
+        body.states = machine.reported_states();
         body.coordinators = machine.coordinators.clone();
         let registered = post(
             coordinator,
@@ -276,15 +315,16 @@ pub async fn run(coordinator: SocketAddr, machine: Machine) {
             // At the interval, or sooner when a service's state changes.
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
-                Ok(()) = statuses.changed() => tokio::time::sleep(MIN_GAP).await,
+                Ok(()) = states.changed() => tokio::time::sleep(MIN_GAP).await,
             }
+            states.borrow_and_update();
             let settings = machine.settings.clone();
             let load = off_loop(move || crate::capabilities::measure(&settings)).await;
             let beat = Heartbeat {
                 worker_id: machine.name.clone(),
                 session: session.clone(),
                 load,
-                services: statuses.borrow_and_update().clone(),
+                services: machine.reported_states(),
                 coordinators: machine.contacts(),
             };
             match post(coordinator, machine.mesh_ip, HEARTBEAT_PATH, &beat, None).await {

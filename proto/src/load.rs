@@ -105,7 +105,7 @@ pub struct ServiceStatus {
     /// How it last ended, such as `exit status 1` or `killed by signal 9`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<String>,
-    /// Restarts since it was assigned.
+    /// Restarts since it last ran healthy for a minute.
     #[serde(default)]
     pub restarts: u32,
     /// From its health endpoint, when it reports them.
@@ -133,8 +133,9 @@ impl ServiceStatus {
         }
     }
 
-    /// Takes what a service's health body reports about its load (seed 003's fields); a body
-    /// that is not JSON, or lacks them, leaves them absent.
+    /// Takes what a service's health body reports about its load (seed 003's fields): a JSON
+    /// object sets each (absent when it lacks one); a body that is not a JSON object changes
+    /// nothing. A new start of the service forgets them.
     pub fn read_health_body(&mut self, body: &[u8]) {
         let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) else {
             return;

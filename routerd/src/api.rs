@@ -177,10 +177,13 @@ async fn register(
             return Err(ApiError(StatusCode::BAD_REQUEST, e.to_string()));
         }
     };
+    // Other workers' assignments may have changed with it.
+    let changed = registry.take_changed();
     drop(registry);
     store
         .save(&worker)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    crate::app::save_changed(&store, &changed);
     drop(store);
     for refused in &worker.refused {
         tracing::warn!(worker = %name, service = %refused.name, reason = %refused.reason, "offered service refused");
@@ -231,12 +234,6 @@ async fn heartbeat(
         ));
     }
     let now = Instant::now();
-    for contact in &request.coordinators {
-        let age = contact
-            .last_contact_secs
-            .map(std::time::Duration::from_secs);
-        registry.replicas_mut().named(&contact.url, age, now);
-    }
     let reported: Vec<(String, u32)> = request
         .services
         .iter()
@@ -250,12 +247,29 @@ async fn heartbeat(
         .heartbeat(&request.worker_id, &session, report, now)
         .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?
         .to_vec();
+    // Only a heartbeat that proved its session names replicas.
+    for contact in &request.coordinators {
+        let age = contact
+            .last_contact_secs
+            .map(std::time::Duration::from_secs);
+        registry.replicas_mut().named(&contact.url, age, now);
+    }
+    let changed = registry.has_changed();
     drop(registry);
+    if changed {
+        // Locks in order (see `App`): the store, then the registry, only while it is read.
+        let store = shared.store();
+        let workers = shared.registry().take_changed();
+        crate::app::save_changed(&store, &workers);
+    }
     let mut traffic = shared.traffic();
+    // Only for what it is assigned: the balancer keeps state for routed pairs alone.
     for (service, active) in reported {
-        traffic
-            .balancer
-            .reported(&service, &request.worker_id, active);
+        if assigned.contains(&service) {
+            traffic
+                .balancer
+                .reported(&service, &request.worker_id, active);
+        }
     }
     drop(traffic);
     Ok(Json(HeartbeatReply {

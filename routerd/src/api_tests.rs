@@ -13,7 +13,7 @@ use tower::ServiceExt as _;
 
 use super::*;
 use crate::config::Config;
-use crate::registry::Offered;
+use crate::registry::{Offered, ServiceState};
 use crate::store::Store;
 
 const TOKEN: &str = "s3cret-admin-token";
@@ -253,6 +253,12 @@ async fn heartbeats_carry_load_and_states_even_with_fields_routerd_does_not_know
     assert_eq!(reply["assigned_services"], json!(["rag-embeddings"]));
     let (_, health) = api.call(ip, "GET", "/health", None, None).await;
     assert_eq!(health["services"]["rag-embeddings"], 1, "running now");
+    // The state is on disk: a restarted routerd routes to it at once.
+    let stored = api.shared.store().load().unwrap();
+    assert_eq!(
+        stored.workers[0].state("rag-embeddings"),
+        ServiceState::Running
+    );
     let (_, workers) = api
         .call(ip, "GET", "/api/admin/workers", None, Some(TOKEN))
         .await;

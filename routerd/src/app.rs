@@ -157,7 +157,10 @@ impl App {
         let store = self.store();
         let mut registry = self.registry();
         let gone = registry.expire(now);
+        let changed = registry.take_changed();
         if gone.is_empty() {
+            drop(registry);
+            save_changed(&store, &changed);
             return gone;
         }
         for name in &gone {
@@ -170,11 +173,21 @@ impl App {
                 .any(|(w, _)| w.name == worker)
         });
         drop(registry);
+        save_changed(&store, &changed);
         for name in &gone {
             if let Err(e) = store.remove(name) {
                 tracing::warn!(worker = %name, error = %e, "could not remove an expired worker from the store");
             }
         }
         gone
+    }
+}
+
+/// Writes workers whose assignment or states changed (see [`Registry::take_changed`]).
+pub fn save_changed(store: &Store, changed: &[crate::registry::Worker]) {
+    for worker in changed {
+        if let Err(e) = store.save(worker) {
+            tracing::warn!(worker = %worker.name, error = %e, "could not write a worker's assignment to the store");
+        }
     }
 }

@@ -130,6 +130,9 @@ pub struct Registry {
     replicas: Replicas,
     /// When the first assignment held by [`START_GRACE`] stops being held.
     held_until: Option<Instant>,
+    /// Workers whose assignment or reported states changed since [`Self::take_changed`]:
+    /// what the store must write again, so that a restarted routerd starts from them.
+    changed: std::collections::BTreeSet<String>,
 }
 
 impl Registry {
@@ -140,6 +143,7 @@ impl Registry {
             routes: Routes::default(),
             replicas: Replicas::default(),
             held_until: None,
+            changed: std::collections::BTreeSet::new(),
         };
         registry.routes = Routes::build(&registry);
         registry
@@ -297,9 +301,25 @@ impl Registry {
             }
         }
         if changed {
+            self.changed.insert(name.to_owned());
             self.reassign(now);
         }
         Ok(&self.workers[name].worker.assigned)
+    }
+
+    /// Whether [`Self::take_changed`] has anything.
+    pub fn has_changed(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// The workers whose assignment or reported states changed since the last call (those
+    /// still registered), for the store.
+    pub fn take_changed(&mut self) -> Vec<Worker> {
+        let names = std::mem::take(&mut self.changed);
+        names
+            .iter()
+            .filter_map(|n| self.workers.get(n).map(|e| e.worker.clone()))
+            .collect()
     }
 
     /// Works out every worker's assignment again ([`crate::assign`]) and the routes with it.
@@ -341,6 +361,9 @@ impl Registry {
         drop(views);
         let mut held_until: Option<Instant> = None;
         for (entry, assigned) in self.workers.values_mut().zip(assigned) {
+            if entry.worker.assigned != assigned {
+                self.changed.insert(entry.worker.name.clone());
+            }
             entry.assigned_at.retain(|s, _| assigned.contains(s));
             for service in &assigned {
                 let at = *entry.assigned_at.entry(service.clone()).or_insert(now);

@@ -8,7 +8,7 @@ use rma_proto::load::{ServiceState, ServiceStatus};
 use routerd::admission::{self, Claim};
 use routerd::api::{Heartbeat, Registration};
 use routerd::catalog::Catalog;
-use routerd::registry::{Proof, Registry, Report, TTL};
+use routerd::registry::{Capabilities, Offered, Proof, Registry, Report, TTL};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -90,20 +90,64 @@ pub fn registration(data: &[u8]) {
     }
 }
 
-/// A registry with one settled worker, then the fuzzed one's registration or heartbeat.
+/// A registry with one settled worker (running every CPU service), then the fuzzed one's
+/// registration, or a registration offering every CPU service and the fuzzed heartbeat.
 fn assign_after(registration: Option<&Registration>, beat: Option<Heartbeat>) {
-    let mut registry = Registry::new(Catalog::default());
+    let catalog = Catalog::default();
+    let cpu: Vec<String> = catalog
+        .iter()
+        .filter(|(_, spec)| spec.tier == routerd::catalog::Tier::Cpu)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let offers = |port: u16| -> Vec<Offered> {
+        cpu.iter()
+            .map(|name| Offered {
+                name: name.clone(),
+                port,
+                health: "/health".into(),
+            })
+            .collect()
+    };
+    let mut registry = Registry::new(catalog.clone());
     let t = std::time::Instant::now();
+    let caps = Capabilities {
+        cpu_cores: 4,
+        ram: "8 GiB".into(),
+        has_gpu: false,
+        gpu_memory: None,
+        free_disk: "100 GiB".into(),
+        worker_type: "cpu".into(),
+    };
+    let running = cpu
+        .iter()
+        .map(|n| ServiceStatus::new(n, ServiceState::Running))
+        .collect();
+    let settled = Proof {
+        signed_at_ms: 1,
+        session: [1; 16],
+    };
+    let ip = Ipv4Addr::new(10, 42, 0, 8);
+    registry
+        .register(
+            "settled",
+            ip,
+            caps.clone(),
+            offers(8100),
+            running,
+            settled,
+            t,
+        )
+        .expect("a plain registration registers");
     let session = [7u8; 16];
-    let ip = Ipv4Addr::new(10, 42, 0, 9);
     let (capabilities, services, states) = match registration {
         Some(r) => (r.capabilities.clone(), r.services.clone(), r.states.clone()),
-        None => Default::default(),
+        None => (caps, offers(8200), Vec::new()),
     };
     let proof = Proof {
-        signed_at_ms: 1,
+        signed_at_ms: 2,
         session,
     };
+    let ip = Ipv4Addr::new(10, 42, 0, 9);
     let _ = registry.register("fuzz", ip, capabilities, services, states, proof, t);
     if let Some(beat) = beat {
         let report = Report {
@@ -120,7 +164,20 @@ fn assign_after(registration: Option<&Registration>, beat: Option<Heartbeat>) {
                 .all(|a| worker.offered.iter().any(|o| o.name == *a))
         );
     }
-    let _ = registry.gaps();
+    // Every CPU service runs (the settled worker holds each), on no more workers than its
+    // target, whatever the newcomer says.
+    for name in &cpu {
+        let on = registry
+            .workers()
+            .filter(|w| w.assigned.contains(name))
+            .count();
+        let want = catalog.get(name).map_or(0, |spec| spec.replicas as usize);
+        assert!((1..=want).contains(&on), "{name} on {on} workers");
+    }
+    for gap in registry.gaps() {
+        assert!(gap.have < gap.want);
+    }
+    let _ = registry.take_changed();
     registry.expire(t + TTL * 2);
-    assert!(registry.workers().next().is_none());
+    assert!(registry.workers().next().is_none(), "both expire");
 }

@@ -16,12 +16,12 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use rma_proto::load::ServiceStatus;
+use rma_proto::load::{ServiceState, ServiceStatus};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::runner::{Event, Running};
 use self::spec::{LocalService, Runner};
-use self::supervisor::{Action, Supervisor};
+use self::supervisor::{Action, Generation, Supervisor};
 
 /// A coordinator's assignment counts this long after its last answer, while another has
 /// answered since.
@@ -43,6 +43,18 @@ enum Command {
 pub struct Platform {
     commands: mpsc::Sender<Command>,
     statuses: watch::Receiver<Vec<ServiceStatus>>,
+    /// Each service's state alone: it changes far less often than the load figures.
+    states: watch::Receiver<Vec<(String, ServiceState)>>,
+}
+
+/// Where the platform publishes the statuses, and the states alone.
+type Publish = (
+    watch::Sender<Vec<ServiceStatus>>,
+    watch::Sender<Vec<(String, ServiceState)>>,
+);
+
+fn states_of(statuses: &[ServiceStatus]) -> Vec<(String, ServiceState)> {
+    statuses.iter().map(|s| (s.name.clone(), s.state)).collect()
 }
 
 /// Each coordinator's latest assignment, and when it came.
@@ -96,10 +108,18 @@ impl Platform {
     /// Starts the platform's task for `services`, on the mesh IP.
     pub fn start(services: Vec<LocalService>, mesh_ip: Ipv4Addr) -> Self {
         let (commands, rx) = mpsc::channel(16);
-        let initial = Supervisor::new(services, Instant::now());
+        let initial = Supervisor::new(services.clone(), Instant::now());
         let (status_tx, statuses) = watch::channel(initial.statuses());
-        tokio::spawn(run(initial, mesh_ip, rx, status_tx));
-        Self { commands, statuses }
+        let (states_tx, states) = watch::channel(states_of(&initial.statuses()));
+        tokio::spawn(async move {
+            runner::stop_leftover_units(&services).await;
+            run(initial, mesh_ip, rx, (status_tx, states_tx)).await;
+        });
+        Self {
+            commands,
+            statuses,
+            states,
+        }
     }
 
     /// A coordinator's assignment (from its registration's or heartbeat's answer).
@@ -130,9 +150,14 @@ impl Platform {
         tokio::spawn(async move { platform.reconfigure(services, coordinators).await });
     }
 
-    /// Where each service stands; `changed()` wakes on a change.
-    pub fn statuses(&self) -> watch::Receiver<Vec<ServiceStatus>> {
-        self.statuses.clone()
+    /// Where each service stands, with the load its health endpoint reports.
+    pub fn statuses(&self) -> Vec<ServiceStatus> {
+        self.statuses.borrow().clone()
+    }
+
+    /// Each service's state; `changed()` wakes when one changes.
+    pub fn states(&self) -> watch::Receiver<Vec<(String, ServiceState)>> {
+        self.states.clone()
     }
 
     /// Stops every service it runs (SIGTERM, then SIGKILL after its grace) and ends.
@@ -148,10 +173,10 @@ async fn run(
     mut supervisor: Supervisor,
     mesh_ip: Ipv4Addr,
     mut commands: mpsc::Receiver<Command>,
-    statuses: watch::Sender<Vec<ServiceStatus>>,
+    (statuses, states): Publish,
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
-    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    let mut running: BTreeMap<String, (Generation, Running)> = BTreeMap::new();
     let mut assignments = Assignments::default();
     let mut stopping: Option<oneshot::Sender<()>> = None;
     loop {
@@ -169,12 +194,14 @@ async fn run(
                 now,
             );
         }
-        statuses.send_if_modified(|held| {
-            let new = supervisor.statuses();
+        let now_statuses = supervisor.statuses();
+        states.send_if_modified(|held| {
+            let new = states_of(&now_statuses);
             let changed = *held != new;
             *held = new;
             changed
         });
+        statuses.send_replace(now_statuses);
         if stopping.is_some() && supervisor.all_stopped() {
             break;
         }
@@ -208,18 +235,26 @@ async fn run(
             },
             Some(event) = events.recv() => {
                 let now = Instant::now();
+                // An event of an earlier start leaves the current one's handle alone.
+                let mut forget = |name: &str, generation| {
+                    if running.get(name).is_some_and(|(g, _)| *g == generation) {
+                        running.remove(name);
+                    }
+                };
                 match event {
-                    Event::StartFailed(name, why) => {
+                    Event::StartFailed(name, generation, why) => {
                         tracing::warn!(service = %name, error = %why, "service could not start");
-                        running.remove(&name);
-                        supervisor.start_failed(&name, why, now);
+                        forget(&name, generation);
+                        supervisor.start_failed(&name, generation, why, now);
                     }
-                    Event::Exited(name, how) => {
-                        running.remove(&name);
+                    Event::Exited(name, generation, how) => {
+                        forget(&name, generation);
                         tracing::info!(service = %name, %how, "service ended");
-                        supervisor.exited(&name, how, now);
+                        supervisor.exited(&name, generation, how, now);
                     }
-                    Event::Probed(name, body) => supervisor.probed(&name, body.as_deref(), now),
+                    Event::Probed(name, generation, body) => {
+                        supervisor.probed(&name, generation, body.as_deref(), now);
+                    }
                 }
             }
             () = sleep => {}
@@ -232,31 +267,33 @@ async fn run(
 
 fn act(
     supervisor: &mut Supervisor,
-    running: &mut BTreeMap<String, Running>,
+    running: &mut BTreeMap<String, (Generation, Running)>,
     action: Action,
     mesh_ip: Ipv4Addr,
     events: &mpsc::UnboundedSender<Event>,
     now: Instant,
 ) {
     match action {
-        Action::Start(name) => {
+        Action::Start(name, generation) => {
             let Some(spec) = supervisor.spec(&name).cloned() else {
                 return;
             };
-            match runner::start(&spec, mesh_ip, events) {
+            match runner::start(&spec, generation, mesh_ip, events) {
                 Ok(Some(started)) => {
-                    running.insert(name, started);
+                    running.insert(name, (generation, started));
                 }
                 Ok(None) => {}
                 Err(why) => {
                     tracing::warn!(service = %name, error = %why, "service could not start");
-                    supervisor.start_failed(&name, why, now);
+                    supervisor.start_failed(&name, generation, why, now);
                 }
             }
         }
         Action::Stop(name) | Action::Kill(name) if !running.contains_key(&name) => {
             // Nothing of it runs (a unit whose start failed, say): it has stopped.
-            supervisor.exited(&name, "not running".into(), now);
+            if let Some(generation) = supervisor.generation(&name) {
+                supervisor.exited(&name, generation, "not running".into(), now);
+            }
         }
         Action::Stop(name) => {
             tracing::info!(service = %name, "stopping service");
@@ -266,9 +303,9 @@ fn act(
             tracing::warn!(service = %name, "service outlived its stop grace period; killing it");
             stop(supervisor, running, &name, events, true);
         }
-        Action::Probe(name) => {
+        Action::Probe(name, generation) => {
             if let Some(spec) = supervisor.spec(&name) {
-                runner::probe(spec, mesh_ip, events);
+                runner::probe(spec, generation, mesh_ip, events);
             }
         }
     }
@@ -276,17 +313,18 @@ fn act(
 
 fn stop(
     supervisor: &Supervisor,
-    running: &mut BTreeMap<String, Running>,
+    running: &mut BTreeMap<String, (Generation, Running)>,
     name: &str,
     events: &mpsc::UnboundedSender<Event>,
     kill: bool,
 ) {
     match (running.get(name), supervisor.spec(name).map(|s| &s.runner)) {
-        (Some(Running::Unit(watcher)), Some(Runner::Unit(unit))) => {
+        (Some((_, Running::Unit(_))), Some(Runner::Unit(unit))) if kill => runner::kill_unit(unit),
+        (Some((generation, Running::Unit(watcher))), Some(Runner::Unit(unit))) => {
             watcher.abort();
-            runner::stop_unit(name, unit, events, kill);
+            runner::stop_unit(name, *generation, unit, events);
         }
-        (Some(process), _) => {
+        (Some((_, process)), _) => {
             let signal = if kill {
                 Signal::SIGKILL
             } else {

@@ -16,13 +16,14 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use super::spec::{Exec, LocalService, Runner};
+use super::supervisor::Generation;
 
-/// What happened to a service, for the supervisor.
+/// What happened to a service's start `Generation`, for the supervisor.
 #[derive(Debug)]
 pub enum Event {
-    StartFailed(String, String),
-    Exited(String, String),
-    Probed(String, Option<Bytes>),
+    StartFailed(String, Generation, String),
+    Exited(String, Generation, String),
+    Probed(String, Generation, Option<Bytes>),
 }
 
 /// How long a health probe may take.
@@ -54,19 +55,22 @@ pub fn describe(status: ExitStatus) -> String {
     }
 }
 
-/// Starts `service`; its exit (or its unit's end) is reported as [`Event::Exited`].
+/// Starts `service` (start `generation`); its exit (or its unit's end) is reported as
+/// [`Event::Exited`].
 pub fn start(
     service: &LocalService,
+    generation: Generation,
     mesh_ip: Ipv4Addr,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<Option<Running>, String> {
     let name = service.name().to_owned();
     match &service.runner {
         Runner::External => Ok(None),
-        Runner::Exec(exec) => spawn(&name, exec, service.offer.port, mesh_ip, events)
+        Runner::Exec(exec) => spawn(&name, generation, exec, service.offer.port, mesh_ip, events)
             .map(|pid| Some(Running::Process(pid))),
         Runner::Unit(unit) => Ok(Some(Running::Unit(tokio::spawn(run_unit(
             name,
+            generation,
             unit.clone(),
             events.clone(),
         ))))),
@@ -75,6 +79,7 @@ pub fn start(
 
 fn spawn(
     name: &str,
+    generation: Generation,
     exec: &Exec,
     port: u16,
     mesh_ip: Ipv4Addr,
@@ -125,7 +130,9 @@ fn spawn(
             Ok(status) => describe(status),
             Err(e) => format!("lost: {e}"),
         };
-        let _ = events.send(Event::Exited(name, how));
+        // Whatever it started goes with it: a child that outlived it would hold its port.
+        let _ = killpg(pid, Signal::SIGKILL);
+        let _ = events.send(Event::Exited(name, generation, how));
     });
     Ok(pid)
 }
@@ -142,21 +149,45 @@ pub fn signal(name: &str, running: &Running, signal: Signal) {
     }
 }
 
-/// Stops a unit: its watcher ends, `systemctl stop` runs, and the end is reported.
-pub fn stop_unit(name: &str, unit: &str, events: &mpsc::UnboundedSender<Event>, kill: bool) {
+/// Stops a unit with `systemctl stop` (its watcher has been ended), and reports the end
+/// once, when that returns.
+pub fn stop_unit(
+    name: &str,
+    generation: Generation,
+    unit: &str,
+    events: &mpsc::UnboundedSender<Event>,
+) {
     let (name, unit, events) = (name.to_owned(), unit.to_owned(), events.clone());
     tokio::spawn(async move {
-        let args: &[&str] = if kill {
-            &["kill", "--signal=SIGKILL", &unit]
-        } else {
-            &["stop", &unit]
-        };
-        let how = match systemctl(args).await {
+        let how = match systemctl(&["stop", &unit]).await {
             Ok(()) => format!("unit {unit} stopped"),
             Err(e) => e,
         };
-        let _ = events.send(Event::Exited(name, how));
+        let _ = events.send(Event::Exited(name, generation, how));
     });
+}
+
+/// A unit outlived its stop grace: SIGKILL to its processes. The stop already under way
+/// reports the end.
+pub fn kill_unit(unit: &str) {
+    let unit = unit.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = systemctl(&["kill", "--signal=SIGKILL", &unit]).await {
+            tracing::warn!(%unit, error = %e, "killing the unit");
+        }
+    });
+}
+
+/// Stops every unit the services name, before any is started: one left running by an
+/// earlier meshd (a crash, a restart) runs only if routerd assigns it again.
+pub async fn stop_leftover_units(services: &[LocalService]) {
+    for service in services {
+        if let Runner::Unit(unit) = &service.runner
+            && let Err(e) = systemctl(&["stop", unit]).await
+        {
+            tracing::debug!(service = %service.name(), %unit, error = %e, "stopping a leftover unit");
+        }
+    }
 }
 
 async fn systemctl(args: &[&str]) -> Result<(), String> {
@@ -179,26 +210,34 @@ async fn systemctl(args: &[&str]) -> Result<(), String> {
 }
 
 /// Starts a unit, then watches it until it is no longer active.
-async fn run_unit(name: String, unit: String, events: mpsc::UnboundedSender<Event>) {
+async fn run_unit(
+    name: String,
+    generation: Generation,
+    unit: String,
+    events: mpsc::UnboundedSender<Event>,
+) {
     if let Err(e) = systemctl(&["start", &unit]).await {
-        let _ = events.send(Event::StartFailed(name, e));
+        let _ = events.send(Event::StartFailed(name, generation, e));
         return;
     }
     tracing::info!(service = %name, %unit, "unit started");
     loop {
         tokio::time::sleep(UNIT_POLL).await;
         if systemctl(&["is-active", "--quiet", &unit]).await.is_err() {
-            let _ = events.send(Event::Exited(
-                name,
-                format!("unit {unit} is no longer active"),
-            ));
+            let how = format!("unit {unit} is no longer active");
+            let _ = events.send(Event::Exited(name, generation, how));
             return;
         }
     }
 }
 
 /// GETs the service's health path on the mesh IP; a 2xx answer passes, with its body.
-pub fn probe(service: &LocalService, mesh_ip: Ipv4Addr, events: &mpsc::UnboundedSender<Event>) {
+pub fn probe(
+    service: &LocalService,
+    generation: Generation,
+    mesh_ip: Ipv4Addr,
+    events: &mpsc::UnboundedSender<Event>,
+) {
     let (name, health, events) = (
         service.name().to_owned(),
         service.offer.health.clone(),
@@ -217,7 +256,7 @@ pub fn probe(service: &LocalService, mesh_ip: Ipv4Addr, events: &mpsc::Unbounded
         )
         .await;
         let passed = reply.ok().filter(|r| r.status.is_success()).map(|r| r.body);
-        let _ = events.send(Event::Probed(name, passed));
+        let _ = events.send(Event::Probed(name, generation, passed));
     });
 }
 
