@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 
 use crate::config::WorkerSettings;
 use crate::services::Platform;
-use rma_proto::load::{ServiceState, ServiceStatus};
+use rma_proto::load::{MachineLoad, ServiceState, ServiceStatus};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -58,6 +58,13 @@ pub fn registration(
 /// each heartbeat tells its routerd about the others.
 pub type Contacts = Arc<Mutex<BTreeMap<String, Instant>>>;
 
+/// The machine's load, measured at most once per [`MEASURE_EVERY`] for all coordinators
+/// (`nvidia-smi` is not free).
+pub type LoadCache = Arc<Mutex<Option<(Instant, MachineLoad)>>>;
+
+/// How long a measurement of the machine's load is reused.
+const MEASURE_EVERY: Duration = Duration::from_secs(5);
+
 /// What every worker task of this machine shares.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -71,6 +78,7 @@ pub struct Machine {
     pub coordinators: Vec<String>,
     pub platform: Platform,
     pub contacts: Contacts,
+    pub load: LoadCache,
 }
 
 impl Machine {
@@ -103,6 +111,22 @@ impl Machine {
                     .unwrap_or_else(|| ServiceStatus::new(&offer.name, ServiceState::Stopped))
             })
             .collect()
+    }
+
+    /// The machine's load: measured off the event loop, or the measurement of the last
+    /// [`MEASURE_EVERY`].
+    async fn load(&self) -> Option<MachineLoad> {
+        let fresh = rma_daemon::sync::lock(&self.load)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < MEASURE_EVERY)
+            .map(|(_, load)| load.clone());
+        if fresh.is_some() {
+            return fresh;
+        }
+        let settings = self.settings.clone();
+        let load = off_loop(move || crate::capabilities::measure(&settings)).await?;
+        *rma_daemon::sync::lock(&self.load) = Some((Instant::now(), load.clone()));
+        Some(load)
     }
 
     fn heard_from(&self, url: &str) {
@@ -169,6 +193,7 @@ impl Workers {
             coordinators: Vec::new(),
             platform: Platform::start(config.services.clone(), mesh_ip),
             contacts: Contacts::default(),
+            load: LoadCache::default(),
         };
         let mut workers = Self {
             machine,
@@ -318,8 +343,7 @@ pub async fn run(coordinator: SocketAddr, machine: Machine) {
                 Ok(()) = states.changed() => tokio::time::sleep(MIN_GAP).await,
             }
             states.borrow_and_update();
-            let settings = machine.settings.clone();
-            let load = off_loop(move || crate::capabilities::measure(&settings)).await;
+            let load = machine.load().await;
             let beat = Heartbeat {
                 worker_id: machine.name.clone(),
                 session: session.clone(),

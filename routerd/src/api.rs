@@ -357,9 +357,9 @@ async fn admin_gaps(
     ))
 }
 
-/// A worker silent for longer than this (two heartbeats missed) is counted stale by
+/// A worker silent for longer than this (three heartbeats missed) is counted stale by
 /// `/health` until it expires.
-const STALE: std::time::Duration = std::time::Duration::from_secs(2 * HEARTBEAT_INTERVAL.as_secs());
+const STALE: std::time::Duration = std::time::Duration::from_secs(3 * HEARTBEAT_INTERVAL.as_secs());
 
 /// `/health`: the fields routerd always answered (`services`: workers serving each), in the
 /// coordinator's shape from seed 002 §8.2: `status`, `coordinator`, and `workers` as

@@ -178,7 +178,7 @@ async fn a_worker_registers_from_its_mesh_ip_and_heartbeats() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["worker_id"], "worker-1");
     assert_eq!(body["assigned_services"], json!(["rag-embeddings"]));
-    assert_eq!(body["heartbeat_interval_secs"], 5);
+    assert_eq!(body["heartbeat_interval_secs"], 2);
     let session = body["session"].as_str().unwrap();
     assert_eq!(session.len(), 32);
 

@@ -14,8 +14,10 @@ use crate::catalog::{Catalog, Tier};
 use crate::replicas::Replicas;
 use crate::routes::{Candidate, Route, Routes};
 
-/// How often workers heartbeat, and how long a silent worker stays registered.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// How often workers heartbeat, and how long a silent worker stays registered. A heartbeat's
+/// answer is how a worker learns a new assignment, so the interval bounds how long a
+/// service whose worker left waits for its new one to hear of it.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 pub const TTL: Duration = Duration::from_secs(15);
 /// How long a new assignment is held while its worker still reports the service stopped.
 pub const START_GRACE: Duration = Duration::from_secs(10);

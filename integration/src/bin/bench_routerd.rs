@@ -176,7 +176,7 @@ fn http(
 }
 
 /// Registers the worker from its mesh IP with each routerd in `meshes` (their mesh
-/// listeners), signed with its key, and heartbeats every 5 s with the session each answer
+/// listeners), signed with its key, and heartbeats every 5 s (well within routerd's 15 s TTL) with the session each answer
 /// opened (as meshd does) until the returned sender is dropped.
 fn register(
     lab: &Lab,
