@@ -238,7 +238,7 @@ impl TryFrom<String> for Span {
     }
 }
 
-/// A size in bytes written with a unit: `64KiB`, `10MiB`, `1GiB`, `2TiB`, `512B` (also KB,
+/// A size in bytes written with a unit: `64KiB`, `10MiB`, `1.5GiB`, `2TiB`, `512B` (also KB,
 /// MB, GB, TB as powers of ten).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -246,27 +246,11 @@ pub struct ByteSize(pub u64);
 
 impl TryFrom<String> for ByteSize {
     type Error = String;
+    /// As capabilities' sizes read ([`rma_proto::load::parse_size`]), whole bytes.
     fn try_from(text: String) -> Result<Self, String> {
-        let bad = || format!("{text:?} is not a size such as 64KiB or 10MiB");
-        let trimmed = text.trim();
-        let split = trimmed
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(trimmed.len());
-        let (digits, unit) = trimmed.split_at(split);
-        let number: u64 = digits.parse().map_err(|_| bad())?;
-        let scale: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "TiB" => 1 << 40,
-            "KB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "TB" => 1_000_000_000_000,
-            _ => return Err(bad()),
-        };
-        number.checked_mul(scale).map(Self).ok_or_else(bad)
+        rma_proto::load::parse_size(&text)
+            .map(Self)
+            .ok_or_else(|| format!("{text:?} is not a size such as 64KiB or 10MiB"))
     }
 }
 
@@ -294,6 +278,7 @@ mod tests {
         assert_eq!(size("10 MiB"), Ok(10 << 20));
         assert_eq!(size("3MB"), Ok(3_000_000));
         assert_eq!(size("12"), Ok(12));
+        assert_eq!(size("1.5 GiB"), Ok(3 << 29));
         assert!(size("ten").is_err());
         assert!(size("5PiB").is_err());
         assert!(size("99999999999999GiB").is_err());

@@ -339,6 +339,17 @@ pub fn write_lighthouse_config(
 }
 
 /// Starts a lighthouse in `ns` with `config` and waits until it serves.
+/// lighthouse-1 (10.42.255.1, group `lighthouses`) on a public host of `net`, signed by `pki`.
+pub fn start_public_lighthouse(
+    net: &mut crate::internet::Internet,
+    pki: &Pki,
+) -> anyhow::Result<LighthouseProc> {
+    let (ns, ip) = net.public_host("lighthouse")?;
+    let issued = pki.issue_in("lighthouse-1", Ipv4Addr::new(10, 42, 255, 1), "lighthouses")?;
+    let config = write_lighthouse_config(&net.lab, &pki.ca_path, &issued, None, ip)?;
+    start_lighthouse(&mut net.lab, &ns, "lighthouse-1", &config, ip)
+}
+
 pub fn start_lighthouse(
     lab: &mut Lab,
     ns: &Ns,

@@ -77,15 +77,7 @@ impl Mesh {
         let crl = net.lab.dir().join("mesh.crl");
         pki.write_crl(&crl, 1, &[]).unwrap();
 
-        let (lh_ns, lh_ip) = net.public_host("lighthouse").unwrap();
-        let lh_issued = pki
-            .issue_in("lighthouse-1", Ipv4Addr::new(10, 42, 255, 1), "lighthouses")
-            .unwrap();
-        let lh_config =
-            mesh::write_lighthouse_config(&net.lab, &pki.ca_path, &lh_issued, None, lh_ip).unwrap();
-        let lighthouse =
-            mesh::start_lighthouse(&mut net.lab, &lh_ns, "lighthouse-1", &lh_config, lh_ip)
-                .unwrap();
+        let lighthouse = mesh::start_public_lighthouse(&mut net, &pki).unwrap();
         let entries = vec![lighthouse.entry()];
 
         let mut site = net.site("routerd-router", Nat::Cone).unwrap();

@@ -74,15 +74,7 @@ impl Platform {
         let lab = Lab::new().unwrap();
         let pki = Pki::new(lab.dir(), "mesh-ca", "10.42.0.0/16").unwrap();
         let mut net = Internet::new(lab).unwrap();
-        let (lh_ns, lh_ip) = net.public_host("lighthouse").unwrap();
-        let lh_issued = pki
-            .issue_in("lighthouse-1", Ipv4Addr::new(10, 42, 255, 1), "lighthouses")
-            .unwrap();
-        let lh_config =
-            mesh::write_lighthouse_config(&net.lab, &pki.ca_path, &lh_issued, None, lh_ip).unwrap();
-        let lighthouse_proc =
-            mesh::start_lighthouse(&mut net.lab, &lh_ns, "lighthouse-1", &lh_config, lh_ip)
-                .unwrap();
+        let lighthouse_proc = mesh::start_public_lighthouse(&mut net, &pki).unwrap();
         let lighthouse = vec![lighthouse_proc.entry()];
         let mut platform = Self {
             net,

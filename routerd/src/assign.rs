@@ -470,13 +470,8 @@ mod tests {
                 spec(Tier::Cpu, 1 + (i as u32 % 3), Some(2 * GIB), None),
             )
         }));
-        let mut seed = 7u64;
-        let mut next = move |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut next = move |n: u64| rng.u64(..n);
         for _ in 0..50 {
             let mut workers: Vec<W> = (0..1 + next(8))
                 .map(|i| {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use rma_daemon::prometheus::Exposition;
 
 use crate::app::Traffic;
-use crate::registry::Registry;
+use crate::registry::{MachineLoad, Registry};
 
 /// Upper bounds of the call-duration histogram, in seconds: up to [`LONGEST`], past the
 /// longest timeout a service may have, so that a quantile can reach every real duration
@@ -321,56 +321,35 @@ fn worker_reports(e: &mut Exposition, registry: &Registry) {
         .workers()
         .filter_map(|w| Some((w.name.as_str(), w.load.as_ref()?)))
         .collect();
-    e.header(
-        "routerd_worker_load_average",
-        "gauge",
-        "The worker machine's one-minute load average, from its last heartbeat.",
-    );
-    for (worker, load) in &loads {
-        e.sample(
+    type Gauge = fn(&MachineLoad) -> Option<f64>;
+    let gauges: [(&str, &str, Gauge); 4] = [
+        (
             "routerd_worker_load_average",
-            &[("worker", worker)],
-            load.load_average,
-        );
-    }
-    e.header(
-        "routerd_worker_memory_used_bytes",
-        "gauge",
-        "Memory in use on the worker machine, from its last heartbeat.",
-    );
-    for (worker, load) in &loads {
-        e.sample(
+            "The worker machine's one-minute load average, from its last heartbeat.",
+            |l| Some(l.load_average),
+        ),
+        (
             "routerd_worker_memory_used_bytes",
-            &[("worker", worker)],
-            load.memory_used_bytes,
-        );
-    }
-    e.header(
-        "routerd_worker_gpu_utilization_percent",
-        "gauge",
-        "The busiest GPU's utilisation on the worker machine, from its last heartbeat.",
-    );
-    for (worker, load) in &loads {
-        if let Some(gpu) = load.gpu_utilization {
-            e.sample(
-                "routerd_worker_gpu_utilization_percent",
-                &[("worker", worker)],
-                gpu,
-            );
-        }
-    }
-    e.header(
-        "routerd_worker_gpu_memory_used_bytes",
-        "gauge",
-        "GPU memory in use on the worker machine, from its last heartbeat.",
-    );
-    for (worker, load) in &loads {
-        if let Some(used) = load.gpu_memory_used_bytes {
-            e.sample(
-                "routerd_worker_gpu_memory_used_bytes",
-                &[("worker", worker)],
-                used,
-            );
+            "Memory in use on the worker machine, from its last heartbeat.",
+            |l| Some(l.memory_used_bytes as f64),
+        ),
+        (
+            "routerd_worker_gpu_utilization_percent",
+            "The busiest GPU's utilisation on the worker machine, from its last heartbeat.",
+            |l| l.gpu_utilization,
+        ),
+        (
+            "routerd_worker_gpu_memory_used_bytes",
+            "GPU memory in use on the worker machine, from its last heartbeat.",
+            |l| l.gpu_memory_used_bytes.map(|b| b as f64),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        e.header(name, "gauge", help);
+        for (worker, load) in &loads {
+            if let Some(v) = value(load) {
+                e.sample(name, &[("worker", worker)], v);
+            }
         }
     }
     e.header(

@@ -131,11 +131,10 @@ mod tests {
     fn a_day_of_workers_naming_random_replicas_stays_bounded_and_forgets() {
         let mut replicas = Replicas::default();
         let t0 = Instant::now();
-        let mut seed = 1u64;
+        let mut rng = fastrand::Rng::with_seed(1);
         // A worker a second names a replica, from a pool far larger than the bound.
         for second in 0..86_400u64 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let n = (seed >> 40) % 500;
+            let n = rng.u64(..500);
             let now = t0 + Duration::from_secs(second);
             replicas.named(
                 &format!("http://10.42.{}.{}:8080", n / 250, n % 250),

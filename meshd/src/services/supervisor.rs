@@ -306,10 +306,17 @@ impl Supervisor {
         wake
     }
 
+    /// The slot of `name` if `generation` is its current start: events of earlier starts
+    /// find none.
+    fn current(&mut self, name: &str, generation: Generation) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(name)
+            .filter(|s| s.generation == generation)
+    }
+
     /// The shell could not start it.
     pub fn start_failed(&mut self, name: &str, generation: Generation, why: String, now: Instant) {
-        if let Some(slot) = self.slots.get_mut(name)
-            && slot.generation == generation
+        if let Some(slot) = self.current(name, generation)
             && matches!(slot.phase, Phase::Starting { .. })
         {
             slot.fail(format!("could not start: {why}"), now);
@@ -319,11 +326,7 @@ impl Supervisor {
     /// The process of start `generation` exited (or its unit stopped), `how` as
     /// `exit status 1` and the like.
     pub fn exited(&mut self, name: &str, generation: Generation, how: String, now: Instant) {
-        let Some(slot) = self
-            .slots
-            .get_mut(name)
-            .filter(|s| s.generation == generation)
-        else {
+        let Some(slot) = self.current(name, generation) else {
             return;
         };
         match slot.phase {
@@ -350,11 +353,7 @@ impl Supervisor {
         passed: Option<&[u8]>,
         now: Instant,
     ) {
-        let Some(slot) = self
-            .slots
-            .get_mut(name)
-            .filter(|s| s.generation == generation)
-        else {
+        let Some(slot) = self.current(name, generation) else {
             return;
         };
         slot.probing = false;
@@ -685,13 +684,8 @@ mod tests {
         let t0 = Instant::now();
         let names = ["a", "b", "c"];
         let mut s = Supervisor::new(names.iter().map(|n| exec(n)).collect(), t0);
-        let mut seed = 3u64;
-        let mut next = move |n: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut next = move |n: u64| rng.u64(..n);
         let mut running: BTreeSet<String> = BTreeSet::new();
         let mut now = t0;
         for _ in 0..(86_400 / 5) {

@@ -42,6 +42,14 @@ struct Machine {
     gpu_memory: Option<&'static str>,
 }
 
+/// What worker-1 and worker-3 can run: every CPU service of the catalog.
+const CPU_SERVICES: &[(&str, u16)] = &[
+    ("rag-embeddings", 8101),
+    ("document-processing", 8102),
+    ("notes-coa", 8103),
+    ("ner-extraction", 8104),
+];
+
 /// routerd first, so that it gets the first mesh IP (10.42.0.1) the example configs name.
 const MACHINES: [Machine; 5] = [
     Machine {
@@ -62,12 +70,7 @@ const MACHINES: [Machine; 5] = [
         name: "worker-1",
         groups: "workers",
         nat: Some(Nat::Cone),
-        services: &[
-            ("rag-embeddings", 8101),
-            ("document-processing", 8102),
-            ("notes-coa", 8103),
-            ("ner-extraction", 8104),
-        ],
+        services: CPU_SERVICES,
         gpu_memory: None,
     },
     Machine {
@@ -81,12 +84,7 @@ const MACHINES: [Machine; 5] = [
         name: "worker-3",
         groups: "workers",
         nat: Some(Nat::Symmetric),
-        services: &[
-            ("rag-embeddings", 8101),
-            ("document-processing", 8102),
-            ("notes-coa", 8103),
-            ("ner-extraction", 8104),
-        ],
+        services: CPU_SERVICES,
         gpu_memory: None,
     },
 ];
