@@ -1,6 +1,12 @@
 //! A CA directory (`ca.crt`, `ca.key`, `ca.db`) and the rules for issuing from it: unique names
 //! and mesh IPs among live certificates, automatic IP allocation, validity inside the CA's,
 //! revocation and revocation lists.
+//!
+//! A root's directory holds its self-signed `ca.crt`. An issuing CA's directory holds its own
+//! key, `ca.crt` signed by the root, and the root's certificate as `root.crt`; it is made in
+//! three steps so that neither private key leaves its machine: [`Authority::init_issuing`]
+//! makes the key and the request `ca.pub`, the root's [`Authority::sign_ca`] signs it, and
+//! [`Authority::install_issuing`] puts the certificate in place.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -21,6 +27,13 @@ use crate::node_cert::NodeCert;
 pub const CA_CERT_FILE: &str = "ca.crt";
 pub const CA_KEY_FILE: &str = "ca.key";
 pub const INDEX_FILE: &str = "ca.db";
+/// In an issuing CA's directory: the root that signed it.
+pub const ROOT_CERT_FILE: &str = "root.crt";
+/// In an issuing CA's directory before its certificate arrives: the public key to sign.
+pub const REQUEST_FILE: &str = "ca.pub";
+
+/// Issuing CAs last a year unless asked otherwise, and never beyond the root.
+pub const DEFAULT_ISSUING_VALIDITY: Duration = Duration::days(365);
 
 /// Node certificates last a year unless asked otherwise, and never beyond the CA.
 pub const DEFAULT_NODE_VALIDITY: Duration = Duration::days(365);
@@ -77,6 +90,14 @@ pub enum AuthorityError {
     AlreadyRevoked { selector: String },
     #[error("fingerprint prefix {selector:?} matches {count} certificates; give more digits")]
     Ambiguous { selector: String, count: usize },
+    #[error("{}: {cause}", path.display())]
+    IssuingCert { path: PathBuf, cause: CaCertError },
+    #[error("{}: not signed by the root CA in {}", cert.display(), root.display())]
+    NotFromRoot { cert: PathBuf, root: PathBuf },
+    #[error("{}: an issuing CA signs nodes only; sign issuing CAs with the root", dir.display())]
+    NotARoot { dir: PathBuf },
+    #[error("{}: the certificate is for another key than this directory's ca.key", cert.display())]
+    NotThisKey { cert: PathBuf },
 }
 
 /// Where a new certificate's mesh IP comes from.
@@ -107,6 +128,8 @@ pub struct Authority {
     ca: CaCert,
     key: CaKey,
     index: Index,
+    /// For an issuing CA: the root that signed it.
+    root: Option<CaCert>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, AuthorityError> {
@@ -163,22 +186,102 @@ impl Authority {
             ca,
             key,
             index,
+            root: None,
         })
     }
 
-    /// Opens the CA in `dir`, checking that the key belongs to the certificate.
-    pub fn open(dir: &Path) -> Result<Self, AuthorityError> {
+    /// Starts an issuing CA in `dir`: its key (mode 0600), its index, and `ca.pub`, the public
+    /// key for the root's holder to sign with `rma-ca sign-ca`. Refuses if `dir` holds a CA.
+    pub fn init_issuing(dir: &Path) -> Result<ed25519_dalek::VerifyingKey, AuthorityError> {
         let (cert_path, key_path, index_path) = paths(dir);
-        let ca =
-            CaCert::from_bytes(&read(&cert_path)?).map_err(|cause| AuthorityError::CaCert {
+        let request = dir.join(REQUEST_FILE);
+        for path in [&cert_path, &key_path, &index_path, &request] {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(AuthorityError::AlreadyInitialised { path: path.clone() });
+            }
+        }
+        create_private_dir(dir)?;
+        let key = CaKey::generate();
+        let mut out = OutputFiles::new(false);
+        out.stage(&key_path, key.to_pem().as_bytes(), Mode::Private)?;
+        out.stage(&request, key.public_pem().as_bytes(), Mode::Public)?;
+        let index = Index::create(&index_path)?;
+        drop(index);
+        if let Err(e) = out.commit() {
+            let _ = std::fs::remove_file(&index_path);
+            return Err(e.into());
+        }
+        Ok(key.verifying_key())
+    }
+
+    /// Puts the certificate the root signed for this directory's key in place, with the root's
+    /// certificate beside it: both are checked first (the root self-signed, the certificate
+    /// signed by it and for this key). Refuses to replace a certificate unless `force`.
+    pub fn install_issuing(
+        dir: &Path,
+        cert: &[u8],
+        root: &[u8],
+        force: bool,
+    ) -> Result<Self, AuthorityError> {
+        let (cert_path, key_path, _) = paths(dir);
+        let root_path = dir.join(ROOT_CERT_FILE);
+        let root = CaCert::from_bytes(root).map_err(|cause| AuthorityError::CaCert {
+            path: root_path.clone(),
+            cause,
+        })?;
+        let issuing =
+            CaCert::issuing_from_bytes(cert).map_err(|cause| AuthorityError::IssuingCert {
                 path: cert_path.clone(),
                 cause,
             })?;
-        let key_pem = crate::files::read_private(&key_path)?;
-        let key = CaKey::from_pem(&key_pem).map_err(|cause| AuthorityError::Key {
-            path: key_path.clone(),
+        if !issuing.issued_by(&root) {
+            return Err(AuthorityError::NotFromRoot {
+                cert: cert_path,
+                root: root_path,
+            });
+        }
+        let key = read_key(&key_path)?;
+        if key.verifying_key() != *issuing.public_key() {
+            return Err(AuthorityError::NotThisKey { cert: cert_path });
+        }
+        let mut out = OutputFiles::new(force);
+        out.stage(&cert_path, issuing.to_pem().as_bytes(), Mode::Public)?;
+        out.stage(&root_path, root.to_pem().as_bytes(), Mode::Public)?;
+        out.commit()?;
+        Self::open(dir)
+    }
+
+    /// Opens the CA in `dir`, checking that the key belongs to the certificate and, for an
+    /// issuing CA, that the root in `root.crt` signed it.
+    pub fn open(dir: &Path) -> Result<Self, AuthorityError> {
+        let (cert_path, key_path, index_path) = paths(dir);
+        let cert = read(&cert_path)?;
+        let ca_error = |cause| AuthorityError::CaCert {
+            path: cert_path.clone(),
             cause,
-        })?;
+        };
+        let (ca, root) = match CaCert::from_bytes(&cert) {
+            Ok(ca) => (ca, None),
+            Err(CaCertError::NotSelfSigned) => {
+                let ca = CaCert::issuing_from_bytes(&cert).map_err(ca_error)?;
+                let root_path = dir.join(ROOT_CERT_FILE);
+                let root = CaCert::from_bytes(&read(&root_path)?).map_err(|cause| {
+                    AuthorityError::CaCert {
+                        path: root_path.clone(),
+                        cause,
+                    }
+                })?;
+                if !ca.issued_by(&root) {
+                    return Err(AuthorityError::NotFromRoot {
+                        cert: cert_path,
+                        root: root_path,
+                    });
+                }
+                (ca, Some(root))
+            }
+            Err(cause) => return Err(ca_error(cause)),
+        };
+        let key = read_key(&key_path)?;
         if key.verifying_key() != *ca.public_key() {
             return Err(AuthorityError::KeyMismatch {
                 key: key_path,
@@ -191,11 +294,75 @@ impl Authority {
             ca,
             key,
             index,
+            root,
         })
     }
 
     pub fn ca(&self) -> &CaCert {
         &self.ca
+    }
+
+    /// The root: this CA itself, or the root that signed this issuing CA.
+    pub fn root(&self) -> &CaCert {
+        self.root.as_ref().unwrap_or(&self.ca)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Signs an issuing CA for `public` with this root and records it: path length 0, `network`
+    /// inside the root's, valid for `duration` (default a year, shortened to end with the root;
+    /// a duration given that outlives the root is refused). Its name is unique among live
+    /// certificates unless `force`. `persist` runs before the index commits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sign_ca(
+        &mut self,
+        public: &ed25519_dalek::VerifyingKey,
+        name: NodeName,
+        network: Ipv4Net,
+        duration: Option<Duration>,
+        force: bool,
+        now: OffsetDateTime,
+        persist: impl FnOnce(&CaCert) -> Result<(), FileError>,
+    ) -> Result<CaCert, AuthorityError> {
+        if self.root.is_some() {
+            return Err(AuthorityError::NotARoot {
+                dir: self.dir.clone(),
+            });
+        }
+        self.ensure_ca_valid(now)?;
+        let now = now
+            .replace_nanosecond(0)
+            .expect("zero nanoseconds is valid");
+        let not_after = match duration {
+            Some(duration) => now + duration,
+            None => (now + DEFAULT_ISSUING_VALIDITY).min(self.ca.not_after()),
+        };
+        let tx = self.index.transaction()?;
+        if !force && let Some(holder) = tx.live_with_name(name.as_str(), now)?.first() {
+            return Err(AuthorityError::NameTaken {
+                name: holder.name.clone(),
+                ip: holder.mesh_ip,
+                fingerprint: holder.fingerprint.to_string(),
+            });
+        }
+        let issuing = issue::sign_issuing_ca(
+            &self.ca,
+            &self.key,
+            public,
+            &CaParams {
+                name,
+                network,
+                not_before: (now - BACKDATE).max(self.ca.not_before()),
+                not_after,
+                serial: Serial::random(),
+            },
+        )?;
+        tx.record_ca(&issuing, now)?;
+        persist(&issuing)?;
+        tx.commit()?;
+        Ok(issuing)
     }
 
     pub fn list(&self) -> Result<Vec<IssuedCert>, AuthorityError> {
@@ -364,6 +531,14 @@ fn create_private_dir(dir: &Path) -> Result<(), AuthorityError> {
         })
 }
 
+fn read_key(path: &Path) -> Result<CaKey, AuthorityError> {
+    let pem = crate::files::read_private(path)?;
+    CaKey::from_pem(&pem).map_err(|cause| AuthorityError::Key {
+        path: path.to_owned(),
+        cause,
+    })
+}
+
 fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (
         dir.join(CA_CERT_FILE),
@@ -379,7 +554,7 @@ mod tests {
     use time::macros::datetime;
 
     use super::*;
-    use crate::{NodeKeys, verify};
+    use crate::{NodeKeys, RevocationList, verify};
 
     const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
 
@@ -619,9 +794,9 @@ mod tests {
         let second = ca.crl(NOW, DEFAULT_CRL_VALIDITY, |_| Ok(())).unwrap();
         assert!(second.number() > first.number());
         assert_eq!(second.len(), 1);
-        assert!(verify(&a, ca.ca(), Some(&second), NOW).is_ok());
+        assert!(verify(&a, ca.ca(), &[&second], NOW).is_ok());
         assert!(matches!(
-            verify(&b, ca.ca(), Some(&second), NOW),
+            verify(&b, ca.ca(), &[&second], NOW),
             Err(crate::VerifyError::Revoked { .. })
         ));
         let listed = ca.list().unwrap();
@@ -631,5 +806,110 @@ mod tests {
             b_row.revoked.as_ref().unwrap().reason.as_deref(),
             Some("lost laptop")
         );
+    }
+
+    /// The three steps of an issuing CA, each on its own machine: neither key moves.
+    #[test]
+    fn an_issuing_ca_is_made_signed_installed_and_revoked() {
+        let (_root_dir, mut root) = new_ca("10.1.0.0/16");
+        let issuing_dir = tempfile::tempdir().unwrap();
+        let dir = issuing_dir.path().join("issuing");
+        let public = Authority::init_issuing(&dir).unwrap();
+        let mode = std::fs::metadata(dir.join(CA_KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let request_pem = std::fs::read(dir.join(REQUEST_FILE)).unwrap();
+        assert_eq!(CaKey::public_from_pem(&request_pem).unwrap(), public);
+        assert!(matches!(
+            Authority::init_issuing(&dir).unwrap_err(),
+            AuthorityError::AlreadyInitialised { .. }
+        ));
+        assert!(Authority::open(&dir).is_err(), "no certificate yet");
+
+        let network: Ipv4Net = "10.1.128.0/17".parse().unwrap();
+        let name: NodeName = "enroll".parse().unwrap();
+        let err = root
+            .sign_ca(&public, name.clone(), "10.2.0.0/16".parse().unwrap(), None, false, NOW, |_| Ok(()))
+            .unwrap_err();
+        assert!(matches!(err, AuthorityError::Issue(IssueError::NetworkOutsideRoot { .. })), "{err}");
+        let cert = root
+            .sign_ca(&public, name.clone(), network, None, false, NOW, |_| Ok(()))
+            .unwrap();
+        assert_eq!(cert.not_after(), NOW + DEFAULT_ISSUING_VALIDITY);
+        let err = root
+            .sign_ca(&public, name, network, None, false, NOW, |_| Ok(()))
+            .unwrap_err();
+        assert!(matches!(err, AuthorityError::NameTaken { .. }), "{err}");
+
+        // The wrong root, or a certificate for another key, is refused at install.
+        let (_elsewhere_dir, elsewhere) = new_ca("10.1.0.0/16");
+        let err = Authority::install_issuing(
+            &dir,
+            cert.to_pem().as_bytes(),
+            elsewhere.ca().to_pem().as_bytes(),
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(err, AuthorityError::NotFromRoot { .. }), "{err}");
+        let stranger = root
+            .sign_ca(&CaKey::generate().verifying_key(), "stranger".parse().unwrap(), network, None, false, NOW, |_| Ok(()))
+            .unwrap();
+        let err = Authority::install_issuing(
+            &dir,
+            stranger.to_pem().as_bytes(),
+            root.ca().to_pem().as_bytes(),
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(err, AuthorityError::NotThisKey { .. }), "{err}");
+
+        let mut issuing = Authority::install_issuing(
+            &dir,
+            cert.to_pem().as_bytes(),
+            root.ca().to_pem().as_bytes(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(issuing.root(), root.ca());
+        let reopened = Authority::open(&dir).unwrap();
+        assert_eq!(reopened.ca(), &cert);
+        let node = sign(&mut issuing, &request("n1")).unwrap();
+        assert_eq!(node.mesh_ip().to_string(), "10.1.128.1");
+        assert_eq!(node.issuing_ca(), Some(&cert));
+        assert_eq!(verify(&node, root.ca(), &[], NOW), Ok(()));
+        let err = issuing
+            .sign_ca(&public, "deeper".parse().unwrap(), network, None, false, NOW, |_| Ok(()))
+            .unwrap_err();
+        assert!(matches!(err, AuthorityError::NotARoot { .. }), "{err}");
+
+        // The root revokes the issuing CA by name; its list then refuses the node's chain.
+        let listed = root.list().unwrap();
+        let row = listed.iter().find(|c| c.name == "enroll").unwrap();
+        assert_eq!(row.network, Some(network));
+        root.revoke("enroll", Some("retired"), NOW).unwrap();
+        let root_list = root.crl(NOW, DEFAULT_CRL_VALIDITY, |_| Ok(())).unwrap();
+        assert!(matches!(
+            verify(&node, root.ca(), &[&root_list], NOW),
+            Err(crate::VerifyError::Issuer { .. })
+        ));
+        // The issuing CA's own list travels with its certificate.
+        issuing.revoke("n1", None, NOW).unwrap();
+        let own = issuing.crl(NOW, DEFAULT_CRL_VALIDITY, |_| Ok(())).unwrap();
+        assert_eq!(own.issuing_ca(), Some(&cert));
+        let read = RevocationList::read_all(own.to_pem().as_bytes(), root.ca()).unwrap();
+        assert_eq!(read, vec![own]);
+    }
+
+    #[test]
+    fn a_version_1_index_is_upgraded_when_opened() {
+        let (dir, ca) = new_ca("10.1.0.0/16");
+        drop(ca);
+        let path = dir.path().join(INDEX_FILE);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("ALTER TABLE certs DROP COLUMN network; PRAGMA user_version = 1;")
+            .unwrap();
+        drop(conn);
+        let mut ca = Authority::open(dir.path()).unwrap();
+        sign(&mut ca, &request("a")).unwrap();
+        assert_eq!(ca.list().unwrap()[0].network, None);
     }
 }

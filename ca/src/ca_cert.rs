@@ -1,4 +1,6 @@
-//! The CA certificate: a self-signed Ed25519 X.509 root that names the mesh network.
+//! CA certificates: the self-signed Ed25519 X.509 root that names the mesh network, and the
+//! issuing CAs it signs (path length 0, constrained to a part of the network) so that an online
+//! service can enroll nodes while the root key stays offline.
 
 use ed25519_dalek::VerifyingKey;
 use ipnet::Ipv4Net;
@@ -6,6 +8,7 @@ use std::net::Ipv4Addr;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer as _;
 
 use crate::encoding::{CERTIFICATE_TAG, EncodingError, pem_or_der};
 use crate::ids::{Fingerprint, Serial};
@@ -23,14 +26,26 @@ pub enum CaCertError {
     NotSelfSigned,
     #[error("has no IPv4 network name constraint, so it cannot be an RMA Mesh CA")]
     NoNetwork,
+    #[error("is self-signed: a root, not an issuing CA")]
+    SelfSigned,
 }
 
-/// A parsed CA certificate. Constructing one proves it is a well-formed, self-signed Ed25519 CA
-/// with exactly one permitted IPv4 network; it says nothing about validity at any time.
+/// A parsed CA certificate: a well-formed Ed25519 CA with exactly one permitted IPv4 network.
+/// [`CaCert::from_der`] also proves it is self-signed (a root); [`CaCert::issuing_from_der`]
+/// reads one signed by another CA, whose signature [`CaCert::issued_by`] checks. Neither says
+/// anything about validity at any time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaCert {
     der: Vec<u8>,
     subject_dn: Vec<u8>,
+    issuer_dn: Vec<u8>,
+    /// What the issuer signed and its signature, to check against the issuer's key later.
+    signed: Vec<u8>,
+    signature: Vec<u8>,
+    signature_is_ed25519: bool,
+    self_signed: bool,
+    /// How many CAs may follow this one in a chain: `None` is unlimited.
+    path_len: Option<u32>,
     name: String,
     network: Ipv4Net,
     public_key: VerifyingKey,
@@ -41,24 +56,48 @@ pub struct CaCert {
 }
 
 impl CaCert {
-    /// Reads a CA certificate from PEM or DER.
+    /// Reads a root CA certificate from PEM or DER.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CaCertError> {
         let der = pem_or_der(bytes, CERTIFICATE_TAG, "a CA certificate")?;
         Self::from_der(&der)
     }
 
+    /// Reads a root CA certificate: it must be self-signed.
     pub fn from_der(der: &[u8]) -> Result<Self, CaCertError> {
+        let ca = Self::parse(der)?;
+        if !ca.is_self_signed() {
+            return Err(CaCertError::NotSelfSigned);
+        }
+        Ok(ca)
+    }
+
+    /// Reads an issuing CA certificate from PEM or DER (see [`CaCert::issuing_from_der`]).
+    pub fn issuing_from_bytes(bytes: &[u8]) -> Result<Self, CaCertError> {
+        let der = pem_or_der(bytes, CERTIFICATE_TAG, "an issuing CA certificate")?;
+        Self::issuing_from_der(&der)
+    }
+
+    /// Reads a CA certificate signed by another CA. Its signature is not checked here: it says
+    /// nothing until [`CaCert::issued_by`] checks it against a root.
+    pub fn issuing_from_der(der: &[u8]) -> Result<Self, CaCertError> {
+        let ca = Self::parse(der)?;
+        if ca.is_self_signed() {
+            return Err(CaCertError::SelfSigned);
+        }
+        Ok(ca)
+    }
+
+    fn parse(der: &[u8]) -> Result<Self, CaCertError> {
         let cert = x509::parse_certificate(der).map_err(CaCertError::Malformed)?;
         x509::check_critical_extensions(&cert).map_err(CaCertError::Malformed)?;
         let tbs = &cert.tbs_certificate;
-        let is_ca = tbs
+        let constraints = tbs
             .basic_constraints()
             .map_err(|e| CaCertError::Malformed(e.to_string()))?
-            .is_some_and(|bc| bc.value.ca);
-        if !is_ca {
-            return Err(CaCertError::NotCa);
-        }
+            .filter(|bc| bc.value.ca)
+            .ok_or(CaCertError::NotCa)?;
         let public_key = x509::ed25519_subject_key(&cert).map_err(CaCertError::Malformed)?;
+        // The name comparison comes first: an issuing CA costs no signature check here.
         let self_signed = tbs.issuer.as_raw() == tbs.subject.as_raw()
             && x509::ed25519_signature_valid(
                 &public_key,
@@ -66,12 +105,16 @@ impl CaCert {
                 tbs.as_ref(),
                 &cert.signature_value,
             );
-        if !self_signed {
-            return Err(CaCertError::NotSelfSigned);
-        }
         Ok(Self {
+            self_signed,
             der: der.to_vec(),
             subject_dn: tbs.subject.as_raw().to_vec(),
+            issuer_dn: tbs.issuer.as_raw().to_vec(),
+            signed: tbs.as_ref().to_vec(),
+            signature: cert.signature_value.data.to_vec(),
+            signature_is_ed25519: cert.signature_value.unused_bits == 0
+                && crate::extensions::oid_is(&cert.signature_algorithm.algorithm, &x509::OID_ED25519),
+            path_len: constraints.value.path_len_constraint,
             name: x509::common_name(&tbs.subject).map_err(CaCertError::Malformed)?,
             network: permitted_network(&cert)?,
             public_key,
@@ -109,6 +152,34 @@ impl CaCert {
     }
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
+    }
+    /// How many CAs may follow this one in a chain; `None` is unlimited. A root made by an
+    /// `rma-ca` older than issuing CAs says 0, and can only sign nodes.
+    pub fn path_len(&self) -> Option<u32> {
+        self.path_len
+    }
+    /// Whether this CA may sign an issuing CA.
+    pub fn may_sign_cas(&self) -> bool {
+        self.path_len != Some(0)
+    }
+    /// Whether the certificate is signed with its own key under its own name: a root.
+    pub fn is_self_signed(&self) -> bool {
+        self.self_signed
+    }
+    /// Whether `issuer` signed this certificate: its name is this one's issuer and its key made
+    /// the signature.
+    pub fn issued_by(&self, issuer: &CaCert) -> bool {
+        self.issuer_dn == issuer.subject_dn && self.signature_valid_under(issuer.public_key())
+    }
+    /// The issuer's common name, for messages.
+    pub fn issuer_name(&self) -> String {
+        x509_parser::x509::X509Name::from_der(&self.issuer_dn)
+            .ok()
+            .and_then(|(_, name)| x509::common_name(&name).ok())
+            .unwrap_or_else(|| "?".into())
+    }
+    fn signature_valid_under(&self, key: &VerifyingKey) -> bool {
+        self.signature_is_ed25519 && x509::ed25519_verify(key, &self.signed, &self.signature)
     }
     /// The raw DER of the subject name, which every certificate this CA signs carries as issuer.
     pub(crate) fn subject_dn(&self) -> &[u8] {

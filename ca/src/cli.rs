@@ -42,6 +42,56 @@ pub enum Command {
         #[arg(long, default_value = "5y", value_parser = parse_duration)]
         duration: time::Duration,
     },
+    /// Start an issuing CA, one that an online enrollment service can sign nodes with while the
+    /// root key stays offline: makes its key (ca.key, mode 0600), its index and ca.pub, the
+    /// public key to have signed with `rma-ca sign-ca` on the root's machine. Refuses if the
+    /// directory already holds a CA.
+    InitIssuing {
+        #[command(flatten)]
+        ca: CaDir,
+    },
+    /// On the root's machine: sign an issuing CA's public key (its ca.pub). The issuing CA gets
+    /// path length 0 (it signs nodes, never another CA), a network inside the root's, and a
+    /// validity inside the root's; it is recorded in the root's index, so that `rma-ca revoke`
+    /// can revoke it.
+    SignCa {
+        #[command(flatten)]
+        ca: CaDir,
+        /// The issuing CA's public key file (ca.pub from `rma-ca init-issuing`).
+        #[arg(long = "pub", value_name = "FILE")]
+        public: PathBuf,
+        /// The issuing CA's name (its certificate's common name).
+        #[arg(long)]
+        name: NodeName,
+        /// The part of the root's network the issuing CA may give out, such as 10.42.128.0/17
+        /// (default: all of it).
+        #[arg(long, value_name = "CIDR")]
+        network: Option<Ipv4Net>,
+        /// How long it is valid. Default: a year, shortened to end with the root.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<time::Duration>,
+        /// Where to write the issuing CA's certificate.
+        #[arg(long, value_name = "FILE")]
+        out_crt: PathBuf,
+        /// Overwrite an existing output file, and allow a name a live certificate holds.
+        #[arg(long)]
+        force: bool,
+    },
+    /// On the issuing CA's machine: put the certificate `rma-ca sign-ca` made in place, with
+    /// the root's certificate as root.crt. Both are checked first.
+    InstallCa {
+        #[command(flatten)]
+        ca: CaDir,
+        /// The issuing CA's certificate from `rma-ca sign-ca`.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// The root CA's certificate (its ca.crt).
+        #[arg(long, value_name = "FILE")]
+        root: PathBuf,
+        /// Replace a certificate already installed (a renewed issuing CA).
+        #[arg(long)]
+        force: bool,
+    },
     /// Generate a node's keys: an Ed25519 identity key and an X25519 WireGuard key. The
     /// private file is written with mode 0600; the public file holds only public keys and is
     /// what the CA signs (`rma-ca sign --pub`).
@@ -56,15 +106,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check that a node certificate is trusted now: signature chain to the CA, validity
-    /// window, network, revocation list and WireGuard key. Exits 0 when trusted, 1 otherwise.
+    /// Check that a node certificate is trusted now: signature chain to the root CA (through
+    /// its issuing CA, if one signed it), validity windows, networks, revocation lists and
+    /// WireGuard key. Exits 0 when trusted, 1 otherwise.
     Verify {
-        /// The CA certificate to trust.
+        /// The root CA certificate to trust.
         #[arg(long, value_name = "FILE")]
         ca: PathBuf,
-        /// A revocation list signed by that CA.
+        /// Revocation lists of that root or its issuing CAs (one file may hold several).
         #[arg(long, value_name = "FILE")]
         crl: Option<PathBuf>,
+        /// The issuing CA's certificate, when the node certificate file does not carry it
+        /// (as `openssl verify -untrusted`).
+        #[arg(long, value_name = "FILE")]
+        untrusted: Option<PathBuf>,
         /// The node certificate to check.
         cert: PathBuf,
     },
@@ -89,13 +144,18 @@ pub enum Command {
         reason: Option<String>,
     },
     /// Write a CA-signed X.509 revocation list of every revoked certificate, for lighthouses to
-    /// hand to every node.
+    /// hand to every node. An issuing CA's list is written with its certificate, so that nodes
+    /// can check it against the root.
     Crl {
         #[command(flatten)]
         ca: CaDir,
         /// Where to write the list (PEM).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Other lists of the same root (the root's, or another issuing CA's) to write into the
+        /// same file, so that one file carries every list; each is checked first.
+        #[arg(long, value_name = "FILE")]
+        include: Vec<PathBuf>,
         /// When the list is due to be replaced, such as 30d.
         #[arg(long, default_value = "30d", value_parser = parse_duration)]
         duration: time::Duration,

@@ -1,4 +1,10 @@
 //! The CA-signed revocation list (X.509 CRL) that lighthouses hand to every node.
+//!
+//! The root's list revokes the nodes it signed and the issuing CAs; an issuing CA's list revokes
+//! the nodes it signed. An issuing CA's list travels with that CA's certificate, so whoever
+//! receives it can check it against the root alone: as DER, the list then the certificate back
+//! to back; in a file, a `X509 CRL` PEM block followed by a `CERTIFICATE` block. A file may hold
+//! several lists (the root's and each issuing CA's).
 
 use std::collections::BTreeMap;
 
@@ -7,7 +13,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::ca_cert::CaCert;
-use crate::encoding::{CRL_TAG, EncodingError, pem_or_der};
+use crate::encoding::{CERTIFICATE_TAG, CRL_TAG, EncodingError, describe_block, pem_or_der};
 use crate::ids::{Fingerprint, Serial};
 use crate::x509;
 
@@ -21,6 +27,12 @@ pub enum CrlError {
     OtherCa { issuer: String, ca: String },
     #[error("signature does not verify against CA {ca:?}")]
     BadSignature { ca: String },
+    #[error("the issuing CA certificate with it: {0}")]
+    Issuer(crate::CaCertError),
+    #[error("issued by {issuer:?}, an issuing CA the root {root:?} did not sign")]
+    IssuerNotFromRoot { issuer: String, root: String },
+    #[error("holds {0}, expected revocation lists (each optionally followed by its issuing CA's certificate)")]
+    Unexpected(String),
 }
 
 /// A revocation list whose signature has been checked against a CA. Holding one means the CA
@@ -33,9 +45,58 @@ pub struct RevocationList {
     this_update: OffsetDateTime,
     next_update: Option<OffsetDateTime>,
     revoked: BTreeMap<Serial, OffsetDateTime>,
+    /// The issuing CA that signed it, when the root did not.
+    issuing: Option<Box<CaCert>>,
 }
 
 impl RevocationList {
+    /// Reads every list in `bytes` (PEM, or one DER list) whose signer chains to `root`: the
+    /// root's own, and issuing CAs' lists each with the issuing CA's certificate after it.
+    pub fn read_all(bytes: &[u8], root: &CaCert) -> Result<Vec<Self>, CrlError> {
+        let trimmed = bytes.trim_ascii_start();
+        if !trimmed.starts_with(b"-----BEGIN") {
+            return Ok(vec![Self::from_published_der(bytes, root)?]);
+        }
+        let blocks = pem::parse_many(trimmed).map_err(|e| EncodingError::Pem(e.to_string()))?;
+        if blocks.is_empty() {
+            return Err(EncodingError::NoBlock {
+                expected: "a revocation list (X509 CRL)",
+            }
+            .into());
+        }
+        let mut lists = Vec::new();
+        let mut blocks = blocks.into_iter().peekable();
+        while let Some(block) = blocks.next() {
+            if block.tag() != CRL_TAG {
+                return Err(CrlError::Unexpected(describe_block(block.tag())));
+            }
+            let mut der = block.into_contents();
+            if let Some(cert) = blocks.next_if(|b| b.tag() == CERTIFICATE_TAG) {
+                der.extend_from_slice(cert.contents());
+            }
+            lists.push(Self::from_published_der(&der, root)?);
+        }
+        Ok(lists)
+    }
+
+    /// Reads a list as it travels: the DER list, followed by the DER certificate of the issuing
+    /// CA that signed it unless `root` did. The issuing CA must be one `root` signed.
+    pub fn from_published_der(der: &[u8], root: &CaCert) -> Result<Self, CrlError> {
+        let (rest, _) = CertificateRevocationList::from_der(der)
+            .map_err(|e| CrlError::Malformed(e.to_string()))?;
+        if rest.is_empty() {
+            return Self::from_der(der, root);
+        }
+        let issuing = CaCert::issuing_from_der(rest).map_err(CrlError::Issuer)?;
+        if !issuing.issued_by(root) {
+            return Err(CrlError::IssuerNotFromRoot {
+                issuer: issuing.name().to_owned(),
+                root: root.name().to_owned(),
+            });
+        }
+        Self::from_der(&der[..der.len() - rest.len()], &issuing)
+    }
+
     /// Reads a CRL from PEM or DER and checks that `ca` signed it.
     pub fn from_bytes(bytes: &[u8], ca: &CaCert) -> Result<Self, CrlError> {
         let der = pem_or_der(bytes, CRL_TAG, "a revocation list (X509 CRL)")?;
@@ -92,15 +153,34 @@ impl RevocationList {
             this_update: x509::time(tbs.this_update),
             next_update: tbs.next_update.map(x509::time),
             revoked,
+            issuing: (!ca.is_self_signed()).then(|| Box::new(ca.clone())),
         })
     }
 
+    /// The list as PEM, with its issuing CA's certificate after it when that CA signed it.
     pub fn to_pem(&self) -> String {
-        pem::encode(&pem::Pem::new(CRL_TAG, self.der.clone()))
+        let mut blocks = vec![pem::Pem::new(CRL_TAG, self.der.clone())];
+        if let Some(issuing) = &self.issuing {
+            blocks.push(pem::Pem::new(CERTIFICATE_TAG, issuing.der().to_vec()));
+        }
+        pem::encode_many(&blocks)
     }
 
+    /// The list alone.
     pub fn der(&self) -> &[u8] {
         &self.der
+    }
+    /// The list as it travels: its DER, then its issuing CA's certificate if that CA signed it.
+    pub fn published_der(&self) -> Vec<u8> {
+        let mut out = self.der.clone();
+        if let Some(issuing) = &self.issuing {
+            out.extend_from_slice(issuing.der());
+        }
+        out
+    }
+    /// The issuing CA that signed the list; `None` when the root did.
+    pub fn issuing_ca(&self) -> Option<&CaCert> {
+        self.issuing.as_deref()
     }
     /// Fingerprint of the CA whose signature was checked.
     pub fn ca_fingerprint(&self) -> Fingerprint {

@@ -66,6 +66,41 @@ pub(crate) fn pem_or_der<'a>(
     Ok(Cow::Owned(block.into_contents()))
 }
 
+/// Returns the DER of one to `max` PEM blocks labelled `tag`, back to back (a certificate and
+/// the issuing CA's after it), or `bytes` itself when they do not look like PEM.
+pub(crate) fn pem_chain_or_der<'a>(
+    bytes: &'a [u8],
+    tag: &'static str,
+    expected: &'static str,
+    max: usize,
+) -> Result<Cow<'a, [u8]>, EncodingError> {
+    let trimmed = bytes.trim_ascii_start();
+    if !trimmed.starts_with(b"-----BEGIN") {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let blocks = pem::parse_many(trimmed).map_err(|e| EncodingError::Pem(e.to_string()))?;
+    if blocks.is_empty() {
+        return Err(EncodingError::NoBlock { expected });
+    }
+    if blocks.len() > max {
+        return Err(EncodingError::Count {
+            count: blocks.len(),
+            expected,
+        });
+    }
+    let mut der = Vec::new();
+    for block in blocks {
+        if block.tag() != tag {
+            return Err(EncodingError::WrongKind {
+                found: describe_block(block.tag()),
+                expected,
+            });
+        }
+        der.extend_from_slice(block.contents());
+    }
+    Ok(Cow::Owned(der))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

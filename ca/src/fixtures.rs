@@ -188,6 +188,44 @@ pub(crate) fn generate() -> BTreeMap<&'static str, Vec<u8>> {
     .expect("fixture CRL signs");
     files.insert("other-ca.crl", other_crl.to_pem().into_bytes());
 
+    // An issuing CA for the upper half of the network, a node it signed (presented with the
+    // issuing CA's certificate), and its list with the root's list in one file.
+    let issuing_key = CaKey::from_secret([4; 32]);
+    let issuing = issue::sign_issuing_ca(
+        &ca,
+        &ca_key,
+        &issuing_key.verifying_key(),
+        &CaParams {
+            name: "rma-test-issuing".parse().expect("fixture issuing CA name"),
+            network: "10.42.128.0/17".parse().expect("fixture issuing network"),
+            not_before: datetime!(2026-01-01 0:00 UTC),
+            not_after: datetime!(2031-01-01 0:00 UTC),
+            serial: Serial::from_be_bytes(&[4]),
+        },
+    )
+    .expect("fixture issuing CA signs");
+    files.insert("issuing.crt", issuing.to_pem().into_bytes());
+    let gamma = Node {
+        groups: "workers",
+        ..spec("gamma", [10, 42, 128, 1], 20)
+    };
+    files.insert("gamma-chain.crt", gamma.sign(&issuing, &issuing_key, true));
+    let issuing_crl = issue::sign_crl(
+        &issuing,
+        &issuing_key,
+        &CrlParams {
+            number: 1,
+            this_update: datetime!(2026-03-01 0:00 UTC),
+            next_update: datetime!(2031-01-01 0:00 UTC),
+            revoked: vec![],
+        },
+    )
+    .expect("fixture issuing CRL signs");
+    files.insert(
+        "lists.crl",
+        format!("{}{}", crl.to_pem(), issuing_crl.to_pem()).into_bytes(),
+    );
+
     let alpha_der = NodeCert::from_bytes(&alpha_pem)
         .expect("alpha parses")
         .der()

@@ -16,7 +16,9 @@ use time::OffsetDateTime;
 use crate::ids::{Fingerprint, Serial};
 use crate::node_cert::NodeCert;
 
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added issuing CAs (rows with a `network`); a version-1 index is upgraded when
+/// opened.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE certs (
@@ -37,6 +39,10 @@ CREATE INDEX certs_ip ON certs(ip);
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO counters VALUES ('crl_number', 0);
 ";
+
+/// From version 1 to 2: an issuing CA the root signed is a row with its network (and IP 0,
+/// which no mesh network holds).
+const UPGRADE_TO_2: &str = "ALTER TABLE certs ADD COLUMN network TEXT;";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -84,6 +90,8 @@ pub struct IssuedCert {
     pub not_after: OffsetDateTime,
     pub issued_at: OffsetDateTime,
     pub revoked: Option<Revocation>,
+    /// For an issuing CA this root signed: its network. `None` for a node.
+    pub network: Option<Ipv4Net>,
 }
 
 impl IssuedCert {
@@ -122,6 +130,7 @@ impl Index {
         let mut conn = Connection::open_with_flags(path, flags).map_err(open_error(path))?;
         let tx = conn.transaction().map_err(open_error(path))?;
         tx.execute_batch(SCHEMA).map_err(open_error(path))?;
+        tx.execute_batch(UPGRADE_TO_2).map_err(open_error(path))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_error(path))?;
         tx.commit().map_err(open_error(path))?;
@@ -142,13 +151,27 @@ impl Index {
         let found: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(open_error(path))?;
-        if found != SCHEMA_VERSION {
-            return Err(IndexError::Schema {
-                path: path.to_owned(),
-                found,
-            });
+        let mut index = Self { conn };
+        match found {
+            SCHEMA_VERSION => {}
+            1 => index.upgrade(UPGRADE_TO_2, 2).map_err(open_error(path))?,
+            _ => {
+                return Err(IndexError::Schema {
+                    path: path.to_owned(),
+                    found,
+                });
+            }
         }
-        Ok(Self { conn })
+        Ok(index)
+    }
+
+    fn upgrade(&mut self, sql: &str, version: i64) -> Result<(), rusqlite::Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()
     }
 
     /// Starts a write transaction that holds the index's write lock until it ends.
@@ -165,7 +188,7 @@ impl Index {
 }
 
 const COLUMNS: &str = "serial, fingerprint, name, ip, groups, not_before, not_after, issued_at, \
-                       revoked_at, revoke_reason";
+                       revoked_at, revoke_reason, network";
 
 fn timestamp(secs: i64) -> Result<OffsetDateTime, IndexError> {
     OffsetDateTime::from_unix_timestamp(secs).map_err(|e| IndexError::Corrupt(e.to_string()))
@@ -190,10 +213,15 @@ fn select(
             row.get::<_, i64>(7)?,
             row.get::<_, Option<i64>>(8)?,
             row.get::<_, Option<String>>(9)?,
+            row.get::<_, Option<String>>(10)?,
         ))
     })?;
     rows.map(|row| {
-        let (serial, fp, name, ip, groups, nb, na, issued, revoked_at, reason) = row?;
+        let (serial, fp, name, ip, groups, nb, na, issued, revoked_at, reason, network) = row?;
+        let network = network
+            .map(|n| n.parse::<Ipv4Net>())
+            .transpose()
+            .map_err(|e| IndexError::Corrupt(e.to_string()))?;
         let serial = serial
             .parse::<Serial>()
             .map_err(|e| IndexError::Corrupt(e.to_string()))?;
@@ -221,6 +249,7 @@ fn select(
             not_after: timestamp(na)?,
             issued_at: timestamp(issued)?,
             revoked,
+            network,
         })
     })
     .collect()
@@ -300,6 +329,25 @@ impl IndexTx<'_> {
                 cert.not_after().unix_timestamp(),
                 issued_at.unix_timestamp(),
                 cert.der(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records an issuing CA this root signed, so that it can be listed and revoked.
+    pub fn record_ca(&self, ca: &crate::CaCert, issued_at: OffsetDateTime) -> Result<(), IndexError> {
+        self.0.execute(
+            "INSERT INTO certs (serial, fingerprint, name, ip, groups, not_before, not_after, \
+             issued_at, der, network) VALUES (?1, ?2, ?3, 0, '', ?4, ?5, ?6, ?7, ?8)",
+            params![
+                ca.serial().to_string(),
+                ca.fingerprint().to_string(),
+                ca.name(),
+                ca.not_before().unix_timestamp(),
+                ca.not_after().unix_timestamp(),
+                issued_at.unix_timestamp(),
+                ca.der(),
+                ca.network().to_string(),
             ],
         )?;
         Ok(())

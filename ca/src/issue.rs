@@ -46,6 +46,10 @@ pub enum IssueError {
     },
     #[error("{0}")]
     Name(String),
+    #[error("the root CA {ca:?} has path length 0 (made before issuing CAs existed): it can sign nodes only; make a new root to use an issuing CA")]
+    RootSignsNodesOnly { ca: String },
+    #[error("network {network} is not inside the root CA network {root}")]
+    NetworkOutsideRoot { network: Ipv4Net, root: Ipv4Net },
     #[error("building the certificate failed: {0}")]
     Build(String),
 }
@@ -115,9 +119,10 @@ pub struct CaParams {
     pub serial: Serial,
 }
 
-/// Makes the self-signed CA certificate. The network becomes a critical IP name constraint, so
-/// standard verifiers (openssl, webpki) also refuse node certificates outside it.
-pub fn self_sign_ca(key: &CaKey, params: &CaParams) -> Result<CaCert, IssueError> {
+/// What a CA certificate says, for a root and an issuing CA alike: a name, a network that
+/// becomes a critical IP name constraint (so standard verifiers such as openssl and webpki
+/// also refuse node certificates outside it), and how many CAs may follow it.
+fn ca_params(params: &CaParams, path_len: u8) -> Result<CertificateParams, IssueError> {
     if params.not_after <= params.not_before {
         return Err(IssueError::EmptyValidity {
             not_before: params.not_before,
@@ -129,7 +134,7 @@ pub fn self_sign_ca(key: &CaKey, params: &CaParams) -> Result<CaCert, IssueError
     cert.not_before = params.not_before;
     cert.not_after = params.not_after;
     cert.serial_number = Some(SerialNumber::from_slice(params.serial.as_bytes()));
-    cert.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    cert.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
     cert.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     cert.key_identifier_method = KeyIdMethod::Sha256;
     cert.name_constraints = Some(NameConstraints {
@@ -139,8 +144,103 @@ pub fn self_sign_ca(key: &CaKey, params: &CaParams) -> Result<CaCert, IssueError
         ))],
         excluded_subtrees: vec![],
     });
-    let der = cert.self_signed(&DalekSigner::new(key))?;
+    Ok(cert)
+}
+
+/// Makes the self-signed root CA certificate, with path length 1: it may sign issuing CAs,
+/// which may sign nodes only.
+pub fn self_sign_ca(key: &CaKey, params: &CaParams) -> Result<CaCert, IssueError> {
+    self_sign_with_path_len(key, params, 1)
+}
+
+/// A root with any path length: tests make the path-length-0 roots of earlier versions.
+pub(crate) fn self_sign_with_path_len(
+    key: &CaKey,
+    params: &CaParams,
+    path_len: u8,
+) -> Result<CaCert, IssueError> {
+    let der = ca_params(params, path_len)?.self_signed(&DalekSigner::new(key))?;
     CaCert::from_der(der.der()).map_err(|e| IssueError::Build(e.to_string()))
+}
+
+/// Signs an issuing CA for the Ed25519 key `public` with the root: path length 0 (it signs
+/// nodes, never another CA), its network inside the root's, its validity inside the root's.
+pub fn sign_issuing_ca(
+    root: &CaCert,
+    root_key: &CaKey,
+    public: &ed25519_dalek::VerifyingKey,
+    params: &CaParams,
+) -> Result<CaCert, IssueError> {
+    if root_key.verifying_key() != *root.public_key() {
+        return Err(IssueError::KeyMismatch);
+    }
+    if !root.may_sign_cas() {
+        return Err(IssueError::RootSignsNodesOnly {
+            ca: root.name().to_owned(),
+        });
+    }
+    let (network, outer) = (params.network.trunc(), root.network());
+    if !(outer.contains(&network.network()) && network.prefix_len() >= outer.prefix_len()) {
+        return Err(IssueError::NetworkOutsideRoot {
+            network,
+            root: outer,
+        });
+    }
+    check_within(root, params.not_before, params.not_after)?;
+    sign_ca_unchecked(
+        root,
+        root_key,
+        public,
+        &CaParams {
+            network,
+            ..params.clone()
+        },
+        0,
+    )
+}
+
+/// Signs whatever `params` say as a CA under `root`. Tests use it directly to make the
+/// issuing CAs a verifier must refuse.
+pub(crate) fn sign_ca_unchecked(
+    root: &CaCert,
+    root_key: &CaKey,
+    public: &ed25519_dalek::VerifyingKey,
+    params: &CaParams,
+    path_len: u8,
+) -> Result<CaCert, IssueError> {
+    let mut cert = ca_params(params, path_len)?;
+    cert.use_authority_key_identifier_extension = true;
+    let issuer =
+        Issuer::from_ca_cert_der(&CertificateDer::from(root.der()), DalekSigner::new(root_key))?;
+    let der = cert.signed_by(&SubjectKey(public.to_bytes()), &issuer)?;
+    CaCert::issuing_from_der(der.der()).map_err(|e| IssueError::Build(e.to_string()))
+}
+
+/// Refuses a validity window that is empty or not inside the CA's.
+fn check_within(
+    ca: &CaCert,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(), IssueError> {
+    if not_after <= not_before {
+        return Err(IssueError::EmptyValidity {
+            not_before,
+            not_after,
+        });
+    }
+    if not_after > ca.not_after() {
+        return Err(IssueError::OutlivesCa {
+            not_after,
+            ca_not_after: ca.not_after(),
+        });
+    }
+    if not_before < ca.not_before() {
+        return Err(IssueError::PredatesCa {
+            not_before,
+            ca_not_before: ca.not_before(),
+        });
+    }
+    Ok(())
 }
 
 /// What a new node certificate says.
@@ -167,24 +267,7 @@ pub fn sign_node(
         return Err(IssueError::KeyMismatch);
     }
     check_mesh_ip(params.mesh_ip, ca.network())?;
-    if params.not_after <= params.not_before {
-        return Err(IssueError::EmptyValidity {
-            not_before: params.not_before,
-            not_after: params.not_after,
-        });
-    }
-    if params.not_after > ca.not_after() {
-        return Err(IssueError::OutlivesCa {
-            not_after: params.not_after,
-            ca_not_after: ca.not_after(),
-        });
-    }
-    if params.not_before < ca.not_before() {
-        return Err(IssueError::PredatesCa {
-            not_before: params.not_before,
-            ca_not_before: ca.not_before(),
-        });
-    }
+    check_within(ca, params.not_before, params.not_after)?;
     sign_node_unchecked(ca, key, params, Some(&params.keys.wireguard))
 }
 
@@ -241,7 +324,14 @@ pub(crate) fn sign_node_unchecked(
         ));
     let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(ca.der()), DalekSigner::new(key))?;
     let der = cert.signed_by(&SubjectKey(params.keys.identity.to_bytes()), &issuer)?;
-    NodeCert::from_der(der.der()).map_err(|e| IssueError::Build(e.to_string()))
+    let build = |e: crate::NodeCertError| IssueError::Build(e.to_string());
+    let cert = NodeCert::from_der(der.der()).map_err(build)?;
+    // A node an issuing CA signed is presented with that CA's certificate.
+    if ca.is_self_signed() {
+        Ok(cert)
+    } else {
+        cert.with_issuing_ca(ca.clone()).map_err(build)
+    }
 }
 
 /// What a new revocation list says.

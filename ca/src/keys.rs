@@ -365,6 +365,34 @@ impl CaKey {
         self.0.verifying_key()
     }
 
+    /// The public key as one Ed25519 `PUBLIC KEY` PEM block: what an issuing CA's holder sends
+    /// the root's holder to sign.
+    pub fn public_pem(&self) -> String {
+        pem::encode(&pem::Pem::new(
+            PUBLIC_KEY_TAG,
+            encode_public(Algorithm::Ed25519, self.verifying_key().as_bytes()),
+        ))
+    }
+
+    /// Reads a CA public key written by [`CaKey::public_pem`].
+    pub fn public_from_pem(bytes: &[u8]) -> Result<VerifyingKey, KeyError> {
+        const EXPECTED: &str = "a CA public key (one Ed25519 PUBLIC KEY block)";
+        let blocks = key_blocks(bytes, PUBLIC_KEY_TAG, EXPECTED)?;
+        let [block] = blocks.as_slice() else {
+            return Err(KeyError::WrongKind {
+                found: format!("{} public keys", blocks.len()),
+                expected: EXPECTED,
+            });
+        };
+        match decode_public(block.contents())? {
+            (Algorithm::Ed25519, key) => identity_public(key),
+            (Algorithm::X25519, _) => Err(KeyError::WrongKind {
+                found: "an X25519 (WireGuard) key".into(),
+                expected: EXPECTED,
+            }),
+        }
+    }
+
     pub(crate) fn signing_key(&self) -> &SigningKey {
         &self.0
     }

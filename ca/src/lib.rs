@@ -26,6 +26,8 @@ mod verify;
 mod x509;
 
 #[cfg(test)]
+mod chain_tests;
+#[cfg(test)]
 mod fixtures;
 
 pub use ca_cert::{CaCert, CaCertError};
@@ -35,10 +37,10 @@ pub use expiry::{CRL_WARNING_WINDOW, DEFAULT_WARNING_WINDOW, Expiring, ExpiryWar
 pub use ids::{BadFingerprint, BadSerial, Fingerprint, Serial};
 pub use issue::{
     CaParams, CrlParams, IssueError, NodeCertParams, check_mesh_ip, self_sign_ca, sign_crl,
-    sign_node,
+    sign_issuing_ca, sign_node,
 };
 pub use keys::{CaKey, KeyError, NodeKeys, NodePublicKeys, WireGuardKey};
 pub use names::{Group, NameError, NodeName};
 pub use node_cert::{NodeCert, NodeCertError};
-pub use trust_store::{CrlOffer, Refusal, TrustStore};
+pub use trust_store::{CrlOffer, MAX_ISSUING_LISTS, Refusal, TrustStore};
 pub use verify::{VerifyError, verify};

@@ -1,4 +1,8 @@
 //! A node certificate: binds a node's name, mesh IP, groups, Ed25519 identity and WireGuard key.
+//!
+//! A node signed by an issuing CA presents that CA's certificate with its own, the way TLS
+//! presents a chain: as PEM, two `CERTIFICATE` blocks; as DER, the two certificates back to
+//! back. Everything that carries a certificate on the wire carries [`NodeCert::chain_der`].
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -7,7 +11,8 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
-use crate::encoding::{CERTIFICATE_TAG, EncodingError, pem_or_der};
+use crate::ca_cert::{CaCert, CaCertError};
+use crate::encoding::{CERTIFICATE_TAG, EncodingError, pem_chain_or_der};
 use crate::extensions::{self, OID_GROUPS, OID_WIREGUARD_KEY, oid_is};
 use crate::ids::{Fingerprint, Serial};
 use crate::keys::WireGuardKey;
@@ -22,6 +27,8 @@ pub enum NodeCertError {
     Malformed(String),
     #[error("is a CA certificate, not a node certificate")]
     IsCa,
+    #[error("the issuing CA certificate after it: {0}")]
+    Issuer(CaCertError),
     #[error("malformed {extension} extension: {detail}")]
     BadExtension {
         extension: &'static str,
@@ -47,16 +54,29 @@ pub struct NodeCert {
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     fingerprint: Fingerprint,
+    /// The issuing CA that signed it, when the root did not.
+    issuer: Option<Box<CaCert>>,
 }
 
 impl NodeCert {
-    /// Reads a node certificate from PEM or DER.
+    /// Reads a node certificate, and the issuing CA's after it if there is one, from PEM or DER.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, NodeCertError> {
-        let der = pem_or_der(bytes, CERTIFICATE_TAG, "a node certificate")?;
+        let der = pem_chain_or_der(bytes, CERTIFICATE_TAG, "a node certificate", 2)?;
         Self::from_der(&der)
     }
 
+    /// Reads a DER node certificate, optionally followed by the DER of its issuing CA.
     pub fn from_der(der: &[u8]) -> Result<Self, NodeCertError> {
+        let (leaf, rest) = x509::split_first(der).map_err(NodeCertError::Malformed)?;
+        let mut cert = Self::leaf_from_der(leaf)?;
+        if !rest.is_empty() {
+            let issuer = CaCert::issuing_from_der(rest).map_err(NodeCertError::Issuer)?;
+            cert.issuer = Some(Box::new(issuer));
+        }
+        Ok(cert)
+    }
+
+    fn leaf_from_der(der: &[u8]) -> Result<Self, NodeCertError> {
         let malformed = NodeCertError::Malformed;
         let cert = x509::parse_certificate(der).map_err(malformed)?;
         x509::check_critical_extensions(&cert).map_err(malformed)?;
@@ -87,15 +107,46 @@ impl NodeCert {
             not_before: x509::time(tbs.validity.not_before),
             not_after: x509::time(tbs.validity.not_after),
             fingerprint: Fingerprint::of(der),
+            issuer: None,
         })
     }
 
+    /// The certificate and its issuing CA's, if any, as PEM blocks.
     pub fn to_pem(&self) -> String {
-        pem::encode(&pem::Pem::new(CERTIFICATE_TAG, self.der.clone()))
+        let mut blocks = vec![pem::Pem::new(CERTIFICATE_TAG, self.der.clone())];
+        if let Some(issuer) = &self.issuer {
+            blocks.push(pem::Pem::new(CERTIFICATE_TAG, issuer.der().to_vec()));
+        }
+        pem::encode_many(&blocks)
     }
 
+    /// The node certificate alone (its fingerprint is of these bytes).
     pub fn der(&self) -> &[u8] {
         &self.der
+    }
+    /// The certificate as a node presents it: its DER, then its issuing CA's if any.
+    pub fn chain_der(&self) -> Vec<u8> {
+        let mut out = self.der.clone();
+        if let Some(issuer) = &self.issuer {
+            out.extend_from_slice(issuer.der());
+        }
+        out
+    }
+    /// The issuing CA presented with the certificate; `None` when the root signed it.
+    pub fn issuing_ca(&self) -> Option<&CaCert> {
+        self.issuer.as_deref()
+    }
+    /// The same certificate presented with `issuer`, which must be the issuing CA that signed
+    /// it (checked: a chain that does not hold together is refused).
+    pub fn with_issuing_ca(mut self, issuer: CaCert) -> Result<Self, NodeCertError> {
+        if self.issuer_dn != issuer.subject_dn() || !self.signed_by(issuer.public_key()) {
+            return Err(NodeCertError::Malformed(format!(
+                "not signed by the issuing CA {:?}",
+                issuer.name()
+            )));
+        }
+        self.issuer = Some(Box::new(issuer));
+        Ok(self)
     }
     pub fn name(&self) -> &NodeName {
         &self.name
@@ -257,7 +308,7 @@ mod tests {
         trailing.push(0);
         assert!(matches!(
             NodeCert::from_der(&trailing),
-            Err(NodeCertError::Malformed(_))
+            Err(NodeCertError::Issuer(_))
         ));
     }
 }

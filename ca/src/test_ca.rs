@@ -49,6 +49,61 @@ impl TestCa {
         Self { ca, key, start }
     }
 
+    /// An issuing CA signed by this root for `network`, valid from a week ago for ninety days:
+    /// the nodes it signs are presented with its certificate.
+    ///
+    /// # Panics
+    /// On a name or network the root refuses: the caller's test is wrong.
+    pub fn issuing(&self, name: &str, network: &str) -> Self {
+        self.issuing_valid(
+            name,
+            network,
+            self.start - time::Duration::days(7),
+            self.start + time::Duration::days(90),
+        )
+    }
+
+    /// An issuing CA with the given validity (see [`TestCa::issuing`]).
+    pub fn issuing_valid(
+        &self,
+        name: &str,
+        network: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Self {
+        let key = CaKey::generate();
+        let ca = crate::sign_issuing_ca(
+            &self.ca,
+            &self.key,
+            &key.verifying_key(),
+            &CaParams {
+                name: name.parse().expect("test issuing CA name"),
+                network: network.parse().expect("test issuing CA network"),
+                not_before,
+                not_after,
+                serial: Serial::random(),
+            },
+        )
+        .expect("the root signs the issuing CA");
+        Self {
+            ca,
+            key,
+            start: self.start,
+        }
+    }
+
+    /// A revocation list of this CA numbered `number` that revokes the CAs `cas` (a root's list
+    /// revoking its issuing CAs).
+    pub fn crl_revoking_cas(&self, number: u64, cas: &[&CaCert]) -> RevocationList {
+        self.crl_of(number, cas.iter().map(|c| c.serial().clone()).collect())
+    }
+
+    /// The CA's key, for this crate's tests that sign what the CA would refuse.
+    #[cfg(test)]
+    pub(crate) fn key(&self) -> &CaKey {
+        &self.key
+    }
+
     /// A node in group `workers`, valid from a day ago for thirty days.
     pub fn node(&self, name: &str, ip: Ipv4Addr) -> (NodeCert, NodeKeys) {
         self.node_in(name, ip, "workers")
@@ -130,6 +185,10 @@ impl TestCa {
 
     /// A revocation list numbered `number` that revokes `certs`, issued at [`TestCa::start`].
     pub fn crl(&self, number: u64, certs: &[&NodeCert]) -> RevocationList {
+        self.crl_of(number, certs.iter().map(|c| c.serial().clone()).collect())
+    }
+
+    fn crl_of(&self, number: u64, serials: Vec<Serial>) -> RevocationList {
         crate::sign_crl(
             &self.ca,
             &self.key,
@@ -137,10 +196,7 @@ impl TestCa {
                 number,
                 this_update: self.start,
                 next_update: self.start + time::Duration::days(7),
-                revoked: certs
-                    .iter()
-                    .map(|c| (c.serial().clone(), self.start))
-                    .collect(),
+                revoked: serials.into_iter().map(|s| (s, self.start)).collect(),
             },
         )
         .expect("test CA signs the list")

@@ -44,15 +44,129 @@ pub enum VerifyError {
     CrlFromOtherCa,
     #[error("has no WireGuard key extension")]
     MissingWireGuardKey,
+    #[error("issuing CA {issuer:?}: {problem}")]
+    Issuer {
+        issuer: String,
+        problem: Box<VerifyError>,
+    },
+    #[error("the root CA {ca:?} has path length 0: it may not have issuing CAs")]
+    RootSignsNodesOnly { ca: String },
+    #[error("network {network} is outside the root CA network {root}")]
+    NetworkOutsideRoot { network: Ipv4Net, root: Ipv4Net },
 }
 
-/// Decides whether `cert` is trusted at `now` by `ca`, given the revocation list if there is one.
+/// Decides whether `cert` is trusted at `now` by the root `root`, given the revocation lists
+/// in `crls` (the root's, and the issuing CA's when one signed the certificate).
 ///
-/// Checks, in order: the issuer and Ed25519 signature chain to `ca`; the CA's and the
+/// A certificate the root signed is checked against the root. One presented with an issuing CA
+/// is checked against that CA, and the CA against the root first: its signature, that the root
+/// may sign CAs (path length), its validity, its network inside the root's, and the root's
+/// revocation list. Each check, in order: the issuer and Ed25519 signature; the CA's and the
 /// certificate's validity windows; the mesh IP against the CA's network (the name constraint);
-/// the revocation list; and the presence of the WireGuard key. Whoever then uses the peer's
-/// WireGuard key must take it from this certificate.
+/// the revocation list of the CA that signed; and the presence of the WireGuard key. Whoever
+/// then uses the peer's WireGuard key must take it from this certificate.
+///
+/// A list of any other CA is refused ([`VerifyError::CrlFromOtherCa`]): it would be a mistake
+/// of the caller's to think it applies.
 pub fn verify(
+    cert: &NodeCert,
+    root: &CaCert,
+    crls: &[&RevocationList],
+    now: OffsetDateTime,
+) -> Result<(), VerifyError> {
+    let signer = cert.issuing_ca().unwrap_or(root);
+    for crl in crls {
+        let fingerprint = crl.ca_fingerprint();
+        if fingerprint != root.fingerprint() && fingerprint != signer.fingerprint() {
+            return Err(VerifyError::CrlFromOtherCa);
+        }
+    }
+    let list_of = |ca: &CaCert| {
+        crls.iter()
+            .copied()
+            .find(|crl| crl.ca_fingerprint() == ca.fingerprint())
+    };
+    if let Some(issuing) = cert.issuing_ca() {
+        verify_issuing(issuing, root, list_of(root), now).map_err(|problem| {
+            VerifyError::Issuer {
+                issuer: issuing.name().to_owned(),
+                problem: Box::new(problem),
+            }
+        })?;
+    }
+    verify_signed_by(cert, signer, list_of(signer), now)
+}
+
+/// An issuing CA against the root: signed by it, allowed by its path length, valid at `now`,
+/// inside its network, and not on its revocation list.
+fn verify_issuing(
+    issuing: &CaCert,
+    root: &CaCert,
+    crl: Option<&RevocationList>,
+    now: OffsetDateTime,
+) -> Result<(), VerifyError> {
+    if !issuing.issued_by(root) {
+        return Err(if issuing.issuer_name() == root.name() {
+            VerifyError::BadSignature {
+                ca: root.name().to_owned(),
+            }
+        } else {
+            VerifyError::OtherCa {
+                issuer: issuing.issuer_name(),
+                ca: root.name().to_owned(),
+            }
+        });
+    }
+    if !root.may_sign_cas() {
+        return Err(VerifyError::RootSignsNodesOnly {
+            ca: root.name().to_owned(),
+        });
+    }
+    valid_at(root, now)?;
+    if now > issuing.not_after() {
+        return Err(VerifyError::Expired {
+            not_after: issuing.not_after(),
+        });
+    }
+    if now < issuing.not_before() {
+        return Err(VerifyError::NotYetValid {
+            not_before: issuing.not_before(),
+        });
+    }
+    let (network, outer) = (issuing.network(), root.network());
+    if !(outer.contains(&network.network()) && network.prefix_len() >= outer.prefix_len()) {
+        return Err(VerifyError::NetworkOutsideRoot {
+            network,
+            root: outer,
+        });
+    }
+    if let Some(revoked_at) = crl.and_then(|crl| crl.revoked_at(issuing.serial())) {
+        return Err(VerifyError::Revoked {
+            serial: issuing.serial().clone(),
+            revoked_at,
+        });
+    }
+    Ok(())
+}
+
+fn valid_at(ca: &CaCert, now: OffsetDateTime) -> Result<(), VerifyError> {
+    if now > ca.not_after() {
+        return Err(VerifyError::CaExpired {
+            ca: ca.name().to_owned(),
+            not_after: ca.not_after(),
+        });
+    }
+    if now < ca.not_before() {
+        return Err(VerifyError::CaNotYetValid {
+            ca: ca.name().to_owned(),
+            not_before: ca.not_before(),
+        });
+    }
+    Ok(())
+}
+
+/// A node certificate against the CA that signed it, and that CA's list.
+fn verify_signed_by(
     cert: &NodeCert,
     ca: &CaCert,
     crl: Option<&RevocationList>,
@@ -69,18 +183,7 @@ pub fn verify(
             ca: ca.name().to_owned(),
         });
     }
-    if now > ca.not_after() {
-        return Err(VerifyError::CaExpired {
-            ca: ca.name().to_owned(),
-            not_after: ca.not_after(),
-        });
-    }
-    if now < ca.not_before() {
-        return Err(VerifyError::CaNotYetValid {
-            ca: ca.name().to_owned(),
-            not_before: ca.not_before(),
-        });
-    }
+    valid_at(ca, now)?;
     if now > cert.not_after() {
         return Err(VerifyError::Expired {
             not_after: cert.not_after(),
@@ -97,16 +200,11 @@ pub fn verify(
             network: ca.network(),
         });
     }
-    if let Some(crl) = crl {
-        if crl.ca_fingerprint() != ca.fingerprint() {
-            return Err(VerifyError::CrlFromOtherCa);
-        }
-        if let Some(revoked_at) = crl.revoked_at(cert.serial()) {
-            return Err(VerifyError::Revoked {
-                serial: cert.serial().clone(),
-                revoked_at,
-            });
-        }
+    if let Some(revoked_at) = crl.and_then(|crl| crl.revoked_at(cert.serial())) {
+        return Err(VerifyError::Revoked {
+            serial: cert.serial().clone(),
+            revoked_at,
+        });
     }
     if cert.wireguard_key().is_none() {
         return Err(VerifyError::MissingWireGuardKey);
@@ -125,7 +223,7 @@ mod tests {
         verify(
             &fixtures::node(name),
             &fixtures::ca(),
-            Some(&fixtures::crl()),
+            &[&fixtures::crl()],
             NOW,
         )
     }
@@ -135,7 +233,7 @@ mod tests {
         assert_eq!(verdict("alpha.crt"), Ok(()));
         assert_eq!(verdict("beta.crt"), Ok(()));
         let alpha = fixtures::node("alpha.crt");
-        assert_eq!(verify(&alpha, &fixtures::ca(), None, NOW), Ok(()));
+        assert_eq!(verify(&alpha, &fixtures::ca(), &[], NOW), Ok(()));
     }
 
     #[test]
@@ -177,24 +275,24 @@ mod tests {
     #[test]
     fn revocation_needs_the_list() {
         let revoked = fixtures::node("revoked.crt");
-        assert_eq!(verify(&revoked, &fixtures::ca(), None, NOW), Ok(()));
+        assert_eq!(verify(&revoked, &fixtures::ca(), &[], NOW), Ok(()));
     }
 
     #[test]
     fn time_is_an_argument() {
         let alpha = fixtures::node("alpha.crt");
         let ca = fixtures::ca();
-        assert!(verify(&alpha, &ca, None, datetime!(2029-12-31 23:59 UTC)).is_ok());
+        assert!(verify(&alpha, &ca, &[], datetime!(2029-12-31 23:59 UTC)).is_ok());
         assert!(matches!(
-            verify(&alpha, &ca, None, datetime!(2030-01-01 0:00:01 UTC)),
+            verify(&alpha, &ca, &[], datetime!(2030-01-01 0:00:01 UTC)),
             Err(VerifyError::Expired { .. })
         ));
         assert!(matches!(
-            verify(&alpha, &ca, None, datetime!(2036-06-01 0:00 UTC)),
+            verify(&alpha, &ca, &[], datetime!(2036-06-01 0:00 UTC)),
             Err(VerifyError::CaExpired { .. })
         ));
         assert!(matches!(
-            verify(&alpha, &ca, None, datetime!(2025-06-01 0:00 UTC)),
+            verify(&alpha, &ca, &[], datetime!(2025-06-01 0:00 UTC)),
             Err(VerifyError::CaNotYetValid { .. })
         ));
     }
@@ -206,7 +304,7 @@ mod tests {
             RevocationList::from_bytes(&fixtures::load("other-ca.crl"), &other_ca).unwrap();
         let alpha = fixtures::node("alpha.crt");
         assert_eq!(
-            verify(&alpha, &fixtures::ca(), Some(&other_crl), NOW),
+            verify(&alpha, &fixtures::ca(), &[&other_crl], NOW),
             Err(VerifyError::CrlFromOtherCa)
         );
     }

@@ -29,6 +29,12 @@ pub(crate) fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, Strin
     Ok(cert)
 }
 
+/// Splits the first DER certificate off `der`: its bytes, and whatever follows.
+pub(crate) fn split_first(der: &[u8]) -> Result<(&[u8], &[u8]), String> {
+    let (rest, _) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    Ok(der.split_at(der.len() - rest.len()))
+}
+
 pub(crate) fn time(t: ASN1Time) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(t.timestamp())
         .expect("ASN.1 times are between years 0 and 9999, inside OffsetDateTime's range")

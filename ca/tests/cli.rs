@@ -192,6 +192,89 @@ fn an_operator_flow_from_init_to_revocation() {
     assert_eq!(listed[0]["revoke_reason"], "retired");
 }
 
+/// The root stays offline: an issuing CA is made on its own machine, signed by the root from
+/// its public key, and signs nodes whose chains rma-ca and openssl both trust; both CAs'
+/// revocations reach verification through one list file.
+#[test]
+fn an_issuing_ca_signs_nodes_that_openssl_verifies_through_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, "init --dir ca --name rma --network 10.42.0.0/16");
+    let started = ok(dir, "init-issuing --dir issuing");
+    assert!(started.contains("sign-ca"), "{started}");
+    assert!(!dir.join("issuing/ca.crt").exists());
+    ok(
+        dir,
+        "sign-ca --dir ca --pub issuing/ca.pub --name enroll --network 10.42.128.0/17 --duration 1y --out-crt issuing.crt",
+    );
+    refused(
+        dir,
+        "sign-ca --dir ca --pub issuing/ca.pub --name wide --network 10.0.0.0/8 --out-crt wide.crt",
+        "not inside the root CA network",
+    );
+    ok(dir, "install-ca --dir issuing --cert issuing.crt --root ca/ca.crt");
+    let printed = json(dir, "print --json issuing.crt");
+    assert_eq!(printed["issuer"], "rma");
+    assert_eq!(printed["path_len"], 0);
+    assert_eq!(printed["network"], "10.42.128.0/17");
+
+    ok(dir, "keygen --out-key w.key --out-pub w.pub");
+    let signed = ok(
+        dir,
+        "sign --dir issuing --name w1 --pub w.pub --groups workers --out-crt w1.crt",
+    );
+    assert!(signed.contains("mesh IP 10.42.128.1/17"), "{signed}");
+    refused(
+        dir,
+        "sign --dir issuing --name w9 --pub w.pub --ip 10.42.0.9 --out-crt w9.crt",
+        "outside the CA network",
+    );
+    let chain = pem::parse_many(fs::read(dir.join("w1.crt")).unwrap()).unwrap();
+    assert_eq!(chain.len(), 2, "the node certificate, then the issuing CA's");
+    let trusted = ok(dir, "verify --ca ca/ca.crt w1.crt");
+    assert!(trusted.contains("issuing CA of"), "{trusted}");
+    let verified = openssl(dir, "verify -CAfile ca/ca.crt -untrusted issuing.crt w1.crt");
+    assert_eq!(verified.code, 0, "{}{}", verified.stdout, verified.stderr);
+    fs::write(dir.join("leaf.crt"), pem::encode(&chain[0])).unwrap();
+    ok(dir, "verify --ca ca/ca.crt --untrusted issuing.crt leaf.crt");
+    refused(dir, "verify --ca ca/ca.crt leaf.crt", "signed by another CA");
+    let without = openssl(dir, "verify -CAfile ca/ca.crt leaf.crt");
+    assert_ne!(without.code, 0, "openssl trusted a chain without its link");
+
+    // The issuing CA revokes its node; the root revokes the issuing CA. One file carries both.
+    ok(dir, "sign --dir issuing --name w2 --pub w.pub --out-crt w2.crt --force");
+    ok(dir, "revoke --dir issuing w1");
+    ok(dir, "crl --dir issuing --out issuing.crl");
+    ok(dir, "crl --dir ca --out lists.crl --include issuing.crl");
+    refused(
+        dir,
+        "verify --ca ca/ca.crt --crl lists.crl w1.crt",
+        "revoked at",
+    );
+    ok(dir, "verify --ca ca/ca.crt --crl lists.crl w2.crt");
+    let crl_check = openssl(
+        dir,
+        "verify -crl_check_all -CAfile ca/ca.crt -untrusted issuing.crt -CRLfile lists.crl w1.crt",
+    );
+    assert_ne!(crl_check.code, 0, "openssl ignored the issuing CA's list");
+    let fine = openssl(
+        dir,
+        "verify -crl_check_all -CAfile ca/ca.crt -untrusted issuing.crt -CRLfile lists.crl w2.crt",
+    );
+    assert_eq!(fine.code, 0, "{}{}", fine.stdout, fine.stderr);
+
+    ok(dir, "revoke --dir ca enroll --reason retired");
+    ok(dir, "crl --dir ca --out lists.crl --include issuing.crl --force");
+    refused(
+        dir,
+        "verify --ca ca/ca.crt --crl lists.crl w2.crt",
+        "issuing CA \"enroll\": revoked",
+    );
+    let listed = json(dir, "list --dir ca --json");
+    assert_eq!(listed[0]["kind"], "issuing-ca");
+    assert_eq!(listed[0]["status"], "revoked");
+}
+
 #[test]
 fn private_keys_are_mode_0600_and_never_overwritten_without_force() {
     use std::os::unix::fs::PermissionsExt;

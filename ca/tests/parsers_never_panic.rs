@@ -18,9 +18,13 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-/// The DER inside a one-block PEM fixture.
+/// The DER inside a PEM fixture: its blocks back to back, as chains and lists travel.
 fn der_of(name: &str) -> Vec<u8> {
-    pem::parse(fixture(name)).unwrap().into_contents()
+    pem::parse_many(fixture(name))
+        .unwrap()
+        .iter()
+        .flat_map(|block| block.contents().to_vec())
+        .collect()
 }
 
 fn trusted_ca() -> CaCert {
@@ -31,14 +35,21 @@ fn trusted_ca() -> CaCert {
 fn parse_everything(bytes: &[u8], ca: &CaCert) {
     let now = time::macros::datetime!(2026-06-01 12:00 UTC);
     if let Ok(cert) = NodeCert::from_bytes(bytes) {
-        let _ = rma_ca::verify(&cert, ca, None, now);
+        let _ = rma_ca::verify(&cert, ca, &[], now);
         let _ = cert.to_pem();
     }
     let _ = NodeCert::from_der(bytes);
     let _ = CaCert::from_bytes(bytes);
+    if let Ok(issuing) = CaCert::issuing_from_bytes(bytes) {
+        let _ = issuing.issued_by(ca);
+    }
     if let Ok(crl) = RevocationList::from_bytes(bytes, ca) {
         let _ = crl.is_stale(now);
     }
+    if let Ok(lists) = RevocationList::read_all(bytes, ca) {
+        let _ = rma_ca::TrustStore::with_lists(ca.clone(), lists, now);
+    }
+    let _ = RevocationList::from_published_der(bytes, ca);
     let _ = NodeKeys::from_pem(bytes);
     let _ = NodePublicKeys::from_pem(bytes);
     let _ = CaKey::from_pem(bytes);
@@ -82,8 +93,11 @@ fn apply(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
     bytes
 }
 
-const PEM_FIXTURES: [&str; 7] = [
+const PEM_FIXTURES: [&str; 10] = [
     "alpha.crt",
+    "gamma-chain.crt",
+    "issuing.crt",
+    "lists.crl",
     "ca.crt",
     "revoked.crl",
     "alpha.key",
@@ -91,7 +105,13 @@ const PEM_FIXTURES: [&str; 7] = [
     "ca.key",
     "no-wireguard.crt",
 ];
-const DER_FIXTURES: [&str; 3] = ["alpha.crt", "ca.crt", "revoked.crl"];
+const DER_FIXTURES: [&str; 5] = [
+    "alpha.crt",
+    "ca.crt",
+    "revoked.crl",
+    "gamma-chain.crt",
+    "issuing.crt",
+];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]

@@ -27,7 +27,11 @@ pub fn print(path: &Path, json: bool, now: OffsetDateTime) -> anyhow::Result<()>
     match NodeCert::from_bytes(&bytes) {
         Ok(cert) => print_node(&cert, json, now),
         Err(NodeCertError::IsCa) => {
-            let ca = CaCert::from_bytes(&bytes).map_err(named(path))?;
+            let ca = match CaCert::from_bytes(&bytes) {
+                Err(rma_ca::CaCertError::NotSelfSigned) => CaCert::issuing_from_bytes(&bytes),
+                other => other,
+            }
+            .map_err(named(path))?;
             print_ca(&ca, json, now)
         }
         Err(e) => Err(named(path)(e)),
@@ -51,6 +55,7 @@ fn print_node(cert: &NodeCert, json: bool, now: OffsetDateTime) -> anyhow::Resul
             "not_after": rfc3339(cert.not_after()),
             "fingerprint": cert.fingerprint().to_string(),
             "issuer": cert.issuer_name(),
+            "issuing_ca": cert.issuing_ca().map(|ca| ca.fingerprint().to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -92,7 +97,8 @@ fn print_ca(ca: &CaCert, json: bool, now: OffsetDateTime) -> anyhow::Result<()> 
             "not_before": rfc3339(ca.not_before()),
             "not_after": rfc3339(ca.not_after()),
             "fingerprint": ca.fingerprint().to_string(),
-            "issuer": ca.name(),
+            "issuer": ca.issuer_name(),
+            "path_len": ca.path_len(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -106,7 +112,11 @@ fn print_ca(ca: &CaCert, json: bool, now: OffsetDateTime) -> anyhow::Result<()> 
         rfc3339(ca.not_after()),
         days_left(ca.not_after(), now)
     );
-    println!("issuer:        {} (self-signed)", ca.name());
+    if ca.is_self_signed() {
+        println!("issuer:        {} (self-signed root)", ca.name());
+    } else {
+        println!("issuer:        {} (this is an issuing CA)", ca.issuer_name());
+    }
     println!("fingerprint:   {}", ca.fingerprint());
     Ok(())
 }
@@ -114,37 +124,50 @@ fn print_ca(ca: &CaCert, json: bool, now: OffsetDateTime) -> anyhow::Result<()> 
 pub fn verify(
     ca_path: &Path,
     crl_path: Option<&Path>,
+    untrusted: Option<&Path>,
     cert_path: &Path,
     now: OffsetDateTime,
 ) -> anyhow::Result<()> {
     let ca = CaCert::from_bytes(&read(ca_path)?).map_err(named(ca_path))?;
-    let crl = match crl_path {
-        Some(path) => Some(RevocationList::from_bytes(&read(path)?, &ca).map_err(named(path))?),
-        None => None,
+    let lists = match crl_path {
+        Some(path) => RevocationList::read_all(&read(path)?, &ca).map_err(named(path))?,
+        None => Vec::new(),
     };
-    if let Some(crl) = crl.as_ref().filter(|c| c.is_stale(now)) {
+    for crl in lists.iter().filter(|c| c.is_stale(now)) {
         let due = crl.next_update().map(rfc3339).unwrap_or_default();
-        eprintln!("rma-ca: warning: the revocation list was due to be replaced at {due}");
+        eprintln!("rma-ca: warning: a revocation list was due to be replaced at {due}");
     }
-    let cert = NodeCert::from_bytes(&read(cert_path)?)
-        .with_context(|| format!("{}: untrusted", cert_path.display()))?;
-    rma_ca::verify(&cert, &ca, crl.as_ref(), now)
-        .with_context(|| format!("{}: untrusted", cert_path.display()))?;
-    for warning in [
-        ca.expiry_warning(now, DEFAULT_WARNING_WINDOW),
-        cert.expiry_warning(now, DEFAULT_WARNING_WINDOW),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    let untrusted_context = || format!("{}: untrusted", cert_path.display());
+    let mut cert = NodeCert::from_bytes(&read(cert_path)?).with_context(untrusted_context)?;
+    if let Some(path) = untrusted {
+        let issuing = CaCert::issuing_from_bytes(&read(path)?).map_err(named(path))?;
+        cert = cert.with_issuing_ca(issuing).with_context(untrusted_context)?;
+    }
+    // The lists that apply: the root's, and the issuing CA's that signed the certificate.
+    let signer = cert.issuing_ca().unwrap_or(&ca).fingerprint();
+    let applicable: Vec<&RevocationList> = lists
+        .iter()
+        .filter(|l| l.ca_fingerprint() == ca.fingerprint() || l.ca_fingerprint() == signer)
+        .collect();
+    rma_ca::verify(&cert, &ca, &applicable, now).with_context(untrusted_context)?;
+    let warnings = [
+        Some(ca.expiry_warning(now, DEFAULT_WARNING_WINDOW)),
+        cert.issuing_ca()
+            .map(|issuing| issuing.expiry_warning(now, DEFAULT_WARNING_WINDOW)),
+        Some(cert.expiry_warning(now, DEFAULT_WARNING_WINDOW)),
+    ];
+    for warning in warnings.into_iter().flatten().flatten() {
         eprintln!("rma-ca: warning: {warning}");
     }
+    let signed_by = match cert.issuing_ca() {
+        Some(issuing) => format!("{:?} (issuing CA of {:?})", issuing.name(), ca.name()),
+        None => format!("{:?}", ca.name()),
+    };
     println!(
-        "{}: trusted: {} ({}) signed by {:?}, valid until {}",
+        "{}: trusted: {} ({}) signed by {signed_by}, valid until {}",
         cert_path.display(),
         cert.name(),
         cert.mesh_ip(),
-        ca.name(),
         rfc3339(cert.not_after())
     );
     Ok(())
@@ -166,7 +189,8 @@ pub fn list(dir: &Path, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
         println!(
             "{:<24} {:<15} {:<20} {:<8} {:<20} {}",
             cert.name,
-            cert.mesh_ip,
+            cert.network
+                .map_or(cert.mesh_ip.to_string(), |n| format!("CA {n}")),
             cert.groups.join(","),
             status.as_str().unwrap_or_default(),
             rfc3339(cert.not_after),
@@ -179,7 +203,9 @@ pub fn list(dir: &Path, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
 fn row_json(cert: &IssuedCert, now: OffsetDateTime) -> serde_json::Value {
     json!({
         "name": cert.name,
-        "mesh_ip": cert.mesh_ip.to_string(),
+        "kind": if cert.network.is_some() { "issuing-ca" } else { "node" },
+        "mesh_ip": cert.network.is_none().then(|| cert.mesh_ip.to_string()),
+        "network": cert.network.map(|n| n.to_string()),
         "groups": cert.groups,
         "status": cert.status(now),
         "serial": cert.serial.to_string(),

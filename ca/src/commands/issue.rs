@@ -6,7 +6,7 @@ use ipnet::Ipv4Net;
 use rma_ca::authority::{Authority, SignRequest};
 use rma_ca::files::{self, Mode, OutputFiles};
 use rma_ca::timefmt::rfc3339;
-use rma_ca::{DEFAULT_WARNING_WINDOW, Expiring, NodeKeys, NodeName, NodePublicKeys};
+use rma_ca::{CaKey, DEFAULT_WARNING_WINDOW, Expiring, NodeKeys, NodeName, NodePublicKeys};
 use time::{Duration, OffsetDateTime};
 
 use super::{named, read};
@@ -40,6 +40,78 @@ pub fn init(
         dir.join(rma_ca::authority::INDEX_FILE).display()
     );
     println!("fingerprint {}", ca.fingerprint());
+    Ok(())
+}
+
+pub fn init_issuing(dir: &Path) -> anyhow::Result<()> {
+    Authority::init_issuing(dir)?;
+    let request = dir.join(rma_ca::authority::REQUEST_FILE);
+    println!("created an issuing CA's key in {}", dir.display());
+    println!(
+        "  {}  (private key, mode 0600: it stays here)",
+        dir.join(rma_ca::authority::CA_KEY_FILE).display()
+    );
+    println!("  {}  (public key to sign)", request.display());
+    println!("next, on the root's machine:");
+    println!(
+        "  rma-ca sign-ca --dir ROOT --pub ca.pub --name NAME --network CIDR --out-crt issuing.crt"
+    );
+    println!("then here:");
+    println!(
+        "  rma-ca install-ca --dir {} --cert issuing.crt --root ca.crt",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// What `rma-ca sign-ca` was asked for.
+#[derive(Debug)]
+pub struct CaRequest<'a> {
+    pub public: &'a Path,
+    pub name: NodeName,
+    pub network: Option<Ipv4Net>,
+    pub duration: Option<Duration>,
+    pub out_crt: &'a Path,
+    pub force: bool,
+}
+
+pub fn sign_ca(dir: &Path, request: CaRequest<'_>, now: OffsetDateTime) -> anyhow::Result<()> {
+    files::check_absent([request.out_crt], request.force)?;
+    let public = CaKey::public_from_pem(&read(request.public)?).map_err(named(request.public))?;
+    let mut root = Authority::open(dir)?;
+    let network = request.network.unwrap_or(root.ca().network());
+    let mut out = OutputFiles::new(request.force);
+    let issuing = root.sign_ca(
+        &public,
+        request.name,
+        network,
+        request.duration,
+        request.force,
+        now,
+        |ca| out.stage(request.out_crt, ca.to_pem().as_bytes(), Mode::Public),
+    )?;
+    out.commit()?;
+    println!(
+        "signed issuing CA {:?} for network {}, valid until {}",
+        issuing.name(),
+        issuing.network(),
+        rfc3339(issuing.not_after())
+    );
+    println!("wrote {}", request.out_crt.display());
+    println!("fingerprint {}", issuing.fingerprint());
+    Ok(())
+}
+
+pub fn install_ca(dir: &Path, cert: &Path, root: &Path, force: bool) -> anyhow::Result<()> {
+    let authority = Authority::install_issuing(dir, &read(cert)?, &read(root)?, force)?;
+    let ca = authority.ca();
+    println!(
+        "installed issuing CA {:?} for network {}, signed by {:?}, valid until {}",
+        ca.name(),
+        ca.network(),
+        authority.root().name(),
+        rfc3339(ca.not_after())
+    );
     Ok(())
 }
 

@@ -20,10 +20,42 @@ pub fn run(command: Command, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
             network,
             duration,
         } => issue::init(&ca.dir, name, network, duration, now),
+        Command::InitIssuing { ca } => issue::init_issuing(&ca.dir),
+        Command::SignCa {
+            ca,
+            public,
+            name,
+            network,
+            duration,
+            out_crt,
+            force,
+        } => issue::sign_ca(
+            &ca.dir,
+            issue::CaRequest {
+                public: &public,
+                name,
+                network,
+                duration,
+                out_crt: &out_crt,
+                force,
+            },
+            now,
+        ),
+        Command::InstallCa {
+            ca,
+            cert,
+            root,
+            force,
+        } => issue::install_ca(&ca.dir, &cert, &root, force),
         Command::Keygen(args) => args.run().map_err(Into::into),
         Command::Sign(args) => issue::sign(args, now),
         Command::Print { cert, json } => inspect::print(&cert, json, now),
-        Command::Verify { ca, crl, cert } => inspect::verify(&ca, crl.as_deref(), &cert, now),
+        Command::Verify {
+            ca,
+            crl,
+            untrusted,
+            cert,
+        } => inspect::verify(&ca, crl.as_deref(), untrusted.as_deref(), &cert, now),
         Command::List { ca, json } => inspect::list(&ca.dir, json, now),
         Command::Revoke {
             ca,
@@ -33,9 +65,10 @@ pub fn run(command: Command, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
         Command::Crl {
             ca,
             out,
+            include,
             duration,
             force,
-        } => revocation::crl(&ca.dir, &out, duration, force, now),
+        } => revocation::crl(&ca.dir, &out, &include, duration, force, now),
     }?;
     Ok(ExitCode::SUCCESS)
 }

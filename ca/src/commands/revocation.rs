@@ -2,10 +2,15 @@
 
 use std::path::Path;
 
+use std::path::PathBuf;
+
+use rma_ca::RevocationList;
 use rma_ca::authority::Authority;
 use rma_ca::files::{Mode, OutputFiles};
 use rma_ca::timefmt::rfc3339;
 use time::{Duration, OffsetDateTime};
+
+use super::{named, read};
 
 pub fn revoke(
     dir: &Path,
@@ -30,23 +35,49 @@ pub fn revoke(
 pub fn crl(
     dir: &Path,
     out_path: &Path,
+    include: &[PathBuf],
     duration: Duration,
     force: bool,
     now: OffsetDateTime,
 ) -> anyhow::Result<()> {
     rma_ca::files::check_absent([out_path], force)?;
     let mut authority = Authority::open(dir)?;
+    let mut others = Vec::new();
+    for path in include {
+        for list in RevocationList::read_all(&read(path)?, authority.root()).map_err(named(path))? {
+            if list.ca_fingerprint() == authority.ca().fingerprint() {
+                anyhow::bail!(
+                    "{}: holds a list of this CA; the new one replaces it, leave it out",
+                    path.display()
+                );
+            }
+            others.push(list);
+        }
+    }
     let mut out = OutputFiles::new(force);
     let crl = authority.crl(now, duration, |crl| {
-        out.stage(out_path, crl.to_pem().as_bytes(), Mode::Public)
+        let mut text = crl.to_pem();
+        for other in &others {
+            text.push_str(&other.to_pem());
+        }
+        out.stage(out_path, text.as_bytes(), Mode::Public)
     })?;
     out.commit()?;
     println!(
-        "wrote {}: revocation list #{} with {} revoked certificate(s), next update {}",
+        "wrote {}: revocation list #{} of {:?} with {} revoked certificate(s), next update {}",
         out_path.display(),
         crl.number().unwrap_or_default(),
+        authority.ca().name(),
         crl.len(),
         crl.next_update().map(rfc3339).unwrap_or_default()
     );
+    for other in &others {
+        println!(
+            "  with list #{} of {:?} ({} revoked)",
+            other.number().unwrap_or_default(),
+            other.issuing_ca().map_or(authority.root().name(), |ca| ca.name()),
+            other.len()
+        );
+    }
     Ok(())
 }
