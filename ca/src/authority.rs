@@ -815,7 +815,10 @@ mod tests {
         let issuing_dir = tempfile::tempdir().unwrap();
         let dir = issuing_dir.path().join("issuing");
         let public = Authority::init_issuing(&dir).unwrap();
-        let mode = std::fs::metadata(dir.join(CA_KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(CA_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let request_pem = std::fs::read(dir.join(REQUEST_FILE)).unwrap();
         assert_eq!(CaKey::public_from_pem(&request_pem).unwrap(), public);
@@ -828,9 +831,23 @@ mod tests {
         let network: Ipv4Net = "10.1.128.0/17".parse().unwrap();
         let name: NodeName = "enroll".parse().unwrap();
         let err = root
-            .sign_ca(&public, name.clone(), "10.2.0.0/16".parse().unwrap(), None, false, NOW, |_| Ok(()))
+            .sign_ca(
+                &public,
+                name.clone(),
+                "10.2.0.0/16".parse().unwrap(),
+                None,
+                false,
+                NOW,
+                |_| Ok(()),
+            )
             .unwrap_err();
-        assert!(matches!(err, AuthorityError::Issue(IssueError::NetworkOutsideRoot { .. })), "{err}");
+        assert!(
+            matches!(
+                err,
+                AuthorityError::Issue(IssueError::NetworkOutsideRoot { .. })
+            ),
+            "{err}"
+        );
         let cert = root
             .sign_ca(&public, name.clone(), network, None, false, NOW, |_| Ok(()))
             .unwrap();
@@ -851,7 +868,15 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, AuthorityError::NotFromRoot { .. }), "{err}");
         let stranger = root
-            .sign_ca(&CaKey::generate().verifying_key(), "stranger".parse().unwrap(), network, None, false, NOW, |_| Ok(()))
+            .sign_ca(
+                &CaKey::generate().verifying_key(),
+                "stranger".parse().unwrap(),
+                network,
+                None,
+                false,
+                NOW,
+                |_| Ok(()),
+            )
             .unwrap();
         let err = Authority::install_issuing(
             &dir,
@@ -877,7 +902,15 @@ mod tests {
         assert_eq!(node.issuing_ca(), Some(&cert));
         assert_eq!(verify(&node, root.ca(), &[], NOW), Ok(()));
         let err = issuing
-            .sign_ca(&public, "deeper".parse().unwrap(), network, None, false, NOW, |_| Ok(()))
+            .sign_ca(
+                &public,
+                "deeper".parse().unwrap(),
+                network,
+                None,
+                false,
+                NOW,
+                |_| Ok(()),
+            )
             .unwrap_err();
         assert!(matches!(err, AuthorityError::NotARoot { .. }), "{err}");
 

@@ -113,7 +113,10 @@ impl CaCert {
             signed: tbs.as_ref().to_vec(),
             signature: cert.signature_value.data.to_vec(),
             signature_is_ed25519: cert.signature_value.unused_bits == 0
-                && crate::extensions::oid_is(&cert.signature_algorithm.algorithm, &x509::OID_ED25519),
+                && crate::extensions::oid_is(
+                    &cert.signature_algorithm.algorithm,
+                    &x509::OID_ED25519,
+                ),
             path_len: constraints.value.path_len_constraint,
             name: x509::common_name(&tbs.subject).map_err(CaCertError::Malformed)?,
             network: permitted_network(&cert)?,

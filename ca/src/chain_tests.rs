@@ -40,7 +40,10 @@ fn a_chain_through_an_issuing_ca_is_trusted_and_round_trips() {
 
     // The chain travels as DER back to back, and as two PEM blocks.
     assert_eq!(NodeCert::from_der(&gamma.chain_der()).unwrap(), gamma);
-    assert_eq!(NodeCert::from_bytes(gamma.to_pem().as_bytes()).unwrap(), gamma);
+    assert_eq!(
+        NodeCert::from_bytes(gamma.to_pem().as_bytes()).unwrap(),
+        gamma
+    );
     assert_eq!(gamma.fingerprint(), crate::Fingerprint::of(gamma.der()));
     // Without its issuing CA the leaf names an issuer the root is not.
     let leaf = NodeCert::from_der(gamma.der()).unwrap();
@@ -136,7 +139,10 @@ fn a_root_of_path_length_zero_or_a_network_outside_it_is_refused_on_both_sides()
         &params("enroll", UPPER),
     )
     .unwrap_err();
-    assert!(matches!(err, IssueError::RootSignsNodesOnly { .. }), "{err}");
+    assert!(
+        matches!(err, IssueError::RootSignsNodesOnly { .. }),
+        "{err}"
+    );
     let forced = issue::sign_ca_unchecked(
         &old_root,
         &key,
@@ -159,7 +165,10 @@ fn a_root_of_path_length_zero_or_a_network_outside_it_is_refused_on_both_sides()
         &params("wide", "10.0.0.0/8"),
     )
     .unwrap_err();
-    assert!(matches!(err, IssueError::NetworkOutsideRoot { .. }), "{err}");
+    assert!(
+        matches!(err, IssueError::NetworkOutsideRoot { .. }),
+        "{err}"
+    );
     let wide = issue::sign_ca_unchecked(
         &root,
         &key,
@@ -218,7 +227,11 @@ fn the_store_applies_each_issuing_cas_list_to_its_own_nodes_only() {
     let at = root.start;
     let mut store = TrustStore::new(root.ca.clone(), None);
     for cert in [&from_a, &from_b, &direct] {
-        assert!(store.accept(&cert.chain_der(), at).is_ok(), "{}", cert.name());
+        assert!(
+            store.accept(&cert.chain_der(), at).is_ok(),
+            "{}",
+            cert.name()
+        );
     }
 
     // a's list, as it travels (list then a's certificate), revokes a's node only.
@@ -249,7 +262,11 @@ fn the_store_applies_each_issuing_cas_list_to_its_own_nodes_only() {
     let stranger = TestCa::new("root").issuing("a", UPPER);
     assert_eq!(store.offer(stranger.crl(5, &[]), at), CrlOffer::Unrelated);
     assert!(store.offer_der(stranger.crl(5, &[]).der(), at).is_err());
-    assert!(store.offer_der(&stranger.crl(5, &[]).published_der(), at).is_err());
+    assert!(
+        store
+            .offer_der(&stranger.crl(5, &[]).published_der(), at)
+            .is_err()
+    );
 }
 
 /// Lists of issuing CAs are kept for at most [`crate::MAX_ISSUING_LISTS`] CAs; a CA that has
@@ -297,5 +314,9 @@ fn the_bound_refuses_a_new_issuing_ca_only_while_every_kept_one_is_live() {
     assert_eq!(store.offer(extra.crl(1, &[]), at), CrlOffer::Unrelated);
     let later = at + Duration::days(2);
     assert_eq!(store.offer(extra.crl(1, &[]), later), CrlOffer::Replaced);
-    assert_eq!(store.lists().count(), 1, "the expired ones gave their places up");
+    assert_eq!(
+        store.lists().count(),
+        1,
+        "the expired ones gave their places up"
+    );
 }

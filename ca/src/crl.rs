@@ -31,7 +31,9 @@ pub enum CrlError {
     Issuer(crate::CaCertError),
     #[error("issued by {issuer:?}, an issuing CA the root {root:?} did not sign")]
     IssuerNotFromRoot { issuer: String, root: String },
-    #[error("holds {0}, expected revocation lists (each optionally followed by its issuing CA's certificate)")]
+    #[error(
+        "holds {0}, expected revocation lists (each optionally followed by its issuing CA's certificate)"
+    )]
     Unexpected(String),
 }
 
@@ -199,6 +201,21 @@ impl RevocationList {
     pub fn revoked_at(&self, serial: &Serial) -> Option<OffsetDateTime> {
         self.revoked.get(serial).copied()
     }
+    /// When this list revoked `cert`, or its issuing CA, if it did. A root's list revokes the
+    /// nodes the root signed and its issuing CAs; an issuing CA's list only the nodes that CA
+    /// signed (serial numbers are only unique per CA). The list must be one of the root that
+    /// `cert` chains to.
+    pub fn revokes(&self, cert: &crate::NodeCert) -> Option<OffsetDateTime> {
+        match (&self.issuing, cert.issuing_ca()) {
+            (None, None) => self.revoked_at(cert.serial()),
+            (None, Some(issuing)) => self.revoked_at(issuing.serial()),
+            (Some(list_ca), Some(issuing)) if list_ca.fingerprint() == issuing.fingerprint() => {
+                self.revoked_at(cert.serial())
+            }
+            (Some(_), _) => None,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.revoked.len()
     }

@@ -89,6 +89,18 @@ impl crate::RevocationList {
     pub fn seconds_to_next_update(&self, now: OffsetDateTime) -> Option<i64> {
         self.next_update().map(|next| (next - now).whole_seconds())
     }
+
+    /// The soonest [`RevocationList::seconds_to_next_update`] of `lists`: what daemons export,
+    /// since any list past due needs the operator.
+    pub fn soonest_next_update<'a>(
+        lists: impl IntoIterator<Item = &'a Self>,
+        now: OffsetDateTime,
+    ) -> Option<i64> {
+        lists
+            .into_iter()
+            .filter_map(|crl| crl.seconds_to_next_update(now))
+            .min()
+    }
 }
 
 impl Expiring for CaCert {

@@ -14,6 +14,33 @@ impl Fingerprint {
         let digest = ring::digest::digest(&ring::digest::SHA256, der);
         Self(digest.as_ref().try_into().expect("SHA-256 is 32 bytes"))
     }
+
+    /// The fingerprint of the first certificate in `chain` (a node's, before its issuing
+    /// CA's), found from its DER header alone without parsing it; of all of `chain` when the
+    /// header does not fit in it.
+    pub fn of_first(chain: &[u8]) -> Self {
+        Self::of(first_element(chain).unwrap_or(chain))
+    }
+}
+
+/// The first DER element of `bytes`, by its header's length (definite lengths of up to four
+/// bytes, which any certificate has).
+fn first_element(bytes: &[u8]) -> Option<&[u8]> {
+    let first = *bytes.get(1)?;
+    let (header, len) = if first < 0x80 {
+        (2, usize::from(first))
+    } else {
+        let count = usize::from(first & 0x7f);
+        if !(1..=4).contains(&count) {
+            return None;
+        }
+        let digits = bytes.get(2..2 + count)?;
+        let len = digits
+            .iter()
+            .fold(0usize, |n, d| (n << 8) | usize::from(*d));
+        (2 + count, len)
+    };
+    bytes.get(..header.checked_add(len)?)
 }
 
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
@@ -123,6 +150,24 @@ mod tests {
         assert_eq!(fp.to_string().parse::<Fingerprint>().unwrap(), fp);
         assert!("ba78".parse::<Fingerprint>().is_err());
         assert!("zz".repeat(32).parse::<Fingerprint>().is_err());
+    }
+
+    #[test]
+    fn the_first_certificate_of_a_chain_is_found_by_its_header() {
+        let gamma = crate::fixtures::node("gamma-chain.crt");
+        let chain = gamma.chain_der();
+        assert!(chain.len() > gamma.der().len());
+        assert_eq!(Fingerprint::of_first(&chain), gamma.fingerprint());
+        assert_eq!(Fingerprint::of_first(gamma.der()), gamma.fingerprint());
+        // A header claiming more than there is, or no header, is the fingerprint of it all.
+        for bad in [
+            &b"\x30\x82\xff\xff"[..],
+            b"\x30",
+            b"",
+            b"\x30\x85\x01\x01\x01\x01\x01",
+        ] {
+            assert_eq!(Fingerprint::of_first(bad), Fingerprint::of(bad));
+        }
     }
 
     #[test]

@@ -335,7 +335,11 @@ impl IndexTx<'_> {
     }
 
     /// Records an issuing CA this root signed, so that it can be listed and revoked.
-    pub fn record_ca(&self, ca: &crate::CaCert, issued_at: OffsetDateTime) -> Result<(), IndexError> {
+    pub fn record_ca(
+        &self,
+        ca: &crate::CaCert,
+        issued_at: OffsetDateTime,
+    ) -> Result<(), IndexError> {
         self.0.execute(
             "INSERT INTO certs (serial, fingerprint, name, ip, groups, not_before, not_after, \
              issued_at, der, network) VALUES (?1, ?2, ?3, 0, '', ?4, ?5, ?6, ?7, ?8)",

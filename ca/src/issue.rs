@@ -46,7 +46,9 @@ pub enum IssueError {
     },
     #[error("{0}")]
     Name(String),
-    #[error("the root CA {ca:?} has path length 0 (made before issuing CAs existed): it can sign nodes only; make a new root to use an issuing CA")]
+    #[error(
+        "the root CA {ca:?} has path length 0 (made before issuing CAs existed): it can sign nodes only; make a new root to use an issuing CA"
+    )]
     RootSignsNodesOnly { ca: String },
     #[error("network {network} is not inside the root CA network {root}")]
     NetworkOutsideRoot { network: Ipv4Net, root: Ipv4Net },
@@ -210,8 +212,10 @@ pub(crate) fn sign_ca_unchecked(
 ) -> Result<CaCert, IssueError> {
     let mut cert = ca_params(params, path_len)?;
     cert.use_authority_key_identifier_extension = true;
-    let issuer =
-        Issuer::from_ca_cert_der(&CertificateDer::from(root.der()), DalekSigner::new(root_key))?;
+    let issuer = Issuer::from_ca_cert_der(
+        &CertificateDer::from(root.der()),
+        DalekSigner::new(root_key),
+    )?;
     let der = cert.signed_by(&SubjectKey(public.to_bytes()), &issuer)?;
     CaCert::issuing_from_der(der.der()).map_err(|e| IssueError::Build(e.to_string()))
 }

@@ -59,11 +59,13 @@ impl TrustStore {
         }
     }
 
-    /// A store for the root `ca` with every list of `crls` that applies offered at `now`.
-    pub fn with_lists(ca: CaCert, crls: Vec<RevocationList>, now: OffsetDateTime) -> Self {
+    /// A store for the root `ca` with every list of `crls` that applies in use: the root's
+    /// newest, and each issuing CA's the root signed (whether or not that CA is valid now; a
+    /// certificate it signed is checked for that when it is verified), up to the bound.
+    pub fn with_lists(ca: CaCert, crls: Vec<RevocationList>) -> Self {
         let mut store = Self::new(ca, None);
         for crl in crls {
-            store.offer(crl, now);
+            store.admit(crl, None);
         }
         store
     }
@@ -107,6 +109,11 @@ impl TrustStore {
     /// Puts `crl` in use if it is newer than the list of its CA in use: the root's, or an
     /// issuing CA's that the root signed and that is valid at `now`.
     pub fn offer(&mut self, crl: RevocationList, now: OffsetDateTime) -> CrlOffer {
+        self.admit(crl, Some(now))
+    }
+
+    /// [`TrustStore::offer`], checking the issuing CA is live only when `now` is given.
+    fn admit(&mut self, crl: RevocationList, now: Option<OffsetDateTime>) -> CrlOffer {
         if crl.ca_fingerprint() == self.ca.fingerprint() {
             if !crl.supersedes(self.crl.as_ref()) {
                 return CrlOffer::NotNewer;
@@ -117,7 +124,8 @@ impl TrustStore {
         let Some(issuing) = crl.issuing_ca() else {
             return CrlOffer::Unrelated;
         };
-        let live = |ca: &CaCert| ca.not_before() <= now && now <= ca.not_after();
+        let live =
+            |ca: &CaCert| now.is_none_or(|now| ca.not_before() <= now && now <= ca.not_after());
         if !issuing.issued_by(&self.ca) || !self.ca.may_sign_cas() || !live(issuing) {
             return CrlOffer::Unrelated;
         }
@@ -185,7 +193,10 @@ mod tests {
         assert_eq!(store.offer(pki.crl(1, &[]), pki.start), CrlOffer::NotNewer);
 
         let revoking = pki.crl(2, &[&cert]);
-        assert_eq!(store.offer_der(revoking.der(), pki.start), Ok(CrlOffer::Replaced));
+        assert_eq!(
+            store.offer_der(revoking.der(), pki.start),
+            Ok(CrlOffer::Replaced)
+        );
         assert_eq!(store.crl().and_then(RevocationList::number), Some(2));
         assert!(matches!(
             store.accept(cert.der(), pki.start),

@@ -212,7 +212,10 @@ fn an_issuing_ca_signs_nodes_that_openssl_verifies_through_it() {
         "sign-ca --dir ca --pub issuing/ca.pub --name wide --network 10.0.0.0/8 --out-crt wide.crt",
         "not inside the root CA network",
     );
-    ok(dir, "install-ca --dir issuing --cert issuing.crt --root ca/ca.crt");
+    ok(
+        dir,
+        "install-ca --dir issuing --cert issuing.crt --root ca/ca.crt",
+    );
     let printed = json(dir, "print --json issuing.crt");
     assert_eq!(printed["issuer"], "rma");
     assert_eq!(printed["path_len"], 0);
@@ -230,19 +233,36 @@ fn an_issuing_ca_signs_nodes_that_openssl_verifies_through_it() {
         "outside the CA network",
     );
     let chain = pem::parse_many(fs::read(dir.join("w1.crt")).unwrap()).unwrap();
-    assert_eq!(chain.len(), 2, "the node certificate, then the issuing CA's");
+    assert_eq!(
+        chain.len(),
+        2,
+        "the node certificate, then the issuing CA's"
+    );
     let trusted = ok(dir, "verify --ca ca/ca.crt w1.crt");
     assert!(trusted.contains("issuing CA of"), "{trusted}");
-    let verified = openssl(dir, "verify -CAfile ca/ca.crt -untrusted issuing.crt w1.crt");
+    let verified = openssl(
+        dir,
+        "verify -CAfile ca/ca.crt -untrusted issuing.crt w1.crt",
+    );
     assert_eq!(verified.code, 0, "{}{}", verified.stdout, verified.stderr);
     fs::write(dir.join("leaf.crt"), pem::encode(&chain[0])).unwrap();
-    ok(dir, "verify --ca ca/ca.crt --untrusted issuing.crt leaf.crt");
-    refused(dir, "verify --ca ca/ca.crt leaf.crt", "signed by another CA");
+    ok(
+        dir,
+        "verify --ca ca/ca.crt --untrusted issuing.crt leaf.crt",
+    );
+    refused(
+        dir,
+        "verify --ca ca/ca.crt leaf.crt",
+        "signed by another CA",
+    );
     let without = openssl(dir, "verify -CAfile ca/ca.crt leaf.crt");
     assert_ne!(without.code, 0, "openssl trusted a chain without its link");
 
     // The issuing CA revokes its node; the root revokes the issuing CA. One file carries both.
-    ok(dir, "sign --dir issuing --name w2 --pub w.pub --out-crt w2.crt --force");
+    ok(
+        dir,
+        "sign --dir issuing --name w2 --pub w.pub --out-crt w2.crt --force",
+    );
     ok(dir, "revoke --dir issuing w1");
     ok(dir, "crl --dir issuing --out issuing.crl");
     ok(dir, "crl --dir ca --out lists.crl --include issuing.crl");
@@ -264,7 +284,10 @@ fn an_issuing_ca_signs_nodes_that_openssl_verifies_through_it() {
     assert_eq!(fine.code, 0, "{}{}", fine.stdout, fine.stderr);
 
     ok(dir, "revoke --dir ca enroll --reason retired");
-    ok(dir, "crl --dir ca --out lists.crl --include issuing.crl --force");
+    ok(
+        dir,
+        "crl --dir ca --out lists.crl --include issuing.crl --force",
+    );
     refused(
         dir,
         "verify --ca ca/ca.crt --crl lists.crl w2.crt",

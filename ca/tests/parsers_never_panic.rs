@@ -47,7 +47,7 @@ fn parse_everything(bytes: &[u8], ca: &CaCert) {
         let _ = crl.is_stale(now);
     }
     if let Ok(lists) = RevocationList::read_all(bytes, ca) {
-        let _ = rma_ca::TrustStore::with_lists(ca.clone(), lists, now);
+        let _ = rma_ca::TrustStore::with_lists(ca.clone(), lists);
     }
     let _ = RevocationList::from_published_der(bytes, ca);
     let _ = NodeKeys::from_pem(bytes);

@@ -52,46 +52,55 @@ impl CrlWatch {
     }
 
     /// Looks at the file: if it changed since the last look (or `force`, on SIGHUP) and its
-    /// list verifies against the CA, hands the list to `offer` (the daemon's trust store, which
-    /// keeps only a newer one) and logs what became of it. Refusals are logged; the daemon
-    /// keeps its list.
+    /// lists verify against the root, hands each list to `offer` (the daemon's trust store,
+    /// which keeps only a newer one per CA) and logs what became of it. Refusals are logged;
+    /// the daemon keeps its lists. Returns [`CrlOffer::Replaced`] if any list was taken.
     pub fn poll(
         &mut self,
         force: bool,
-        offer: impl FnOnce(RevocationList) -> CrlOffer,
+        mut offer: impl FnMut(RevocationList) -> CrlOffer,
     ) -> CrlOffer {
         let stamp = Self::stamp(&self.path);
         if !force && stamp == self.seen {
             return CrlOffer::NotNewer;
         }
         self.seen = stamp;
-        let crl = match crate::identity::load_crl(&self.path, &self.ca) {
-            Ok(crl) => crl,
+        let lists = match crate::identity::load_crls(&self.path, &self.ca) {
+            Ok(lists) => lists,
             Err(e) => {
                 tracing::error!("revocation list refused, keeping the one in use: {e:#}");
                 return CrlOffer::NotNewer;
             }
         };
-        let (revoked, number) = (crl.len(), crl.number());
-        let due = crl.next_update_warning(OffsetDateTime::now_utc(), CRL_WARNING_WINDOW);
-        let outcome = offer(crl);
-        match outcome {
-            CrlOffer::Replaced => {
-                tracing::info!(path = %self.path.display(), revoked, number = ?number, "revocation list loaded");
-                if let Some(warning) = due {
-                    warn_due(&warning);
+        let mut any = CrlOffer::NotNewer;
+        for crl in lists {
+            let (revoked, number) = (crl.len(), crl.number());
+            let ca = crl
+                .issuing_ca()
+                .map_or_else(|| self.ca.name().to_owned(), |ca| ca.name().to_owned());
+            let due = crl.next_update_warning(OffsetDateTime::now_utc(), CRL_WARNING_WINDOW);
+            match offer(crl) {
+                CrlOffer::Replaced => {
+                    any = CrlOffer::Replaced;
+                    tracing::info!(path = %self.path.display(), %ca, revoked, number = ?number, "revocation list loaded");
+                    if let Some(warning) = due {
+                        warn_due(&warning);
+                    }
+                }
+                // On SIGHUP the file is read whether or not it changed: usually it holds the
+                // lists in use, which is worth a line but not a warning.
+                CrlOffer::NotNewer if force => {
+                    tracing::info!(%ca, number = ?number, "the revocation list in the file is not newer than the one in use; keeping it");
+                }
+                CrlOffer::NotNewer => {
+                    tracing::warn!(%ca, number = ?number, "the revocation list in the file is not newer than the one in use; keeping it");
+                }
+                CrlOffer::Unrelated => {
+                    tracing::warn!(%ca, "ignored a revocation list of an issuing CA that is expired, not yet valid or one too many");
                 }
             }
-            // On SIGHUP the file is read whether or not it changed: usually it is the list in
-            // use, which is worth a line but not a warning.
-            CrlOffer::NotNewer if force => {
-                tracing::info!(number = ?number, "the revocation list file is not newer than the one in use; keeping it");
-            }
-            CrlOffer::NotNewer => {
-                tracing::warn!(number = ?number, "the revocation list file is not newer than the one in use; keeping it");
-            }
         }
-        outcome
+        any
     }
 }
 
@@ -110,7 +119,8 @@ mod tests {
         write(1);
         let mut store = TrustStore::new(pki.ca.clone(), None);
         let mut watch = CrlWatch::new(path.clone(), pki.ca.clone());
-        let mut poll = |store: &mut TrustStore, force| watch.poll(force, |crl| store.offer(crl));
+        let mut poll =
+            |store: &mut TrustStore, force| watch.poll(force, |crl| store.offer(crl, pki.start));
         assert_eq!(
             poll(&mut store, false),
             CrlOffer::NotNewer,

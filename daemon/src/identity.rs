@@ -10,10 +10,13 @@ use crate::config::PkiPaths;
 /// The identity and trust anchor a daemon runs with.
 #[derive(Debug)]
 pub struct Identity {
+    /// The daemon's certificate, with its issuing CA's when one signed it.
     pub cert: NodeCert,
     pub keys: NodeKeys,
+    /// The root CA.
     pub ca: CaCert,
-    pub crl: Option<RevocationList>,
+    /// The revocation lists in use: the root's and issuing CAs'.
+    pub crls: Vec<RevocationList>,
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -29,14 +32,15 @@ pub fn load_ca(path: &Path) -> anyhow::Result<CaCert> {
     CaCert::from_bytes(&read(path)?).map_err(named(path))
 }
 
-/// Reads a node certificate (not yet verified).
+/// Reads a node certificate, and its issuing CA's after it if any (not yet verified).
 pub fn load_cert(path: &Path) -> anyhow::Result<NodeCert> {
     NodeCert::from_bytes(&read(path)?).map_err(named(path))
 }
 
-/// Reads a revocation list and checks its signature against `ca`.
-pub fn load_crl(path: &Path, ca: &CaCert) -> anyhow::Result<RevocationList> {
-    RevocationList::from_bytes(&read(path)?, ca).map_err(named(path))
+/// Reads every revocation list in a file (the root's, and issuing CAs' each with its CA's
+/// certificate) and checks each signature against the root `ca`.
+pub fn load_crls(path: &Path, ca: &CaCert) -> anyhow::Result<Vec<RevocationList>> {
+    RevocationList::read_all(&read(path)?, ca).map_err(named(path))
 }
 
 /// Reads the PKI files and checks that they belong together and are trusted at `now`: the key
@@ -47,9 +51,9 @@ pub fn load(pki: &PkiPaths, now: OffsetDateTime) -> anyhow::Result<Identity> {
     // A key others may read is refused, as ssh refuses one: it may already be another user's.
     let key_pem = rma_ca::files::read_private(&pki.key)?;
     let keys = NodeKeys::from_pem(&key_pem).map_err(named(&pki.key))?;
-    let crl = match &pki.crl {
-        Some(path) => Some(load_crl(path, &ca)?),
-        None => None,
+    let crls = match &pki.crl {
+        Some(path) => load_crls(path, &ca)?,
+        None => Vec::new(),
     };
     let public = keys.public();
     if public.identity != *cert.identity_key() || Some(&public.wireguard) != cert.wireguard_key() {
@@ -59,7 +63,7 @@ pub fn load(pki: &PkiPaths, now: OffsetDateTime) -> anyhow::Result<Identity> {
             pki.cert.display()
         );
     }
-    let trust = TrustStore::new(ca, crl);
+    let trust = TrustStore::with_lists(ca, crls);
     trust
         .check(&cert, now)
         .map_err(|e| anyhow::anyhow!("{}: not trusted: {e}", pki.cert.display()))?;
@@ -67,7 +71,7 @@ pub fn load(pki: &PkiPaths, now: OffsetDateTime) -> anyhow::Result<Identity> {
         cert,
         keys,
         ca: trust.ca().clone(),
-        crl: trust.crl().cloned(),
+        crls: trust.lists().cloned().collect(),
     })
 }
 

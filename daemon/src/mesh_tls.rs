@@ -1,7 +1,8 @@
 //! Mutual TLS for the QUIC connections between nodes and lighthouses.
 //!
-//! Both sides present a node certificate signed by the mesh CA and check the other's with
-//! [`rma_ca::verify`]: the chain to the CA, the validity window, the revocation list and the
+//! Both sides present a node certificate signed by the mesh CA, or by an issuing CA the root
+//! signed (then with that CA's certificate as the chain's second), and check the other's with
+//! [`rma_ca::verify`]: the chain to the root, the validity windows, the revocation lists and the
 //! certificate's own fields. A lighthouse is a node certificate too; the node connects to it
 //! by its expected name, and the name in the certificate must match. The handshake signature
 //! is checked by rustls with the ring provider (Ed25519). TLS 1.3 only.
@@ -98,6 +99,29 @@ impl PeerVerifier {
         }
     }
 
+    /// The presented chain's node certificate, trusted at `now`. A node presents at most its
+    /// issuing CA after its own; a longer chain is refused before any signature is checked.
+    fn accept(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<NodeCert, rustls::Error> {
+        let chain = match intermediates {
+            [] => end_entity.to_vec(),
+            [issuing] => [end_entity.as_ref(), issuing.as_ref()].concat(),
+            _ => {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    rustls::OtherError(Arc::new(ChainTooLong(intermediates.len()))),
+                )));
+            }
+        };
+        Ok(self
+            .trust
+            .accept(&chain, unix_to_datetime(now))
+            .map_err(Refusal::from)?)
+    }
+
     fn tls13(
         &self,
         message: &[u8],
@@ -116,12 +140,10 @@ impl ClientCertVerifier for PeerVerifier {
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.trust
-            .accept(end_entity, unix_to_datetime(now))
-            .map_err(Refusal::from)?;
+        self.accept(end_entity, intermediates, now)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -154,15 +176,12 @@ impl ServerCertVerifier for PeerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = self
-            .trust
-            .accept(end_entity, unix_to_datetime(now))
-            .map_err(Refusal::from)?;
+        let cert = self.accept(end_entity, intermediates, now)?;
         let expected = server_name.to_str();
         if cert.name().as_str() != expected {
             return Err(Refusal::WrongName {
@@ -211,7 +230,10 @@ fn identity(
     cert: &NodeCert,
     keys: &NodeKeys,
 ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let chain = vec![CertificateDer::from(cert.der().to_vec())];
+    let mut chain = vec![CertificateDer::from(cert.der().to_vec())];
+    if let Some(issuing) = cert.issuing_ca() {
+        chain.push(CertificateDer::from(issuing.der().to_vec()));
+    }
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(keys.identity_pkcs8_der().to_vec()));
     (chain, key)
 }
@@ -272,9 +294,15 @@ pub fn client_config(
     Ok(config)
 }
 
-/// The certificate the other side presented, once the handshake has completed.
+/// The certificate the other side presented, once the handshake has completed: its DER, then
+/// its issuing CA's if it presented one (as [`NodeCert::from_der`] reads it).
 pub fn peer_certificate(connection: &quinn::Connection) -> Option<Vec<u8>> {
     let identity = connection.peer_identity()?;
     let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    chain.first().map(|c| c.to_vec())
+    Some(chain.iter().take(2).flat_map(|c| c.to_vec()).collect())
 }
+
+/// A peer presented more certificates than a node and its issuing CA.
+#[derive(Debug, thiserror::Error)]
+#[error("presented {0} CA certificates; a node presents at most its issuing CA's")]
+struct ChainTooLong(usize);

@@ -14,9 +14,10 @@ pub struct SharedTrust {
 }
 
 impl SharedTrust {
-    pub fn new(ca: CaCert, crl: Option<RevocationList>) -> Arc<Self> {
+    /// A store for the root `ca` with the lists of `crls` that apply in use.
+    pub fn new(ca: CaCert, crls: Vec<RevocationList>) -> Arc<Self> {
         Arc::new(Self {
-            store: RwLock::new(TrustStore::new(ca, crl)),
+            store: RwLock::new(TrustStore::with_lists(ca, crls)),
         })
     }
 
@@ -24,16 +25,23 @@ impl SharedTrust {
         read(&self.store).ca().clone()
     }
 
+    /// The root's list in use.
     pub fn crl(&self) -> Option<RevocationList> {
         read(&self.store).crl().cloned()
     }
 
-    /// Puts `crl` in use if it is newer than the list in use.
-    pub fn offer(&self, crl: RevocationList) -> CrlOffer {
-        write(&self.store).offer(crl)
+    /// Every list in use: the root's, then issuing CAs'.
+    pub fn lists(&self) -> Vec<RevocationList> {
+        read(&self.store).lists().cloned().collect()
     }
 
-    /// Parses and verifies a peer's certificate at `now`.
+    /// Puts `crl` in use if it is newer than the list of its CA in use.
+    pub fn offer(&self, crl: RevocationList, now: OffsetDateTime) -> CrlOffer {
+        write(&self.store).offer(crl, now)
+    }
+
+    /// Parses and verifies a peer's certificate (with its issuing CA's after it, if any) at
+    /// `now`.
     pub fn accept(&self, der: &[u8], now: OffsetDateTime) -> Result<NodeCert, Refusal> {
         read(&self.store).accept(der, now)
     }

@@ -18,7 +18,16 @@ struct Server {
 
 fn server(pki: &TestCa, crl: Option<RevocationList>) -> Server {
     let (cert, keys) = pki.node_in("lighthouse-1", Ipv4Addr::new(10, 42, 255, 1), "lighthouses");
-    let config = tls::server_config(&cert, &keys, Trust::new(pki.ca.clone(), crl)).unwrap();
+    server_as(pki, (cert, keys), crl.into_iter().collect())
+}
+
+/// A lighthouse presenting `identity`, trusting the root `pki` with `crls`.
+fn server_as(
+    pki: &TestCa,
+    (cert, keys): (NodeCert, NodeKeys),
+    crls: Vec<RevocationList>,
+) -> Server {
+    let config = tls::server_config(&cert, &keys, Trust::new(pki.ca.clone(), crls)).unwrap();
     let endpoint = quinn::Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let address = endpoint.local_addr().unwrap();
     Server { endpoint, address }
@@ -32,7 +41,8 @@ async fn handshake(
     (cert, keys): (&NodeCert, &NodeKeys),
     name: &str,
 ) -> (Result<(), String>, Result<Vec<u8>, String>) {
-    let config = tls::client_config(cert, keys, Trust::new(client_ca.ca.clone(), None)).unwrap();
+    let config =
+        tls::client_config(cert, keys, Trust::new(client_ca.ca.clone(), Vec::new())).unwrap();
     let client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     // The server echoes one byte on the first stream, then waits for the client to close.
     let accept = async {
@@ -128,10 +138,47 @@ async fn a_node_refuses_a_lighthouse_with_the_wrong_name_or_another_ca() {
 fn trust_follows_the_revocation_list() {
     let pki = TestCa::new("mesh-ca");
     let (cert, _) = pki.node("a", Ipv4Addr::new(10, 42, 0, 1));
-    let trust: Arc<Trust> = Trust::new(pki.ca.clone(), None);
+    let trust: Arc<Trust> = Trust::new(pki.ca.clone(), Vec::new());
     assert!(trust.accept(cert.der(), pki.start).is_ok());
-    trust.offer(pki.crl_revoking(&[&cert]));
+    trust.offer(pki.crl_revoking(&[&cert]), pki.start);
     let refusal = trust.accept(cert.der(), pki.start).unwrap_err();
     assert!(refusal.to_string().starts_with("revoked at"), "{refusal}");
     assert!(trust.accept(b"not a certificate", pki.start).is_err());
+}
+
+/// Both ends present chains through an issuing CA; each checks the other's to the root alone.
+#[tokio::test]
+async fn chains_through_an_issuing_ca_are_accepted_both_ways_until_the_root_revokes_it() {
+    let root = TestCa::new("mesh-ca");
+    let issuing = root.issuing("enroll", "10.42.128.0/17");
+    let lighthouse = issuing.node_in("lighthouse-1", Ipv4Addr::new(10, 42, 200, 1), "lighthouses");
+    let (cert, keys) = issuing.node("a", Ipv4Addr::new(10, 42, 128, 1));
+    assert!(cert.issuing_ca().is_some());
+    let server = server_as(&root, lighthouse.clone(), Vec::new());
+    let (client, seen) = handshake(&server, &root, (&cert, &keys), "lighthouse-1").await;
+    assert_eq!(client, Ok(()));
+    assert_eq!(
+        seen.unwrap(),
+        cert.chain_der(),
+        "the lighthouse saw the whole chain"
+    );
+
+    // The root's list revokes the issuing CA: its nodes are refused in the handshake.
+    let revoking = root.crl_revoking_cas(1, &[&issuing.ca]);
+    let server = server_as(
+        &root,
+        root.node_in("lighthouse-1", Ipv4Addr::new(10, 42, 255, 1), "lighthouses"),
+        vec![revoking],
+    );
+    let (client, seen) = handshake(&server, &root, (&cert, &keys), "lighthouse-1").await;
+    let seen = seen.unwrap_err();
+    assert!(seen.contains("enroll"), "server saw {seen}");
+    assert!(client.is_err());
+    // A node whose issuing CA's chain is cut off (only its own certificate presented) is
+    // refused for naming an issuer the root is not.
+    let bare = NodeCert::from_der(cert.der()).unwrap();
+    let server = server_as(&root, lighthouse, Vec::new());
+    let (client, seen) = handshake(&server, &root, (&bare, &keys), "lighthouse-1").await;
+    assert!(seen.unwrap_err().contains("UnknownIssuer"));
+    assert!(client.is_err());
 }

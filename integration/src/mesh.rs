@@ -68,6 +68,17 @@ impl Pki {
         })
     }
 
+    /// An issuing CA this root signed for `network`, writing into the same directory: what it
+    /// issues is presented with its certificate, and is trusted through the root's file.
+    pub fn issuing(&self, name: &str, network: &str) -> Self {
+        Self {
+            test: self.test.issuing(name, network),
+            dir: self.dir.clone(),
+            ca_path: self.ca_path.clone(),
+            crl_number: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
     /// Issues a certificate in group `workers`, valid from a day ago for thirty days.
     pub fn issue(&self, name: &str, mesh_ip: Ipv4Addr) -> anyhow::Result<Issued> {
         self.issue_in(name, mesh_ip, "workers")

@@ -26,7 +26,7 @@ pub fn client_config(
     Ok(rma_daemon::mesh_tls::client_config(
         cert,
         keys,
-        Trust::new(ca.clone(), None),
+        Trust::new(ca.clone(), Vec::new()),
     )?)
 }
 

@@ -107,18 +107,27 @@ impl Mesh {
         .unwrap();
         let routerd = start_routerd(&mut net.lab, &r_ns, &routerd_config);
 
+        // The third worker enrolled through an issuing CA, as `meshd join` enrolls: every
+        // verifier on the way (the lighthouse's TLS, routerd's meshd, routerd's registration
+        // check) trusts its chain through the root alone.
+        let issuing = pki.issuing("mesh-issuing", "10.42.0.0/16");
         let mut workers = Vec::new();
         for (i, nat) in [Nat::Cone, Nat::Cone, Nat::Symmetric]
             .into_iter()
             .enumerate()
         {
+            let signer = if nat == Nat::Symmetric {
+                &issuing
+            } else {
+                &pki
+            };
             let name = format!("worker-{}", i + 1);
             let mut site = net.site(&format!("{name}-router"), nat).unwrap();
             let (ns, _) = net.host_behind(&mut site, &name).unwrap();
             let ip = worker_ip(i as u8);
             let node = start_meshd(
                 &mut net.lab,
-                &pki,
+                signer,
                 &ns,
                 &name,
                 ip,

@@ -183,10 +183,10 @@ pub(crate) fn snapshot(shared: &Mutex<Shared>) -> (Snapshot, Arc<ShellCounters>)
                 .filter(|r| r.wireguard.is_some())
                 .count(),
             core: shared.core.counters(),
-            crl_next_update_secs: shared
-                .core
-                .crl()
-                .and_then(|crl| crl.seconds_to_next_update(time::OffsetDateTime::now_utc())),
+            crl_next_update_secs: rma_ca::RevocationList::soonest_next_update(
+                shared.core.lists(),
+                time::OffsetDateTime::now_utc(),
+            ),
         },
         Arc::clone(&shared.counters),
     )

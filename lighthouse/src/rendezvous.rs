@@ -142,7 +142,8 @@ pub struct Registration {
 #[derive(Debug)]
 pub struct Rendezvous {
     reflector_port: u16,
-    crl: Option<RevocationList>,
+    /// The revocation lists in use: the root's and issuing CAs', one per CA.
+    lists: Vec<RevocationList>,
     nodes: HashMap<ConnId, Node>,
     by_ip: HashMap<Ipv4Addr, ConnId>,
     by_name: HashMap<String, ConnId>,
@@ -154,10 +155,10 @@ pub struct Rendezvous {
 }
 
 impl Rendezvous {
-    pub fn new(reflector_port: u16, crl: Option<RevocationList>) -> Self {
+    pub fn new(reflector_port: u16, lists: Vec<RevocationList>) -> Self {
         Self {
             reflector_port,
-            crl,
+            lists,
             nodes: HashMap::new(),
             by_ip: HashMap::new(),
             by_name: HashMap::new(),
@@ -287,11 +288,11 @@ impl Rendezvous {
                         quic_observed: node.quic_addr,
                     },
                 )];
-                if let Some(crl) = &self.crl {
+                for crl in &self.lists {
                     effects.push(Effect::Send(
                         conn,
                         FromLighthouse::Crl {
-                            der: crl.der().to_vec(),
+                            der: crl.published_der(),
                         },
                     ));
                 }
@@ -335,14 +336,14 @@ impl Rendezvous {
             Effect::Send(
                 target_conn,
                 FromLighthouse::Punch {
-                    cert: asker_node.cert.der().to_vec(),
+                    cert: asker_node.cert.chain_der(),
                     endpoints: asker_node.endpoints(target_node.observed),
                 },
             ),
             Effect::Send(
                 asker,
                 FromLighthouse::Peer {
-                    cert: target_node.cert.der().to_vec(),
+                    cert: target_node.cert.chain_der(),
                     endpoints: target_node.endpoints(asker_node.observed),
                 },
             ),
@@ -385,18 +386,24 @@ impl Rendezvous {
         }
     }
 
-    /// The revocation list in use, if any.
+    /// The root's revocation list in use, if any.
     pub fn crl(&self) -> Option<&RevocationList> {
-        self.crl.as_ref()
+        self.lists.iter().find(|l| l.issuing_ca().is_none())
     }
 
-    /// A new revocation list (already checked against the CA). Revoked nodes are cut off; every
-    /// other node is sent the list.
+    /// Every revocation list in use.
+    pub fn lists(&self) -> &[RevocationList] {
+        &self.lists
+    }
+
+    /// A new revocation list (already checked against the root, and newer than the one of its
+    /// CA in use). It replaces that CA's list; the nodes it revokes (or whose issuing CA it
+    /// revokes) are cut off; every other node is sent the list.
     pub fn set_crl(&mut self, crl: RevocationList) -> Vec<Effect> {
         let revoked: Vec<ConnId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| crl.revoked_at(n.cert.serial()).is_some())
+            .filter(|(_, n)| crl.revokes(&n.cert).is_some())
             .map(|(c, _)| *c)
             .collect();
         let mut effects = Vec::new();
@@ -416,11 +423,13 @@ impl Rendezvous {
             effects.push(Effect::Send(
                 conn,
                 FromLighthouse::Crl {
-                    der: crl.der().to_vec(),
+                    der: crl.published_der(),
                 },
             ));
         }
-        self.crl = Some(crl);
+        self.lists
+            .retain(|l| l.ca_fingerprint() != crl.ca_fingerprint());
+        self.lists.push(crl);
         effects
     }
 

@@ -27,7 +27,7 @@ impl World {
     fn new() -> Self {
         Self {
             pki: TestCa::new("test-ca"),
-            lighthouse: Rendezvous::new(4243, None),
+            lighthouse: Rendezvous::new(4243, Vec::new()),
             now: Instant::now(),
             relays: HashMap::new(),
             relay_limit: relay::DEFAULT_LIMIT,

@@ -132,7 +132,7 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr, SocketAddr),
 ) -> anyhow::Result<()> {
     let identity = rma_daemon::identity::load(&config.pki, OffsetDateTime::now_utc())?;
-    let trust = Trust::new(identity.ca.clone(), identity.crl.clone());
+    let trust = Trust::new(identity.ca.clone(), identity.crls.clone());
     let server =
         rma_daemon::mesh_tls::server_config(&identity.cert, &identity.keys, Arc::clone(&trust))?;
     let socket = std::net::UdpSocket::bind(config.listen)
@@ -150,7 +150,7 @@ pub async fn run(
     let reflector_addr = reflector.local_addr()?;
 
     let counters = Arc::new(ShellCounters::default());
-    let core = Rendezvous::new(reflector_addr.port(), identity.crl.clone());
+    let core = Rendezvous::new(reflector_addr.port(), identity.crls.clone());
     let shared = Arc::new(Mutex::new(Shared {
         epoch: core.epoch(),
         core,
@@ -217,7 +217,9 @@ pub async fn run(
             }
             _ = poll.tick() => check_crl(crl_watch.as_mut(), &shared, &trust, false),
             _ = daily.tick() => {
-                rma_daemon::crl_watch::warn_if_due(trust.crl().as_ref(), OffsetDateTime::now_utc());
+                for crl in trust.lists() {
+                    rma_daemon::crl_watch::warn_if_due(Some(&crl), OffsetDateTime::now_utc());
+                }
             }
             () = tokio::time::sleep(until_expiry + Duration::from_secs(1)) => {
                 let mut shared = lock(&shared);
@@ -252,16 +254,19 @@ fn reload_config(reload: &Reload, running: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Takes a newer revocation list from the file, if there is one, and pushes it to every node.
+/// Takes the newer revocation lists from the file, if there are any, and pushes them to every
+/// node.
 fn check_crl(watch: Option<&mut CrlWatch>, shared: &Mutex<Shared>, trust: &Trust, force: bool) {
     let Some(watch) = watch else { return };
-    let mut taken = None;
-    let offer = watch.poll(force, |crl| {
-        let offer = trust.offer(crl.clone());
-        taken = Some(crl);
+    let mut taken = Vec::new();
+    watch.poll(force, |crl| {
+        let offer = trust.offer(crl.clone(), OffsetDateTime::now_utc());
+        if offer == CrlOffer::Replaced {
+            taken.push(crl);
+        }
         offer
     });
-    if let (CrlOffer::Replaced, Some(crl)) = (offer, taken) {
+    for crl in taken {
         tracing::info!(
             revoked = crl.len(),
             "pushing the revocation list to every node"

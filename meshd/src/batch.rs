@@ -25,7 +25,7 @@ pub struct Batch {
     relays: Vec<(LighthouseId, Ipv4Addr, Range<usize>)>,
     asks: Vec<(LighthouseId, ToLighthouse)>,
     /// The revocation list the node put in use this round, if it changed.
-    crl: Option<RevocationList>,
+    crls: Vec<RevocationList>,
 }
 
 impl Output for Batch {
@@ -52,7 +52,7 @@ impl Output for Batch {
     }
 
     fn crl_changed(&mut self, crl: &RevocationList) {
-        self.crl = Some(crl.clone());
+        self.crls.push(crl.clone());
     }
 }
 
@@ -77,9 +77,9 @@ impl Batch {
             && self.asks.is_empty()
     }
 
-    /// The revocation list the node put in use since the last call, if it changed.
-    pub fn take_crl(&mut self) -> Option<RevocationList> {
-        self.crl.take()
+    /// The revocation lists the node put in use since the last call.
+    pub fn take_crls(&mut self) -> Vec<RevocationList> {
+        std::mem::take(&mut self.crls)
     }
 
     /// Hands relayed datagrams and control messages to the lighthouse connections.

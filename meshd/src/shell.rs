@@ -104,7 +104,7 @@ pub async fn run(
 
     warn_if_no_rules(&config);
     let ca = identity.ca.clone();
-    let trust = Trust::new(identity.ca.clone(), identity.crl.clone());
+    let trust = Trust::new(identity.ca.clone(), identity.crls.clone());
     let (links, link_events) = LighthouseLinks::start(
         &config.lighthouses,
         rma_daemon::mesh_tls::client_config(&identity.cert, &identity.keys, Arc::clone(&trust))?,
@@ -357,8 +357,8 @@ async fn event_loop(
                 }
             }
         }
-        if let Some(crl) = batch.take_crl() {
-            trust.offer(crl);
+        for crl in batch.take_crls() {
+            trust.offer(crl, OffsetDateTime::now_utc());
         }
         for pong in node.take_pongs() {
             if let Some(waiter) = waiting.remove(&pong.seq) {

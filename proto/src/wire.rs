@@ -18,8 +18,9 @@
 //! `ver` is 1. `length` is big-endian and must equal the bytes that follow. Flag bit 0 asks the
 //! receiver to answer in kind. Kinds:
 //!
-//! - `1`, **certificate hello**: the body is the sender's node certificate (DER), followed by
-//!   zero padding. Peers with static endpoints exchange hellos before their first WireGuard
+//! - `1`, **certificate hello**: the body is the sender's node certificate (DER), then the DER
+//!   certificate of the issuing CA that signed it if the root did not, followed by zero
+//!   padding. Peers with static endpoints exchange hellos before their first WireGuard
 //!   handshake: that is how each learns the other's WireGuard key and mesh IP, and it is
 //!   trusted only once the certificate verifies against the CA. The hello itself proves nothing
 //!   about the sender (certificates are public); the WireGuard handshake that follows proves
@@ -47,12 +48,14 @@ const KIND_CERT_HELLO: u8 = 1;
 const KIND_PUNCH: u8 = 2;
 const KIND_REFLECT: u8 = 3;
 const FLAG_REPLY_WANTED: u8 = 0x01;
-/// A certificate is about 500 bytes; anything far larger is not one of ours.
+/// A certificate is about 500 bytes, with its issuing CA's about 950; anything far larger is
+/// not one of ours.
 pub const MAX_CERT_LEN: usize = 4096;
 /// A punch is as long as a WireGuard handshake initiation (148 bytes).
 pub const PUNCH_LEN: usize = 148;
 /// A hello that asks for an answer is at least this long (as a QUIC client's first packet is),
-/// so that the answer, a hello of about 500 bytes, is never larger than what asked for it.
+/// so that the answer, a hello of about 500 bytes (950 with an issuing CA's certificate), is
+/// never larger than what asked for it.
 pub const HELLO_REQUEST_MIN: usize = 1200;
 /// The reflect token's length.
 pub const TOKEN_LEN: usize = 16;
@@ -89,7 +92,7 @@ pub enum ControlError {
     TooLarge(usize),
     #[error("{what} body of {len} bytes has the wrong length")]
     BodyLength { what: &'static str, len: usize },
-    #[error("hello body is not one DER certificate followed by zero padding")]
+    #[error("hello body is not one or two DER certificates followed by zero padding")]
     BadPadding,
 }
 
@@ -125,9 +128,13 @@ fn der_element_len(body: &[u8]) -> Option<usize> {
     (total <= body.len()).then_some(total)
 }
 
-/// The certificate in a hello body: its first DER element, with only zeros after it.
+/// The certificate in a hello body: its first DER element and, if a second follows (a DER
+/// SEQUENCE, as the issuing CA's certificate is), that one too, with only zeros after them.
 fn hello_cert(body: &[u8]) -> Result<&[u8], ControlError> {
-    let len = der_element_len(body).ok_or(ControlError::BadPadding)?;
+    let mut len = der_element_len(body).ok_or(ControlError::BadPadding)?;
+    if body.get(len) == Some(&0x30) {
+        len += der_element_len(&body[len..]).ok_or(ControlError::BadPadding)?;
+    }
     let (cert, padding) = body.split_at(len);
     if padding.iter().any(|&b| b != 0) {
         return Err(ControlError::BadPadding);
@@ -269,6 +276,33 @@ mod tests {
         assert_eq!(parse_control(&out), Err(ControlError::BadPadding));
         let mut out = Vec::new();
         encode(KIND_CERT_HELLO, false, b"\x30\x09short", &mut out);
+        assert_eq!(parse_control(&out), Err(ControlError::BadPadding));
+    }
+
+    /// A certificate and its issuing CA's travel together; a third element, or a second that
+    /// is cut short, is refused.
+    #[test]
+    fn a_chain_of_two_round_trips_and_no_more() {
+        let mut out = Vec::new();
+        let chain = [der(560), der(400)].concat();
+        encode_cert_hello(&chain, true, &mut out);
+        assert_eq!(
+            out.len(),
+            HELLO_REQUEST_MIN,
+            "a chain still fits the padded request"
+        );
+        assert_eq!(
+            parse_control(&out),
+            Ok(Control::CertHello {
+                cert_der: &chain,
+                reply_wanted: true
+            })
+        );
+        let three = [der(100), der(100), der(100)].concat();
+        encode_cert_hello(&three, false, &mut out);
+        assert_eq!(parse_control(&out), Err(ControlError::BadPadding));
+        let cut = [der(100), der(100)[..50].to_vec()].concat();
+        encode_cert_hello(&cut, false, &mut out);
         assert_eq!(parse_control(&out), Err(ControlError::BadPadding));
     }
 

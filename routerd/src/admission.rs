@@ -191,16 +191,20 @@ mod tests {
     fn trust_checks_the_chain_and_the_revocation_list() {
         let pki = TestCa::new("mesh-ca");
         let (cert, _) = pki.node("worker-5", Ipv4Addr::new(10, 42, 0, 5));
-        let store = SharedTrust::new(pki.ca.clone(), None);
+        let store = SharedTrust::new(pki.ca.clone(), Vec::new());
         assert_eq!(trust(&cert, &store, pki.start), Ok(()));
-        store.offer(pki.crl_revoking(&[&cert]));
+        store.offer(pki.crl_revoking(&[&cert]), pki.start);
         assert!(matches!(
             trust(&cert, &store, pki.start),
             Err(Refusal::Untrusted(VerifyError::Revoked { .. }))
         ));
         let other = TestCa::new("other-ca");
         assert!(matches!(
-            trust(&cert, &SharedTrust::new(other.ca.clone(), None), pki.start),
+            trust(
+                &cert,
+                &SharedTrust::new(other.ca.clone(), Vec::new()),
+                pki.start
+            ),
             Err(Refusal::Untrusted(_))
         ));
     }

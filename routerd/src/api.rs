@@ -441,12 +441,12 @@ async fn metrics(State(shared): State<Shared>) -> Response {
         listener("public", Listener::Public),
         listener("mesh", Listener::Mesh),
     ];
-    let crl = shared.trust.crl();
+    let crls = shared.trust.lists();
     let registry = shared.registry();
     let text = crate::metrics::render(
         &registry,
         &shared.traffic(),
-        crl.as_ref(),
+        &crls,
         idle,
         &listeners,
         Instant::now(),

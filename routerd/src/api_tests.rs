@@ -34,7 +34,14 @@ impl Api {
         )
         .unwrap();
         let store = Store::open(&config.store).unwrap();
-        let app = App::new(&config, pki.ca.clone(), None, store, None, TOKEN.into());
+        let app = App::new(
+            &config,
+            pki.ca.clone(),
+            Vec::new(),
+            store,
+            None,
+            TOKEN.into(),
+        );
         Self {
             pki,
             shared: std::sync::Arc::new(app),
@@ -277,7 +284,7 @@ async fn heartbeats_carry_load_and_states_even_with_fields_routerd_does_not_know
     let metrics = crate::metrics::render(
         &api.shared.registry(),
         &api.shared.traffic(),
-        None,
+        &[],
         0,
         &[],
         Instant::now(),
@@ -332,7 +339,9 @@ async fn registrations_from_elsewhere_with_another_nodes_cert_or_revoked_are_ref
     let (status, _) = api.register(ip, &keys, &claimed).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // Revoked.
-    api.shared.trust.offer(api.pki.crl_revoking(&[&cert]));
+    api.shared
+        .trust
+        .offer(api.pki.crl_revoking(&[&cert]), api.pki.start);
     let (status, reply) = api.register(ip, &keys, &body).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(
@@ -558,12 +567,12 @@ async fn the_public_listener_has_no_worker_routes() {
 async fn the_metrics_count_down_to_the_revocation_lists_next_update() {
     let api = Api::new();
     // Issued at `start`, due a week later; it stays in use after that.
-    api.shared.trust.offer(api.pki.crl(2, &[]));
+    api.shared.trust.offer(api.pki.crl(2, &[]), api.pki.start);
     let late = api.pki.start + time::Duration::days(8);
     let text = crate::metrics::render(
         &api.shared.registry(),
         &api.shared.traffic(),
-        api.shared.trust.crl().as_ref(),
+        &api.shared.trust.lists(),
         0,
         &[("public", 3, 1)],
         Instant::now(),

@@ -80,7 +80,7 @@ impl App {
     pub fn new(
         config: &Config,
         ca: CaCert,
-        crl: Option<RevocationList>,
+        crls: Vec<RevocationList>,
         store: Store,
         mesh_ip: Option<std::net::Ipv4Addr>,
         admin_token: String,
@@ -119,7 +119,7 @@ impl App {
                 config.limits.max_connections_per_ip,
             ),
             admin_token,
-            trust: SharedTrust::new(ca, crl),
+            trust: SharedTrust::new(ca, crls),
             worker_groups: config.worker_groups.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             mesh_ip,

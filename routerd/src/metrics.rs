@@ -96,7 +96,7 @@ pub type ListenerConnections = (&'static str, usize, u64);
 pub fn render(
     registry: &Registry,
     traffic: &Traffic,
-    crl: Option<&rma_ca::RevocationList>,
+    crls: &[rma_ca::RevocationList],
     idle_connections: usize,
     listeners: &[ListenerConnections],
     now: Instant,
@@ -193,11 +193,11 @@ pub fn render(
         "Registered workers.",
         registry.workers().count(),
     );
-    if let Some(secs) = crl.and_then(|crl| crl.seconds_to_next_update(wall)) {
+    if let Some(secs) = rma_ca::RevocationList::soonest_next_update(crls, wall) {
         e.single(
             "routerd_crl_next_update_seconds",
             "gauge",
-            "Seconds until the revocation list in use is due to be replaced (negative once past; it stays in use).",
+            "Seconds until the soonest-due revocation list in use is due to be replaced (negative once past; it stays in use).",
             secs,
         );
     }

@@ -31,11 +31,13 @@ fn certificate_ip(config: &Config) -> anyhow::Result<Option<Ipv4Addr>> {
 pub fn prepare(config: &Config) -> anyhow::Result<Shared> {
     let token = config.admin_token.read().map_err(|e| anyhow::anyhow!(e))?;
     let ca = rma_daemon::identity::load_ca(&config.ca)?;
-    let crl = match &config.crl {
-        Some(path) => Some(rma_daemon::identity::load_crl(path, &ca)?),
-        None => None,
+    let crls = match &config.crl {
+        Some(path) => rma_daemon::identity::load_crls(path, &ca)?,
+        None => Vec::new(),
     };
-    rma_daemon::crl_watch::warn_if_due(crl.as_ref(), time::OffsetDateTime::now_utc());
+    for crl in &crls {
+        rma_daemon::crl_watch::warn_if_due(Some(crl), time::OffsetDateTime::now_utc());
+    }
     // The certificate's, else the mesh listener's (a mesh IP unless it is a wildcard).
     let listened = config.mesh.and_then(|addr| match addr.ip() {
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
@@ -52,7 +54,7 @@ pub fn prepare(config: &Config) -> anyhow::Result<Shared> {
     for (name, cause) in &loaded.unreadable {
         tracing::warn!(worker = %name, %cause, "stored registration unreadable; kept on disk, not routed to");
     }
-    let app = Arc::new(App::new(config, ca, crl, store, mesh_ip, token));
+    let app = Arc::new(App::new(config, ca, crls, store, mesh_ip, token));
     {
         let mut registry = app.registry();
         let now = Instant::now();
@@ -143,12 +145,16 @@ async fn hangup_loop(
             }
             _ = poll.tick() => false,
             _ = daily.tick() => {
-                rma_daemon::crl_watch::warn_if_due(app.trust.crl().as_ref(), time::OffsetDateTime::now_utc());
+                for crl in app.trust.lists() {
+                    rma_daemon::crl_watch::warn_if_due(Some(&crl), time::OffsetDateTime::now_utc());
+                }
                 continue;
             }
         };
         if let Some(watch) = &mut watch {
-            watch.poll(force, |crl| app.trust.offer(crl));
+            watch.poll(force, |crl| {
+                app.trust.offer(crl, time::OffsetDateTime::now_utc())
+            });
         }
     }
 }

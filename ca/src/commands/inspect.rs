@@ -115,7 +115,10 @@ fn print_ca(ca: &CaCert, json: bool, now: OffsetDateTime) -> anyhow::Result<()> 
     if ca.is_self_signed() {
         println!("issuer:        {} (self-signed root)", ca.name());
     } else {
-        println!("issuer:        {} (this is an issuing CA)", ca.issuer_name());
+        println!(
+            "issuer:        {} (this is an issuing CA)",
+            ca.issuer_name()
+        );
     }
     println!("fingerprint:   {}", ca.fingerprint());
     Ok(())
@@ -141,7 +144,9 @@ pub fn verify(
     let mut cert = NodeCert::from_bytes(&read(cert_path)?).with_context(untrusted_context)?;
     if let Some(path) = untrusted {
         let issuing = CaCert::issuing_from_bytes(&read(path)?).map_err(named(path))?;
-        cert = cert.with_issuing_ca(issuing).with_context(untrusted_context)?;
+        cert = cert
+            .with_issuing_ca(issuing)
+            .with_context(untrusted_context)?;
     }
     // The lists that apply: the root's, and the issuing CA's that signed the certificate.
     let signer = cert.issuing_ca().unwrap_or(&ca).fingerprint();

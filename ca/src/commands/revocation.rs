@@ -75,7 +75,9 @@ pub fn crl(
         println!(
             "  with list #{} of {:?} ({} revoked)",
             other.number().unwrap_or_default(),
-            other.issuing_ca().map_or(authority.root().name(), |ca| ca.name()),
+            other
+                .issuing_ca()
+                .map_or(authority.root().name(), |ca| ca.name()),
             other.len()
         );
     }

@@ -39,7 +39,7 @@ pub(super) fn world() -> &'static World {
             .node("stranger", Ipv4Addr::new(10, 42, 0, 200))
             .0;
         World {
-            trust: rma_daemon::trust::SharedTrust::new(pki.ca.clone(), None),
+            trust: rma_daemon::trust::SharedTrust::new(pki.ca.clone(), Vec::new()),
             pki,
             me_wireguard: me.1.public().wireguard.0,
             me,
@@ -78,7 +78,7 @@ pub(super) fn node(world: &World) -> Node {
         cert: world.me.0.clone(),
         keys: world.me.1.clone(),
         ca: world.pki.ca.clone(),
-        crl: None,
+        crls: Vec::new(),
     };
     let mut node = Node::new(identity, &settings);
     node.lighthouse_up(LighthouseId(0));

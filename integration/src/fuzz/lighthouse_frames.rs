@@ -35,7 +35,7 @@ pub fn lighthouse_frames(data: &[u8]) {
             const { RefCell::new(None) };
     }
     let core = || Lighthouse {
-        core: Rendezvous::new(4244, None),
+        core: Rendezvous::new(4244, Vec::new()),
         relays: HashMap::new(),
         counters: RelayCounters::default(),
     };

@@ -256,16 +256,25 @@ impl Node {
     /// node's CA and it is newer than the one in use.
     fn apply_pushed_crl(&mut self, id: LighthouseId, der: &[u8], now: Now, out: &mut impl Output) {
         let name = self.lighthouses.name(id).to_owned();
-        match self.trust.offer_der(der) {
-            Ok(rma_ca::CrlOffer::Replaced) => {
-                let crl = self.trust.crl();
-                tracing::info!(lighthouse = %name, revoked = crl.map_or(0, |c| c.len()), number = ?crl.and_then(|c| c.number()), "applying a revocation list from the lighthouse");
-                rma_daemon::crl_watch::warn_if_due(crl, now.wall);
-                self.crl_replaced(now, out);
-            }
-            Ok(rma_ca::CrlOffer::NotNewer) => {}
+        let crl = match rma_ca::RevocationList::from_published_der(der, self.trust.ca()) {
+            Ok(crl) => crl,
             Err(e) => {
                 tracing::warn!(lighthouse = %name, error = %e, "ignored a revocation list that does not verify");
+                return;
+            }
+        };
+        match self.trust.offer(crl.clone(), now.wall) {
+            rma_ca::CrlOffer::Replaced => {
+                let ca = crl
+                    .issuing_ca()
+                    .map_or(self.trust.ca().name(), |ca| ca.name());
+                tracing::info!(lighthouse = %name, %ca, revoked = crl.len(), number = ?crl.number(), "applying a revocation list from the lighthouse");
+                rma_daemon::crl_watch::warn_if_due(Some(&crl), now.wall);
+                self.crl_replaced(&crl, now, out);
+            }
+            rma_ca::CrlOffer::NotNewer => {}
+            rma_ca::CrlOffer::Unrelated => {
+                tracing::warn!(lighthouse = %name, ca = crl.issuing_ca().map(|ca| ca.name()), "ignored a revocation list of an issuing CA that is not live here");
             }
         }
     }

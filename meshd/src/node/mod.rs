@@ -107,8 +107,8 @@ impl Messages {
             buf
         };
         Self {
-            hello_reply_wanted: encode(&|b| wire::encode_cert_hello(cert.der(), true, b)),
-            hello_answer: encode(&|b| wire::encode_cert_hello(cert.der(), false, b)),
+            hello_reply_wanted: encode(&|b| wire::encode_cert_hello(&cert.chain_der(), true, b)),
+            hello_answer: encode(&|b| wire::encode_cert_hello(&cert.chain_der(), false, b)),
             punch_request: encode(&|b| wire::encode_punch(cert.mesh_ip(), true, b)),
             punch_answer: encode(&|b| wire::encode_punch(cert.mesh_ip(), false, b)),
         }
@@ -175,7 +175,7 @@ impl Node {
             cert: identity.cert,
             secret,
             public,
-            trust: TrustStore::new(identity.ca, identity.crl),
+            trust: TrustStore::with_lists(identity.ca, identity.crls),
             keepalive: settings.keepalive,
             peers: peers::PeerTable::default(),
             static_peers: static_endpoints(settings),

@@ -14,18 +14,23 @@ impl Node {
     /// due within its window or past. The shell logs them at start and once a day.
     pub fn expiry_warnings(&self, wall: OffsetDateTime) -> Vec<rma_ca::ExpiryWarning> {
         use rma_ca::Expiring as _;
+        let lists = self
+            .trust
+            .lists()
+            .filter_map(|crl| crl.next_update_warning(wall, rma_ca::CRL_WARNING_WINDOW));
         [
             self.cert
                 .expiry_warning(wall, rma_ca::DEFAULT_WARNING_WINDOW),
+            self.cert
+                .issuing_ca()
+                .and_then(|ca| ca.expiry_warning(wall, rma_ca::DEFAULT_WARNING_WINDOW)),
             self.trust
                 .ca()
                 .expiry_warning(wall, rma_ca::DEFAULT_WARNING_WINDOW),
-            self.trust
-                .crl()
-                .and_then(|crl| crl.next_update_warning(wall, rma_ca::CRL_WARNING_WINDOW)),
         ]
         .into_iter()
         .flatten()
+        .chain(lists)
         .collect()
     }
 
@@ -53,10 +58,8 @@ impl Node {
         let mut status = self.status(now.instant);
         status.cert_expires_in_secs = (self.cert.not_after() - now.wall).whole_seconds();
         status.ca_expires_in_secs = (self.trust.ca().not_after() - now.wall).whole_seconds();
-        status.crl_next_update_in_secs = self
-            .trust
-            .crl()
-            .and_then(|crl| crl.seconds_to_next_update(now.wall));
+        status.crl_next_update_in_secs =
+            rma_ca::RevocationList::soonest_next_update(self.trust.lists(), now.wall);
         status
     }
 

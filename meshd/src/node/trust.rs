@@ -24,9 +24,11 @@ impl Node {
     /// longer. Where a certificate came from says nothing about where its holder is: a new
     /// peer's addresses are its configured ones, until the lighthouse or an authenticated
     /// packet says otherwise.
+    ///
+    /// `cert_der` is the certificate as presented: its DER, then its issuing CA's if any.
     pub(super) fn certified_slot(&mut self, cert_der: &[u8], now: Now) -> Option<usize> {
-        let fingerprint = Fingerprint::of(cert_der);
-        let known = self.peers.slot_of_fingerprint(&fingerprint).filter(|slot| {
+        let leaf = Fingerprint::of_first(cert_der);
+        let known = self.peers.slot_of_fingerprint(&leaf).filter(|slot| {
             self.peers
                 .get(*slot)
                 .is_some_and(|p| now.wall <= p.cert.not_after())
@@ -34,6 +36,9 @@ impl Node {
         if let Some(slot) = known {
             return Some(slot);
         }
+        // Refusals are remembered by all the bytes presented: the same certificate with another
+        // issuing CA's is another claim.
+        let fingerprint = Fingerprint::of(cert_der);
         if self.budget.refused_recently(&fingerprint, now.instant) {
             self.counters.bad_cert += 1;
             return None;
@@ -131,23 +136,26 @@ impl Node {
     /// Offers a revocation list read from the configured file. A list a lighthouse pushed may
     /// be newer than the file: the list in use is replaced only by a newer one.
     pub fn offer_crl(&mut self, crl: RevocationList, now: Now, out: &mut impl Output) -> CrlOffer {
-        let offer = self.trust.offer(crl);
+        let offer = self.trust.offer(crl.clone(), now.wall);
         if offer == CrlOffer::Replaced {
-            self.crl_replaced(now, out);
+            self.crl_replaced(&crl, now, out);
         }
         offer
     }
 
-    /// The revocation list in use (from the config, or newer from a lighthouse).
+    /// The root's revocation list in use (from the config, or newer from a lighthouse).
     pub fn crl(&self) -> Option<&RevocationList> {
         self.trust.crl()
     }
 
-    /// A newer list is in use: the shell hears of it, and every session it revokes ends.
-    pub(super) fn crl_replaced(&mut self, now: Now, out: &mut impl Output) {
-        if let Some(crl) = self.trust.crl() {
-            out.crl_changed(crl);
-        }
+    /// Every revocation list in use: the root's, then issuing CAs'.
+    pub fn lists(&self) -> impl Iterator<Item = &RevocationList> {
+        self.trust.lists()
+    }
+
+    /// A newer list `crl` is in use: the shell hears of it, and every session it revokes ends.
+    pub(super) fn crl_replaced(&mut self, crl: &RevocationList, now: Now, out: &mut impl Output) {
+        out.crl_changed(crl);
         self.end_untrusted_sessions(now);
     }
 

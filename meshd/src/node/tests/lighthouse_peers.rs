@@ -27,6 +27,8 @@ struct Internet {
     certs: Vec<NodeCert>,
     /// The persistent keepalive of nodes added from now on.
     keepalive: Option<u16>,
+    /// The issuing CA that signs nodes added from now on, instead of the root.
+    issuing: Option<Pki>,
 }
 
 impl Deref for Internet {
@@ -50,13 +52,15 @@ impl Internet {
             pki,
             certs: Vec::new(),
             keepalive: Some(25),
+            issuing: None,
         }
     }
 
     /// Adds node n (mesh IP 10.42.0.n): behind a NAT of `kind` with public address
     /// 203.0.113.n, or public at 203.0.113.n itself. It registers with the lighthouse.
     fn add(&mut self, n: u8, nat: Option<NatKind>) -> usize {
-        let (cert, keys) = self.pki.node(&format!("n{n}"), ip(n));
+        let signer = self.issuing.as_ref().unwrap_or(&self.pki);
+        let (cert, keys) = signer.node(&format!("n{n}"), ip(n));
         let public = Ipv4Addr::new(203, 0, 113, n);
         let addr = match nat {
             Some(_) => SocketAddr::from(([192, 168, n, 2], 4242)),
@@ -75,7 +79,7 @@ impl Internet {
             cert: cert.clone(),
             keys,
             ca: self.pki.ca.clone(),
-            crl: None,
+            crls: Vec::new(),
         };
         let h = self.sim.add_node(Node::new(identity, &settings), addr);
         self.sim.hosts[h].nat = nat.map(|kind| Nat::new(public, kind));
@@ -268,6 +272,48 @@ fn a_cached_peer_gets_a_new_handshake_while_every_lighthouse_is_down() {
     assert!(handshakes >= 2, "{handshakes} handshakes");
     assert!(net.send(a, ip(2), b"after expiry"));
     assert!(net.send(b, ip(1), b"and back"));
+}
+
+/// A mesh of nodes signed by an issuing CA and by the root: the lighthouse hands out chains,
+/// which peers verify to the root alone. The issuing CA's list (travelling with its
+/// certificate) ends the session of the node it revokes; the root's list revoking the issuing
+/// CA ends every session with the nodes it signed, and the root's own node stays.
+#[test]
+fn lists_of_an_issuing_ca_and_of_the_root_reach_every_node_through_the_lighthouse() {
+    let mut net = Internet::new();
+    net.issuing = Some(net.pki.issuing("enroll", "10.42.0.0/24"));
+    let a = net.add(1, Some(NatKind::Cone));
+    let b = net.add(2, Some(NatKind::Cone));
+    net.add(4, Some(NatKind::Cone));
+    let enroll = net.issuing.take().expect("set above");
+    let root_signed = net.add(3, Some(NatKind::Cone));
+    assert!(net.certs[a].issuing_ca().is_some() && net.certs[root_signed].issuing_ca().is_none());
+    for (from, to) in [(b, 1), (b, 3), (b, 4), (root_signed, 1), (root_signed, 4)] {
+        assert!(net.send(from, ip(to), b"hello"), "{from} to {to}");
+    }
+
+    // The issuing CA's list revoking a: b ends its session with a only.
+    let own = enroll.crl(1, &[&net.certs[a]]);
+    assert_eq!(own.issuing_ca(), Some(&enroll.ca));
+    let effects = net.lighthouse.set_crl(own);
+    net.apply(effects);
+    assert!(!net.send(b, ip(1), b"a is revoked"));
+    assert!(net.send(b, ip(4), b"the node at .4 is not"));
+    assert!(net.send(root_signed, ip(4), b"nor for the root's node"));
+    assert_eq!(
+        net.hosts[b].node.lists().count(),
+        1,
+        "b holds the issuing CA's list"
+    );
+
+    // The root's list revoking the issuing CA: the root's node ends its sessions with the
+    // nodes it signed; the lighthouse cuts them off.
+    let revoking = net.pki.crl_revoking_cas(1, &[&enroll.ca]);
+    let effects = net.lighthouse.set_crl(revoking);
+    net.apply(effects);
+    assert!(!net.send(root_signed, ip(4), b"c's issuing CA is revoked"));
+    assert!(!net.send(root_signed, ip(2), b"so is b's"));
+    assert_eq!(net.hosts[root_signed].node.lists().count(), 2);
 }
 
 #[test]
@@ -495,7 +541,7 @@ fn a_day_of_simulated_time_passes_cleanly() {
                     net.hosts[h].node.lighthouse_down(LighthouseId(0));
                 }
                 net.advance_in_seconds(minute * 2);
-                net.lighthouse = Rendezvous::new(REFLECTOR.port(), net.lighthouse.crl().cloned());
+                net.lighthouse = Rendezvous::new(REFLECTOR.port(), net.lighthouse.lists().to_vec());
                 net.lighthouse_up = true;
                 for h in 0..net.hosts.len() {
                     let cert = net.certs[h].clone();

@@ -194,7 +194,7 @@ impl Sim {
             },
             lost: 0,
             step: None,
-            lighthouse: Rendezvous::new(REFLECTOR.port(), None),
+            lighthouse: Rendezvous::new(REFLECTOR.port(), Vec::new()),
             lighthouse_up: true,
             relay_queue: VecDeque::new(),
             relayed: 0,

@@ -28,7 +28,7 @@ impl Sim {
             cert,
             keys,
             ca: pki.ca.clone(),
-            crl: None,
+            crls: Vec::new(),
         };
         self.add_node(Node::new(identity, &settings(Some(25), &statics)), addr)
     }
@@ -124,7 +124,7 @@ fn unanswered_hellos_are_retried_then_given_up() {
         cert,
         keys,
         ca: pki.ca.clone(),
-        crl: None,
+        crls: Vec::new(),
     };
     let a = net.add_node(Node::new(identity, &settings(None, &statics)), underlay(1));
     net.send(a, &test_packet(ip(1), ip(9), b"anyone?"));
@@ -151,7 +151,7 @@ fn refused(bad: (NodeCert, NodeKeys), pki: &Pki, crl: Option<rma_ca::RevocationL
         cert: b_cert,
         keys: b_keys,
         ca: pki.ca.clone(),
-        crl,
+        crls: crl.into_iter().collect(),
     };
     let b = net.add_node(Node::new(identity, &settings(None, &[])), underlay(2));
     let bad_ip = bad.0.mesh_ip();
@@ -165,7 +165,7 @@ fn refused(bad: (NodeCert, NodeKeys), pki: &Pki, crl: Option<rma_ca::RevocationL
         cert: bad.0,
         keys: bad.1,
         ca: bad_ca,
-        crl: None,
+        crls: Vec::new(),
     };
     let m = net.add_node(Node::new(identity, &settings(None, &statics)), underlay(3));
     for _ in 0..3 {
@@ -327,7 +327,7 @@ fn the_firewall_filters_by_certificate_and_tracks_replies() {
         cert: s_cert,
         keys: s_keys,
         ca: pki.ca.clone(),
-        crl: None,
+        crls: Vec::new(),
     };
     let server = net.add_node(
         Node::new(
@@ -349,7 +349,7 @@ fn the_firewall_filters_by_certificate_and_tracks_replies() {
             cert,
             keys,
             ca: pki.ca.clone(),
-            crl: None,
+            crls: Vec::new(),
         };
         net.add_node(Node::new(identity, &settings(None, &statics)), underlay(n))
     };
@@ -560,7 +560,7 @@ fn certificates_near_expiry_are_named() {
         cert,
         keys,
         ca: pki.ca.clone(),
-        crl: None,
+        crls: Vec::new(),
     };
     let node = Node::new(identity, &settings(None, &[]));
     let warnings = node.expiry_warnings(pki.start);
@@ -607,7 +607,7 @@ fn a_revocation_list_near_or_past_its_next_update_is_named_and_kept() {
         keys,
         ca: pki.ca.clone(),
         // Issued at `start`, due a week later.
-        crl: Some(pki.crl(3, &[&revoked])),
+        crls: vec![pki.crl(3, &[&revoked])],
     };
     let mut node = Node::new(identity, &settings(None, &[]));
     let at = |days: i64| Now {
@@ -648,7 +648,7 @@ fn packets_for_destinations_being_set_up_are_held_within_bounds() {
         cert,
         keys,
         ca: pki.ca.clone(),
-        crl: None,
+        crls: Vec::new(),
     };
     let settings = Settings {
         lighthouses: vec![crate::config::Lighthouse {
@@ -824,7 +824,7 @@ fn a_restarted_peer_learns_the_node_again_from_the_hello_sent_with_a_retry() {
         cert: b_cert,
         keys: b_keys,
         ca: pki.ca.clone(),
-        crl: None,
+        crls: Vec::new(),
     };
     net.hosts[B].node = Node::new(identity, &settings(Some(25), &[]));
     let mut delivered = 0;
