@@ -22,6 +22,9 @@ struct Api {
     pki: TestCa,
     shared: Shared,
     _dir: tempfile::TempDir,
+    /// The time the last registration was signed at: each is signed later, as a worker's are
+    /// (two in one millisecond would be refused as a replay).
+    last_signed_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Api {
@@ -43,6 +46,7 @@ impl Api {
             TOKEN.into(),
         );
         Self {
+            last_signed_ms: std::sync::atomic::AtomicU64::new(0),
             pki,
             shared: std::sync::Arc::new(app),
             _dir: dir,
@@ -98,6 +102,16 @@ impl Api {
     /// A registration signed with `keys` now, from `from`, to the mesh listener.
     async fn register(&self, from: Ipv4Addr, keys: &NodeKeys, body: &Value) -> (StatusCode, Value) {
         let now = unix_ms(OffsetDateTime::now_utc());
+        let last = self
+            .last_signed_ms
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        let now = if last >= now {
+            self.last_signed_ms
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1
+        } else {
+            now
+        };
         self.register_signed(from, Listener::Mesh, keys, now, body)
             .await
     }
