@@ -225,21 +225,7 @@ impl Authority {
     ) -> Result<Self, AuthorityError> {
         let (cert_path, key_path, _) = paths(dir);
         let root_path = dir.join(ROOT_CERT_FILE);
-        let root = CaCert::from_bytes(root).map_err(|cause| AuthorityError::CaCert {
-            path: root_path.clone(),
-            cause,
-        })?;
-        let issuing =
-            CaCert::issuing_from_bytes(cert).map_err(|cause| AuthorityError::IssuingCert {
-                path: cert_path.clone(),
-                cause,
-            })?;
-        if !issuing.issued_by(&root) {
-            return Err(AuthorityError::NotFromRoot {
-                cert: cert_path,
-                root: root_path,
-            });
-        }
+        let (issuing, root) = issuing_and_root(&cert_path, cert, &root_path, root)?;
         let key = read_key(&key_path)?;
         if key.verifying_key() != *issuing.public_key() {
             return Err(AuthorityError::NotThisKey { cert: cert_path });
@@ -263,20 +249,9 @@ impl Authority {
         let (ca, root) = match CaCert::from_bytes(&cert) {
             Ok(ca) => (ca, None),
             Err(CaCertError::NotSelfSigned) => {
-                let ca = CaCert::issuing_from_bytes(&cert).map_err(ca_error)?;
                 let root_path = dir.join(ROOT_CERT_FILE);
-                let root = CaCert::from_bytes(&read(&root_path)?).map_err(|cause| {
-                    AuthorityError::CaCert {
-                        path: root_path.clone(),
-                        cause,
-                    }
-                })?;
-                if !ca.issued_by(&root) {
-                    return Err(AuthorityError::NotFromRoot {
-                        cert: cert_path,
-                        root: root_path,
-                    });
-                }
+                let (ca, root) =
+                    issuing_and_root(&cert_path, &cert, &root_path, &read(&root_path)?)?;
                 (ca, Some(root))
             }
             Err(cause) => return Err(ca_error(cause)),
@@ -529,6 +504,31 @@ fn create_private_dir(dir: &Path) -> Result<(), AuthorityError> {
             }
             .into()
         })
+}
+
+/// An issuing CA's certificate and the root's, read and checked to belong together.
+fn issuing_and_root(
+    cert_path: &Path,
+    cert: &[u8],
+    root_path: &Path,
+    root: &[u8],
+) -> Result<(CaCert, CaCert), AuthorityError> {
+    let root = CaCert::from_bytes(root).map_err(|cause| AuthorityError::CaCert {
+        path: root_path.to_owned(),
+        cause,
+    })?;
+    let issuing =
+        CaCert::issuing_from_bytes(cert).map_err(|cause| AuthorityError::IssuingCert {
+            path: cert_path.to_owned(),
+            cause,
+        })?;
+    if !issuing.issued_by(&root) {
+        return Err(AuthorityError::NotFromRoot {
+            cert: cert_path.to_owned(),
+            root: root_path.to_owned(),
+        });
+    }
+    Ok((issuing, root))
 }
 
 fn read_key(path: &Path) -> Result<CaKey, AuthorityError> {

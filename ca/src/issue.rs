@@ -182,7 +182,7 @@ pub fn sign_issuing_ca(
         });
     }
     let (network, outer) = (params.network.trunc(), root.network());
-    if !(outer.contains(&network.network()) && network.prefix_len() >= outer.prefix_len()) {
+    if !outer.contains(&network) {
         return Err(IssueError::NetworkOutsideRoot {
             network,
             root: outer,

@@ -123,18 +123,9 @@ fn verify_issuing(
         });
     }
     valid_at(root, now)?;
-    if now > issuing.not_after() {
-        return Err(VerifyError::Expired {
-            not_after: issuing.not_after(),
-        });
-    }
-    if now < issuing.not_before() {
-        return Err(VerifyError::NotYetValid {
-            not_before: issuing.not_before(),
-        });
-    }
+    window(issuing.not_before(), issuing.not_after(), now)?;
     let (network, outer) = (issuing.network(), root.network());
-    if !(outer.contains(&network.network()) && network.prefix_len() >= outer.prefix_len()) {
+    if !outer.contains(&network) {
         return Err(VerifyError::NetworkOutsideRoot {
             network,
             root: outer,
@@ -145,6 +136,21 @@ fn verify_issuing(
             serial: issuing.serial().clone(),
             revoked_at,
         });
+    }
+    Ok(())
+}
+
+/// A certificate's own validity window at `now`.
+fn window(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<(), VerifyError> {
+    if now > not_after {
+        return Err(VerifyError::Expired { not_after });
+    }
+    if now < not_before {
+        return Err(VerifyError::NotYetValid { not_before });
     }
     Ok(())
 }
@@ -184,16 +190,7 @@ fn verify_signed_by(
         });
     }
     valid_at(ca, now)?;
-    if now > cert.not_after() {
-        return Err(VerifyError::Expired {
-            not_after: cert.not_after(),
-        });
-    }
-    if now < cert.not_before() {
-        return Err(VerifyError::NotYetValid {
-            not_before: cert.not_before(),
-        });
-    }
+    window(cert.not_before(), cert.not_after(), now)?;
     if !ca.network().contains(&cert.mesh_ip()) {
         return Err(VerifyError::OutsideNetwork {
             ip: cert.mesh_ip(),
