@@ -18,7 +18,7 @@ use crate::ca_cert::{CaCert, CaCertError};
 use crate::crl::RevocationList;
 use crate::files::{FileError, Mode, OutputFiles};
 use crate::ids::Serial;
-use crate::index::{Index, IndexError, IssuedCert, Status};
+use crate::index::{Index, IndexError, IndexTx, IssuedCert, Status};
 use crate::issue::{self, CaParams, CrlParams, IssueError, NodeCertParams};
 use crate::keys::{CaKey, KeyError, NodePublicKeys};
 use crate::names::{Group, NodeName};
@@ -98,6 +98,12 @@ pub enum AuthorityError {
     NotARoot { dir: PathBuf },
     #[error("{}: the certificate is for another key than this directory's ca.key", cert.display())]
     NotThisKey { cert: PathBuf },
+    #[error("{}: this is the root CA, whose key stays offline; serve and make tokens with an issuing CA (rma-ca init-issuing)", dir.display())]
+    RootOnline { dir: PathBuf },
+    #[error("{}: {problem}", path.display())]
+    Lists { path: PathBuf, problem: String },
+    #[error("{0}")]
+    Token(String),
 }
 
 /// Where a new certificate's mesh IP comes from.
@@ -124,12 +130,12 @@ pub struct SignRequest {
 /// An opened CA directory.
 #[derive(Debug)]
 pub struct Authority {
-    dir: PathBuf,
-    ca: CaCert,
-    key: CaKey,
-    index: Index,
+    pub(crate) dir: PathBuf,
+    pub(crate) ca: CaCert,
+    pub(crate) key: CaKey,
+    pub(crate) index: Index,
     /// For an issuing CA: the root that signed it.
-    root: Option<CaCert>,
+    pub(crate) root: Option<CaCert>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, AuthorityError> {
@@ -366,53 +372,8 @@ impl Authority {
         let now = now
             .replace_nanosecond(0)
             .expect("zero nanoseconds is valid");
-        let not_before = (now - BACKDATE).max(self.ca.not_before());
-        let not_after = match request.duration {
-            Some(duration) => now + duration,
-            None => (now + DEFAULT_NODE_VALIDITY).min(self.ca.not_after()),
-        };
-        let network = self.ca.network();
         let tx = self.index.transaction()?;
-        if !request.force
-            && let Some(holder) = tx.live_with_name(request.name.as_str(), now)?.first()
-        {
-            return Err(AuthorityError::NameTaken {
-                name: holder.name.clone(),
-                ip: holder.mesh_ip,
-                fingerprint: holder.fingerprint.to_string(),
-            });
-        }
-        let mesh_ip = match request.ip {
-            IpChoice::Auto => tx
-                .next_free_ip(network)?
-                .ok_or(AuthorityError::NetworkFull { network })?,
-            IpChoice::Fixed(ip) => {
-                issue::check_mesh_ip(ip, network)?;
-                if !request.force
-                    && let Some(holder) = tx.live_with_ip(ip, now)?.first()
-                {
-                    return Err(AuthorityError::IpTaken {
-                        ip,
-                        holder: holder.name.clone(),
-                    });
-                }
-                ip
-            }
-        };
-        let cert = issue::sign_node(
-            &self.ca,
-            &self.key,
-            &NodeCertParams {
-                name: request.name.clone(),
-                mesh_ip,
-                groups: request.groups.clone(),
-                keys: request.keys.clone(),
-                not_before,
-                not_after,
-                serial: Serial::random(),
-            },
-        )?;
-        tx.record(&cert, now)?;
+        let cert = issue_in(&tx, &self.ca, &self.key, request, now)?;
         persist(&cert)?;
         tx.commit()?;
         Ok(cert)
@@ -485,6 +446,65 @@ impl Authority {
         tx.commit()?;
         Ok(crl)
     }
+}
+
+/// Issues a node certificate inside `tx` and records it there: unique name and IP among live
+/// certificates (unless forced), automatic allocation, validity inside the CA's. `now` has no
+/// fraction of a second.
+pub(crate) fn issue_in(
+    tx: &IndexTx<'_>,
+    ca: &CaCert,
+    key: &CaKey,
+    request: &SignRequest,
+    now: OffsetDateTime,
+) -> Result<NodeCert, AuthorityError> {
+    let not_before = (now - BACKDATE).max(ca.not_before());
+    let not_after = match request.duration {
+        Some(duration) => now + duration,
+        None => (now + DEFAULT_NODE_VALIDITY).min(ca.not_after()),
+    };
+    let network = ca.network();
+    if !request.force
+        && let Some(holder) = tx.live_with_name(request.name.as_str(), now)?.first()
+    {
+        return Err(AuthorityError::NameTaken {
+            name: holder.name.clone(),
+            ip: holder.mesh_ip,
+            fingerprint: holder.fingerprint.to_string(),
+        });
+    }
+    let mesh_ip = match request.ip {
+        IpChoice::Auto => tx
+            .next_free_ip(network)?
+            .ok_or(AuthorityError::NetworkFull { network })?,
+        IpChoice::Fixed(ip) => {
+            issue::check_mesh_ip(ip, network)?;
+            if !request.force
+                && let Some(holder) = tx.live_with_ip(ip, now)?.first()
+            {
+                return Err(AuthorityError::IpTaken {
+                    ip,
+                    holder: holder.name.clone(),
+                });
+            }
+            ip
+        }
+    };
+    let cert = issue::sign_node(
+        ca,
+        key,
+        &NodeCertParams {
+            name: request.name.clone(),
+            mesh_ip,
+            groups: request.groups.clone(),
+            keys: request.keys.clone(),
+            not_before,
+            not_after,
+            serial: Serial::random(),
+        },
+    )?;
+    tx.record(&cert, now)?;
+    Ok(cert)
 }
 
 /// Creates the CA directory, readable by its owner only, if it does not exist yet.
@@ -933,13 +953,16 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_index_is_upgraded_when_opened() {
+    fn a_version_1_index_is_upgraded_to_tokens_when_opened() {
         let (dir, ca) = new_ca("10.1.0.0/16");
         drop(ca);
         let path = dir.path().join(INDEX_FILE);
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("ALTER TABLE certs DROP COLUMN network; PRAGMA user_version = 1;")
-            .unwrap();
+        conn.execute_batch(
+            "DROP TABLE token_uses; DROP TABLE tokens; ALTER TABLE certs DROP COLUMN network; \
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
         drop(conn);
         let mut ca = Authority::open(dir.path()).unwrap();
         sign(&mut ca, &request("a")).unwrap();

@@ -143,6 +143,27 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
+    /// Join tokens: what a new machine needs to enroll itself with `meshd join`, through
+    /// `rma-ca serve` on this issuing CA.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Run the enrollment service on an issuing CA: an HTTP API (POST /v1/join, /v1/renew)
+    /// for `meshd join` and meshd's renewals, meant to sit behind cloudflared on a public
+    /// hostname. It sees public keys only, never a node's private key. Refuses a root CA.
+    Serve {
+        #[command(flatten)]
+        ca: CaDir,
+        /// Address to listen on (cloudflared's ingress points here).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// The revocation lists the operator publishes (the root's among them), handed to
+        /// joining nodes with a fresh list of this CA's; re-read on every answer.
+        #[arg(long, value_name = "FILE")]
+        crl: Option<PathBuf>,
+        /// How long the certificates it issues last; meshd renews them at two-thirds.
+        #[arg(long, default_value = "90d", value_parser = parse_duration)]
+        cert_duration: time::Duration,
+    },
     /// Write a CA-signed X.509 revocation list of every revoked certificate, for lighthouses to
     /// hand to every node. An issuing CA's list is written with its certificate, so that nodes
     /// can check it against the root.
@@ -163,6 +184,61 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token and print it with the exact `meshd join` command. Its secret is kept
+    /// hashed; the token carries the root CA's fingerprint, which the joining machine checks.
+    Create(TokenCreateArgs),
+    /// List every token: status, uses, groups, name prefix, bundle, expiry.
+    List {
+        #[command(flatten)]
+        ca: CaDir,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every recorded use of a token: certificates issued, and recent refusals.
+    Uses {
+        #[command(flatten)]
+        ca: CaDir,
+        /// The token's id, or a unique prefix of it.
+        id: String,
+    },
+    /// Revoke a token: no machine can join with it any more (certificates it issued stay
+    /// valid; revoke those with `rma-ca revoke`).
+    Revoke {
+        #[command(flatten)]
+        ca: CaDir,
+        /// The token's id, or a unique prefix of it.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub ca: CaDir,
+    /// Comma-separated groups every machine joining with it gets, such as workers.
+    #[arg(long, value_parser = parse_groups)]
+    pub groups: Groups,
+    /// Names start with this; a name asked for without it gets it in front.
+    #[arg(long, default_value = "")]
+    pub name_prefix: String,
+    /// How many machines may join with it.
+    #[arg(long, default_value_t = 1)]
+    pub uses: u32,
+    /// How long it can be used, such as 24h or 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub ttl: time::Duration,
+    /// The bundle joining machines get: bundles/NAME.toml in the CA directory, a meshd.toml
+    /// without its [pki] section.
+    #[arg(long, default_value = "default")]
+    pub bundle: String,
+    /// The enrollment service's public URL, for the printed join command.
+    #[arg(long, env = "RMA_JOIN_URL")]
+    pub url: String,
 }
 
 #[derive(Debug, Args)]

@@ -16,9 +16,9 @@ use time::OffsetDateTime;
 use crate::ids::{Fingerprint, Serial};
 use crate::node_cert::NodeCert;
 
-/// Version 2 added issuing CAs (rows with a `network`); a version-1 index is upgraded when
-/// opened.
-const SCHEMA_VERSION: i64 = 2;
+/// Version 2 added issuing CAs (rows with a `network`), version 3 join tokens; an older index
+/// is upgraded when opened.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE certs (
@@ -43,6 +43,29 @@ INSERT INTO counters VALUES ('crl_number', 0);
 /// From version 1 to 2: an issuing CA the root signed is a row with its network (and IP 0,
 /// which no mesh network holds).
 const UPGRADE_TO_2: &str = "ALTER TABLE certs ADD COLUMN network TEXT;";
+
+/// From version 2 to 3: join tokens (the secret's SHA-256 only) and every use of one.
+const UPGRADE_TO_3: &str = "
+CREATE TABLE tokens (
+    id            TEXT PRIMARY KEY,
+    secret_sha256 BLOB NOT NULL,
+    groups        TEXT NOT NULL,
+    name_prefix   TEXT NOT NULL,
+    bundle        TEXT NOT NULL,
+    uses_allowed  INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    revoked_at    INTEGER
+);
+CREATE TABLE token_uses (
+    token_id    TEXT NOT NULL REFERENCES tokens(id),
+    at          INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    fingerprint TEXT,
+    outcome     TEXT NOT NULL
+);
+CREATE INDEX token_uses_token ON token_uses(token_id);
+";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -131,6 +154,7 @@ impl Index {
         let tx = conn.transaction().map_err(open_error(path))?;
         tx.execute_batch(SCHEMA).map_err(open_error(path))?;
         tx.execute_batch(UPGRADE_TO_2).map_err(open_error(path))?;
+        tx.execute_batch(UPGRADE_TO_3).map_err(open_error(path))?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(open_error(path))?;
         tx.commit().map_err(open_error(path))?;
@@ -151,26 +175,33 @@ impl Index {
         let found: i64 = conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(open_error(path))?;
+        if !(1..=SCHEMA_VERSION).contains(&found) {
+            return Err(IndexError::Schema {
+                path: path.to_owned(),
+                found,
+            });
+        }
         let mut index = Self { conn };
-        match found {
-            SCHEMA_VERSION => {}
-            1 => index.upgrade(UPGRADE_TO_2, 2).map_err(open_error(path))?,
-            _ => {
-                return Err(IndexError::Schema {
-                    path: path.to_owned(),
-                    found,
-                });
-            }
+        if found < SCHEMA_VERSION {
+            index.upgrade().map_err(open_error(path))?;
         }
         Ok(index)
     }
 
-    fn upgrade(&mut self, sql: &str, version: i64) -> Result<(), rusqlite::Error> {
+    /// Brings an older index to this version, one step at a time, in one write transaction
+    /// that re-reads the version under its lock: two commands opening the same old index
+    /// upgrade it once.
+    fn upgrade(&mut self) -> Result<(), rusqlite::Error> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version)?;
+        let found: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        for (version, sql) in [(2, UPGRADE_TO_2), (3, UPGRADE_TO_3)] {
+            if found < version {
+                tx.execute_batch(sql)?;
+            }
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()
     }
 
@@ -185,12 +216,16 @@ impl Index {
     pub fn list(&self) -> Result<Vec<IssuedCert>, IndexError> {
         select(&self.conn, "1 = 1", [])
     }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
 }
 
 const COLUMNS: &str = "serial, fingerprint, name, ip, groups, not_before, not_after, issued_at, \
                        revoked_at, revoke_reason, network";
 
-fn timestamp(secs: i64) -> Result<OffsetDateTime, IndexError> {
+pub(crate) fn timestamp(secs: i64) -> Result<OffsetDateTime, IndexError> {
     OffsetDateTime::from_unix_timestamp(secs).map_err(|e| IndexError::Corrupt(e.to_string()))
 }
 
@@ -257,7 +292,7 @@ fn select(
 
 /// A write transaction on the index. Dropping it without [`IndexTx::commit`] rolls back.
 #[derive(Debug)]
-pub struct IndexTx<'a>(rusqlite::Transaction<'a>);
+pub struct IndexTx<'a>(pub(crate) rusqlite::Transaction<'a>);
 
 impl IndexTx<'_> {
     /// Unrevoked, unexpired certificates for `name`.

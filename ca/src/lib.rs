@@ -7,12 +7,14 @@ pub mod authority;
 mod ca_cert;
 mod crl;
 mod encoding;
+pub mod enrollment;
 mod expiry;
 mod extensions;
 pub mod files;
 mod ids;
 pub mod index;
 mod issue;
+pub mod join;
 pub mod keygen;
 mod keys;
 mod names;
@@ -21,12 +23,16 @@ pub mod proof;
 #[cfg(any(test, feature = "test-ca"))]
 pub mod test_ca;
 pub mod timefmt;
+mod token_rows;
+pub mod tokens;
 mod trust_store;
 mod verify;
 mod x509;
 
 #[cfg(test)]
 mod chain_tests;
+#[cfg(test)]
+mod enrollment_tests;
 #[cfg(test)]
 mod fixtures;
 

@@ -103,6 +103,27 @@ pub fn verify_request(
     now_ms: u64,
     window: std::time::Duration,
 ) -> Result<u64, ProofError> {
+    verify_request_by(
+        cert.identity_key(),
+        method,
+        path,
+        signed,
+        body,
+        now_ms,
+        window,
+    )
+}
+
+/// [`verify_request`] with the identity key itself: a node enrolling has no certificate yet.
+pub fn verify_request_by(
+    key: &ed25519_dalek::VerifyingKey,
+    method: &str,
+    path: &str,
+    signed: Signed<'_>,
+    body: &[u8],
+    now_ms: u64,
+    window: std::time::Duration,
+) -> Result<u64, ProofError> {
     let (Some(time), Some(signature)) = (signed.time, signed.signature) else {
         return Err(ProofError::Unsigned);
     };
@@ -126,12 +147,11 @@ pub fn verify_request(
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or(ProofError::BadSignatureEncoding)?;
-    cert.identity_key()
-        .verify(
-            &message(method, path, unix_ms, body),
-            &Signature::from_bytes(&bytes),
-        )
-        .map_err(|_| ProofError::WrongKey)?;
+    key.verify(
+        &message(method, path, unix_ms, body),
+        &Signature::from_bytes(&bytes),
+    )
+    .map_err(|_| ProofError::WrongKey)?;
     Ok(unix_ms)
 }
 

@@ -14,7 +14,7 @@ fn every_example_config_loads() {
         if path.is_dir() {
             let dir_name = path.file_name().unwrap().to_string_lossy().into_owned();
             assert!(
-                ["systemd", "cloudflared", "prometheus"].contains(&dir_name.as_str()),
+                ["systemd", "cloudflared", "prometheus", "bundles"].contains(&dir_name.as_str()),
                 "configs/{dir_name}: no test covers this directory"
             );
             continue;
@@ -35,6 +35,26 @@ fn every_example_config_loads() {
         checked += 1;
     }
     assert!(checked >= 1, "configs/ holds no example");
+}
+
+/// Every bundle for `rma-ca serve` is a meshd.toml without its [pki] section: the service
+/// accepts it, and with the section `meshd join` adds it loads as meshd's config.
+#[test]
+fn every_example_bundle_is_a_meshd_config_without_pki() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/bundles");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        assert_eq!(path.extension().unwrap(), "toml", "{}", path.display());
+        let text = rma_ca::enrollment::read_bundle(&dir.join(".."), &name)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let joined =
+            format!("{text}\n[pki]\nca = \"ca.crt\"\ncert = \"node.crt\"\nkey = \"node.key\"\n");
+        meshd::config::Config::parse(&joined, &path).unwrap_or_else(|e| panic!("{e}"));
+        checked += 1;
+    }
+    assert!(checked >= 1, "configs/bundles/ holds no example");
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -40,7 +40,20 @@ pub struct Config {
     /// Where Prometheus metrics are served; `None` (the default) serves none.
     pub metrics: Option<SocketAddr>,
     pub log: Log,
+    /// Where this node renews its certificate (written by `meshd join`); `None`: never.
+    pub enrollment: Option<Enrollment>,
 }
+
+/// The `[enrollment]` section: the service this node joined through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub url: crate::enroll_http::EnrollUrl,
+    /// Renew at this share of the certificate's lifetime, in thousandths (667 by default).
+    pub renew_at_permille: u16,
+}
+
+/// By default a certificate is renewed at two-thirds of its lifetime.
+pub const DEFAULT_RENEW_AT_PERMILLE: u16 = 667;
 
 /// What the config says about this machine as a worker, over what detection finds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +136,39 @@ struct RawConfig {
     worker: RawWorker,
     #[serde(default)]
     service: Vec<RawService>,
+    enrollment: Option<RawEnrollment>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnrollment {
+    url: String,
+    /// A share of the lifetime, such as 0.667.
+    renew_at: Option<f64>,
+}
+
+impl RawEnrollment {
+    fn validate(self, path: &Path) -> Result<Enrollment, ConfigError> {
+        let url = self
+            .url
+            .parse()
+            .map_err(|e: anyhow::Error| ConfigError::semantic(path, format!("[enrollment] {e}")))?;
+        let renew_at = self
+            .renew_at
+            .unwrap_or(f64::from(DEFAULT_RENEW_AT_PERMILLE) / 1000.0);
+        if !(0.1..=0.95).contains(&renew_at) {
+            return Err(ConfigError::semantic(
+                path,
+                format!(
+                    "[enrollment] renew_at = {renew_at}: give a share of the certificate's lifetime between 0.1 and 0.95"
+                ),
+            ));
+        }
+        Ok(Enrollment {
+            url,
+            renew_at_permille: (renew_at * 1000.0).round() as u16,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -663,6 +709,7 @@ impl Config {
             },
             metrics: raw.metrics.listen(),
             log,
+            enrollment: raw.enrollment.map(|e| e.validate(path)).transpose()?,
         })
     }
 }

@@ -5,10 +5,12 @@ mod batch;
 pub mod capabilities;
 pub mod config;
 pub mod control;
+pub mod enroll_http;
 pub mod firewall;
 #[cfg(any(test, feature = "forge"))]
 pub mod forge;
 pub mod ipv4;
+pub mod join;
 pub mod lighthouse_links;
 pub mod metrics;
 pub mod node;

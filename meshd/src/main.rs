@@ -32,6 +32,12 @@ enum Command {
     /// Write this node's keys: an Ed25519 identity key and an X25519 WireGuard key. Send the
     /// public file to the CA (`rma-ca sign --pub`); the private file (mode 0600) stays here.
     Keygen(rma_ca::keygen::KeygenArgs),
+    /// Join the mesh with a token from `rma-ca token create`: make this machine's keys, send
+    /// only their public halves to the enrollment service (`rma-ca serve`), check its answer
+    /// against the root CA the token names, and write the keys (0600), the certificate, the
+    /// root, the revocation lists and a complete meshd.toml. Nothing is written unless all of
+    /// it checks out.
+    Join(meshd::join::JoinArgs),
     /// Probe a peer through its tunnel, like `tailscale ping`: prints the path, the endpoint and
     /// the round-trip time of each probe. Exits 1 if no probe is answered.
     Ping {
@@ -75,6 +81,36 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.config) {
         (Some(Command::Keygen(args)), _) => Ok(args.run()?),
+        (Some(Command::Join(args)), _) => {
+            let joined = runtime()?.block_on(args.run(time::OffsetDateTime::now_utc()))?;
+            let cert = &joined.checked.cert;
+            println!(
+                "joined as {} ({}) in groups {}, certificate valid until {}",
+                cert.name(),
+                cert.mesh_ip(),
+                cert.groups()
+                    .iter()
+                    .map(|g| g.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                rma_ca::timefmt::rfc3339(cert.not_after())
+            );
+            println!("wrote {} and the files it names", joined.config.display());
+            if args.start {
+                let status = std::process::Command::new("systemctl")
+                    .args(["enable", "--now", "meshd.service"])
+                    .status()
+                    .context("running systemctl")?;
+                anyhow::ensure!(
+                    status.success(),
+                    "systemctl enable --now meshd.service: {status}"
+                );
+                println!("meshd.service enabled and started");
+            } else {
+                println!("start it: systemctl enable --now meshd");
+            }
+            Ok(())
+        }
         (
             Some(Command::Ping {
                 target,

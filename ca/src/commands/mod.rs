@@ -3,6 +3,8 @@
 mod inspect;
 mod issue;
 mod revocation;
+mod serve;
+mod token;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -62,6 +64,13 @@ pub fn run(command: Command, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
             selector,
             reason,
         } => revocation::revoke(&ca.dir, &selector, reason.as_deref(), now),
+        Command::Token(command) => token::run(command, now),
+        Command::Serve {
+            ca,
+            listen,
+            crl,
+            cert_duration,
+        } => serve::run(&ca.dir, listen, crl, cert_duration),
         Command::Crl {
             ca,
             out,
