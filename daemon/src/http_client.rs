@@ -41,9 +41,32 @@ pub async fn call(
     body: Bytes,
     timeout: Duration,
 ) -> anyhow::Result<Reply> {
+    let work = async {
+        let conn = match source {
+            Some(ip) => http1::connect_from(addr, ip).await,
+            None => http1::connect(addr).await,
+        }
+        .with_context(|| format!("connect {addr}"))?;
+        exchange(conn, &addr.to_string(), method, path, headers, body).await
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .with_context(|| format!("{method} {addr}{path}: no answer within {timeout:?}"))?
+}
+
+/// Sends one request on `conn` (a TCP stream, or TLS over one) with `host` as its Host, and
+/// reads the whole response. The caller sets the deadline.
+pub async fn exchange<S: http1::Stream>(
+    conn: http1::Conn<S>,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> anyhow::Result<Reply> {
     let method = Method::from_bytes(method.as_bytes()).context("method")?;
     let target: Uri = path.parse().with_context(|| format!("path {path:?}"))?;
-    let host = HeaderValue::from_str(&addr.to_string()).context("host")?;
+    let host = HeaderValue::from_str(host).context("host")?;
     let mut fields = HeaderMap::new();
     for (name, value) in headers {
         fields.append(
@@ -51,34 +74,24 @@ pub async fn call(
             HeaderValue::from_str(value).with_context(|| format!("header {name}"))?,
         );
     }
-    let work = async {
-        let conn = match source {
-            Some(ip) => http1::connect_from(addr, ip).await,
-            None => http1::connect(addr).await,
-        }
-        .with_context(|| format!("connect {addr}"))?;
-        let head = Head {
-            method: &method,
-            target: &target,
-            host: &host,
-            headers: &fields,
-        };
-        let mut payload: Payload = Payload::Kept(body);
-        let (parts, reader) = conn.send(head, &mut payload).await.map_err(|e| e.error)?;
-        let body = Limited::new(WorkerBody::new(reader, drop), MAX_REPLY)
-            .collect()
-            .await
-            .map_err(|e| anyhow::anyhow!("reading the response: {e}"))?
-            .to_bytes();
-        anyhow::Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+    let head = Head {
+        method: &method,
+        target: &target,
+        host: &host,
+        headers: &fields,
     };
-    tokio::time::timeout(timeout, work)
+    let mut payload: Payload = Payload::Kept(body);
+    let (parts, reader) = conn.send(head, &mut payload).await.map_err(|e| e.error)?;
+    let body = Limited::new(WorkerBody::new(reader, drop), MAX_REPLY)
+        .collect()
         .await
-        .with_context(|| format!("{method} {addr}{path}: no answer within {timeout:?}"))?
+        .map_err(|e| anyhow::anyhow!("reading the response: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
 }
 
 /// A GET with no body.

@@ -23,12 +23,17 @@ struct Run {
 }
 
 fn run(program: &str, args: &[&str]) -> Run {
+    run_with(program, args, &[])
+}
+
+fn run_with(program: &str, args: &[&str], env: &[(&str, &Path)]) -> Run {
     let Output {
         status,
         stdout,
         stderr,
     } = Command::new(binary(program).unwrap())
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("RMA_CA_DIR")
         .env_remove("RMA_JOIN_URL")
         .env_remove("RMA_JOIN_TOKEN")
@@ -377,5 +382,95 @@ fn a_machine_joins_with_one_command_and_every_refusal_leaves_nothing_behind() {
         ["issued", "used-up", "used-up"],
         "{}",
         uses.stdout
+    );
+}
+
+/// A TLS terminator in front of `rma-ca serve`, as cloudflared is in front of it in public:
+/// a certificate for `localhost` from a CA of the test's own. Returns its port.
+fn tls_proxy(backend: &str, cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> u16 {
+    use tokio_rustls::rustls;
+    let backend: std::net::SocketAddr = backend.trim_start_matches("http://").parse().unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                    }
+                });
+            }
+        });
+    });
+    port
+}
+
+#[test]
+fn a_join_over_https_checks_the_services_certificate_against_the_systems_roots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, issuing, crl) = operator(tmp.path());
+    let service = serve(&issuing, &crl);
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let roots = tmp.path().join("roots.pem");
+    std::fs::write(&roots, cert.cert.pem()).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let other_roots = tmp.path().join("other-roots.pem");
+    std::fs::write(&other_roots, other.cert.pem()).unwrap();
+    let port = tls_proxy(&service.url, &cert);
+    let url = format!("https://localhost:{port}");
+    let token = token(&issuing, &url, "1");
+    let node = tmp.path().join("node");
+
+    // A certificate the system does not trust: refused before the token is sent.
+    let args = [
+        "join",
+        url.as_str(),
+        &token,
+        "--name",
+        "t",
+        "--dir",
+        path(&node),
+    ];
+    let untrusted = run_with("meshd", &args, &[("SSL_CERT_FILE", &other_roots)]);
+    assert!(
+        !untrusted.ok && untrusted.stderr.contains("TLS handshake"),
+        "{}",
+        untrusted.stderr
+    );
+    assert!(!node.exists());
+
+    let joined = run_with("meshd", &args, &[("SSL_CERT_FILE", &roots)]);
+    assert!(joined.ok, "{}{}", joined.stdout, joined.stderr);
+    assert!(
+        joined.stdout.contains("joined as worker-t"),
+        "{}",
+        joined.stdout
+    );
+    let config = std::fs::read_to_string(node.join("meshd.toml")).unwrap();
+    assert!(config.contains(&format!("url = \"{url}\"")), "{config}");
+    ok(
+        "meshd",
+        &["--config", path(&node.join("meshd.toml")), "--check-config"],
     );
 }
