@@ -63,6 +63,11 @@ pub enum EnrollError {
     TooEarly { from: OffsetDateTime },
     #[error("the name is now held by another key's certificate")]
     Superseded,
+    #[error(
+        "the issuing CA's certificate ends at {}, so a renewal could not outlast this certificate; the operator must renew the issuing CA",
+        crate::timefmt::rfc3339(*ca_not_after)
+    )]
+    CaEnding { ca_not_after: OffsetDateTime },
     #[error("the CA cannot issue: {0}")]
     Unavailable(AuthorityError),
     #[error("the service is misconfigured: {0}")]
@@ -81,7 +86,7 @@ impl EnrollError {
             | Self::Revoked
             | Self::Expired { .. } => 403,
             Self::NameTaken { .. } | Self::TooEarly { .. } | Self::Superseded => 409,
-            Self::Unavailable(_) => 503,
+            Self::Unavailable(_) | Self::CaEnding { .. } => 503,
             Self::Internal(_) => 500,
         }
     }
@@ -379,6 +384,11 @@ impl Enrollment {
             let from = cert.not_before() + lifetime * RENEWABLE_AFTER;
             if now < from {
                 return Err(EnrollError::TooEarly { from });
+            }
+            if now + cert_duration <= cert.not_after() {
+                return Err(EnrollError::CaEnding {
+                    ca_not_after: signer.ca.not_after(),
+                });
             }
             let wireguard = cert
                 .wireguard_key()

@@ -230,19 +230,46 @@ pub fn start_with_env(
     env: &[(&str, &Path)],
 ) -> anyhow::Result<MeshNode> {
     let (config, socket) = write_config(lab, node)?;
+    let started = Started {
+        name: node.name,
+        mesh_ip: node.issued.cert.mesh_ip(),
+        config,
+        socket,
+    };
+    start_config(lab, ns, started, meshd, env)
+}
+
+/// A meshd config already written (by `meshd join`, say): the node's name and mesh IP, and
+/// where its config and status socket are.
+#[derive(Debug)]
+pub struct Started<'a> {
+    pub name: &'a str,
+    pub mesh_ip: Ipv4Addr,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+}
+
+/// Starts `meshd` with a config file in `ns` and waits until its status socket answers.
+pub fn start_config(
+    lab: &mut Lab,
+    ns: &Ns,
+    node: Started<'_>,
+    meshd: &Path,
+    env: &[(&str, &Path)],
+) -> anyhow::Result<MeshNode> {
     let proc = lab.spawn_env(
         ns,
         node.name,
         meshd,
-        &["--config", &config.to_string_lossy()],
+        &["--config", &node.config.to_string_lossy()],
         env,
     )?;
     let mesh = MeshNode {
         name: node.name.to_owned(),
         ns: ns.clone(),
-        mesh_ip: node.issued.cert.mesh_ip(),
-        config,
-        socket,
+        mesh_ip: node.mesh_ip,
+        config: node.config,
+        socket: node.socket,
         proc,
     };
     wait::until(

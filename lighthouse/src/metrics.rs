@@ -128,6 +128,12 @@ pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
             load(&shell.relay_streams_dropped),
         ),
         (
+            "lighthouse_certificate_renewals_total",
+            "counter",
+            "Certificates nodes renewed on their live connections.",
+            c.renewals,
+        ),
+        (
             "lighthouse_closed_revoked_total",
             "counter",
             "Connections closed because the node was revoked.",

@@ -91,6 +91,8 @@ pub struct Counters {
     pub reflections_unknown: u64,
     pub closed_revoked: u64,
     pub closed_replaced: u64,
+    /// Certificates replaced by their renewal on a live connection.
+    pub renewals: u64,
 }
 
 #[derive(Debug)]
@@ -245,6 +247,31 @@ impl Rendezvous {
         effects
     }
 
+    /// The node on `conn` renewed its certificate; `cert` has been verified. It replaces the
+    /// connection's if it keeps the name, mesh IP and both keys (the connection proved the
+    /// identity key in its handshake) and expires later; another identity ends the connection.
+    pub fn renewed(&mut self, conn: ConnId, cert: NodeCert) -> Vec<Effect> {
+        let Some(node) = self.nodes.get_mut(&conn) else {
+            return Vec::new();
+        };
+        let old = &node.cert;
+        let same = old.name() == cert.name()
+            && old.mesh_ip() == cert.mesh_ip()
+            && old.identity_key() == cert.identity_key()
+            && old.wireguard_key() == cert.wireguard_key();
+        if !same {
+            return vec![Effect::Close(
+                conn,
+                CloseReason::Protocol("a renewal must keep the name, mesh IP and keys"),
+            )];
+        }
+        if cert.not_after() > old.not_after() {
+            node.cert = cert;
+            self.counters.renewals += 1;
+        }
+        Vec::new()
+    }
+
     /// The connection ended; its registration goes with it.
     pub fn disconnect(&mut self, conn: ConnId) {
         self.remove(conn);
@@ -302,6 +329,14 @@ impl Rendezvous {
                 vec![Effect::Close(
                     conn,
                     CloseReason::Protocol("query before register"),
+                )]
+            }
+            ToLighthouse::Renewed { .. } => {
+                // The shell verifies the certificate and calls `renewed`; one that reaches here
+                // did not verify.
+                vec![Effect::Close(
+                    conn,
+                    CloseReason::Protocol("a renewed certificate that does not verify"),
                 )]
             }
             ToLighthouse::Query { target } => {

@@ -409,3 +409,63 @@ fn a_node_relaying_flat_out_does_not_starve_another_pair() {
     assert!(hog_bytes as f64 >= 0.95 * limit.rate * hour, "{hog_bytes}");
     assert!(w.relayed().3 > 0);
 }
+
+#[test]
+fn a_renewed_certificate_replaces_the_connections_and_outlives_the_old_one() {
+    let mut w = World::new();
+    w.join(1, 1);
+    let end = w.pki.start + time::Duration::hours(1);
+    let keys = rma_ca::NodeKeys::generate();
+    let ip7 = Ipv4Addr::new(10, 42, 0, 7);
+    let start = w.pki.start - time::Duration::hours(1);
+    let old = w.pki.sign_keys("node-7", ip7, &keys, start, end);
+    w.lighthouse
+        .connect(7, old, addr("203.0.113.7:5000"), [7; 16], w.now);
+    w.lighthouse
+        .message(7, ToLighthouse::Register { local: vec![] }, w.now);
+    // An older or equal renewal changes nothing; a later one replaces it, and peers get it.
+    let same = w.pki.sign_keys("node-7", ip7, &keys, start, end);
+    assert!(w.lighthouse.renewed(7, same).is_empty());
+    assert_eq!(w.lighthouse.next_expiry(), Some(end));
+    let later = end + time::Duration::days(30);
+    let renewed = w.pki.sign_keys("node-7", ip7, &keys, w.pki.start, later);
+    assert!(w.lighthouse.renewed(7, renewed.clone()).is_empty());
+    assert_eq!(w.lighthouse.counters().renewals, 1);
+    assert!(
+        w.lighthouse
+            .expire(end + time::Duration::seconds(1))
+            .is_empty()
+    );
+    let effects = w.lighthouse.message(
+        1,
+        ToLighthouse::Query {
+            target: Target::MeshIp(ip7),
+        },
+        w.now,
+    );
+    let answered = effects.iter().any(|e| {
+        matches!(e, Effect::Send(1, FromLighthouse::Peer { cert, .. }) if *cert == renewed.chain_der())
+    });
+    assert!(answered, "{effects:?}");
+    // Another key, name or IP is another identity: the connection ends.
+    for (name, ip, k) in [
+        ("node-7", ip7, rma_ca::NodeKeys::generate()),
+        ("node-8", ip7, keys.clone()),
+        ("node-7", Ipv4Addr::new(10, 42, 0, 8), keys.clone()),
+    ] {
+        let other = w
+            .pki
+            .sign_keys(name, ip, &k, w.pki.start, later + time::Duration::days(1));
+        assert!(matches!(
+            w.lighthouse.renewed(7, other).as_slice(),
+            [Effect::Close(7, CloseReason::Protocol(_))]
+        ));
+    }
+    // Unverified, it never reaches `renewed`: the core refuses the message itself.
+    assert!(matches!(
+        w.lighthouse
+            .message(1, ToLighthouse::Renewed { cert: vec![1, 2] }, w.now)
+            .as_slice(),
+        [Effect::Close(1, CloseReason::Protocol(_))]
+    ));
+}

@@ -364,6 +364,7 @@ async fn serve_node(
         &shared,
         &counters,
         &relay,
+        &trust,
     )
     .instrument(span.clone())
     .await;
@@ -375,6 +376,9 @@ async fn serve_node(
     }
     tracing::info!(parent: &span, reason = %reason, "node disconnected");
 }
+
+/// The least time between two renewals a connection's node is listened to.
+const RENEWAL_SPACING: Duration = Duration::from_secs(10);
 
 /// One node's relay, shared by the two ways its datagrams come (QUIC datagrams and streams),
 /// which run on its task one at a time: its lock is never contended.
@@ -396,7 +400,11 @@ async fn node_session(
     shared: &Mutex<Shared>,
     counters: &Arc<ShellCounters>,
     relaying: &Relaying,
+    trust: &Trust,
 ) -> String {
+    // A node renews its certificate every few weeks; more often than this is ignored, so that
+    // a node cannot make its lighthouse verify signatures without end.
+    let mut last_renewal: Option<Instant> = None;
     let writer = async {
         while let Some(message) = control_rx.recv().await {
             if lighthouse::write(&mut send, &message).await.is_err() {
@@ -408,6 +416,32 @@ async fn node_session(
         let mut buf = Vec::new();
         loop {
             match lighthouse::read::<ToLighthouse>(&mut recv, &mut buf).await {
+                Ok(Some(ToLighthouse::Renewed { .. }))
+                    if last_renewal.is_some_and(|t| t.elapsed() < RENEWAL_SPACING) =>
+                {
+                    tracing::debug!("ignored a renewal soon after another");
+                }
+                Ok(Some(ToLighthouse::Renewed { cert })) => {
+                    last_renewal = Some(Instant::now());
+                    // Verified outside the lock: a signature check per renewal.
+                    let verified = trust.accept(&cert, OffsetDateTime::now_utc());
+                    let mut shared = lock(shared);
+                    let effects = match verified {
+                        Ok(cert) => {
+                            tracing::info!(not_after = %rma_ca::timefmt::rfc3339(cert.not_after()), "node renewed its certificate");
+                            shared.core.renewed(conn, cert)
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "refused a renewed certificate");
+                            shared.core.message(
+                                conn,
+                                ToLighthouse::Renewed { cert },
+                                Instant::now(),
+                            )
+                        }
+                    };
+                    shared.apply(effects);
+                }
                 Ok(Some(message)) => {
                     let mut shared = lock(shared);
                     let effects = shared.core.message(conn, message, Instant::now());

@@ -14,6 +14,8 @@ pub mod join;
 pub mod lighthouse_links;
 pub mod metrics;
 pub mod node;
+pub mod renewal;
+pub mod renewer;
 pub mod services;
 pub mod shell;
 pub mod status;

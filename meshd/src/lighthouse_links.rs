@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rma_proto::lighthouse::{self, FromLighthouse, ToLighthouse};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Lighthouse;
 use crate::node::LighthouseId;
@@ -38,6 +38,8 @@ pub struct LighthouseLinks {
     connections: Vec<Option<quinn::Connection>>,
     names: Vec<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The TLS identity new connections present: replaced when the certificate is renewed.
+    client: watch::Sender<quinn::ClientConfig>,
     /// Relayed datagrams that could not be sent (connection gone or buffer full) since the
     /// last [`LighthouseLinks::take_failures`].
     relay_failed: u64,
@@ -60,25 +62,27 @@ impl LighthouseLinks {
         local: Vec<SocketAddr>,
     ) -> anyhow::Result<(Self, mpsc::Receiver<LighthouseEvent>)> {
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
+        let (client, identity) = watch::channel(client);
         let mut links = Self {
             commands: Vec::new(),
             connections: Vec::new(),
             names: Vec::new(),
             tasks: Vec::new(),
+            client,
             relay_failed: 0,
         };
         if lighthouses.is_empty() {
             return Ok((links, receiver));
         }
-        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
+        let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
             .map_err(|e| anyhow::anyhow!("QUIC socket for the lighthouses: {e}"))?;
-        endpoint.set_default_client_config(client);
         for (id, lighthouse) in lighthouses.iter().enumerate() {
             let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
             let task = tokio::spawn(maintain(
                 LighthouseId(id),
                 lighthouse.clone(),
                 endpoint.clone(),
+                identity.clone(),
                 local.clone(),
                 command_rx,
                 events.clone(),
@@ -89,6 +93,21 @@ impl LighthouseLinks {
             links.tasks.push(task);
         }
         Ok((links, receiver))
+    }
+
+    /// This node renewed its certificate: connections made from now on present `client`, and
+    /// every connected lighthouse is told on the connection it has (`chain`: the certificate's
+    /// DER with its issuing CA's), so that none is dropped.
+    pub fn renewed(&mut self, client: quinn::ClientConfig, chain: &[u8]) {
+        self.client.send_replace(client);
+        for id in 0..self.commands.len() {
+            self.ask(
+                LighthouseId(id),
+                ToLighthouse::Renewed {
+                    cert: chain.to_vec(),
+                },
+            );
+        }
     }
 
     /// Relayed datagrams that could not be sent since the last call.
@@ -166,13 +185,16 @@ async fn maintain(
     id: LighthouseId,
     lighthouse: Lighthouse,
     endpoint: quinn::Endpoint,
+    identity: watch::Receiver<quinn::ClientConfig>,
     local: Vec<SocketAddr>,
     mut commands: mpsc::Receiver<ToLighthouse>,
     events: mpsc::Sender<LighthouseEvent>,
 ) {
     let mut backoff = BACKOFF_FIRST;
     loop {
-        match session(id, &lighthouse, &endpoint, &local, &mut commands, &events).await {
+        let client = identity.borrow().clone();
+        let connect = (&endpoint, client);
+        match session(id, &lighthouse, connect, &local, &mut commands, &events).await {
             Ok(()) => {
                 backoff = BACKOFF_FIRST;
                 tracing::warn!(lighthouse = %lighthouse.name, "lighthouse connection ended; reconnecting");
@@ -207,12 +229,12 @@ fn jitter(delay: Duration) -> Duration {
 async fn session(
     id: LighthouseId,
     lighthouse: &Lighthouse,
-    endpoint: &quinn::Endpoint,
+    (endpoint, client): (&quinn::Endpoint, quinn::ClientConfig),
     local: &[SocketAddr],
     commands: &mut mpsc::Receiver<ToLighthouse>,
     events: &mpsc::Sender<LighthouseEvent>,
 ) -> anyhow::Result<()> {
-    let connecting = endpoint.connect(lighthouse.address, &lighthouse.name)?;
+    let connecting = endpoint.connect_with(client, lighthouse.address, &lighthouse.name)?;
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;

@@ -174,6 +174,29 @@ pub fn render(status: &Status) -> String {
         &[("cert", "ca")],
         status.ca_expires_in_secs,
     );
+    m.header(
+        "meshd_cert_renewals_total",
+        "counter",
+        "Renewals of this node's certificate through its enrollment service, by outcome.",
+    );
+    m.sample(
+        "meshd_cert_renewals_total",
+        &[("outcome", "renewed")],
+        status.renewals.succeeded,
+    );
+    m.sample(
+        "meshd_cert_renewals_total",
+        &[("outcome", "failed")],
+        status.renewals.failed,
+    );
+    if let Some(secs) = status.renewals.next_attempt_in_secs {
+        m.single(
+            "meshd_cert_renewal_due_seconds",
+            "gauge",
+            "Seconds until the next attempt to renew this node's certificate (negative while overdue).",
+            secs,
+        );
+    }
     if let Some(secs) = status.crl_next_update_in_secs {
         m.single(
             "meshd_crl_next_update_seconds",
@@ -234,6 +257,12 @@ mod tests {
             tables: crate::status::Tables {
                 flows: 12,
                 ..Default::default()
+            },
+            renewals: crate::status::Renewals {
+                succeeded: 1,
+                failed: 2,
+                next_attempt: None,
+                next_attempt_in_secs: Some(3600),
             },
             peers: vec![PeerStatus {
                 name: "we\"ird".into(),

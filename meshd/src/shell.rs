@@ -112,7 +112,19 @@ pub async fn run(
     )?;
     let worker_keys = identity.keys.clone();
     let certificate_pem = identity.cert.to_pem();
+    let renewer = config.enrollment.as_ref().map(|enrollment| {
+        crate::renewer::Renewer::new(
+            enrollment,
+            &identity.cert,
+            identity.keys.clone(),
+            identity.ca.fingerprint(),
+            config.pki.cert.clone(),
+        )
+    });
     let mut node = Node::new(identity, &settings(&config));
+    if let Some((renewer, _)) = &renewer {
+        node.set_next_renewal(renewer.next_attempt());
+    }
     for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
         tracing::warn!("{warning}");
     }
@@ -152,7 +164,9 @@ pub async fn run(
             None
         }
     };
+    let on_renewed = |pem: String| workers.borrow_mut().renewed(pem);
     let io = Io {
+        renewer,
         tun: &tun,
         udp: &mut udp,
         requests: &mut status_rx,
@@ -163,7 +177,7 @@ pub async fn run(
         crl_watch,
         ca,
     };
-    let result = event_loop(&mut node, io, on_hangup, shutdown).await;
+    let result = event_loop(&mut node, io, on_hangup, on_renewed, shutdown).await;
     workers.into_inner().shutdown().await;
     status_task.abort();
     if let Some(task) = metrics_task {
@@ -206,6 +220,11 @@ fn reload_config(
 
 /// What the event loop reads from and writes to.
 struct Io<'a> {
+    /// With an `[enrollment]` section: renews the certificate, and the attempts' outcomes.
+    renewer: Option<(
+        crate::renewer::Renewer,
+        mpsc::Receiver<crate::renewer::Outcome>,
+    )>,
     tun: &'a AsyncDevice,
     udp: &'a mut Udp,
     requests: &'a mut mpsc::Receiver<Request>,
@@ -253,9 +272,11 @@ async fn event_loop(
     node: &mut Node,
     io: Io<'_>,
     mut on_hangup: impl FnMut(&mut Node) -> Option<Option<PathBuf>>,
+    mut on_renewed: impl FnMut(String),
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let Io {
+        renewer,
         tun,
         udp,
         requests,
@@ -280,6 +301,11 @@ async fn event_loop(
     // Certificates near expiry are named at start and then once a day.
     let mut daily =
         tokio::time::interval_at(tokio::time::Instant::now() + EXPIRY_CHECK, EXPIRY_CHECK);
+    let (mut renewer, mut renewals) = match renewer {
+        Some((renewer, outcomes)) => (Some(renewer), Some(outcomes)),
+        None => (None, None),
+    };
+    let mut renew_check = tokio::time::interval(crate::renewer::CHECK_EVERY);
     let mut crl_poll = tokio::time::interval_at(
         tokio::time::Instant::now() + rma_daemon::crl_watch::POLL,
         rma_daemon::crl_watch::POLL,
@@ -351,6 +377,31 @@ async fn event_loop(
                 check_crl(node, crl_watch.as_mut(), true, &mut batch);
             }
             _ = crl_poll.tick() => check_crl(node, crl_watch.as_mut(), false, &mut batch),
+            _ = renew_check.tick(), if renewer.is_some() => {
+                if let Some(renewer) = renewer.as_mut() {
+                    renewer.poll(node.certificate(), OffsetDateTime::now_utc());
+                }
+            }
+            Some(outcome) = async {
+                match renewals.as_mut() {
+                    Some(outcomes) => outcomes.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(renewer) = renewer.as_mut() {
+                    let targets = crate::renewer::Targets {
+                        node: &mut *node,
+                        links: &mut links,
+                        trust: &trust,
+                        batch: &mut batch,
+                    };
+                    let renewed = renewer.finish(outcome, targets);
+                    node.record_renewal(renewed.is_some(), renewer.next_attempt());
+                    if let Some(pem) = renewed {
+                        on_renewed(pem);
+                    }
+                }
+            }
             _ = daily.tick() => {
                 for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
                     tracing::warn!("{warning}");

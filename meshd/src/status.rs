@@ -27,6 +27,17 @@ pub struct NodeCounters {
     pub hello_conflict: u64,
 }
 
+/// This node's certificate renewals since meshd started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewals {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// When the next attempt is due (RFC 3339); none without an `[enrollment]` section.
+    pub next_attempt: Option<String>,
+    /// Seconds until then (negative while overdue).
+    pub next_attempt_in_secs: Option<i64>,
+}
+
 /// How many entries the node's tables hold, each of which has a bound: what `meshd status`
 /// and the metrics show, and what the long-running tests hold to their bounds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +111,9 @@ pub struct Status {
     pub drops: NodeCounters,
     #[serde(default)]
     pub tables: Tables,
+    /// Renewals of this node's certificate through its enrollment service.
+    #[serde(default)]
+    pub renewals: Renewals,
     pub peers: Vec<PeerStatus>,
     #[serde(default)]
     pub lighthouses: Vec<LighthouseStatus>,

@@ -170,6 +170,8 @@ async fn post(
 pub struct Workers {
     machine: Machine,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The coordinators the tasks register with.
+    coordinators: Vec<SocketAddr>,
     /// The longest stop grace of the configured services, for the shutdown.
     stop_grace: Duration,
 }
@@ -198,6 +200,7 @@ impl Workers {
         let mut workers = Self {
             machine,
             tasks: Vec::new(),
+            coordinators: Vec::new(),
             stop_grace: Duration::ZERO,
         };
         workers.spawn(config);
@@ -216,7 +219,13 @@ impl Workers {
         self.machine.coordinators = config.coordinators.iter().copied().map(url).collect();
         rma_daemon::sync::lock(&self.machine.contacts)
             .retain(|c, _| self.machine.coordinators.contains(c));
-        self.tasks = config
+        self.coordinators = config.coordinators.clone();
+        self.register_all();
+    }
+
+    /// A task per coordinator, each registering afresh.
+    fn register_all(&mut self) {
+        self.tasks = self
             .coordinators
             .iter()
             .map(|&coordinator| tokio::spawn(run(coordinator, self.machine.clone())))
@@ -244,6 +253,16 @@ impl Workers {
             coordinators = new.coordinators.len(),
             "services or coordinators changed: registering again"
         );
+    }
+
+    /// This node renewed its certificate: every coordinator gets a registration with it (the
+    /// services keep running).
+    pub fn renewed(&mut self, certificate_pem: String) {
+        self.machine.certificate_pem = certificate_pem;
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.register_all();
     }
 
     /// Stops registering, then stops every service the platform runs: each has its stop

@@ -52,6 +52,10 @@ pub enum ToLighthouse {
     Register { local: Vec<SocketAddr> },
     /// Asks for a peer; the answer is [`FromLighthouse::Peer`] or [`FromLighthouse::NotFound`].
     Query { target: Target },
+    /// The node renewed its certificate (DER, with its issuing CA's after it): same name, mesh
+    /// IP and keys as the one the connection was made with, later expiry. The lighthouse hands
+    /// it to peers from now on, and keeps the connection past the old one's expiry.
+    Renewed { cert: Vec<u8> },
 }
 
 /// Messages from a lighthouse.

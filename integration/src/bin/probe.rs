@@ -31,6 +31,9 @@ enum Command {
         bytes: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Pause this long after each 64 KiB, to keep a stream open for a while.
+        #[arg(long, default_value_t = 0)]
+        pace_ms: u64,
     },
     /// Echo every UDP datagram back to its sender, printing one line per datagram.
     UdpEcho {
@@ -312,9 +315,13 @@ fn main() -> anyhow::Result<()> {
             connect,
             bytes,
             seed,
+            pace_ms,
         } => {
             let mut stream = TcpStream::connect_timeout(&connect, Duration::from_secs(10))
                 .with_context(|| format!("connecting to {connect}"))?;
+            // A path that stops carrying fails the transfer instead of hanging it.
+            stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+            stream.set_read_timeout(Some(Duration::from_secs(60)))?;
             let mut prng = Prng(seed.max(1));
             let mut hash = Sha256::new();
             let mut buf = vec![0u8; 1 << 16];
@@ -326,6 +333,9 @@ fn main() -> anyhow::Result<()> {
                 stream.write_all(&buf[..n])?;
                 hash.update(&buf[..n]);
                 left -= n as u64;
+                if pace_ms > 0 {
+                    std::thread::sleep(Duration::from_millis(pace_ms));
+                }
             }
             stream.shutdown(std::net::Shutdown::Write)?;
             // Wait for the receiver to close, so the rate counts delivered bytes.

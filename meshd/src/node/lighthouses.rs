@@ -248,7 +248,21 @@ impl Node {
             wire::Kind::WireGuard => {
                 self.handle_wireguard(Source::Relay(id, from), datagram, now, out);
             }
-            _ => self.counters.malformed += 1,
+            // A relayed peer's renewed certificate: taken only from a peer already known at
+            // the mesh IP the lighthouse vouches for, and never answered over the relay.
+            wire::Kind::Control => match wire::parse_control(datagram) {
+                Ok(wire::Control::CertHello { cert_der, .. })
+                    if self.peers.slot_of_ip(from).is_some() =>
+                {
+                    if self.budget.hello(std::net::IpAddr::V4(from), now.instant) {
+                        self.certified_slot(cert_der, now);
+                    } else {
+                        self.counters.over_budget += 1;
+                    }
+                }
+                _ => self.counters.malformed += 1,
+            },
+            wire::Kind::Unknown => self.counters.malformed += 1,
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`setup`]: packets held while a peer is set up, hellos, held relayed handshakes;
 //! - [`lighthouses`]: each lighthouse's state, and what lighthouses send;
 //! - [`trust`]: which certificates become peers, and revocation;
+//! - [`renewal`]: this node's own certificate, renewed while it runs;
 //! - [`probe`]: `meshd ping`; [`budget`]: what unauthenticated input may cost;
 //! - [`report`]: status and table sizes.
 
@@ -32,6 +33,7 @@ pub mod lighthouses;
 mod paths;
 mod peers;
 mod probe;
+mod renewal;
 mod report;
 mod setup;
 #[cfg(test)]
@@ -40,6 +42,7 @@ mod trust;
 
 pub use lighthouses::LighthouseId;
 pub use probe::{PingError, Pong};
+pub use renewal::RenewalRefused;
 
 use crate::config::StaticPeer;
 use crate::firewall::{Action, Direction, Firewall, Policy, Verdict};
@@ -143,6 +146,7 @@ pub struct Node {
     next_flow_sweep: Option<Instant>,
     probes: probe::Probes,
     counters: NodeCounters,
+    renewals: renewal::Record,
     scratch: Box<[u8]>,
 }
 
@@ -188,6 +192,7 @@ impl Node {
             next_flow_sweep: None,
             probes: probe::Probes::default(),
             counters: NodeCounters::default(),
+            renewals: renewal::Record::default(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
         }
     }

@@ -116,6 +116,30 @@ pub(super) fn send_produced(
     }
 }
 
+/// Sends a control datagram (this node's hello) to a peer on the route its traffic takes now.
+pub(super) fn send_control(
+    peer: &Peer,
+    lighthouses: &Lighthouses,
+    datagram: &[u8],
+    now: Now,
+    out: &mut impl Output,
+) {
+    let ip = peer.cert.mesh_ip();
+    match peer.route(now.instant, lighthouses.relay_up(peer)) {
+        Route::Direct(to) => out.transmit(to, datagram),
+        Route::Relay(via) => out.relay(via, ip, datagram),
+        Route::Both(to, via) => {
+            out.transmit(to, datagram);
+            out.relay(via, ip, datagram);
+        }
+        Route::Candidates => {
+            for to in &peer.candidates {
+                out.transmit(*to, datagram);
+            }
+        }
+    }
+}
+
 /// Answers a datagram the way it came.
 pub(super) fn send_back(source: Source, peer_ip: Ipv4Addr, datagram: &[u8], out: &mut impl Output) {
     match source {

@@ -60,6 +60,7 @@ impl Node {
         status.ca_expires_in_secs = (self.trust.ca().not_after() - now.wall).whole_seconds();
         status.crl_next_update_in_secs =
             rma_ca::RevocationList::soonest_next_update(self.trust.lists(), now.wall);
+        status.renewals = self.renewals.status(now.wall);
         status
     }
 
@@ -85,6 +86,7 @@ impl Node {
             crl_next_update_in_secs: None,
             drops: self.counters,
             tables: self.tables(),
+            renewals: crate::status::Renewals::default(),
             peers,
             lighthouses: self.lighthouses.status(),
         }

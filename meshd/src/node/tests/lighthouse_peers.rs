@@ -23,8 +23,9 @@ use crate::node::{Identity, LighthouseId, Node, Settings};
 struct Internet {
     sim: Sim,
     pki: Pki,
-    /// Each host's certificate, by host index.
+    /// Each host's certificate and keys, by host index.
     certs: Vec<NodeCert>,
+    keys: Vec<rma_ca::NodeKeys>,
     /// The persistent keepalive of nodes added from now on.
     keepalive: Option<u16>,
     /// The issuing CA that signs nodes added from now on, instead of the root.
@@ -51,6 +52,7 @@ impl Internet {
             sim: Sim::new(&pki).with_step(Duration::from_millis(250)),
             pki,
             certs: Vec::new(),
+            keys: Vec::new(),
             keepalive: Some(25),
             issuing: None,
         }
@@ -75,6 +77,7 @@ impl Internet {
                 address: LIGHTHOUSE,
             }],
         };
+        self.keys.push(keys.clone());
         let identity = Identity {
             cert: cert.clone(),
             keys,
@@ -588,5 +591,108 @@ fn a_day_of_simulated_time_passes_cleanly() {
     assert!(
         endpoint.starts_with("203.0.113.250:"),
         "roamed to {endpoint}"
+    );
+}
+
+/// Host `h` renews its certificate for `days` more, as meshd does after the enrollment service
+/// answers: the node swaps it in, and the lighthouse takes it on the node's connection.
+fn renew(net: &mut Internet, h: usize, days: i64) -> NodeCert {
+    let old = net.certs[h].clone();
+    let signer = net.issuing.as_ref().unwrap_or(&net.pki);
+    let renewed = signer.sign_keys(
+        old.name().as_str(),
+        old.mesh_ip(),
+        &net.keys[h],
+        net.now.wall - time::Duration::minutes(1),
+        old.not_after() + time::Duration::days(days),
+    );
+    let mut out = Collected::default();
+    let now = net.now;
+    net.hosts[h]
+        .node
+        .renew_certificate(renewed.clone(), now, &mut out)
+        .unwrap();
+    net.absorb(h, out);
+    let effects = net.lighthouse.renewed(conn(h), renewed.clone());
+    net.apply(effects);
+    net.run();
+    net.certs[h] = renewed.clone();
+    renewed
+}
+
+fn peer_view(net: &Internet, h: usize, of: Ipv4Addr) -> crate::status::PeerStatus {
+    net.hosts[h]
+        .node
+        .status(net.now.instant)
+        .peers
+        .into_iter()
+        .find(|p| p.mesh_ip == of.to_string())
+        .expect("a peer with that mesh IP")
+}
+
+#[test]
+fn a_renewed_certificate_reaches_direct_and_relayed_peers_and_sessions_outlive_the_old_one() {
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Symmetric));
+    let b = net.add(2, Some(NatKind::Symmetric));
+    let c = net.add(3, None);
+    assert!(net.send(a, ip(2), b"to b"));
+    assert!(net.send(b, ip(1), b"to a"));
+    assert!(net.send(a, ip(3), b"to c"));
+    assert!(net.send(c, ip(1), b"to a"));
+    assert_eq!(net.path(a, ip(2)).0, "relayed");
+    assert_eq!(net.path(a, ip(3)).0, "direct");
+    net.advance(Duration::from_millis(250));
+    let handshakes = |net: &Internet, h: usize, of: Ipv4Addr| peer_view(net, h, of).handshakes;
+    let before = [handshakes(&net, b, ip(1)), handshakes(&net, c, ip(1))];
+
+    // A renews: b hears of it over the relay, c directly; neither makes a new session.
+    let renewed = renew(&mut net, a, 30);
+    let expected = rma_ca::timefmt::rfc3339(renewed.not_after());
+    assert_eq!(
+        peer_view(&net, b, ip(1)).cert_not_after,
+        expected,
+        "relayed peer"
+    );
+    assert_eq!(
+        peer_view(&net, c, ip(1)).cert_not_after,
+        expected,
+        "direct peer"
+    );
+    assert_eq!(
+        [handshakes(&net, b, ip(1)), handshakes(&net, c, ip(1))],
+        before
+    );
+    // Another identity, or an older certificate, is refused and changes nothing.
+    let (stranger, _) = net.pki.node("n1", ip(1));
+    let mut out = Collected::default();
+    let now = net.now;
+    assert!(
+        net.hosts[a]
+            .node
+            .renew_certificate(stranger, now, &mut out)
+            .is_err()
+    );
+    let stale = net.certs[a].clone();
+    assert!(
+        net.hosts[a]
+            .node
+            .renew_certificate(stale, now, &mut out)
+            .is_err()
+    );
+    assert!(out.transmits.is_empty() && out.relayed.is_empty());
+
+    // b renews too; c does not. Past the old expiry, a's sessions with b live on, while a's
+    // with c, whose certificate expired, ends.
+    renew(&mut net, b, 30);
+    net.now.wall = net.certs[c].not_after() + time::Duration::seconds(1);
+    net.advance(Duration::from_secs(2));
+    assert!(net.send(a, ip(2), b"after the old expiry"));
+    assert!(net.send(b, ip(1), b"and back"));
+    assert_eq!(handshakes(&net, b, ip(1)), before[0]);
+    let status = net.hosts[a].node.status(net.now.instant);
+    assert!(
+        status.peers.iter().all(|p| p.mesh_ip != ip(3).to_string()),
+        "the unrenewed peer is gone"
     );
 }
