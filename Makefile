@@ -5,7 +5,7 @@ JOBS ?= 2
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build install deps test lint unit e2e demo demo-stop demo-build demo-check bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean fuzz fuzz-build
+.PHONY: all build install deb package-check package-tools deps test lint unit e2e demo demo-stop demo-build demo-check bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean fuzz fuzz-build
 
 all: build
 
@@ -18,6 +18,22 @@ install: build
 
 deps:
 	./scripts/install-deps.sh
+
+# The Debian package, from the release build: target/debian/rma-mesh_VERSION-1_ARCH.deb
+# (packaging/deb/README.md), checked by lintian (errors fail; the README lists the warnings).
+deb: build package-tools
+	$(CARGO) deb -p meshd --no-build --output target/debian/
+	lintian --fail-on error target/debian/rma-mesh_*.deb
+
+# The same package from a quick build (profile package-check), for integration/tests/deb.rs.
+package-check: package-tools
+	$(CARGO) build --profile package-check -j$(JOBS) -p rma-ca -p meshd -p lighthouse -p routerd
+	rm -rf target/debian-check
+	$(CARGO) deb -p meshd --no-build --profile package-check --output target/debian-check/
+
+package-tools:
+	@$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked -j$(JOBS)
+	@command -v lintian >/dev/null || ./scripts/install-deps.sh
 
 lint:
 	$(CARGO) fmt --all --check
@@ -33,7 +49,7 @@ unit:
 
 # End-to-end tests: real daemons in network namespaces. Needs root and /dev/net/tun; fails
 # (never skips) without them. One test at a time, so throughput figures are not shared.
-e2e: demo-build
+e2e: demo-build package-check
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test -j$(JOBS) -p integration -- --test-threads=1 --nocapture 2>&1 | tee target/e2e.log
 

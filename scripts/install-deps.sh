@@ -17,6 +17,8 @@ declare -A packages=(
     [chromium]=chromium
     [curl]=curl
     [promtool]=prometheus
+    [lintian]=lintian
+    [dpkg-deb]=dpkg
 )
 
 missing=()

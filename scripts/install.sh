@@ -33,7 +33,7 @@ done
 
 install -d "$destdir$unitdir"
 for unit in configs/systemd/*.service; do
-    sed "s|/usr/local/bin/|$prefix/bin/|g" "$unit" >"$destdir$unitdir/$(basename "$unit")"
+    sed "s|/usr/bin/|$prefix/bin/|g" "$unit" >"$destdir$unitdir/$(basename "$unit")"
     chmod 0644 "$destdir$unitdir/$(basename "$unit")"
 done
 

@@ -141,7 +141,7 @@ fn systemd_units_verify() {
         );
         let mut unit = std::fs::read_to_string(&path).unwrap();
         for daemon in ["meshd", "lighthouse", "routerd"] {
-            let installed = format!("/usr/local/bin/{daemon} ");
+            let installed = format!("/usr/bin/{daemon} ");
             if unit.contains(&installed) {
                 let built = integration::mesh::binary(daemon).unwrap();
                 unit = unit.replace(&installed, &format!("{} ", built.display()));

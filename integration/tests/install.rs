@@ -52,7 +52,10 @@ fn install_lays_out_binaries_units_and_configs_and_keeps_existing_configs() {
             unit.contains(&format!("ExecStart=/opt/rma/bin/{daemon} ")),
             "{daemon}.service does not run the installed binary:\n{unit}"
         );
-        assert!(!unit.contains("/usr/local/bin/"), "{unit}");
+        assert!(
+            !unit.contains("/usr/local/bin/") && !unit.contains("/usr/bin/"),
+            "{unit}"
+        );
     }
     for config in [
         "etc/meshd/meshd.toml",

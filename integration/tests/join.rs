@@ -356,6 +356,37 @@ fn a_machine_joins_with_one_command_and_every_refusal_leaves_nothing_behind() {
     assert_ne!(std::fs::read(node.join("node.key")).unwrap(), old_key);
     ok("meshd", &["--config", path(&config), "--check-config"]);
 
+    // A machine with the package's example config only: the join sets the example aside.
+    let packaged = tmp.path().join("node-c");
+    std::fs::create_dir(&packaged).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/meshd.toml");
+    std::fs::copy(&example, packaged.join("meshd.toml")).unwrap();
+    let fourth = self::token(&issuing, &url, "1");
+    ok(
+        "meshd",
+        &[
+            "join",
+            &url,
+            &fourth,
+            "--name",
+            "c",
+            "--dir",
+            path(&packaged),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(packaged.join("meshd.toml.before-join")).unwrap(),
+        std::fs::read(&example).unwrap()
+    );
+    ok(
+        "meshd",
+        &[
+            "--config",
+            path(&packaged.join("meshd.toml")),
+            "--check-config",
+        ],
+    );
+
     // Every use is on record.
     let list = ok(
         "rma-ca",
@@ -366,7 +397,7 @@ fn a_machine_joins_with_one_command_and_every_refusal_leaves_nothing_behind() {
         .iter()
         .map(|t| t["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["used-up", "revoked", "used-up"]);
+    assert_eq!(statuses, ["used-up", "revoked", "used-up", "used-up"]);
     let first_id = token.split('_').nth(1).unwrap();
     let uses = ok(
         "rma-ca",

@@ -28,6 +28,8 @@ pub const PUB_FILE: &str = "node.pub";
 pub const CERT_FILE: &str = "node.crt";
 pub const CA_FILE: &str = "ca.crt";
 pub const CRL_FILE: &str = "pki.crl";
+/// Where a config that was there before the join (the package's example) is kept.
+pub const CONFIG_BEFORE_JOIN: &str = "meshd.toml.before-join";
 
 /// How long the service has to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,16 +71,11 @@ impl JoinArgs {
         let token: JoinToken = self.token.parse()?;
         let url: EnrollUrl = self.url.parse()?;
         let config = self.dir.join(CONFIG_FILE);
-        let outputs = [
-            CONFIG_FILE,
-            KEY_FILE,
-            PUB_FILE,
-            CERT_FILE,
-            CA_FILE,
-            CRL_FILE,
-        ];
+        // A machine has joined when it has an identity; a config alone is the package's
+        // example, which the join sets aside.
+        let identity = [KEY_FILE, PUB_FILE, CERT_FILE, CA_FILE, CRL_FILE];
         if !self.force
-            && let Some(existing) = outputs
+            && let Some(existing) = identity
                 .iter()
                 .map(|f| self.dir.join(f))
                 .find(|p| p.exists())
@@ -209,10 +206,26 @@ fn write_checked(
     rma_daemon::identity::load(&loaded.pki, now)
         .with_context(|| format!("{}: the joined identity does not load", dir.display()))?;
     let mut out = OutputFiles::new(force);
-    for (name, bytes, mode) in &files {
+    let config_path = dir.join(CONFIG_FILE);
+    let aside = dir.join(CONFIG_BEFORE_JOIN);
+    let set_aside = !force && config_path.exists();
+    if set_aside {
+        rma_ca::files::check_absent([aside.as_path()], false)?;
+    }
+    for (name, bytes, mode) in files.iter().filter(|f| f.0 != CONFIG_FILE) {
         out.stage(&dir.join(name), bytes, *mode)?;
     }
-    out.commit()?;
+    if set_aside {
+        std::fs::rename(&config_path, &aside)
+            .with_context(|| format!("setting {} aside", config_path.display()))?;
+    }
+    let committed = out
+        .stage(&config_path, config.as_bytes(), Mode::Public)
+        .and_then(|()| out.commit());
+    if committed.is_err() && set_aside {
+        let _ = std::fs::rename(&aside, &config_path);
+    }
+    committed?;
     Ok(())
 }
 
