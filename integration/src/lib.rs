@@ -8,6 +8,7 @@ pub mod http;
 pub mod internet;
 pub mod lab;
 pub mod mesh;
+pub mod package;
 pub mod quic_client;
 pub mod service;
 pub mod traffic;

@@ -1,36 +1,15 @@
 //! The Debian package (`make package-check` builds it as `make deb` does, from a quick build):
 //! lintian finds no error; installed into a scratch root of its own with dpkg, it lays out the
-//! programs, the units (which `systemd-analyze verify` accepts) and the example configs
-//! as conffiles; a changed conffile survives a reinstall; purging leaves the root as it was. The host is not touched:
-//! maintainer scripts run with `DPKG_ROOT` set, in a mount namespace whose /run shows no
-//! systemd.
+//! programs, the units (which `systemd-analyze verify` accepts) and the example configs as
+//! conffiles; a changed conffile survives a reinstall; purging leaves the root as it was. The
+//! host is not touched (see `integration::package`).
 
 #![allow(clippy::unwrap_used)] // test code
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn package() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debian-check");
-    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run `make package-check`; `make e2e` does)",
-                dir.display()
-            )
-        })
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-        .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "one package in {}: {found:?}",
-        dir.display()
-    );
-    found.into_iter().next().unwrap()
-}
+use integration::package::{self, ScratchRoot};
 
 fn run(program: &str, args: &[&str]) -> Output {
     Command::new(program)
@@ -50,46 +29,9 @@ fn ok(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// dpkg on the scratch root: its own database, maintainer scripts run outside a chroot with
-/// `DPKG_ROOT` set (the root has no shell), inside a private mount namespace with an empty
-/// /run, so that no script can reach the host's systemd.
-fn dpkg(root: &Path, args: &[&str]) -> String {
-    let script = format!(
-        "mount -t tmpfs none /run && exec dpkg --root={} --force-script-chrootless \
-         --force-depends --force-not-root {}",
-        root.display(),
-        args.join(" ")
-    );
-    ok(
-        "unshare",
-        &["--mount", "--propagation", "private", "sh", "-c", &script],
-    )
-}
-
-/// Every file and directory below `root`, except dpkg's database.
-fn tree(root: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let relative = path.strip_prefix(root).unwrap().display().to_string();
-            if relative.starts_with("var/lib/dpkg") {
-                continue;
-            }
-            if path.is_dir() {
-                stack.push(path);
-            }
-            found.push(relative);
-        }
-    }
-    found.sort();
-    found
-}
-
 #[test]
 fn the_package_installs_into_a_scratch_root_keeps_changed_configs_and_purges_cleanly() {
-    let deb = package();
+    let deb = package::deb().unwrap();
     let deb = deb.to_str().unwrap();
     // lintian: no errors (the warnings left are listed in the README).
     let lint = run("lintian", &["--fail-on", "error", deb]);
@@ -107,22 +49,10 @@ fn the_package_installs_into_a_scratch_root_keeps_changed_configs_and_purges_cle
         );
     }
 
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = ScratchRoot::new().unwrap();
     let root = scratch.path();
-    // dpkg's database, and the directories systemd's package gives every Debian system (where
-    // deb-systemd-helper keeps the units' state).
-    for dir in [
-        "var/lib/dpkg/updates",
-        "var/lib/dpkg/info",
-        "var/lib/dpkg/triggers",
-        "etc/systemd/system",
-        "var/lib/systemd",
-    ] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
-    let before = tree(root);
-    dpkg(root, &["--install", deb]);
+    let before = scratch.tree();
+    scratch.dpkg(&["--install", deb]).unwrap();
 
     for program in ["rma-ca", "meshd", "lighthouse", "routerd"] {
         let path = root.join("usr/bin").join(program);
@@ -194,10 +124,10 @@ fn the_package_installs_into_a_scratch_root_keeps_changed_configs_and_purges_cle
     let mut changed = std::fs::read_to_string(&lighthouse).unwrap();
     changed.push_str("# changed by the operator\n");
     std::fs::write(&lighthouse, &changed).unwrap();
-    dpkg(root, &["--install", deb]);
+    scratch.dpkg(&["--install", deb]).unwrap();
     assert_eq!(std::fs::read_to_string(&lighthouse).unwrap(), changed);
 
     // Purged: the root is as it was.
-    dpkg(root, &["--purge", "rma-mesh"]);
-    assert_eq!(tree(root), before);
+    scratch.dpkg(&["--purge", "rma-mesh"]).unwrap();
+    assert_eq!(scratch.tree(), before);
 }
