@@ -53,6 +53,8 @@ pub struct CaCert {
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     fingerprint: Fingerprint,
+    /// The CA across renewals of its certificate (see [`CaCert::identity`]).
+    identity: Fingerprint,
 }
 
 impl CaCert {
@@ -125,6 +127,7 @@ impl CaCert {
             not_before: x509::time(tbs.validity.not_before),
             not_after: x509::time(tbs.validity.not_after),
             fingerprint: Fingerprint::of(der),
+            identity: Fingerprint::of(&[tbs.subject.as_raw(), public_key.as_bytes()].concat()),
         })
     }
 
@@ -185,6 +188,13 @@ impl CaCert {
         self.signature_is_ed25519 && x509::ed25519_verify(key, &self.signed, &self.signature)
     }
     /// The raw DER of the subject name, which every certificate this CA signs carries as issuer.
+    /// What names the CA whatever certificate it holds: SHA-256 of its subject name and key.
+    /// A certificate renewed for the same name and key is the same CA, so a revocation list it
+    /// signs applies to what it issued under either certificate.
+    pub fn identity(&self) -> Fingerprint {
+        self.identity
+    }
+
     pub(crate) fn subject_dn(&self) -> &[u8] {
         &self.subject_dn
     }

@@ -269,6 +269,47 @@ fn the_store_applies_each_issuing_cas_list_to_its_own_nodes_only() {
     );
 }
 
+/// An issuing CA whose certificate the root renews (same name and key) is the same CA: its
+/// list, whichever of its certificates travels with it, applies to nodes presented with
+/// either, and a newer list under the new certificate replaces the older one.
+#[test]
+fn a_renewed_issuing_cas_list_applies_to_nodes_under_either_certificate() {
+    let root = TestCa::new("root");
+    let at = root.start;
+    let first = root.issuing("enroll", UPPER);
+    let renewed = root.renew_issuing(&first, at + Duration::days(200));
+    assert_ne!(first.ca.fingerprint(), renewed.ca.fingerprint());
+    assert_eq!(first.ca.identity(), renewed.ca.identity());
+    let (old_node, _) = first.node("old", IN_UPPER);
+    let (new_node, _) = renewed.node("new", Ipv4Addr::new(10, 42, 128, 8));
+    let mut store = TrustStore::new(root.ca.clone(), None);
+    // A list travelling with the first certificate revokes a node under the renewed one.
+    assert_eq!(
+        store.offer(first.crl(1, &[&new_node]), at),
+        CrlOffer::Replaced
+    );
+    assert!(matches!(
+        store.accept(&new_node.chain_der(), at),
+        Err(Refusal::Untrusted(VerifyError::Revoked { .. }))
+    ));
+    assert!(store.accept(&old_node.chain_der(), at).is_ok());
+    // The next list, under the renewed certificate, replaces it: one list for the one CA.
+    assert_eq!(
+        store.offer(renewed.crl(2, &[&old_node]), at),
+        CrlOffer::Replaced
+    );
+    assert_eq!(store.offer(first.crl(1, &[]), at), CrlOffer::NotNewer);
+    assert_eq!(store.lists().count(), 1);
+    assert!(store.accept(&old_node.chain_der(), at).is_err());
+    assert!(store.accept(&new_node.chain_der(), at).is_ok());
+    // verify() takes the list with either certificate too.
+    let list = renewed.crl(3, &[&old_node]);
+    assert!(matches!(
+        verify(&old_node, &root.ca, &[&list], at),
+        Err(VerifyError::Revoked { .. })
+    ));
+}
+
 /// Lists of issuing CAs are kept for at most [`crate::MAX_ISSUING_LISTS`] CAs; a CA that has
 /// expired gives its place up. Forty weeks of an operator making a new issuing CA every week
 /// (as long as the test root lasts), each valid for ninety days, never fill the store, and the
@@ -292,7 +333,7 @@ fn forty_weeks_of_weekly_issuing_cas_stay_within_the_bound() {
         assert!(store.lists().count() <= crate::MAX_ISSUING_LISTS);
         for ca in &live {
             assert!(
-                store.issuing_list(&ca.ca.fingerprint()).is_some(),
+                store.issuing_list(&ca.ca.identity()).is_some(),
                 "week {week}: the list of live {} is in use",
                 ca.ca.name()
             );
@@ -311,7 +352,7 @@ fn the_bound_refuses_a_new_issuing_ca_only_while_every_kept_one_is_live() {
         assert_eq!(store.offer(short(i).crl(1, &[]), at), CrlOffer::Replaced);
     }
     let extra = root.issuing("extra", UPPER);
-    assert_eq!(store.offer(extra.crl(1, &[]), at), CrlOffer::Unrelated);
+    assert_eq!(store.offer(extra.crl(1, &[]), at), CrlOffer::Full);
     let later = at + Duration::days(2);
     assert_eq!(store.offer(extra.crl(1, &[]), later), CrlOffer::Replaced);
     assert_eq!(

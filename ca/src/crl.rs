@@ -150,7 +150,7 @@ impl RevocationList {
             });
         Ok(Self {
             der: der.to_vec(),
-            ca: ca.fingerprint(),
+            ca: ca.identity(),
             number,
             this_update: x509::time(tbs.this_update),
             next_update: tbs.next_update.map(x509::time),
@@ -184,8 +184,8 @@ impl RevocationList {
     pub fn issuing_ca(&self) -> Option<&CaCert> {
         self.issuing.as_deref()
     }
-    /// Fingerprint of the CA whose signature was checked.
-    pub fn ca_fingerprint(&self) -> Fingerprint {
+    /// The identity ([`CaCert::identity`]) of the CA whose signature was checked.
+    pub fn ca_identity(&self) -> Fingerprint {
         self.ca
     }
     pub fn number(&self) -> Option<u64> {
@@ -209,7 +209,7 @@ impl RevocationList {
         match (&self.issuing, cert.issuing_ca()) {
             (None, None) => self.revoked_at(cert.serial()),
             (None, Some(issuing)) => self.revoked_at(issuing.serial()),
-            (Some(list_ca), Some(issuing)) if list_ca.fingerprint() == issuing.fingerprint() => {
+            (Some(list_ca), Some(issuing)) if list_ca.identity() == issuing.identity() => {
                 self.revoked_at(cert.serial())
             }
             (Some(_), _) => None,

@@ -213,11 +213,11 @@ impl Enrollment {
             return Ok(Vec::new());
         };
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let own = self.authority.ca().fingerprint();
+        let own = self.authority.ca().identity();
         Ok(RevocationList::read_all(&bytes, self.authority.root())
             .map_err(|e| format!("{}: {e}", path.display()))?
             .into_iter()
-            .filter(|l| l.ca_fingerprint() != own)
+            .filter(|l| l.ca_identity() != own)
             .collect())
     }
 

@@ -92,6 +92,32 @@ impl TestCa {
         }
     }
 
+    /// `issuing`'s CA renewed by this root: a new certificate for the same name, network and
+    /// key, valid until `not_after`.
+    ///
+    /// # Panics
+    /// When the root refuses: the caller's test is wrong.
+    pub fn renew_issuing(&self, issuing: &Self, not_after: OffsetDateTime) -> Self {
+        let ca = crate::sign_issuing_ca(
+            &self.ca,
+            &self.key,
+            &issuing.key.verifying_key(),
+            &CaParams {
+                name: issuing.ca.name().parse().expect("its name parsed before"),
+                network: issuing.ca.network(),
+                not_before: self.start - time::Duration::days(1),
+                not_after,
+                serial: Serial::random(),
+            },
+        )
+        .expect("the root renews the issuing CA");
+        Self {
+            ca,
+            key: issuing.key.clone(),
+            start: self.start,
+        }
+    }
+
     /// A revocation list of this CA numbered `number` that revokes the CAs `cas` (a root's list
     /// revoking its issuing CAs).
     pub fn crl_revoking_cas(&self, number: u64, cas: &[&CaCert]) -> RevocationList {

@@ -33,9 +33,12 @@ pub enum CrlOffer {
     Replaced,
     /// It is the list in use or an older one; the store kept its own.
     NotNewer,
-    /// Its CA is not this root or an issuing CA this root signed and that is valid now, or the
-    /// store holds [`MAX_ISSUING_LISTS`] lists of live issuing CAs already.
+    /// Its CA is not this root or an issuing CA this root signed and that is valid now.
     Unrelated,
+    /// Its CA is a new issuing CA, but the store holds [`MAX_ISSUING_LISTS`] lists of live
+    /// issuing CAs already: the list is not in use, and that CA's nodes are checked against
+    /// the root's list only. An operator running this many live issuing CAs should retire some.
+    Full,
 }
 
 /// The trust anchor and the revocation lists in use.
@@ -43,7 +46,8 @@ pub enum CrlOffer {
 pub struct TrustStore {
     ca: CaCert,
     crl: Option<RevocationList>,
-    /// Lists of issuing CAs, by the issuing CA's fingerprint.
+    /// Lists of issuing CAs, by the issuing CA's identity (its name and key, so that a list
+    /// keeps applying when the CA's certificate is renewed).
     issuing: BTreeMap<Fingerprint, RevocationList>,
 }
 
@@ -51,7 +55,7 @@ impl TrustStore {
     /// A store for the root `ca`, with `crl` in use if it was signed by that CA (a list from
     /// another CA is left out: it could never be applied to this CA's certificates).
     pub fn new(ca: CaCert, crl: Option<RevocationList>) -> Self {
-        let crl = crl.filter(|crl| crl.ca_fingerprint() == ca.fingerprint());
+        let crl = crl.filter(|crl| crl.ca_identity() == ca.identity());
         Self {
             ca,
             crl,
@@ -84,9 +88,9 @@ impl TrustStore {
         self.crl.iter().chain(self.issuing.values())
     }
 
-    /// The list in use of the issuing CA with `fingerprint`.
-    pub fn issuing_list(&self, fingerprint: &Fingerprint) -> Option<&RevocationList> {
-        self.issuing.get(fingerprint)
+    /// The list in use of the issuing CA with `identity` ([`CaCert::identity`]).
+    pub fn issuing_list(&self, identity: &Fingerprint) -> Option<&RevocationList> {
+        self.issuing.get(identity)
     }
 
     /// Parses `der` (a node certificate, optionally followed by its issuing CA's) and verifies
@@ -101,7 +105,7 @@ impl TrustStore {
     pub fn check(&self, cert: &NodeCert, now: OffsetDateTime) -> Result<(), VerifyError> {
         let issuing = cert
             .issuing_ca()
-            .and_then(|ca| self.issuing.get(&ca.fingerprint()));
+            .and_then(|ca| self.issuing.get(&ca.identity()));
         let lists: Vec<&RevocationList> = self.crl.iter().chain(issuing).collect();
         verify(cert, &self.ca, &lists, now)
     }
@@ -114,7 +118,7 @@ impl TrustStore {
 
     /// [`TrustStore::offer`], checking the issuing CA is live only when `now` is given.
     fn admit(&mut self, crl: RevocationList, now: Option<OffsetDateTime>) -> CrlOffer {
-        if crl.ca_fingerprint() == self.ca.fingerprint() {
+        if crl.ca_identity() == self.ca.identity() {
             if !crl.supersedes(self.crl.as_ref()) {
                 return CrlOffer::NotNewer;
             }
@@ -129,8 +133,8 @@ impl TrustStore {
         if !issuing.issued_by(&self.ca) || !self.ca.may_sign_cas() || !live(issuing) {
             return CrlOffer::Unrelated;
         }
-        let fingerprint = issuing.fingerprint();
-        if let Some(current) = self.issuing.get(&fingerprint) {
+        let identity = issuing.identity();
+        if let Some(current) = self.issuing.get(&identity) {
             if !crl.supersedes(Some(current)) {
                 return CrlOffer::NotNewer;
             }
@@ -138,10 +142,10 @@ impl TrustStore {
             self.issuing
                 .retain(|_, list| list.issuing_ca().is_some_and(live));
             if self.issuing.len() >= MAX_ISSUING_LISTS {
-                return CrlOffer::Unrelated;
+                return CrlOffer::Full;
             }
         }
-        self.issuing.insert(fingerprint, crl);
+        self.issuing.insert(identity, crl);
         CrlOffer::Replaced
     }
 

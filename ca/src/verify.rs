@@ -76,15 +76,15 @@ pub fn verify(
 ) -> Result<(), VerifyError> {
     let signer = cert.issuing_ca().unwrap_or(root);
     for crl in crls {
-        let fingerprint = crl.ca_fingerprint();
-        if fingerprint != root.fingerprint() && fingerprint != signer.fingerprint() {
+        let ca = crl.ca_identity();
+        if ca != root.identity() && ca != signer.identity() {
             return Err(VerifyError::CrlFromOtherCa);
         }
     }
     let list_of = |ca: &CaCert| {
         crls.iter()
             .copied()
-            .find(|crl| crl.ca_fingerprint() == ca.fingerprint())
+            .find(|crl| crl.ca_identity() == ca.identity())
     };
     if let Some(issuing) = cert.issuing_ca() {
         verify_issuing(issuing, root, list_of(root), now).map_err(|problem| {

@@ -96,7 +96,10 @@ impl CrlWatch {
                     tracing::warn!(%ca, number = ?number, "the revocation list in the file is not newer than the one in use; keeping it");
                 }
                 CrlOffer::Unrelated => {
-                    tracing::warn!(%ca, "ignored a revocation list of an issuing CA that is expired, not yet valid or one too many");
+                    tracing::warn!(%ca, "ignored a revocation list of an issuing CA that is expired or not yet valid");
+                }
+                CrlOffer::Full => {
+                    tracing::error!(%ca, max = rma_ca::MAX_ISSUING_LISTS, "a revocation list of one issuing CA too many is not in use: that CA's nodes are checked against the root's list only; retire issuing CAs");
                 }
             }
         }

@@ -462,8 +462,7 @@ impl Rendezvous {
                 },
             ));
         }
-        self.lists
-            .retain(|l| l.ca_fingerprint() != crl.ca_fingerprint());
+        self.lists.retain(|l| l.ca_identity() != crl.ca_identity());
         self.lists.push(crl);
         effects
     }
@@ -473,8 +472,11 @@ impl Rendezvous {
         self.nodes.values().map(|n| n.cert.not_after()).min()
     }
 
-    /// Cuts off nodes whose certificates have expired by `wall`.
+    /// Cuts off nodes whose certificates have expired by `wall`, and forgets the lists of
+    /// issuing CAs that have (no node can present a chain through them any more).
     pub fn expire(&mut self, wall: OffsetDateTime) -> Vec<Effect> {
+        self.lists
+            .retain(|l| l.issuing_ca().is_none_or(|ca| ca.not_after() >= wall));
         let expired: Vec<ConnId> = self
             .nodes
             .iter()

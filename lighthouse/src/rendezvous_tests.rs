@@ -469,3 +469,31 @@ fn a_renewed_certificate_replaces_the_connections_and_outlives_the_old_one() {
         [Effect::Close(1, CloseReason::Protocol(_))]
     ));
 }
+
+/// Lists of issuing CAs that have expired are forgotten, so that a lighthouse running for months
+/// while issuing CAs come and go holds (and pushes to every node) only the live ones.
+#[test]
+fn lists_of_expired_issuing_cas_are_forgotten_over_simulated_months() {
+    let mut w = World::new();
+    let root_list = w.pki.crl(1, &[]);
+    w.lighthouse.set_crl(root_list);
+    let mut now = w.pki.start;
+    for month in 0..10 {
+        let issuing = w.pki.issuing_valid(
+            &format!("enroll-{month}"),
+            "10.42.128.0/17",
+            now - time::Duration::days(1),
+            now + time::Duration::days(60),
+        );
+        w.lighthouse.set_crl(issuing.crl(1, &[]));
+        now += time::Duration::days(30);
+        w.lighthouse.expire(now);
+        // The root's list, and the issuing CAs made in the last two months.
+        assert!(
+            w.lighthouse.lists().len() <= 3,
+            "month {month}: {}",
+            w.lighthouse.lists().len()
+        );
+        assert!(w.lighthouse.crl().is_some(), "the root's list stays");
+    }
+}

@@ -148,13 +148,10 @@ pub fn verify(
             .with_issuing_ca(issuing)
             .with_context(untrusted_context)?;
     }
-    // The lists that apply: the root's, and the issuing CA's that signed the certificate.
-    let signer = cert.issuing_ca().unwrap_or(&ca).fingerprint();
-    let applicable: Vec<&RevocationList> = lists
-        .iter()
-        .filter(|l| l.ca_fingerprint() == ca.fingerprint() || l.ca_fingerprint() == signer)
-        .collect();
-    rma_ca::verify(&cert, &ca, &applicable, now).with_context(untrusted_context)?;
+    // The lists that apply, the newest of each CA's: the root's, and the issuing CA's that
+    // signed the certificate.
+    let store = rma_ca::TrustStore::with_lists(ca.clone(), lists);
+    store.check(&cert, now).with_context(untrusted_context)?;
     let warnings = [
         Some(ca.expiry_warning(now, DEFAULT_WARNING_WINDOW)),
         cert.issuing_ca()

@@ -45,7 +45,7 @@ pub fn crl(
     let mut others = Vec::new();
     for path in include {
         for list in RevocationList::read_all(&read(path)?, authority.root()).map_err(named(path))? {
-            if list.ca_fingerprint() == authority.ca().fingerprint() {
+            if list.ca_identity() == authority.ca().identity() {
                 anyhow::bail!(
                     "{}: holds a list of this CA; the new one replaces it, leave it out",
                     path.display()

@@ -290,6 +290,9 @@ impl Node {
             rma_ca::CrlOffer::Unrelated => {
                 tracing::warn!(lighthouse = %name, ca = crl.issuing_ca().map(|ca| ca.name()), "ignored a revocation list of an issuing CA that is not live here");
             }
+            rma_ca::CrlOffer::Full => {
+                tracing::error!(lighthouse = %name, ca = crl.issuing_ca().map(|ca| ca.name()), max = rma_ca::MAX_ISSUING_LISTS, "a revocation list of one issuing CA too many is not in use: that CA's nodes are checked against the root's list only; retire issuing CAs");
+            }
         }
     }
 }
