@@ -104,6 +104,30 @@ pub enum AuthorityError {
     Lists { path: PathBuf, problem: String },
     #[error("{0}")]
     Token(String),
+    #[error(
+        "network {network} overlaps {other}, the network of live issuing CA {holder:?}; give each CA its own part of the network, or pass --force"
+    )]
+    NetworkOverlaps {
+        network: Ipv4Net,
+        other: Ipv4Net,
+        holder: String,
+    },
+    #[error(
+        "network {network} holds {ip}, the mesh IP of live certificate {holder:?} from this root; choose a part of the network the root has not given out, or pass --force"
+    )]
+    NetworkInUse {
+        network: Ipv4Net,
+        ip: Ipv4Addr,
+        holder: String,
+    },
+    #[error(
+        "mesh IP {ip} is in {network}, the network of live issuing CA {holder:?}, which gives those out; choose another or pass --force"
+    )]
+    IpOfIssuingCa {
+        ip: Ipv4Addr,
+        network: Ipv4Net,
+        holder: String,
+    },
 }
 
 /// Where a new certificate's mesh IP comes from.
@@ -328,6 +352,9 @@ impl Authority {
                 fingerprint: holder.fingerprint.to_string(),
             });
         }
+        if !force {
+            check_network_free(&tx, network, public, now)?;
+        }
         let issuing = issue::sign_issuing_ca(
             &self.ca,
             &self.key,
@@ -467,6 +494,12 @@ pub(crate) fn issue_in(
         None => (now + DEFAULT_NODE_VALIDITY).min(ca.not_after()),
     };
     let network = ca.network();
+    // A root leaves its issuing CAs' networks to them.
+    let delegated = if ca.is_self_signed() {
+        tx.live_issuing(now)?
+    } else {
+        Vec::new()
+    };
     if !request.force
         && let Some(holder) = tx.live_with_name(request.name.as_str(), now)?.first()
     {
@@ -477,11 +510,22 @@ pub(crate) fn issue_in(
         });
     }
     let mesh_ip = match request.ip {
-        IpChoice::Auto => tx
-            .next_free_ip(network)?
-            .ok_or(AuthorityError::NetworkFull { network })?,
+        IpChoice::Auto => {
+            let skip: Vec<Ipv4Net> = delegated.iter().map(CaCert::network).collect();
+            tx.next_free_ip(network, &skip)?
+                .ok_or(AuthorityError::NetworkFull { network })?
+        }
         IpChoice::Fixed(ip) => {
             issue::check_mesh_ip(ip, network)?;
+            if !request.force
+                && let Some(holder) = delegated.iter().find(|c| c.network().contains(&ip))
+            {
+                return Err(AuthorityError::IpOfIssuingCa {
+                    ip,
+                    network: holder.network(),
+                    holder: holder.name().to_owned(),
+                });
+            }
             if !request.force
                 && let Some(holder) = tx.live_with_ip(ip, now)?.first()
             {
@@ -508,6 +552,36 @@ pub(crate) fn issue_in(
     )?;
     tx.record(&cert, now)?;
     Ok(cert)
+}
+
+/// Refuses an issuing CA's network that overlaps another live issuing CA's (one for the same
+/// key, being renewed, may keep its network) or holds a mesh IP of a live node certificate
+/// from this root.
+fn check_network_free(
+    tx: &IndexTx<'_>,
+    network: Ipv4Net,
+    public: &ed25519_dalek::VerifyingKey,
+    now: OffsetDateTime,
+) -> Result<(), AuthorityError> {
+    let overlaps = |a: &Ipv4Net, b: &Ipv4Net| a.contains(&b.network()) || b.contains(&a.network());
+    for other in tx.live_issuing(now)? {
+        if other.public_key() != public && overlaps(&network, &other.network()) {
+            return Err(AuthorityError::NetworkOverlaps {
+                network,
+                other: other.network(),
+                holder: other.name().to_owned(),
+            });
+        }
+    }
+    let live_nodes = tx.live_in(network, now)?;
+    if let Some(node) = live_nodes.first() {
+        return Err(AuthorityError::NetworkInUse {
+            network,
+            ip: node.mesh_ip,
+            holder: node.name.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Creates the CA directory, readable by its owner only, if it does not exist yet.
@@ -890,13 +964,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, AuthorityError::NotFromRoot { .. }), "{err}");
+        // (Forced: it overlaps enroll's network, as a certificate for the wrong key would.)
         let stranger = root
             .sign_ca(
                 &CaKey::generate().verifying_key(),
                 "stranger".parse().unwrap(),
                 network,
                 None,
-                false,
+                true,
                 NOW,
                 |_| Ok(()),
             )
@@ -953,6 +1028,61 @@ mod tests {
         assert_eq!(own.issuing_ca(), Some(&cert));
         let read = RevocationList::read_all(own.to_pem().as_bytes(), root.ca()).unwrap();
         assert_eq!(read, vec![own]);
+    }
+
+    #[test]
+    fn issuing_cas_get_networks_of_their_own_and_the_root_leaves_them_alone() {
+        let (_dir, mut root) = new_ca("10.1.0.0/28");
+        let early = sign(&mut root, &request("early")).unwrap();
+        assert_eq!(early.mesh_ip(), Ipv4Addr::new(10, 1, 0, 1));
+        let key_a = CaKey::generate().verifying_key();
+        let key_b = CaKey::generate().verifying_key();
+        let sign_ca = |root: &mut Authority, key, name: &str, net: &str, force| {
+            root.sign_ca(
+                key,
+                name.parse().unwrap(),
+                net.parse().unwrap(),
+                None,
+                force,
+                NOW,
+                |_| Ok(()),
+            )
+        };
+        // A network holding a live node of the root's is refused.
+        let err = sign_ca(&mut root, &key_a, "a", "10.1.0.0/30", false).unwrap_err();
+        assert!(matches!(err, AuthorityError::NetworkInUse { .. }), "{err}");
+        sign_ca(&mut root, &key_a, "a", "10.1.0.4/30", false).unwrap();
+        // Another CA overlapping it, inside or around, is refused unless forced.
+        for net in ["10.1.0.4/31", "10.1.0.0/28"] {
+            let err = sign_ca(&mut root, &key_b, "b", net, false).unwrap_err();
+            assert!(
+                matches!(err, AuthorityError::NetworkOverlaps { .. }),
+                "{net}: {err}"
+            );
+        }
+        // The same CA renewed (same key) keeps its network; its name needs --force.
+        sign_ca(&mut root, &key_a, "a", "10.1.0.4/30", true).unwrap();
+        // The root's own allocation skips the issuing CA's network, and a fixed IP in it is
+        // refused.
+        let ips: Vec<Ipv4Addr> = ["n2", "n3", "n4"]
+            .iter()
+            .map(|n| sign(&mut root, &request(n)).unwrap().mesh_ip())
+            .collect();
+        assert_eq!(
+            ips,
+            [
+                Ipv4Addr::new(10, 1, 0, 2),
+                Ipv4Addr::new(10, 1, 0, 3),
+                Ipv4Addr::new(10, 1, 0, 8)
+            ]
+        );
+        let mut fixed = request("n5");
+        fixed.ip = IpChoice::Fixed(Ipv4Addr::new(10, 1, 0, 5));
+        let err = sign(&mut root, &fixed).unwrap_err();
+        assert!(matches!(err, AuthorityError::IpOfIssuingCa { .. }), "{err}");
+        // Revoked, the CA gives its network back.
+        root.revoke("a", None, NOW).unwrap();
+        sign(&mut root, &fixed).unwrap();
     }
 
     #[test]

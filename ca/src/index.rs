@@ -308,6 +308,23 @@ impl IndexTx<'_> {
         )
     }
 
+    /// Unrevoked, unexpired node certificates with a mesh IP in `network`.
+    pub fn live_in(
+        &self,
+        network: Ipv4Net,
+        now: OffsetDateTime,
+    ) -> Result<Vec<IssuedCert>, IndexError> {
+        select(
+            &self.0,
+            "ip BETWEEN ?1 AND ?2 AND network IS NULL AND revoked_at IS NULL AND not_after >= ?3",
+            params![
+                u32::from(network.network()),
+                u32::from(network.broadcast()),
+                now.unix_timestamp()
+            ],
+        )
+    }
+
     /// Unrevoked, unexpired certificates for mesh IP `ip`.
     pub fn live_with_ip(
         &self,
@@ -321,8 +338,28 @@ impl IndexTx<'_> {
         )
     }
 
-    /// The lowest host address of `network` that no certificate has ever held.
-    pub fn next_free_ip(&self, network: Ipv4Net) -> Result<Option<Ipv4Addr>, IndexError> {
+    /// The issuing CAs this root signed that are live at `now` (neither revoked nor expired).
+    pub fn live_issuing(&self, now: OffsetDateTime) -> Result<Vec<crate::CaCert>, IndexError> {
+        let mut stmt = self.0.prepare(
+            "SELECT der FROM certs WHERE network IS NOT NULL AND revoked_at IS NULL AND \
+             not_after >= ?1",
+        )?;
+        let rows = stmt.query_map(params![now.unix_timestamp()], |row| {
+            row.get::<_, Vec<u8>>(0)
+        })?;
+        rows.map(|der| {
+            crate::CaCert::issuing_from_der(&der?).map_err(|e| IndexError::Corrupt(e.to_string()))
+        })
+        .collect()
+    }
+
+    /// The lowest host address of `network` that no certificate has ever held, outside the
+    /// networks in `skip` (a root skips its issuing CAs' networks: they give out their own).
+    pub fn next_free_ip(
+        &self,
+        network: Ipv4Net,
+        skip: &[Ipv4Net],
+    ) -> Result<Option<Ipv4Addr>, IndexError> {
         let first = u32::from(network.network());
         let last = u32::from(network.broadcast());
         let (first_host, last_host) = if network.prefix_len() >= 31 {
@@ -333,19 +370,27 @@ impl IndexTx<'_> {
         let mut stmt = self
             .0
             .prepare("SELECT DISTINCT ip FROM certs WHERE ip BETWEEN ?1 AND ?2 ORDER BY ip")?;
-        let used = stmt.query_map(params![first_host, last_host], |row| row.get::<_, u32>(0))?;
+        let used: Vec<u32> = stmt
+            .query_map(params![first_host, last_host], |row| row.get::<_, u32>(0))?
+            .collect::<Result<_, _>>()?;
+        let mut used = used.into_iter().peekable();
         let mut candidate = first_host;
-        for ip in used {
-            let ip = ip?;
-            if ip > candidate {
-                break;
+        while candidate <= last_host {
+            if let Some(net) = skip.iter().find(|n| n.contains(&Ipv4Addr::from(candidate))) {
+                match u32::from(net.broadcast()).checked_add(1) {
+                    Some(next) => candidate = next,
+                    None => return Ok(None),
+                }
+                continue;
             }
-            if candidate == last_host {
-                return Ok(None);
+            while used.next_if(|u| *u < candidate).is_some() {}
+            if used.peek() == Some(&candidate) {
+                candidate += 1;
+                continue;
             }
-            candidate = ip + 1;
+            return Ok(Some(Ipv4Addr::from(candidate)));
         }
-        Ok((candidate <= last_host).then(|| Ipv4Addr::from(candidate)))
+        Ok(None)
     }
 
     /// Records an issued certificate.
