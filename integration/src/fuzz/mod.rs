@@ -4,6 +4,7 @@
 
 mod common;
 mod control_messages;
+mod enrollment;
 mod lighthouse_frames;
 mod node_datagrams;
 mod registration;
@@ -13,6 +14,7 @@ mod tun_packets;
 mod worker_responses;
 
 pub use control_messages::control_messages;
+pub use enrollment::enrollment;
 pub use lighthouse_frames::lighthouse_frames;
 pub use node_datagrams::node_datagrams;
 pub use registration::registration;
@@ -24,8 +26,9 @@ pub use worker_responses::worker_responses;
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name its fuzz binary and corpus directory have.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("control_messages", control_messages),
+    ("enrollment", enrollment),
     ("lighthouse_frames", lighthouse_frames),
     ("node_datagrams", node_datagrams),
     ("registration", registration),
