@@ -39,8 +39,11 @@ pub const DEFAULT_ISSUING_VALIDITY: Duration = Duration::days(365);
 pub const DEFAULT_NODE_VALIDITY: Duration = Duration::days(365);
 /// Revocation lists are due to be replaced after this long.
 pub const DEFAULT_CRL_VALIDITY: Duration = Duration::days(30);
-/// New certificates start this far in the past, so peers whose clocks lag a little accept them.
-const BACKDATE: Duration = Duration::minutes(1);
+/// New certificates start this far in the past, so peers whose clocks lag accept them: as far
+/// as the enrollment service lets a signed request's clock be off
+/// ([`crate::enrollment::PROOF_WINDOW`]), so that a node it accepts a join from accepts the
+/// certificate it gets.
+const BACKDATE: Duration = Duration::minutes(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorityError {
@@ -1100,5 +1103,26 @@ mod tests {
         let mut ca = Authority::open(dir.path()).unwrap();
         sign(&mut ca, &request("a")).unwrap();
         assert_eq!(ca.list().unwrap()[0].network, None);
+        assert!(ca.tokens().unwrap().is_empty(), "the token tables exist");
+        drop(ca);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+    }
+
+    #[test]
+    fn a_version_2_index_gets_the_token_tables_when_opened() {
+        let (dir, ca) = new_ca("10.1.0.0/16");
+        drop(ca);
+        let path = dir.path().join(INDEX_FILE);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE token_uses; DROP TABLE tokens; PRAGMA user_version = 2;")
+            .unwrap();
+        drop(conn);
+        let ca = Authority::open(dir.path()).unwrap();
+        assert!(ca.tokens().unwrap().is_empty());
+        assert_eq!(ca.list().unwrap().len(), 0);
     }
 }

@@ -2,10 +2,10 @@
 //! a renewal with, given the request's bytes and the time.
 //!
 //! It runs with an issuing CA only, so that the root key stays offline. Work is ordered by
-//! cost: a request is parsed and its token looked up (one SHA-256) before any signature is
+//! cost: a join is parsed and its token looked up (one SHA-256) before any signature is
 //! checked, and a renewal's certificate is looked up in the index by fingerprint before its
-//! proof is, so that nothing a stranger sends costs an Ed25519 verification unless it carries
-//! a live token or a certificate this CA issued.
+//! proof is, so that a request costs an Ed25519 verification only if it carries a live token
+//! or a live certificate this CA issued (certificates are public: one verification each).
 
 use std::path::{Path, PathBuf};
 
@@ -142,6 +142,9 @@ pub struct Enrollment {
     /// A file of every list the operator publishes (the root's among them), handed to joining
     /// nodes with a fresh list of this CA's.
     lists: Option<PathBuf>,
+    /// The file's lists, checked once, with the file's modification time and length when read:
+    /// a request costs a `stat`, and signatures are checked again only when the file changes.
+    lists_read: Option<(std::time::SystemTime, u64, Vec<RevocationList>)>,
     cert_duration: Duration,
 }
 
@@ -190,9 +193,10 @@ impl Enrollment {
                 dir: dir.to_owned(),
             });
         }
-        let service = Self {
+        let mut service = Self {
             authority,
             lists,
+            lists_read: None,
             cert_duration,
         };
         service.other_lists().map_err(|e| AuthorityError::Lists {
@@ -207,18 +211,28 @@ impl Enrollment {
     }
 
     /// The lists in the published file other than this CA's own (a fresh one of which goes
-    /// with every answer).
-    fn other_lists(&self) -> Result<Vec<RevocationList>, String> {
+    /// with every answer), read again only when the file has changed.
+    fn other_lists(&mut self) -> Result<Vec<RevocationList>, String> {
         let Some(path) = &self.lists else {
             return Ok(Vec::new());
         };
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let named = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let meta = std::fs::metadata(path).map_err(|e| named(&e))?;
+        let stamp = (meta.modified().map_err(|e| named(&e))?, meta.len());
+        if let Some((modified, len, lists)) = &self.lists_read
+            && (*modified, *len) == stamp
+        {
+            return Ok(lists.clone());
+        }
+        let bytes = std::fs::read(path).map_err(|e| named(&e))?;
         let own = self.authority.ca().identity();
-        Ok(RevocationList::read_all(&bytes, self.authority.root())
-            .map_err(|e| format!("{}: {e}", path.display()))?
+        let lists: Vec<RevocationList> = RevocationList::read_all(&bytes, self.authority.root())
+            .map_err(|e| named(&e))?
             .into_iter()
             .filter(|l| l.ca_identity() != own)
-            .collect())
+            .collect();
+        self.lists_read = Some((stamp.0, stamp.1, lists.clone()));
+        Ok(lists)
     }
 
     /// Answers a join: a live token, a request signed by the key it names, a free name.
@@ -238,20 +252,16 @@ impl Enrollment {
         let keys = NodePublicKeys::from_pem(request.public.as_bytes())
             .map_err(|e| EnrollError::BadRequest(format!("public keys: {e}")))?;
         let result = self.join_in(&credential, &request, &keys, signed, body, now);
+        // Refusals are recorded only for the token's holder (the secret matched): an id alone
+        // is public, and costs no write.
         if let Err(error) = &result
-            && !matches!(error, EnrollError::Internal(_))
-            && self.token_is_known(credential.id)?
+            && !matches!(error, EnrollError::Internal(_) | EnrollError::UnknownToken)
         {
             let tx = self.authority.index.transaction()?;
             tx.record_token_use(credential.id, now, &request.name, None, error.outcome())?;
             tx.commit()?;
         }
         result
-    }
-
-    fn token_is_known(&mut self, id: TokenId) -> Result<bool, EnrollError> {
-        let tx = self.authority.index.transaction()?;
-        Ok(tx.token(id)?.is_some())
     }
 
     fn join_in(
@@ -345,8 +355,9 @@ impl Enrollment {
             .map_err(|e| EnrollError::BadRequest(format!("not a renewal request: {e}")))?;
         let cert = NodeCert::from_bytes(request.cert.as_bytes())
             .map_err(|e| EnrollError::BadRequest(format!("certificate: {e}")))?;
-        let own = self.authority.ca().fingerprint();
-        if cert.issuing_ca().map(CaCert::fingerprint) != Some(own) {
+        // This CA by identity, so that nodes still presenting its previous certificate renew.
+        let own = self.authority.ca().identity();
+        if cert.issuing_ca().map(CaCert::identity) != Some(own) {
             return Err(EnrollError::NotIssuedHere);
         }
         let other_lists = self.other_lists().map_err(EnrollError::Internal)?;

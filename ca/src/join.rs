@@ -27,6 +27,9 @@ use crate::node_cert::NodeCert;
 
 pub const JOIN_PATH: &str = "/v1/join";
 pub const RENEW_PATH: &str = "/v1/renew";
+/// `GET`: the root CA's certificate (PEM), which a joining machine checks against its token's
+/// fingerprint before it sends the token anywhere.
+pub const ROOT_PATH: &str = "/v1/root";
 /// The issuing CA's signature over an answer's body (base64 Ed25519).
 pub const ANSWER_SIGNATURE_HEADER: &str = "x-rma-ca-signature";
 /// The most a request body may hold: a node's public keys, or its certificate chain.
@@ -35,7 +38,7 @@ pub const MAX_REQUEST: usize = 16 << 10;
 /// Separates answer signatures from every other use of a CA key (certificates, lists).
 const ANSWER_DOMAIN: &[u8] = b"rma-mesh enrollment answer v1\0";
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinRequest {
     /// The token's `ID_SECRET`, never its root fingerprint.
@@ -44,6 +47,17 @@ pub struct JoinRequest {
     pub name: String,
     /// The node's public keys (node.pub).
     pub public: String,
+}
+
+/// Never shows the token's secret.
+impl std::fmt::Debug for JoinRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = self.token.split('_').next().unwrap_or_default();
+        f.debug_struct("JoinRequest")
+            .field("token", &format_args!("{id}_…"))
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -164,6 +164,15 @@ impl NodeCert {
     pub fn wireguard_key(&self) -> Option<&WireGuardKey> {
         self.wireguard_key.as_ref()
     }
+    /// Whether `other` is this node renewed: the same name, mesh IP, identity key and
+    /// WireGuard key (its validity and serial may differ).
+    pub fn same_identity(&self, other: &NodeCert) -> bool {
+        self.name() == other.name()
+            && self.mesh_ip() == other.mesh_ip()
+            && self.identity_key() == other.identity_key()
+            && self.wireguard_key() == other.wireguard_key()
+    }
+
     pub fn identity_key(&self) -> &VerifyingKey {
         &self.identity_key
     }

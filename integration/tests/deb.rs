@@ -71,7 +71,7 @@ fn the_package_installs_into_a_scratch_root_keeps_changed_configs_and_purges_cle
         ],
     );
     for config in [
-        "/etc/meshd/meshd.toml",
+        "/etc/meshd/meshd.toml.example",
         "/etc/rma-mesh/lighthouse.toml",
         "/etc/rma-mesh/routerd.toml",
     ] {

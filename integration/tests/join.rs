@@ -201,7 +201,8 @@ fn token(issuing: &Path, url: &str, uses: &str) -> String {
     );
     let token = run.stdout.trim().to_owned();
     assert!(
-        run.stderr.contains(&format!("meshd join {url} {token}")),
+        run.stderr
+            .contains(&format!("RMA_JOIN_TOKEN={token} meshd join {url} --start")),
         "the exact join command is printed: {}",
         run.stderr
     );

@@ -334,8 +334,8 @@ fn a_new_machine_joins_with_one_token_and_serves_a_call_through_routerd() {
     );
     assert!(said.contains("joined as worker-volunteer"), "{said}");
     assert!(
-        etc.join("meshd.toml.before-join").is_file(),
-        "the packaged example is set aside"
+        etc.join("meshd.toml.example").is_file() && !etc.join("meshd.toml.before-join").exists(),
+        "the package's example is a file of its own, which the join leaves alone"
     );
     let join_secs = started.elapsed().as_secs_f64();
 
@@ -378,5 +378,4 @@ fn a_new_machine_joins_with_one_token_and_serves_a_call_through_routerd() {
          first call answered {first_call_secs:.1} s after join started",
         commands.len()
     );
-    assert_eq!(commands.len(), 3, "{commands:?}");
 }

@@ -297,7 +297,10 @@ fn certificates_renew_under_a_running_stream_without_losing_a_byte_or_a_session(
         a_log.contains("certificate renewed; every session kept"),
         "{a_log}"
     );
-    assert!(!a_log.contains("lighthouse connection ended"), "{a_log}");
+    // Neither ended (a clean end logs the first) nor cut (the second) once connected.
+    for dropped in ["lighthouse connection ended", "lighthouse: connection"] {
+        assert!(!a_log.contains(dropped), "{a_log}");
+    }
     eprintln!(
         "renewals by a: {}, stream {rate:.1} Mbit/s paced, a's certificate now valid until {}",
         status.renewals.succeeded, status.cert_not_after

@@ -254,18 +254,13 @@ impl Rendezvous {
         let Some(node) = self.nodes.get_mut(&conn) else {
             return Vec::new();
         };
-        let old = &node.cert;
-        let same = old.name() == cert.name()
-            && old.mesh_ip() == cert.mesh_ip()
-            && old.identity_key() == cert.identity_key()
-            && old.wireguard_key() == cert.wireguard_key();
-        if !same {
+        if !node.cert.same_identity(&cert) {
             return vec![Effect::Close(
                 conn,
                 CloseReason::Protocol("a renewal must keep the name, mesh IP and keys"),
             )];
         }
-        if cert.not_after() > old.not_after() {
+        if cert.not_after() > node.cert.not_after() {
             node.cert = cert;
             self.counters.renewals += 1;
         }

@@ -431,13 +431,11 @@ async fn node_session(
                             tracing::info!(not_after = %rma_ca::timefmt::rfc3339(cert.not_after()), "node renewed its certificate");
                             shared.core.renewed(conn, cert)
                         }
+                        // The connection stays on the certificate it was made with (a clock that
+                        // is off, say, is no reason to cut a healthy session).
                         Err(e) => {
-                            tracing::warn!(error = %e, "refused a renewed certificate");
-                            shared.core.message(
-                                conn,
-                                ToLighthouse::Renewed { cert },
-                                Instant::now(),
-                            )
+                            tracing::warn!(error = %e, "refused a renewed certificate; keeping the one in use");
+                            Vec::new()
                         }
                     };
                     shared.apply(effects);

@@ -156,11 +156,11 @@ impl RawEnrollment {
         let renew_at = self
             .renew_at
             .unwrap_or(f64::from(DEFAULT_RENEW_AT_PERMILLE) / 1000.0);
-        if !(0.1..=0.95).contains(&renew_at) {
+        if !(0.5..=0.95).contains(&renew_at) {
             return Err(ConfigError::semantic(
                 path,
                 format!(
-                    "[enrollment] renew_at = {renew_at}: give a share of the certificate's lifetime between 0.1 and 0.95"
+                    "[enrollment] renew_at = {renew_at}: give a share of the certificate's lifetime between 0.5 and 0.95 (the service renews from half of it on)"
                 ),
             ));
         }

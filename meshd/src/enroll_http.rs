@@ -103,6 +103,22 @@ pub async fn post(
     body: Bytes,
     timeout: Duration,
 ) -> anyhow::Result<Reply> {
+    request(url, "POST", path, headers, body, timeout).await
+}
+
+/// GETs `url`'s `path`, with a deadline for the whole exchange.
+pub async fn get(url: &EnrollUrl, path: &str, timeout: Duration) -> anyhow::Result<Reply> {
+    request(url, "GET", path, &[], Bytes::new(), timeout).await
+}
+
+async fn request(
+    url: &EnrollUrl,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    timeout: Duration,
+) -> anyhow::Result<Reply> {
     let target = format!("{}{path}", url.prefix);
     let host = url.authority();
     let exchange = async {
@@ -113,9 +129,9 @@ pub async fn post(
         tcp.set_nodelay(true)?;
         if url.tls {
             let tls = tls_connect(tcp, &url.host).await?;
-            http_client::exchange(Conn::new(tls), &host, "POST", &target, headers, body).await
+            http_client::exchange(Conn::new(tls), &host, method, &target, headers, body).await
         } else {
-            http_client::exchange(Conn::new(tcp), &host, "POST", &target, headers, body).await
+            http_client::exchange(Conn::new(tcp), &host, method, &target, headers, body).await
         }
     };
     tokio::time::timeout(timeout, exchange)

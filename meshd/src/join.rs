@@ -35,12 +35,13 @@ pub const CONFIG_BEFORE_JOIN: &str = "meshd.toml.before-join";
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Arguments of `meshd join`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct JoinArgs {
     /// The enrollment service (`rma-ca serve`), such as https://enroll.example.org.
     #[arg(env = "RMA_JOIN_URL")]
     pub url: String,
-    /// The token from `rma-ca token create` (rmajoin1_...).
+    /// The token from `rma-ca token create` (rmajoin1_...). Better given as RMA_JOIN_TOKEN:
+    /// other local users can read a command line in /proc, not another user's environment.
     #[arg(env = "RMA_JOIN_TOKEN", hide_env_values = true)]
     pub token: String,
     /// The name to ask for (the token's name prefix is put in front if it lacks it). Default:
@@ -56,6 +57,19 @@ pub struct JoinArgs {
     /// Join again on a machine that has joined: new keys, new certificate, new config.
     #[arg(long)]
     pub force: bool,
+}
+
+/// Never shows the token.
+impl std::fmt::Debug for JoinArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinArgs")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .field("start", &self.start)
+            .field("force", &self.force)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a join wrote.
@@ -85,10 +99,16 @@ impl JoinArgs {
                 existing.display()
             );
         }
+        // What could refuse the files after the service has issued is checked first, so that a
+        // refusal never spends a use of the token.
+        if !self.force && config.exists() {
+            rma_ca::files::check_absent([self.dir.join(CONFIG_BEFORE_JOIN).as_path()], false)?;
+        }
         let name = match &self.name {
             Some(name) => name.clone(),
             None => hostname()?,
         };
+        check_root(&url, &token).await?;
         let keys = NodeKeys::generate();
         let body = serde_json::to_vec(&JoinRequest {
             token: token.credential.to_string(),
@@ -100,6 +120,29 @@ impl JoinArgs {
         write_all(&self.dir, &keys, &checked, &text, self.force, now)?;
         Ok(Joined { checked, config })
     }
+}
+
+/// Fetches the service's root and checks it is the one the token names, before the token is
+/// sent: a wrong URL then learns nothing of it. (A machine in the middle that shows the right
+/// root still cannot forge the signed answer.)
+async fn check_root(url: &EnrollUrl, token: &JoinToken) -> anyhow::Result<()> {
+    let reply = enroll_http::get(url, join::ROOT_PATH, ANSWER_TIMEOUT).await?;
+    anyhow::ensure!(
+        reply.status.is_success(),
+        "{url} is not an enrollment service (HTTP {} for {})",
+        reply.status.as_u16(),
+        join::ROOT_PATH
+    );
+    let root = rma_ca::CaCert::from_bytes(&reply.body)
+        .with_context(|| format!("{url}: the root it shows"))?;
+    if root.fingerprint() != token.root {
+        return Err(join::AnswerError::WrongRoot {
+            expected: token.root,
+            got: root.fingerprint(),
+        })
+        .with_context(|| format!("{url} refused before the token was sent"));
+    }
+    Ok(())
 }
 
 /// Sends a signed request to the service and checks its answer.

@@ -43,6 +43,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let enrollment = Enrollment::open(dir, crl, cert_duration)?;
     let ca = enrollment.authority().ca().clone();
+    let root_pem = enrollment.authority().root().to_pem();
     let service = Service {
         enrollment: Arc::new(Mutex::new(enrollment)),
         waiting: Arc::new(Semaphore::new(MAX_WAITING)),
@@ -50,6 +51,13 @@ pub fn run(
     let app = Router::new()
         .route(join::JOIN_PATH, post(join_handler))
         .route(join::RENEW_PATH, post(renew_handler))
+        .route(
+            join::ROOT_PATH,
+            get(move || {
+                let pem = root_pem.clone();
+                async move { ([(header::CONTENT_TYPE, "application/x-pem-file")], pem) }
+            }),
+        )
         .route("/health", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(join::MAX_REQUEST))
         .with_state(service);

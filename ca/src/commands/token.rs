@@ -30,8 +30,10 @@ pub fn run(command: TokenCommand, now: OffsetDateTime) -> anyhow::Result<()> {
                 if args.uses == 1 { "" } else { "s" },
                 rfc3339(now + args.ttl)
             );
+            // In the environment rather than the command line, which every local user can read
+            // in /proc while the join runs.
             eprintln!("on the new machine, as root:");
-            eprintln!("  meshd join {} {token} --start", args.url);
+            eprintln!("  RMA_JOIN_TOKEN={token} meshd join {} --start", args.url);
             Ok(())
         }
         TokenCommand::List { ca, json } => {

@@ -177,7 +177,9 @@ pub fn enrollment(data: &[u8]) {
             let token = if live {
                 world.token.clone()
             } else {
-                world.token.replace('a', "b")
+                // The last digit of the secret, changed: the right id, a wrong secret.
+                let (head, last) = world.token.split_at(world.token.len() - 1);
+                format!("{head}{}", if last == "0" { "1" } else { "0" })
             };
             serde_json::to_vec(&JoinRequest {
                 token,

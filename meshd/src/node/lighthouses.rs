@@ -249,15 +249,20 @@ impl Node {
                 self.handle_wireguard(Source::Relay(id, from), datagram, now, out);
             }
             // A relayed peer's renewed certificate: taken only from a peer already known at
-            // the mesh IP the lighthouse vouches for, and never answered over the relay.
+            // the mesh IP the lighthouse vouches for, only for that mesh IP, and never answered
+            // over the relay.
             wire::Kind::Control => match wire::parse_control(datagram) {
                 Ok(wire::Control::CertHello { cert_der, .. })
                     if self.peers.slot_of_ip(from).is_some() =>
                 {
-                    if self.budget.hello(std::net::IpAddr::V4(from), now.instant) {
+                    if !self.budget.hello(std::net::IpAddr::V4(from), now.instant) {
+                        self.counters.over_budget += 1;
+                    } else if rma_ca::NodeCert::from_der(cert_der)
+                        .is_ok_and(|cert| cert.mesh_ip() == from)
+                    {
                         self.certified_slot(cert_der, now);
                     } else {
-                        self.counters.over_budget += 1;
+                        self.counters.malformed += 1;
                     }
                 }
                 _ => self.counters.malformed += 1,

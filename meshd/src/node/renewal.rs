@@ -48,15 +48,10 @@ impl Node {
         now: Now,
         out: &mut impl Output,
     ) -> Result<(), RenewalRefused> {
-        let old = &self.cert;
-        if old.name() != cert.name()
-            || old.mesh_ip() != cert.mesh_ip()
-            || old.identity_key() != cert.identity_key()
-            || old.wireguard_key() != cert.wireguard_key()
-        {
+        if !self.cert.same_identity(&cert) {
             return Err(RenewalRefused::OtherIdentity);
         }
-        if cert.not_after() <= old.not_after() {
+        if cert.not_after() <= self.cert.not_after() {
             return Err(RenewalRefused::NotLater);
         }
         self.trust.check(&cert, now.wall)?;
