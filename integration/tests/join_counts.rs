@@ -159,7 +159,7 @@ fn a_new_machine_joins_with_one_token_and_serves_a_call_through_routerd() {
         ],
     );
     for (name, ip, groups) in [
-        ("lighthouse-1", "10.42.255.1", "lighthouses"),
+        ("lighthouse-1", "10.42.0.254", "lighthouses"),
         ("routerd", "10.42.0.1", "routerd"),
     ] {
         let (crt, key) = (

@@ -83,7 +83,7 @@ fn operator(dir: &Path) -> (PathBuf, PathBuf, Issued) {
         "--name",
         "lighthouse-1",
         "--ip",
-        "10.42.255.1",
+        "10.42.0.254",
         "--groups",
         "lighthouses",
         "--out-key",
