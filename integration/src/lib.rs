@@ -3,6 +3,7 @@
 //! and always tear it all down.
 
 pub mod bench;
+pub mod enroll;
 pub mod fuzz;
 pub mod http;
 pub mod internet;

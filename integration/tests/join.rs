@@ -14,6 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use integration::enroll::Operator;
 use integration::mesh::binary;
 
 struct Run {
@@ -119,62 +120,15 @@ fn serve(dir: &Path, crl: &Path) -> Serve {
     serve
 }
 
-/// A root, an issuing CA it signed, the root's list, and a bundle: what an operator prepares
-/// once.
+/// A root, an issuing CA it signed, the root's list, and the shipped worker bundle: what an
+/// operator prepares once.
 fn operator(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let root = dir.join("root");
-    let issuing = dir.join("issuing");
-    let crl = dir.join("root.crl");
-    ok(
-        "rma-ca",
-        &[
-            "init",
-            "--dir",
-            path(&root),
-            "--name",
-            "lab",
-            "--network",
-            "10.42.0.0/16",
-        ],
-    );
-    ok("rma-ca", &["init-issuing", "--dir", path(&issuing)]);
-    let issuing_crt = dir.join("issuing.crt");
-    ok(
-        "rma-ca",
-        &[
-            "sign-ca",
-            "--dir",
-            path(&root),
-            "--pub",
-            path(&issuing.join("ca.pub")),
-            "--name",
-            "enroll",
-            "--network",
-            "10.42.128.0/17",
-            "--out-crt",
-            path(&issuing_crt),
-        ],
-    );
-    ok(
-        "rma-ca",
-        &[
-            "install-ca",
-            "--dir",
-            path(&issuing),
-            "--cert",
-            path(&issuing_crt),
-            "--root",
-            path(&root.join("ca.crt")),
-        ],
-    );
-    ok(
-        "rma-ca",
-        &["crl", "--dir", path(&root), "--out", path(&crl)],
-    );
-    std::fs::create_dir(issuing.join("bundles")).unwrap();
+    let operator = Operator::new(dir).unwrap();
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/bundles/worker.toml");
-    std::fs::copy(shipped, issuing.join("bundles/worker.toml")).unwrap();
-    (root, issuing, crl)
+    operator
+        .bundle("worker", &std::fs::read_to_string(shipped).unwrap())
+        .unwrap();
+    (operator.root, operator.issuing, operator.crl)
 }
 
 fn token(issuing: &Path, url: &str, uses: &str) -> String {

@@ -13,15 +13,15 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use integration::enroll::Operator;
 use integration::internet::{Internet, Nat};
 use integration::lab::{Lab, Ns};
-use integration::mesh::{self, Issued, NodeConfig, Started, binary};
+use integration::mesh::{self, NodeConfig, Started, binary};
 use integration::package::{self, ScratchRoot};
 use integration::{traffic, wait};
-use rma_ca::{NodeCert, NodeKeys};
+use rma_ca::NodeCert;
 
 const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 const ROUTERD_IP: Ipv4Addr = Ipv4Addr::new(10, 42, 0, 1);
@@ -29,44 +29,6 @@ const PUBLIC: &str = "127.0.0.1:8080";
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// An operator's command, run on the operator's machine and counted.
-struct Operator {
-    commands: Vec<String>,
-}
-
-impl Operator {
-    fn rma_ca(&mut self, counted: bool, args: &[&str]) -> String {
-        if counted {
-            self.commands.push(format!("rma-ca {}", args.join(" ")));
-        }
-        let out = Command::new(binary("rma-ca").unwrap())
-            .args(args)
-            .env_remove("RMA_CA_DIR")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "rma-ca {args:?}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    }
-}
-
-/// A certificate and key `rma-ca sign --out-key` wrote (the lab shortcut for the offline
-/// path, used for the lighthouse and routerd's machine).
-fn issued(dir: &Path, name: &str) -> Issued {
-    let cert_path = dir.join(format!("{name}.crt"));
-    let key_path = dir.join(format!("{name}.key"));
-    Issued {
-        cert: NodeCert::from_bytes(&std::fs::read(&cert_path).unwrap()).unwrap(),
-        keys: NodeKeys::from_pem(&std::fs::read(&key_path).unwrap()).unwrap(),
-        cert_path,
-        key_path,
-    }
 }
 
 fn start_routerd(lab: &mut Lab, ns: &Ns, config: &Path) -> usize {
@@ -107,103 +69,30 @@ fn a_new_machine_joins_with_one_token_and_serves_a_call_through_routerd() {
     let lab = Lab::new().unwrap();
     let mut net = Internet::new(lab).unwrap();
     let dir = net.lab.dir().to_owned();
-    let mut operator = Operator {
-        commands: Vec::new(),
-    };
+    // The commands run for this worker, as the operator and the volunteer would type them.
+    let mut commands: Vec<String> = Vec::new();
 
     // Once, before any worker: a root (offline), an issuing CA it signed (online), the
     // lighthouse's and routerd's certificates, the root's list, and the worker bundle.
-    let root = dir.join("root");
-    let issuing = dir.join("issuing");
-    let crl = dir.join("root.crl");
-    operator.rma_ca(
-        false,
-        &[
-            "init",
-            "--dir",
-            path(&root),
-            "--name",
-            "lab",
-            "--network",
-            "10.42.0.0/16",
-        ],
-    );
-    operator.rma_ca(false, &["init-issuing", "--dir", path(&issuing)]);
-    let issuing_crt = dir.join("issuing.crt");
-    operator.rma_ca(
-        false,
-        &[
-            "sign-ca",
-            "--dir",
-            path(&root),
-            "--pub",
-            path(&issuing.join("ca.pub")),
-            "--name",
-            "enroll",
-            "--network",
-            "10.42.128.0/17",
-            "--out-crt",
-            path(&issuing_crt),
-        ],
-    );
-    operator.rma_ca(
-        false,
-        &[
-            "install-ca",
-            "--dir",
-            path(&issuing),
-            "--cert",
-            path(&issuing_crt),
-            "--root",
-            path(&root.join("ca.crt")),
-        ],
-    );
-    for (name, ip, groups) in [
-        ("lighthouse-1", "10.42.0.254", "lighthouses"),
-        ("routerd", "10.42.0.1", "routerd"),
-    ] {
-        let (crt, key) = (
-            dir.join(format!("{name}.crt")),
-            dir.join(format!("{name}.key")),
-        );
-        operator.rma_ca(
-            false,
-            &[
-                "sign",
-                "--dir",
-                path(&root),
-                "--name",
-                name,
-                "--ip",
-                ip,
-                "--groups",
-                groups,
-                "--out-key",
-                path(&key),
-                "--out-crt",
-                path(&crt),
-            ],
-        );
-    }
-    operator.rma_ca(false, &["crl", "--dir", path(&root), "--out", path(&crl)]);
-    let ca = root.join("ca.crt");
+    let operator = Operator::new(&dir).unwrap();
+    let lighthouse_issued = operator
+        .sign_offline("lighthouse-1", "10.42.0.254", "lighthouses")
+        .unwrap();
+    let routerd_issued = operator
+        .sign_offline("routerd", "10.42.0.1", "routerd")
+        .unwrap();
+    let (ca, crl) = (operator.ca.clone(), operator.crl.clone());
 
     let (lh_ns, lh_ip) = net.public_host("lighthouse").unwrap();
-    let lh_config = mesh::write_lighthouse_config(
-        &net.lab,
-        &ca,
-        &issued(&dir, "lighthouse-1"),
-        Some(&crl),
-        lh_ip,
-    )
-    .unwrap();
+    let lh_config =
+        mesh::write_lighthouse_config(&net.lab, &ca, &lighthouse_issued, Some(&crl), lh_ip)
+            .unwrap();
     let lighthouse =
         mesh::start_lighthouse(&mut net.lab, &lh_ns, "lighthouse-1", &lh_config, lh_ip).unwrap();
 
     // routerd's machine, enrolled offline, behind a NAT.
     let mut site = net.site("routerd-router", Nat::Cone).unwrap();
     let (r_ns, _) = net.host_behind(&mut site, "routerd").unwrap();
-    let routerd_issued = issued(&dir, "routerd");
     let routerd_node = mesh::start(
         &mut net.lab,
         &r_ns,
@@ -253,77 +142,47 @@ fn a_new_machine_joins_with_one_token_and_serves_a_call_through_routerd() {
          exec = [{testsvc:?}, \"--worker\", \"volunteer\"]\nstart_timeout = \"20s\"\n",
         lighthouse.address
     );
-    std::fs::create_dir(issuing.join("bundles")).unwrap();
-    std::fs::write(issuing.join("bundles/worker.toml"), bundle).unwrap();
+    operator.bundle("worker", &bundle).unwrap();
     let (op_ns, op_ip) = net.public_host("operator").unwrap();
     let listen = format!("{op_ip}:8090");
-    let serve = net
-        .lab
-        .spawn(
-            &op_ns,
-            "rma-ca-serve",
-            &binary("rma-ca").unwrap(),
-            &[
-                "serve",
-                "--dir",
-                path(&issuing),
-                "--listen",
-                &listen,
-                "--crl",
-                path(&crl),
-            ],
-        )
+    operator
+        .serve(&mut net.lab, &op_ns, &listen, &["--crl", path(&crl)])
         .unwrap();
-    wait::until("rma-ca serve to listen", Duration::from_secs(10), || {
-        net.lab
-            .proc(serve)
-            .log_text()
-            .contains("serving")
-            .then_some(())
-    })
-    .unwrap();
     let url = format!("http://{listen}");
 
     // For this worker, the operator: one token.
-    let token = operator.rma_ca(
-        true,
-        &[
-            "token",
-            "create",
-            "--dir",
-            path(&issuing),
-            "--groups",
-            "workers",
-            "--name-prefix",
-            "worker-",
-            "--uses",
-            "1",
-            "--ttl",
-            "1h",
-            "--bundle",
-            "worker",
-            "--url",
-            &url,
-        ],
-    );
-    let token = token.trim().to_owned();
+    let token = operator.token(&url, 1, "worker").unwrap();
+    commands.push(format!(
+        "rma-ca token create --dir {} --groups workers --name-prefix worker- --uses 1 --ttl 1h \
+         --bundle worker --url {url}",
+        operator.issuing.display()
+    ));
 
     // On the new machine (behind its own NAT): install the package, then join.
     let mut site = net.site("volunteer-router", Nat::Cone).unwrap();
     let (w_ns, _) = net.host_behind(&mut site, "volunteer").unwrap();
     let scratch = ScratchRoot::new().unwrap();
     let deb = package::deb().unwrap();
-    operator.commands.push(format!("dpkg -i {}", deb.display()));
+    commands.push(format!("dpkg -i {}", deb.display()));
     scratch.dpkg(&["--install", path(&deb)]).unwrap();
     let meshd = scratch.file("usr/bin/meshd");
     let etc = scratch.file("etc/meshd");
     let started = Instant::now();
-    operator
-        .commands
-        .push(format!("meshd join {url} {token} --start"));
+    commands.push(format!("RMA_JOIN_TOKEN={token} meshd join {url} --start"));
+    // The token in the environment, as `rma-ca token create` prints the command.
     let join = |lab: &Lab, name: &str, dir: &Path| {
-        let args = ["join", &url, &token, "--name", name, "--dir", path(dir)];
-        lab.exec(&w_ns, path(&meshd), &args)
+        let env = format!("RMA_JOIN_TOKEN={token}");
+        let args = [
+            &env,
+            path(&meshd),
+            "join",
+            &url,
+            "--name",
+            name,
+            "--dir",
+            path(dir),
+        ];
+        lab.exec(&w_ns, "env", &args)
     };
     let joined = join(&net.lab, "volunteer", &etc).unwrap();
     let said = String::from_utf8_lossy(&joined.stdout).into_owned();
@@ -372,7 +231,7 @@ fn a_new_machine_joins_with_one_token_and_serves_a_call_through_routerd() {
     assert!(why.contains("the token is used up"), "{why}");
     assert!(!elsewhere.exists());
 
-    let commands: Vec<&str> = operator.commands.iter().map(String::as_str).collect();
+    let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
     eprintln!(
         "operator commands for the worker: {} ({commands:?}); join took {join_secs:.2} s; \
          first call answered {first_call_secs:.1} s after join started",

@@ -8,96 +8,20 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use integration::enroll::Operator;
 use integration::internet::{Internet, Nat};
 use integration::lab::{Lab, Ns};
-use integration::mesh::{self, Issued, MeshNode, Started, binary};
+use integration::mesh::{self, MeshNode, Started, binary};
 use integration::{traffic, wait};
-use rma_ca::{NodeCert, NodeKeys};
+use rma_ca::NodeCert;
 
 const MIB: u64 = 1 << 20;
 
-fn rma_ca(args: &[&str]) -> String {
-    let out = std::process::Command::new(binary("rma-ca").unwrap())
-        .args(args)
-        .env_remove("RMA_CA_DIR")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "rma-ca {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// A root, an issuing CA for 10.42.128.0/17, and the lighthouse's certificate from the root.
-fn operator(dir: &Path) -> (PathBuf, PathBuf, Issued) {
-    let root = dir.join("root");
-    let issuing = dir.join("issuing");
-    rma_ca(&[
-        "init",
-        "--dir",
-        path(&root),
-        "--name",
-        "lab",
-        "--network",
-        "10.42.0.0/16",
-    ]);
-    rma_ca(&["init-issuing", "--dir", path(&issuing)]);
-    let issuing_crt = dir.join("issuing.crt");
-    rma_ca(&[
-        "sign-ca",
-        "--dir",
-        path(&root),
-        "--pub",
-        path(&issuing.join("ca.pub")),
-        "--name",
-        "enroll",
-        "--network",
-        "10.42.128.0/17",
-        "--out-crt",
-        path(&issuing_crt),
-    ]);
-    rma_ca(&[
-        "install-ca",
-        "--dir",
-        path(&issuing),
-        "--cert",
-        path(&issuing_crt),
-        "--root",
-        path(&root.join("ca.crt")),
-    ]);
-    let (cert_path, key_path) = (dir.join("lighthouse-1.crt"), dir.join("lighthouse-1.key"));
-    rma_ca(&[
-        "sign",
-        "--dir",
-        path(&root),
-        "--name",
-        "lighthouse-1",
-        "--ip",
-        "10.42.0.254",
-        "--groups",
-        "lighthouses",
-        "--out-key",
-        path(&key_path),
-        "--out-crt",
-        path(&cert_path),
-    ]);
-    let lighthouse = Issued {
-        cert: NodeCert::from_bytes(&std::fs::read(&cert_path).unwrap()).unwrap(),
-        keys: NodeKeys::from_pem(&std::fs::read(&key_path).unwrap()).unwrap(),
-        cert_path,
-        key_path,
-    };
-    (root, issuing, lighthouse)
 }
 
 /// `meshd join` in `ns` into its own directory, then meshd started on what it wrote.
@@ -131,12 +55,14 @@ fn join_and_start(lab: &mut Lab, ns: &Ns, url: &str, token: &str, name: &str) ->
 fn certificates_renew_under_a_running_stream_without_losing_a_byte_or_a_session() {
     let lab = Lab::new().unwrap();
     let mut net = Internet::new(lab).unwrap();
-    let (root, issuing, lighthouse) = operator(net.lab.dir());
+    let operator = Operator::new(net.lab.dir()).unwrap();
+    let lighthouse = operator
+        .sign_offline("lighthouse-1", "10.42.0.254", "lighthouses")
+        .unwrap();
 
     let (lh_ns, lh_ip) = net.public_host("lighthouse").unwrap();
     let lh_config =
-        mesh::write_lighthouse_config(&net.lab, &root.join("ca.crt"), &lighthouse, None, lh_ip)
-            .unwrap();
+        mesh::write_lighthouse_config(&net.lab, &operator.ca, &lighthouse, None, lh_ip).unwrap();
     let lighthouse =
         mesh::start_lighthouse(&mut net.lab, &lh_ns, "lighthouse-1", &lh_config, lh_ip).unwrap();
 
@@ -148,53 +74,20 @@ fn certificates_renew_under_a_running_stream_without_losing_a_byte_or_a_session(
         mesh::ALLOW_ALL,
         lighthouse.address
     );
-    std::fs::create_dir(issuing.join("bundles")).unwrap();
-    std::fs::write(issuing.join("bundles/lab.toml"), bundle).unwrap();
+    operator.bundle("lab", &bundle).unwrap();
     let (enroll_ns, enroll_ip) = net.public_host("enroll").unwrap();
     let listen = format!("{enroll_ip}:8090");
-    let serve = net
-        .lab
-        .spawn(
+    operator
+        .serve(
+            &mut net.lab,
             &enroll_ns,
-            "rma-ca-serve",
-            &binary("rma-ca").unwrap(),
-            &[
-                "serve",
-                "--dir",
-                path(&issuing),
-                "--listen",
-                &listen,
-                "--cert-duration",
-                "20s",
-            ],
+            &listen,
+            &["--cert-duration", "20s"],
         )
         .unwrap();
-    wait::until("rma-ca serve to listen", Duration::from_secs(10), || {
-        net.lab
-            .proc(serve)
-            .log_text()
-            .contains("serving")
-            .then_some(())
-    })
-    .unwrap();
     let url = format!("http://{listen}");
-    let token = rma_ca(&[
-        "token",
-        "create",
-        "--dir",
-        path(&issuing),
-        "--groups",
-        "workers",
-        "--uses",
-        "2",
-        "--ttl",
-        "1h",
-        "--bundle",
-        "lab",
-        "--url",
-        &url,
-    ]);
-    let token = token.trim();
+    let token = operator.token(&url, 2, "lab").unwrap();
+    let token = token.as_str();
 
     let mut site_a = net.site("a-router", Nat::Cone).unwrap();
     let (a_ns, _) = net.host_behind(&mut site_a, "a").unwrap();
