@@ -443,3 +443,24 @@ impl MeshNode {
             .find(|p| p.mesh_ip == ip)
     }
 }
+
+/// Starts routerd in `ns` with `config` and waits until it serves.
+pub fn start_routerd(lab: &mut Lab, ns: &Ns, config: &Path) -> anyhow::Result<usize> {
+    let handle = lab.spawn(
+        ns,
+        "routerd",
+        &binary("routerd")?,
+        &["--config", &config.to_string_lossy()],
+    )?;
+    wait::until("routerd to listen", Duration::from_secs(10), || {
+        let proc = lab.proc(handle);
+        if let Some(exit) = proc.exited() {
+            return Some(Err(anyhow::anyhow!(
+                "routerd exited with {exit}: {}",
+                proc.log_text()
+            )));
+        }
+        proc.log_text().contains("routerd up").then_some(Ok(()))
+    })??;
+    Ok(handle)
+}

@@ -32,22 +32,7 @@ fn path(p: &Path) -> &str {
 }
 
 fn start_routerd(lab: &mut Lab, ns: &Ns, config: &Path) -> usize {
-    let handle = lab
-        .spawn(
-            ns,
-            "routerd",
-            &binary("routerd").unwrap(),
-            &["--config", path(config)],
-        )
-        .unwrap();
-    wait::until("routerd to listen", Duration::from_secs(10), || {
-        lab.proc(handle)
-            .log_text()
-            .contains("routerd up")
-            .then_some(())
-    })
-    .unwrap();
-    handle
+    mesh::start_routerd(lab, ns, config).unwrap()
 }
 
 /// A call through routerd's public listener from routerd's machine (where cloudflared runs).

@@ -288,23 +288,7 @@ fn start_meshd(
 }
 
 fn start_routerd(lab: &mut Lab, ns: &Ns, config: &std::path::Path) -> usize {
-    let routerd = mesh::binary("routerd").unwrap();
-    let handle = lab
-        .spawn(
-            ns,
-            "routerd",
-            &routerd,
-            &["--config", &config.to_string_lossy()],
-        )
-        .unwrap();
-    wait::until("routerd to listen", Duration::from_secs(10), || {
-        lab.proc(handle)
-            .log_text()
-            .contains("routerd up")
-            .then_some(())
-    })
-    .unwrap();
-    handle
+    mesh::start_routerd(lab, ns, config).unwrap()
 }
 
 fn start_service(lab: &mut Lab, ns: &Ns, name: &str, ip: Ipv4Addr) -> usize {

@@ -57,7 +57,6 @@ pub(super) fn send(
     out: &mut impl Output,
 ) {
     let route = peer.route(now.instant, lighthouses.relay_up(peer));
-    let ip = peer.cert.mesh_ip();
     let init = datagram.first() == Some(&1);
     if init {
         peer.initiated = true;
@@ -74,19 +73,7 @@ pub(super) fn send(
             }
         }
     }
-    match route {
-        Route::Direct(to) => out.transmit(to, datagram),
-        Route::Relay(via) => out.relay(via, ip, datagram),
-        Route::Both(to, via) => {
-            out.transmit(to, datagram);
-            out.relay(via, ip, datagram);
-        }
-        Route::Candidates => {
-            for to in &peer.candidates {
-                out.transmit(*to, datagram);
-            }
-        }
-    }
+    on_route(route, peer, datagram, out);
     if init && !matches!(route, Route::Direct(_) | Route::Candidates) {
         for to in peer
             .candidates
@@ -124,8 +111,18 @@ pub(super) fn send_control(
     now: Now,
     out: &mut impl Output,
 ) {
+    on_route(
+        peer.route(now.instant, lighthouses.relay_up(peer)),
+        peer,
+        datagram,
+        out,
+    );
+}
+
+/// Sends `datagram` to `peer` the way `route` says.
+fn on_route(route: Route, peer: &Peer, datagram: &[u8], out: &mut impl Output) {
     let ip = peer.cert.mesh_ip();
-    match peer.route(now.instant, lighthouses.relay_up(peer)) {
+    match route {
         Route::Direct(to) => out.transmit(to, datagram),
         Route::Relay(via) => out.relay(via, ip, datagram),
         Route::Both(to, via) => {
