@@ -21,6 +21,9 @@ use crate::renewal::Schedule;
 
 /// How often the shell looks whether a renewal is due.
 pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+/// An attempt that has not reported by then is given up (it has a 30 s deadline of its own),
+/// so that one lost attempt never ends the renewals.
+const GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What a renewal attempt came back with.
 pub type Outcome = anyhow::Result<Checked>;
@@ -33,7 +36,8 @@ pub struct Renewer {
     root: Fingerprint,
     /// Where the certificate is written (`[pki] cert`).
     cert_path: PathBuf,
-    in_flight: bool,
+    /// When the attempt under way started.
+    in_flight: Option<std::time::Instant>,
     results: mpsc::Sender<Outcome>,
 }
 
@@ -68,7 +72,7 @@ impl Renewer {
             keys,
             root,
             cert_path,
-            in_flight: false,
+            in_flight: None,
             results,
         };
         (renewer, receiver)
@@ -78,12 +82,19 @@ impl Renewer {
         self.schedule.next()
     }
 
-    /// Starts an attempt for `cert` if one is due and none is under way.
+    /// Starts an attempt for `cert` if one is due and none is under way (or the one under way
+    /// has gone silent past [`GIVE_UP_AFTER`]).
     pub fn poll(&mut self, cert: &NodeCert, now: OffsetDateTime) {
-        if self.in_flight || !self.schedule.is_due(now) {
+        if !self.schedule.is_due(now) {
             return;
         }
-        self.in_flight = true;
+        if let Some(started) = self.in_flight {
+            if started.elapsed() < GIVE_UP_AFTER {
+                return;
+            }
+            tracing::warn!("a renewal attempt never reported; trying again");
+        }
+        self.in_flight = Some(std::time::Instant::now());
         let body = match serde_json::to_vec(&RenewRequest {
             cert: cert.to_pem(),
         }) {
@@ -110,7 +121,7 @@ impl Renewer {
     /// Takes an attempt's outcome. On success returns the new certificate's PEM, for the
     /// coordinators.
     pub fn finish(&mut self, outcome: Outcome, to: Targets<'_>) -> Option<String> {
-        self.in_flight = false;
+        self.in_flight = None;
         let wall = OffsetDateTime::now_utc();
         let now = Now {
             instant: std::time::Instant::now(),
@@ -159,5 +170,67 @@ impl Renewer {
             tracing::error!("the renewed certificate is in use but could not be written: {e}");
         }
         Ok(cert)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    use rma_ca::test_ca::TestCa;
+
+    use super::*;
+
+    /// An attempt that fails reports its failure; one that never reports is given up after
+    /// [`GIVE_UP_AFTER`], so that renewals go on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_attempt_reports_and_a_silent_one_is_given_up() {
+        let pki = TestCa::new("ca");
+        let (cert, keys) = pki.node("n", Ipv4Addr::new(10, 42, 0, 9));
+        // Nothing listens on port 1 of loopback: the attempt fails at once.
+        let enrollment = Enrollment {
+            url: "http://127.0.0.1:1".parse().unwrap(),
+            renew_at_permille: 500,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (mut renewer, mut outcomes) = Renewer::new(
+            &enrollment,
+            &cert,
+            keys,
+            pki.ca.fingerprint(),
+            dir.path().join("node.crt"),
+        );
+        let due = renewer.next_attempt();
+        renewer.poll(&cert, due - time::Duration::seconds(1));
+        assert!(renewer.in_flight.is_none(), "not due yet");
+        renewer.poll(&cert, due);
+        let started = renewer.in_flight.expect("an attempt under way");
+        // Under way: a second poll starts nothing.
+        renewer.poll(&cert, due);
+        assert_eq!(renewer.in_flight, Some(started));
+        let outcome = tokio::time::timeout(Duration::from_secs(30), outcomes.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let error = outcome.unwrap_err().to_string();
+        assert!(
+            error.contains("cannot reach the enrollment service"),
+            "{error}"
+        );
+        // One that never reports (its task lost): given up once silent for long enough.
+        let silent = Instant::now()
+            .checked_sub(GIVE_UP_AFTER + Duration::from_secs(1))
+            .expect("the clock has run for minutes");
+        renewer.in_flight = Some(silent);
+        renewer.poll(&cert, due);
+        assert!(
+            renewer.in_flight.is_some_and(|t| t > silent),
+            "a new attempt"
+        );
+        assert!(
+            dir.path().read_dir().unwrap().next().is_none(),
+            "nothing written"
+        );
     }
 }
