@@ -580,17 +580,7 @@ impl Authority {
         now: OffsetDateTime,
     ) -> Result<TokenId, AuthorityError> {
         let tx = self.index.transaction()?;
-        let found = tx.tokens_starting(prefix)?;
-        let [token] = found.as_slice() else {
-            return Err(AuthorityError::Token(if found.is_empty() {
-                format!("no token has an id starting with {prefix:?}")
-            } else {
-                format!(
-                    "{prefix:?} starts {} token ids; give more digits",
-                    found.len()
-                )
-            }));
-        };
+        let token = one_token(&tx, prefix)?;
         if !tx.revoke_token(token.id, whole_seconds(now))? {
             return Err(AuthorityError::Token(format!(
                 "token {} is already revoked",
@@ -601,11 +591,31 @@ impl Authority {
         Ok(token.id)
     }
 
+    /// The one token whose id starts with `prefix`.
+    pub fn token(&mut self, prefix: &str) -> Result<crate::tokens::TokenRow, AuthorityError> {
+        let tx = self.index.transaction()?;
+        one_token(&tx, prefix)
+    }
+
     pub fn tokens(&self) -> Result<Vec<crate::tokens::TokenRow>, AuthorityError> {
         Ok(self.index.tokens()?)
     }
 
     pub fn token_uses(&self, id: TokenId) -> Result<Vec<crate::tokens::TokenUse>, AuthorityError> {
         Ok(self.index.token_uses(id)?)
+    }
+}
+
+/// The one token whose id starts with `prefix`, or why there is not exactly one.
+fn one_token(tx: &IndexTx<'_>, prefix: &str) -> Result<crate::tokens::TokenRow, AuthorityError> {
+    let mut found = tx.tokens_starting(prefix)?;
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(AuthorityError::Token(format!(
+            "no token has an id starting with {prefix:?}"
+        ))),
+        n => Err(AuthorityError::Token(format!(
+            "{prefix:?} starts {n} token ids; give more digits"
+        ))),
     }
 }

@@ -167,13 +167,24 @@ pub struct TokenRow {
 }
 
 /// Whether a token can still issue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenStatus {
     Usable,
     Expired,
     UsedUp,
     Revoked,
+}
+
+impl TokenStatus {
+    /// The word `rma-ca token list` shows (and its JSON carries).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Usable => "usable",
+            Self::Expired => "expired",
+            Self::UsedUp => "used-up",
+            Self::Revoked => "revoked",
+        }
+    }
 }
 
 impl TokenRow {

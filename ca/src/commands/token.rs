@@ -51,7 +51,7 @@ pub fn run(command: TokenCommand, now: OffsetDateTime) -> anyhow::Result<()> {
                 println!(
                     "{:<16}  {:<8}  {:>9}  {:<20}  {:<12}  {:<10}  {}",
                     t.id,
-                    status_word(t, now),
+                    t.status(now).as_str(),
                     format!("{}/{}", t.used, t.policy.uses),
                     groups(t),
                     t.policy.name_prefix,
@@ -62,8 +62,8 @@ pub fn run(command: TokenCommand, now: OffsetDateTime) -> anyhow::Result<()> {
             Ok(())
         }
         TokenCommand::Uses { ca, id } => {
-            let authority = Authority::open(&ca.dir)?;
-            let token = one(&authority, &id)?;
+            let mut authority = Authority::open(&ca.dir)?;
+            let token = authority.token(&id)?;
             for used in authority.token_uses(token.id)? {
                 let issued = used
                     .fingerprint
@@ -86,38 +86,15 @@ pub fn run(command: TokenCommand, now: OffsetDateTime) -> anyhow::Result<()> {
     }
 }
 
-fn one(authority: &Authority, prefix: &str) -> anyhow::Result<TokenRow> {
-    let prefix = prefix.to_ascii_lowercase();
-    let mut found: Vec<TokenRow> = authority
-        .tokens()?
-        .into_iter()
-        .filter(|t| t.id.to_string().starts_with(&prefix))
-        .collect();
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => anyhow::bail!("no token has an id starting with {prefix:?}"),
-        n => anyhow::bail!("{prefix:?} starts {n} token ids; give more digits"),
-    }
-}
-
 fn groups(t: &TokenRow) -> String {
     let names: Vec<&str> = t.policy.groups.iter().map(|g| g.as_str()).collect();
     names.join(",")
 }
 
-fn status_word(t: &TokenRow, now: OffsetDateTime) -> &'static str {
-    match t.status(now) {
-        rma_ca::tokens::TokenStatus::Usable => "usable",
-        rma_ca::tokens::TokenStatus::Expired => "expired",
-        rma_ca::tokens::TokenStatus::UsedUp => "used-up",
-        rma_ca::tokens::TokenStatus::Revoked => "revoked",
-    }
-}
-
 fn row_json(t: &TokenRow, now: OffsetDateTime) -> serde_json::Value {
     serde_json::json!({
         "id": t.id.to_string(),
-        "status": t.status(now),
+        "status": t.status(now).as_str(),
         "used": t.used,
         "uses": t.policy.uses,
         "groups": t.policy.groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
