@@ -5,7 +5,7 @@ JOBS ?= 2
 PREFIX ?= /usr/local
 DESTDIR ?=
 
-.PHONY: all build install deb package-check package-tools deps test lint unit e2e demo demo-stop demo-build demo-check bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean fuzz fuzz-build
+.PHONY: all build install deb package-check package-tools image image-check image-tools deps test lint unit e2e demo demo-stop demo-build demo-check bench-dataplane bench-routerd walkthrough walkthrough-check testdata clean fuzz fuzz-build
 
 all: build
 
@@ -31,6 +31,20 @@ package-check: package-tools
 	rm -rf target/debian-check
 	$(CARGO) deb -p meshd --no-build --profile package-check --output target/debian-check/
 
+# The worker image (podman or docker): a Debian root from the package mirror with the package,
+# imported with podman and saved to target/image, then loaded into podman's local storage.
+image: deb image-tools
+	./scripts/build-image.sh target/debian/rma-mesh_*.deb target/image/rma-mesh-worker.tar
+	podman load --input target/image/rma-mesh-worker.tar
+
+# The same image from the quick package, for integration/tests/image.rs (not loaded).
+image-check: package-check image-tools
+	./scripts/build-image.sh target/debian-check/rma-mesh_*.deb target/image-check/rma-mesh-worker.tar
+
+image-tools:
+	@command -v mmdebstrap >/dev/null && command -v podman >/dev/null && command -v runc >/dev/null \
+		|| ./scripts/install-deps.sh
+
 package-tools:
 	@$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked -j$(JOBS)
 	@command -v lintian >/dev/null || ./scripts/install-deps.sh
@@ -49,7 +63,7 @@ unit:
 
 # End-to-end tests: real daemons in network namespaces. Needs root and /dev/net/tun; fails
 # (never skips) without them. One test at a time, so throughput figures are not shared.
-e2e: demo-build package-check
+e2e: demo-build package-check image-check
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test -j$(JOBS) -p integration -- --test-threads=1 --nocapture 2>&1 | tee target/e2e.log
 

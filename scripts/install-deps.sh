@@ -19,6 +19,9 @@ declare -A packages=(
     [promtool]=prometheus
     [lintian]=lintian
     [dpkg-deb]=dpkg
+    [mmdebstrap]=mmdebstrap
+    [podman]=podman
+    [runc]=runc
 )
 
 missing=()

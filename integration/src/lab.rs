@@ -244,14 +244,35 @@ impl Lab {
         args: &[&str],
         env: &[(&str, &Path)],
     ) -> anyhow::Result<usize> {
-        let log = self.dir().join(format!("{name}.log"));
-        let out = File::create(&log)?;
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", ns.name()])
             .arg(program)
             .args(args)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        self.track(name, program, command)
+    }
+
+    /// Starts `program` in the host's namespaces, as [`Lab::spawn_env`] does in a lab
+    /// namespace: for a program that puts what it starts into a namespace itself (podman's
+    /// `--network ns:PATH`), and is stopped with the lab.
+    pub fn spawn_outside(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> anyhow::Result<usize> {
+        let mut command = Command::new(program);
+        command.args(args).envs(env.iter().copied());
+        self.track(name, program, command)
+    }
+
+    /// Runs `command` with its output in `<dir>/<name>.log`, stopped with the lab.
+    fn track(&mut self, name: &str, program: &Path, mut command: Command) -> anyhow::Result<usize> {
+        let log = self.dir().join(format!("{name}.log"));
+        let out = File::create(&log)?;
+        command
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);

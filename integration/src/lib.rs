@@ -3,10 +3,12 @@
 //! and always tear it all down.
 
 pub mod bench;
+pub mod container;
 pub mod enroll;
 pub mod fuzz;
 pub mod http;
 pub mod internet;
+pub mod join_site;
 pub mod lab;
 pub mod mesh;
 pub mod package;
