@@ -22,6 +22,7 @@ declare -A packages=(
     [mmdebstrap]=mmdebstrap
     [podman]=podman
     [runc]=runc
+    [socat]=socat
 )
 
 missing=()

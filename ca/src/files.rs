@@ -33,7 +33,7 @@ impl Mode {
 pub enum FileError {
     #[error("{}: already exists (pass --force to overwrite it)", path.display())]
     Exists { path: PathBuf },
-    #[error("{}: {cause}", path.display())]
+    #[error("{}: {cause}{}", path.display(), credential_hint(path))]
     Io { path: PathBuf, cause: io::Error },
     #[error(
         "{}: a private key readable by others (mode {mode:04o}); only its owner may read it: chmod 600 {}",
@@ -41,6 +41,19 @@ pub enum FileError {
         path.display()
     )]
     TooOpen { path: PathBuf, mode: u32 },
+}
+
+/// What to add to an error about `path` when it is a systemd credential that is not there: the
+/// example configs name keys as the units hand them over, in /run/credentials/UNIT/, which
+/// exists only while the unit runs.
+pub fn credential_hint(path: &Path) -> &'static str {
+    if path.starts_with("/run/credentials") && !path.exists() {
+        " (a systemd credential, there only while its unit runs: `systemctl start` checks the \
+         config with it first (ExecStartPre); to check by hand, give a copy of the config the \
+         file the unit's LoadCredential= names)"
+    } else {
+        ""
+    }
 }
 
 /// Reads a private key file, refusing one that its group or others may read or write (as ssh
@@ -226,6 +239,19 @@ impl Drop for OutputFiles {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_missing_credential_says_it_is_one() {
+        let missing = Path::new("/run/credentials/lighthouse.service/lighthouse.key");
+        let error = read_private(missing).unwrap_err().to_string();
+        assert!(
+            error.contains("a systemd credential") && error.contains("LoadCredential="),
+            "{error}"
+        );
+        let elsewhere = Path::new("/nonexistent/node.key");
+        let error = read_private(elsewhere).unwrap_err().to_string();
+        assert!(!error.contains("credential"), "{error}");
+    }
+
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 

@@ -77,17 +77,25 @@ impl Internet {
     /// A new link from `ns` to the internet on 198.18.k.0/24: `ns` gets .1 on `iface` and a
     /// default route through the internet's .254.
     fn uplink(&mut self, ns: &Ns, iface: &str) -> anyhow::Result<Ipv4Addr> {
+        let k = self.links + 1;
+        self.uplink_at(ns, iface, Ipv4Addr::new(198, 18, k, 1))
+    }
+
+    /// As [`Internet::uplink`], with `public` on a /24 of its own (the internet is its .254).
+    fn uplink_at(&mut self, ns: &Ns, iface: &str, public: Ipv4Addr) -> anyhow::Result<Ipv4Addr> {
+        let [a, b, c, d] = public.octets();
+        anyhow::ensure!(d != 254 && d != 0, "{public}: .254 is the internet's side");
         self.links += 1;
         let k = self.links;
         let inet_if = format!("l{k}");
         self.lab.link(ns, iface, &self.inet, &inet_if)?;
-        let public = Ipv4Addr::new(198, 18, k, 1);
         self.lab.addr(ns, iface, &format!("{public}/24"))?;
+        let gateway = Ipv4Addr::new(a, b, c, 254);
         self.lab
-            .addr(&self.inet, &inet_if, &format!("198.18.{k}.254/24"))?;
+            .addr(&self.inet, &inet_if, &format!("{gateway}/24"))?;
         self.lab.ip(
             ns,
-            &["route", "add", "default", "via", &format!("198.18.{k}.254")],
+            &["route", "add", "default", "via", &gateway.to_string()],
         )?;
         self.uplinks.push((ns.clone(), iface.to_owned()));
         if self.split_trains {
@@ -107,6 +115,14 @@ impl Internet {
         let ns = self.lab.namespace(role)?;
         let ip = self.uplink(&ns, "eth0")?;
         Ok((ns, ip))
+    }
+
+    /// A host with the public address `ip` (such as the documentation address a guide's
+    /// example config names), on a /24 of its own.
+    pub fn public_host_at(&mut self, role: &str, ip: Ipv4Addr) -> anyhow::Result<Ns> {
+        let ns = self.lab.namespace(role)?;
+        self.uplink_at(&ns, "eth0", ip)?;
+        Ok(ns)
     }
 
     /// A home site behind a NAT router.

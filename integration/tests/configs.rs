@@ -140,7 +140,7 @@ fn systemd_units_verify() {
             "configs/systemd/{name}: not a unit"
         );
         let mut unit = std::fs::read_to_string(&path).unwrap();
-        for daemon in ["meshd", "lighthouse", "routerd"] {
+        for daemon in ["meshd", "lighthouse", "routerd", "rma-ca"] {
             let installed = format!("/usr/bin/{daemon} ");
             if unit.contains(&installed) {
                 let built = integration::mesh::binary(daemon).unwrap();

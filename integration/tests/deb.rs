@@ -97,12 +97,17 @@ fn the_package_installs_into_a_scratch_root_keeps_changed_configs_and_purges_cle
     // The units as installed, verified by systemd-analyze with the host's systemd and the
     // installed binaries (the scratch root has no systemd of its own).
     let units = tempfile::tempdir().unwrap();
-    for unit in ["meshd", "lighthouse", "routerd"] {
+    for (unit, program) in [
+        ("meshd", "meshd"),
+        ("lighthouse", "lighthouse"),
+        ("routerd", "routerd"),
+        ("rma-enroll", "rma-ca"),
+    ] {
         let path = root.join(format!("usr/lib/systemd/system/{unit}.service"));
         let text = std::fs::read_to_string(&path).unwrap();
-        let installed = format!("/usr/bin/{unit} ");
+        let installed = format!("/usr/bin/{program} ");
         assert!(text.contains(&format!("ExecStart={installed}")), "{text}");
-        let scratch_binary = format!("{} ", root.join("usr/bin").join(unit).display());
+        let scratch_binary = format!("{} ", root.join("usr/bin").join(program).display());
         let copy = units.path().join(format!("{unit}.service"));
         std::fs::write(&copy, text.replace(&installed, &scratch_binary)).unwrap();
         let out = run("systemd-analyze", &["verify", copy.to_str().unwrap()]);

@@ -80,7 +80,13 @@ impl AdminToken {
         match self {
             Self::Inline(token) => Ok(token.clone()),
             Self::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("admin.token_file {}: {e}", path.display()))
+                .map_err(|e| {
+                    format!(
+                        "admin.token_file {}: {e}{}",
+                        path.display(),
+                        rma_ca::files::credential_hint(path)
+                    )
+                })
                 .and_then(|text| check_token(text.trim().to_owned())),
         }
     }

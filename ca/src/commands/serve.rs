@@ -75,6 +75,10 @@ pub fn run(
             ca.network(),
             listener.local_addr()?
         );
+        // Under systemd (Type=notify), ready once the listener is bound; a no-op elsewhere.
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            eprintln!("rma-ca: could not notify systemd: {e}");
+        }
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown())
             .await
