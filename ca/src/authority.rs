@@ -203,6 +203,7 @@ impl Authority {
                 not_before: now - BACKDATE,
                 not_after: now + duration,
                 serial: Serial::random(),
+                groups: None,
             },
         )?;
         let mut out = OutputFiles::new(false);
@@ -323,17 +324,20 @@ impl Authority {
     /// inside the root's, valid for `duration` (default a year, shortened to end with the root;
     /// a duration given that outlives the root is refused). Its name is unique among live
     /// certificates unless `force`. `persist` runs before the index commits.
-    #[allow(clippy::too_many_arguments)]
     pub fn sign_ca(
         &mut self,
         public: &ed25519_dalek::VerifyingKey,
-        name: NodeName,
-        network: Ipv4Net,
+        scope: IssuingScope,
         duration: Option<Duration>,
         force: bool,
         now: OffsetDateTime,
         persist: impl FnOnce(&CaCert) -> Result<(), FileError>,
     ) -> Result<CaCert, AuthorityError> {
+        let IssuingScope {
+            name,
+            network,
+            groups: scope_groups,
+        } = scope;
         if self.root.is_some() {
             return Err(AuthorityError::NotARoot {
                 dir: self.dir.clone(),
@@ -368,6 +372,7 @@ impl Authority {
                 not_before: (now - BACKDATE).max(self.ca.not_before()),
                 not_after,
                 serial: Serial::random(),
+                groups: scope_groups,
             },
         )?;
         tx.record_ca(&issuing, now)?;
@@ -585,6 +590,15 @@ fn check_network_free(
         });
     }
     Ok(())
+}
+
+/// What an issuing CA is signed for: its name, its part of the root's network, and the only
+/// groups it may give (`None`: any).
+#[derive(Debug, Clone)]
+pub struct IssuingScope {
+    pub name: NodeName,
+    pub network: Ipv4Net,
+    pub groups: Option<Vec<Group>>,
 }
 
 /// Creates the CA directory, readable by its owner only, if it does not exist yet.
@@ -933,8 +947,11 @@ mod tests {
         let err = root
             .sign_ca(
                 &public,
-                name.clone(),
-                "10.2.0.0/16".parse().unwrap(),
+                IssuingScope {
+                    name: name.clone(),
+                    network: "10.2.0.0/16".parse().unwrap(),
+                    groups: None,
+                },
                 None,
                 false,
                 NOW,
@@ -949,11 +966,33 @@ mod tests {
             "{err}"
         );
         let cert = root
-            .sign_ca(&public, name.clone(), network, None, false, NOW, |_| Ok(()))
+            .sign_ca(
+                &public,
+                IssuingScope {
+                    name: name.clone(),
+                    network,
+                    groups: None,
+                },
+                None,
+                false,
+                NOW,
+                |_| Ok(()),
+            )
             .unwrap();
         assert_eq!(cert.not_after(), NOW + DEFAULT_ISSUING_VALIDITY);
         let err = root
-            .sign_ca(&public, name, network, None, false, NOW, |_| Ok(()))
+            .sign_ca(
+                &public,
+                IssuingScope {
+                    name,
+                    network,
+                    groups: None,
+                },
+                None,
+                false,
+                NOW,
+                |_| Ok(()),
+            )
             .unwrap_err();
         assert!(matches!(err, AuthorityError::NameTaken { .. }), "{err}");
 
@@ -971,8 +1010,11 @@ mod tests {
         let stranger = root
             .sign_ca(
                 &CaKey::generate().verifying_key(),
-                "stranger".parse().unwrap(),
-                network,
+                IssuingScope {
+                    name: "stranger".parse().unwrap(),
+                    network,
+                    groups: None,
+                },
                 None,
                 true,
                 NOW,
@@ -1005,8 +1047,11 @@ mod tests {
         let err = issuing
             .sign_ca(
                 &public,
-                "deeper".parse().unwrap(),
-                network,
+                IssuingScope {
+                    name: "deeper".parse().unwrap(),
+                    network,
+                    groups: None,
+                },
                 None,
                 false,
                 NOW,
@@ -1043,8 +1088,11 @@ mod tests {
         let sign_ca = |root: &mut Authority, key, name: &str, net: &str, force| {
             root.sign_ca(
                 key,
-                name.parse().unwrap(),
-                net.parse().unwrap(),
+                IssuingScope {
+                    name: name.parse().unwrap(),
+                    network: net.parse().unwrap(),
+                    groups: None,
+                },
                 None,
                 force,
                 NOW,

@@ -12,6 +12,7 @@ use x509_parser::prelude::FromDer as _;
 
 use crate::encoding::{CERTIFICATE_TAG, EncodingError, pem_or_der};
 use crate::ids::{Fingerprint, Serial};
+use crate::names::Group;
 use crate::x509;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +56,8 @@ pub struct CaCert {
     fingerprint: Fingerprint,
     /// The CA across renewals of its certificate (see [`CaCert::identity`]).
     identity: Fingerprint,
+    /// The only groups it may give, if its certificate says (see [`crate::extensions`]).
+    permitted_groups: Option<Vec<Group>>,
 }
 
 impl CaCert {
@@ -128,6 +131,7 @@ impl CaCert {
             not_after: x509::time(tbs.validity.not_after),
             fingerprint: Fingerprint::of(der),
             identity: Fingerprint::of(&[tbs.subject.as_raw(), public_key.as_bytes()].concat()),
+            permitted_groups: permitted_groups(&cert)?,
         })
     }
 
@@ -165,6 +169,16 @@ impl CaCert {
         self.path_len
     }
     /// Whether this CA may sign an issuing CA.
+    /// The only groups this CA may give, or `None` for any.
+    pub fn permitted_groups(&self) -> Option<&[Group]> {
+        self.permitted_groups.as_deref()
+    }
+    /// Whether a certificate this CA signed may carry `group`.
+    pub fn permits_group(&self, group: &Group) -> bool {
+        self.permitted_groups
+            .as_ref()
+            .is_none_or(|p| p.contains(group))
+    }
     pub fn may_sign_cas(&self) -> bool {
         self.path_len != Some(0)
     }
@@ -201,6 +215,23 @@ impl CaCert {
 }
 
 /// The single IPv4 subtree permitted by the CA's name constraints.
+/// The permitted-groups extension, if there is one.
+fn permitted_groups(cert: &X509Certificate<'_>) -> Result<Option<Vec<Group>>, CaCertError> {
+    let mut found = None;
+    for ext in cert.tbs_certificate.extensions() {
+        if crate::extensions::oid_is(&ext.oid, &crate::extensions::OID_PERMITTED_GROUPS) {
+            let groups = crate::extensions::decode_groups(ext.value)
+                .map_err(|e| CaCertError::Malformed(format!("permitted groups: {e}")))?;
+            if found.replace(groups).is_some() {
+                return Err(CaCertError::Malformed(
+                    "two permitted-groups extensions".into(),
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
 fn permitted_network(cert: &X509Certificate<'_>) -> Result<Ipv4Net, CaCertError> {
     let constraints = cert
         .tbs_certificate

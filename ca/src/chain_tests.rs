@@ -128,6 +128,7 @@ fn a_root_of_path_length_zero_or_a_network_outside_it_is_refused_on_both_sides()
         not_before: datetime!(2026-01-01 0:00 UTC),
         not_after: datetime!(2030-01-01 0:00 UTC),
         serial: Serial::random(),
+        groups: None,
     };
     let old_root = issue::self_sign_with_path_len(&key, &params("old", "10.42.0.0/16"), 0).unwrap();
     assert!(!old_root.may_sign_cas());
@@ -360,4 +361,67 @@ fn the_bound_refuses_a_new_issuing_ca_only_while_every_kept_one_is_live() {
         1,
         "the expired ones gave their places up"
     );
+}
+
+/// An issuing CA signed for some groups gives only those: the root writes them into its
+/// certificate, signing refuses another group, and a certificate that carries one anyway (made
+/// around the check, as a compromised issuing CA could) is refused by every verifier. A renewal
+/// of the CA keeps its groups; an issuing CA without the extension gives any group.
+#[test]
+fn an_issuing_ca_gives_only_the_groups_the_root_signed_it_for() {
+    let root = TestCa::new("root");
+    let now = root.start;
+    let issuing = root.issuing_for_groups("enroll", UPPER, &["workers", "gpu"]);
+    let permitted = |ca: &CaCert| -> Vec<String> {
+        ca.permitted_groups()
+            .expect("permitted groups")
+            .iter()
+            .map(|g| g.as_str().to_owned())
+            .collect()
+    };
+    let reread = CaCert::issuing_from_der(issuing.ca.der()).unwrap();
+    assert_eq!(permitted(&reread), ["gpu", "workers"]);
+
+    let (worker, _) = issuing.node_in("w1", IN_UPPER, "gpu,workers");
+    assert_eq!(verify(&worker, &root.ca, &[], now), Ok(()));
+
+    let keys = crate::NodeKeys::generate();
+    let params = |groups: &str| crate::NodeCertParams {
+        name: "w2".parse().unwrap(),
+        mesh_ip: Ipv4Addr::new(10, 42, 128, 8),
+        groups: crate::Group::parse_list(groups).unwrap(),
+        keys: keys.public(),
+        not_before: now - Duration::days(1),
+        not_after: now + Duration::days(30),
+        serial: Serial::random(),
+    };
+    let refused = issue::sign_node(&issuing.ca, issuing.key(), &params("workers,routerd"));
+    assert!(
+        matches!(&refused, Err(IssueError::GroupNotPermitted { group, .. }) if group == "routerd"),
+        "{refused:?}"
+    );
+    let forged = issue::sign_node_unchecked(
+        &issuing.ca,
+        issuing.key(),
+        &params("workers,routerd"),
+        Some(&keys.public().wireguard),
+    )
+    .unwrap();
+    assert_eq!(
+        verify(&forged, &root.ca, &[], now),
+        Err(VerifyError::GroupNotPermitted {
+            group: "routerd".into(),
+            ca: "enroll".into()
+        })
+    );
+    let store = TrustStore::new(root.ca.clone(), None);
+    assert!(store.accept(&forged.chain_der(), now).is_err());
+
+    let renewed = root.renew_issuing(&issuing, now + Duration::days(80));
+    assert_eq!(permitted(&renewed.ca), ["gpu", "workers"]);
+
+    let open = root.issuing("open", "10.42.64.0/18");
+    assert!(open.ca.permitted_groups().is_none());
+    let (anyone, _) = open.node_in("r1", Ipv4Addr::new(10, 42, 64, 9), "routerd");
+    assert_eq!(verify(&anyone, &root.ca, &[], now), Ok(()));
 }

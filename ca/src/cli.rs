@@ -67,6 +67,13 @@ pub enum Command {
         /// (default: all of it).
         #[arg(long, value_name = "CIDR")]
         network: Option<Ipv4Net>,
+        /// The only groups the issuing CA may give, comma-separated, such as workers,gpu: a
+        /// machine that joins through it can never be in another group (routerd, lighthouses).
+        #[arg(long, value_parser = parse_groups, required_unless_present = "any_groups")]
+        groups: Option<Groups>,
+        /// Let the issuing CA give any group instead.
+        #[arg(long, conflicts_with = "groups")]
+        any_groups: bool,
         /// How long it is valid. Default: a year, shortened to end with the root.
         #[arg(long, value_parser = parse_duration)]
         duration: Option<time::Duration>,

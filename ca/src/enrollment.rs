@@ -553,6 +553,8 @@ impl Authority {
                 .map_err(|e| AuthorityError::Token(format!("--name-prefix: {e}")))?;
         }
         read_bundle(&self.dir, &terms.bundle).map_err(AuthorityError::Token)?;
+        issue::check_groups(&terms.groups, &self.ca)
+            .map_err(|e| AuthorityError::Token(format!("--groups: {e}")))?;
         let token = crate::tokens::JoinToken::generate(root.fingerprint());
         let now = whole_seconds(now);
         let policy = crate::tokens::TokenPolicy {

@@ -4,7 +4,7 @@
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-use crate::authority::Authority;
+use crate::authority::{Authority, IssuingScope};
 use crate::enrollment::{EnrollError, Enrollment, Signed200, TokenTerms};
 use crate::join::{self, AnswerError, JoinRequest, RenewRequest};
 use crate::proof::{self, Signed};
@@ -37,8 +37,11 @@ fn pki() -> Pki {
     let cert = root
         .sign_ca(
             &public,
-            "enroll".parse().unwrap(),
-            "10.42.128.0/17".parse().unwrap(),
+            IssuingScope {
+                name: "enroll".parse().unwrap(),
+                network: "10.42.128.0/17".parse().unwrap(),
+                groups: Some(vec!["workers".parse().unwrap()]),
+            },
             None,
             false,
             NOW,
@@ -441,8 +444,11 @@ fn nodes_renew_after_the_issuing_cas_own_certificate_is_renewed() {
         .root
         .sign_ca(
             &public,
-            "enroll".parse().unwrap(),
-            "10.42.128.0/17".parse().unwrap(),
+            IssuingScope {
+                name: "enroll".parse().unwrap(),
+                network: "10.42.128.0/17".parse().unwrap(),
+                groups: Some(vec!["workers".parse().unwrap()]),
+            },
             None,
             true,
             NOW + Duration::days(1),
@@ -469,4 +475,31 @@ fn nodes_renew_after_the_issuing_cas_own_certificate_is_renewed() {
         renewed_ca.fingerprint()
     );
     assert!(node.same_identity(&renewed));
+}
+
+/// A token can only promise groups the issuing CA may give: one for `routerd` is refused at
+/// creation, with nothing stored.
+#[test]
+fn a_token_for_a_group_the_issuing_ca_may_not_give_is_refused() {
+    let pki = pki();
+    let mut authority = Authority::open(pki.service.authority().dir()).unwrap();
+    let before = authority.tokens().unwrap().len();
+    let err = authority
+        .create_token(
+            &TokenTerms {
+                groups: Group::parse_list("workers,routerd").unwrap(),
+                name_prefix: "worker-".into(),
+                uses: 1,
+                ttl: Duration::hours(1),
+                bundle: "default".into(),
+            },
+            NOW,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--groups") && err.contains("\"routerd\" is not one CA \"enroll\" may give"),
+        "{err}"
+    );
+    assert_eq!(authority.tokens().unwrap().len(), before);
 }

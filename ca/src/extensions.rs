@@ -1,9 +1,13 @@
-//! The two private X.509 extensions that carry RMA Mesh facts in a node certificate.
+//! The private X.509 extensions that carry RMA Mesh facts: two in a node certificate, one in
+//! an issuing CA's.
 //!
-//! Both are non-critical, so standard tools (openssl, rustls) accept the certificate and show the
+//! All are non-critical, so standard tools (openssl, rustls) accept the certificate and show the
 //! extensions as unknown. Their values are DER:
 //! - WireGuard key: `OCTET STRING (SIZE (32))`, the node's X25519 public key;
-//! - groups: `SEQUENCE OF UTF8String`, sorted and without duplicates.
+//! - groups: `SEQUENCE OF UTF8String`, sorted and without duplicates;
+//! - permitted groups (an issuing CA's): the same encoding, the only groups the CA may put in
+//!   the certificates it signs. Every RMA Mesh verifier enforces it ([`crate::verify`]); an
+//!   issuing CA without it may give any group.
 //!
 //! The OIDs sit under an arc that RMA Mesh uses privately; it is not registered with IANA. They
 //! are defined only here, so a registered arc can replace them in one place.
@@ -20,6 +24,7 @@ const ARC: [u64; 8] = [1, 3, 6, 1, 4, 1, 99999, 4242];
 
 pub const OID_WIREGUARD_KEY: [u64; 9] = extend(ARC, 1);
 pub const OID_GROUPS: [u64; 9] = extend(ARC, 2);
+pub const OID_PERMITTED_GROUPS: [u64; 9] = extend(ARC, 3);
 
 const fn extend(arc: [u64; 8], last: u64) -> [u64; 9] {
     let mut out = [0; 9];

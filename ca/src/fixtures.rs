@@ -50,6 +50,7 @@ fn make_ca(secret: u8, name: &str, serial: u8) -> (CaKey, CaCert) {
             not_before: datetime!(2026-01-01 0:00 UTC),
             not_after: datetime!(2036-01-01 0:00 UTC),
             serial: Serial::from_be_bytes(&[serial]),
+            groups: None,
         },
     )
     .expect("fixture CA signs");
@@ -201,6 +202,7 @@ pub(crate) fn generate() -> BTreeMap<&'static str, Vec<u8>> {
             not_before: datetime!(2026-01-01 0:00 UTC),
             not_after: datetime!(2031-01-01 0:00 UTC),
             serial: Serial::from_be_bytes(&[4]),
+            groups: None,
         },
     )
     .expect("fixture issuing CA signs");

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::ca_cert::CaCert;
 use crate::crl::RevocationList;
-use crate::extensions::{self, OID_GROUPS, OID_WIREGUARD_KEY};
+use crate::extensions::{self, OID_GROUPS, OID_PERMITTED_GROUPS, OID_WIREGUARD_KEY};
 use crate::ids::Serial;
 use crate::keys::{CaKey, NodePublicKeys, WireGuardKey};
 use crate::names::{Group, NodeName};
@@ -29,6 +29,12 @@ pub enum IssueError {
     OutsideNetwork { ip: Ipv4Addr, network: Ipv4Net },
     #[error("mesh IP {ip} is the network or broadcast address of {network}")]
     ReservedAddress { ip: Ipv4Addr, network: Ipv4Net },
+    #[error("group {group:?} is not one CA {ca:?} may give (its groups: {permitted})")]
+    GroupNotPermitted {
+        group: String,
+        ca: String,
+        permitted: String,
+    },
     #[error("validity ends ({}) before it starts ({})", crate::timefmt::rfc3339(*not_after), crate::timefmt::rfc3339(*not_before))]
     EmptyValidity {
         not_before: OffsetDateTime,
@@ -119,6 +125,8 @@ pub struct CaParams {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     pub serial: Serial,
+    /// The only groups the CA may give (an issuing CA's permitted groups); `None` is any.
+    pub groups: Option<Vec<Group>>,
 }
 
 /// What a CA certificate says, for a root and an issuing CA alike: a name, a network that
@@ -146,6 +154,13 @@ fn ca_params(params: &CaParams, path_len: u8) -> Result<CertificateParams, Issue
         ))],
         excluded_subtrees: vec![],
     });
+    if let Some(groups) = &params.groups {
+        cert.custom_extensions
+            .push(CustomExtension::from_oid_content(
+                &OID_PERMITTED_GROUPS,
+                extensions::encode_groups(groups),
+            ));
+    }
     Ok(cert)
 }
 
@@ -271,8 +286,24 @@ pub fn sign_node(
         return Err(IssueError::KeyMismatch);
     }
     check_mesh_ip(params.mesh_ip, ca.network())?;
+    check_groups(&params.groups, ca)?;
     check_within(ca, params.not_before, params.not_after)?;
     sign_node_unchecked(ca, key, params, Some(&params.keys.wireguard))
+}
+
+/// Checks that `ca` may give every one of `groups` (its permitted groups, if it has them).
+pub fn check_groups(groups: &[Group], ca: &CaCert) -> Result<(), IssueError> {
+    match groups.iter().find(|g| !ca.permits_group(g)) {
+        Some(group) => Err(IssueError::GroupNotPermitted {
+            group: group.as_str().to_owned(),
+            ca: ca.name().to_owned(),
+            permitted: ca
+                .permitted_groups()
+                .map(|p| p.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Checks that `ip` can be a node's mesh IP in `network`.

@@ -43,6 +43,7 @@ impl TestCa {
                 not_before: start - time::Duration::days(30),
                 not_after: start + time::Duration::days(365),
                 serial: Serial::random(),
+                groups: None,
             },
         )
         .expect("test CA signs");
@@ -71,6 +72,29 @@ impl TestCa {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Self {
+        self.issuing_signed(name, network, not_before, not_after, None)
+    }
+
+    /// As [`TestCa::issuing`], permitted to give only `groups`.
+    pub fn issuing_for_groups(&self, name: &str, network: &str, groups: &[&str]) -> Self {
+        let groups = Group::parse_list(&groups.join(",")).expect("test groups");
+        self.issuing_signed(
+            name,
+            network,
+            self.start - time::Duration::days(7),
+            self.start + time::Duration::days(90),
+            Some(groups),
+        )
+    }
+
+    fn issuing_signed(
+        &self,
+        name: &str,
+        network: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        groups: Option<Vec<Group>>,
+    ) -> Self {
         let key = CaKey::generate();
         let ca = crate::sign_issuing_ca(
             &self.ca,
@@ -82,6 +106,7 @@ impl TestCa {
                 not_before,
                 not_after,
                 serial: Serial::random(),
+                groups,
             },
         )
         .expect("the root signs the issuing CA");
@@ -108,6 +133,7 @@ impl TestCa {
                 not_before: self.start - time::Duration::days(1),
                 not_after,
                 serial: Serial::random(),
+                groups: issuing.ca.permitted_groups().map(<[_]>::to_vec),
             },
         )
         .expect("the root renews the issuing CA");

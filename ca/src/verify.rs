@@ -53,6 +53,8 @@ pub enum VerifyError {
     RootSignsNodesOnly { ca: String },
     #[error("network {network} is outside the root CA network {root}")]
     NetworkOutsideRoot { network: Ipv4Net, root: Ipv4Net },
+    #[error("group {group:?} is not one its CA {ca:?} may give")]
+    GroupNotPermitted { group: String, ca: String },
 }
 
 /// Decides whether `cert` is trusted at `now` by the root `root`, given the revocation lists
@@ -63,7 +65,8 @@ pub enum VerifyError {
 /// may sign CAs (path length), its validity, its network inside the root's, and the root's
 /// revocation list. Each check, in order: the issuer and Ed25519 signature; the CA's and the
 /// certificate's validity windows; the mesh IP against the CA's network (the name constraint);
-/// the revocation list of the CA that signed; and the presence of the WireGuard key. Whoever
+/// the groups against the CA's permitted groups, if it has them; the revocation list of the CA
+/// that signed; and the presence of the WireGuard key. Whoever
 /// then uses the peer's WireGuard key must take it from this certificate.
 ///
 /// A list of any other CA is refused ([`VerifyError::CrlFromOtherCa`]): it would be a mistake
@@ -195,6 +198,12 @@ fn verify_signed_by(
         return Err(VerifyError::OutsideNetwork {
             ip: cert.mesh_ip(),
             network: ca.network(),
+        });
+    }
+    if let Some(group) = cert.groups().iter().find(|g| !ca.permits_group(g)) {
+        return Err(VerifyError::GroupNotPermitted {
+            group: group.as_str().to_owned(),
+            ca: ca.name().to_owned(),
         });
     }
     if let Some(revoked_at) = crl.and_then(|crl| crl.revoked_at(cert.serial())) {

@@ -203,13 +203,24 @@ fn an_issuing_ca_signs_nodes_that_openssl_verifies_through_it() {
     let started = ok(dir, "init-issuing --dir issuing");
     assert!(started.contains("sign-ca"), "{started}");
     assert!(!dir.join("issuing/ca.crt").exists());
+    // The groups it may give are required (clap's usage message names the option).
+    let ungrouped = rma_ca(
+        dir,
+        "sign-ca --dir ca --pub issuing/ca.pub --name enroll --network 10.42.128.0/17 --out-crt issuing.crt",
+    );
+    assert!(
+        ungrouped.code != 0 && ungrouped.stderr.contains("--groups <GROUPS>"),
+        "{}",
+        ungrouped.stderr
+    );
+    assert!(!dir.join("issuing.crt").exists());
     ok(
         dir,
-        "sign-ca --dir ca --pub issuing/ca.pub --name enroll --network 10.42.128.0/17 --duration 1y --out-crt issuing.crt",
+        "sign-ca --dir ca --pub issuing/ca.pub --name enroll --network 10.42.128.0/17 --groups workers,gpu --duration 1y --out-crt issuing.crt",
     );
     refused(
         dir,
-        "sign-ca --dir ca --pub issuing/ca.pub --name wide --network 10.0.0.0/8 --out-crt wide.crt",
+        "sign-ca --dir ca --pub issuing/ca.pub --name wide --network 10.0.0.0/8 --any-groups --out-crt wide.crt",
         "not inside the root CA network",
     );
     ok(
@@ -220,6 +231,10 @@ fn an_issuing_ca_signs_nodes_that_openssl_verifies_through_it() {
     assert_eq!(printed["issuer"], "rma");
     assert_eq!(printed["path_len"], 0);
     assert_eq!(printed["network"], "10.42.128.0/17");
+    assert_eq!(
+        printed["permitted_groups"],
+        serde_json::json!(["gpu", "workers"])
+    );
 
     ok(dir, "keygen --out-key w.key --out-pub w.pub");
     let signed = ok(
@@ -232,6 +247,13 @@ fn an_issuing_ca_signs_nodes_that_openssl_verifies_through_it() {
         "sign --dir issuing --name w9 --pub w.pub --ip 10.42.0.9 --out-crt w9.crt",
         "outside the CA network",
     );
+    // The issuing CA gives only its groups: a machine it signs is never routerd.
+    refused(
+        dir,
+        "sign --dir issuing --name w8 --pub w.pub --groups workers,routerd --out-crt w8.crt",
+        "group \"routerd\" is not one CA \"enroll\" may give (its groups: gpu,workers)",
+    );
+    assert!(!dir.join("w8.crt").exists());
     let chain = pem::parse_many(fs::read(dir.join("w1.crt")).unwrap()).unwrap();
     assert_eq!(
         chain.len(),

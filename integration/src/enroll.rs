@@ -77,6 +77,8 @@ impl Operator {
             "enroll",
             "--network",
             ISSUING_NETWORK,
+            "--groups",
+            "workers",
             "--out-crt",
             text(&issuing_crt)?,
         ])?;

@@ -88,6 +88,9 @@ fn print_node(cert: &NodeCert, json: bool, now: OffsetDateTime) -> anyhow::Resul
 }
 
 fn print_ca(ca: &CaCert, json: bool, now: OffsetDateTime) -> anyhow::Result<()> {
+    let groups: Option<Vec<&str>> = ca
+        .permitted_groups()
+        .map(|g| g.iter().map(|g| g.as_str()).collect());
     if json {
         let value = json!({
             "kind": "ca",
@@ -99,12 +102,17 @@ fn print_ca(ca: &CaCert, json: bool, now: OffsetDateTime) -> anyhow::Result<()> 
             "fingerprint": ca.fingerprint().to_string(),
             "issuer": ca.issuer_name(),
             "path_len": ca.path_len(),
+            "permitted_groups": groups,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     println!("CA name:       {}", ca.name());
     println!("network:       {}", ca.network());
+    match &groups {
+        Some(groups) => println!("gives groups:  {}", groups.join(",")),
+        None => println!("gives groups:  any"),
+    }
     println!("serial:        {}", ca.serial());
     println!("not before:    {}", rfc3339(ca.not_before()));
     println!(

@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use ipnet::Ipv4Net;
-use rma_ca::authority::{Authority, SignRequest};
+use rma_ca::authority::{Authority, IssuingScope, SignRequest};
 use rma_ca::files::{self, Mode, OutputFiles};
 use rma_ca::timefmt::rfc3339;
-use rma_ca::{CaKey, DEFAULT_WARNING_WINDOW, Expiring, NodeKeys, NodeName, NodePublicKeys};
+use rma_ca::{CaKey, DEFAULT_WARNING_WINDOW, Expiring, Group, NodeKeys, NodeName, NodePublicKeys};
 use time::{Duration, OffsetDateTime};
 
 use super::{named, read};
@@ -54,7 +54,7 @@ pub fn init_issuing(dir: &Path) -> anyhow::Result<()> {
     println!("  {}  (public key to sign)", request.display());
     println!("next, on the root's machine:");
     println!(
-        "  rma-ca sign-ca --dir ROOT --pub ca.pub --name NAME --network CIDR --out-crt issuing.crt"
+        "  rma-ca sign-ca --dir ROOT --pub ca.pub --name NAME --network CIDR --groups GROUPS --out-crt issuing.crt"
     );
     println!("then here:");
     println!(
@@ -70,6 +70,8 @@ pub struct CaRequest<'a> {
     pub public: &'a Path,
     pub name: NodeName,
     pub network: Option<Ipv4Net>,
+    /// The only groups it may give; `None` (`--any-groups`) for any.
+    pub groups: Option<Vec<Group>>,
     pub duration: Option<Duration>,
     pub out_crt: &'a Path,
     pub force: bool,
@@ -83,16 +85,26 @@ pub fn sign_ca(dir: &Path, request: CaRequest<'_>, now: OffsetDateTime) -> anyho
     let mut out = OutputFiles::new(request.force);
     let issuing = root.sign_ca(
         &public,
-        request.name,
-        network,
+        IssuingScope {
+            name: request.name,
+            network,
+            groups: request.groups,
+        },
         request.duration,
         request.force,
         now,
         |ca| out.stage(request.out_crt, ca.to_pem().as_bytes(), Mode::Public),
     )?;
     out.commit()?;
+    let groups = issuing.permitted_groups().map_or_else(
+        || "any group".to_owned(),
+        |g| {
+            let names: Vec<&str> = g.iter().map(|g| g.as_str()).collect();
+            format!("groups {}", names.join(","))
+        },
+    );
     println!(
-        "signed issuing CA {:?} for network {}, valid until {}",
+        "signed issuing CA {:?} for network {} and {groups}, valid until {}",
         issuing.name(),
         issuing.network(),
         rfc3339(issuing.not_after())

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{LazyLock, Mutex};
 
 use arbitrary::{Arbitrary, Unstructured};
-use rma_ca::authority::Authority;
+use rma_ca::authority::{Authority, IssuingScope};
 use rma_ca::enrollment::{Enrollment, TokenTerms};
 use rma_ca::join::{self, JoinRequest, RenewRequest};
 use rma_ca::proof::{self, Signed};
@@ -57,8 +57,11 @@ fn world() -> &'static World {
         let cert = root
             .sign_ca(
                 &public,
-                "enroll".parse().unwrap_or_else(|_| unreachable!()),
-                "10.42.128.0/17".parse().unwrap_or_else(|_| unreachable!()),
+                IssuingScope {
+                    name: "enroll".parse().unwrap_or_else(|_| unreachable!()),
+                    network: "10.42.128.0/17".parse().unwrap_or_else(|_| unreachable!()),
+                    groups: Some(vec!["workers".parse().unwrap_or_else(|_| unreachable!())]),
+                },
                 None,
                 false,
                 now,
