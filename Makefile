@@ -22,14 +22,22 @@ deps:
 # The Debian package, from the release build: target/debian/rma-mesh_VERSION-1_ARCH.deb
 # (packaging/deb/README.md), checked by lintian (errors fail; the README lists the warnings).
 deb: build package-tools
+	rm -rf target/debian
 	$(CARGO) deb -p meshd --no-build --output target/debian/
 	lintian --fail-on error target/debian/rma-mesh_*.deb
 
 # The same package from a quick build (profile package-check), for integration/tests/deb.rs.
 package-check: package-tools
 	$(CARGO) build --profile package-check -j$(JOBS) -p rma-ca -p meshd -p lighthouse -p routerd
-	rm -rf target/debian-check
-	$(CARGO) deb -p meshd --no-build --profile package-check --output target/debian-check/
+	rm -rf target/debian-check.new
+	$(CARGO) deb -p meshd --no-build --profile package-check --output target/debian-check.new/
+	@# The same bytes (cargo-deb is reproducible) keep the old file and its time, so that
+	@# image-check need not build the image again.
+	@if cmp -s target/debian-check.new/*.deb target/debian-check/*.deb; then \
+		rm -rf target/debian-check.new; \
+	else \
+		rm -rf target/debian-check && mv target/debian-check.new target/debian-check; \
+	fi
 
 # The worker image (podman or docker): a Debian root from the package mirror with the package,
 # imported with podman and saved to target/image, then loaded into podman's local storage.
@@ -37,9 +45,16 @@ image: deb image-tools
 	./scripts/build-image.sh target/debian/rma-mesh_*.deb target/image/rma-mesh-worker.tar
 	podman load --input target/image/rma-mesh-worker.tar
 
-# The same image from the quick package, for integration/tests/image.rs (not loaded).
+# The same image from the quick package, for integration/tests/image.rs (not loaded); built
+# again only when the package or the image's scripts changed.
 image-check: package-check image-tools
-	./scripts/build-image.sh target/debian-check/rma-mesh_*.deb target/image-check/rma-mesh-worker.tar
+	@deb=$$(ls target/debian-check/*.deb) && out=target/image-check/rma-mesh-worker.tar && \
+	if [ -n "$$(find $$out -newer $$deb -newer scripts/build-image.sh \
+			-newer packaging/image/rma-worker 2>/dev/null)" ]; then \
+		echo "image-check: $$out is newer than the package and the image's scripts"; \
+	else \
+		./scripts/build-image.sh $$deb $$out; \
+	fi
 
 image-tools:
 	@command -v mmdebstrap >/dev/null && command -v podman >/dev/null && command -v runc >/dev/null \

@@ -6,13 +6,19 @@
 #
 #   scripts/build-image.sh PACKAGE.deb OUT.tar [TAG]
 #
-# SUITE (bookworm) and MIRROR (http://deb.debian.org/debian) choose the Debian root.
+# SUITE (by default this machine's Debian release, which the package's library versions
+# come from) and MIRROR (http://deb.debian.org/debian) choose the Debian root.
 set -eu
 
+if [ $# -lt 2 ] || [ $# -gt 3 ]; then
+    echo "usage: build-image.sh PACKAGE.deb OUT.tar [TAG] (one package)" >&2
+    exit 2
+fi
 deb=$1
 out=$2
 tag=${3:-localhost/rma-mesh-worker:latest}
-suite=${SUITE:-bookworm}
+host_suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+suite=${SUITE:-${host_suite:-bookworm}}
 mirror=${MIRROR:-http://deb.debian.org/debian}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -22,6 +28,7 @@ deb=$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")
 # podman's storage for the import, of its own and without mounts (vfs), removed at the end.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
 podman_here() {
     podman --root "$work/storage" --runroot "$work/run" --storage-driver vfs "$@"
 }

@@ -73,6 +73,12 @@ impl CaCert {
         if !ca.is_self_signed() {
             return Err(CaCertError::NotSelfSigned);
         }
+        // Groups bound an issuing CA; a root's would not bound the issuing CAs it signs.
+        if ca.permitted_groups.is_some() {
+            return Err(CaCertError::Malformed(
+                "a root CA carries no permitted groups; only issuing CAs do".into(),
+            ));
+        }
         Ok(ca)
     }
 
@@ -168,7 +174,6 @@ impl CaCert {
     pub fn path_len(&self) -> Option<u32> {
         self.path_len
     }
-    /// Whether this CA may sign an issuing CA.
     /// The only groups this CA may give, or `None` for any.
     pub fn permitted_groups(&self) -> Option<&[Group]> {
         self.permitted_groups.as_deref()
@@ -179,6 +184,7 @@ impl CaCert {
             .as_ref()
             .is_none_or(|p| p.contains(group))
     }
+    /// Whether this CA may sign an issuing CA.
     pub fn may_sign_cas(&self) -> bool {
         self.path_len != Some(0)
     }
@@ -214,7 +220,6 @@ impl CaCert {
     }
 }
 
-/// The single IPv4 subtree permitted by the CA's name constraints.
 /// The permitted-groups extension, if there is one.
 fn permitted_groups(cert: &X509Certificate<'_>) -> Result<Option<Vec<Group>>, CaCertError> {
     let mut found = None;
@@ -232,6 +237,7 @@ fn permitted_groups(cert: &X509Certificate<'_>) -> Result<Option<Vec<Group>>, Ca
     Ok(found)
 }
 
+/// The single IPv4 subtree permitted by the CA's name constraints.
 fn permitted_network(cert: &X509Certificate<'_>) -> Result<Ipv4Net, CaCertError> {
     let constraints = cert
         .tbs_certificate

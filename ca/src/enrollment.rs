@@ -15,7 +15,7 @@ use crate::authority::{Authority, AuthorityError, IpChoice, SignRequest, issue_i
 use crate::ca_cert::CaCert;
 use crate::crl::RevocationList;
 use crate::index::IndexTx;
-use crate::issue::{self, CrlParams};
+use crate::issue::{self, CrlParams, IssueError};
 use crate::join::{self, Answer, JoinRequest, RenewRequest};
 use crate::keys::NodePublicKeys;
 use crate::names::NodeName;
@@ -68,6 +68,10 @@ pub enum EnrollError {
         crate::timefmt::rfc3339(*ca_not_after)
     )]
     CaEnding { ca_not_after: OffsetDateTime },
+    #[error(
+        "{0}: the issuing CA may no longer give it; the operator must make a new token within the issuing CA's groups"
+    )]
+    GroupNotPermitted(IssueError),
     #[error("the CA cannot issue: {0}")]
     Unavailable(AuthorityError),
     #[error("the service is misconfigured: {0}")]
@@ -84,7 +88,8 @@ impl EnrollError {
             | Self::TokenRevoked
             | Self::NotIssuedHere
             | Self::Revoked
-            | Self::Expired { .. } => 403,
+            | Self::Expired { .. }
+            | Self::GroupNotPermitted(_) => 403,
             Self::NameTaken { .. } | Self::TooEarly { .. } | Self::Superseded => 409,
             Self::Unavailable(_) | Self::CaEnding { .. } => 503,
             Self::Internal(_) => 500,
@@ -101,6 +106,7 @@ impl EnrollError {
             Self::TokenRevoked => "revoked",
             Self::Proof(_) => "bad-proof",
             Self::NameTaken { .. } => "name-taken",
+            Self::GroupNotPermitted(_) => "group-not-permitted",
             Self::Unavailable(_) => "unavailable",
             _ => "refused",
         }
@@ -111,6 +117,9 @@ impl From<AuthorityError> for EnrollError {
     fn from(e: AuthorityError) -> Self {
         match e {
             AuthorityError::NameTaken { name, .. } => Self::NameTaken { name },
+            AuthorityError::Issue(e @ IssueError::GroupNotPermitted { .. }) => {
+                Self::GroupNotPermitted(e)
+            }
             AuthorityError::NetworkFull { .. } | AuthorityError::CaExpired { .. } => {
                 Self::Unavailable(e)
             }

@@ -503,3 +503,18 @@ fn a_token_for_a_group_the_issuing_ca_may_not_give_is_refused() {
     );
     assert_eq!(authority.tokens().unwrap().len(), before);
 }
+
+/// A join or renewal for a group the issuing CA may no longer give (its certificate was
+/// narrowed after the token was made) is refused as such, not as the service's fault.
+#[test]
+fn a_group_the_ca_may_no_longer_give_is_a_refusal_not_a_server_error() {
+    let e = EnrollError::from(crate::authority::AuthorityError::Issue(
+        crate::IssueError::GroupNotPermitted {
+            group: "routerd".into(),
+            ca: "enroll".into(),
+            permitted: "workers".into(),
+        },
+    ));
+    assert_eq!(e.status(), 403);
+    assert!(e.to_string().contains("may no longer give it"), "{e}");
+}

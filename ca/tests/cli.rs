@@ -254,6 +254,25 @@ fn an_issuing_ca_signs_nodes_that_openssl_verifies_through_it() {
         "group \"routerd\" is not one CA \"enroll\" may give (its groups: gpu,workers)",
     );
     assert!(!dir.join("w8.crt").exists());
+    // Signed again, narrower: the earlier certificate stays valid for the chains that
+    // present it, and sign-ca says so and how to revoke it.
+    let fingerprint = json(dir, "print --json issuing.crt")["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let narrowed = rma_ca(
+        dir,
+        "sign-ca --dir ca --pub issuing/ca.pub --name enroll --network 10.42.128.0/17 --groups workers --force --out-crt narrowed.crt",
+    );
+    assert_eq!(narrowed.code, 0, "{}", narrowed.stderr);
+    assert!(
+        narrowed.stderr.contains("note: the earlier certificate")
+            && narrowed
+                .stderr
+                .contains(&format!("rma-ca revoke --dir ca {fingerprint}")),
+        "{}",
+        narrowed.stderr
+    );
     let chain = pem::parse_many(fs::read(dir.join("w1.crt")).unwrap()).unwrap();
     assert_eq!(
         chain.len(),

@@ -54,7 +54,15 @@ pub fn steps(readme: &str) -> anyhow::Result<Vec<Step>> {
             }
             anyhow::ensure!(i < lines.len(), "README line {opening}: unclosed block");
             let mut words = info.split_whitespace();
-            if words.next() == Some("sh") {
+            let language = words.next();
+            if let Some(shell @ ("bash" | "shell" | "console" | "zsh" | "shell-session")) = language
+            {
+                anyhow::bail!(
+                    "README line {opening}: a {shell} block in the guide; write it as ```sh \
+                     on=NAME, so that the guide's test runs it"
+                );
+            }
+            if language == Some("sh") {
                 let mark = words.next().unwrap_or_default();
                 if let Some(machine) = mark.strip_prefix("on=") {
                     steps.push(Step::Run {
@@ -132,6 +140,13 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("names its machine")
+        );
+        let bash = "## Deploying it\n```bash\nls\n```\n";
+        assert!(
+            steps(bash)
+                .unwrap_err()
+                .to_string()
+                .contains("a bash block")
         );
         assert!(steps("## Deploying it\n<!-- guide: carry a b -->\n").is_err());
     }

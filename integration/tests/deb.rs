@@ -88,7 +88,7 @@ fn the_package_installs_into_a_scratch_root_keeps_changed_configs_and_purges_cle
         "prometheus/alerts.yml",
     ] {
         assert!(
-            root.join("usr/share/doc/rma-mesh/examples")
+            root.join("usr/share/rma-mesh/examples")
                 .join(example)
                 .is_file(),
             "{example}"

@@ -82,6 +82,17 @@ pub fn sign_ca(dir: &Path, request: CaRequest<'_>, now: OffsetDateTime) -> anyho
     let public = CaKey::public_from_pem(&read(request.public)?).map_err(named(request.public))?;
     let mut root = Authority::open(dir)?;
     let network = request.network.unwrap_or(root.ca().network());
+    // Earlier certificates of this issuing CA (a renewal, or a narrowing with --force): each
+    // stays valid, with its own network and groups, for the chains that present it.
+    let earlier: Vec<_> = root
+        .list()?
+        .into_iter()
+        .filter(|c| {
+            c.network.is_some()
+                && c.name == request.name.as_str()
+                && c.status(now) == rma_ca::index::Status::Valid
+        })
+        .collect();
     let mut out = OutputFiles::new(request.force);
     let issuing = root.sign_ca(
         &public,
@@ -111,6 +122,19 @@ pub fn sign_ca(dir: &Path, request: CaRequest<'_>, now: OffsetDateTime) -> anyho
     );
     println!("wrote {}", request.out_crt.display());
     println!("fingerprint {}", issuing.fingerprint());
+    for cert in &earlier {
+        eprintln!(
+            "note: the earlier certificate {} of {:?} stays valid until {}, with its own network \
+             and groups, for every node chain that presents it. Once its nodes have renewed onto \
+             the new one (meshd renews at two-thirds of its certificate's lifetime), revoke it: \
+             rma-ca revoke --dir {} {}",
+            cert.fingerprint,
+            cert.name,
+            rfc3339(cert.not_after),
+            dir.display(),
+            cert.fingerprint
+        );
+    }
     Ok(())
 }
 

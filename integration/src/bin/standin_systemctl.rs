@@ -2,11 +2,13 @@
 //! on each namespace machine as `systemctl`, since those machines have no systemd. It runs the
 //! installed unit files as systemd would, as far as the guide relies on them: `ExecStartPre=`
 //! then `ExecStart=` with `LoadCredential=` files in `$CREDENTIALS_DIRECTORY`
-//! (/run/credentials/UNIT), `StateDirectory=` and `RuntimeDirectory=` made, and, for
+//! (/run/credentials/UNIT), `StateDirectory=` and `RuntimeDirectory=` made, in `/` with
+//! systemd's clean environment (its PATH and the unit's `Environment=`), and, for
 //! `Type=notify`, a wait for `READY=1` on `$NOTIFY_SOCKET`. Verbs: `enable [--now]`, `start`,
-//! `restart`, `reload` (SIGHUP), `stop`, `is-active`, `daemon-reload`. It does not switch users
-//! (`DynamicUser=`), sandbox, or restart a unit that fails; output goes to
-//! /var/log/standin/UNIT.log.
+//! `restart`, `reload` (`ExecReload=` with `$MAINPID`), `stop`, `is-active`, `daemon-reload`.
+//! It does not switch users (`DynamicUser=`), sandbox, or restart a unit that fails, and it
+//! refuses unit syntax it does not read (quotes, line continuations, prefixes other than `-`)
+//! rather than misread it; output goes to /var/log/standin/UNIT.log.
 
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt as _;
@@ -24,6 +26,8 @@ const UNIT_DIRS: [&str; 3] = [
 const STATE: &str = "/run/standin";
 const LOGS: &str = "/var/log/standin";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The PATH systemd gives a service.
+const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The parts of a unit's [Service] section this stand-in acts on.
 #[derive(Debug, Default)]
@@ -31,6 +35,7 @@ struct Unit {
     notify: bool,
     exec_start: Vec<String>,
     exec_start_pre: Vec<Vec<String>>,
+    exec_reload: Vec<Vec<String>>,
     credentials: Vec<(String, PathBuf)>,
     state_dirs: Vec<String>,
     runtime_dirs: Vec<String>,
@@ -55,6 +60,9 @@ fn load(name: &str) -> anyhow::Result<Unit> {
     let mut unit = Unit::default();
     let mut in_service = false;
     for line in text.lines().map(str::trim) {
+        if line.ends_with('\\') {
+            bail!("{name}: a continued line, which this stand-in does not read: {line}");
+        }
         if line.starts_with('[') {
             in_service = line == "[Service]";
             continue;
@@ -65,16 +73,24 @@ fn load(name: &str) -> anyhow::Result<Unit> {
         if !in_service || line.starts_with('#') {
             continue;
         }
+        let (key, value) = (key.trim(), value.trim());
         let words = || {
             value
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         };
-        match key.trim() {
+        let command = || -> anyhow::Result<Vec<String>> {
+            if value.contains(['"', '\'']) || value.starts_with(['@', '+', '!', ':']) {
+                bail!("{name}: {key}={value}: quoting or a prefix this stand-in does not read");
+            }
+            Ok(words())
+        };
+        match key {
             "Type" => unit.notify = value == "notify",
-            "ExecStart" => unit.exec_start = words(),
-            "ExecStartPre" => unit.exec_start_pre.push(words()),
+            "ExecStart" => unit.exec_start = command()?,
+            "ExecStartPre" => unit.exec_start_pre.push(command()?),
+            "ExecReload" => unit.exec_reload.push(command()?),
             "LoadCredential" => {
                 let (id, source) = value
                     .split_once(':')
@@ -102,16 +118,21 @@ fn pid_file(name: &str) -> PathBuf {
     Path::new(STATE).join(format!("{name}.pid"))
 }
 
-fn running(name: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file(name))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+/// A process's state and start time (fields 3 and 22 of /proc/PID/stat).
+fn process(pid: u32) -> Option<(String, String)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // A zombie has ended: field 3 is its state.
-    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
-    (state != "Z").then_some(pid)
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(((*fields.first()?).to_owned(), (*fields.get(19)?).to_owned()))
+}
+
+/// The unit's process, if it still runs: the pid file holds its pid and start time, so that a
+/// pid used again by another process is not taken for it.
+fn running(name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(pid_file(name)).ok()?;
+    let (pid, started) = text.trim().split_once(' ')?;
+    let pid: u32 = pid.parse().ok()?;
+    let (state, start) = process(pid)?;
+    (state != "Z" && start == started).then_some(pid)
 }
 
 fn log_tail(name: &str) -> String {
@@ -123,11 +144,14 @@ fn log_tail(name: &str) -> String {
 
 fn command(unit: &Unit, argv: &[String], credentials: &Path) -> anyhow::Result<Command> {
     let (program, args) = argv.split_first().context("an empty command line")?;
-    // A leading `-` (failure ignored) or `@` is not part of the path.
-    let mut cmd = Command::new(program.trim_start_matches(['-', '@']));
+    // A leading `-` (failure ignored) is not part of the path.
+    let mut cmd = Command::new(program.trim_start_matches('-'));
     cmd.args(args)
+        .env_clear()
+        .env("PATH", SERVICE_PATH)
         .envs(unit.environment.iter().map(|(k, v)| (k, v)))
         .env("CREDENTIALS_DIRECTORY", credentials)
+        .current_dir("/")
         .stdin(Stdio::null());
     if let Some(dir) = unit.state_dirs.first() {
         cmd.env("STATE_DIRECTORY", Path::new("/var/lib").join(dir));
@@ -187,7 +211,8 @@ fn start(name: &str) -> anyhow::Result<()> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("{name}: starting {:?}", unit.exec_start))?;
-    std::fs::write(pid_file(name), child.id().to_string())?;
+    let (_, started) = process(child.id()).context("the process ended at once")?;
+    std::fs::write(pid_file(name), format!("{} {started}", child.id()))?;
     if unit.notify {
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
         let deadline = Instant::now() + READY_TIMEOUT;
@@ -225,6 +250,26 @@ fn signal(name: &str, signal: &str) -> anyhow::Result<bool> {
         .args(["-s", signal, &pid.to_string()])
         .status()?;
     Ok(status.success())
+}
+
+/// Runs the unit's `ExecReload=` lines with `$MAINPID` set to the running process.
+fn reload(name: &str) -> anyhow::Result<()> {
+    let unit = load(name)?;
+    let pid = running(name).with_context(|| format!("{name} is not active, cannot reload."))?;
+    anyhow::ensure!(!unit.exec_reload.is_empty(), "{name}: no ExecReload=");
+    let credentials = Path::new("/run/credentials").join(name);
+    for line in &unit.exec_reload {
+        let argv: Vec<String> = line
+            .iter()
+            .map(|w| w.replace("$MAINPID", &pid.to_string()))
+            .collect();
+        let status = command(&unit, &argv, &credentials)?.status()?;
+        anyhow::ensure!(
+            status.success() || line[0].starts_with('-'),
+            "{name}: ExecReload {argv:?} failed ({status})"
+        );
+    }
+    Ok(())
 }
 
 fn stop(name: &str) -> anyhow::Result<()> {
@@ -272,11 +317,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
         "restart" => units
             .iter()
             .try_for_each(|u| stop(u).and_then(|()| start(u)))?,
-        "reload" => {
-            for unit in &units {
-                anyhow::ensure!(signal(unit, "HUP")?, "{unit} is not active, cannot reload.");
-            }
-        }
+        "reload" => units.iter().try_for_each(|u| reload(u))?,
         "is-active" => {
             let active = units.iter().all(|u| running(u).is_some());
             println!("{}", if active { "active" } else { "inactive" });
