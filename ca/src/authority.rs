@@ -672,6 +672,15 @@ mod tests {
 
     const NOW: OffsetDateTime = datetime!(2026-06-01 12:00 UTC);
 
+    /// An issuing CA's scope with no groups constraint.
+    fn scope(name: NodeName, network: Ipv4Net) -> IssuingScope {
+        IssuingScope {
+            name,
+            network,
+            groups: None,
+        }
+    }
+
     fn new_ca(network: &str) -> (tempfile::TempDir, Authority) {
         let dir = tempfile::tempdir().unwrap();
         let ca = Authority::init(
@@ -947,11 +956,7 @@ mod tests {
         let err = root
             .sign_ca(
                 &public,
-                IssuingScope {
-                    name: name.clone(),
-                    network: "10.2.0.0/16".parse().unwrap(),
-                    groups: None,
-                },
+                scope(name.clone(), "10.2.0.0/16".parse().unwrap()),
                 None,
                 false,
                 NOW,
@@ -968,11 +973,7 @@ mod tests {
         let cert = root
             .sign_ca(
                 &public,
-                IssuingScope {
-                    name: name.clone(),
-                    network,
-                    groups: None,
-                },
+                scope(name.clone(), network),
                 None,
                 false,
                 NOW,
@@ -981,18 +982,7 @@ mod tests {
             .unwrap();
         assert_eq!(cert.not_after(), NOW + DEFAULT_ISSUING_VALIDITY);
         let err = root
-            .sign_ca(
-                &public,
-                IssuingScope {
-                    name,
-                    network,
-                    groups: None,
-                },
-                None,
-                false,
-                NOW,
-                |_| Ok(()),
-            )
+            .sign_ca(&public, scope(name, network), None, false, NOW, |_| Ok(()))
             .unwrap_err();
         assert!(matches!(err, AuthorityError::NameTaken { .. }), "{err}");
 
@@ -1010,11 +1000,7 @@ mod tests {
         let stranger = root
             .sign_ca(
                 &CaKey::generate().verifying_key(),
-                IssuingScope {
-                    name: "stranger".parse().unwrap(),
-                    network,
-                    groups: None,
-                },
+                scope("stranger".parse().unwrap(), network),
                 None,
                 true,
                 NOW,
@@ -1047,11 +1033,7 @@ mod tests {
         let err = issuing
             .sign_ca(
                 &public,
-                IssuingScope {
-                    name: "deeper".parse().unwrap(),
-                    network,
-                    groups: None,
-                },
+                scope("deeper".parse().unwrap(), network),
                 None,
                 false,
                 NOW,
@@ -1088,11 +1070,7 @@ mod tests {
         let sign_ca = |root: &mut Authority, key, name: &str, net: &str, force| {
             root.sign_ca(
                 key,
-                IssuingScope {
-                    name: name.parse().unwrap(),
-                    network: net.parse().unwrap(),
-                    groups: None,
-                },
+                scope(name.parse().unwrap(), net.parse().unwrap()),
                 None,
                 force,
                 NOW,

@@ -35,18 +35,7 @@ fn pki() -> Pki {
     let dir = issuing_dir.path();
     let public = Authority::init_issuing(dir).unwrap();
     let cert = root
-        .sign_ca(
-            &public,
-            IssuingScope {
-                name: "enroll".parse().unwrap(),
-                network: "10.42.128.0/17".parse().unwrap(),
-                groups: Some(vec!["workers".parse().unwrap()]),
-            },
-            None,
-            false,
-            NOW,
-            |_| Ok(()),
-        )
+        .sign_ca(&public, enroll_scope(), None, false, NOW, |_| Ok(()))
         .unwrap();
     Authority::install_issuing(
         dir,
@@ -62,6 +51,15 @@ fn pki() -> Pki {
         _dirs: (root_dir, issuing_dir),
         root,
         service,
+    }
+}
+
+/// The issuing CA's scope in these tests: the upper half of the mesh, group `workers` only.
+fn enroll_scope() -> IssuingScope {
+    IssuingScope {
+        name: "enroll".parse().unwrap(),
+        network: "10.42.128.0/17".parse().unwrap(),
+        groups: Some(Group::parse_list("workers").unwrap()),
     }
 }
 
@@ -97,13 +95,8 @@ fn post(
     signer: &NodeKeys,
     now: OffsetDateTime,
 ) -> Result<Signed200, EnrollError> {
-    let ms = proof::unix_ms(now);
-    let signature = proof::sign_request(signer, "POST", path, ms, body);
-    let time = ms.to_string();
-    let signed = Signed {
-        time: Some(time.as_bytes()),
-        signature: Some(signature.as_bytes()),
-    };
+    let headers = proof::signed_headers(signer, "POST", path, proof::unix_ms(now), body);
+    let signed = Signed::from_headers(&headers);
     if path == join::JOIN_PATH {
         service.join(signed, body, now)
     } else {
@@ -444,11 +437,7 @@ fn nodes_renew_after_the_issuing_cas_own_certificate_is_renewed() {
         .root
         .sign_ca(
             &public,
-            IssuingScope {
-                name: "enroll".parse().unwrap(),
-                network: "10.42.128.0/17".parse().unwrap(),
-                groups: Some(vec!["workers".parse().unwrap()]),
-            },
+            enroll_scope(),
             None,
             true,
             NOW + Duration::days(1),

@@ -91,6 +91,16 @@ pub struct Signed<'a> {
     pub signature: Option<&'a [u8]>,
 }
 
+impl<'a> Signed<'a> {
+    /// The headers [`signed_headers`] made, as the receiver reads them.
+    pub fn from_headers(headers: &'a [(&'static str, String); 2]) -> Self {
+        Self {
+            time: Some(headers[0].1.as_bytes()),
+            signature: Some(headers[1].1.as_bytes()),
+        }
+    }
+}
+
 /// Checks that `cert`'s identity key signed this request within `window` of `now_ms`; returns
 /// the request's time. The cheap checks come first: an unsigned or stale request costs no
 /// signature verification.

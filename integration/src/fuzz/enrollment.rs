@@ -126,13 +126,8 @@ fn post(
     } else {
         join::JOIN_PATH
     };
-    let ms = proof::unix_ms(at);
-    let signature = proof::sign_request(keys, "POST", path, ms, body);
-    let time = ms.to_string();
-    let signed = Signed {
-        time: Some(time.as_bytes()),
-        signature: Some(signature.as_bytes()),
-    };
+    let headers = proof::signed_headers(keys, "POST", path, proof::unix_ms(at), body);
+    let signed = Signed::from_headers(&headers);
     let answer = if renew {
         service.renew(signed, body, now)
     } else {
