@@ -10,6 +10,11 @@ use rma_proto::lighthouse::ToLighthouse;
 use crate::lighthouse_links::LighthouseLinks;
 use crate::node::LighthouseId;
 use crate::node::Output;
+use crate::tun_device::{HEADROOM, PACKET_CAPACITY};
+
+/// Packet buffers kept between rounds (a round delivers at most a turn's budget of datagrams,
+/// and a few answers); a round that delivered more gives the rest back.
+const KEPT_PACKETS: usize = 160;
 
 /// Results of one round of the event loop. Buffers keep their capacity between rounds, so the
 /// steady state allocates nothing.
@@ -17,8 +22,10 @@ use crate::node::Output;
 pub struct Batch {
     datagrams: Vec<u8>,
     transmits: Vec<(SocketAddr, Range<usize>)>,
-    packets: Vec<u8>,
-    deliveries: Vec<Range<usize>>,
+    /// Packets for the TUN, each in a buffer of its own behind [`HEADROOM`] bytes, as the TUN
+    /// writer merges them: the first `delivered` are this round's.
+    packets: Vec<Vec<u8>>,
+    delivered: usize,
     /// Relayed datagrams have a buffer of their own: trains assume that consecutive
     /// transmits sit next to each other in `datagrams`.
     relayed: Vec<u8>,
@@ -36,9 +43,15 @@ impl Output for Batch {
     }
 
     fn deliver(&mut self, packet: &[u8]) {
-        let start = self.packets.len();
-        self.packets.extend_from_slice(packet);
-        self.deliveries.push(start..self.packets.len());
+        if self.delivered == self.packets.len() {
+            // Room for a super-packet; its pages become resident only as far as merges write.
+            self.packets.push(Vec::with_capacity(PACKET_CAPACITY));
+        }
+        let buffer = &mut self.packets[self.delivered];
+        buffer.clear();
+        buffer.resize(HEADROOM, 0);
+        buffer.extend_from_slice(packet);
+        self.delivered += 1;
     }
 
     fn relay(&mut self, via: LighthouseId, to: Ipv4Addr, datagram: &[u8]) {
@@ -72,7 +85,7 @@ pub struct Train<'a> {
 impl Batch {
     pub fn is_empty(&self) -> bool {
         self.transmits.is_empty()
-            && self.deliveries.is_empty()
+            && self.delivered == 0
             && self.relays.is_empty()
             && self.asks.is_empty()
     }
@@ -94,9 +107,9 @@ impl Batch {
         self.relayed.clear();
     }
 
-    /// Packets for the TUN device, in order.
-    pub fn deliveries(&self) -> impl Iterator<Item = &[u8]> {
-        self.deliveries.iter().map(|r| &self.packets[r.clone()])
+    /// Packets for the TUN device, in order, each behind [`HEADROOM`] bytes.
+    pub fn deliveries(&mut self) -> &mut [Vec<u8>] {
+        &mut self.packets[..self.delivered]
     }
 
     /// Datagrams grouped into trains of at most `max_segments`, in order.
@@ -134,8 +147,8 @@ impl Batch {
     pub fn clear(&mut self) {
         self.datagrams.clear();
         self.transmits.clear();
-        self.packets.clear();
-        self.deliveries.clear();
+        self.packets.truncate(KEPT_PACKETS);
+        self.delivered = 0;
         self.relays.clear();
         self.relayed.clear();
         self.asks.clear();
@@ -166,7 +179,8 @@ mod tests {
             .map(|t| (t.to.port(), t.contents.len(), t.segment_size))
             .collect();
         assert_eq!(shape, [(1, 340, 100), (1, 100, 100), (2, 100, 100)]);
-        assert_eq!(batch.deliveries().collect::<Vec<_>>(), [b"packet"]);
+        assert_eq!(batch.deliveries().len(), 1);
+        assert_eq!(&batch.deliveries()[0][HEADROOM..], b"packet");
         assert_eq!(batch.trains(2)[0].contents.len(), 200);
         batch.clear();
         for _ in 0..64 {
@@ -183,5 +197,27 @@ mod tests {
         );
         batch.clear();
         assert!(batch.is_empty() && batch.trains(64).is_empty());
+    }
+
+    #[test]
+    fn packet_buffers_are_kept_within_bounds() {
+        let mut batch = Batch::default();
+        for _ in 0..KEPT_PACKETS * 2 {
+            batch.deliver(&[7; 1400]);
+        }
+        // The TUN writer merged a flow's packets into the first buffer, within its capacity.
+        batch.deliveries()[0].extend_from_slice(&[7; 60_000]);
+        assert_eq!(batch.deliveries()[0].capacity(), PACKET_CAPACITY);
+        batch.clear();
+        assert!(batch.is_empty());
+        assert_eq!(batch.packets.len(), KEPT_PACKETS);
+        assert!(
+            batch
+                .packets
+                .iter()
+                .all(|b| b.capacity() == PACKET_CAPACITY)
+        );
+        batch.deliver(b"again");
+        assert_eq!(&batch.deliveries()[0][HEADROOM..], b"again");
     }
 }

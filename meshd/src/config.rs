@@ -89,6 +89,9 @@ pub use crate::services::spec::{Exec, LocalService, Runner, Service};
 pub struct Tun {
     pub name: String,
     pub mtu: u16,
+    /// Reads and writes TCP and UDP super-packets (virtio-net header: GSO and GRO), where the
+    /// kernel offers it.
+    pub offload: bool,
 }
 
 /// A lighthouse to register with and ask for peers.
@@ -404,6 +407,7 @@ impl TryFrom<RawRule> for RuleSpec {
 struct RawTun {
     name: TunName,
     mtu: Mtu,
+    offload: bool,
 }
 
 impl Default for RawTun {
@@ -411,6 +415,7 @@ impl Default for RawTun {
         Self {
             name: TunName("rma0".into()),
             mtu: Mtu(DEFAULT_MTU),
+            offload: true,
         }
     }
 }
@@ -676,6 +681,7 @@ impl Config {
             tun: Tun {
                 name: raw.tun.name.0,
                 mtu: raw.tun.mtu.0,
+                offload: raw.tun.offload,
             },
             status_socket: resolve(raw.status.socket),
             keepalive: (raw.wireguard.persistent_keepalive > 0)
@@ -817,7 +823,8 @@ mod tests {
             config.tun,
             Tun {
                 name: "rma0".into(),
-                mtu: DEFAULT_MTU
+                mtu: DEFAULT_MTU,
+                offload: true,
             }
         );
         assert_eq!(config.keepalive, Some(DEFAULT_KEEPALIVE_SECS));
@@ -828,13 +835,14 @@ mod tests {
     #[test]
     fn static_peers_and_overrides() {
         let text = format!(
-            "listen = \"10.0.0.1\"\n{MINIMAL}[tun]\nname = \"mesh0\"\nmtu = 1380\n\
+            "listen = \"10.0.0.1\"\n{MINIMAL}[tun]\nname = \"mesh0\"\nmtu = 1380\noffload = false\n\
              [wireguard]\npersistent_keepalive = 0\n\
              [[static_peer]]\nmesh_ip = \"10.42.0.2\"\nendpoints = [\"192.0.2.1:4242\", \"127.0.0.1:5000\"]\n"
         );
         let config = parse(&text).unwrap();
         assert_eq!(config.listen, "10.0.0.1:4242".parse().unwrap());
         assert_eq!(config.tun.mtu, 1380);
+        assert!(!config.tun.offload);
         assert_eq!(config.keepalive, None);
         assert_eq!(config.static_peers[0].mesh_ip, Ipv4Addr::new(10, 42, 0, 2));
         assert_eq!(config.static_peers[0].endpoints.len(), 2);

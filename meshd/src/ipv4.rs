@@ -99,7 +99,9 @@ pub fn flow(packet: &[u8]) -> Option<Flow> {
     })
 }
 
-fn checksum(chunks: &[&[u8]]) -> u16 {
+/// The Internet checksum (RFC 1071) of `chunks` taken as one byte string, each chunk of even
+/// length but the last.
+pub fn checksum(chunks: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
     for chunk in chunks {
         let mut words = chunk.chunks_exact(2);
@@ -116,7 +118,8 @@ fn checksum(chunks: &[&[u8]]) -> u16 {
     !(sum as u16)
 }
 
-fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload_len: usize) -> Vec<u8> {
+/// An IPv4 header without options from `src` to `dst`, for `payload_len` bytes of `proto`.
+pub fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload_len: usize) -> Vec<u8> {
     let total = u16::try_from(20 + payload_len).unwrap_or(u16::MAX);
     let mut header = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, proto, 0, 0];
     header[2..4].copy_from_slice(&total.to_be_bytes());

@@ -19,5 +19,6 @@ pub mod renewer;
 pub mod services;
 pub mod shell;
 pub mod status;
+pub mod tun_device;
 mod udp;
 pub mod worker;

@@ -289,7 +289,7 @@ fn print_status(status: &Status) {
     }
     let d = status.drops;
     println!(
-        "drops: bad_cert={} malformed={} unknown_peer={} no_route={} queue_dropped={} send_failed={} over_budget={} hello_conflict={}",
+        "drops: bad_cert={} malformed={} unknown_peer={} no_route={} queue_dropped={} send_failed={} over_budget={} hello_conflict={} tun_failed={}",
         d.bad_cert,
         d.malformed,
         d.unknown_peer,
@@ -297,7 +297,8 @@ fn print_status(status: &Status) {
         d.queue_dropped,
         d.send_failed,
         d.over_budget,
-        d.hello_conflict
+        d.hello_conflict,
+        d.tun_failed
     );
 }
 

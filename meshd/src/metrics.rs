@@ -114,6 +114,7 @@ pub fn render(status: &Status) -> String {
         ("send_failed", d.send_failed),
         ("over_budget", d.over_budget),
         ("hello_conflict", d.hello_conflict),
+        ("tun_failed", d.tun_failed),
     ] {
         m.sample("meshd_drops_total", &[("reason", reason)], n);
     }

@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use time::OffsetDateTime;
 
 use tokio::sync::{mpsc, oneshot};
-use tun_rs::{AsyncDevice, DeviceBuilder};
 
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::control::{Request, StatusSocket};
 use crate::lighthouse_links::{LighthouseEvent, LighthouseLinks};
 use crate::node::{Node, Now, Pong, Settings};
+use crate::tun_device::TunDevice;
 use crate::udp::Udp;
 use crate::worker::Workers;
 use rma_ca::CaCert;
@@ -26,8 +26,12 @@ use rma_daemon::mesh_tls::Trust;
 /// How often certificates near expiry are named again.
 const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// TUN packets read per wake-up before the loop looks at the socket again.
-const TUN_BURST: usize = 64;
+/// TUN packets read per turn before the loop looks at the socket again (two or three
+/// super-packets' segments with offload).
+const TUN_BUDGET: usize = 128;
+/// Datagrams handed to the node per turn before what they produced is written out: with the
+/// TUN's merging, a turn writes a few super-packets, and the buffers of one turn stay bounded.
+const UDP_BUDGET: usize = 128;
 /// Lighthouse events (mostly relayed datagrams) handled per wake-up.
 const LINK_BURST: usize = 64;
 
@@ -71,21 +75,7 @@ pub async fn run(
     let mesh_ip = identity.cert.mesh_ip();
     let prefix = identity.ca.network().prefix_len();
     let name = identity.cert.name().to_string();
-    // Created down, so that IPv6 is off before the kernel can send anything into it.
-    let tun = DeviceBuilder::new()
-        .name(&config.tun.name)
-        .ipv4(mesh_ip, prefix, None)
-        .mtu(config.tun.mtu)
-        .enable(false)
-        .build_async()
-        .map_err(|e| anyhow::anyhow!("TUN device {}: {e}", config.tun.name))?;
-    // The mesh is IPv4; without this the kernel sends IPv6 neighbour discovery into the TUN.
-    let ipv6_switch = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", config.tun.name);
-    if let Err(e) = std::fs::write(&ipv6_switch, "1") {
-        tracing::debug!(error = %e, "could not disable IPv6 on the TUN device");
-    }
-    tun.enabled(true)
-        .map_err(|e| anyhow::anyhow!("bringing up {}: {e}", config.tun.name))?;
+    let mut tun = TunDevice::open(&config.tun, mesh_ip, prefix)?;
     let mut udp =
         Udp::bind(config.listen).map_err(|e| anyhow::anyhow!("UDP {}: {e}", config.listen))?;
     let status_socket = StatusSocket::bind(&config.status_socket).await?;
@@ -132,6 +122,7 @@ pub async fn run(
         node = %name,
         %mesh_ip,
         tun = %config.tun.name,
+        offload = tun.offload(),
         listen = %udp.local_addr()?,
         "meshd up"
     );
@@ -167,7 +158,7 @@ pub async fn run(
     let on_renewed = |pem: String| workers.borrow_mut().renewed(pem);
     let io = Io {
         renewer,
-        tun: &tun,
+        tun: &mut tun,
         udp: &mut udp,
         requests: &mut status_rx,
         hangups: &mut hangups,
@@ -225,7 +216,7 @@ struct Io<'a> {
         crate::renewer::Renewer,
         mpsc::Receiver<crate::renewer::Outcome>,
     )>,
-    tun: &'a AsyncDevice,
+    tun: &'a mut TunDevice,
     udp: &'a mut Udp,
     requests: &'a mut mpsc::Receiver<Request>,
     hangups: &'a mut tokio::signal::unix::Signal,
@@ -291,7 +282,6 @@ async fn event_loop(
     // `meshd ping` probes in flight, by sequence number.
     let mut waiting: HashMap<u32, oneshot::Sender<Pong>> = HashMap::new();
     let mut next_seq: u32 = 0;
-    let mut tun_buf = vec![0u8; 65_536];
     tokio::pin!(shutdown);
     // One timer for the node's deadlines, moved only when the deadline changes: a new timer
     // per loop turn would cost a timer-wheel insert and removal for every packet.
@@ -318,24 +308,24 @@ async fn event_loop(
             }
             armed_for = deadline;
         }
+        // Unbiased: when the TUN and the socket are both ready, either may go first, so that
+        // neither direction of a busy tunnel starves the other.
         tokio::select! {
-            biased;
             () = &mut shutdown => return Ok(()),
-            read = tun.recv(&mut tun_buf) => {
-                let len = read.map_err(|e| anyhow::anyhow!("reading the TUN device: {e}"))?;
+            ready = tun.readable() => {
+                ready.map_err(|e| anyhow::anyhow!("reading the TUN device: {e}"))?;
                 let at = now();
-                node.handle_tun_packet(&tun_buf[..len], at, &mut batch);
-                for _ in 1..TUN_BURST {
-                    match tun.try_recv(&mut tun_buf) {
-                        Ok(len) => node.handle_tun_packet(&tun_buf[..len], at, &mut batch),
-                        Err(_) => break,
-                    }
-                }
+                let (_, refused) = tun
+                    .drain(TUN_BUDGET, |packet| node.handle_tun_packet(packet, at, &mut batch))
+                    .map_err(|e| anyhow::anyhow!("reading the TUN device: {e}"))?;
+                node.count_tun_failures(refused);
             }
             ready = udp.readable() => {
                 ready?;
                 let at = now();
-                udp.drain(|from, datagram| node.handle_datagram(from, datagram, at, &mut batch))?;
+                udp.drain(UDP_BUDGET, |from, datagram| {
+                    node.handle_datagram(from, datagram, at, &mut batch);
+                })?;
             }
             () = &mut timer, if armed_for.is_some() => {
                 armed_for = None;
@@ -420,10 +410,11 @@ async fn event_loop(
             batch.send_to_lighthouses(&mut links);
             let failed = udp.send(&batch).await + links.take_failures();
             node.count_send_failures(failed);
-            for packet in batch.deliveries() {
-                if let Err(e) = tun.send(packet).await {
-                    tracing::debug!(error = %e, "TUN write failed");
-                }
+            if !batch.deliveries().is_empty()
+                && let Err(e) = tun.send(batch.deliveries()).await
+            {
+                tracing::debug!(error = %e, "TUN write failed");
+                node.count_tun_failures(1);
             }
             batch.clear();
         }

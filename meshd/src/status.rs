@@ -25,6 +25,10 @@ pub struct NodeCounters {
     /// Hellos that would have replaced a peer with an established session.
     #[serde(default)]
     pub hello_conflict: u64,
+    /// TUN reads the offload splitter refused (a header or segment it could not split), and
+    /// writes into the TUN that failed.
+    #[serde(default)]
+    pub tun_failed: u64,
 }
 
 /// This node's certificate renewals since meshd started.

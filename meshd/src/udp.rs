@@ -20,6 +20,10 @@ pub struct Udp {
     state: UdpSocketState,
     buffers: Vec<Box<[u8]>>,
     meta: Vec<RecvMeta>,
+    /// What the last read left to hand over: the buffers it filled, and the next datagram's
+    /// buffer and offset in it.
+    received: usize,
+    next: (usize, usize),
 }
 
 impl std::fmt::Debug for Udp {
@@ -45,6 +49,8 @@ impl Udp {
                 .map(|_| vec![0; RECV_BUFFER].into_boxed_slice())
                 .collect(),
             meta: vec![RecvMeta::default(); RECV_BATCH],
+            received: 0,
+            next: (0, 0),
         })
     }
 
@@ -52,35 +58,61 @@ impl Udp {
         self.socket.local_addr()
     }
 
+    /// Ready when datagrams from the last read are still to be handed over, or the socket
+    /// has more.
     pub async fn readable(&self) -> io::Result<()> {
+        if self.next.0 < self.received {
+            return Ok(());
+        }
         self.socket.readable().await
     }
 
-    /// Reads whatever is queued, without waiting, and hands each datagram to `each`.
-    /// Returns how many datagrams were read; zero means the socket is drained.
-    pub fn drain(&mut self, mut each: impl FnMut(SocketAddr, &[u8])) -> io::Result<usize> {
+    /// Hands up to `budget` datagrams to `each`: first those the last read left, then, if
+    /// none was left, those of one new read (without waiting). What is over the budget waits
+    /// for the next call, so that the caller can write out what the datagrams produced before
+    /// taking more. Returns how many were handed over; zero means the socket is drained.
+    pub fn drain(
+        &mut self,
+        budget: usize,
+        mut each: impl FnMut(SocketAddr, &[u8]),
+    ) -> io::Result<usize> {
+        if self.next.0 >= self.received {
+            self.read()?;
+        }
+        let mut handed = 0;
+        while handed < budget && self.next.0 < self.received {
+            let (message, offset) = self.next;
+            let meta = &self.meta[message];
+            let stride = meta.stride.max(1);
+            let end = (offset + stride).min(meta.len);
+            each(meta.addr, &self.buffers[message][offset..end]);
+            handed += 1;
+            self.next = if end < meta.len {
+                (message, end)
+            } else {
+                (message + 1, 0)
+            };
+        }
+        Ok(handed)
+    }
+
+    /// One batch of datagrams from the socket, without waiting (none when it is drained).
+    fn read(&mut self) -> io::Result<()> {
         let mut slices: Vec<IoSliceMut<'_>> = self
             .buffers
             .iter_mut()
             .map(|b| IoSliceMut::new(b))
             .collect();
-        let received = match self.socket.try_io(Interest::READABLE, || {
+        self.received = match self.socket.try_io(Interest::READABLE, || {
             self.state
                 .recv((&self.socket).into(), &mut slices, &mut self.meta)
         }) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
         };
-        let mut datagrams = 0;
-        for (meta, buffer) in self.meta.iter().zip(&self.buffers).take(received) {
-            let stride = meta.stride.max(1);
-            for datagram in buffer[..meta.len].chunks(stride) {
-                each(meta.addr, datagram);
-                datagrams += 1;
-            }
-        }
-        Ok(datagrams)
+        self.next = (0, 0);
+        Ok(())
     }
 
     /// Sends every datagram of `batch`, as GSO trains where possible. Returns how many

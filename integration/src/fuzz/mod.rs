@@ -11,6 +11,7 @@ mod registration;
 mod request_heads;
 mod scripted;
 mod tun_packets;
+mod tun_writes;
 mod worker_responses;
 
 pub use control_messages::control_messages;
@@ -20,13 +21,14 @@ pub use node_datagrams::node_datagrams;
 pub use registration::registration;
 pub use request_heads::request_heads;
 pub use tun_packets::tun_packets;
+pub use tun_writes::tun_writes;
 pub use worker_responses::worker_responses;
 
 /// A fuzz target's body: any bytes in, a panic on a bug.
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name its fuzz binary and corpus directory have.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("control_messages", control_messages),
     ("enrollment", enrollment),
     ("lighthouse_frames", lighthouse_frames),
@@ -34,5 +36,6 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("registration", registration),
     ("request_heads", request_heads),
     ("tun_packets", tun_packets),
+    ("tun_writes", tun_writes),
     ("worker_responses", worker_responses),
 ];

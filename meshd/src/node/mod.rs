@@ -390,4 +390,9 @@ impl Node {
     pub fn count_send_failures(&mut self, datagrams: u64) {
         self.counters.send_failed += datagrams;
     }
+
+    /// The shell reports TUN reads it dropped and TUN writes that failed.
+    pub fn count_tun_failures(&mut self, failures: u64) {
+        self.counters.tun_failed += failures;
+    }
 }
