@@ -315,7 +315,7 @@ async fn event_loop(
             ready = tun.readable() => {
                 ready.map_err(|e| anyhow::anyhow!("reading the TUN device: {e}"))?;
                 let at = now();
-                let (_, refused) = tun
+                let refused = tun
                     .drain(TUN_BUDGET, |packet| node.handle_tun_packet(packet, at, &mut batch))
                     .map_err(|e| anyhow::anyhow!("reading the TUN device: {e}"))?;
                 node.count_tun_failures(refused);

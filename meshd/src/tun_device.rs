@@ -102,13 +102,9 @@ impl TunDevice {
 
     /// Reads whatever is queued, without waiting, until `budget` packets have been handed to
     /// `each` (a super-packet's segments all go, so a read may overshoot it) or the device is
-    /// drained. A read the splitter refuses is dropped and counted in the result's second
-    /// field; an error of the device itself ends the node.
-    pub fn drain(
-        &mut self,
-        budget: usize,
-        mut each: impl FnMut(&[u8]),
-    ) -> io::Result<(usize, u64)> {
+    /// drained. Returns how many reads the splitter refused (each dropped, and counted against
+    /// the budget); an error of the device itself ends the node.
+    pub fn drain(&mut self, budget: usize, mut each: impl FnMut(&[u8])) -> io::Result<u64> {
         let (mut packets, mut refused) = (0, 0);
         while packets < budget {
             match self.device.try_recv_multiple(
@@ -134,7 +130,7 @@ impl TunDevice {
                 Err(e) => return Err(e),
             }
         }
-        Ok((packets, refused))
+        Ok(refused)
     }
 
     /// Writes `packets`, each behind [`HEADROOM`] bytes, merging those that continue one flow.

@@ -143,3 +143,30 @@ impl Udp {
         failed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_over_the_budget_is_handed_over_in_later_calls() {
+        let mut udp = Udp::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..5u8 {
+            sender
+                .send_to(&[i; 100], udp.local_addr().unwrap())
+                .unwrap();
+        }
+        udp.readable().await.unwrap();
+        let mut seen = Vec::new();
+        // Loopback queues the datagrams at once; the kernel may still hand them over in more
+        // than one read, so drain until five arrived, two at most per call.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while seen.len() < 5 && std::time::Instant::now() < deadline {
+            let handed = udp.drain(2, |_, d| seen.push(d[0])).unwrap();
+            assert!(handed <= 2, "over the budget: {handed}");
+        }
+        assert_eq!(seen, [0, 1, 2, 3, 4]);
+        assert_eq!(udp.drain(2, |_, _| panic!("nothing is left")).unwrap(), 0);
+    }
+}
