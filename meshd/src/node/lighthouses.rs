@@ -19,6 +19,9 @@ use crate::status::LighthouseStatus;
 /// also keeps the NAT mapping of the WireGuard socket open towards the lighthouse).
 const REFLECT_RETRY: Duration = Duration::from_millis(500);
 const REFLECT_KEEPALIVE: Duration = Duration::from_secs(20);
+/// Peers asked for again, at most, when a lighthouse reports a new public address for this
+/// node: half the lighthouse's query burst, so the re-asks never trip its limiter.
+const REINTRODUCE_MAX: usize = 32;
 
 /// A lighthouse, by its position in the configuration: the one name for it everywhere in
 /// meshd (the core, the connections, the relay routes).
@@ -181,11 +184,15 @@ impl Node {
                 self.lighthouses.reflect(now.instant, out);
             }
             FromLighthouse::Observed { wireguard } => {
-                if state.observed != Some(wireguard) {
+                let changed = state.observed != Some(wireguard);
+                if changed {
                     tracing::info!(lighthouse = %state.name(), %wireguard, "lighthouse sees this node's WireGuard socket");
                 }
                 state.observed = Some(wireguard);
                 state.next_reflect = Some(now.instant + REFLECT_KEEPALIVE);
+                if changed {
+                    self.reintroduce(id, now.instant, out);
+                }
             }
             FromLighthouse::Peer { cert, endpoints } => {
                 self.introduced(id, &cert, endpoints, true, now, out);
@@ -197,6 +204,28 @@ impl Node {
                 tracing::debug!(lighthouse = %state.name(), %target, "lighthouse does not know the peer");
             }
             FromLighthouse::Crl { der } => self.apply_pushed_crl(id, &der, now, out),
+        }
+    }
+
+    /// Asks lighthouse `id` again for every peer without a trusted direct path, now that it
+    /// knows this node's public address. A peer introduced before it did (a query that raced
+    /// ahead of the first reflect, or an address that changed since) was given only this
+    /// node's LAN endpoints, so it punches nowhere useful and this node's punches die at its
+    /// NAT; the new introduction hands it the public one, and both sides punch again.
+    fn reintroduce(&mut self, id: LighthouseId, now: Instant, out: &mut impl Output) {
+        for peer in self
+            .peers
+            .iter_mut()
+            .filter(|p| !p.direct_trusted(now))
+            .take(REINTRODUCE_MAX)
+        {
+            peer.probe_interval = paths::PROBE_FIRST;
+            out.ask(
+                id,
+                ToLighthouse::Query {
+                    target: Target::MeshIp(peer.cert.mesh_ip()),
+                },
+            );
         }
     }
 

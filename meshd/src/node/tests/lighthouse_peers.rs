@@ -185,6 +185,35 @@ fn cone_nats_punch_through_and_the_session_goes_direct() {
     assert!(net.send(b, ip(1), b"reply"));
 }
 
+/// A node that asks for a peer before the lighthouse has seen its WireGuard socket (its first
+/// query beats its first reflect, as a worker that registers with routerd at once can) gets
+/// the peer introduced with only its LAN endpoint: the peer punches nowhere useful, and the
+/// asker's punches die at the peer's NAT. Once the lighthouse reports the public address, the
+/// node asks again, the peer learns it, and the pair goes direct.
+#[test]
+fn a_query_that_beats_the_first_reflect_is_asked_again_once_the_lighthouse_sees_the_node() {
+    let mut net = Internet::new();
+    let b = net.add(2, Some(NatKind::Cone));
+    net.reflector_up = false;
+    let a = net.add(1, Some(NatKind::Cone));
+    assert!(net.send(a, ip(2), b"first"));
+    net.advance(Duration::from_secs(5));
+    assert_eq!(net.path(b, ip(1)).0, "relayed");
+    assert_eq!(net.path(a, ip(2)).0, "relayed");
+
+    net.reflector_up = true;
+    net.advance(Duration::from_secs(2));
+    assert!(net.send(a, ip(2), b"second"));
+    assert_eq!(
+        net.path(a, ip(2)),
+        ("direct".into(), None, "203.0.113.2:4242".into())
+    );
+    assert_eq!(
+        net.path(b, ip(1)),
+        ("direct".into(), None, "203.0.113.1:4242".into())
+    );
+}
+
 #[test]
 fn symmetric_nats_are_relayed_and_stay_reachable() {
     let mut net = Internet::new();

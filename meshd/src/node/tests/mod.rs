@@ -172,6 +172,9 @@ pub(crate) struct Sim {
     /// The lighthouse (connection ids are host indices), and whether it is running.
     pub(crate) lighthouse: Rendezvous,
     pub(crate) lighthouse_up: bool,
+    /// Whether the lighthouse's reflector port gets reflect messages (off: a node's queries
+    /// race ahead of the lighthouse learning its public address).
+    pub(crate) reflector_up: bool,
     /// Relayed packets: (from host, to host, source mesh IP, datagram).
     relay_queue: VecDeque<(usize, usize, Ipv4Addr, Vec<u8>)>,
     /// Packets the lighthouse relayed.
@@ -196,6 +199,7 @@ impl Sim {
             step: None,
             lighthouse: Rendezvous::new(REFLECTOR.port(), Vec::new()),
             lighthouse_up: true,
+            reflector_up: true,
             relay_queue: VecDeque::new(),
             relayed: 0,
             late_punches: None,
@@ -313,6 +317,7 @@ impl Sim {
             if let Some((from, to, datagram)) = self.in_flight.pop_front() {
                 if to == REFLECTOR {
                     if self.lighthouse_up
+                        && self.reflector_up
                         && let Ok(Control::Reflect { token }) = wire::parse_control(&datagram)
                     {
                         let effects = self.lighthouse.reflect(from, &token);

@@ -213,11 +213,30 @@ impl System {
             ("worker-3", "relayed"),
         ];
         let socket = self.sh.dir.join("worker-1/meshd.sock");
+        // What worker-1 last showed of each peer, for the error if the paths never settle.
+        let mut seen = String::from("no status yet");
         wait::until(
             "worker-1 to reach routerd and worker-2 directly and worker-3 through the relay",
             Duration::from_secs(30),
             || {
-                let status = mesh::status(&socket).ok()?;
+                let status = match mesh::status(&socket) {
+                    Ok(status) => status,
+                    Err(e) => {
+                        seen = format!("status failed: {e:#}");
+                        return None;
+                    }
+                };
+                seen = status
+                    .peers
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} {} handshake {:?} s ago",
+                            p.name, p.path, p.last_handshake_secs
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 expected
                     .iter()
                     .all(|(name, path)| {
@@ -227,7 +246,8 @@ impl System {
                     })
                     .then_some(())
             },
-        )?;
+        )
+        .with_context(|| format!("worker-1's peers, last seen: {seen}"))?;
         self.sh.run(
             Some(&worker_1),
             "meshd",
