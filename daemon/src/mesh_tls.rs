@@ -271,6 +271,11 @@ pub fn server_config(
         .with_single_cert(chain, key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
+    // No resumption: a node reconnects rarely and its full handshake is what proves its key
+    // again. Without tickets, the lighthouse neither computes nor sends them to every node,
+    // nor keeps a cache of sessions.
+    tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     config.transport_config(transport());
     Ok(config)
@@ -289,6 +294,7 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(trust)))
         .with_client_auth_cert(chain, key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.resumption = rustls::client::Resumption::disabled();
     let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     config.transport_config(transport());
     Ok(config)

@@ -49,7 +49,9 @@ pub struct ShellCounters {
 
 struct Handle {
     connection: quinn::Connection,
-    control: mpsc::Sender<FromLighthouse>,
+    /// Boxed: a channel's first block holds 32 slots, and a node's channel lives as long
+    /// as its connection.
+    control: mpsc::Sender<Box<FromLighthouse>>,
 }
 
 /// The core and the connections its effects apply to.
@@ -69,7 +71,7 @@ impl Shared {
             match effect {
                 Effect::Send(conn, message) => {
                     if let Some(handle) = self.handles.get(&conn)
-                        && handle.control.try_send(message).is_err()
+                        && handle.control.try_send(Box::new(message)).is_err()
                     {
                         self.counters
                             .control_dropped
@@ -396,7 +398,7 @@ async fn node_session(
     connection: &quinn::Connection,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    mut control_rx: mpsc::Receiver<FromLighthouse>,
+    mut control_rx: mpsc::Receiver<Box<FromLighthouse>>,
     shared: &Mutex<Shared>,
     counters: &Arc<ShellCounters>,
     relaying: &Relaying,

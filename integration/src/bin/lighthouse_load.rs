@@ -20,9 +20,35 @@ struct Cli {
     /// How many nodes to register.
     #[arg(long, default_value_t = 1000)]
     nodes: u32,
+    /// Registrations in flight at once, as nodes that start together would make them.
+    #[arg(long, default_value_t = 64)]
+    parallel: usize,
     /// The lighthouse binary (by default the one next to this tool).
     #[arg(long)]
     lighthouse: Option<PathBuf>,
+}
+
+/// One simulated node: registers over QUIC, then sends its reflect token from a UDP socket
+/// of its own (its WireGuard socket). Returns what must stay open for the node to stay
+/// registered.
+async fn register_node(
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    i: u32,
+    address: SocketAddr,
+    reflector: SocketAddr,
+) -> anyhow::Result<(quic_client::Registered, tokio::net::UdpSocket)> {
+    let wireguard = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let local = vec![SocketAddr::from(([192, 0, 2, (i % 250 + 1) as u8], 4242))];
+    let registered =
+        quic_client::register(&endpoint, config, address, "lighthouse-1", local).await?;
+    let FromLighthouse::Welcome { token, .. } = registered.welcome else {
+        anyhow::bail!("expected a welcome, got {:?}", registered.welcome);
+    };
+    let mut reflect = Vec::new();
+    rma_proto::wire::encode_reflect(&token, &mut reflect);
+    wireguard.send_to(&reflect, reflector).await?;
+    Ok((registered, wireguard))
 }
 
 /// Resident memory of a process in KiB, from /proc.
@@ -33,6 +59,24 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("no VmRSS")
+}
+
+/// CPU time a process has used, user and system, from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("no command name")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields.get(i).context("a short stat line")?.parse()?)
+    };
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 counted from 0 after the
+    // name. /proc counts in USER_HZ, which is 100 on Linux.
+    Ok((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 fn metric(text: &str, name: &str) -> Option<f64> {
@@ -116,33 +160,42 @@ async fn main() -> anyhow::Result<()> {
                 pki.node(&format!("node-{i}"), ip)
             })
             .collect();
+        let configs = issued
+            .iter()
+            .map(|(cert, keys)| quic_client::client_config(cert, keys, &pki.ca))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let endpoint = quic_client::endpoint([127, 0, 0, 1].into())?;
         let started = Instant::now();
-        let mut held = Vec::with_capacity(issued.len());
-        for (i, (cert, keys)) in issued.iter().enumerate() {
-            let config = quic_client::client_config(cert, keys, &pki.ca)?;
-            let wireguard = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
-            let local = vec![SocketAddr::from(([192, 0, 2, (i % 250 + 1) as u8], 4242))];
-            let registered =
-                quic_client::register(&endpoint, config, address, "lighthouse-1", local).await?;
-            let FromLighthouse::Welcome { token, .. } = registered.welcome else {
-                anyhow::bail!("expected a welcome, got {:?}", registered.welcome);
-            };
-            let mut reflect = Vec::new();
-            rma_proto::wire::encode_reflect(&token, &mut reflect);
-            wireguard.send_to(&reflect, reflector).await?;
-            held.push((registered, wireguard));
+        let cpu_before = cpu_seconds(pid)?;
+        let mut held = Vec::with_capacity(configs.len());
+        let mut running = tokio::task::JoinSet::new();
+        for (i, config) in (0..).zip(configs) {
+            if running.len() >= cli.parallel.max(1) {
+                held.push(running.join_next().await.context("a registration")???);
+            }
+            running.spawn(register_node(
+                endpoint.clone(),
+                config,
+                i,
+                address,
+                reflector,
+            ));
+        }
+        while let Some(node) = running.join_next().await {
+            held.push(node??);
         }
         let nodes = f64::from(cli.nodes);
         wait_metric(metrics, "lighthouse_registered_nodes", nodes).await?;
         wait_metric(metrics, "lighthouse_reflected_nodes", nodes).await?;
         let elapsed = started.elapsed();
         let loaded = rss_kib(pid)?;
+        let cpu = cpu_seconds(pid)? - cpu_before;
         println!(
-            "registered {} nodes in {:.1} s; lighthouse rss idle {} KiB, with {} nodes {} KiB \
-             ({:.1} KiB per node)",
+            "registered {} nodes in {:.1} s (lighthouse cpu {:.1} s); lighthouse rss idle {} KiB, \
+             with {} nodes {} KiB ({:.1} KiB per node)",
             cli.nodes,
             elapsed.as_secs_f64(),
+            cpu,
             idle,
             cli.nodes,
             loaded,
