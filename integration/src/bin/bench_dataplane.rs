@@ -17,8 +17,9 @@
 //! wireguard-tools and iperf3 with apt-get; boringtun-cli, which only crates.io ships, with
 //! `cargo install --locked` into target/anchors.
 //!
-//! `BENCH_PATHS=meshd,nebula` runs only the paths it names (raw veth always runs); without an
-//! anchor, the ratio to the best anchor is infinite. `BENCH_BASELINE=/path/to/meshd` adds a path: that build of meshd, so a change can be
+//! `BENCH_PATHS=meshd,nebula` runs only the paths it names (raw veth, and the baseline below,
+//! always run); without an anchor, the ratio to the best anchor is infinite.
+//! `BENCH_BASELINE=/path/to/meshd` adds a path: that build of meshd, so a change can be
 //! measured against the build before it. `BENCH_ROUNDS` (1) runs every path that many times,
 //! one after another in each round, and reports each path's median over the rounds: with
 //! `BENCH_REPS=1`, the two builds alternate, and drift on a shared machine falls on both.
@@ -582,10 +583,13 @@ fn main() -> anyhow::Result<()> {
         Some(start_boringtun),
         Ipv4Addr::new(10, 97, 0, 2),
     ));
-    // Raw veth stays: every ratio is to it or to the anchors that were run.
+    // Raw veth stays: every ratio is to it or to the anchors that were run. So does the
+    // baseline, which is there only because BENCH_BASELINE asked for it.
     if let Ok(only) = std::env::var("BENCH_PATHS") {
-        tunnels
-            .retain(|(name, ..)| *name == "raw veth" || only.split(',').any(|p| p.trim() == *name));
+        tunnels.retain(|(name, ..)| {
+            matches!(*name, "raw veth" | "meshd baseline")
+                || only.split(',').any(|p| p.trim() == *name)
+        });
     }
     let rounds = env_number("BENCH_ROUNDS", 1).max(1);
     let mut by_path: Vec<Vec<Measured>> = vec![Vec::new(); tunnels.len()];
