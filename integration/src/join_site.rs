@@ -73,6 +73,7 @@ impl JoinSite {
                 metrics: None,
                 lighthouses: &[lighthouse.entry()],
                 mtu: None,
+                park_after: None,
                 extra: "",
             },
         )?;

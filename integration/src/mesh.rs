@@ -162,6 +162,8 @@ pub struct NodeConfig<'a> {
     pub lighthouses: &'a [(String, SocketAddr)],
     /// The TUN MTU; meshd's default (1380) if `None`.
     pub mtu: Option<u16>,
+    /// Each lighthouse's `park_after` in seconds; meshd's default (300) if `None`.
+    pub park_after: Option<u32>,
     /// More TOML appended to the config, such as `[coordinator]` and `[[service]]`.
     pub extra: &'a str,
 }
@@ -193,6 +195,9 @@ pub fn write_config(lab: &Lab, node: &NodeConfig<'_>) -> anyhow::Result<(PathBuf
         text.push_str(&format!(
             "\n[[lighthouse]]\nname = \"{name}\"\naddress = \"{address}\"\n"
         ));
+        if let Some(seconds) = node.park_after {
+            text.push_str(&format!("park_after = {seconds}\n"));
+        }
     }
     for (mesh_ip, endpoint) in node.static_peers {
         text.push_str(&format!(

@@ -1,6 +1,7 @@
 //! A bare lighthouse client for tests: connects with a given certificate and registers, the way
 //! meshd does, without a data plane. The probe uses it to show that bad certificates are
-//! refused; the load test uses it to register a thousand nodes from one process.
+//! refused; the load test uses it to register a thousand nodes from one process, and to park
+//! them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -59,6 +60,34 @@ pub async fn register(
         recv,
         welcome,
     })
+}
+
+/// Parks a registration as meshd does: asks over the control stream, waits for the answer,
+/// derives the park key and closes the connection. Returns the key and the lists' digest.
+pub async fn park(
+    mut registered: Registered,
+    token: &[u8; rma_proto::wire::TOKEN_LEN],
+) -> anyhow::Result<(rma_proto::parked::Key, u64)> {
+    lighthouse::write(&mut registered.send, &ToLighthouse::Park).await?;
+    let mut buf = Vec::new();
+    let lists = loop {
+        let message = tokio::time::timeout(
+            Duration::from_secs(10),
+            lighthouse::read::<FromLighthouse>(&mut registered.recv, &mut buf),
+        )
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("the lighthouse closed the control stream"))?;
+        if let FromLighthouse::Parked { lists } = message {
+            break lists;
+        }
+    };
+    let mut key = [0u8; rma_proto::parked::KEY_LEN];
+    registered
+        .connection
+        .export_keying_material(&mut key, rma_proto::parked::EXPORTER_LABEL, token)
+        .map_err(|_| anyhow::anyhow!("no keying material"))?;
+    registered.connection.close(0u32.into(), b"parked");
+    Ok((rma_proto::parked::Key::new(&key), lists))
 }
 
 /// A client endpoint on an ephemeral port of `ip`.

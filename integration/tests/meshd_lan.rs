@@ -95,6 +95,7 @@ impl Lan {
             metrics: None,
             lighthouses: &[],
             mtu: None,
+            park_after: None,
             extra: "",
         };
         mesh::start(&mut self.lab, &ns, &config).unwrap()
@@ -327,6 +328,7 @@ fn untrusted_certificates_get_no_session() {
         metrics: None,
         lighthouses: &[],
         mtu: None,
+        park_after: None,
         extra: "",
     };
     let (config_path, _) = mesh::write_config(&lan.lab, &config).unwrap();
@@ -643,6 +645,7 @@ fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
         metrics: None,
         lighthouses: &[],
         mtu: None,
+        park_after: None,
         extra: "",
     };
     mesh::write_config(&lan.lab, &config).unwrap();
@@ -707,6 +710,7 @@ fn meshd_tells_systemd_it_is_ready_and_cleans_up_on_sigterm() {
         metrics: None,
         lighthouses: &[],
         mtu: None,
+        park_after: None,
         extra: "",
     };
     let (config_path, socket) = mesh::write_config(&lan.lab, &config).unwrap();
@@ -769,6 +773,7 @@ fn metrics_are_served_in_the_prometheus_format() {
         metrics: Some(metrics_addr),
         lighthouses: &[],
         mtu: None,
+        park_after: None,
         extra: "",
     };
     let a = mesh::start(&mut lan.lab, &ns, &config).unwrap();

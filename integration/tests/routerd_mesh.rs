@@ -279,6 +279,7 @@ fn start_meshd(
             metrics: None,
             lighthouses,
             mtu: None,
+            park_after: None,
             extra,
         },
     )

@@ -169,6 +169,7 @@ impl Platform {
                 metrics: None,
                 lighthouses: &self.lighthouse,
                 mtu: None,
+                park_after: None,
                 extra,
             },
             &mesh::binary("meshd").unwrap(),

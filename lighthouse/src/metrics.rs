@@ -20,6 +20,7 @@ pub struct Snapshot {
     pub connected: usize,
     pub registered: usize,
     pub reflected: usize,
+    pub parked: usize,
     pub core: Counters,
     /// Seconds until the revocation list in use is due to be replaced (negative once past).
     pub crl_next_update_secs: Option<i64>,
@@ -40,8 +41,56 @@ pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
         (
             "lighthouse_registered_nodes",
             "gauge",
-            "Nodes registered (soft state, ends with the connection).",
+            "Nodes registered, connected or parked (soft state: ends with the connection, or with a parked node's pings).",
             s.registered as u64,
+        ),
+        (
+            "lighthouse_parked_nodes",
+            "gauge",
+            "Registered nodes whose connection is parked: they stay registered with signed pings.",
+            s.parked as u64,
+        ),
+        (
+            "lighthouse_parks_total",
+            "counter",
+            "Nodes that parked their connection.",
+            c.parks,
+        ),
+        (
+            "lighthouse_unparked_total",
+            "counter",
+            "Parked nodes that connected again.",
+            c.unparked,
+        ),
+        (
+            "lighthouse_parked_expired_total",
+            "counter",
+            "Parked registrations dropped because their pings stopped.",
+            c.parked_expired,
+        ),
+        (
+            "lighthouse_parked_pings_total",
+            "counter",
+            "Parked pings that verified, each answered with an ack.",
+            c.parked_pings,
+        ),
+        (
+            "lighthouse_parked_pings_refused_total",
+            "counter",
+            "Parked pings refused: unknown token, not parked, bad tag or a counter that did not grow.",
+            c.parked_pings_refused,
+        ),
+        (
+            "lighthouse_wakes_total",
+            "counter",
+            "Wakes sent to parked nodes that a peer asked for or relayed to.",
+            c.wakes,
+        ),
+        (
+            "lighthouse_datagrams_dropped_total",
+            "counter",
+            "Acks and wakes the reflector's socket could not send at once.",
+            load(&shell.datagrams_dropped),
         ),
         (
             "lighthouse_reflected_nodes",
@@ -148,7 +197,7 @@ pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
         (
             "lighthouse_reflector_malformed_total",
             "counter",
-            "Datagrams on the reflector port that are not reflect messages.",
+            "Datagrams on the reflector port that are neither reflect messages nor parked pings.",
             load(&shell.reflector_malformed),
         ),
         (
@@ -179,15 +228,13 @@ pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
 
 pub(crate) fn snapshot(shared: &Mutex<Shared>) -> (Snapshot, Arc<ShellCounters>) {
     let shared = rma_daemon::sync::lock(shared);
-    let registrations = shared.core.registrations();
+    let census = shared.core.census();
     (
         Snapshot {
-            connected: shared.core.connected(),
-            registered: registrations.len(),
-            reflected: registrations
-                .iter()
-                .filter(|r| r.wireguard.is_some())
-                .count(),
+            connected: census.connected,
+            registered: census.registered,
+            reflected: census.reflected,
+            parked: census.parked,
             core: shared.core.counters(),
             crl_next_update_secs: rma_ca::RevocationList::soonest_next_update(
                 shared.core.lists(),
@@ -226,6 +273,7 @@ mod tests {
             connected: 3,
             registered: 2,
             reflected: 1,
+            parked: 1,
             core: Counters::default(),
             crl_next_update_secs: Some(3600),
         };

@@ -93,9 +93,19 @@ impl<D> Relay<D> {
         if self.routes.len() >= MAX_ROUTES && !self.routes.contains_key(&to) {
             self.routes.clear();
         }
-        let verdict = match self.routes.entry(to).or_insert_with(lookup) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.routes.entry(to) {
+            let route = lookup();
+            if matches!(route, Err(RelayDrop::Parked)) {
+                // Not held: the next packet looks again, and wakes the node again if it is
+                // still away (the core spaces the wakes).
+                counters.count::<()>(&Err(RelayDrop::Parked), len);
+                return Err(RelayDrop::Parked);
+            }
+            entry.insert(route);
+        }
+        let verdict = match self.routes.get(&to).expect("inserted above") {
             Ok((dest, from)) => match self.budget.take_n(self.limit, len as f64, now) {
-                Ok(()) => Ok((&*dest, *from)),
+                Ok(()) => Ok((dest, *from)),
                 Err(_) => Err(RelayDrop::OverBudget),
             },
             Err(drop) => Err(*drop),

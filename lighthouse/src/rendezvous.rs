@@ -32,6 +32,8 @@ const QUERY_LIMIT: Limit = Limit {
 pub enum Effect {
     Send(ConnId, FromLighthouse),
     Close(ConnId, CloseReason),
+    /// A datagram to send from the reflector's socket: an ack to a parked ping, or a wake.
+    Datagram(SocketAddr, Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +80,8 @@ pub enum RelayDrop {
     ToSelf,
     #[error("the sender is over its relay budget")]
     OverBudget,
+    #[error("the destination is parked; it has been woken")]
+    Parked,
 }
 
 /// Running totals for the metrics endpoint.
@@ -93,6 +97,16 @@ pub struct Counters {
     pub closed_replaced: u64,
     /// Certificates replaced by their renewal on a live connection.
     pub renewals: u64,
+    pub parks: u64,
+    /// Parked registrations whose node connected again.
+    pub unparked: u64,
+    /// Parked registrations dropped because their pings stopped.
+    pub parked_expired: u64,
+    pub parked_pings: u64,
+    /// Pings refused: an unknown token, a registration that is not parked, a tag that does not
+    /// verify or a counter that does not grow.
+    pub parked_pings_refused: u64,
+    pub wakes: u64,
 }
 
 #[derive(Debug)]
@@ -105,6 +119,10 @@ struct Node {
     /// The public address of its WireGuard socket, from the reflector.
     observed: Option<SocketAddr>,
     queries: TokenBucket,
+    /// Set while the node's connection is parked.
+    parked: Option<Box<parking::Parked>>,
+    /// The nodes that asked for it while it was parked: introduced once it is back.
+    waiting: Vec<ConnId>,
 }
 
 impl Node {
@@ -131,7 +149,20 @@ impl Node {
     }
 }
 
-/// A snapshot of one registration, for status and metrics.
+/// How many nodes are in each state ([`Rendezvous::census`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Nodes with a connection, registered or not.
+    pub connected: usize,
+    /// Nodes registered, connected or parked.
+    pub registered: usize,
+    /// Registered nodes whose WireGuard address the reflector has seen.
+    pub reflected: usize,
+    /// Registrations kept by parked pings, without a connection.
+    pub parked: usize,
+}
+
+/// A snapshot of one registration, for status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub name: String,
@@ -139,6 +170,8 @@ pub struct Registration {
     pub quic_addr: SocketAddr,
     pub wireguard: Option<SocketAddr>,
     pub local: Vec<SocketAddr>,
+    /// Its connection is parked: it keeps the registration with parked pings.
+    pub parked: bool,
 }
 
 #[derive(Debug)]
@@ -154,12 +187,15 @@ pub struct Rendezvous {
     /// the lock ([`crate::relay`]).
     epoch: Arc<AtomicU64>,
     counters: Counters,
+    /// [`parking::lists_digest`] of `lists`, which parked nodes' acks carry.
+    lists_digest: u64,
 }
 
 impl Rendezvous {
     pub fn new(reflector_port: u16, lists: Vec<RevocationList>) -> Self {
         Self {
             reflector_port,
+            lists_digest: parking::lists_digest(&lists),
             lists,
             nodes: HashMap::new(),
             by_ip: HashMap::new(),
@@ -168,6 +204,11 @@ impl Rendezvous {
             counters: Counters::default(),
             epoch: Arc::default(),
         }
+    }
+
+    /// The reflect token issued on `conn`, which also keys its park.
+    pub fn token(&self, conn: ConnId) -> Option<[u8; TOKEN_LEN]> {
+        self.nodes.get(&conn).map(|n| n.token)
     }
 
     /// The registrations' epoch, which moves on whenever a relay route may have changed: a
@@ -184,9 +225,27 @@ impl Rendezvous {
         self.counters
     }
 
-    /// Nodes connected, registered or not.
+    /// Nodes connected, registered or not (parked ones not counted).
     pub fn connected(&self) -> usize {
-        self.nodes.len()
+        self.census().connected
+    }
+
+    /// How many nodes are in each state, counted in one pass without copying anything: a
+    /// metrics scrape takes it under the lock every registration also needs.
+    pub fn census(&self) -> Census {
+        let mut census = Census::default();
+        for node in self.nodes.values() {
+            if node.parked.is_some() {
+                census.parked += 1;
+            } else {
+                census.connected += 1;
+            }
+            if node.local.is_some() {
+                census.registered += 1;
+                census.reflected += usize::from(node.observed.is_some());
+            }
+        }
+        census
     }
 
     /// Registered nodes, sorted by mesh IP.
@@ -201,6 +260,7 @@ impl Rendezvous {
                     quic_addr: n.quic_addr,
                     wireguard: n.observed,
                     local: n.local.clone()?,
+                    parked: n.parked.is_some(),
                 })
             })
             .collect();
@@ -223,10 +283,27 @@ impl Rendezvous {
             self.by_ip.get(&cert.mesh_ip()).copied(),
             self.by_name.get(cert.name().as_str()).copied(),
         ];
+        let mut waiting = Vec::new();
+        let mut observed = None;
         for old in older.into_iter().flatten() {
-            if old != conn && self.remove(old) {
-                self.counters.closed_replaced += 1;
-                effects.push(Effect::Close(old, CloseReason::Replaced));
+            if old == conn {
+                continue;
+            }
+            match self.remove(old) {
+                // A parked node back: what came for it while it was away goes to the new
+                // connection once it registers.
+                Some(node) if node.parked.is_some() => {
+                    self.counters.unparked += 1;
+                    waiting.extend(node.waiting);
+                    // Its pings kept this address current: peers introduced before its first
+                    // reflect on the new connection lands get its public endpoint.
+                    observed = node.observed;
+                }
+                Some(_) => {
+                    self.counters.closed_replaced += 1;
+                    effects.push(Effect::Close(old, CloseReason::Replaced));
+                }
+                None => {}
             }
         }
         self.by_ip.insert(cert.mesh_ip(), conn);
@@ -239,8 +316,10 @@ impl Rendezvous {
                 quic_addr,
                 token,
                 local: None,
-                observed: None,
+                observed,
                 queries: TokenBucket::new(QUERY_LIMIT, now),
+                parked: None,
+                waiting,
             },
         );
         self.routes_changed();
@@ -267,15 +346,15 @@ impl Rendezvous {
         Vec::new()
     }
 
-    /// The connection ended; its registration goes with it.
+    /// The connection ended; its registration goes with it unless it is parked.
     pub fn disconnect(&mut self, conn: ConnId) {
-        self.remove(conn);
+        if self.nodes.get(&conn).is_some_and(|n| n.parked.is_none()) {
+            self.remove(conn);
+        }
     }
 
-    fn remove(&mut self, conn: ConnId) -> bool {
-        let Some(node) = self.nodes.remove(&conn) else {
-            return false;
-        };
+    fn remove(&mut self, conn: ConnId) -> Option<Node> {
+        let node = self.nodes.remove(&conn)?;
         if self.by_ip.get(&node.cert.mesh_ip()) == Some(&conn) {
             self.by_ip.remove(&node.cert.mesh_ip());
         }
@@ -284,7 +363,7 @@ impl Rendezvous {
         }
         self.tokens.remove(&node.token);
         self.routes_changed();
-        true
+        Some(node)
     }
 
     /// A control message from a connected node.
@@ -292,7 +371,25 @@ impl Rendezvous {
         let Some(node) = self.nodes.get_mut(&conn) else {
             return Vec::new();
         };
+        // A parked node that still speaks on its connection is back on it.
+        if node.parked.is_some() && message != ToLighthouse::Park {
+            node.parked = None;
+            self.routes_changed();
+        }
+        let node = self.nodes.get_mut(&conn).expect("found above");
         match message {
+            ToLighthouse::Park if node.local.is_none() => {
+                vec![Effect::Close(
+                    conn,
+                    CloseReason::Protocol("park before register"),
+                )]
+            }
+            // The shell derives the key from the connection and calls `park`; a park that
+            // reaches here came on a connection it could not derive one from.
+            ToLighthouse::Park => vec![Effect::Close(
+                conn,
+                CloseReason::Protocol("park without a key"),
+            )],
             ToLighthouse::Register { local } => {
                 let first = node.local.is_none();
                 node.local = Some(usable_endpoints(local));
@@ -318,6 +415,15 @@ impl Rendezvous {
                         },
                     ));
                 }
+                // Back from a park: the nodes that asked for it meanwhile are introduced now,
+                // the punch reaching it before the asker's packets, as on any introduction.
+                let node = self.nodes.get_mut(&conn).expect("found above");
+                let ip = node.cert.mesh_ip();
+                for asker in std::mem::take(&mut node.waiting) {
+                    if self.nodes.get(&asker).is_some_and(|n| n.parked.is_none()) {
+                        effects.extend(self.introduce(asker, Target::MeshIp(ip), now));
+                    }
+                }
                 effects
             }
             ToLighthouse::Query { .. } if node.local.is_none() => {
@@ -340,13 +446,13 @@ impl Rendezvous {
                     return Vec::new();
                 }
                 self.counters.queries += 1;
-                self.introduce(conn, target)
+                self.introduce(conn, target, now)
             }
         }
     }
 
     /// Answers `asker`'s query and, at the same moment, tells the target to punch back.
-    fn introduce(&mut self, asker: ConnId, target: Target) -> Vec<Effect> {
+    fn introduce(&mut self, asker: ConnId, target: Target, now: Instant) -> Vec<Effect> {
         let found = match &target {
             Target::MeshIp(ip) => self.by_ip.get(ip),
             Target::Name(name) => self.by_name.get(name),
@@ -360,24 +466,22 @@ impl Rendezvous {
             self.counters.queries_not_found += 1;
             return vec![Effect::Send(asker, FromLighthouse::NotFound { target })];
         };
+        // A parked target is woken, and the asker answered once it is back: were the asker
+        // told now, its packets would beat the target's punch to the target's NAT.
+        if target_node.parked.is_some() {
+            return self.hold_for_parked(target_conn, asker, now);
+        }
         self.counters.punches += 1;
-        vec![
-            // The punch goes out first, so the target knows the asker before its packets come.
-            Effect::Send(
-                target_conn,
-                FromLighthouse::Punch {
-                    cert: asker_node.cert.chain_der(),
-                    endpoints: asker_node.endpoints(target_node.observed),
-                },
-            ),
-            Effect::Send(
-                asker,
-                FromLighthouse::Peer {
-                    cert: target_node.cert.chain_der(),
-                    endpoints: target_node.endpoints(asker_node.observed),
-                },
-            ),
-        ]
+        let punch = FromLighthouse::Punch {
+            cert: asker_node.cert.chain_der(),
+            endpoints: asker_node.endpoints(target_node.observed),
+        };
+        let peer = FromLighthouse::Peer {
+            cert: target_node.cert.chain_der(),
+            endpoints: target_node.endpoints(asker_node.observed),
+        };
+        // The punch goes out first, so the target knows the asker before its packets come.
+        vec![Effect::Send(target_conn, punch), Effect::Send(asker, peer)]
     }
 
     /// A reflect message with `token` arrived on the reflector port from `from`.
@@ -390,7 +494,9 @@ impl Rendezvous {
         let Some(node) = self.nodes.get_mut(&conn) else {
             return Vec::new();
         };
-        if node.observed == Some(from) {
+        // A parked node's address moves only with a ping that verifies: its token has been
+        // seen in clear, and a replayed reflect must not move it.
+        if node.parked.is_some() || node.observed == Some(from) {
             return Vec::new();
         }
         node.observed = Some(from);
@@ -408,6 +514,9 @@ impl Rendezvous {
                 let from = node.cert.mesh_ip();
                 match self.by_ip.get(&to) {
                     _ if to == from => Err(RelayDrop::ToSelf),
+                    Some(dest) if self.nodes.get(dest).is_some_and(|n| n.parked.is_some()) => {
+                        Err(RelayDrop::Parked)
+                    }
                     Some(&dest) => Ok((dest, from)),
                     None => Err(RelayDrop::UnknownDestination),
                 }
@@ -438,14 +547,16 @@ impl Rendezvous {
             .collect();
         let mut effects = Vec::new();
         for conn in revoked {
-            self.remove(conn);
+            if self.remove(conn).is_some_and(|n| n.parked.is_none()) {
+                effects.push(Effect::Close(conn, CloseReason::Revoked));
+            }
             self.counters.closed_revoked += 1;
-            effects.push(Effect::Close(conn, CloseReason::Revoked));
         }
+        // Parked nodes see the lists' digest change in their next ack, and come for them.
         let mut registered: Vec<ConnId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.local.is_some())
+            .filter(|(_, n)| n.local.is_some() && n.parked.is_none())
             .map(|(c, _)| *c)
             .collect();
         registered.sort_unstable();
@@ -459,6 +570,7 @@ impl Rendezvous {
         }
         self.lists.retain(|l| l.ca_identity() != crl.ca_identity());
         self.lists.push(crl);
+        self.lists_digest = parking::lists_digest(&self.lists);
         effects
     }
 
@@ -472,6 +584,7 @@ impl Rendezvous {
     pub fn expire(&mut self, wall: OffsetDateTime) -> Vec<Effect> {
         self.lists
             .retain(|l| l.issuing_ca().is_none_or(|ca| ca.not_after() >= wall));
+        self.lists_digest = parking::lists_digest(&self.lists);
         let expired: Vec<ConnId> = self
             .nodes
             .iter()
@@ -480,9 +593,9 @@ impl Rendezvous {
             .collect();
         expired
             .into_iter()
-            .map(|conn| {
-                self.remove(conn);
-                Effect::Close(conn, CloseReason::CertificateExpired)
+            .filter_map(|conn| {
+                let parked = self.remove(conn)?.parked.is_some();
+                (!parked).then_some(Effect::Close(conn, CloseReason::CertificateExpired))
             })
             .collect()
     }
@@ -508,6 +621,10 @@ fn usable_endpoints(mut local: Vec<SocketAddr>) -> Vec<SocketAddr> {
 
 /// How long to wait before the next expiry check; the shell never sleeps longer than this.
 pub const EXPIRY_CHECK: Duration = Duration::from_secs(60);
+
+#[path = "parking.rs"]
+mod parking;
+pub use parking::PARKED_EXPIRY;
 
 #[cfg(test)]
 #[path = "rendezvous_tests.rs"]

@@ -9,6 +9,9 @@ use rma_ca::test_ca::TestCa;
 use super::*;
 use crate::relay::{self, Relay, RelayCounters};
 
+#[path = "parking_tests.rs"]
+mod parked;
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
@@ -385,7 +388,7 @@ fn a_node_relaying_flat_out_does_not_starve_another_pair() {
     }
     let (hog, quiet) = (1, 3);
     let (to_hog_peer, to_quiet_peer) = (Ipv4Addr::new(10, 42, 0, 2), Ipv4Addr::new(10, 42, 0, 4));
-    let step = std::time::Duration::from_millis(10);
+    let step = Duration::from_millis(10);
     let mut hog_bytes = 0u64;
     for i in 0..360_000u32 {
         let now = w.now + step * i;

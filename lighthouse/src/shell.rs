@@ -44,6 +44,8 @@ pub struct ShellCounters {
     pub relay_streams_dropped: AtomicU64,
     pub control_dropped: AtomicU64,
     pub crl_reloads: AtomicU64,
+    /// Acks and wakes the reflector's socket could not send at once (dropped, as UDP may be).
+    pub datagrams_dropped: AtomicU64,
     pub relay: RelayCounters,
 }
 
@@ -63,6 +65,8 @@ pub(crate) struct Shared {
     relay_limit: rma_daemon::token_bucket::Limit,
     /// The core's registrations' epoch, read without the lock.
     epoch: Arc<AtomicU64>,
+    /// The reflector's socket, which acks and wakes go out from.
+    reflector: Arc<tokio::net::UdpSocket>,
 }
 
 impl Shared {
@@ -75,6 +79,13 @@ impl Shared {
                     {
                         self.counters
                             .control_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Effect::Datagram(to, datagram) => {
+                    if self.reflector.try_send_to(&datagram, to).is_err() {
+                        self.counters
+                            .datagrams_dropped
                             .fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -148,6 +159,7 @@ pub async fn run(
     let reflector = tokio::net::UdpSocket::bind(config.reflector)
         .await
         .map_err(|e| anyhow::anyhow!("reflector {}: {e}", config.reflector))?;
+    let reflector = Arc::new(reflector);
     let quic_addr = endpoint.local_addr()?;
     let reflector_addr = reflector.local_addr()?;
 
@@ -158,6 +170,7 @@ pub async fn run(
         core,
         handles: HashMap::new(),
         counters: Arc::clone(&counters),
+        reflector: Arc::clone(&reflector),
         relay_limit: rma_daemon::token_bucket::Limit {
             rate: config.relay_rate as f64,
             burst: config.relay_burst as f64,
@@ -192,6 +205,7 @@ pub async fn run(
     let mut poll = tokio::time::interval(rma_daemon::crl_watch::POLL);
     // Its first tick, at once, warns at start about a list that is due.
     let mut daily = tokio::time::interval(Duration::from_secs(86_400));
+    let mut sweep = tokio::time::interval(PARKED_SWEEP);
     let mut next_conn: ConnId = 0;
     tokio::pin!(shutdown);
     loop {
@@ -218,6 +232,7 @@ pub async fn run(
                 check_crl(crl_watch.as_mut(), &shared, &trust, true);
             }
             _ = poll.tick() => check_crl(crl_watch.as_mut(), &shared, &trust, false),
+            _ = sweep.tick() => lock(&shared).core.sweep(Instant::now()),
             _ = daily.tick() => {
                 for crl in trust.lists() {
                     rma_daemon::crl_watch::warn_if_due(Some(&crl), OffsetDateTime::now_utc());
@@ -280,9 +295,12 @@ fn check_crl(watch: Option<&mut CrlWatch>, shared: &Mutex<Shared>, trust: &Trust
     }
 }
 
-/// Answers reflect messages: the source address of each is a node's WireGuard socket as the
-/// internet sees it.
-async fn reflect(socket: tokio::net::UdpSocket, shared: Arc<Mutex<Shared>>) {
+/// How often parked registrations whose pings stopped are looked for.
+const PARKED_SWEEP: Duration = Duration::from_secs(5);
+
+/// Answers reflect messages and parked pings: the source address of each is a node's
+/// WireGuard socket as the internet sees it.
+async fn reflect(socket: Arc<tokio::net::UdpSocket>, shared: Arc<Mutex<Shared>>) {
     let mut buf = [0u8; 2048];
     loop {
         let Ok((len, from)) = socket.recv_from(&mut buf).await else {
@@ -292,6 +310,10 @@ async fn reflect(socket: tokio::net::UdpSocket, shared: Arc<Mutex<Shared>>) {
         match wire::parse_control(&buf[..len]) {
             Ok(Control::Reflect { token }) => {
                 let effects = shared.core.reflect(from, &token);
+                shared.apply(effects);
+            }
+            Ok(Control::ParkedPing(ping)) => {
+                let effects = shared.core.parked_ping(from, &ping, Instant::now());
                 shared.apply(effects);
             }
             _ => {
@@ -379,6 +401,19 @@ async fn serve_node(
     tracing::info!(parent: &span, reason = %reason, "node disconnected");
 }
 
+/// The key a parked registration's datagrams are signed with, from the connection it parked
+/// on; the node derives the same.
+fn park_key(
+    connection: &quinn::Connection,
+    token: Option<[u8; wire::TOKEN_LEN]>,
+) -> Option<[u8; rma_proto::parked::KEY_LEN]> {
+    let mut key = [0u8; rma_proto::parked::KEY_LEN];
+    connection
+        .export_keying_material(&mut key, rma_proto::parked::EXPORTER_LABEL, &token?)
+        .ok()?;
+    Some(key)
+}
+
 /// The least time between two renewals a connection's node is listened to.
 const RENEWAL_SPACING: Duration = Duration::from_secs(10);
 
@@ -442,6 +477,16 @@ async fn node_session(
                     };
                     shared.apply(effects);
                 }
+                Ok(Some(ToLighthouse::Park)) => {
+                    let mut shared = lock(shared);
+                    let effects = match park_key(connection, shared.core.token(conn)) {
+                        Some(key) => shared.core.park(conn, &key, Instant::now()),
+                        None => shared
+                            .core
+                            .message(conn, ToLighthouse::Park, Instant::now()),
+                    };
+                    shared.apply(effects);
+                }
                 Ok(Some(message)) => {
                     let mut shared = lock(shared);
                     let effects = shared.core.message(conn, message, Instant::now());
@@ -493,8 +538,13 @@ fn relay(
         return;
     };
     let lookup = || {
-        let shared = lock(shared);
-        let (dest, source) = shared.core.route(conn, to)?;
+        let mut shared = lock(shared);
+        let route = shared.core.route(conn, to);
+        if route == Err(RelayDrop::Parked) {
+            let effects = shared.core.wake_for_relay(to, Instant::now());
+            shared.apply(effects);
+        }
+        let (dest, source) = route?;
         let handle = shared
             .handles
             .get(&dest)

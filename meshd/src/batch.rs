@@ -31,6 +31,8 @@ pub struct Batch {
     relayed: Vec<u8>,
     relays: Vec<(LighthouseId, Ipv4Addr, Range<usize>)>,
     asks: Vec<(LighthouseId, ToLighthouse)>,
+    /// Parks and reconnects, in order with the asks (a reconnect comes before what it is for).
+    links: Vec<(LighthouseId, Link)>,
     /// The revocation list the node put in use this round, if it changed.
     crls: Vec<RevocationList>,
 }
@@ -67,6 +69,20 @@ impl Output for Batch {
     fn crl_changed(&mut self, crl: &RevocationList) {
         self.crls.push(crl.clone());
     }
+
+    fn park(&mut self, via: LighthouseId) {
+        self.links.push((via, Link::Park));
+    }
+
+    fn connect(&mut self, via: LighthouseId) {
+        self.links.push((via, Link::Connect));
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    Park,
+    Connect,
 }
 
 /// The most a GSO train may carry: the UDP length field is 16 bits, so the kernel refuses a
@@ -88,6 +104,7 @@ impl Batch {
             && self.delivered == 0
             && self.relays.is_empty()
             && self.asks.is_empty()
+            && self.links.is_empty()
     }
 
     /// The revocation lists the node put in use since the last call.
@@ -99,6 +116,13 @@ impl Batch {
     pub fn send_to_lighthouses(&mut self, links: &mut LighthouseLinks) {
         for (via, to, range) in &self.relays {
             links.relay(*via, *to, &self.relayed[range.clone()]);
+        }
+        // Reconnects go first: a message for a parked lighthouse is what woke it.
+        for (via, link) in self.links.drain(..) {
+            match link {
+                Link::Park => links.park(via),
+                Link::Connect => links.connect(via),
+            }
         }
         for (via, message) in self.asks.drain(..) {
             links.ask(via, message);

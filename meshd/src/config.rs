@@ -101,6 +101,16 @@ pub struct Lighthouse {
     pub name: String,
     /// Its QUIC address.
     pub address: SocketAddr,
+    /// How long the connection may go unneeded before meshd parks it: closes it and keeps
+    /// the registration with signed pings ([`rma_proto::parked`]). `None` never parks.
+    pub park_after: Option<std::time::Duration>,
+}
+
+/// Seconds a lighthouse connection goes unneeded before it is parked, unless configured.
+pub const DEFAULT_PARK_AFTER_SECS: u32 = 300;
+
+fn default_park_after() -> u32 {
+    DEFAULT_PARK_AFTER_SECS
 }
 
 /// A peer reachable at known underlay addresses, without a lighthouse.
@@ -454,6 +464,9 @@ impl Default for RawWireGuard {
 struct RawLighthouse {
     name: String,
     address: LighthouseAddr,
+    /// Seconds; 0 never parks.
+    #[serde(default = "default_park_after")]
+    park_after: u32,
 }
 
 /// `host:port`, or a host alone for the lighthouse's default port; resolved when the config is
@@ -700,6 +713,8 @@ impl Config {
                 .map(|l| Lighthouse {
                     name: l.name,
                     address: l.address.0,
+                    park_after: (l.park_after > 0)
+                        .then(|| std::time::Duration::from_secs(l.park_after.into())),
                 })
                 .collect(),
             firewall: Policy {

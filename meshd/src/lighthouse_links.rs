@@ -1,13 +1,17 @@
 //! The QUIC connections to the configured lighthouses. One task per lighthouse connects (mutual
 //! TLS), registers, reads what the lighthouse sends and hands it to the event loop; when the
 //! connection ends it reconnects with backoff. The event loop sends relayed datagrams on the
-//! connection itself, and control messages through the task.
+//! connection itself, and control messages through the task. A connection the node parks
+//! ([`crate::node`]'s parking) is closed once the lighthouse has answered the park, and made
+//! again when the node connects or has a message to send.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rma_proto::lighthouse::{self, FromLighthouse, ToLighthouse};
+use rma_proto::parked;
+use rma_proto::wire::TOKEN_LEN;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Lighthouse;
@@ -29,12 +33,24 @@ pub enum LighthouseEvent {
     Down(LighthouseId),
     Message(LighthouseId, FromLighthouse),
     Relayed(LighthouseId, Ipv4Addr, Bytes),
+    /// The lighthouse answered the park with the digest of its lists; the key is derived from
+    /// the connection, which is closed.
+    Parked(LighthouseId, [u8; parked::KEY_LEN], u64),
+}
+
+/// What the event loop asks of one lighthouse's task.
+#[derive(Debug)]
+enum Command {
+    Send(ToLighthouse),
+    Park,
+    /// Connect again, if parked.
+    Connect,
 }
 
 /// The event loop's handle on every lighthouse connection.
 #[derive(Debug)]
 pub struct LighthouseLinks {
-    commands: Vec<mpsc::Sender<ToLighthouse>>,
+    commands: Vec<mpsc::Sender<Command>>,
     connections: Vec<Option<quinn::Connection>>,
     names: Vec<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -124,8 +140,22 @@ impl LighthouseLinks {
 
     /// Sends a control message; dropped (and logged) if the connection's queue is full.
     pub fn ask(&self, id: LighthouseId, message: ToLighthouse) {
+        self.command(id, Command::Send(message));
+    }
+
+    /// Parks the connection: asks the lighthouse, and closes it once answered.
+    pub fn park(&self, id: LighthouseId) {
+        self.command(id, Command::Park);
+    }
+
+    /// Makes a parked connection again.
+    pub fn connect(&self, id: LighthouseId) {
+        self.command(id, Command::Connect);
+    }
+
+    fn command(&self, id: LighthouseId, command: Command) {
         if let Some(commands) = self.commands.get(id.0)
-            && commands.try_send(message).is_err()
+            && commands.try_send(command).is_err()
         {
             tracing::debug!(lighthouse = %self.names[id.0], "control queue full; message dropped");
         }
@@ -187,15 +217,45 @@ async fn maintain(
     endpoint: quinn::Endpoint,
     identity: watch::Receiver<quinn::ClientConfig>,
     local: Vec<SocketAddr>,
-    mut commands: mpsc::Receiver<ToLighthouse>,
+    mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<LighthouseEvent>,
 ) {
     let mut backoff = BACKOFF_FIRST;
+    // A message that made a parked connection come back, for the new one.
+    let mut carried: Option<ToLighthouse> = None;
     loop {
         let client = identity.borrow().clone();
         let connect = (&endpoint, client);
-        match session(id, &lighthouse, connect, &local, &mut commands, &events).await {
-            Ok(()) => {
+        let first = carried.take();
+        match session(
+            id,
+            &lighthouse,
+            connect,
+            &local,
+            first,
+            &mut commands,
+            &events,
+        )
+        .await
+        {
+            Ok(Ended::Parked) => {
+                // Parked until the node wants the connection again; what it queued to send
+                // goes once the new connection has registered.
+                loop {
+                    match commands.recv().await {
+                        None => return,
+                        Some(Command::Park) => {}
+                        Some(Command::Connect) => break,
+                        Some(Command::Send(message)) => {
+                            carried = Some(message);
+                            break;
+                        }
+                    }
+                }
+                backoff = BACKOFF_FIRST;
+                continue;
+            }
+            Ok(Ended::Closed) => {
                 backoff = BACKOFF_FIRST;
                 tracing::warn!(lighthouse = %lighthouse.name, "lighthouse connection ended; reconnecting");
             }
@@ -225,15 +285,36 @@ fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(1.0 - spread)
 }
 
-/// One connection's life: connect, register, then pass messages both ways until it ends.
+/// How a connection ended without an error.
+enum Ended {
+    Closed,
+    /// The lighthouse took the park; the connection is closed.
+    Parked,
+}
+
+/// The park key for the connection the reflect token `token` was issued on.
+fn park_key(
+    connection: &quinn::Connection,
+    token: &[u8; TOKEN_LEN],
+) -> Option<[u8; parked::KEY_LEN]> {
+    let mut key = [0u8; parked::KEY_LEN];
+    connection
+        .export_keying_material(&mut key, parked::EXPORTER_LABEL, token)
+        .ok()?;
+    Some(key)
+}
+
+/// One connection's life: connect, register (and send `first`), then pass messages both ways
+/// until it ends or is parked.
 async fn session(
     id: LighthouseId,
     lighthouse: &Lighthouse,
     (endpoint, client): (&quinn::Endpoint, quinn::ClientConfig),
     local: &[SocketAddr],
-    commands: &mut mpsc::Receiver<ToLighthouse>,
+    first: Option<ToLighthouse>,
+    commands: &mut mpsc::Receiver<Command>,
     events: &mpsc::Sender<LighthouseEvent>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ended> {
     let connecting = endpoint.connect_with(client, lighthouse.address, &lighthouse.name)?;
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
@@ -246,6 +327,9 @@ async fn session(
         },
     )
     .await?;
+    if let Some(message) = &first {
+        lighthouse::write(&mut send, message).await?;
+    }
     tracing::info!(lighthouse = %lighthouse.name, address = %lighthouse.address, "connected to lighthouse");
     events
         .send(LighthouseEvent::Up(id, connection.clone()))
@@ -256,32 +340,77 @@ async fn session(
     let streams = relay_streams(id, connection.clone(), events.clone());
     let control = async {
         let mut buf = Vec::new();
+        let mut token = None;
+        // A park asked for and not yet answered; anything sent after it keeps the connection
+        // (the lighthouse takes a message after a park as the node being back).
+        let mut park = Park::None;
         loop {
             tokio::select! {
                 frame = lighthouse::read::<FromLighthouse>(&mut recv, &mut buf) => match frame? {
+                    Some(FromLighthouse::Parked { lists }) => {
+                        if std::mem::replace(&mut park, Park::None) != Park::Asked {
+                            continue;
+                        }
+                        let Some(key) = token.and_then(|t| park_key(&connection, &t)) else {
+                            continue;
+                        };
+                        let _ = events.send(LighthouseEvent::Parked(id, key, lists)).await;
+                        return Ok(Ended::Parked);
+                    }
                     Some(message) => {
+                        if let FromLighthouse::Welcome { token: issued, .. } = &message {
+                            token = Some(*issued);
+                        }
                         if events.send(LighthouseEvent::Message(id, message)).await.is_err() {
-                            return Ok(());
+                            return Ok(Ended::Closed);
                         }
                     }
-                    None => return Ok(()),
+                    None => return Ok(Ended::Closed),
                 },
-                Some(command) = commands.recv() => lighthouse::write(&mut send, &command).await?,
+                Some(command) = commands.recv() => match command {
+                    Command::Send(message) => {
+                        if park == Park::Asked {
+                            park = Park::Cancelled;
+                        }
+                        lighthouse::write(&mut send, &message).await?;
+                    }
+                    Command::Park if park == Park::None => {
+                        park = Park::Asked;
+                        lighthouse::write(&mut send, &ToLighthouse::Park).await?;
+                    }
+                    Command::Park | Command::Connect => {}
+                },
             }
         }
     };
-    let result: anyhow::Result<()> = tokio::select! {
+    let result: anyhow::Result<Ended> = tokio::select! {
         r = control => r.map_err(|e: lighthouse::FrameError| anyhow::anyhow!(e)),
-        () = datagrams => Ok(()),
-        () = streams => Ok(()),
+        () = datagrams => Ok(Ended::Closed),
+        () = streams => Ok(Ended::Closed),
     };
     let reason = connection.close_reason();
-    connection.close(0u32.into(), b"bye");
+    match result {
+        Ok(Ended::Parked) => {
+            connection.close(0u32.into(), b"parked");
+            tracing::info!(lighthouse = %lighthouse.name, "lighthouse connection parked");
+            return Ok(Ended::Parked);
+        }
+        _ => connection.close(0u32.into(), b"bye"),
+    }
     match (result, reason) {
         (Err(e), _) => Err(e),
-        (Ok(()), Some(reason)) => Err(anyhow::anyhow!("connection closed: {reason}")),
-        (Ok(()), None) => Ok(()),
+        (Ok(_), Some(reason)) => Err(anyhow::anyhow!("connection closed: {reason}")),
+        (Ok(_), None) => Ok(Ended::Closed),
     }
+}
+
+/// Where a park stands on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Park {
+    None,
+    Asked,
+    /// A message went after the park: the answer is not taken.
+    Cancelled,
 }
 
 async fn relay_datagrams(

@@ -277,6 +277,8 @@ fn print_status(status: &Status) {
             lighthouse.address,
             if lighthouse.connected {
                 "connected"
+            } else if lighthouse.parked {
+                "parked (registered, pinging)"
             } else {
                 "not connected"
             },

@@ -61,6 +61,18 @@ pub fn render(status: &Status) -> String {
             u8::from(l.connected),
         );
     }
+    m.header(
+        "meshd_lighthouse_parked",
+        "gauge",
+        "1 while the connection to the lighthouse is parked (registered with signed pings), else 0.",
+    );
+    for l in &status.lighthouses {
+        m.sample(
+            "meshd_lighthouse_parked",
+            &[("lighthouse", &l.name)],
+            u8::from(l.parked),
+        );
+    }
 
     m.header(
         "meshd_peer_handshakes_total",
@@ -287,6 +299,7 @@ mod tests {
                 name: "lh-1".into(),
                 address: "203.0.113.1:4243".into(),
                 connected: true,
+                parked: false,
                 observed: None,
             }],
         };

@@ -239,11 +239,15 @@ fn handle_link_event(
     match event {
         LighthouseEvent::Up(id, connection) => {
             links.set_connection(id, Some(connection));
-            node.lighthouse_up(id);
+            node.lighthouse_up(id, Instant::now());
         }
         LighthouseEvent::Down(id) => {
             links.set_connection(id, None);
             node.lighthouse_down(id);
+        }
+        LighthouseEvent::Parked(id, key, lists) => {
+            links.set_connection(id, None);
+            node.lighthouse_parked(id, &key, lists, Instant::now());
         }
         LighthouseEvent::Message(id, message) => node.handle_lighthouse(id, message, now(), batch),
         LighthouseEvent::Relayed(id, from, datagram) => {

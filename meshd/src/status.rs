@@ -129,6 +129,9 @@ pub struct LighthouseStatus {
     pub name: String,
     pub address: String,
     pub connected: bool,
+    /// The connection is parked: the node stays registered with signed pings.
+    #[serde(default)]
+    pub parked: bool,
     /// The public address of this node's WireGuard socket, as the lighthouse sees it.
     pub observed: Option<String>,
 }

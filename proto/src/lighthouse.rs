@@ -56,6 +56,9 @@ pub enum ToLighthouse {
     /// IP and keys as the one the connection was made with, later expiry. The lighthouse hands
     /// it to peers from now on, and keeps the connection past the old one's expiry.
     Renewed { cert: Vec<u8> },
+    /// The node does not need this connection for now: it will close it and keep its
+    /// registration with parked pings ([`crate::parked`]). Only after `Register`.
+    Park,
 }
 
 /// Messages from a lighthouse.
@@ -89,6 +92,12 @@ pub enum FromLighthouse {
     /// The CA's current revocation list (DER); check its signature before using it.
     Crl {
         der: Vec<u8>,
+    },
+    /// The answer to `Park`: the registration now lives on parked pings, under the key both
+    /// ends derive from this connection. `lists` is the digest of the revocation lists the
+    /// lighthouse holds, which its acks repeat; when it changes, the node connects again.
+    Parked {
+        lists: u64,
     },
 }
 

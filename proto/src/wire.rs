@@ -36,6 +36,8 @@
 //!   sends it from its WireGuard socket to the lighthouse's reflector port, so the lighthouse
 //!   learns the public address of that socket (the NAT mapping peers must hit) and ties it to
 //!   the QUIC connection the token was issued on.
+//! - `4`, `5` and `6`, **parked ping**, **parked ack** and **wake**: how a node whose QUIC
+//!   connection to a lighthouse is parked stays registered ([`crate::parked`]).
 
 use std::net::Ipv4Addr;
 
@@ -47,6 +49,9 @@ const HEADER_LEN: usize = 8;
 const KIND_CERT_HELLO: u8 = 1;
 const KIND_PUNCH: u8 = 2;
 const KIND_REFLECT: u8 = 3;
+pub(crate) const KIND_PARKED_PING: u8 = 4;
+pub(crate) const KIND_PARKED_ACK: u8 = 5;
+pub(crate) const KIND_WAKE: u8 = 6;
 const FLAG_REPLY_WANTED: u8 = 0x01;
 /// A certificate is about 500 bytes, with its issuing CA's about 950; anything far larger is
 /// not one of ours.
@@ -110,6 +115,9 @@ pub enum Control<'a> {
     Reflect {
         token: [u8; TOKEN_LEN],
     },
+    ParkedPing(crate::parked::Ping),
+    ParkedAck(crate::parked::Ack),
+    Wake(crate::parked::Wake),
 }
 
 /// The length of the DER element (tag, length, contents) `body` starts with.
@@ -186,8 +194,33 @@ pub fn parse_control(datagram: &[u8]) -> Result<Control<'_>, ControlError> {
                 len: body.len(),
             }),
         },
+        KIND_PARKED_PING => crate::parked::parse_ping(body)
+            .map(Control::ParkedPing)
+            .ok_or(ControlError::BodyLength {
+                what: "parked ping",
+                len: body.len(),
+            }),
+        KIND_PARKED_ACK => crate::parked::parse_ack(body)
+            .map(Control::ParkedAck)
+            .ok_or(ControlError::BodyLength {
+                what: "parked ack",
+                len: body.len(),
+            }),
+        KIND_WAKE => {
+            crate::parked::parse_wake(body)
+                .map(Control::Wake)
+                .ok_or(ControlError::BodyLength {
+                    what: "wake",
+                    len: body.len(),
+                })
+        }
         other => Err(ControlError::Kind(other)),
     }
+}
+
+/// A message of `kind` that asks for no answer.
+pub(crate) fn encode_kind(kind: u8, body: &[u8], out: &mut Vec<u8>) {
+    encode(kind, false, body, out);
 }
 
 fn encode(kind: u8, reply_wanted: bool, body: &[u8], out: &mut Vec<u8>) {

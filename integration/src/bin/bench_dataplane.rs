@@ -343,6 +343,7 @@ fn start_meshd_binary(
             metrics: None,
             lighthouses: &[],
             mtu: Some(1420),
+            park_after: None,
             extra: "",
         };
         procs.push(mesh::start_binary(lab, ns, &config, meshd)?.proc);

@@ -2,7 +2,12 @@
 //! lighthouse. One process plays every node: each has its own certificate from a test CA, its
 //! own QUIC connection (mutual TLS) and its own UDP socket for the reflect token, as a meshd
 //! would. The lighthouse runs as a child process on loopback; its resident memory is read from
-//! /proc before and after. Run it inside a network namespace (the test does).
+//! /proc before and after. With `--park each`, every node parks its connection as soon as it
+//! has registered, as an idle meshd does after `park_after` (it closes the connection and
+//! stays registered with signed pings): nodes that join over time. With `--park all`, every
+//! node registers first and all of them park after: the lighthouse's memory then shows what the
+//! allocator keeps of connections that were all open at once. Run it inside a network
+//! namespace (the test does).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -26,6 +31,37 @@ struct Cli {
     /// The lighthouse binary (by default the one next to this tool).
     #[arg(long)]
     lighthouse: Option<PathBuf>,
+    /// Whether and when the nodes park their connections.
+    #[arg(long, value_enum, default_value_t = Park::None)]
+    park: Park,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Park {
+    /// The nodes stay connected.
+    None,
+    /// Each node parks as soon as it has registered.
+    Each,
+    /// Every node registers, then all park.
+    All,
+}
+
+/// What keeps a simulated node registered: its connection, or (parked) its ping socket.
+enum Held {
+    Connected(Node),
+    Parked(
+        #[expect(dead_code, reason = "held open: the socket its pings come from")]
+        tokio::net::UdpSocket,
+    ),
+}
+
+impl Held {
+    fn connected(self) -> Option<Node> {
+        match self {
+            Self::Connected(node) => Some(node),
+            Self::Parked(_) => None,
+        }
+    }
 }
 
 /// One simulated node: registers over QUIC, then sends its reflect token from a UDP socket
@@ -37,7 +73,7 @@ async fn register_node(
     i: u32,
     address: SocketAddr,
     reflector: SocketAddr,
-) -> anyhow::Result<(quic_client::Registered, tokio::net::UdpSocket)> {
+) -> anyhow::Result<Node> {
     let wireguard = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let local = vec![SocketAddr::from(([192, 0, 2, (i % 250 + 1) as u8], 4242))];
     let registered =
@@ -48,17 +84,55 @@ async fn register_node(
     let mut reflect = Vec::new();
     rma_proto::wire::encode_reflect(&token, &mut reflect);
     wireguard.send_to(&reflect, reflector).await?;
-    Ok((registered, wireguard))
+    Ok(Node {
+        registered,
+        token,
+        wireguard,
+    })
+}
+
+/// A simulated node: its registration and its WireGuard socket.
+struct Node {
+    registered: quic_client::Registered,
+    token: [u8; rma_proto::wire::TOKEN_LEN],
+    wireguard: tokio::net::UdpSocket,
+}
+
+/// Parks a node and sends its first ping; returns what must stay open for it to stay
+/// registered (the socket its pings come from).
+async fn park_node(node: Node, reflector: SocketAddr) -> anyhow::Result<tokio::net::UdpSocket> {
+    let (key, _) = quic_client::park(node.registered, &node.token).await?;
+    let mut ping = Vec::new();
+    key.ping(&node.token, 1, &mut ping);
+    node.wireguard.send_to(&ping, reflector).await?;
+    let mut ack = [0u8; 256];
+    let len = tokio::time::timeout(Duration::from_secs(10), node.wireguard.recv(&mut ack))
+        .await
+        .context("no ack to the first ping")??;
+    match rma_proto::wire::parse_control(&ack[..len]) {
+        Ok(rma_proto::wire::Control::ParkedAck(ack)) if key.verify_ack(&ack) => {}
+        other => anyhow::bail!("expected an ack, got {other:?}"),
+    }
+    Ok(node.wireguard)
 }
 
 /// Resident memory of a process in KiB, from /proc.
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory the process has had, in KiB.
+fn peak_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")
+        .with_context(|| format!("no {key}"))
 }
 
 /// CPU time a process has used, user and system, from /proc.
@@ -97,16 +171,27 @@ async fn scrape(addr: SocketAddr) -> anyhow::Result<String> {
 
 /// Waits until the lighthouse's metric `name` reaches `value`.
 async fn wait_metric(metrics: SocketAddr, name: &str, value: f64) -> anyhow::Result<()> {
+    wait_metric_by(metrics, name, &format!("reach {value}"), |v| v >= value).await
+}
+
+/// Waits until the lighthouse's metric `name` falls to `value`.
+async fn wait_metric_at_most(metrics: SocketAddr, name: &str, value: f64) -> anyhow::Result<()> {
+    wait_metric_by(metrics, name, &format!("fall to {value}"), |v| v <= value).await
+}
+
+async fn wait_metric_by(
+    metrics: SocketAddr,
+    name: &str,
+    what: &str,
+    ok: impl Fn(f64) -> bool,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = scrape(metrics).await.unwrap_or_default();
-        if metric(&text, name).is_some_and(|v| v >= value) {
+        if metric(&text, name).is_some_and(&ok) {
             return Ok(());
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{name} did not reach {value}: {text}"
-        );
+        anyhow::ensure!(Instant::now() < deadline, "{name} did not {what}: {text}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -169,17 +254,20 @@ async fn main() -> anyhow::Result<()> {
         let cpu_before = cpu_seconds(pid)?;
         let mut held = Vec::with_capacity(configs.len());
         let mut running = tokio::task::JoinSet::new();
+        let park_each = cli.park == Park::Each;
         for (i, config) in (0..).zip(configs) {
             if running.len() >= cli.parallel.max(1) {
                 held.push(running.join_next().await.context("a registration")???);
             }
-            running.spawn(register_node(
-                endpoint.clone(),
-                config,
-                i,
-                address,
-                reflector,
-            ));
+            let endpoint = endpoint.clone();
+            running.spawn(async move {
+                let node = register_node(endpoint, config, i, address, reflector).await?;
+                anyhow::Ok(if park_each {
+                    Held::Parked(park_node(node, reflector).await?)
+                } else {
+                    Held::Connected(node)
+                })
+            });
         }
         while let Some(node) = running.join_next().await {
             held.push(node??);
@@ -187,20 +275,56 @@ async fn main() -> anyhow::Result<()> {
         let nodes = f64::from(cli.nodes);
         wait_metric(metrics, "lighthouse_registered_nodes", nodes).await?;
         wait_metric(metrics, "lighthouse_reflected_nodes", nodes).await?;
+        if park_each {
+            wait_metric(metrics, "lighthouse_parked_nodes", nodes).await?;
+        }
         let elapsed = started.elapsed();
         let loaded = rss_kib(pid)?;
         let cpu = cpu_seconds(pid)? - cpu_before;
         println!(
-            "registered {} nodes in {:.1} s (lighthouse cpu {:.1} s); lighthouse rss idle {} KiB, \
-             with {} nodes {} KiB ({:.1} KiB per node)",
+            "registered {} nodes{} in {:.1} s (lighthouse cpu {:.1} s); lighthouse rss idle {} KiB, \
+             with {} {}nodes {} KiB ({:.1} KiB per node), peak {} KiB",
             cli.nodes,
+            if park_each { ", each parking at once," } else { "" },
             elapsed.as_secs_f64(),
             cpu,
             idle,
             cli.nodes,
+            if park_each { "parked " } else { "" },
             loaded,
-            loaded.saturating_sub(idle) as f64 / nodes
+            loaded.saturating_sub(idle) as f64 / nodes,
+            peak_kib(pid)?
         );
+        if cli.park == Park::All {
+            let held: Vec<Node> = held.drain(..).filter_map(Held::connected).collect();
+            let started = Instant::now();
+            let cpu_before = cpu_seconds(pid)?;
+            let mut sockets = Vec::with_capacity(held.len());
+            let mut running = tokio::task::JoinSet::new();
+            for node in held {
+                if running.len() >= cli.parallel.max(1) {
+                    sockets.push(running.join_next().await.context("a park")???);
+                }
+                running.spawn(park_node(node, reflector));
+            }
+            while let Some(socket) = running.join_next().await {
+                sockets.push(socket??);
+            }
+            wait_metric(metrics, "lighthouse_parked_nodes", nodes).await?;
+            wait_metric_at_most(metrics, "lighthouse_connections", 0.0).await?;
+            let parked = rss_kib(pid)?;
+            println!(
+                "parked {} nodes in {:.1} s (lighthouse cpu {:.1} s); lighthouse rss with {} \
+                 parked nodes {} KiB ({:.1} KiB per node)",
+                cli.nodes,
+                started.elapsed().as_secs_f64(),
+                cpu_seconds(pid)? - cpu_before,
+                cli.nodes,
+                parked,
+                parked.saturating_sub(idle) as f64 / nodes
+            );
+            drop(sockets);
+        }
         drop(held);
         anyhow::Ok(())
     }

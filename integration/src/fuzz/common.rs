@@ -72,6 +72,7 @@ pub(super) fn node(world: &World) -> Node {
         lighthouses: vec![meshd::config::Lighthouse {
             name: "lighthouse-1".into(),
             address: "198.51.100.1:4243".parse().expect("an address"),
+            park_after: None,
         }],
     };
     let identity = Identity {
@@ -81,7 +82,7 @@ pub(super) fn node(world: &World) -> Node {
         crls: Vec::new(),
     };
     let mut node = Node::new(identity, &settings);
-    node.lighthouse_up(LighthouseId(0));
+    node.lighthouse_up(LighthouseId(0), Instant::now());
     node
 }
 
@@ -151,6 +152,8 @@ impl Output for Sink {
     }
     fn ask(&mut self, _: LighthouseId, _: rma_proto::lighthouse::ToLighthouse) {}
     fn crl_changed(&mut self, _: &rma_ca::RevocationList) {}
+    fn park(&mut self, _: LighthouseId) {}
+    fn connect(&mut self, _: LighthouseId) {}
 }
 
 /// Every table of `node` within its stated bound.

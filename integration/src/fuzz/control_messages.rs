@@ -29,6 +29,9 @@ pub fn control_messages(data: &[u8]) {
             reply_wanted,
         } => wire::encode_punch(mesh_ip, reply_wanted, &mut out),
         Control::Reflect { token } => wire::encode_reflect(&token, &mut out),
+        Control::ParkedPing(ping) => ping.encode(&mut out),
+        Control::ParkedAck(ack) => ack.encode(&mut out),
+        Control::Wake(wake) => wake.encode(&mut out),
     }
     assert_eq!(wire::parse_control(&out), Ok(control));
 }

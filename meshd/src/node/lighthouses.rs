@@ -18,7 +18,7 @@ use crate::status::LighthouseStatus;
 /// How often the reflect token is sent until the lighthouse confirms it, and after that (which
 /// also keeps the NAT mapping of the WireGuard socket open towards the lighthouse).
 const REFLECT_RETRY: Duration = Duration::from_millis(500);
-const REFLECT_KEEPALIVE: Duration = Duration::from_secs(20);
+pub(super) const REFLECT_KEEPALIVE: Duration = Duration::from_secs(20);
 /// Peers asked for again, at most, when a lighthouse reports a new public address for this
 /// node: half the lighthouse's query burst, so the re-asks never trip its limiter.
 const REINTRODUCE_MAX: usize = 32;
@@ -35,10 +35,17 @@ pub(crate) struct LighthouseState {
     lighthouse: Lighthouse,
     /// The QUIC connection is up and the registration was sent.
     pub(crate) up: bool,
-    token: Option<[u8; TOKEN_LEN]>,
-    reflector: Option<SocketAddr>,
-    observed: Option<SocketAddr>,
+    pub(super) token: Option<[u8; TOKEN_LEN]>,
+    pub(super) reflector: Option<SocketAddr>,
+    pub(super) observed: Option<SocketAddr>,
     next_reflect: Option<Instant>,
+    /// The last moment this node needed the connection: it connected, asked, or was told of a
+    /// peer. Parking waits for `park_after` past it (and for no peer to need its relay).
+    pub(super) needed: Option<Instant>,
+    /// Asked to park, at this moment; waiting for the answer.
+    pub(super) parking: Option<Instant>,
+    /// The connection is parked ([`super::parking`]).
+    pub(super) parked: Option<Box<super::parking::ParkState>>,
 }
 
 impl LighthouseState {
@@ -46,11 +53,21 @@ impl LighthouseState {
         &self.lighthouse.name
     }
 
+    pub(super) fn park_after(&self) -> Option<Duration> {
+        self.lighthouse.park_after
+    }
+
+    /// Connected, or parked (and so one message away from connected).
+    pub(crate) fn reachable(&self) -> bool {
+        self.up || self.parked.is_some()
+    }
+
     fn status(&self) -> LighthouseStatus {
         LighthouseStatus {
             name: self.lighthouse.name.clone(),
             address: self.lighthouse.address.to_string(),
             connected: self.up,
+            parked: self.parked.is_some(),
             observed: self.observed.map(|a| a.to_string()),
         }
     }
@@ -72,6 +89,9 @@ impl Lighthouses {
                     reflector: None,
                     observed: None,
                     next_reflect: None,
+                    needed: None,
+                    parking: None,
+                    parked: None,
                 })
                 .collect(),
         )
@@ -81,8 +101,22 @@ impl Lighthouses {
         self.0.get(id.0)
     }
 
+    pub(super) fn get_mut(&mut self, id: LighthouseId) -> Option<&mut LighthouseState> {
+        self.0.get_mut(id.0)
+    }
+
+    pub(super) fn iter_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (LighthouseId, &mut LighthouseState)> {
+        self.0
+            .iter_mut()
+            .enumerate()
+            .map(|(id, state)| (LighthouseId(id), state))
+    }
+
+    /// Whether any lighthouse can be asked: connected, or parked.
     pub(crate) fn any_up(&self) -> bool {
-        self.0.iter().any(|r| r.up)
+        self.0.iter().any(LighthouseState::reachable)
     }
 
     /// The name of lighthouse `id`, for logs and `meshd ping`.
@@ -96,23 +130,53 @@ impl Lighthouses {
     }
 
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
-        self.0.iter().filter_map(|r| r.next_reflect).min()
+        self.0
+            .iter()
+            .flat_map(|r| [r.next_reflect, r.next_park_check()])
+            .flatten()
+            .min()
     }
 
     pub(crate) fn status(&self) -> Vec<LighthouseStatus> {
         self.0.iter().map(LighthouseState::status).collect()
     }
 
-    /// Asks every connected lighthouse about `target`.
-    pub(crate) fn ask_all(&self, target: &Target, out: &mut impl Output) {
-        for (id, _) in self.0.iter().enumerate().filter(|(_, r)| r.up) {
-            out.ask(
-                LighthouseId(id),
-                ToLighthouse::Query {
-                    target: target.clone(),
-                },
-            );
+    /// Asks every lighthouse connected or parked about `target` (a parked one connects again
+    /// for it).
+    pub(crate) fn ask_all(&mut self, target: &Target, now: Instant, out: &mut impl Output) {
+        for id in 0..self.0.len() {
+            if self.0[id].reachable() {
+                self.ask(
+                    LighthouseId(id),
+                    ToLighthouse::Query {
+                        target: target.clone(),
+                    },
+                    now,
+                    out,
+                );
+            }
         }
+    }
+
+    /// Sends lighthouse `id` a message: the connection is needed now, and a parked one
+    /// connects again first.
+    pub(crate) fn ask(
+        &mut self,
+        id: LighthouseId,
+        message: ToLighthouse,
+        now: Instant,
+        out: &mut impl Output,
+    ) {
+        self.needed(id, now);
+        if let Some(state) = self.get_mut(id) {
+            // A park asked for is given up by a message after it (the shell keeps the
+            // connection, and the lighthouse takes the node as back).
+            state.parking = None;
+        }
+        if self.get(id).is_some_and(|s| s.parked.is_some()) {
+            self.unpark(id, "a message to send", out);
+        }
+        out.ask(id, message);
     }
 
     /// Repeats reflect messages until each lighthouse has seen the WireGuard socket, then keeps
@@ -142,9 +206,12 @@ impl Lighthouses {
 
 impl Node {
     /// The shell connected to lighthouse `id` and sent its state.
-    pub fn lighthouse_up(&mut self, id: LighthouseId) {
+    pub fn lighthouse_up(&mut self, id: LighthouseId, now: Instant) {
         if let Some(state) = self.lighthouses.0.get_mut(id.0) {
             state.up = true;
+            state.parked = None;
+            state.parking = None;
+            state.needed = Some(now);
         }
     }
 
@@ -155,6 +222,7 @@ impl Node {
             state.up = false;
             state.token = None;
             state.next_reflect = None;
+            state.parking = None;
         }
     }
 
@@ -169,7 +237,18 @@ impl Node {
         let Some(state) = self.lighthouses.0.get_mut(id.0) else {
             return;
         };
+        // Told of a peer or sent a list: the connection is in use.
+        if !matches!(
+            message,
+            FromLighthouse::Welcome { .. }
+                | FromLighthouse::Observed { .. }
+                | FromLighthouse::Parked { .. }
+        ) {
+            state.needed = Some(now.instant);
+        }
         match message {
+            // The shell hands the park over as [`Node::lighthouse_parked`], with the key.
+            FromLighthouse::Parked { .. } => {}
             FromLighthouse::Welcome {
                 token,
                 reflector_port,
@@ -220,11 +299,13 @@ impl Node {
             .take(REINTRODUCE_MAX)
         {
             peer.probe_interval = paths::PROBE_FIRST;
-            out.ask(
+            self.lighthouses.ask(
                 id,
                 ToLighthouse::Query {
                     target: Target::MeshIp(peer.cert.mesh_ip()),
                 },
+                now,
+                out,
             );
         }
     }

@@ -8,6 +8,7 @@
 //! - [`paths`]: where a datagram for a peer goes, and the punches for a direct path;
 //! - [`setup`]: packets held while a peer is set up, hellos, held relayed handshakes;
 //! - [`lighthouses`]: each lighthouse's state, and what lighthouses send;
+//! - [`parking`]: lighthouse connections parked while unneeded, and their pings;
 //! - [`trust`]: which certificates become peers, and revocation;
 //! - [`renewal`]: this node's own certificate, renewed while it runs;
 //! - [`probe`]: `meshd ping`; [`budget`]: what unauthenticated input may cost;
@@ -30,6 +31,7 @@ pub use rma_daemon::Identity;
 mod budget;
 mod inbound;
 pub mod lighthouses;
+mod parking;
 mod paths;
 mod peers;
 mod probe;
@@ -63,8 +65,13 @@ pub trait Output {
     fn deliver(&mut self, packet: &[u8]);
     /// Sends a WireGuard datagram for the peer with mesh IP `to` through a lighthouse.
     fn relay(&mut self, via: LighthouseId, to: Ipv4Addr, datagram: &[u8]);
-    /// Sends a control message to a lighthouse.
+    /// Sends a control message to a lighthouse (connecting first, if it is parked).
     fn ask(&mut self, via: LighthouseId, message: ToLighthouse);
+    /// Asks a lighthouse to park its connection; the shell answers with
+    /// [`Node::lighthouse_parked`] once it has.
+    fn park(&mut self, via: LighthouseId);
+    /// Connects to a parked lighthouse again.
+    fn connect(&mut self, via: LighthouseId);
     /// The node put a newer revocation list in use; the lighthouse connections' TLS checks
     /// against it from now on.
     fn crl_changed(&mut self, crl: &RevocationList);
@@ -243,7 +250,11 @@ impl Node {
                     mesh_ip,
                     reply_wanted,
                 }) => self.handle_punch(from, mesh_ip, reply_wanted, now, out),
-                Ok(Control::Reflect { .. }) => self.counters.malformed += 1,
+                Ok(Control::ParkedAck(ack)) => self.handle_parked_ack(&ack, now.instant, out),
+                Ok(Control::Wake(wake)) => self.handle_wake(from, &wake, now.instant, out),
+                Ok(Control::Reflect { .. } | Control::ParkedPing(_)) => {
+                    self.counters.malformed += 1;
+                }
                 Err(e) => {
                     self.counters.malformed += 1;
                     tracing::trace!(%from, error = %e, "dropped control message");
@@ -309,12 +320,13 @@ impl Node {
     pub fn handle_timers(&mut self, now: Now, out: &mut impl Output) {
         let dropped = self.pending.retry(
             &self.messages.hello_reply_wanted,
-            &self.lighthouses,
+            &mut self.lighthouses,
             now.instant,
             out,
         );
         self.counters.queue_dropped += dropped as u64;
         self.lighthouses.reflect(now.instant, out);
+        self.tend_parking(now.instant, out);
         self.held.expire(now.instant);
 
         if self.next_flow_sweep.is_none_or(|t| t <= now.instant) {

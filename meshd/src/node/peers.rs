@@ -227,6 +227,15 @@ impl Peer {
                 .is_some_and(|t| now.saturating_duration_since(t) < DIRECT_TRUST)
     }
 
+    /// Whether the peer's traffic needs its relay now: it has no direct endpoint, it was last
+    /// heard through the relay, or handshakes on the direct path go unanswered. A direct path
+    /// that is merely quiet between keepalives does not.
+    pub(crate) fn needs_relay(&self, now: Instant) -> bool {
+        self.relay.is_some()
+            && !self.direct_trusted(now)
+            && (self.endpoint.is_none() || self.heard_via_relay || self.unanswered_inits >= 2)
+    }
+
     /// Notes an authenticated datagram from `source`; returns the old endpoint if the peer
     /// moved to a new direct address.
     pub(crate) fn authenticated(

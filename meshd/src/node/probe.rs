@@ -109,7 +109,7 @@ impl Node {
             (None, Err(_)) if lighthouse_up => {
                 // Learn who has that name; the probes after this one find the peer.
                 self.lighthouses
-                    .ask_all(&Target::Name(target.to_owned()), out);
+                    .ask_all(&Target::Name(target.to_owned()), now.instant, out);
                 return Ok(());
             }
             _ => return Err(PingError::UnknownPeer),

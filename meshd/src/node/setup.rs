@@ -46,7 +46,7 @@ impl Pending {
         &mut self,
         ip: Ipv4Addr,
         hello: &[u8],
-        lighthouses: &Lighthouses,
+        lighthouses: &mut Lighthouses,
         now: Instant,
         out: &mut impl Output,
     ) {
@@ -54,7 +54,7 @@ impl Pending {
             out.transmit(*endpoint, hello);
         }
         if self.endpoints.is_empty() {
-            lighthouses.ask_all(&Target::MeshIp(ip), out);
+            lighthouses.ask_all(&Target::MeshIp(ip), now, out);
         }
         self.hellos_sent += 1;
         self.next_hello = now + HELLO_RETRY;
@@ -93,7 +93,7 @@ impl PendingTable {
         endpoints: impl FnOnce() -> Vec<SocketAddr>,
         packet: &[u8],
         hello: &[u8],
-        lighthouses: &Lighthouses,
+        lighthouses: &mut Lighthouses,
         now: Instant,
         out: &mut impl Output,
     ) -> Result<(), QueueFull> {
@@ -126,7 +126,7 @@ impl PendingTable {
     pub(crate) fn retry(
         &mut self,
         hello: &[u8],
-        lighthouses: &Lighthouses,
+        lighthouses: &mut Lighthouses,
         now: Instant,
         out: &mut impl Output,
     ) -> usize {
@@ -241,7 +241,7 @@ impl Node {
             || statics.cloned().unwrap_or_default(),
             packet,
             &self.messages.hello_reply_wanted,
-            &self.lighthouses,
+            &mut self.lighthouses,
             now.instant,
             out,
         );

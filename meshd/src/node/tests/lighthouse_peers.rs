@@ -2,22 +2,24 @@
 //! rendezvous core as the lighthouse, datagrams and relayed packets carried by the simulated
 //! network, and time passed in. No sockets, no QUIC, no sleeping.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 #[cfg(feature = "fake-clock")]
 use lighthouse::rendezvous::Rendezvous;
 use rma_ca::NodeCert;
-use rma_proto::lighthouse::{FromLighthouse, ToLighthouse};
-use rma_proto::wire;
+use rma_proto::lighthouse::FromLighthouse;
 
 #[cfg(feature = "fake-clock")]
 use super::REFLECTOR;
-use super::{Collected, LIGHTHOUSE, Nat, NatKind, Pki, Sim, allow_all, conn, ip};
+use super::{Collected, LIGHTHOUSE, Nat, NatKind, Pki, Sim, allow_all, ip};
 use crate::config::Lighthouse;
 use crate::ipv4::test_packet;
 use crate::node::{Identity, LighthouseId, Node, Settings};
+
+#[path = "parking.rs"]
+mod parking;
 
 /// The simulated network with nodes that know only the lighthouse, made by one CA.
 struct Internet {
@@ -30,6 +32,9 @@ struct Internet {
     keepalive: Option<u16>,
     /// The issuing CA that signs nodes added from now on, instead of the root.
     issuing: Option<Pki>,
+    /// How long nodes added from now on leave the lighthouse connection unneeded before they
+    /// park it.
+    park_after: Option<Duration>,
 }
 
 impl Deref for Internet {
@@ -55,6 +60,7 @@ impl Internet {
             keys: Vec::new(),
             keepalive: Some(25),
             issuing: None,
+            park_after: None,
         }
     }
 
@@ -75,6 +81,7 @@ impl Internet {
             lighthouses: vec![Lighthouse {
                 name: "lighthouse-1".into(),
                 address: LIGHTHOUSE,
+                park_after: self.park_after,
             }],
         };
         self.keys.push(keys.clone());
@@ -91,27 +98,12 @@ impl Internet {
         h
     }
 
+    /// Host `h` connects to the lighthouse (again: on a connection of its own each time).
     fn connect(&mut self, h: usize, cert: NodeCert) {
-        let quic = SocketAddr::from((self.public_ip(h), 5000));
-        let token = [h as u8 + 1; wire::TOKEN_LEN];
-        let now = self.now.instant;
-        let effects = self.lighthouse.connect(conn(h), cert, quic, token, now);
-        self.apply(effects);
-        self.hosts[h].node.lighthouse_up(LighthouseId(0));
-        let local = vec![self.hosts[h].addr];
-        let effects = self
-            .lighthouse
-            .message(conn(h), ToLighthouse::Register { local }, now);
-        self.apply(effects);
+        assert_eq!(&cert, self.hosts[h].node.certificate());
+        let c = self.conn_of(h);
+        self.sim.connect_host(h, c);
         self.run();
-    }
-
-    fn public_ip(&self, h: usize) -> Ipv4Addr {
-        match (&self.hosts[h].nat, self.hosts[h].addr.ip()) {
-            (Some(nat), _) => nat.public,
-            (None, IpAddr::V4(ip)) => ip,
-            (None, IpAddr::V6(_)) => unreachable!("IPv4 only"),
-        }
     }
 
     /// Host `h` sends a packet to the node with mesh IP `to`; returns whether it arrived.
@@ -642,7 +634,8 @@ fn renew(net: &mut Internet, h: usize, days: i64) -> NodeCert {
         .renew_certificate(renewed.clone(), now, &mut out)
         .unwrap();
     net.absorb(h, out);
-    let effects = net.lighthouse.renewed(conn(h), renewed.clone());
+    let c = net.conn_of(h);
+    let effects = net.lighthouse.renewed(c, renewed.clone());
     net.apply(effects);
     net.run();
     net.certs[h] = renewed.clone();

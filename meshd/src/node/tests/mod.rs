@@ -35,6 +35,8 @@ pub(crate) struct Collected {
     pub(crate) relayed: Vec<(LighthouseId, Ipv4Addr, Vec<u8>)>,
     pub(crate) asked: Vec<(LighthouseId, ToLighthouse)>,
     pub(crate) crl_changes: Vec<Option<u64>>,
+    pub(crate) parks: usize,
+    pub(crate) connects: usize,
 }
 
 impl Output for Collected {
@@ -52,6 +54,12 @@ impl Output for Collected {
     }
     fn crl_changed(&mut self, crl: &RevocationList) {
         self.crl_changes.push(crl.number());
+    }
+    fn park(&mut self, _: LighthouseId) {
+        self.parks += 1;
+    }
+    fn connect(&mut self, _: LighthouseId) {
+        self.connects += 1;
     }
 }
 
@@ -154,8 +162,23 @@ pub(crate) struct Host {
     pub(crate) delivered: Vec<Vec<u8>>,
 }
 
+/// Host `h`'s first connection to the lighthouse; each connection after a park is numbered
+/// [`CONNS_PER_GENERATION`] on from the one before.
 pub(crate) fn conn(host: usize) -> ConnId {
     host as ConnId
+}
+
+const CONNS_PER_GENERATION: ConnId = 1000;
+
+fn host_of(conn: ConnId) -> usize {
+    (conn % CONNS_PER_GENERATION) as usize
+}
+
+/// The park key the simulated shells derive for a connection (real ones take it from TLS).
+pub(crate) fn park_key(conn: ConnId) -> [u8; rma_proto::parked::KEY_LEN] {
+    let mut key = [0u8; rma_proto::parked::KEY_LEN];
+    key[..8].copy_from_slice(&conn.to_be_bytes());
+    key
 }
 
 /// Hosts, their NATs, and one lighthouse on a lossless network. Time only moves when a test
@@ -184,6 +207,11 @@ pub(crate) struct Sim {
     pub(crate) late_punches: Option<Vec<(usize, FromLighthouse)>>,
     /// Revocation lists the nodes put in use: (host, list number).
     pub(crate) crl_changes: Vec<(usize, Option<u64>)>,
+    /// Each host's connection to the lighthouse now, where it is not [`conn`]`(h)`.
+    conns: HashMap<usize, ConnId>,
+    /// Parks the nodes asked for, and connections they made again.
+    pub(crate) parks: usize,
+    pub(crate) reconnects: usize,
 }
 
 impl Sim {
@@ -204,7 +232,37 @@ impl Sim {
             relayed: 0,
             late_punches: None,
             crl_changes: Vec::new(),
+            conns: HashMap::new(),
+            parks: 0,
+            reconnects: 0,
         }
+    }
+
+    /// Host `h`'s connection to the lighthouse.
+    pub(crate) fn conn_of(&self, h: usize) -> ConnId {
+        self.conns.get(&h).copied().unwrap_or(conn(h))
+    }
+
+    /// Host `h` connects to the lighthouse on connection `c` and registers.
+    pub(crate) fn connect_host(&mut self, h: usize, c: ConnId) {
+        let cert = self.hosts[h].node.certificate().clone();
+        let public = match &self.hosts[h].nat {
+            Some(nat) => IpAddr::V4(nat.public),
+            None => self.hosts[h].addr.ip(),
+        };
+        let quic = SocketAddr::new(public, 5000);
+        let mut token = [h as u8 + 1; wire::TOKEN_LEN];
+        token[..8].copy_from_slice(&c.to_be_bytes());
+        let now = self.now.instant;
+        self.conns.insert(h, c);
+        let effects = self.lighthouse.connect(c, cert, quic, token, now);
+        self.apply(effects);
+        self.hosts[h].node.lighthouse_up(LighthouseId(0), now);
+        let local = vec![self.hosts[h].addr];
+        let effects = self
+            .lighthouse
+            .message(c, ToLighthouse::Register { local }, now);
+        self.apply(effects);
     }
 
     /// Time moves in steps of `step` from now on.
@@ -258,15 +316,39 @@ impl Sim {
             if !self.lighthouse_up {
                 continue;
             }
-            if let Ok((dest, source)) = self.lighthouse.route(conn(h), to) {
-                self.relayed += 1;
-                self.relay_queue
-                    .push_back((h, dest as usize, source, datagram));
+            match self.lighthouse.route(self.conn_of(h), to) {
+                Ok((dest, source)) => {
+                    self.relayed += 1;
+                    self.relay_queue
+                        .push_back((h, host_of(dest), source, datagram));
+                }
+                Err(lighthouse::rendezvous::RelayDrop::Parked) => {
+                    let effects = self.lighthouse.wake_for_relay(to, self.now.instant);
+                    self.apply(effects);
+                }
+                Err(_) => {}
+            }
+        }
+        // As the shell does: a reconnect before the messages it is for.
+        for _ in 0..out.connects {
+            if self.lighthouse_up {
+                self.reconnects += 1;
+                let next = self.conn_of(h) + CONNS_PER_GENERATION;
+                self.connect_host(h, next);
             }
         }
         for (_, message) in out.asked {
             if self.lighthouse_up {
-                let effects = self.lighthouse.message(conn(h), message, self.now.instant);
+                let c = self.conn_of(h);
+                let effects = self.lighthouse.message(c, message, self.now.instant);
+                self.apply(effects);
+            }
+        }
+        for _ in 0..out.parks {
+            if self.lighthouse_up {
+                self.parks += 1;
+                let c = self.conn_of(h);
+                let effects = self.lighthouse.park(c, &park_key(c), self.now.instant);
                 self.apply(effects);
             }
         }
@@ -283,8 +365,23 @@ impl Sim {
                         late.push((c as usize, message));
                     }
                 }
-                Effect::Send(c, message) => self.tell_node(c as usize, message),
-                Effect::Close(c, _) => self.hosts[c as usize].node.lighthouse_down(LighthouseId(0)),
+                // The shell takes the answer to a park, derives the key and closes the
+                // connection.
+                Effect::Send(c, FromLighthouse::Parked { lists }) => {
+                    let now = self.now.instant;
+                    self.hosts[host_of(c)].node.lighthouse_parked(
+                        LighthouseId(0),
+                        &park_key(c),
+                        lists,
+                        now,
+                    );
+                    self.lighthouse.disconnect(c);
+                }
+                Effect::Send(c, message) => self.tell_node(host_of(c), message),
+                Effect::Close(c, _) => self.hosts[host_of(c)].node.lighthouse_down(LighthouseId(0)),
+                Effect::Datagram(to, datagram) => {
+                    self.in_flight.push_back((REFLECTOR, to, datagram))
+                }
             }
         }
     }
@@ -316,11 +413,14 @@ impl Sim {
             assert!(steps < 100_000, "the simulated network never went quiet");
             if let Some((from, to, datagram)) = self.in_flight.pop_front() {
                 if to == REFLECTOR {
-                    if self.lighthouse_up
-                        && self.reflector_up
-                        && let Ok(Control::Reflect { token }) = wire::parse_control(&datagram)
-                    {
-                        let effects = self.lighthouse.reflect(from, &token);
+                    if self.lighthouse_up && self.reflector_up {
+                        let effects = match wire::parse_control(&datagram) {
+                            Ok(Control::Reflect { token }) => self.lighthouse.reflect(from, &token),
+                            Ok(Control::ParkedPing(ping)) => {
+                                self.lighthouse.parked_ping(from, &ping, self.now.instant)
+                            }
+                            _ => Vec::new(),
+                        };
                         self.apply(effects);
                     }
                     continue;
