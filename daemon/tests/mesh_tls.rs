@@ -182,3 +182,23 @@ async fn chains_through_an_issuing_ca_are_accepted_both_ways_until_the_root_revo
     assert!(seen.unwrap_err().contains("UnknownIssuer"));
     assert!(client.is_err());
 }
+
+/// A QUIC socket gets more buffer than an unconfigured one, both ways: the kernel caps the
+/// request at `net.core.rmem_max`, and doubles what it grants, so even a host that allows no
+/// more than its default gives twice that.
+#[test]
+fn quic_sockets_ask_for_large_buffers() {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let plain = std::net::UdpSocket::bind(loopback).unwrap();
+    let quic = tls::quic_socket(loopback).unwrap();
+    let sizes = |socket: &std::net::UdpSocket| {
+        let state = quinn::udp::UdpSocketState::new(socket.into()).unwrap();
+        (
+            state.recv_buffer_size(socket.into()).unwrap(),
+            state.send_buffer_size(socket.into()).unwrap(),
+        )
+    };
+    let ((plain_recv, plain_send), (recv, send)) = (sizes(&plain), sizes(&quic));
+    assert!(recv > plain_recv, "{recv} <= {plain_recv}");
+    assert!(send > plain_send, "{send} <= {plain_send}");
+}

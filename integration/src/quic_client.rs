@@ -92,5 +92,13 @@ pub async fn park(
 
 /// A client endpoint on an ephemeral port of `ip`.
 pub fn endpoint(ip: std::net::IpAddr) -> anyhow::Result<quinn::Endpoint> {
-    Ok(quinn::Endpoint::client(SocketAddr::new(ip, 0))?)
+    // One socket carries every simulated node's connection: it gets the buffers a
+    // lighthouse's does, or a burst of server flights overflows it.
+    let socket = rma_daemon::mesh_tls::quic_socket(SocketAddr::new(ip, 0))?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        std::sync::Arc::new(quinn::TokioRuntime),
+    )?)
 }

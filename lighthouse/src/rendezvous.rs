@@ -3,7 +3,7 @@
 //! go in; messages to send and connections to close come out. The quinn shell in
 //! [`crate::shell`] owns the sockets, the clock and the randomness.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -183,6 +183,9 @@ pub struct Rendezvous {
     by_ip: HashMap<Ipv4Addr, ConnId>,
     by_name: HashMap<String, ConnId>,
     tokens: HashMap<[u8; TOKEN_LEN], ConnId>,
+    /// Every node's certificate expiry, soonest first: the shell asks for the soonest after
+    /// each event, so it must not cost a pass over every node.
+    expiries: BTreeSet<(OffsetDateTime, ConnId)>,
     /// Moves on whenever a relay route may have changed; the shell's relays read it without
     /// the lock ([`crate::relay`]).
     epoch: Arc<AtomicU64>,
@@ -201,6 +204,7 @@ impl Rendezvous {
             by_ip: HashMap::new(),
             by_name: HashMap::new(),
             tokens: HashMap::new(),
+            expiries: BTreeSet::new(),
             counters: Counters::default(),
             epoch: Arc::default(),
         }
@@ -278,6 +282,12 @@ impl Rendezvous {
         token: [u8; TOKEN_LEN],
         now: Instant,
     ) -> Vec<Effect> {
+        // The TLS verifier checked the certificate against the lists of that moment; one
+        // loaded between the handshake and now may revoke it.
+        if self.lists.iter().any(|l| l.revokes(&cert).is_some()) {
+            self.counters.closed_revoked += 1;
+            return vec![Effect::Close(conn, CloseReason::Revoked)];
+        }
         let mut effects = Vec::new();
         let older = [
             self.by_ip.get(&cert.mesh_ip()).copied(),
@@ -309,6 +319,7 @@ impl Rendezvous {
         self.by_ip.insert(cert.mesh_ip(), conn);
         self.by_name.insert(cert.name().to_string(), conn);
         self.tokens.insert(token, conn);
+        self.expiries.insert((cert.not_after(), conn));
         self.nodes.insert(
             conn,
             Node {
@@ -340,6 +351,8 @@ impl Rendezvous {
             )];
         }
         if cert.not_after() > node.cert.not_after() {
+            self.expiries.remove(&(node.cert.not_after(), conn));
+            self.expiries.insert((cert.not_after(), conn));
             node.cert = cert;
             self.counters.renewals += 1;
         }
@@ -355,6 +368,7 @@ impl Rendezvous {
 
     fn remove(&mut self, conn: ConnId) -> Option<Node> {
         let node = self.nodes.remove(&conn)?;
+        self.expiries.remove(&(node.cert.not_after(), conn));
         if self.by_ip.get(&node.cert.mesh_ip()) == Some(&conn) {
             self.by_ip.remove(&node.cert.mesh_ip());
         }
@@ -576,7 +590,7 @@ impl Rendezvous {
 
     /// The earliest moment a connected node's certificate expires.
     pub fn next_expiry(&self) -> Option<OffsetDateTime> {
-        self.nodes.values().map(|n| n.cert.not_after()).min()
+        self.expiries.first().map(|(at, _)| *at)
     }
 
     /// Cuts off nodes whose certificates have expired by `wall`, and forgets the lists of
@@ -586,10 +600,10 @@ impl Rendezvous {
             .retain(|l| l.issuing_ca().is_none_or(|ca| ca.not_after() >= wall));
         self.lists_digest = parking::lists_digest(&self.lists);
         let expired: Vec<ConnId> = self
-            .nodes
+            .expiries
             .iter()
-            .filter(|(_, n)| n.cert.not_after() < wall)
-            .map(|(c, _)| *c)
+            .take_while(|(at, _)| *at < wall)
+            .map(|(_, c)| *c)
             .collect();
         expired
             .into_iter()

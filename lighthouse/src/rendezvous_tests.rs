@@ -333,6 +333,15 @@ fn a_new_revocation_list_cuts_off_revoked_nodes_and_reaches_everyone_else() {
         .message(4, ToLighthouse::Register { local: vec![] }, w.now);
     assert_eq!(effects.len(), 2);
     assert_eq!(effects[1], Effect::Send(4, FromLighthouse::Crl { der }));
+    // A revoked node whose handshake finished just before the list came in is refused when
+    // its connection reaches the core, and does not replace anything.
+    let effects = w
+        .lighthouse
+        .connect(5, b.clone(), addr("203.0.113.2:5001"), [5; 16], w.now);
+    assert_eq!(effects, vec![Effect::Close(5, CloseReason::Revoked)]);
+    assert_eq!(w.lighthouse.counters().closed_revoked, 2);
+    assert_eq!(w.lighthouse.connected(), 3);
+    assert!(w.lighthouse.token(5).is_none());
 }
 
 #[test]
@@ -355,6 +364,10 @@ fn expired_certificates_are_cut_off_when_their_time_comes() {
         vec![Effect::Close(7, CloseReason::CertificateExpired)]
     );
     assert_eq!(w.lighthouse.connected(), 1);
+    // The soonest expiry is now node 1's, and none once it has gone too.
+    assert!(w.lighthouse.next_expiry() > Some(end));
+    w.lighthouse.disconnect(1);
+    assert_eq!(w.lighthouse.next_expiry(), None);
 }
 
 #[test]
@@ -434,6 +447,7 @@ fn a_renewed_certificate_replaces_the_connections_and_outlives_the_old_one() {
     let renewed = w.pki.sign_keys("node-7", ip7, &keys, w.pki.start, later);
     assert!(w.lighthouse.renewed(7, renewed.clone()).is_empty());
     assert_eq!(w.lighthouse.counters().renewals, 1);
+    assert!(w.lighthouse.next_expiry() > Some(end));
     assert!(
         w.lighthouse
             .expire(end + time::Duration::seconds(1))

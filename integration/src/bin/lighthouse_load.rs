@@ -11,6 +11,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -18,6 +20,11 @@ use clap::Parser;
 use integration::quic_client;
 use rma_ca::test_ca::TestCa;
 use rma_proto::lighthouse::FromLighthouse;
+
+/// Tries of one registration before the run fails.
+const REGISTER_ATTEMPTS: u32 = 3;
+/// A registration slower than this is reported on stderr.
+const SLOW_REGISTRATION: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Parser)]
 #[command(name = "lighthouse-load")]
@@ -255,13 +262,43 @@ async fn main() -> anyhow::Result<()> {
         let mut held = Vec::with_capacity(configs.len());
         let mut running = tokio::task::JoinSet::new();
         let park_each = cli.park == Park::Each;
+        let retried = Arc::new(AtomicU32::new(0));
+        let slowest_ms = Arc::new(AtomicU64::new(0));
         for (i, config) in (0..).zip(configs) {
             if running.len() >= cli.parallel.max(1) {
                 held.push(running.join_next().await.context("a registration")???);
             }
             let endpoint = endpoint.clone();
+            let retried = Arc::clone(&retried);
+            let slowest_ms = Arc::clone(&slowest_ms);
             running.spawn(async move {
-                let node = register_node(endpoint, config, i, address, reflector).await?;
+                let began = Instant::now();
+                // A registration whose handshake or welcome takes over 10 s (packets lost
+                // while both processes saturate the two cores) is tried again, as meshd
+                // would; the report says how many were.
+                let mut attempt = 1;
+                let node = loop {
+                    match register_node(endpoint.clone(), config.clone(), i, address, reflector)
+                        .await
+                    {
+                        Ok(node) => break node,
+                        Err(e) if attempt < REGISTER_ATTEMPTS => {
+                            eprintln!("node-{i}: {e:#}; trying again");
+                            retried.fetch_add(1, Ordering::Relaxed);
+                            attempt += 1;
+                        }
+                        Err(e) => return Err(e.context(format!("node-{i}, {attempt} attempts"))),
+                    }
+                };
+                let took = began.elapsed();
+                slowest_ms.fetch_max(took.as_millis() as u64, Ordering::Relaxed);
+                if took > SLOW_REGISTRATION {
+                    eprintln!(
+                        "node-{i} took {:.1} s to register, {:.1} s into the run",
+                        took.as_secs_f64(),
+                        began.duration_since(started).as_secs_f64()
+                    );
+                }
                 anyhow::Ok(if park_each {
                     Held::Parked(park_node(node, reflector).await?)
                 } else {
@@ -281,11 +318,20 @@ async fn main() -> anyhow::Result<()> {
         let elapsed = started.elapsed();
         let loaded = rss_kib(pid)?;
         let cpu = cpu_seconds(pid)? - cpu_before;
+        let retried = match retried.load(Ordering::Relaxed) {
+            0 => String::new(),
+            n => format!(", {n} tried again after a timeout"),
+        };
+        let slowest = slowest_ms.load(Ordering::Relaxed) as f64 / 1e3;
         println!(
-            "registered {} nodes{} in {:.1} s (lighthouse cpu {:.1} s); lighthouse rss idle {} KiB, \
-             with {} {}nodes {} KiB ({:.1} KiB per node), peak {} KiB",
+            "registered {} nodes{} in {:.1} s (lighthouse cpu {:.1} s{retried}, slowest \
+             {slowest:.2} s); lighthouse rss idle {} KiB, with {} {}nodes {} KiB ({:.1} KiB per node), peak {} KiB",
             cli.nodes,
-            if park_each { ", each parking at once," } else { "" },
+            if park_each {
+                ", each parking at once,"
+            } else {
+                ""
+            },
             elapsed.as_secs_f64(),
             cpu,
             idle,
