@@ -69,6 +69,15 @@ impl Rendezvous {
                 CloseReason::Protocol("park before register"),
             )];
         }
+        // The key comes from the connection and its token, so a second park would reuse it
+        // and start its counter again, and pings captured under the first would replay.
+        if node.has_parked {
+            return vec![Effect::Close(
+                conn,
+                CloseReason::Protocol("a second park on one connection"),
+            )];
+        }
+        node.has_parked = true;
         node.parked = Some(Box::new(Parked {
             key: parked::Key::new(key),
             counter: 0,
@@ -165,8 +174,9 @@ impl Rendezvous {
         Some(Effect::Datagram(to, wake))
     }
 
-    /// Drops the parked registrations whose pings stopped [`PARKED_EXPIRY`] ago.
-    pub fn sweep(&mut self, now: Instant) {
+    /// Drops the parked registrations whose pings stopped [`PARKED_EXPIRY`] ago, and closes
+    /// any connection one still has (a park that crossed a message left it open).
+    pub fn sweep(&mut self, now: Instant) -> Vec<Effect> {
         let gone: Vec<ConnId> = self
             .nodes
             .iter()
@@ -177,10 +187,16 @@ impl Rendezvous {
             })
             .map(|(conn, _)| *conn)
             .collect();
-        for conn in gone {
-            self.remove(conn);
-            self.counters.parked_expired += 1;
-        }
+        gone.into_iter()
+            .filter_map(|conn| {
+                self.remove(conn)?;
+                self.counters.parked_expired += 1;
+                Some(Effect::Close(
+                    conn,
+                    CloseReason::Protocol("parked pings stopped"),
+                ))
+            })
+            .collect()
     }
 
     /// Registrations that are parked now.

@@ -66,6 +66,18 @@ fn wake(effect: &Effect) -> (SocketAddr, u64) {
     (*to, wake.counter)
 }
 
+/// The punches and peer answers in `effects`, by connection, in order.
+fn introductions(effects: &[Effect]) -> Vec<(ConnId, &'static str)> {
+    effects
+        .iter()
+        .map(|e| match e {
+            Effect::Send(c, FromLighthouse::Punch { .. }) => (*c, "punch"),
+            Effect::Send(c, FromLighthouse::Peer { .. }) => (*c, "peer"),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 #[test]
 fn a_parked_node_stays_registered_on_its_pings_for_hours_and_goes_when_they_stop() {
     let mut w = World::new();
@@ -103,7 +115,13 @@ fn a_parked_node_stays_registered_on_its_pings_for_hours_and_goes_when_they_stop
     w.lighthouse.sweep(w.now);
     assert_eq!(w.lighthouse.parked(), 1);
     w.now += Duration::from_secs(1);
-    w.lighthouse.sweep(w.now);
+    assert_eq!(
+        w.lighthouse.sweep(w.now),
+        vec![Effect::Close(
+            2,
+            CloseReason::Protocol("parked pings stopped")
+        )]
+    );
     assert_eq!(w.lighthouse.parked(), 0);
     assert_eq!(w.lighthouse.registrations().len(), 1);
     assert_eq!(w.lighthouse.counters().parked_expired, 1);
@@ -196,14 +214,7 @@ fn a_query_for_a_parked_node_wakes_it_and_the_introduction_waits_for_its_return(
         effects[0],
         Effect::Send(3, FromLighthouse::Welcome { .. })
     ));
-    let sent: Vec<(ConnId, &str)> = effects[1..]
-        .iter()
-        .map(|e| match e {
-            Effect::Send(c, FromLighthouse::Punch { .. }) => (*c, "punch"),
-            Effect::Send(c, FromLighthouse::Peer { .. }) => (*c, "peer"),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let sent = introductions(&effects[1..]);
     assert_eq!(
         sent,
         vec![(3, "punch"), (1, "peer"), (3, "punch"), (4, "peer")]
@@ -307,11 +318,12 @@ fn a_parked_node_learns_of_new_lists_from_its_acks_and_is_cut_off_if_revoked() {
         .unwrap()
         .1;
     let effects = w.lighthouse.set_crl(w.pki.crl_revoking(&[&c]));
-    // The parked node revoked goes without a close (it has no connection); the other parked
-    // one is not pushed the list, but its next ack carries the new digest.
-    assert_eq!(effects.len(), 1, "{effects:?}");
+    // The parked node revoked goes (its close finds no connection, unless one lingers); the
+    // other parked one is not pushed the list, but its next ack carries the new digest.
+    assert_eq!(effects.len(), 2, "{effects:?}");
+    assert_eq!(effects[0], Effect::Close(3, CloseReason::Revoked));
     assert!(matches!(
-        &effects[0],
+        &effects[1],
         Effect::Send(1, FromLighthouse::Crl { .. })
     ));
     assert_eq!(w.lighthouse.parked(), 1);
@@ -333,10 +345,9 @@ fn a_parked_node_learns_of_new_lists_from_its_acks_and_is_cut_off_if_revoked() {
     w.lighthouse
         .message(4, ToLighthouse::Register { local: vec![] }, w.now);
     park(&mut w, 4);
-    assert!(
-        w.lighthouse
-            .expire(w.pki.start + time::Duration::hours(2))
-            .is_empty()
+    assert_eq!(
+        w.lighthouse.expire(w.pki.start + time::Duration::hours(2)),
+        vec![Effect::Close(4, CloseReason::CertificateExpired)]
     );
     assert_eq!(w.lighthouse.parked(), 1);
     drop(b);
@@ -356,10 +367,21 @@ fn a_park_before_registering_or_a_message_after_parking_is_handled() {
             CloseReason::Protocol("park before register")
         )]
     );
-    // A node that parks and then speaks on the connection it kept is connected again.
+    w.lighthouse
+        .message(2, ToLighthouse::Register { local: vec![] }, w.now);
+    // A node that parks and then speaks on the connection it kept (its park crossed a
+    // message) is connected again, and whoever asked for it meanwhile is introduced.
     w.lighthouse.park(1, &KEY, w.now);
     assert_eq!(w.lighthouse.parked(), 1);
-    w.lighthouse.message(
+    let for_1 = ToLighthouse::Query {
+        target: Target::Name("node-1".into()),
+    };
+    let held = w.lighthouse.message(2, for_1.clone(), w.now);
+    assert!(
+        matches!(held.as_slice(), [Effect::Datagram(..)]),
+        "{held:?}"
+    );
+    let effects = w.lighthouse.message(
         1,
         ToLighthouse::Query {
             target: Target::Name("node-2".into()),
@@ -367,4 +389,61 @@ fn a_park_before_registering_or_a_message_after_parking_is_handled() {
         w.now,
     );
     assert_eq!(w.lighthouse.parked(), 0);
+    let sent = introductions(&effects);
+    // Node 2's wait ends first (1 is punched, 2 answered), then 1's own query is answered.
+    assert_eq!(
+        sent,
+        vec![(1, "punch"), (2, "peer"), (2, "punch"), (1, "peer")]
+    );
+    // The same goes for a renewal that crossed the park (the shell calls this for it).
+    w.lighthouse.park(2, &KEY, w.now);
+    assert_eq!(w.lighthouse.parked(), 1);
+    assert!(w.lighthouse.back_on_connection(2, w.now).is_empty());
+    assert_eq!(w.lighthouse.parked(), 0);
+    // The park key comes from the connection: a second park on one would reuse it.
+    assert_eq!(
+        w.lighthouse.park(1, &KEY, w.now),
+        vec![Effect::Close(
+            1,
+            CloseReason::Protocol("a second park on one connection")
+        )]
+    );
+    // A connection whose registration is gone has nothing to say.
+    assert_eq!(
+        w.lighthouse.message(9, for_1, w.now),
+        vec![Effect::Close(
+            9,
+            CloseReason::Protocol("no registration on this connection")
+        )]
+    );
+}
+
+/// A parked registration hands its askers and address only to the same identity coming
+/// back: another certificate with the same name or mesh IP replaces it as any node would.
+#[test]
+fn only_the_same_identity_inherits_a_parked_registration() {
+    let mut w = World::new();
+    w.join(1, 1);
+    let b = w.join(2, 2);
+    park(&mut w, 2);
+    let query = ToLighthouse::Query {
+        target: Target::MeshIp(b.mesh_ip()),
+    };
+    assert_eq!(w.lighthouse.message(1, query, w.now).len(), 1, "a wake");
+    let (other, _) = w.pki.node("node-2", b.mesh_ip());
+    w.lighthouse
+        .connect(3, other, addr("203.0.113.9:5000"), [3; 16], w.now);
+    assert_eq!(w.lighthouse.counters().unparked, 0);
+    assert_eq!(w.lighthouse.counters().closed_replaced, 1);
+    let effects = w
+        .lighthouse
+        .message(3, ToLighthouse::Register { local: vec![] }, w.now);
+    assert!(
+        effects
+            .iter()
+            .all(|e| matches!(e, Effect::Send(3, FromLighthouse::Welcome { .. }))),
+        "{effects:?}"
+    );
+    let registered = w.lighthouse.registrations();
+    assert_eq!(registered[1].wireguard, None, "no address it did not prove");
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rma_daemon::token_bucket::{Limit, TokenBucket};
 
@@ -16,6 +16,11 @@ use crate::rendezvous::RelayDrop;
 /// The most routes one node keeps; past it they are all looked up again. A node relays to a
 /// few peers; one that sprays mesh IPs costs a lookup per new address, as it did before.
 pub const MAX_ROUTES: usize = 1024;
+
+/// How long a destination found parked is taken for parked without asking the core again:
+/// the core wakes the node at most once a second anyway, and a sender relaying flat out to a
+/// parked address must not take the core's lock for every packet.
+pub const PARKED_RECHECK: Duration = Duration::from_secs(1);
 
 /// How many bytes a node may have relayed, by default: 128 MiB a second (about a gigabit, more
 /// than one relayed stream carries on the test machine), 4 MiB at once. A relayed path is the
@@ -62,6 +67,10 @@ pub struct Relay<D> {
     /// The registrations' epoch the routes were found in ([`crate::rendezvous::Rendezvous::epoch`]).
     epoch: u64,
     routes: HashMap<Ipv4Addr, Route<D>>,
+    /// Destinations found parked, and when: looked up again after [`PARKED_RECHECK`] (that
+    /// lookup wakes the node again if the last wake was lost), or at once when the
+    /// registrations change (the node came back). Bounded with the routes.
+    parked: HashMap<Ipv4Addr, Instant>,
 }
 
 impl<D> Relay<D> {
@@ -71,6 +80,7 @@ impl<D> Relay<D> {
             budget: TokenBucket::new(limit, now),
             epoch: 0,
             routes: HashMap::new(),
+            parked: HashMap::new(),
         }
     }
 
@@ -88,16 +98,25 @@ impl<D> Relay<D> {
     ) -> Result<(&D, Ipv4Addr), RelayDrop> {
         if epoch != self.epoch {
             self.routes.clear();
+            self.parked.clear();
             self.epoch = epoch;
         }
-        if self.routes.len() >= MAX_ROUTES && !self.routes.contains_key(&to) {
+        let known = self.routes.contains_key(&to) || self.parked.contains_key(&to);
+        if self.routes.len() + self.parked.len() >= MAX_ROUTES && !known {
             self.routes.clear();
+            self.parked.clear();
+        }
+        if let Some(seen) = self.parked.get(&to) {
+            if now.saturating_duration_since(*seen) < PARKED_RECHECK {
+                counters.count::<()>(&Err(RelayDrop::Parked), len);
+                return Err(RelayDrop::Parked);
+            }
+            self.parked.remove(&to);
         }
         if let std::collections::hash_map::Entry::Vacant(entry) = self.routes.entry(to) {
             let route = lookup();
             if matches!(route, Err(RelayDrop::Parked)) {
-                // Not held: the next packet looks again, and wakes the node again if it is
-                // still away (the core spaces the wakes).
+                self.parked.insert(to, now);
                 counters.count::<()>(&Err(RelayDrop::Parked), len);
                 return Err(RelayDrop::Parked);
             }
@@ -114,9 +133,9 @@ impl<D> Relay<D> {
         verdict
     }
 
-    /// Routes held now.
+    /// Routes held now, parked destinations included.
     pub fn routes(&self) -> usize {
-        self.routes.len()
+        self.routes.len() + self.parked.len()
     }
 
     /// The route held for `to`, if it is good at `epoch`.
@@ -201,5 +220,31 @@ mod tests {
             counters.dropped.load(Ordering::Relaxed),
             3 + 3 * MAX_ROUTES as u64
         );
+    }
+
+    /// A sender relaying flat out to a parked node for an hour asks the core once a second,
+    /// not once a packet; when the registrations change (the node is back) it asks at once.
+    #[test]
+    fn a_parked_destination_is_looked_up_once_a_second_over_an_hour() {
+        let start = Instant::now();
+        let counters = RelayCounters::default();
+        let mut relay = Relay::<u64>::new(LIMIT, start);
+        let lookups = Cell::new(0u32);
+        let parked = || {
+            lookups.set(lookups.get() + 1);
+            Err(RelayDrop::Parked)
+        };
+        let step = Duration::from_millis(10);
+        for i in 0..360_000u32 {
+            let got = relay.forward(ip(2), 100, start + step * i, 3, parked, &counters);
+            assert_eq!(got, Err(RelayDrop::Parked));
+            assert!(relay.routes() <= 1);
+        }
+        assert_eq!(lookups.get(), 3600);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 360_000);
+        // Back: the registrations moved on, and the very next packet finds the route.
+        let later = start + step * 360_000;
+        let got = relay.forward(ip(2), 100, later, 4, || Ok((7, ip(1))), &counters);
+        assert_eq!(got, Ok((&7, ip(1))));
     }
 }

@@ -121,6 +121,8 @@ struct Node {
     queries: TokenBucket,
     /// Set while the node's connection is parked.
     parked: Option<Box<parking::Parked>>,
+    /// The connection has parked once: its park key, the same each time, is used up.
+    has_parked: bool,
     /// The nodes that asked for it while it was parked: introduced once it is back.
     waiting: Vec<ConnId>,
 }
@@ -300,9 +302,10 @@ impl Rendezvous {
                 continue;
             }
             match self.remove(old) {
-                // A parked node back: what came for it while it was away goes to the new
-                // connection once it registers.
-                Some(node) if node.parked.is_some() => {
+                // A parked node back (the same certificate identity, not just the same name or
+                // address): what came for it while it was away goes to the new connection
+                // once it registers.
+                Some(node) if node.parked.is_some() && node.cert.same_identity(&cert) => {
                     self.counters.unparked += 1;
                     waiting.extend(node.waiting);
                     // Its pings kept this address current: peers introduced before its first
@@ -330,6 +333,7 @@ impl Rendezvous {
                 observed,
                 queries: TokenBucket::new(QUERY_LIMIT, now),
                 parked: None,
+                has_parked: false,
                 waiting,
             },
         );
@@ -382,15 +386,56 @@ impl Rendezvous {
 
     /// A control message from a connected node.
     pub fn message(&mut self, conn: ConnId, message: ToLighthouse, now: Instant) -> Vec<Effect> {
+        if !self.nodes.contains_key(&conn) {
+            // Its registration is gone (a park that expired, say): the connection has nothing
+            // left to speak for.
+            return vec![Effect::Close(
+                conn,
+                CloseReason::Protocol("no registration on this connection"),
+            )];
+        }
+        let mut effects = if message == ToLighthouse::Park {
+            Vec::new()
+        } else {
+            self.back_on_connection(conn, now)
+        };
+        effects.extend(self.answer(conn, message, now));
+        effects
+    }
+
+    /// A parked node spoke on its connection after all (its park crossed something it sent):
+    /// it is connected again, and the nodes that asked for it meanwhile are introduced.
+    pub fn back_on_connection(&mut self, conn: ConnId, now: Instant) -> Vec<Effect> {
         let Some(node) = self.nodes.get_mut(&conn) else {
             return Vec::new();
         };
-        // A parked node that still speaks on its connection is back on it.
-        if node.parked.is_some() && message != ToLighthouse::Park {
-            node.parked = None;
-            self.routes_changed();
+        if node.parked.take().is_none() {
+            return Vec::new();
         }
-        let node = self.nodes.get_mut(&conn).expect("found above");
+        self.routes_changed();
+        self.introduce_waiting(conn, now)
+    }
+
+    /// Introduces the nodes waiting for `conn`'s node, the punch reaching it before each
+    /// asker's packets, as on any introduction.
+    fn introduce_waiting(&mut self, conn: ConnId, now: Instant) -> Vec<Effect> {
+        let Some(node) = self.nodes.get_mut(&conn) else {
+            return Vec::new();
+        };
+        let ip = node.cert.mesh_ip();
+        let mut effects = Vec::new();
+        for asker in std::mem::take(&mut node.waiting) {
+            if self.nodes.get(&asker).is_some_and(|n| n.parked.is_none()) {
+                effects.extend(self.introduce(asker, Target::MeshIp(ip), now));
+            }
+        }
+        effects
+    }
+
+    fn answer(&mut self, conn: ConnId, message: ToLighthouse, now: Instant) -> Vec<Effect> {
+        let Some(node) = self.nodes.get_mut(&conn) else {
+            return Vec::new();
+        };
         match message {
             ToLighthouse::Park if node.local.is_none() => {
                 vec![Effect::Close(
@@ -429,15 +474,8 @@ impl Rendezvous {
                         },
                     ));
                 }
-                // Back from a park: the nodes that asked for it meanwhile are introduced now,
-                // the punch reaching it before the asker's packets, as on any introduction.
-                let node = self.nodes.get_mut(&conn).expect("found above");
-                let ip = node.cert.mesh_ip();
-                for asker in std::mem::take(&mut node.waiting) {
-                    if self.nodes.get(&asker).is_some_and(|n| n.parked.is_none()) {
-                        effects.extend(self.introduce(asker, Target::MeshIp(ip), now));
-                    }
-                }
+                // Back from a park: the nodes that asked for it meanwhile are introduced now.
+                effects.extend(self.introduce_waiting(conn, now));
                 effects
             }
             ToLighthouse::Query { .. } if node.local.is_none() => {
@@ -561,7 +599,10 @@ impl Rendezvous {
             .collect();
         let mut effects = Vec::new();
         for conn in revoked {
-            if self.remove(conn).is_some_and(|n| n.parked.is_none()) {
+            // A parked node's connection is normally gone already; closing an id without a
+            // connection does nothing, and one that lingers (a park that crossed a message)
+            // must not outlive the registration.
+            if self.remove(conn).is_some() {
                 effects.push(Effect::Close(conn, CloseReason::Revoked));
             }
             self.counters.closed_revoked += 1;
@@ -608,8 +649,8 @@ impl Rendezvous {
         expired
             .into_iter()
             .filter_map(|conn| {
-                let parked = self.remove(conn)?.parked.is_some();
-                (!parked).then_some(Effect::Close(conn, CloseReason::CertificateExpired))
+                self.remove(conn)?;
+                Some(Effect::Close(conn, CloseReason::CertificateExpired))
             })
             .collect()
     }

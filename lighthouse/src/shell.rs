@@ -232,7 +232,11 @@ pub async fn run(
                 check_crl(crl_watch.as_mut(), &shared, &trust, true);
             }
             _ = poll.tick() => check_crl(crl_watch.as_mut(), &shared, &trust, false),
-            _ = sweep.tick() => lock(&shared).core.sweep(Instant::now()),
+            _ = sweep.tick() => {
+                let mut shared = lock(&shared);
+                let effects = shared.core.sweep(Instant::now());
+                shared.apply(effects);
+            }
             _ = daily.tick() => {
                 for crl in trust.lists() {
                     rma_daemon::crl_watch::warn_if_due(Some(&crl), OffsetDateTime::now_utc());
@@ -459,13 +463,19 @@ async fn node_session(
                     if last_renewal.is_some_and(|t| t.elapsed() < RENEWAL_SPACING) =>
                 {
                     tracing::debug!("ignored a renewal soon after another");
+                    // Still a message on the connection: a park it crossed is over.
+                    let mut shared = lock(shared);
+                    let effects = shared.core.back_on_connection(conn, Instant::now());
+                    shared.apply(effects);
                 }
                 Ok(Some(ToLighthouse::Renewed { cert })) => {
                     last_renewal = Some(Instant::now());
                     // Verified outside the lock: a signature check per renewal.
                     let verified = trust.accept(&cert, OffsetDateTime::now_utc());
                     let mut shared = lock(shared);
-                    let effects = match verified {
+                    // A message on the connection: a park it crossed is over.
+                    let mut effects = shared.core.back_on_connection(conn, Instant::now());
+                    effects.extend(match verified {
                         Ok(cert) => {
                             tracing::info!(not_after = %rma_ca::timefmt::rfc3339(cert.not_after()), "node renewed its certificate");
                             shared.core.renewed(conn, cert)
@@ -476,7 +486,7 @@ async fn node_session(
                             tracing::warn!(error = %e, "refused a renewed certificate; keeping the one in use");
                             Vec::new()
                         }
-                    };
+                    });
                     shared.apply(effects);
                 }
                 Ok(Some(ToLighthouse::Park)) => {

@@ -38,7 +38,7 @@ pub(crate) struct LighthouseState {
     pub(super) token: Option<[u8; TOKEN_LEN]>,
     pub(super) reflector: Option<SocketAddr>,
     pub(super) observed: Option<SocketAddr>,
-    next_reflect: Option<Instant>,
+    pub(super) next_reflect: Option<Instant>,
     /// The last moment this node needed the connection: it connected, asked, or was told of a
     /// peer. Parking waits for `park_after` past it (and for no peer to need its relay).
     pub(super) needed: Option<Instant>,

@@ -151,6 +151,9 @@ impl Node {
         tracing::info!(lighthouse = %state.name(), "lighthouse connection parked; staying registered with pings");
         state.up = false;
         state.parking = None;
+        // The parked pings keep the mapping and the registration: no plain reflects beside
+        // them (the lighthouse ignores those for a parked node).
+        state.next_reflect = None;
         state.parked = Some(Box::new(ParkState {
             key: parked::Key::new(key),
             token,

@@ -34,10 +34,13 @@ fn parked_pair() -> (Internet, usize, usize) {
 #[test]
 fn idle_nodes_park_stay_registered_for_hours_and_come_back_when_a_peer_asks() {
     let (mut net, a, b) = parked_pair();
-    let pings = net.lighthouse.counters().parked_pings;
-    // Two hours: every ping answered, nobody reconnects.
+    let before = net.lighthouse.counters();
+    let pings = before.parked_pings;
+    // Two hours: every ping answered, nobody reconnects, and no plain reflect goes beside the
+    // pings.
     net.advance(Duration::from_secs(2 * 3600));
     let counters = net.lighthouse.counters();
+    assert_eq!(counters.reflections, before.reflections);
     assert!(
         counters.parked_pings - pings >= 2 * (2 * 3600 / 20 - 1),
         "{counters:?}"
