@@ -183,11 +183,11 @@ async fn chains_through_an_issuing_ca_are_accepted_both_ways_until_the_root_revo
     assert!(client.is_err());
 }
 
-/// A QUIC socket gets more buffer than an unconfigured one, both ways: the kernel caps the
-/// request at `net.core.rmem_max`, and doubles what it grants, so even a host that allows no
-/// more than its default gives twice that.
+/// A QUIC socket gets a larger receive buffer than an unconfigured one, and the same send
+/// buffer: the kernel caps the request at `net.core.rmem_max` and doubles what it grants, so
+/// even a host that allows no more than its default gives twice that.
 #[test]
-fn quic_sockets_ask_for_large_buffers() {
+fn quic_sockets_ask_for_a_large_receive_buffer() {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let plain = std::net::UdpSocket::bind(loopback).unwrap();
     let quic = tls::quic_socket(loopback).unwrap();
@@ -200,5 +200,5 @@ fn quic_sockets_ask_for_large_buffers() {
     };
     let ((plain_recv, plain_send), (recv, send)) = (sizes(&plain), sizes(&quic));
     assert!(recv > plain_recv, "{recv} <= {plain_recv}");
-    assert!(send > plain_send, "{send} <= {plain_send}");
+    assert_eq!(send, plain_send);
 }
