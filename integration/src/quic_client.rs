@@ -81,11 +81,8 @@ pub async fn park(
             break lists;
         }
     };
-    let mut key = [0u8; rma_proto::parked::KEY_LEN];
-    registered
-        .connection
-        .export_keying_material(&mut key, rma_proto::parked::EXPORTER_LABEL, token)
-        .map_err(|_| anyhow::anyhow!("no keying material"))?;
+    let key = rma_daemon::mesh_tls::park_key(&registered.connection, token)
+        .ok_or_else(|| anyhow::anyhow!("no keying material"))?;
     registered.connection.close(0u32.into(), b"parked");
     Ok((rma_proto::parked::Key::new(&key), lists))
 }

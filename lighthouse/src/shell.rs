@@ -407,19 +407,6 @@ async fn serve_node(
     tracing::info!(parent: &span, reason = %reason, "node disconnected");
 }
 
-/// The key a parked registration's datagrams are signed with, from the connection it parked
-/// on; the node derives the same.
-fn park_key(
-    connection: &quinn::Connection,
-    token: Option<[u8; wire::TOKEN_LEN]>,
-) -> Option<[u8; rma_proto::parked::KEY_LEN]> {
-    let mut key = [0u8; rma_proto::parked::KEY_LEN];
-    connection
-        .export_keying_material(&mut key, rma_proto::parked::EXPORTER_LABEL, &token?)
-        .ok()?;
-    Some(key)
-}
-
 /// The least time between two renewals a connection's node is listened to.
 const RENEWAL_SPACING: Duration = Duration::from_secs(10);
 
@@ -491,7 +478,11 @@ async fn node_session(
                 }
                 Ok(Some(ToLighthouse::Park)) => {
                     let mut shared = lock(shared);
-                    let effects = match park_key(connection, shared.core.token(conn)) {
+                    let effects = match shared
+                        .core
+                        .token(conn)
+                        .and_then(|token| rma_daemon::mesh_tls::park_key(connection, &token))
+                    {
                         Some(key) => shared.core.park(conn, &key, Instant::now()),
                         None => shared
                             .core

@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use rma_proto::lighthouse::{self, FromLighthouse, ToLighthouse};
 use rma_proto::parked;
-use rma_proto::wire::TOKEN_LEN;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Lighthouse;
@@ -292,18 +291,6 @@ enum Ended {
     Parked,
 }
 
-/// The park key for the connection the reflect token `token` was issued on.
-fn park_key(
-    connection: &quinn::Connection,
-    token: &[u8; TOKEN_LEN],
-) -> Option<[u8; parked::KEY_LEN]> {
-    let mut key = [0u8; parked::KEY_LEN];
-    connection
-        .export_keying_material(&mut key, parked::EXPORTER_LABEL, token)
-        .ok()?;
-    Some(key)
-}
-
 /// One connection's life: connect, register (and send `first`), then pass messages both ways
 /// until it ends or is parked.
 async fn session(
@@ -351,7 +338,7 @@ async fn session(
                         if std::mem::replace(&mut park, Park::None) != Park::Asked {
                             continue;
                         }
-                        let Some(key) = token.and_then(|t| park_key(&connection, &t)) else {
+                        let Some(key) = token.and_then(|t| rma_daemon::mesh_tls::park_key(&connection, &t)) else {
                             continue;
                         };
                         let _ = events.send(LighthouseEvent::Parked(id, key, lists)).await;

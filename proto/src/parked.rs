@@ -160,7 +160,7 @@ pub(crate) fn parse_wake(body: &[u8]) -> Option<Wake> {
 }
 
 impl Ping {
-    /// The datagram this ping was parsed from (its tag as it came).
+    /// The datagram: token, counter, tag and zero padding (a parsed ping's tag as it came).
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut body = [0u8; PING_BODY_LEN];
         body[..PING_SIGNED].copy_from_slice(&token_and_counter(&self.token, self.counter));
@@ -224,11 +224,13 @@ impl Key {
 
     /// Encodes a ping into `out` (cleared first).
     pub fn ping(&self, token: &[u8; TOKEN_LEN], counter: u64, out: &mut Vec<u8>) {
-        let signed = token_and_counter(token, counter);
-        let mut body = [0u8; PING_BODY_LEN];
-        body[..PING_SIGNED].copy_from_slice(&signed);
-        body[PING_SIGNED..PING_SIGNED + TAG_LEN].copy_from_slice(&self.tag(PING_LABEL, &signed));
-        crate::wire::encode_kind(crate::wire::KIND_PARKED_PING, &body, out);
+        let tag = self.tag(PING_LABEL, &token_and_counter(token, counter));
+        Ping {
+            token: *token,
+            counter,
+            tag,
+        }
+        .encode(out);
     }
 
     pub fn verify_ping(&self, ping: &Ping) -> bool {
@@ -248,13 +250,19 @@ impl Key {
         observed: SocketAddr,
         out: &mut Vec<u8>,
     ) {
-        let mut body = [0u8; ACK_BODY_LEN];
-        body[..PING_SIGNED].copy_from_slice(&token_and_counter(token, counter));
-        body[PING_SIGNED..PING_SIGNED + 8].copy_from_slice(&lists.to_be_bytes());
-        body[PING_SIGNED + 8..ACK_BODY_LEN - TAG_LEN].copy_from_slice(&encode_addr(observed));
-        let tag = self.tag(ACK_LABEL, &body[..ACK_BODY_LEN - TAG_LEN]);
-        body[ACK_BODY_LEN - TAG_LEN..].copy_from_slice(&tag);
-        crate::wire::encode_kind(crate::wire::KIND_PARKED_ACK, &body, out);
+        let mut signed = [0u8; ACK_BODY_LEN - TAG_LEN];
+        signed[..PING_SIGNED].copy_from_slice(&token_and_counter(token, counter));
+        signed[PING_SIGNED..PING_SIGNED + 8].copy_from_slice(&lists.to_be_bytes());
+        signed[PING_SIGNED + 8..].copy_from_slice(&encode_addr(observed));
+        Ack {
+            token: *token,
+            counter,
+            lists,
+            observed,
+            tag: self.tag(ACK_LABEL, &signed),
+            signed,
+        }
+        .encode(out);
     }
 
     pub fn verify_ack(&self, ack: &Ack) -> bool {
@@ -262,11 +270,13 @@ impl Key {
     }
 
     pub fn wake(&self, token: &[u8; TOKEN_LEN], counter: u64, out: &mut Vec<u8>) {
-        let signed = token_and_counter(token, counter);
-        let mut body = [0u8; WAKE_BODY_LEN];
-        body[..PING_SIGNED].copy_from_slice(&signed);
-        body[PING_SIGNED..].copy_from_slice(&self.tag(WAKE_LABEL, &signed));
-        crate::wire::encode_kind(crate::wire::KIND_WAKE, &body, out);
+        let tag = self.tag(WAKE_LABEL, &token_and_counter(token, counter));
+        Wake {
+            token: *token,
+            counter,
+            tag,
+        }
+        .encode(out);
     }
 
     pub fn verify_wake(&self, wake: &Wake) -> bool {

@@ -225,20 +225,16 @@ impl Node {
 
     /// Parks what is unneeded, and keeps parked registrations alive.
     pub(super) fn tend_parking(&mut self, now: Instant, out: &mut impl Output) {
-        let peers = &self.peers;
-        let relaying = |id: LighthouseId| {
-            peers
-                .iter()
-                .any(|p| p.relay == Some(id) && p.needs_relay(now))
-        };
-        self.lighthouses.tend_parking(relaying, now, out);
-        // A peer whose direct path failed needs its relay back.
+        // The lighthouses whose relay some peer's traffic needs now.
         let wanted: Vec<LighthouseId> = self
             .peers
             .iter()
             .filter(|p| p.needs_relay(now))
             .filter_map(|p| p.relay)
             .collect();
+        self.lighthouses
+            .tend_parking(|id| wanted.contains(&id), now, out);
+        // A parked one among them (a peer's direct path failed) connects again.
         for id in wanted {
             if self.lighthouses.get(id).is_some_and(|s| s.parked.is_some()) {
                 self.lighthouses.needed(id, now);
