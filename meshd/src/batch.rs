@@ -20,7 +20,11 @@ const KEPT_PACKETS: usize = 160;
 /// steady state allocates nothing.
 #[derive(Debug, Default)]
 pub struct Batch {
+    /// This round's datagrams, back to back in the first `used` bytes. Beyond them the
+    /// buffer keeps its length (written once, never cleared), so that a tunnel seals the next
+    /// datagram straight into it ([`Output::datagram_buffer`]).
     datagrams: Vec<u8>,
+    used: usize,
     transmits: Vec<(SocketAddr, Range<usize>)>,
     /// Packets for the TUN, each in a buffer of its own behind [`HEADROOM`] bytes, as the TUN
     /// writer merges them: the first `delivered` are this round's.
@@ -39,20 +43,51 @@ pub struct Batch {
 
 impl Output for Batch {
     fn transmit(&mut self, to: SocketAddr, datagram: &[u8]) {
-        let start = self.datagrams.len();
-        self.datagrams.extend_from_slice(datagram);
-        self.transmits.push((to, start..self.datagrams.len()));
+        self.datagram_buffer(datagram.len())
+            .copy_from_slice(datagram);
+        self.transmit_written(to, datagram.len());
     }
 
     fn deliver(&mut self, packet: &[u8]) {
+        self.packet_buffer(packet.len()).copy_from_slice(packet);
+        self.deliver_written(packet.len());
+    }
+
+    fn datagram_buffer(&mut self, len: usize) -> &mut [u8] {
+        let end = self.used + len;
+        if self.datagrams.len() < end {
+            self.datagrams.resize(end, 0);
+        }
+        &mut self.datagrams[self.used..end]
+    }
+
+    fn transmit_written(&mut self, to: SocketAddr, len: usize) {
+        let start = self.used;
+        self.used += len;
+        self.transmits.push((to, start..self.used));
+    }
+
+    fn relay_written(&mut self, via: LighthouseId, to: Ipv4Addr, len: usize) {
+        let start = self.relayed.len();
+        self.relayed
+            .extend_from_slice(&self.datagrams[self.used..self.used + len]);
+        self.relays.push((via, to, start..self.relayed.len()));
+    }
+
+    fn packet_buffer(&mut self, len: usize) -> &mut [u8] {
         if self.delivered == self.packets.len() {
             // Room for a super-packet; its pages become resident only as far as merges write.
             self.packets.push(Vec::with_capacity(PACKET_CAPACITY));
         }
         let buffer = &mut self.packets[self.delivered];
-        buffer.clear();
-        buffer.resize(HEADROOM, 0);
-        buffer.extend_from_slice(packet);
+        // Only what lies beyond the buffer's last packet is zeroed first.
+        buffer.resize(HEADROOM + len, 0);
+        buffer[..HEADROOM].fill(0);
+        &mut buffer[HEADROOM..]
+    }
+
+    fn deliver_written(&mut self, len: usize) {
+        self.packets[self.delivered].truncate(HEADROOM + len);
         self.delivered += 1;
     }
 
@@ -169,7 +204,7 @@ impl Batch {
     }
 
     pub fn clear(&mut self) {
-        self.datagrams.clear();
+        self.used = 0;
         self.transmits.clear();
         self.packets.truncate(KEPT_PACKETS);
         self.delivered = 0;
@@ -221,6 +256,59 @@ mod tests {
         );
         batch.clear();
         assert!(batch.is_empty() && batch.trains(64).is_empty());
+    }
+
+    /// What a tunnel seals or opens in place is what goes out; a buffer handed out but not
+    /// sent (a dropped packet) is handed out again, and nothing of it is sent.
+    #[test]
+    fn datagrams_and_packets_written_in_place_go_out_as_written() {
+        let mut batch = Batch::default();
+        batch.transmit(addr(1), &[1; 10]);
+        let buffer = batch.datagram_buffer(200);
+        assert_eq!(buffer.len(), 200);
+        buffer[..50].fill(2);
+        batch.relay_written(LighthouseId(0), Ipv4Addr::new(10, 42, 0, 9), 50);
+        batch.transmit_written(addr(2), 50);
+        batch.datagram_buffer(30)[..5].fill(3);
+        // Not sent: the next datagram is written over it.
+        batch.datagram_buffer(30)[..4].fill(4);
+        batch.transmit_written(addr(3), 4);
+        let trains: Vec<_> = batch
+            .trains(64)
+            .into_iter()
+            .map(|t| (t.to.port(), t.contents.to_vec()))
+            .collect();
+        assert_eq!(
+            trains,
+            [(1, vec![1; 10]), (2, vec![2; 50]), (3, vec![4; 4])]
+        );
+        assert_eq!(batch.relays.len(), 1);
+        assert_eq!(&batch.relayed[batch.relays[0].2.clone()], &[2; 50]);
+
+        batch.packet_buffer(1500)[..20].fill(5);
+        batch.deliver_written(20);
+        batch.packet_buffer(1500)[..8].fill(6);
+        batch.packet_buffer(1500)[..7].fill(7);
+        batch.deliver_written(7);
+        let delivered: Vec<_> = batch
+            .deliveries()
+            .iter()
+            .map(|p| (p[..HEADROOM].to_vec(), p[HEADROOM..].to_vec()))
+            .collect();
+        assert_eq!(
+            delivered,
+            [
+                (vec![0; HEADROOM], vec![5; 20]),
+                (vec![0; HEADROOM], vec![7; 7])
+            ]
+        );
+        // A round later, the same buffers carry new packets of other lengths.
+        batch.clear();
+        batch.datagram_buffer(3).fill(8);
+        batch.transmit_written(addr(1), 3);
+        batch.deliver(&[9; 3]);
+        assert_eq!(batch.trains(64)[0].contents, &[8; 3]);
+        assert_eq!(&batch.deliveries()[0][HEADROOM..], &[9; 3]);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use foldhash::fast::RandomState;
+
 use ipnet::Ipv4Net;
 use rma_ca::NodeCert;
 use serde::Deserialize;
@@ -167,11 +169,17 @@ pub struct Firewall {
     policy: Policy,
     /// Bumped by every new policy; flows admitted under an older one are judged again.
     generation: u64,
-    flows: HashMap<FlowKey, Tracked>,
+    /// Looked up for every packet: a seeded fast hash rather than SipHash (the keys are
+    /// authenticated peers' flows, and each peer's share of the table is bounded).
+    flows: HashMap<FlowKey, Tracked, RandomState>,
     /// Tracked flows by peer (mesh IP); only peers with flows have an entry.
-    per_peer: HashMap<std::net::Ipv4Addr, usize>,
+    per_peer: HashMap<std::net::Ipv4Addr, usize, RandomState>,
     /// When a full table was last swept for idle flows.
     full_sweep: Option<Instant>,
+    /// The flow the last allowed packet belonged to, when, and under which policy: the
+    /// segments of one read or one batch of datagrams share a flow and a time, and the
+    /// table already says what another check at that time would write.
+    last_allowed: Option<(FlowKey, Instant, u64)>,
 }
 
 impl Firewall {
@@ -179,13 +187,17 @@ impl Firewall {
         Self {
             policy,
             generation: 0,
-            flows: HashMap::new(),
-            per_peer: HashMap::new(),
+            flows: HashMap::default(),
+            per_peer: HashMap::default(),
             full_sweep: None,
+            last_allowed: None,
         }
     }
 
-    fn forget(per_peer: &mut HashMap<std::net::Ipv4Addr, usize>, peer: std::net::Ipv4Addr) {
+    fn forget(
+        per_peer: &mut HashMap<std::net::Ipv4Addr, usize, RandomState>,
+        peer: std::net::Ipv4Addr,
+    ) {
         if let Some(n) = per_peer.get_mut(&peer) {
             *n -= 1;
             if *n == 0 {
@@ -199,6 +211,7 @@ impl Firewall {
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
         self.generation += 1;
+        self.last_allowed = None;
     }
 
     fn rules(&self, direction: Direction) -> (&[Rule], Action) {
@@ -238,23 +251,40 @@ impl Firewall {
                 remote_port: flow.src_port,
             },
         };
+        let generation = self.generation;
+        if self.last_allowed == Some((key, now, generation)) {
+            return Verdict::Allow;
+        }
+        let verdict = self.judge(direction, key, flow, peer, now);
+        if verdict == Verdict::Allow {
+            self.last_allowed = Some((key, now, generation));
+        }
+        verdict
+    }
+
+    /// [`Firewall::check`] for a packet that is not the last allowed one's flow and time.
+    fn judge(
+        &mut self,
+        direction: Direction,
+        key: FlowKey,
+        flow: &Flow,
+        peer: &NodeCert,
+        now: Instant,
+    ) -> Verdict {
         let expires = now + self.timeout(flow.proto);
         let generation = self.generation;
-        if let Some(tracked) = self.flows.get(&key).copied()
+        if let Some(tracked) = self.flows.get_mut(&key)
             && tracked.expires > now
         {
-            let (rules, _) = self.rules(tracked.origin);
+            let rules = match tracked.origin {
+                Direction::Inbound => &self.policy.inbound,
+                Direction::Outbound => &self.policy.outbound,
+            };
             let still_allowed = tracked.generation == generation
                 || rules.iter().any(|r| r.matches(&tracked.first, peer));
             if still_allowed {
-                self.flows.insert(
-                    key,
-                    Tracked {
-                        expires,
-                        generation,
-                        ..tracked
-                    },
-                );
+                tracked.expires = expires;
+                tracked.generation = generation;
                 return Verdict::Allow;
             }
             if self.flows.remove(&key).is_some() {
@@ -297,6 +327,7 @@ impl Firewall {
 
     /// Forgets idle flows.
     pub fn expire(&mut self, now: Instant) {
+        self.last_allowed = None;
         let per_peer = &mut self.per_peer;
         self.flows.retain(|key, tracked| {
             let live = tracked.expires > now;
@@ -530,6 +561,59 @@ mod tests {
             fw.check(Direction::Inbound, &other, &bob, now),
             Verdict::Deny(Action::Drop)
         );
+    }
+
+    /// The segments of one read share a flow and a time: the first is judged, the rest take
+    /// the memo. The memo is never a lease: over an hour of such runs the flow lives exactly as
+    /// its packets keep it, and a new policy or an idle flow ends it at the same instant.
+    #[test]
+    fn a_run_of_one_flows_packets_is_judged_once_and_never_outlives_the_flow() {
+        let pki = Pki::new("fw-ca");
+        let bob = pki.node_in("bob", ip(20), "workers").0;
+        let mut fw = Firewall::new(Policy {
+            outbound: vec![rule(Proto::Any, Ports::Any, PeerMatch::Any)],
+            ..Policy::default()
+        });
+        let request = flow(PROTO_UDP, ip(ME), bob.mesh_ip(), 5000, 53);
+        let reply = flow(PROTO_UDP, bob.mesh_ip(), ip(ME), 53, 5000);
+        let t0 = Instant::now();
+        let mut last = t0;
+        for minute in 0..60 {
+            last = t0 + Duration::from_secs(60 * minute);
+            for _ in 0..45 {
+                assert_eq!(
+                    fw.check(Direction::Outbound, &request, &bob, last),
+                    Verdict::Allow
+                );
+            }
+            let key = fw
+                .last_allowed
+                .map(|(key, at, _)| (key.remote, key.local_port, at));
+            assert_eq!(key, Some((bob.mesh_ip(), 5000, last)));
+            assert_eq!(
+                fw.check(Direction::Inbound, &reply, &bob, last),
+                Verdict::Allow
+            );
+        }
+        assert_eq!(fw.tracked(), 1);
+        // Idle past the UDP timeout: the reply is a new inbound flow, which no rule allows.
+        let idle = last + fw.timeout(PROTO_UDP) + Duration::from_secs(1);
+        assert_eq!(
+            fw.check(Direction::Inbound, &reply, &bob, idle),
+            Verdict::Deny(Action::Drop)
+        );
+        // A new policy at the very instant of the last allowed packet ends the flow.
+        assert_eq!(
+            fw.check(Direction::Outbound, &request, &bob, idle),
+            Verdict::Allow
+        );
+        fw.set_policy(Policy::default());
+        assert_eq!(
+            fw.check(Direction::Outbound, &request, &bob, idle),
+            Verdict::Deny(Action::Drop)
+        );
+        fw.expire(idle + fw.timeout(PROTO_UDP));
+        assert_eq!((fw.tracked(), fw.last_allowed), (0, None));
     }
 
     /// A permitted peer sweeping ports fills its own share of the table, not the table; a full

@@ -140,6 +140,7 @@ pub(super) fn now(start: Instant, world: &World, ms: u64) -> Now {
 #[derive(Debug, Default)]
 pub(super) struct Sink {
     pub(super) transmitted: usize,
+    written: Vec<u8>,
 }
 
 impl Output for Sink {
@@ -154,6 +155,21 @@ impl Output for Sink {
     fn crl_changed(&mut self, _: &rma_ca::RevocationList) {}
     fn park(&mut self, _: LighthouseId) {}
     fn connect(&mut self, _: LighthouseId) {}
+    fn datagram_buffer(&mut self, len: usize) -> &mut [u8] {
+        self.written.resize(len, 0);
+        &mut self.written
+    }
+    fn transmit_written(&mut self, _: SocketAddr, len: usize) {
+        self.transmitted += len;
+    }
+    fn relay_written(&mut self, _: LighthouseId, _: Ipv4Addr, len: usize) {
+        self.transmitted += len;
+    }
+    fn packet_buffer(&mut self, len: usize) -> &mut [u8] {
+        self.written.resize(len, 0);
+        &mut self.written
+    }
+    fn deliver_written(&mut self, _: usize) {}
 }
 
 /// Every table of `node` within its stated bound.

@@ -12,6 +12,10 @@ use super::{Node, Now, Output};
 use crate::firewall::{Action, Direction, Firewall, Verdict};
 use crate::ipv4;
 
+/// The least room opening a datagram needs: WireGuard's answer to a handshake message (a
+/// response or a cookie reply) is written there, and is never longer than an initiation.
+const HANDSHAKE_ROOM: usize = 148;
+
 /// What a datagram for a known peer turned out to be.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Inbound<'a> {
@@ -186,23 +190,32 @@ impl Node {
             return;
         };
         let peer_ip = peer.cert.mesh_ip();
+        // Opened where it is written to the TUN from; a handshake's reply needs more room than
+        // its datagram only for the smallest messages.
+        let room = datagram.len().max(HANDSHAKE_ROOM);
         let inbound = decapsulate(
             peer,
             source,
             datagram,
             my_ip,
             &mut self.firewall,
-            &mut self.scratch,
+            out.packet_buffer(room),
             now,
         );
         let authenticated = inbound.authenticated();
         // An answer to send back through the tunnel: a pong or a firewall reject.
         let mut answer = None;
         match inbound {
-            Inbound::Deliver(packet) => out.deliver(packet),
+            Inbound::Deliver(packet) => {
+                let len = packet.len();
+                out.deliver_written(len);
+            }
             Inbound::Authenticated => {}
             Inbound::Reply { datagram, .. } => {
-                paths::send_back(source, peer_ip, datagram, out);
+                // Copied out of the packet buffer, which the output is about to be handed.
+                let reply = &mut self.scratch[..datagram.len()];
+                reply.copy_from_slice(datagram);
+                paths::send_back(source, peer_ip, reply, out);
                 while let TunnResult::WriteToNetwork(queued) =
                     peer.tunn.decapsulate(None, &[], &mut self.scratch)
                 {

@@ -19,6 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use boringtun::noise::TunnResult;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::x25519::{PublicKey, StaticSecret};
 use rma_ca::{NodeCert, RevocationList, TrustStore};
@@ -75,6 +76,21 @@ pub trait Output {
     /// The node put a newer revocation list in use; the lighthouse connections' TLS checks
     /// against it from now on.
     fn crl_changed(&mut self, crl: &RevocationList);
+
+    /// Room for the next datagram, at least `len` bytes, for a tunnel to seal a packet into
+    /// where it will be sent from; the `*_written` calls send what it holds. Until one of them
+    /// spends it, another call returns the same bytes.
+    fn datagram_buffer(&mut self, len: usize) -> &mut [u8];
+    /// Sends the first `len` bytes of the datagram buffer to `to`. The buffer is then spent.
+    fn transmit_written(&mut self, to: SocketAddr, len: usize);
+    /// Relays the first `len` bytes of the datagram buffer, and leaves the buffer as it was,
+    /// so that [`Output::transmit_written`] may send it directly too.
+    fn relay_written(&mut self, via: LighthouseId, to: Ipv4Addr, len: usize);
+    /// Room for the next packet to the TUN, at least `len` bytes, for a tunnel to open a
+    /// datagram into where it will be written from.
+    fn packet_buffer(&mut self, len: usize) -> &mut [u8];
+    /// Delivers the first `len` bytes of the packet buffer to the TUN.
+    fn deliver_written(&mut self, len: usize);
 }
 
 /// boringtun's timers want a tick at least this often while any tunnel exists.
@@ -86,6 +102,12 @@ const HANDSHAKES_PER_WINDOW: u64 = 100;
 const HANDSHAKE_WINDOW: Duration = Duration::from_secs(1);
 /// Largest datagram or packet the core handles, plus WireGuard's overhead.
 const SCRATCH_LEN: usize = 65_536 + 64;
+/// What sealing adds to a packet: the data message's header and the AEAD tag.
+const DATA_OVERHEAD: usize = 32;
+/// A handshake initiation's length, which is what sealing writes when there is no session.
+const HANDSHAKE_INIT_LEN: usize = 148;
+/// The message type of WireGuard's transport data.
+const DATA_TYPE: u8 = 4;
 /// How often idle firewall flows are forgotten.
 const FLOW_SWEEP: Duration = Duration::from_secs(10);
 
@@ -300,9 +322,32 @@ impl Node {
         };
         match verdict {
             Verdict::Allow => {
-                let produced = peer.tunn.encapsulate(packet, &mut self.scratch);
-                let hello = &self.messages.hello_answer;
-                paths::send_produced(peer, produced, &self.lighthouses, hello, now, out);
+                // Sealed where it is sent from. A handshake instead (no session yet) is copied
+                // out: it goes with hellos and to every candidate.
+                let route = peer.route(now.instant, self.lighthouses.relay_up(peer));
+                let room = (packet.len() + DATA_OVERHEAD).max(HANDSHAKE_INIT_LEN);
+                let produced = peer.tunn.encapsulate(packet, out.datagram_buffer(room));
+                let copied = match produced {
+                    TunnResult::WriteToNetwork(data) if data.first() == Some(&DATA_TYPE) => {
+                        let len = data.len();
+                        if paths::send_written(route, peer.cert.mesh_ip(), len, out) {
+                            return;
+                        }
+                        Some(len)
+                    }
+                    TunnResult::WriteToNetwork(datagram) => Some(datagram.len()),
+                    TunnResult::Err(e) => {
+                        tracing::trace!(parent: &peer.span, error = ?e, "tunnel produced an error");
+                        None
+                    }
+                    _ => None,
+                };
+                if let Some(len) = copied {
+                    let datagram = &mut self.scratch[..len];
+                    datagram.copy_from_slice(&out.datagram_buffer(len)[..len]);
+                    let hello = &self.messages.hello_answer;
+                    paths::send(peer, &self.lighthouses, datagram, hello, now, out);
+                }
             }
             Verdict::Deny(action) => {
                 peer.counters.firewall_out += 1;

@@ -137,6 +137,27 @@ fn on_route(route: Route, peer: &Peer, datagram: &[u8], out: &mut impl Output) {
     }
 }
 
+/// Sends the `len` bytes a tunnel sealed into the output's datagram buffer the way `route`
+/// says, without copying them but for a relay that also goes directly. Returns false for a
+/// route without one path (a peer known only by its candidates): the caller sends a copy.
+pub(super) fn send_written(
+    route: Route,
+    peer_ip: Ipv4Addr,
+    len: usize,
+    out: &mut impl Output,
+) -> bool {
+    match route {
+        Route::Direct(to) => out.transmit_written(to, len),
+        Route::Relay(via) => out.relay_written(via, peer_ip, len),
+        Route::Both(to, via) => {
+            out.relay_written(via, peer_ip, len);
+            out.transmit_written(to, len);
+        }
+        Route::Candidates => return false,
+    }
+    true
+}
+
 /// Answers a datagram the way it came.
 pub(super) fn send_back(source: Source, peer_ip: Ipv4Addr, datagram: &[u8], out: &mut impl Output) {
     match source {

@@ -2,11 +2,13 @@
 //! to it, found by slot (the session index boringtun puts in every datagram), mesh IP, WireGuard
 //! key or certificate fingerprint.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use boringtun::noise::Tunn;
+use foldhash::fast::RandomState;
 use rma_ca::{Fingerprint, NodeCert};
 
 use super::lighthouses::LighthouseId;
@@ -21,9 +23,13 @@ const MAX_PEERS: usize = 1 << 24;
 pub(crate) struct PeerTable {
     slots: Vec<Option<Peer>>,
     free: Vec<usize>,
-    by_ip: HashMap<Ipv4Addr, usize>,
+    /// Looked up for every packet from the TUN: a seeded fast hash rather than SipHash.
+    by_ip: HashMap<Ipv4Addr, usize, RandomState>,
     by_key: HashMap<[u8; 32], usize>,
     by_fingerprint: HashMap<Fingerprint, usize>,
+    /// The last mesh IP looked up and its slot: the segments of one read all go to one peer.
+    /// Forgotten whenever a peer comes or goes.
+    last_ip: Cell<Option<(Ipv4Addr, usize)>>,
 }
 
 impl PeerTable {
@@ -44,7 +50,14 @@ impl PeerTable {
     }
 
     pub(crate) fn slot_of_ip(&self, ip: Ipv4Addr) -> Option<usize> {
-        self.by_ip.get(&ip).copied()
+        if let Some((last, slot)) = self.last_ip.get()
+            && last == ip
+        {
+            return Some(slot);
+        }
+        let slot = self.by_ip.get(&ip).copied()?;
+        self.last_ip.set(Some((ip, slot)));
+        Some(slot)
     }
 
     pub(crate) fn slot_of_key(&self, key: &[u8; 32]) -> Option<usize> {
@@ -120,6 +133,7 @@ impl PeerTable {
             debug_assert_eq!(slot, self.slots.len(), "a slot from PeerTable::vacant");
             self.slots.push(None);
         }
+        self.last_ip.set(None);
         self.by_ip.insert(peer.cert.mesh_ip(), slot);
         if let Some(key) = peer.cert.wireguard_key() {
             self.by_key.insert(key.0, slot);
@@ -140,6 +154,7 @@ impl PeerTable {
 
     pub(crate) fn remove(&mut self, slot: usize) -> Option<Peer> {
         let peer = self.slots.get_mut(slot).and_then(Option::take)?;
+        self.last_ip.set(None);
         self.by_ip.remove(&peer.cert.mesh_ip());
         if let Some(key) = peer.cert.wireguard_key() {
             self.by_key.remove(&key.0);

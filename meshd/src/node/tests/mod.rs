@@ -37,6 +37,8 @@ pub(crate) struct Collected {
     pub(crate) crl_changes: Vec<Option<u64>>,
     pub(crate) parks: usize,
     pub(crate) connects: usize,
+    /// What a tunnel sealed or opened in place, until it is sent.
+    written: Vec<u8>,
 }
 
 impl Output for Collected {
@@ -60,6 +62,23 @@ impl Output for Collected {
     }
     fn connect(&mut self, _: LighthouseId) {
         self.connects += 1;
+    }
+    fn datagram_buffer(&mut self, len: usize) -> &mut [u8] {
+        self.written.resize(len, 0);
+        &mut self.written
+    }
+    fn transmit_written(&mut self, to: SocketAddr, len: usize) {
+        self.transmits.push((to, self.written[..len].to_vec()));
+    }
+    fn relay_written(&mut self, via: LighthouseId, to: Ipv4Addr, len: usize) {
+        self.relayed.push((via, to, self.written[..len].to_vec()));
+    }
+    fn packet_buffer(&mut self, len: usize) -> &mut [u8] {
+        self.written.resize(len, 0);
+        &mut self.written
+    }
+    fn deliver_written(&mut self, len: usize) {
+        self.delivered.push(self.written[..len].to_vec());
     }
 }
 
