@@ -23,6 +23,7 @@ declare -A packages=(
     [podman]=podman
     [runc]=runc
     [socat]=socat
+    [dig]=dnsutils
 )
 
 missing=()

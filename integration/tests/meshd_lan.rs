@@ -1037,3 +1037,135 @@ fn a_flood_of_forged_datagrams_costs_the_node_little() {
     assert!(lan.lab.proc(a.proc).exited().is_none(), "meshd a died");
     assert!(lan.ping(&b.ns, a.mesh_ip));
 }
+
+/// `dig @MESH_IP` in `ns`: the answer's status and its A records.
+fn dig(lan: &Lan, ns: &Ns, server: Ipv4Addr, name: &str) -> (String, Vec<String>, u64) {
+    let server = format!("@{server}");
+    let out = lan
+        .lab
+        .exec(ns, "dig", &[&server, name, "A", "+time=2", "+tries=1"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no status in {text}"))
+        .to_owned();
+    let answers = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && l.contains("\tA\t"))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    let msec = text
+        .split("Query time: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no query time in {text}"));
+    (status, answers, msec)
+}
+
+/// Removes the namespace's resolver file when the test ends, passed or not.
+struct NetnsResolver(std::path::PathBuf);
+
+impl Drop for NetnsResolver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn mesh_names_resolve_on_the_mesh_ip_and_a_revoked_name_stops_resolving() {
+    let mut lan = Lan::new();
+    let crl = lan.pki.crl(&[]).unwrap();
+    let a_cert = lan.pki.issue("a", mesh_ip(1)).unwrap();
+    let c_cert = lan.pki.issue("worker-c", mesh_ip(3)).unwrap();
+    let a = lan.node_from(
+        1,
+        &[],
+        &a_cert,
+        Extra {
+            crl: Some(&crl),
+            ..Extra::default()
+        },
+    );
+    let b = lan.node("b", 2, &[1], None);
+    let c = lan.node_from(3, &[1], &c_cert, Extra::default());
+    assert!(lan.ping(&b.ns, a.mesh_ip) && lan.ping(&c.ns, a.mesh_ip));
+
+    // From a's own machine: its peers by name, itself, and names it has no certificate for.
+    let found = |ip: Ipv4Addr| ("NOERROR".to_owned(), vec![ip.to_string()]);
+    let (status, answers, _) = dig(&lan, &a.ns, a.mesh_ip, "worker-c.mesh");
+    assert_eq!((status, answers), found(c.mesh_ip));
+    let (status, answers, _) = dig(&lan, &a.ns, a.mesh_ip, "B.Mesh.");
+    assert_eq!((status, answers), found(b.mesh_ip));
+    let (status, answers, _) = dig(&lan, &a.ns, a.mesh_ip, "a.mesh");
+    assert_eq!((status, answers), found(a.mesh_ip));
+    let (status, answers, msec) = dig(&lan, &a.ns, a.mesh_ip, "nobody.mesh");
+    assert_eq!((status.as_str(), answers.len()), ("NXDOMAIN", 0));
+    assert!(msec < 100, "NXDOMAIN took {msec} ms");
+    let (status, _, _) = dig(&lan, &a.ns, a.mesh_ip, "example.com");
+    assert_eq!(
+        status, "REFUSED",
+        "names outside the mesh domain are not meshd's"
+    );
+
+    // A peer asks through the tunnel; a's inbound rules let it.
+    let (status, answers, _) = dig(&lan, &b.ns, a.mesh_ip, "worker-c.mesh");
+    assert_eq!((status, answers), found(c.mesh_ip));
+
+    // A host on the LAN that routes the mesh IP to a's underlay address reaches the socket
+    // (the weak host model), but a query from outside the mesh gets no answer.
+    let outsider = lan.host("outsider", 9);
+    let route = format!("{}/32", a.mesh_ip);
+    lan.lab
+        .ip(
+            &outsider,
+            &["route", "add", &route, "via", &lan_ip(1).to_string()],
+        )
+        .unwrap();
+    let server = format!("@{}", a.mesh_ip);
+    let asked = lan.lab.exec(
+        &outsider,
+        "dig",
+        &[&server, "worker-c.mesh", "A", "+time=1", "+tries=1"],
+    );
+    assert!(asked.is_err(), "answered outside the mesh: {asked:?}");
+
+    // The system's resolver, pointed at meshd (`ip netns exec` mounts /etc/netns/NS/*).
+    let dir = Path::new("/etc/netns").join(a.ns.name());
+    std::fs::create_dir_all(&dir).unwrap();
+    let _resolver = NetnsResolver(dir.clone());
+    std::fs::write(
+        dir.join("resolv.conf"),
+        format!("nameserver {}\n", a.mesh_ip),
+    )
+    .unwrap();
+    let out = lan
+        .lab
+        .exec(&a.ns, "getent", &["hosts", "worker-c.mesh"])
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(line.starts_with(&format!("{} ", c.mesh_ip)), "{line}");
+    assert!(
+        lan.lab
+            .exec(&a.ns, "getent", &["hosts", "nobody.mesh"])
+            .is_err()
+    );
+
+    // A list that revokes worker-c: once a has it, the name is gone.
+    lan.pki.crl(&[&c_cert.cert]).unwrap();
+    lan.lab.signal(a.proc, "HUP").unwrap();
+    wait::until(
+        "worker-c.mesh to stop resolving",
+        Duration::from_secs(10),
+        || {
+            let (status, _, _) = dig(&lan, &a.ns, a.mesh_ip, "worker-c.mesh");
+            (status == "NXDOMAIN").then_some(())
+        },
+    )
+    .unwrap();
+    let (status, answers, _) = dig(&lan, &a.ns, a.mesh_ip, "b.mesh");
+    assert_eq!((status, answers), found(b.mesh_ip));
+}

@@ -39,6 +39,8 @@ pub struct Config {
     pub firewall: Policy,
     /// Where Prometheus metrics are served; `None` (the default) serves none.
     pub metrics: Option<SocketAddr>,
+    /// The mesh domain meshd answers DNS for on its mesh IP; `None`: `[dns] enabled = false`.
+    pub dns: Option<crate::dns::Domain>,
     pub log: Log,
     /// Where this node renews its certificate (written by `meshd join`); `None`: never.
     pub enrollment: Option<Enrollment>,
@@ -142,6 +144,8 @@ struct RawConfig {
     firewall: RawFirewall,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    dns: RawDns,
     #[serde(default)]
     log: RawLog,
     coordinator: Option<RawCoordinator>,
@@ -432,6 +436,22 @@ impl Default for RawTun {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
+struct RawDns {
+    enabled: bool,
+    domain: String,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            domain: "mesh".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct RawStatus {
     socket: PathBuf,
 }
@@ -591,6 +611,13 @@ impl Config {
             }
         }
         let log = raw.log.validate(path)?;
+        let dns_domain = match raw.dns.enabled {
+            true => Some(
+                crate::dns::Domain::parse(&raw.dns.domain)
+                    .map_err(|e| ConfigError::semantic(path, format!("dns.domain {e}")))?,
+            ),
+            false => None,
+        };
         let mut names = std::collections::HashSet::new();
         for lighthouse in &raw.lighthouses {
             if let Err(e) = lighthouse.name.parse::<rma_ca::NodeName>() {
@@ -729,6 +756,7 @@ impl Config {
                 },
             },
             metrics: raw.metrics.listen(),
+            dns: dns_domain,
             log,
             enrollment: raw.enrollment.map(|e| e.validate(path)).transpose()?,
         })
@@ -777,6 +805,20 @@ mod tests {
         assert!(e.contains("routerd mesh URL"), "{e}");
         let e = error(&format!("{MINIMAL}[worker]\ntype = \"tpu\"\n"));
         assert!(e.contains("type"), "{e}");
+    }
+
+    #[test]
+    fn mesh_dns_is_on_for_the_mesh_domain_unless_turned_off() {
+        let on = parse(MINIMAL).unwrap().dns.unwrap();
+        assert_eq!(on.to_string(), "mesh");
+        let corp = parse(&format!("{MINIMAL}[dns]\ndomain = \"corp.mesh\"\n")).unwrap();
+        assert_eq!(corp.dns.unwrap().to_string(), "corp.mesh");
+        let off = parse(&format!("{MINIMAL}[dns]\nenabled = false\n")).unwrap();
+        assert_eq!(off.dns, None);
+        let e = error(&format!("{MINIMAL}[dns]\ndomain = \"Mesh\"\n"));
+        assert!(e.contains("dns.domain") && e.contains("lowercase"), "{e}");
+        let e = error(&format!("{MINIMAL}[dns]\nport = 53\n"));
+        assert!(e.contains("port"), "{e}");
     }
 
     #[test]

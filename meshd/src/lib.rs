@@ -5,6 +5,7 @@ mod batch;
 pub mod capabilities;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod enroll_http;
 pub mod firewall;
 #[cfg(any(test, feature = "forge"))]

@@ -78,6 +78,10 @@ pub async fn run(
     let mut tun = TunDevice::open(&config.tun, mesh_ip, prefix)?;
     let mut udp =
         Udp::bind(config.listen).map_err(|e| anyhow::anyhow!("UDP {}: {e}", config.listen))?;
+    let dns = match &config.dns {
+        Some(domain) => bind_dns(mesh_ip, identity.ca.network(), domain.clone()).await,
+        None => None,
+    };
     let status_socket = StatusSocket::bind(&config.status_socket).await?;
     let (status_tx, mut status_rx) = mpsc::channel::<Request>(8);
     let metrics_task = match config.metrics {
@@ -157,6 +161,7 @@ pub async fn run(
     };
     let on_renewed = |pem: String| workers.borrow_mut().renewed(pem);
     let io = Io {
+        dns,
         renewer,
         tun: &mut tun,
         udp: &mut udp,
@@ -200,6 +205,7 @@ fn reload_config(
                 != (&running.pki.ca, &running.pki.cert, &running.pki.key),
         ),
         ("log.format", new.log.format != running.log.format),
+        ("dns", new.dns != running.dns),
     ];
     rma_daemon::logging::restart_needed("meshd", &restart_needed);
     warn_if_no_rules(&new);
@@ -209,8 +215,72 @@ fn reload_config(
     Ok(())
 }
 
+/// The DNS socket on the mesh IP, and the domain it answers for.
+struct Dns {
+    socket: tokio::net::UdpSocket,
+    domain: crate::dns::Domain,
+    /// The mesh's network: only queries from it (or from this machine) are answered.
+    network: ipnet::Ipv4Net,
+    buffer: Box<[u8]>,
+}
+
+/// Binds port 53 on the mesh IP. A machine where something else holds it runs without mesh
+/// names, and says so.
+async fn bind_dns(
+    mesh_ip: std::net::Ipv4Addr,
+    network: ipnet::Ipv4Net,
+    domain: crate::dns::Domain,
+) -> Option<Dns> {
+    match tokio::net::UdpSocket::bind((mesh_ip, 53)).await {
+        Ok(socket) => {
+            tracing::info!(%domain, address = %format!("{mesh_ip}:53"), "answering DNS for the mesh domain");
+            Some(Dns {
+                socket,
+                domain,
+                network,
+                buffer: vec![0; crate::dns::MAX_QUERY + 1].into_boxed_slice(),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot answer DNS on {mesh_ip}:53; mesh names will not resolve here");
+            None
+        }
+    }
+}
+
+/// Answers the queries waiting on the DNS socket, a burst at most.
+fn answer_dns(dns: &mut Dns, node: &Node) {
+    for _ in 0..LINK_BURST {
+        let (len, from) = match dns.socket.try_recv_from(&mut dns.buffer) {
+            Ok(received) => received,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "DNS receive failed");
+                return;
+            }
+        };
+        // The weak host model takes a datagram for the mesh IP on any interface: one from
+        // the underlay, with a forged source, must not make meshd answer a third party.
+        let from_mesh = match from.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_loopback() || dns.network.contains(&ip),
+            std::net::IpAddr::V6(_) => false,
+        };
+        if !from_mesh {
+            continue;
+        }
+        let reply = crate::dns::answer(&dns.buffer[..len], &dns.domain, |name| node.resolve(name));
+        if let Some(reply) = reply
+            && let Err(e) = dns.socket.try_send_to(&reply, from)
+        {
+            tracing::debug!(error = %e, %from, "DNS answer not sent");
+        }
+    }
+}
+
 /// What the event loop reads from and writes to.
 struct Io<'a> {
+    /// Mesh names, when `[dns]` is on and port 53 was free.
+    dns: Option<Dns>,
     /// With an `[enrollment]` section: renews the certificate, and the attempts' outcomes.
     renewer: Option<(
         crate::renewer::Renewer,
@@ -271,6 +341,7 @@ async fn event_loop(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let Io {
+        mut dns,
         renewer,
         tun,
         udp,
@@ -330,6 +401,18 @@ async fn event_loop(
                 udp.drain(UDP_BUDGET, |from, datagram| {
                     node.handle_datagram(from, datagram, at, &mut batch);
                 })?;
+            }
+            ready = async {
+                match &dns {
+                    Some(dns) => dns.socket.readable().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if ready.is_ok()
+                    && let Some(dns) = dns.as_mut()
+                {
+                    answer_dns(dns, node);
+                }
             }
             () = &mut timer, if armed_for.is_some() => {
                 armed_for = None;

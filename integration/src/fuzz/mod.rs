@@ -4,6 +4,7 @@
 
 mod common;
 mod control_messages;
+mod dns_queries;
 mod enrollment;
 mod lighthouse_frames;
 mod node_datagrams;
@@ -15,6 +16,7 @@ mod tun_writes;
 mod worker_responses;
 
 pub use control_messages::control_messages;
+pub use dns_queries::dns_queries;
 pub use enrollment::enrollment;
 pub use lighthouse_frames::lighthouse_frames;
 pub use node_datagrams::node_datagrams;
@@ -28,8 +30,9 @@ pub use worker_responses::worker_responses;
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name its fuzz binary and corpus directory have.
-pub const TARGETS: [(&str, Target); 9] = [
+pub const TARGETS: [(&str, Target); 10] = [
     ("control_messages", control_messages),
+    ("dns_queries", dns_queries),
     ("enrollment", enrollment),
     ("lighthouse_frames", lighthouse_frames),
     ("node_datagrams", node_datagrams),

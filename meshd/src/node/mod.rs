@@ -289,6 +289,15 @@ impl Node {
         }
     }
 
+    /// The mesh IP of the node named `name`, from the certificates this node holds: its own
+    /// and its peers' (a peer whose certificate a list revoked is no longer among them).
+    pub fn resolve(&self, name: &str) -> Option<Ipv4Addr> {
+        std::iter::once(&self.cert)
+            .chain(self.peers.iter().map(|peer| &peer.cert))
+            .find(|cert| cert.name().as_str().eq_ignore_ascii_case(name))
+            .map(NodeCert::mesh_ip)
+    }
+
     /// A packet arrived from the TUN device, to go to a peer.
     pub fn handle_tun_packet(&mut self, packet: &[u8], now: Now, out: &mut impl Output) {
         let Some(flow) = ipv4::flow(packet) else {
