@@ -7,7 +7,7 @@ use blake2::digest::{FixedOutput, KeyInit, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
 
 const LABEL_MAC1: &[u8] = b"mac1----";
-pub const HANDSHAKE_INIT_LEN: usize = 148;
+pub use crate::node::HANDSHAKE_INIT_LEN;
 pub const HANDSHAKE_RESPONSE_LEN: usize = 92;
 
 /// A handshake response (type 2) to `receiver_idx`, with a valid MAC1 for `receiver_public`

@@ -12,10 +12,6 @@ use super::{Node, Now, Output};
 use crate::firewall::{Action, Direction, Firewall, Verdict};
 use crate::ipv4;
 
-/// The least room opening a datagram needs: WireGuard's answer to a handshake message (a
-/// response or a cookie reply) is written there, and is never longer than an initiation.
-const HANDSHAKE_ROOM: usize = 148;
-
 /// What a datagram for a known peer turned out to be.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Inbound<'a> {
@@ -192,7 +188,7 @@ impl Node {
         let peer_ip = peer.cert.mesh_ip();
         // Opened where it is written to the TUN from; a handshake's reply needs more room than
         // its datagram only for the smallest messages.
-        let room = datagram.len().max(HANDSHAKE_ROOM);
+        let room = datagram.len().max(super::HANDSHAKE_INIT_LEN);
         let inbound = decapsulate(
             peer,
             source,

@@ -104,8 +104,9 @@ const HANDSHAKE_WINDOW: Duration = Duration::from_secs(1);
 const SCRATCH_LEN: usize = 65_536 + 64;
 /// What sealing adds to a packet: the data message's header and the AEAD tag.
 const DATA_OVERHEAD: usize = 32;
-/// A handshake initiation's length, which is what sealing writes when there is no session.
-const HANDSHAKE_INIT_LEN: usize = 148;
+/// A handshake initiation's length: what sealing writes when there is no session, and the
+/// longest of WireGuard's own answers that opening a datagram may write.
+pub const HANDSHAKE_INIT_LEN: usize = 148;
 /// The message type of WireGuard's transport data.
 const DATA_TYPE: u8 = 4;
 /// How often idle firewall flows are forgotten.
