@@ -345,15 +345,17 @@ fn routerd_assigns_and_meshd_starts_exactly_what_it_is_assigned_and_two_replicas
             "{service}: {first:?}"
         );
     }
-    // The workers offered four services each and run only what they were given.
+    // The workers offered four services each and run only what they were given. A service a
+    // replica gave a worker before the two agreed may still be within its stop grace.
     for (i, (worker, _, _)) in three_workers().iter().enumerate() {
         for (service, port, _) in SERVICES {
             let assigned = first[*worker].iter().any(|s| s == service);
-            assert_eq!(
-                p.listening(worker_ip(i), port),
-                assigned,
-                "{worker} {service}: listening iff assigned"
-            );
+            wait::until(
+                &format!("{worker} {service}: listening iff assigned ({assigned})"),
+                Duration::from_secs(20),
+                || (p.listening(worker_ip(i), port) == assigned).then_some(()),
+            )
+            .unwrap();
         }
     }
     // Calls through either replica reach a process meshd started for that service, on a
