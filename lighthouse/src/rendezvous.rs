@@ -176,6 +176,11 @@ pub struct Registration {
     pub parked: bool,
 }
 
+/// The key a node's name is found under: its lowercase form.
+fn name_key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
 #[derive(Debug)]
 pub struct Rendezvous {
     reflector_port: u16,
@@ -183,6 +188,7 @@ pub struct Rendezvous {
     lists: Vec<RevocationList>,
     nodes: HashMap<ConnId, Node>,
     by_ip: HashMap<Ipv4Addr, ConnId>,
+    /// By name in lowercase: names are DNS names, and mesh DNS asks in any case.
     by_name: HashMap<String, ConnId>,
     tokens: HashMap<[u8; TOKEN_LEN], ConnId>,
     /// Every node's certificate expiry, soonest first: the shell asks for the soonest after
@@ -293,7 +299,7 @@ impl Rendezvous {
         let mut effects = Vec::new();
         let older = [
             self.by_ip.get(&cert.mesh_ip()).copied(),
-            self.by_name.get(cert.name().as_str()).copied(),
+            self.by_name.get(&name_key(cert.name().as_str())).copied(),
         ];
         let mut waiting = Vec::new();
         let mut observed = None;
@@ -320,7 +326,7 @@ impl Rendezvous {
             }
         }
         self.by_ip.insert(cert.mesh_ip(), conn);
-        self.by_name.insert(cert.name().to_string(), conn);
+        self.by_name.insert(name_key(cert.name().as_str()), conn);
         self.tokens.insert(token, conn);
         self.expiries.insert((cert.not_after(), conn));
         self.nodes.insert(
@@ -376,8 +382,9 @@ impl Rendezvous {
         if self.by_ip.get(&node.cert.mesh_ip()) == Some(&conn) {
             self.by_ip.remove(&node.cert.mesh_ip());
         }
-        if self.by_name.get(node.cert.name().as_str()) == Some(&conn) {
-            self.by_name.remove(node.cert.name().as_str());
+        let name = name_key(node.cert.name().as_str());
+        if self.by_name.get(&name) == Some(&conn) {
+            self.by_name.remove(&name);
         }
         self.tokens.remove(&node.token);
         self.routes_changed();
@@ -507,7 +514,7 @@ impl Rendezvous {
     fn introduce(&mut self, asker: ConnId, target: Target, now: Instant) -> Vec<Effect> {
         let found = match &target {
             Target::MeshIp(ip) => self.by_ip.get(ip),
-            Target::Name(name) => self.by_name.get(name),
+            Target::Name(name) => self.by_name.get(&name_key(name)),
         }
         .copied()
         .filter(|t| *t != asker)

@@ -25,7 +25,7 @@ pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
 pub struct Config {
     pub pki: PkiPaths,
     /// routerd mesh listeners this machine registers its services with.
-    pub coordinators: Vec<SocketAddr>,
+    pub coordinators: Vec<crate::coordinator::Coordinator>,
     pub worker: WorkerSettings,
     /// What this machine can run, and how.
     pub services: Vec<LocalService>,
@@ -101,8 +101,8 @@ pub struct Tun {
 pub struct Lighthouse {
     /// The name in its certificate, which must match.
     pub name: String,
-    /// Its QUIC address.
-    pub address: SocketAddr,
+    /// Its QUIC address, or a host name looked up before each connection.
+    pub address: crate::lighthouse_address::LighthouseAddress,
     /// How long the connection may go unneeded before meshd parks it: closes it and keeps
     /// the registration with signed pings ([`rma_proto::parked`]). `None` never parks.
     pub park_after: Option<std::time::Duration>,
@@ -194,22 +194,15 @@ struct RawCoordinator {
     urls: Vec<CoordinatorUrl>,
 }
 
-/// A routerd's mesh listener, written `http://10.42.0.1:8080`.
+/// A routerd's mesh listener, written `http://10.42.0.1:8080` or `http://routerd.mesh:8080`.
 #[derive(Deserialize)]
 #[serde(try_from = "String")]
-struct CoordinatorUrl(SocketAddr);
+struct CoordinatorUrl(crate::coordinator::Coordinator);
 
 impl TryFrom<String> for CoordinatorUrl {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        text.strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .and_then(|rest| rest.parse::<SocketAddr>().ok())
-            .filter(SocketAddr::is_ipv4)
-            .map(Self)
-            .ok_or_else(|| {
-                format!("{text:?} is not a routerd mesh URL such as http://10.42.0.1:8080")
-            })
+        crate::coordinator::Coordinator::parse(&text).map(Self)
     }
 }
 
@@ -489,29 +482,15 @@ struct RawLighthouse {
     park_after: u32,
 }
 
-/// `host:port`, or a host alone for the lighthouse's default port; resolved when the config is
-/// read.
+/// `host:port`, or a host alone for the lighthouse's default port.
 #[derive(Deserialize)]
 #[serde(try_from = "String")]
-struct LighthouseAddr(SocketAddr);
+struct LighthouseAddr(crate::lighthouse_address::LighthouseAddress);
 
 impl TryFrom<String> for LighthouseAddr {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        let with_port = if text
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            text.clone()
-        } else {
-            format!("{text}:{}", rma_proto::lighthouse::DEFAULT_PORT)
-        };
-        with_port
-            .to_socket_addrs()
-            .map_err(|e| format!("lighthouse address {text:?}: {e} (expected host:port)"))?
-            .find(SocketAddr::is_ipv4)
-            .map(Self)
-            .ok_or_else(|| format!("lighthouse address {text:?} has no IPv4 address"))
+        crate::lighthouse_address::LighthouseAddress::parse(&text).map(Self)
     }
 }
 
@@ -633,10 +612,25 @@ impl Config {
                 ));
             }
         }
-        let coordinators: Vec<SocketAddr> = raw
+        let coordinators: Vec<crate::coordinator::Coordinator> = raw
             .coordinator
             .map(|c| c.urls.into_iter().map(|u| u.0).collect())
             .unwrap_or_default();
+        for coordinator in &coordinators {
+            if let crate::coordinator::Host::Name(name) = &coordinator.host
+                && dns_domain.as_ref().and_then(|d| d.host_of(name)).is_none()
+            {
+                let domain = dns_domain
+                    .as_ref()
+                    .map_or_else(|| "none: [dns] is off".to_owned(), ToString::to_string);
+                return Err(ConfigError::semantic(
+                    path,
+                    format!(
+                        "[coordinator] {coordinator}: a name must be a node's name in the mesh domain (NAME.{domain}), which this node's mesh DNS resolves"
+                    ),
+                ));
+            }
+        }
         if !raw.service.is_empty() && coordinators.is_empty() {
             return Err(ConfigError::semantic(
                 path,
@@ -786,13 +780,32 @@ mod tests {
              [[service]]\nname = \"llm-inference\"\nport = 8200\n"
         ))
         .unwrap();
+        let literal: Vec<_> = config.coordinators.iter().map(|c| c.literal()).collect();
         assert_eq!(
-            config.coordinators,
+            literal,
             [
-                "10.42.0.1:8080".parse::<SocketAddr>().unwrap(),
-                "10.42.0.2:8080".parse().unwrap()
+                Some("10.42.0.1:8080".parse::<SocketAddr>().unwrap()),
+                Some("10.42.0.2:8080".parse().unwrap())
             ]
         );
+        let named = parse(&format!(
+            "{MINIMAL}[coordinator]\nurls = [\"http://routerd.mesh:8080\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            named.coordinators[0].to_string(),
+            "http://routerd.mesh:8080"
+        );
+        for (extra, why) in [
+            ("", "routerd.example.org"),
+            ("[dns]\nenabled = false\n", "routerd.mesh"),
+            ("[dns]\ndomain = \"corp.mesh\"\n", "routerd.mesh"),
+        ] {
+            let e = error(&format!(
+                "{MINIMAL}{extra}[coordinator]\nurls = [\"http://{why}:8080\"]\n"
+            ));
+            assert!(e.contains("mesh domain"), "{e}");
+        }
         assert_eq!(config.worker.worker_type.as_deref(), Some("gpu"));
         assert_eq!(config.services[0].offer.health, "/health");
         assert_eq!(config.services[0].runner, Runner::External);

@@ -5,13 +5,16 @@ mod batch;
 pub mod capabilities;
 pub mod config;
 pub mod control;
+pub mod coordinator;
 pub mod dns;
+mod dns_server;
 pub mod enroll_http;
 pub mod firewall;
 #[cfg(any(test, feature = "forge"))]
 pub mod forge;
 pub mod ipv4;
 pub mod join;
+pub mod lighthouse_address;
 pub mod lighthouse_links;
 pub mod metrics;
 pub mod node;

@@ -302,7 +302,8 @@ async fn session(
     commands: &mut mpsc::Receiver<Command>,
     events: &mpsc::Sender<LighthouseEvent>,
 ) -> anyhow::Result<Ended> {
-    let connecting = endpoint.connect_with(client, lighthouse.address, &lighthouse.name)?;
+    let address = lighthouse.address.resolve().await?;
+    let connecting = endpoint.connect_with(client, address, &lighthouse.name)?;
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;
@@ -317,7 +318,7 @@ async fn session(
     if let Some(message) = &first {
         lighthouse::write(&mut send, message).await?;
     }
-    tracing::info!(lighthouse = %lighthouse.name, address = %lighthouse.address, "connected to lighthouse");
+    tracing::info!(lighthouse = %lighthouse.name, %address, "connected to lighthouse");
     events
         .send(LighthouseEvent::Up(id, connection.clone()))
         .await

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::control::{Request, StatusSocket};
+use crate::dns_server::DnsServer;
 use crate::lighthouse_links::{LighthouseEvent, LighthouseLinks};
 use crate::node::{Node, Now, Pong, Settings};
 use crate::tun_device::TunDevice;
@@ -79,7 +80,7 @@ pub async fn run(
     let mut udp =
         Udp::bind(config.listen).map_err(|e| anyhow::anyhow!("UDP {}: {e}", config.listen))?;
     let dns = match &config.dns {
-        Some(domain) => bind_dns(mesh_ip, identity.ca.network(), domain.clone()).await,
+        Some(domain) => DnsServer::bind(mesh_ip, identity.ca.network(), domain.clone()).await,
         None => None,
     };
     let status_socket = StatusSocket::bind(&config.status_socket).await?;
@@ -215,72 +216,10 @@ fn reload_config(
     Ok(())
 }
 
-/// The DNS socket on the mesh IP, and the domain it answers for.
-struct Dns {
-    socket: tokio::net::UdpSocket,
-    domain: crate::dns::Domain,
-    /// The mesh's network: only queries from it (or from this machine) are answered.
-    network: ipnet::Ipv4Net,
-    buffer: Box<[u8]>,
-}
-
-/// Binds port 53 on the mesh IP. A machine where something else holds it runs without mesh
-/// names, and says so.
-async fn bind_dns(
-    mesh_ip: std::net::Ipv4Addr,
-    network: ipnet::Ipv4Net,
-    domain: crate::dns::Domain,
-) -> Option<Dns> {
-    match tokio::net::UdpSocket::bind((mesh_ip, 53)).await {
-        Ok(socket) => {
-            tracing::info!(%domain, address = %format!("{mesh_ip}:53"), "answering DNS for the mesh domain");
-            Some(Dns {
-                socket,
-                domain,
-                network,
-                buffer: vec![0; crate::dns::MAX_QUERY + 1].into_boxed_slice(),
-            })
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot answer DNS on {mesh_ip}:53; mesh names will not resolve here");
-            None
-        }
-    }
-}
-
-/// Answers the queries waiting on the DNS socket, a burst at most.
-fn answer_dns(dns: &mut Dns, node: &Node) {
-    for _ in 0..LINK_BURST {
-        let (len, from) = match dns.socket.try_recv_from(&mut dns.buffer) {
-            Ok(received) => received,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "DNS receive failed");
-                return;
-            }
-        };
-        // The weak host model takes a datagram for the mesh IP on any interface: one from
-        // the underlay, with a forged source, must not make meshd answer a third party.
-        let from_mesh = match from.ip() {
-            std::net::IpAddr::V4(ip) => ip.is_loopback() || dns.network.contains(&ip),
-            std::net::IpAddr::V6(_) => false,
-        };
-        if !from_mesh {
-            continue;
-        }
-        let reply = crate::dns::answer(&dns.buffer[..len], &dns.domain, |name| node.resolve(name));
-        if let Some(reply) = reply
-            && let Err(e) = dns.socket.try_send_to(&reply, from)
-        {
-            tracing::debug!(error = %e, %from, "DNS answer not sent");
-        }
-    }
-}
-
 /// What the event loop reads from and writes to.
 struct Io<'a> {
     /// Mesh names, when `[dns]` is on and port 53 was free.
-    dns: Option<Dns>,
+    dns: Option<DnsServer>,
     /// With an `[enrollment]` section: renews the certificate, and the attempts' outcomes.
     renewer: Option<(
         crate::renewer::Renewer,
@@ -308,8 +247,9 @@ fn handle_link_event(
 ) {
     match event {
         LighthouseEvent::Up(id, connection) => {
+            let remote = connection.remote_address();
             links.set_connection(id, Some(connection));
-            node.lighthouse_up(id, Instant::now());
+            node.lighthouse_up(id, remote, Instant::now());
         }
         LighthouseEvent::Down(id) => {
             links.set_connection(id, None);
@@ -376,7 +316,13 @@ async fn event_loop(
         rma_daemon::crl_watch::POLL,
     );
     loop {
-        let deadline = node.next_timeout();
+        let deadline = [
+            node.next_timeout(),
+            dns.as_ref().and_then(DnsServer::next_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if deadline != armed_for {
             if let Some(at) = deadline {
                 timer.as_mut().reset(at.into());
@@ -404,19 +350,23 @@ async fn event_loop(
             }
             ready = async {
                 match &dns {
-                    Some(dns) => dns.socket.readable().await,
+                    Some(dns) => dns.readable().await,
                     None => std::future::pending().await,
                 }
             } => {
                 if ready.is_ok()
                     && let Some(dns) = dns.as_mut()
                 {
-                    answer_dns(dns, node);
+                    dns.serve(node, now(), &mut batch);
                 }
             }
             () = &mut timer, if armed_for.is_some() => {
                 armed_for = None;
-                node.handle_timers(now(), &mut batch);
+                let at = now();
+                node.handle_timers(at, &mut batch);
+                if let Some(dns) = dns.as_mut() {
+                    dns.retry(node, at, &mut batch);
+                }
             }
             Some(event) = link_events.recv() => {
                 handle_link_event(node, &mut links, event, &mut batch);
@@ -425,6 +375,10 @@ async fn event_loop(
                         Ok(event) => handle_link_event(node, &mut links, event, &mut batch),
                         Err(_) => break,
                     }
+                }
+                // An answer from a lighthouse may be what a waiting name query needs.
+                if let Some(dns) = dns.as_mut() {
+                    dns.retry(node, now(), &mut batch);
                 }
             }
             Some(request) = requests.recv() => match request {

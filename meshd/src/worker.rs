@@ -22,6 +22,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::config::WorkerSettings;
+use crate::coordinator::Coordinator;
 use crate::services::Platform;
 use rma_proto::load::{MachineLoad, ServiceState, ServiceStatus};
 
@@ -58,6 +59,10 @@ pub fn registration(
 /// each heartbeat tells its routerd about the others.
 pub type Contacts = Arc<Mutex<BTreeMap<String, Instant>>>;
 
+/// Each coordinator's URL as configured, and as routerd knows it: by mesh IP, as last
+/// resolved for a URL that names a node.
+pub type Resolved = Arc<Mutex<BTreeMap<String, String>>>;
+
 /// The machine's load, measured at most once per [`MEASURE_EVERY`] for all coordinators
 /// (`nvidia-smi` is not free).
 pub type LoadCache = Arc<Mutex<Option<(Instant, MachineLoad)>>>;
@@ -74,25 +79,40 @@ pub struct Machine {
     pub keys: NodeKeys,
     pub settings: WorkerSettings,
     pub services: Vec<Service>,
-    /// Every coordinator's URL.
+    /// Every coordinator's URL, as configured: what assignments and contacts are kept under.
     pub coordinators: Vec<String>,
     pub platform: Platform,
     pub contacts: Contacts,
+    pub resolved: Resolved,
     pub load: LoadCache,
 }
 
 impl Machine {
+    /// The coordinators as routerd knows them (by mesh IP), with when this machine last
+    /// heard from each; a named one not yet resolved is left out.
     fn contacts(&self) -> Vec<CoordinatorContact> {
         let now = Instant::now();
         let seen = rma_daemon::sync::lock(&self.contacts);
+        let resolved = rma_daemon::sync::lock(&self.resolved);
         self.coordinators
             .iter()
-            .map(|url| CoordinatorContact {
-                url: url.clone(),
-                last_contact_secs: seen
-                    .get(url)
-                    .map(|t| now.saturating_duration_since(*t).as_secs()),
+            .filter_map(|url| {
+                Some(CoordinatorContact {
+                    url: resolved.get(url)?.clone(),
+                    last_contact_secs: seen
+                        .get(url)
+                        .map(|t| now.saturating_duration_since(*t).as_secs()),
+                })
             })
+            .collect()
+    }
+
+    /// Every coordinator's URL as routerd knows it, for a registration to name.
+    fn reported_urls(&self) -> Vec<String> {
+        let resolved = rma_daemon::sync::lock(&self.resolved);
+        self.coordinators
+            .iter()
+            .filter_map(|url| resolved.get(url).cloned())
             .collect()
     }
 
@@ -171,7 +191,7 @@ pub struct Workers {
     machine: Machine,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The coordinators the tasks register with.
-    coordinators: Vec<SocketAddr>,
+    coordinators: Vec<Coordinator>,
     /// The longest stop grace of the configured services, for the shutdown.
     stop_grace: Duration,
 }
@@ -195,6 +215,7 @@ impl Workers {
             coordinators: Vec::new(),
             platform: Platform::start(config.services.clone(), mesh_ip),
             contacts: Contacts::default(),
+            resolved: Resolved::default(),
             load: LoadCache::default(),
         };
         let mut workers = Self {
@@ -216,9 +237,21 @@ impl Workers {
             .unwrap_or_default();
         self.machine.settings = config.worker.clone();
         self.machine.services = config.services.iter().map(|s| s.offer.clone()).collect();
-        self.machine.coordinators = config.coordinators.iter().copied().map(url).collect();
+        self.machine.coordinators = config
+            .coordinators
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         rma_daemon::sync::lock(&self.machine.contacts)
             .retain(|c, _| self.machine.coordinators.contains(c));
+        let mut resolved = rma_daemon::sync::lock(&self.machine.resolved);
+        resolved.retain(|c, _| self.machine.coordinators.contains(c));
+        for coordinator in &config.coordinators {
+            if let Some(addr) = coordinator.literal() {
+                resolved.insert(coordinator.to_string(), url(addr));
+            }
+        }
+        drop(resolved);
         self.coordinators = config.coordinators.clone();
         self.register_all();
     }
@@ -228,7 +261,7 @@ impl Workers {
         self.tasks = self
             .coordinators
             .iter()
-            .map(|&coordinator| tokio::spawn(run(coordinator, self.machine.clone())))
+            .map(|coordinator| tokio::spawn(run(coordinator.clone(), self.machine.clone())))
             .collect();
     }
 
@@ -243,7 +276,7 @@ impl Workers {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        let urls = new.coordinators.iter().copied().map(url).collect();
+        let urls = new.coordinators.iter().map(ToString::to_string).collect();
         self.machine
             .platform
             .reconfigure_now(new.services.clone(), urls);
@@ -291,8 +324,8 @@ async fn off_loop<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// Keeps this machine registered with one coordinator, forever.
-pub async fn run(coordinator: SocketAddr, machine: Machine) {
-    let url = url(coordinator);
+pub async fn run(configured: Coordinator, machine: Machine) {
+    let url = configured.to_string();
     let mut states = machine.platform.states();
     let mut backoff = FIRST_BACKOFF;
     let mut complained = false;
@@ -309,23 +342,35 @@ pub async fn run(coordinator: SocketAddr, machine: Machine) {
         );
         states.borrow_and_update();
         body.states = machine.reported_states();
-        body.coordinators = machine.coordinators.clone();
-        let registered = post(
-            coordinator,
-            machine.mesh_ip,
-            REGISTER_PATH,
-            &body,
-            Some(&machine.keys),
-        )
+        // A URL that names a node is resolved for each registration: the routerd may have
+        // moved since the last.
+        let registered = async {
+            let addr = configured.resolve(machine.mesh_ip).await?;
+            rma_daemon::sync::lock(&machine.resolved).insert(url.clone(), self::url(addr));
+            body.coordinators = machine.reported_urls();
+            let reply = post(
+                addr,
+                machine.mesh_ip,
+                REGISTER_PATH,
+                &body,
+                Some(&machine.keys),
+            );
+            anyhow::Ok((addr, reply.await?))
+        }
         .await;
+        let coordinator = match &registered {
+            Ok((addr, _)) => addr.to_string(),
+            Err(_) => url.clone(),
+        };
         let answer = match registered {
-            Ok((200, reply)) => serde_json::from_value::<Registered>(reply)
+            Ok((addr, (200, reply))) => serde_json::from_value::<Registered>(reply)
+                .map(|answer| (answer, addr))
                 .map_err(|e| format!("the answer is not a registration's: {e}")),
-            Ok((status, reply)) => Err(format!("HTTP {status}: {}", reply["error"])),
+            Ok((_, (status, reply))) => Err(format!("HTTP {status}: {}", reply["error"])),
             Err(e) => Err(format!("{e:#}")),
         };
-        let (interval, session) = match answer {
-            Ok(answer) => {
+        let (interval, session, addr) = match answer {
+            Ok((answer, addr)) => {
                 tracing::info!(%coordinator, assigned = ?answer.assigned_services, "registered with routerd");
                 for refused in &answer.refused_services {
                     tracing::warn!(%coordinator, service = %refused.name, reason = %refused.reason, "routerd refused an offered service");
@@ -338,7 +383,7 @@ pub async fn run(coordinator: SocketAddr, machine: Machine) {
                 backoff = FIRST_BACKOFF;
                 complained = false;
                 let interval = Duration::from_secs(answer.heartbeat_interval_secs.max(1));
-                (interval, answer.session)
+                (interval, answer.session, addr)
             }
             Err(why) => {
                 // The first failure is worth a warning; the retries that follow are not.
@@ -370,7 +415,7 @@ pub async fn run(coordinator: SocketAddr, machine: Machine) {
                 services: machine.reported_states(),
                 coordinators: machine.contacts(),
             };
-            match post(coordinator, machine.mesh_ip, HEARTBEAT_PATH, &beat, None).await {
+            match post(addr, machine.mesh_ip, HEARTBEAT_PATH, &beat, None).await {
                 Ok((200, reply)) => {
                     machine.heard_from(&url);
                     let reply: HeartbeatReply = serde_json::from_value(reply).unwrap_or_default();

@@ -58,6 +58,8 @@ pub(super) fn node(world: &World) -> Node {
         ports: Ports::Any,
         peer: PeerMatch::Any,
     };
+    const LIGHTHOUSE: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 4243);
     let settings = Settings {
         keepalive: Some(25),
         static_peers: vec![meshd::config::StaticPeer {
@@ -71,7 +73,7 @@ pub(super) fn node(world: &World) -> Node {
         },
         lighthouses: vec![meshd::config::Lighthouse {
             name: "lighthouse-1".into(),
-            address: "198.51.100.1:4243".parse().expect("an address"),
+            address: meshd::lighthouse_address::LighthouseAddress::Ip(LIGHTHOUSE),
             park_after: None,
         }],
     };
@@ -82,7 +84,7 @@ pub(super) fn node(world: &World) -> Node {
         crls: Vec::new(),
     };
     let mut node = Node::new(identity, &settings);
-    node.lighthouse_up(LighthouseId(0), Instant::now());
+    node.lighthouse_up(LighthouseId(0), LIGHTHOUSE, Instant::now());
     node
 }
 

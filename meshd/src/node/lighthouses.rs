@@ -37,6 +37,9 @@ pub(crate) struct LighthouseState {
     pub(crate) up: bool,
     pub(super) token: Option<[u8; TOKEN_LEN]>,
     pub(super) reflector: Option<SocketAddr>,
+    /// Where the connection went, the last time it was up: the reflector and parked pings
+    /// go to the same host.
+    remote: Option<SocketAddr>,
     pub(super) observed: Option<SocketAddr>,
     pub(super) next_reflect: Option<Instant>,
     /// The last moment this node needed the connection: it connected, asked, or was told of a
@@ -87,6 +90,7 @@ impl Lighthouses {
                     up: false,
                     token: None,
                     reflector: None,
+                    remote: None,
                     observed: None,
                     next_reflect: None,
                     needed: None,
@@ -117,6 +121,11 @@ impl Lighthouses {
     /// Whether any lighthouse can be asked: connected, or parked.
     pub(crate) fn any_up(&self) -> bool {
         self.0.iter().any(LighthouseState::reachable)
+    }
+
+    /// How many lighthouses can be asked: connected, or parked.
+    pub(crate) fn reachable_count(&self) -> usize {
+        self.0.iter().filter(|l| l.reachable()).count()
     }
 
     /// The name of lighthouse `id`, for logs and `meshd ping`.
@@ -206,9 +215,12 @@ impl Lighthouses {
 
 impl Node {
     /// The shell connected to lighthouse `id` and sent its state.
-    pub fn lighthouse_up(&mut self, id: LighthouseId, now: Instant) {
+    /// The connection to lighthouse `id` is up, to `remote` (its address, as looked up for
+    /// this connection).
+    pub fn lighthouse_up(&mut self, id: LighthouseId, remote: SocketAddr, now: Instant) {
         if let Some(state) = self.lighthouses.0.get_mut(id.0) {
             state.up = true;
+            state.remote = Some(remote);
             state.parked = None;
             state.parking = None;
             state.needed = Some(now);
@@ -255,10 +267,9 @@ impl Node {
                 ..
             } => {
                 state.token = Some(token);
-                state.reflector = Some(SocketAddr::new(
-                    state.lighthouse.address.ip(),
-                    reflector_port,
-                ));
+                state.reflector = state
+                    .remote
+                    .map(|remote| SocketAddr::new(remote.ip(), reflector_port));
                 state.next_reflect = Some(now.instant);
                 self.lighthouses.reflect(now.instant, out);
             }
@@ -281,6 +292,9 @@ impl Node {
             }
             FromLighthouse::NotFound { target } => {
                 tracing::debug!(lighthouse = %state.name(), %target, "lighthouse does not know the peer");
+                if let Target::Name(name) = &target {
+                    self.names.not_found(name);
+                }
             }
             FromLighthouse::Crl { der } => self.apply_pushed_crl(id, &der, now, out),
         }

@@ -32,6 +32,7 @@ pub use rma_daemon::Identity;
 mod budget;
 mod inbound;
 pub mod lighthouses;
+pub(crate) mod names;
 mod parking;
 mod paths;
 mod peers;
@@ -44,6 +45,7 @@ pub(crate) mod tests;
 mod trust;
 
 pub use lighthouses::LighthouseId;
+pub use names::Lookup;
 pub use probe::{PingError, Pong};
 pub use renewal::RenewalRefused;
 
@@ -175,6 +177,8 @@ pub struct Node {
     next_tick: Option<Instant>,
     next_flow_sweep: Option<Instant>,
     probes: probe::Probes,
+    /// Names asked of the lighthouses for mesh DNS.
+    names: names::NameAsks,
     counters: NodeCounters,
     renewals: renewal::Record,
     scratch: Box<[u8]>,
@@ -221,6 +225,7 @@ impl Node {
             next_tick: None,
             next_flow_sweep: None,
             probes: probe::Probes::default(),
+            names: names::NameAsks::new(Instant::now()),
             counters: NodeCounters::default(),
             renewals: renewal::Record::default(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),

@@ -80,7 +80,7 @@ impl Internet {
             firewall: allow_all(),
             lighthouses: vec![Lighthouse {
                 name: "lighthouse-1".into(),
-                address: LIGHTHOUSE,
+                address: LIGHTHOUSE.into(),
                 park_after: self.park_after,
             }],
         };
@@ -175,6 +175,71 @@ fn cone_nats_punch_through_and_the_session_goes_direct() {
         ("direct".into(), None, "203.0.113.1:4242".into())
     );
     assert!(net.send(b, ip(1), b"reply"));
+}
+
+/// Mesh DNS for a node this one holds no certificate for: the lighthouse is asked, and its
+/// answer (an introduction, or "not found") settles the name. Asked again, a known name costs
+/// the lighthouse nothing; an unknown one is not asked again until its answer expires.
+#[test]
+fn a_name_this_node_has_not_seen_is_asked_of_the_lighthouse_and_settled_by_its_answer() {
+    use crate::node::Lookup;
+    use crate::node::names::{ASK_FOR, REMEMBER};
+
+    let mut net = Internet::new();
+    let a = net.add(1, Some(NatKind::Cone));
+    net.add(2, Some(NatKind::Cone));
+    let lookup = |net: &mut Internet, name: &str| {
+        let mut out = Collected::default();
+        let now = net.now;
+        let found = net.hosts[a].node.lookup_name(name, now, &mut out);
+        let asked = out.asked.len();
+        net.absorb(a, out);
+        (found, asked)
+    };
+    assert_eq!(
+        lookup(&mut net, "n1"),
+        (Lookup::Found(ip(1)), 0),
+        "its own name"
+    );
+    // The lighthouse answers as the ask is carried (the sim's control stream is instant).
+    assert_eq!(lookup(&mut net, "N2"), (Lookup::Pending, 1));
+    net.run();
+    assert_eq!(lookup(&mut net, "n2"), (Lookup::Found(ip(2)), 0));
+    // Found means introduced: the session is under way, and the first packet goes direct.
+    assert!(net.send(a, ip(2), b"by name"));
+    assert_eq!(net.path(a, ip(2)).0, "direct");
+
+    assert_eq!(lookup(&mut net, "nobody"), (Lookup::Pending, 1));
+    net.run();
+    assert_eq!(lookup(&mut net, "nobody"), (Lookup::Unknown, 0));
+    net.advance(REMEMBER);
+    assert_eq!(
+        lookup(&mut net, "nobody"),
+        (Lookup::Pending, 1),
+        "asked again"
+    );
+
+    net.run();
+
+    // A lighthouse that takes the ask and never answers: the name fails after the wait,
+    // and is not asked again until that answer expires too.
+    net.lighthouse_up = false;
+    assert_eq!(lookup(&mut net, "silent"), (Lookup::Pending, 1));
+    assert_eq!(
+        lookup(&mut net, "silent"),
+        (Lookup::Pending, 0),
+        "asked once"
+    );
+    net.advance(ASK_FOR);
+    assert_eq!(lookup(&mut net, "silent"), (Lookup::Failed, 0));
+    net.advance(REMEMBER - ASK_FOR);
+    assert_eq!(lookup(&mut net, "silent"), (Lookup::Pending, 1));
+
+    // With the lighthouse gone (and nothing parked), what this node holds is all there is.
+    net.hosts[a].node.lighthouse_down(LighthouseId(0));
+    net.advance(REMEMBER);
+    assert_eq!(lookup(&mut net, "nobody"), (Lookup::Unknown, 0));
+    assert_eq!(lookup(&mut net, "n2"), (Lookup::Found(ip(2)), 0));
 }
 
 /// A node that asks for a peer before the lighthouse has seen its WireGuard socket (its first

@@ -276,7 +276,9 @@ impl Sim {
         self.conns.insert(h, c);
         let effects = self.lighthouse.connect(c, cert, quic, token, now);
         self.apply(effects);
-        self.hosts[h].node.lighthouse_up(LighthouseId(0), now);
+        self.hosts[h]
+            .node
+            .lighthouse_up(LighthouseId(0), LIGHTHOUSE, now);
         let local = vec![self.hosts[h].addr];
         let effects = self
             .lighthouse

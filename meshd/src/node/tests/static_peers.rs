@@ -653,13 +653,19 @@ fn packets_for_destinations_being_set_up_are_held_within_bounds() {
     let settings = Settings {
         lighthouses: vec![crate::config::Lighthouse {
             name: "lighthouse-1".into(),
-            address: "198.51.100.1:4243".parse().unwrap(),
+            address: crate::lighthouse_address::LighthouseAddress::Ip(
+                "198.51.100.1:4243".parse().unwrap(),
+            ),
             park_after: None,
         }],
         ..settings(None, &[])
     };
     let mut node = Node::new(identity, &settings);
-    node.lighthouse_up(crate::node::LighthouseId(0), Instant::now());
+    node.lighthouse_up(
+        crate::node::LighthouseId(0),
+        "198.51.100.1:4243".parse().unwrap(),
+        Instant::now(),
+    );
     let mut now = Now {
         instant: Instant::now(),
         wall: pki.start,
