@@ -13,6 +13,7 @@ pub mod join_site;
 pub mod lab;
 pub mod machine;
 pub mod mesh;
+pub mod names;
 pub mod package;
 pub mod quic_client;
 pub mod service;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use integration::lab::{Lab, Ns};
 use integration::mesh::{self, Issued, MeshNode, NodeConfig, Pki};
+use integration::names::{self, NetnsResolver};
 use integration::{traffic, wait};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_probe");
@@ -1038,41 +1039,8 @@ fn a_flood_of_forged_datagrams_costs_the_node_little() {
     assert!(lan.ping(&b.ns, a.mesh_ip));
 }
 
-/// `dig @MESH_IP` in `ns`: the answer's status and its A records.
 fn dig(lan: &Lan, ns: &Ns, server: Ipv4Addr, name: &str) -> (String, Vec<String>, u64) {
-    let server = format!("@{server}");
-    let out = lan
-        .lab
-        .exec(ns, "dig", &[&server, name, "A", "+time=2", "+tries=1"])
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let status = text
-        .split("status: ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .unwrap_or_else(|| panic!("no status in {text}"))
-        .to_owned();
-    let answers = text
-        .lines()
-        .filter(|l| !l.starts_with(';') && l.contains("\tA\t"))
-        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
-        .collect();
-    let msec = text
-        .split("Query time: ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no query time in {text}"));
-    (status, answers, msec)
-}
-
-/// Removes the namespace's resolver file when the test ends, passed or not.
-struct NetnsResolver(std::path::PathBuf);
-
-impl Drop for NetnsResolver {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    names::dig(&lan.lab, ns, server, name).unwrap()
 }
 
 #[test]
@@ -1125,14 +1093,7 @@ fn mesh_names_resolve_on_the_mesh_ip_and_a_revoked_name_stops_resolving() {
     assert!(asked.is_err(), "answered outside the mesh: {asked:?}");
 
     // The system's resolver, pointed at meshd (`ip netns exec` mounts /etc/netns/NS/*).
-    let dir = Path::new("/etc/netns").join(a.ns.name());
-    std::fs::create_dir_all(&dir).unwrap();
-    let _resolver = NetnsResolver(dir.clone());
-    std::fs::write(
-        dir.join("resolv.conf"),
-        format!("nameserver {}\n", a.mesh_ip),
-    )
-    .unwrap();
+    let _resolver = NetnsResolver::point(&a.ns, a.mesh_ip).unwrap();
     let out = lan
         .lab
         .exec(&a.ns, "getent", &["hosts", "worker-c.mesh"])

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use integration::internet::{Internet, Nat};
 use integration::lab::{Lab, Ns};
 use integration::mesh::{self, LighthouseProc, MeshNode, NodeConfig, Pki};
+use integration::names::{self, NetnsResolver};
 use integration::{traffic, wait};
 use rma_ca::NodeKeys;
 use serde_json::{Value, json};
@@ -32,7 +33,7 @@ const SERVICES: [&str; 4] = [
 struct Mesh {
     net: Internet,
     pki: Pki,
-    _lighthouse: LighthouseProc,
+    lighthouse: LighthouseProc,
     routerd_node: MeshNode,
     routerd: usize,
     routerd_config: PathBuf,
@@ -44,8 +45,9 @@ fn worker_ip(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 42, 0, 11 + i)
 }
 
-fn coordinator_toml() -> String {
-    let mut text = format!("[coordinator]\nurls = [\"http://{ROUTERD_IP}:8080\"]\n");
+/// The worker's services, registered with routerd at `url`.
+fn coordinator_toml(url: &str) -> String {
+    let mut text = format!("[coordinator]\nurls = [\"{url}\"]\n");
     for s in SERVICES {
         text.push_str(&format!(
             "\n[[service]]\nname = \"{s}\"\nport = {SERVICE_PORT}\nhealth = \"/health\"\n"
@@ -125,6 +127,12 @@ impl Mesh {
             let mut site = net.site(&format!("{name}-router"), nat).unwrap();
             let (ns, _) = net.host_behind(&mut site, &name).unwrap();
             let ip = worker_ip(i as u8);
+            // The first worker names routerd by its mesh name, which its meshd resolves
+            // through the lighthouse (it holds no certificate of routerd's yet).
+            let url = match i {
+                0 => "http://routerd.mesh:8080".to_owned(),
+                _ => format!("http://{ROUTERD_IP}:8080"),
+            };
             let node = start_meshd(
                 &mut net.lab,
                 signer,
@@ -132,7 +140,7 @@ impl Mesh {
                 &name,
                 ip,
                 &entries,
-                &coordinator_toml(),
+                &coordinator_toml(&url),
             );
             let svc = start_service(&mut net.lab, &ns, &name, ip);
             workers.push((node, svc));
@@ -140,7 +148,7 @@ impl Mesh {
         let mesh = Self {
             net,
             pki,
-            _lighthouse: lighthouse,
+            lighthouse,
             routerd_node,
             routerd,
             routerd_config,
@@ -341,6 +349,79 @@ fn calls_reach_workers_over_the_mesh_and_spread_across_them() {
     );
     let gaps = mesh.admin("/api/admin/gaps");
     assert_eq!(gaps["gaps"], json!(["llm-inference", "vision-ocr"]));
+}
+
+/// Names on the mesh from a machine that has talked to no one yet: its meshd asks the
+/// lighthouse for `routerd.mesh`, and the system's resolver, pointed at meshd, takes curl to
+/// routerd by name. A worker registered by name too (`Mesh::new`), and routerd knows it by
+/// the mesh-IP URL it knows itself by.
+#[test]
+fn a_new_machine_reaches_routerd_by_its_mesh_name() {
+    let mut mesh = Mesh::new();
+    let coordinators = mesh.admin("/api/admin/coordinators");
+    let urls: Vec<&str> = coordinators["coordinators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        [format!("http://{ROUTERD_IP}:8080")],
+        "{coordinators}"
+    );
+
+    let mut site = mesh.net.site("visitor-router", Nat::Cone).unwrap();
+    let (ns, _) = mesh.net.host_behind(&mut site, "visitor").unwrap();
+    let ip = Ipv4Addr::new(10, 42, 0, 30);
+    let entries = vec![mesh.lighthouse.entry()];
+    let visitor = start_meshd(
+        &mut mesh.net.lab,
+        &mesh.pki,
+        &ns,
+        "visitor",
+        ip,
+        &entries,
+        "",
+    );
+    assert!(
+        visitor.peer(ROUTERD_IP).is_none(),
+        "no routerd certificate yet"
+    );
+
+    let (status, answers, msec) = names::dig(&mesh.net.lab, &ns, ip, "routerd.mesh").unwrap();
+    assert_eq!(
+        (status.as_str(), answers),
+        ("NOERROR", vec![ROUTERD_IP.to_string()])
+    );
+    println!("routerd.mesh from the lighthouse in {msec} ms");
+    let (status, answers, msec) = names::dig(&mesh.net.lab, &ns, ip, "Worker-3.mesh").unwrap();
+    assert_eq!(
+        (status.as_str(), answers),
+        ("NOERROR", vec![worker_ip(2).to_string()])
+    );
+    assert!(msec < 1000, "worker-3.mesh took {msec} ms");
+    let (status, answers, msec) = names::dig(&mesh.net.lab, &ns, ip, "nobody.mesh").unwrap();
+    assert_eq!((status.as_str(), answers.len()), ("NXDOMAIN", 0));
+    assert!(msec < 500, "NXDOMAIN took {msec} ms");
+    let (status, _, _) = names::dig(&mesh.net.lab, &ns, ip, "example.com").unwrap();
+    assert_eq!(
+        status, "REFUSED",
+        "names outside the mesh domain are not meshd's"
+    );
+
+    let _resolver = NetnsResolver::point(&ns, ip).unwrap();
+    let out = mesh
+        .net
+        .lab
+        .exec(
+            &ns,
+            "curl",
+            &["-sS", "--max-time", "10", "http://routerd.mesh:8080/health"],
+        )
+        .unwrap();
+    let health: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(health["services"].is_object(), "{health}");
 }
 
 #[test]
