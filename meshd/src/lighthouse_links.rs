@@ -302,7 +302,15 @@ async fn session(
     commands: &mut mpsc::Receiver<Command>,
     events: &mpsc::Sender<LighthouseEvent>,
 ) -> anyhow::Result<Ended> {
-    let address = lighthouse.address.resolve().await?;
+    // A lookup that hangs is bounded like the handshake after it.
+    let address = tokio::time::timeout(CONNECT_TIMEOUT, lighthouse.address.resolve())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no address for {} within {CONNECT_TIMEOUT:?}",
+                lighthouse.address
+            )
+        })??;
     let connecting = endpoint.connect_with(client, address, &lighthouse.name)?;
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await

@@ -214,9 +214,8 @@ impl Lighthouses {
 }
 
 impl Node {
-    /// The shell connected to lighthouse `id` and sent its state.
-    /// The connection to lighthouse `id` is up, to `remote` (its address, as looked up for
-    /// this connection).
+    /// The shell connected to lighthouse `id`, at `remote` (its address as looked up for this
+    /// connection), and sent its state.
     pub fn lighthouse_up(&mut self, id: LighthouseId, remote: SocketAddr, now: Instant) {
         if let Some(state) = self.lighthouses.0.get_mut(id.0) {
             state.up = true;
