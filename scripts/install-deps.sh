@@ -24,6 +24,8 @@ declare -A packages=(
     [runc]=runc
     [socat]=socat
     [dig]=dnsutils
+    [dbus-daemon]=dbus-daemon
+    [busctl]=systemd
 )
 
 missing=()
@@ -50,3 +52,34 @@ for component in rustfmt clippy; do
     fi
 done
 
+
+# systemd-resolved, for the test of meshd's split-DNS registration: unpacked here, never
+# installed (installing it takes over the machine's /etc/resolv.conf). The test runs it in a
+# private mount namespace with a D-Bus of its own. It comes with the libsystemd-shared of the
+# same version, since apt may offer a newer systemd than the one installed.
+resolved=/opt/rma-mesh-test/systemd-resolved
+if [[ ! -x $resolved/bin/resolvectl ]]; then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "install-deps: run as root to unpack systemd-resolved into $resolved" >&2
+        exit 1
+    fi
+    echo "install-deps: unpacking systemd-resolved into $resolved"
+    download=$(mktemp -d)
+    chmod 755 "$download" # apt's download sandbox user writes here
+    if ! (cd "$download" && apt-get download -qq systemd-resolved libsystemd-shared 2>/dev/null); then
+        apt-get update -qq
+        (cd "$download" && apt-get download -qq systemd-resolved libsystemd-shared)
+    fi
+    rm -rf "$resolved"
+    mkdir -p "$resolved/bin"
+    for deb in "$download"/*.deb; do dpkg-deb -x "$deb" "$resolved/root"; done
+    rm -rf "$download"
+    shared=$(echo "$resolved"/root/usr/lib/*/systemd/libsystemd-shared-*.so)
+    for program in usr/bin/resolvectl lib/systemd/systemd-resolved; do
+        cat >"$resolved/bin/${program##*/}" <<WRAPPER
+#!/bin/sh
+LD_LIBRARY_PATH=${shared%/*} exec $resolved/root/$program "\$@"
+WRAPPER
+        chmod 755 "$resolved/bin/${program##*/}"
+    done
+fi

@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod names;
 pub mod package;
 pub mod quic_client;
+pub mod resolved;
 pub mod service;
 pub mod traffic;
 pub mod wait;

@@ -262,12 +262,23 @@ pub fn start_config(
     meshd: &Path,
     env: &[(&str, &Path)],
 ) -> anyhow::Result<MeshNode> {
-    let proc = lab.spawn_env(
-        ns,
+    start_config_with(lab, ns, node, |lab, name, args| {
+        lab.spawn_env(ns, name, meshd, args, env)
+    })
+}
+
+/// As [`start_config`], with meshd started by `spawn(lab, name, args)`: for a machine whose
+/// programs run in more namespaces than the network's.
+pub fn start_config_with(
+    lab: &mut Lab,
+    ns: &Ns,
+    node: Started<'_>,
+    spawn: impl FnOnce(&mut Lab, &str, &[&str]) -> anyhow::Result<usize>,
+) -> anyhow::Result<MeshNode> {
+    let proc = spawn(
+        lab,
         node.name,
-        meshd,
         &["--config", &node.config.to_string_lossy()],
-        env,
     )?;
     let mesh = MeshNode {
         name: node.name.to_owned(),

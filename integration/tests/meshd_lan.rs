@@ -10,6 +10,7 @@ use std::time::Duration;
 use integration::lab::{Lab, Ns};
 use integration::mesh::{self, Issued, MeshNode, NodeConfig, Pki};
 use integration::names::{self, NetnsResolver};
+use integration::resolved::ResolvedMachine;
 use integration::{traffic, wait};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_probe");
@@ -1120,4 +1121,98 @@ fn mesh_names_resolve_on_the_mesh_ip_and_a_revoked_name_stops_resolving() {
     .unwrap();
     let (status, answers, _) = dig(&lan, &a.ns, a.mesh_ip, "b.mesh");
     assert_eq!((status, answers), found(b.mesh_ip));
+}
+
+/// Standard output of a command that must succeed, as text.
+fn stdout(out: anyhow::Result<std::process::Output>) -> String {
+    String::from_utf8_lossy(&out.unwrap().stdout).into_owned()
+}
+
+#[test]
+fn systemd_resolved_sends_the_mesh_domain_and_nothing_else_to_meshd() {
+    let mut lan = Lan::new();
+    let b = lan.node("b", 2, &[1], None);
+    let ns = lan.host("a", 1);
+    let machine = ResolvedMachine::start(&mut lan.lab, &ns).unwrap();
+    let issued = lan.pki.issue("a", mesh_ip(1)).unwrap();
+    let ca = lan.pki.ca_path.clone();
+    let statics = [(mesh_ip(2), underlay(2))];
+    let node = |extra| NodeConfig {
+        name: "a",
+        ca: &ca,
+        issued: &issued,
+        crl: None,
+        static_peers: &statics,
+        firewall: None,
+        metrics: None,
+        lighthouses: &[],
+        mtu: None,
+        park_after: None,
+        extra,
+    };
+    let a = machine.start_meshd(&mut lan.lab, &ns, &node("")).unwrap();
+    assert!(lan.ping(&ns, b.mesh_ip));
+    assert!(
+        lan.lab
+            .proc(a.proc)
+            .log_text()
+            .contains("mesh domain registered with systemd-resolved")
+    );
+
+    // resolved holds the mesh domain for the TUN link only, served by meshd on its mesh IP.
+    let link = |verb| stdout(machine.exec("resolvectl", &[verb, "rma0"]));
+    assert!(
+        link("dns").trim_end().ends_with("(rma0): 10.42.0.1"),
+        "{}",
+        link("dns")
+    );
+    assert!(
+        link("domain").trim_end().ends_with("(rma0): ~mesh"),
+        "{}",
+        link("domain")
+    );
+    assert!(link("default-route").trim_end().ends_with("(rma0): no"));
+
+    // A mesh name through resolved, and through the system's resolver (glibc asks resolved's
+    // stub on 127.0.0.53, which routes the name to the link).
+    let query = stdout(machine.exec("resolvectl", &["query", "--cache=no", "b.mesh"]));
+    assert!(
+        query.contains("b.mesh: 10.42.0.2") && query.contains("link: rma0"),
+        "{query}"
+    );
+    let hosts = stdout(machine.exec("getent", &["hosts", "b.mesh"]));
+    assert!(hosts.starts_with("10.42.0.2 "), "{hosts}");
+    assert!(machine.exec("getent", &["hosts", "nobody.mesh"]).is_err());
+    // Any other name is not routed to the link; this machine has no other server for it.
+    let other = machine
+        .exec("resolvectl", &["query", "--cache=no", "example.com"])
+        .unwrap_err()
+        .to_string();
+    assert!(other.contains("No appropriate name servers"), "{other}");
+
+    // On shutdown meshd hands the link's settings back.
+    lan.lab.signal(a.proc, "TERM").unwrap();
+    let exit = lan.lab.wait_exit(a.proc, Duration::from_secs(10)).unwrap();
+    let log = lan.lab.proc(a.proc).log_text();
+    assert!(exit.success(), "{log}");
+    assert!(
+        log.contains("mesh domain unregistered from systemd-resolved"),
+        "{log}"
+    );
+    assert!(machine.exec("getent", &["hosts", "b.mesh"]).is_err());
+
+    // Switched off, meshd still answers on its mesh IP but leaves resolved alone.
+    let off = "[dns]\nsystemd_resolved = false\n";
+    let a = machine.start_meshd(&mut lan.lab, &ns, &node(off)).unwrap();
+    assert!(
+        link("domain").trim_end().ends_with("(rma0):"),
+        "{}",
+        link("domain")
+    );
+    assert!(lan.ping(&ns, b.mesh_ip));
+    let (status, answers, _) = dig(&lan, &ns, a.mesh_ip, "b.mesh");
+    assert_eq!(
+        (status.as_str(), answers),
+        ("NOERROR", vec!["10.42.0.2".to_owned()])
+    );
 }

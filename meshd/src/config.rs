@@ -41,6 +41,9 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// The mesh domain meshd answers DNS for on its mesh IP; `None`: `[dns] enabled = false`.
     pub dns: Option<crate::dns::Domain>,
+    /// Whether meshd hands the mesh domain to systemd-resolved for its TUN link (split DNS),
+    /// when resolved runs here: `[dns] systemd_resolved`, on by default.
+    pub dns_systemd_resolved: bool,
     pub log: Log,
     /// Where this node renews its certificate (written by `meshd join`); `None`: never.
     pub enrollment: Option<Enrollment>,
@@ -432,6 +435,7 @@ impl Default for RawTun {
 struct RawDns {
     enabled: bool,
     domain: String,
+    systemd_resolved: bool,
 }
 
 impl Default for RawDns {
@@ -439,6 +443,7 @@ impl Default for RawDns {
         Self {
             enabled: true,
             domain: "mesh".into(),
+            systemd_resolved: true,
         }
     }
 }
@@ -750,6 +755,7 @@ impl Config {
                 },
             },
             metrics: raw.metrics.listen(),
+            dns_systemd_resolved: raw.dns.systemd_resolved && dns_domain.is_some(),
             dns: dns_domain,
             log,
             enrollment: raw.enrollment.map(|e| e.validate(path)).transpose()?,
@@ -826,8 +832,14 @@ mod tests {
         assert_eq!(on.to_string(), "mesh");
         let corp = parse(&format!("{MINIMAL}[dns]\ndomain = \"corp.mesh\"\n")).unwrap();
         assert_eq!(corp.dns.unwrap().to_string(), "corp.mesh");
+        assert!(parse(MINIMAL).unwrap().dns_systemd_resolved);
         let off = parse(&format!("{MINIMAL}[dns]\nenabled = false\n")).unwrap();
-        assert_eq!(off.dns, None);
+        assert_eq!((off.dns, off.dns_systemd_resolved), (None, false));
+        let own = parse(&format!("{MINIMAL}[dns]\nsystemd_resolved = false\n")).unwrap();
+        assert_eq!(
+            (own.dns.unwrap().to_string(), own.dns_systemd_resolved),
+            ("mesh".to_owned(), false)
+        );
         let e = error(&format!("{MINIMAL}[dns]\ndomain = \"Mesh\"\n"));
         assert!(e.contains("dns.domain") && e.contains("lowercase"), "{e}");
         let e = error(&format!("{MINIMAL}[dns]\nport = 53\n"));

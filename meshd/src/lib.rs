@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod renewal;
 pub mod renewer;
+mod resolved;
 pub mod services;
 pub mod shell;
 pub mod status;

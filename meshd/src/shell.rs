@@ -17,6 +17,7 @@ use crate::control::{Request, StatusSocket};
 use crate::dns_server::DnsServer;
 use crate::lighthouse_links::{LighthouseEvent, LighthouseLinks};
 use crate::node::{Node, Now, Pong, Settings};
+use crate::resolved::Registration;
 use crate::tun_device::TunDevice;
 use crate::udp::Udp;
 use crate::worker::Workers;
@@ -123,6 +124,15 @@ pub async fn run(
     for warning in node.expiry_warnings(OffsetDateTime::now_utc()) {
         tracing::warn!("{warning}");
     }
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
+    // After everything that can fail at startup, so that a failed start leaves nothing behind.
+    let resolved = match (&dns, &config.dns) {
+        (Some(_), Some(domain)) if config.dns_systemd_resolved => {
+            Registration::register(&config.tun.name, mesh_ip, domain).await
+        }
+        _ => None,
+    };
     tracing::info!(
         node = %name,
         %mesh_ip,
@@ -135,8 +145,6 @@ pub async fn run(
     let workers = Workers::start(&config, name.clone(), mesh_ip, certificate_pem, worker_keys);
     let workers = std::cell::RefCell::new(workers);
 
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| anyhow::anyhow!("installing the SIGHUP handler: {e}"))?;
     let crl_watch = config
         .pki
         .crl
@@ -176,6 +184,9 @@ pub async fn run(
     };
     let result = event_loop(&mut node, io, on_hangup, on_renewed, shutdown).await;
     workers.into_inner().shutdown().await;
+    if let Some(registration) = resolved {
+        registration.revert().await;
+    }
     status_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
@@ -206,7 +217,10 @@ fn reload_config(
                 != (&running.pki.ca, &running.pki.cert, &running.pki.key),
         ),
         ("log.format", new.log.format != running.log.format),
-        ("dns", new.dns != running.dns),
+        (
+            "dns",
+            new.dns != running.dns || new.dns_systemd_resolved != running.dns_systemd_resolved,
+        ),
     ];
     rma_daemon::logging::restart_needed("meshd", &restart_needed);
     warn_if_no_rules(&new);

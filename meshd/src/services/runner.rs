@@ -193,6 +193,8 @@ pub async fn stop_leftover_units(services: &[LocalService]) {
 async fn systemctl(args: &[&str]) -> Result<(), String> {
     let out = Command::new("systemctl")
         .args(args)
+        // Its failures would be reported to meshd's notification socket, as if meshd's own.
+        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .output()
         .await
