@@ -264,21 +264,46 @@ pub fn server_config(
     keys: &NodeKeys,
     trust: Arc<Trust>,
 ) -> Result<quinn::ServerConfig, TlsSetupError> {
+    let tls = server_tls(cert, keys, trust, ALPN)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    config.transport_config(transport());
+    Ok(config)
+}
+
+/// The lighthouse's side of the link over TCP ([`rma_proto::stream`]): the same checks as on
+/// QUIC, with the ALPN an HTTPS server offers.
+pub fn tcp_server_config(
+    cert: &NodeCert,
+    keys: &NodeKeys,
+    trust: Arc<Trust>,
+) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    Ok(Arc::new(server_tls(
+        cert,
+        keys,
+        trust,
+        rma_proto::stream::ALPN,
+    )?))
+}
+
+fn server_tls(
+    cert: &NodeCert,
+    keys: &NodeKeys,
+    trust: Arc<Trust>,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, TlsSetupError> {
     let (chain, key) = identity(cert, keys);
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(PeerVerifier::new(trust)))
         .with_single_cert(chain, key)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     tls.max_early_data_size = 0;
     // No resumption: a node reconnects rarely and its full handshake is what proves its key
     // again. Without tickets, the lighthouse neither computes nor sends them to every node,
     // nor keeps a cache of sessions.
     tls.send_tls13_tickets = 0;
     tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-    config.transport_config(transport());
-    Ok(config)
+    Ok(tls)
 }
 
 /// What a QUIC socket asks for as its receive buffer. A burst of handshakes (nodes that start
@@ -318,17 +343,41 @@ pub fn client_config(
     keys: &NodeKeys,
     trust: Arc<Trust>,
 ) -> Result<quinn::ClientConfig, TlsSetupError> {
+    let tls = client_tls(cert, keys, trust, ALPN)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    config.transport_config(transport());
+    Ok(config)
+}
+
+/// A node's side of the link over TCP ([`rma_proto::stream`]).
+pub fn tcp_client_config(
+    cert: &NodeCert,
+    keys: &NodeKeys,
+    trust: Arc<Trust>,
+) -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+    Ok(Arc::new(client_tls(
+        cert,
+        keys,
+        trust,
+        rma_proto::stream::ALPN,
+    )?))
+}
+
+fn client_tls(
+    cert: &NodeCert,
+    keys: &NodeKeys,
+    trust: Arc<Trust>,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, TlsSetupError> {
     let (chain, key) = identity(cert, keys);
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(trust)))
         .with_client_auth_cert(chain, key)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     tls.resumption = rustls::client::Resumption::disabled();
-    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-    config.transport_config(transport());
-    Ok(config)
+    Ok(tls)
 }
 
 /// The certificate the other side presented, once the handshake has completed: its DER, then
@@ -336,7 +385,30 @@ pub fn client_config(
 pub fn peer_certificate(connection: &quinn::Connection) -> Option<Vec<u8>> {
     let identity = connection.peer_identity()?;
     let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    Some(chain.iter().take(2).flat_map(|c| c.to_vec()).collect())
+    Some(chain_der(&chain))
+}
+
+/// As [`peer_certificate`], for a TLS connection over TCP.
+pub fn tls_peer_certificate<D>(connection: &rustls::ConnectionCommon<D>) -> Option<Vec<u8>> {
+    connection.peer_certificates().map(chain_der)
+}
+
+fn chain_der(chain: &[CertificateDer<'_>]) -> Vec<u8> {
+    chain.iter().take(2).flat_map(|c| c.to_vec()).collect()
+}
+
+/// As [`park_key`], for a TLS connection over TCP.
+pub fn tls_park_key<D>(
+    connection: &rustls::ConnectionCommon<D>,
+    token: &[u8; rma_proto::wire::TOKEN_LEN],
+) -> Option<[u8; rma_proto::parked::KEY_LEN]> {
+    connection
+        .export_keying_material(
+            [0u8; rma_proto::parked::KEY_LEN],
+            rma_proto::parked::EXPORTER_LABEL,
+            Some(token),
+        )
+        .ok()
 }
 
 /// A peer presented more certificates than a node and its issuing CA.

@@ -197,6 +197,26 @@ impl Internet {
         )
     }
 
+    /// Makes `site`'s router drop every UDP packet it would forward, either way, as a
+    /// network that lets only TCP out does; until [`Internet::allow_udp`].
+    pub fn block_udp(&self, site: &Site) -> anyhow::Result<()> {
+        self.lab.nft(
+            &site.router,
+            "table inet udp_block {\n  chain forward {\n    type filter hook forward priority -10;\n    meta l4proto udp counter drop\n  }\n}\n",
+        )
+    }
+
+    /// Lifts [`Internet::block_udp`].
+    pub fn allow_udp(&self, site: &Site) -> anyhow::Result<()> {
+        self.lab
+            .exec(
+                &site.router,
+                "nft",
+                &["delete", "table", "inet", "udp_block"],
+            )
+            .map(drop)
+    }
+
     /// Packets the loss rule has dropped so far.
     pub fn lost(&self) -> anyhow::Result<u64> {
         let out = self

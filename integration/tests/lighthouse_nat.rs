@@ -68,8 +68,16 @@ impl World {
         self.lighthouses.push(lighthouse);
     }
 
-    /// Starts meshd `name` with mesh IP 10.42.0.n in `ns`, knowing only the lighthouses.
+    /// Starts meshd `name` with mesh IP 10.42.0.n in `ns`, knowing only the lighthouses, and
+    /// waits until it has registered with every one.
     fn node_in(&mut self, ns: &Ns, name: &str, n: u8) -> MeshNode {
+        let node = self.start_node(ns, name, n);
+        node.wait_registered(Duration::from_secs(10)).unwrap();
+        node
+    }
+
+    /// As [`World::node_in`], without waiting.
+    fn start_node(&mut self, ns: &Ns, name: &str, n: u8) -> MeshNode {
         let issued = self.pki.issue(name, mesh_ip(n)).unwrap();
         let entries: Vec<(String, SocketAddr)> =
             self.lighthouses.iter().map(LighthouseProc::entry).collect();
@@ -86,9 +94,7 @@ impl World {
             park_after: self.park_after,
             extra: "",
         };
-        let node = mesh::start(&mut self.net.lab, ns, &config).unwrap();
-        node.wait_registered(Duration::from_secs(10)).unwrap();
-        node
+        mesh::start(&mut self.net.lab, ns, &config).unwrap()
     }
 
     /// A node placed as asked: behind a new site of its own, or on a public address.
@@ -705,4 +711,98 @@ fn a_thousand_parked_registrations_cost_under_16_kib_each() {
         per_node < 16.0,
         "{per_node} KiB per parked registration: {text}"
     );
+}
+
+/// How `node`'s first lighthouse connection travels while it is up (`quic`, `tcp`).
+fn lighthouse_transport(node: &MeshNode) -> Option<String> {
+    let status = node.status().ok()?;
+    let lighthouse = status.lighthouses.first()?;
+    lighthouse
+        .connected
+        .then(|| lighthouse.transport.clone())
+        .flatten()
+}
+
+#[test]
+fn a_site_that_drops_udp_joins_over_tcp_and_moves_back_when_udp_returns() {
+    let mut world = World::new(1);
+    let b = world.node("b", 2, Place::Behind(Nat::Cone));
+    let mut site = world.net.site("a-router", Nat::Cone).unwrap();
+    world.net.block_udp(&site).unwrap();
+    let (ns, _) = world.net.host_behind(&mut site, "a").unwrap();
+    let a = world.start_node(&ns, "a", 1);
+    wait::until(
+        "a to reach its lighthouse over TCP",
+        Duration::from_secs(15),
+        || (lighthouse_transport(&a).as_deref() == Some("tcp")).then_some(()),
+    )
+    .unwrap();
+
+    assert_eq!(world.lighthouse_metric(0, "lighthouse_tcp_connections"), 1.0);
+
+    // No UDP leaves a's site: b's packets reach a through the relay, on a's TCP link.
+    assert!(world.ping_series(&a, &b, 3, "0.2") > 0);
+    let from_a = world.wait_path(&a, &b, "relayed");
+    assert_eq!(from_a.via.as_deref(), Some("lighthouse-1 (tcp)"));
+    let from_b = world.wait_path(&b, &a, "relayed");
+    assert_eq!(from_b.via.as_deref(), Some("lighthouse-1"));
+    let rate = world.transfer(&a, &b, 16 * MIB);
+    let back = world.transfer(&b, &a, 16 * MIB);
+    let pongs = world.meshd_ping(&a, "b", 2);
+    assert_eq!(
+        pongs
+            .lines()
+            .filter(|l| l.starts_with("pong from b (10.42.0.2) relayed via lighthouse-1 (tcp) in "))
+            .count(),
+        2,
+        "{pongs}"
+    );
+    println!(
+        "UDP blocked at a's site: relayed over a's TCP link, 16 MiB a->b in {rate:.0} Mbit/s, \
+         b->a in {back:.0} Mbit/s"
+    );
+
+    // UDP is let out again: a's link goes back to QUIC and the pair finds its direct path,
+    // while a ping runs across the change.
+    let pinger = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            a.ns.name(),
+            "ping",
+            "-c",
+            "120",
+            "-i",
+            "0.25",
+        ])
+        .args(["-W", "2", &b.mesh_ip.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    world.net.allow_udp(&site).unwrap();
+    wait::until(
+        "a's lighthouse link to move back to QUIC",
+        Duration::from_secs(20),
+        || (lighthouse_transport(&a).as_deref() == Some("quic")).then_some(()),
+    )
+    .unwrap();
+    assert_eq!(world.lighthouse_metric(0, "lighthouse_tcp_connections"), 0.0);
+    let direct = wait::until("a to reach b directly", Duration::from_secs(20), || {
+        a.peer(b.mesh_ip).filter(|p| p.path == "direct")
+    })
+    .unwrap();
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let received: u32 = text
+        .split(',')
+        .find_map(|part| part.trim().strip_suffix(" received")?.parse().ok())
+        .unwrap_or(0);
+    println!(
+        "UDP let out again: back on QUIC, direct to b at {}; {received} of 120 pings across \
+         the change answered",
+        direct.endpoint
+    );
+    assert!(received >= 114, "{text}");
+    let rate = world.transfer(&a, &b, 16 * MIB);
+    println!("16 MiB a->b direct in {rate:.0} Mbit/s");
 }

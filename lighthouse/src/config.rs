@@ -9,6 +9,7 @@ pub use rma_daemon::{ConfigError, Log, LogFormat, PkiPaths};
 use serde::Deserialize;
 
 use rma_proto::lighthouse::DEFAULT_PORT;
+use rma_proto::stream::DEFAULT_TCP_PORT;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -17,6 +18,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The UDP port nodes send reflect messages to from their WireGuard sockets.
     pub reflector: SocketAddr,
+    /// The TLS-over-TCP listener for nodes whose networks let no UDP out
+    /// ([`rma_proto::stream`]); `None`: `tcp_listen = "off"`.
+    pub tcp_listen: Option<SocketAddr>,
     /// Where Prometheus metrics are served; `None` (the default) serves none.
     pub metrics: Option<SocketAddr>,
     /// Each node's relay budget: bytes a second, and the most at once.
@@ -32,6 +36,7 @@ struct RawConfig {
     #[serde(default = "default_listen")]
     listen: ListenAddr,
     reflector: Option<ListenAddr>,
+    tcp_listen: Option<String>,
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
@@ -92,6 +97,15 @@ impl Config {
                 ),
             ));
         }
+        let tcp_listen = match raw.tcp_listen.as_deref() {
+            Some("off") => None,
+            None => Some(SocketAddr::new(listen.ip(), DEFAULT_TCP_PORT)),
+            Some(text) => Some(
+                rma_daemon::config::ListenAddr::<DEFAULT_TCP_PORT>::try_from(text.to_owned())
+                    .map_err(|e| ConfigError::semantic(path, format!("tcp_listen: {e}")))?
+                    .0,
+            ),
+        };
         // A relayed packet is up to 64 KiB: a smaller burst could never pass one.
         if raw.relay.rate.0 == 0 || raw.relay.burst.0 < 64 * 1024 {
             return Err(ConfigError::semantic(
@@ -103,6 +117,7 @@ impl Config {
             pki: raw.pki.resolve(path),
             listen,
             reflector,
+            tcp_listen,
             metrics: raw.metrics.listen(),
             relay_rate: raw.relay.rate.0,
             relay_burst: raw.relay.burst.0,
@@ -126,6 +141,7 @@ mod tests {
         let config = parse(MINIMAL).unwrap();
         assert_eq!(config.listen, "0.0.0.0:4243".parse().unwrap());
         assert_eq!(config.reflector, "0.0.0.0:4244".parse().unwrap());
+        assert_eq!(config.tcp_listen, Some("0.0.0.0:443".parse().unwrap()));
         assert_eq!(config.pki.cert, Path::new("/etc/rma-mesh/lh.crt"));
         assert_eq!(config.metrics, None);
         assert_eq!(
@@ -145,6 +161,19 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(config.reflector, "198.51.100.7:3478".parse().unwrap());
+        assert_eq!(config.tcp_listen, Some("198.51.100.7:443".parse().unwrap()));
+        let tcp = |value: &str| parse(&format!("tcp_listen = \"{value}\"\n{MINIMAL}"));
+        assert_eq!(tcp("off").unwrap().tcp_listen, None);
+        assert_eq!(
+            tcp("10.0.0.1:8443").unwrap().tcp_listen,
+            Some("10.0.0.1:8443".parse().unwrap())
+        );
+        assert!(
+            tcp("nowhere")
+                .unwrap_err()
+                .to_string()
+                .contains("tcp_listen")
+        );
         assert_eq!(config.metrics, Some("127.0.0.1:9243".parse().unwrap()));
         assert_eq!(config.log.format, LogFormat::Json);
 

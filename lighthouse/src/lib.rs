@@ -4,7 +4,9 @@
 //! and `rma_daemon::mesh_tls` (the mutual TLS), which `meshd` shares.
 
 pub mod config;
+pub mod link;
 pub mod metrics;
 pub mod relay;
 pub mod rendezvous;
 pub mod shell;
+pub mod tcp;

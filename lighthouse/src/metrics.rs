@@ -18,6 +18,8 @@ use crate::shell::{Shared, ShellCounters};
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub connected: usize,
+    /// Of them, connections over TCP.
+    pub tcp: usize,
     pub registered: usize,
     pub reflected: usize,
     pub parked: usize,
@@ -37,6 +39,12 @@ pub fn render(s: &Snapshot, shell: &ShellCounters) -> String {
             "gauge",
             "Node connections that completed mutual TLS.",
             s.connected as u64,
+        ),
+        (
+            "lighthouse_tcp_connections",
+            "gauge",
+            "Node connections over TLS on TCP, from networks where QUIC did not come up.",
+            s.tcp as u64,
         ),
         (
             "lighthouse_registered_nodes",
@@ -232,6 +240,7 @@ pub(crate) fn snapshot(shared: &Mutex<Shared>) -> (Snapshot, Arc<ShellCounters>)
     (
         Snapshot {
             connected: census.connected,
+            tcp: shared.tcp_links(),
             registered: census.registered,
             reflected: census.reflected,
             parked: census.parked,
@@ -271,6 +280,7 @@ mod tests {
     fn renders_the_text_format() {
         let snapshot = Snapshot {
             connected: 3,
+            tcp: 1,
             registered: 2,
             reflected: 1,
             parked: 1,
@@ -284,6 +294,7 @@ mod tests {
         for line in [
             "# TYPE lighthouse_registered_nodes gauge",
             "lighthouse_registered_nodes 2",
+            "lighthouse_tcp_connections 1",
             "lighthouse_relayed_bytes_total 1400",
             "lighthouse_handshakes_refused_total 4",
             "lighthouse_crl_next_update_seconds 3600",

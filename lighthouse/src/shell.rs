@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::config::Config;
+use crate::link::{NodeLink, Sent};
 use crate::relay::{Relay, RelayCounters};
 use crate::rendezvous::{ConnId, Effect, RelayDrop, Rendezvous};
 use rma_daemon::mesh_tls::Trust;
@@ -50,7 +51,7 @@ pub struct ShellCounters {
 }
 
 struct Handle {
-    connection: quinn::Connection,
+    connection: NodeLink,
     /// Boxed: a channel's first block holds 32 slots, and a node's channel lives as long
     /// as its connection.
     control: mpsc::Sender<Box<FromLighthouse>>,
@@ -70,6 +71,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Node connections over TCP.
+    pub(crate) fn tcp_links(&self) -> usize {
+        self.handles
+            .values()
+            .filter(|h| matches!(h.connection, NodeLink::Tcp(_)))
+            .count()
+    }
+
     fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
@@ -92,9 +101,7 @@ impl Shared {
                 Effect::Close(conn, reason) => {
                     if let Some(handle) = self.handles.remove(&conn) {
                         tracing::info!(conn, %reason, "closing node connection");
-                        handle
-                            .connection
-                            .close(reason.code().into(), reason.to_string().as_bytes());
+                        handle.connection.close(reason.code(), &reason.to_string());
                     }
                 }
             }
@@ -160,6 +167,21 @@ pub async fn run(
         .await
         .map_err(|e| anyhow::anyhow!("reflector {}: {e}", config.reflector))?;
     let reflector = Arc::new(reflector);
+    let tcp = match config.tcp_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("TCP listener {addr}: {e}"))?;
+            let tls = rma_daemon::mesh_tls::tcp_server_config(
+                &identity.cert,
+                &identity.keys,
+                Arc::clone(&trust),
+            )?;
+            Some((listener, tokio_rustls::TlsAcceptor::from(tls)))
+        }
+        None => None,
+    };
+    let setting_up = Arc::new(tokio::sync::Semaphore::new(crate::tcp::MAX_SETTING_UP));
     let quic_addr = endpoint.local_addr()?;
     let reflector_addr = reflector.local_addr()?;
 
@@ -191,6 +213,7 @@ pub async fn run(
         name = %identity.cert.name(),
         quic = %quic_addr,
         reflector = %reflector_addr,
+        tcp = %tcp.as_ref().and_then(|(l, _)| l.local_addr().ok()).map_or_else(|| "off".to_owned(), |a| a.to_string()),
         "lighthouse up"
     );
     ready(quic_addr, reflector_addr);
@@ -221,6 +244,24 @@ pub async fn run(
                 let Some(incoming) = incoming else { break };
                 next_conn += 1;
                 tokio::spawn(serve_node(next_conn, incoming, Arc::clone(&shared), Arc::clone(&trust)));
+            }
+            Some((stream, remote)) = accept_tcp(tcp.as_ref()) => {
+                // Over the limit, the connection is closed before any TLS is spent on it.
+                let Ok(permit) = Arc::clone(&setting_up).try_acquire_owned() else {
+                    counters.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let Some((_, acceptor)) = &tcp else { continue };
+                next_conn += 1;
+                tokio::spawn(crate::tcp::serve_node(
+                    next_conn,
+                    stream,
+                    remote,
+                    acceptor.clone(),
+                    permit,
+                    Arc::clone(&shared),
+                    Arc::clone(&trust),
+                ));
             }
             Some(()) = hangups.recv() => {
                 if let Some(reload) = &reload {
@@ -258,6 +299,24 @@ pub async fn run(
     Ok(())
 }
 
+/// The next TCP connection, if the lighthouse listens on TCP; `None` a moment after an accept
+/// error (a full file table, say), so that the loop does not spin on one.
+async fn accept_tcp(
+    tcp: Option<&(tokio::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    let Some((listener, _)) = tcp else {
+        return std::future::pending().await;
+    };
+    match listener.accept().await {
+        Ok(accepted) => Some(accepted),
+        Err(e) => {
+            tracing::warn!("TCP accept: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
 /// Re-reads the config for what can change while running: the log level.
 fn reload_config(reload: &Reload, running: &Config) -> anyhow::Result<()> {
     let new = Config::load(&reload.config_path)?;
@@ -267,6 +326,7 @@ fn reload_config(reload: &Reload, running: &Config) -> anyhow::Result<()> {
         &[
             ("listen", new.listen != running.listen),
             ("reflector", new.reflector != running.reflector),
+            ("tcp_listen", new.tcp_listen != running.tcp_listen),
             ("metrics", new.metrics != running.metrics),
             ("pki", new.pki != running.pki),
             ("log.format", new.log.format != running.log.format),
@@ -365,26 +425,13 @@ async fn serve_node(
     };
     let span = tracing::info_span!("node", conn, name = %cert.name(), mesh_ip = %cert.mesh_ip());
     tracing::info!(parent: &span, %remote, "node connected");
-    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
-    let relay = {
-        let mut shared = lock(&shared);
-        shared.handles.insert(
-            conn,
-            Handle {
-                connection: connection.clone(),
-                control: control_tx,
-            },
-        );
-        let effects =
-            shared
-                .core
-                .connect(conn, cert.clone(), remote, random_token(), Instant::now());
-        shared.apply(effects);
-        Relaying {
-            relay: Mutex::new(Relay::new(shared.relay_limit, Instant::now())),
-            epoch: Arc::clone(&shared.epoch),
-        }
-    };
+    let (control_rx, relay) = attach(
+        conn,
+        NodeLink::Quic(connection.clone()),
+        cert,
+        remote,
+        &shared,
+    );
     let reason = node_session(
         conn,
         &connection,
@@ -398,13 +445,45 @@ async fn serve_node(
     )
     .instrument(span.clone())
     .await;
-    {
-        let mut shared = lock(&shared);
-        // A replaced connection's handle already belongs to its successor's id, not this one.
-        shared.handles.remove(&conn);
-        shared.core.disconnect(conn);
-    }
+    detach(conn, &shared);
     tracing::info!(parent: &span, reason = %reason, "node disconnected");
+}
+
+/// A node's connection is set up: the core hears of it, and its control messages and relay
+/// budget are made.
+pub(crate) fn attach(
+    conn: ConnId,
+    link: NodeLink,
+    cert: rma_ca::NodeCert,
+    remote: SocketAddr,
+    shared: &Mutex<Shared>,
+) -> (mpsc::Receiver<Box<FromLighthouse>>, Relaying) {
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let mut shared = lock(shared);
+    shared.handles.insert(
+        conn,
+        Handle {
+            connection: link,
+            control: control_tx,
+        },
+    );
+    let effects = shared
+        .core
+        .connect(conn, cert, remote, random_token(), Instant::now());
+    shared.apply(effects);
+    let relaying = Relaying {
+        relay: Mutex::new(Relay::new(shared.relay_limit, Instant::now())),
+        epoch: Arc::clone(&shared.epoch),
+    };
+    (control_rx, relaying)
+}
+
+/// A node's connection ended.
+pub(crate) fn detach(conn: ConnId, shared: &Mutex<Shared>) {
+    let mut shared = lock(shared);
+    // A replaced connection's handle already belongs to its successor's id, not this one.
+    shared.handles.remove(&conn);
+    shared.core.disconnect(conn);
 }
 
 /// The least time between two renewals a connection's node is listened to.
@@ -412,8 +491,8 @@ const RENEWAL_SPACING: Duration = Duration::from_secs(10);
 
 /// One node's relay, shared by the two ways its datagrams come (QUIC datagrams and streams),
 /// which run on its task one at a time: its lock is never contended.
-struct Relaying {
-    relay: Mutex<Relay<quinn::Connection>>,
+pub(crate) struct Relaying {
+    relay: Mutex<Relay<NodeLink>>,
     epoch: Arc<AtomicU64>,
 }
 
@@ -432,8 +511,6 @@ async fn node_session(
     relaying: &Relaying,
     trust: &Trust,
 ) -> String {
-    // A node renews its certificate every few weeks; more often than this is ignored, so that
-    // a node cannot make its lighthouse verify signatures without end.
     let mut last_renewal: Option<Instant> = None;
     let writer = async {
         while let Some(message) = control_rx.recv().await {
@@ -446,55 +523,14 @@ async fn node_session(
         let mut buf = Vec::new();
         loop {
             match lighthouse::read::<ToLighthouse>(&mut recv, &mut buf).await {
-                Ok(Some(ToLighthouse::Renewed { .. }))
-                    if last_renewal.is_some_and(|t| t.elapsed() < RENEWAL_SPACING) =>
-                {
-                    tracing::debug!("ignored a renewal soon after another");
-                    // Still a message on the connection: a park it crossed is over.
-                    let mut shared = lock(shared);
-                    let effects = shared.core.back_on_connection(conn, Instant::now());
-                    shared.apply(effects);
-                }
-                Ok(Some(ToLighthouse::Renewed { cert })) => {
-                    last_renewal = Some(Instant::now());
-                    // Verified outside the lock: a signature check per renewal.
-                    let verified = trust.accept(&cert, OffsetDateTime::now_utc());
-                    let mut shared = lock(shared);
-                    // A message on the connection: a park it crossed is over.
-                    let mut effects = shared.core.back_on_connection(conn, Instant::now());
-                    effects.extend(match verified {
-                        Ok(cert) => {
-                            tracing::info!(not_after = %rma_ca::timefmt::rfc3339(cert.not_after()), "node renewed its certificate");
-                            shared.core.renewed(conn, cert)
-                        }
-                        // The connection stays on the certificate it was made with (a clock that
-                        // is off, say, is no reason to cut a healthy session).
-                        Err(e) => {
-                            tracing::warn!(error = %e, "refused a renewed certificate; keeping the one in use");
-                            Vec::new()
-                        }
-                    });
-                    shared.apply(effects);
-                }
-                Ok(Some(ToLighthouse::Park)) => {
-                    let mut shared = lock(shared);
-                    let effects = match shared
-                        .core
-                        .token(conn)
-                        .and_then(|token| rma_daemon::mesh_tls::park_key(connection, &token))
-                    {
-                        Some(key) => shared.core.park(conn, &key, Instant::now()),
-                        None => shared
-                            .core
-                            .message(conn, ToLighthouse::Park, Instant::now()),
-                    };
-                    shared.apply(effects);
-                }
-                Ok(Some(message)) => {
-                    let mut shared = lock(shared);
-                    let effects = shared.core.message(conn, message, Instant::now());
-                    shared.apply(effects);
-                }
+                Ok(Some(message)) => on_message(
+                    conn,
+                    message,
+                    |token| rma_daemon::mesh_tls::park_key(connection, token),
+                    shared,
+                    trust,
+                    &mut last_renewal,
+                ),
                 Ok(None) => return "control stream ended".to_owned(),
                 Err(e) => return format!("control stream: {e}"),
             }
@@ -528,9 +564,70 @@ async fn node_session(
     }
 }
 
+/// One control message from a node, on either transport. `park_key` derives the parked
+/// registration's key from the connection's TLS session.
+pub(crate) fn on_message(
+    conn: ConnId,
+    message: ToLighthouse,
+    park_key: impl FnOnce(&[u8; wire::TOKEN_LEN]) -> Option<[u8; rma_proto::parked::KEY_LEN]>,
+    shared: &Mutex<Shared>,
+    trust: &Trust,
+    last_renewal: &mut Option<Instant>,
+) {
+    match message {
+        // A node renews its certificate every few weeks; more often than this is ignored, so
+        // that a node cannot make its lighthouse verify signatures without end.
+        ToLighthouse::Renewed { .. }
+            if last_renewal.is_some_and(|t| t.elapsed() < RENEWAL_SPACING) =>
+        {
+            tracing::debug!("ignored a renewal soon after another");
+            // Still a message on the connection: a park it crossed is over.
+            let mut shared = lock(shared);
+            let effects = shared.core.back_on_connection(conn, Instant::now());
+            shared.apply(effects);
+        }
+        ToLighthouse::Renewed { cert } => {
+            *last_renewal = Some(Instant::now());
+            // Verified outside the lock: a signature check per renewal.
+            let verified = trust.accept(&cert, OffsetDateTime::now_utc());
+            let mut shared = lock(shared);
+            // A message on the connection: a park it crossed is over.
+            let mut effects = shared.core.back_on_connection(conn, Instant::now());
+            effects.extend(match verified {
+                Ok(cert) => {
+                    tracing::info!(not_after = %rma_ca::timefmt::rfc3339(cert.not_after()), "node renewed its certificate");
+                    shared.core.renewed(conn, cert)
+                }
+                // The connection stays on the certificate it was made with (a clock that is
+                // off, say, is no reason to cut a healthy session).
+                Err(e) => {
+                    tracing::warn!(error = %e, "refused a renewed certificate; keeping the one in use");
+                    Vec::new()
+                }
+            });
+            shared.apply(effects);
+        }
+        ToLighthouse::Park => {
+            let mut shared = lock(shared);
+            let effects = match shared.core.token(conn).and_then(|token| park_key(&token)) {
+                Some(key) => shared.core.park(conn, &key, Instant::now()),
+                None => shared
+                    .core
+                    .message(conn, ToLighthouse::Park, Instant::now()),
+            };
+            shared.apply(effects);
+        }
+        message => {
+            let mut shared = lock(shared);
+            let effects = shared.core.message(conn, message, Instant::now());
+            shared.apply(effects);
+        }
+    }
+}
+
 /// Forwards one relayed packet: the core picks the destination (once per destination while
 /// the registrations stand); the packet leaves stamped with the sender's certified mesh IP.
-fn relay(
+pub(crate) fn relay(
     conn: ConnId,
     frame: &[u8],
     shared: &Mutex<Shared>,
@@ -570,15 +667,17 @@ fn relay(
     out.put_slice(&source.octets());
     out.put_slice(datagram);
     let out: Bytes = out.freeze();
-    if destination
-        .max_datagram_size()
-        .is_some_and(|max| out.len() <= max)
-    {
-        if destination.send_datagram(out).is_err() {
+    let out = match destination.relay(out) {
+        Sent::Yes => return,
+        Sent::Dropped => {
             counters.relay_send_failed.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        Sent::TooLarge(out) => out,
+    };
+    let NodeLink::Quic(destination) = destination else {
         return;
-    }
+    };
     // A packet too large for a datagram goes on a stream of its own, sent by a task: at most
     // MAX_STREAM_SENDS at once over all nodes, so a node sending oversized frames flat out
     // cannot make the lighthouse start a task for each.

@@ -10,6 +10,8 @@ pub use rma_daemon::{ConfigError, Log, LogFormat, PkiPaths};
 use serde::Deserialize;
 
 use crate::firewall::{Action, PeerMatch, Policy, Ports, Proto, Rule, Timeouts};
+use crate::lighthouse_address::LighthouseAddress;
+use rma_proto::stream::DEFAULT_TCP_PORT;
 
 /// WireGuard's UDP port for RMA Mesh unless configured otherwise.
 pub const DEFAULT_PORT: u16 = 4242;
@@ -105,10 +107,13 @@ pub struct Lighthouse {
     /// The name in its certificate, which must match.
     pub name: String,
     /// Its QUIC address, or a host name looked up before each connection.
-    pub address: crate::lighthouse_address::LighthouseAddress,
+    pub address: LighthouseAddress,
     /// How long the connection may go unneeded before meshd parks it: closes it and keeps
     /// the registration with signed pings ([`rma_proto::parked`]). `None` never parks.
     pub park_after: Option<std::time::Duration>,
+    /// Where it listens on TCP ([`rma_proto::stream`]), for when QUIC does not come up:
+    /// `[[lighthouse]] tcp`, by default the address's host on port 443; `None`: `tcp = "off"`.
+    pub tcp: Option<LighthouseAddress>,
 }
 
 /// Seconds a lighthouse connection goes unneeded before it is parked, unless configured.
@@ -485,17 +490,19 @@ struct RawLighthouse {
     /// Seconds; 0 never parks.
     #[serde(default = "default_park_after")]
     park_after: u32,
+    /// `host:port`, a host alone for port 443, or "off".
+    tcp: Option<String>,
 }
 
 /// `host:port`, or a host alone for the lighthouse's default port.
 #[derive(Deserialize)]
 #[serde(try_from = "String")]
-struct LighthouseAddr(crate::lighthouse_address::LighthouseAddress);
+struct LighthouseAddr(LighthouseAddress);
 
 impl TryFrom<String> for LighthouseAddr {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        crate::lighthouse_address::LighthouseAddress::parse(&text).map(Self)
+        LighthouseAddress::parse(&text).map(Self)
     }
 }
 
@@ -736,13 +743,30 @@ impl Config {
             lighthouses: raw
                 .lighthouses
                 .into_iter()
-                .map(|l| Lighthouse {
-                    name: l.name,
-                    address: l.address.0,
-                    park_after: (l.park_after > 0)
-                        .then(|| std::time::Duration::from_secs(l.park_after.into())),
+                .map(|l| {
+                    let tcp = match l.tcp.as_deref() {
+                        Some("off") => None,
+                        None => Some(l.address.0.with_port(DEFAULT_TCP_PORT)),
+                        Some(text) => Some(
+                            LighthouseAddress::parse_with_port(text, DEFAULT_TCP_PORT).map_err(
+                                |e| {
+                                    ConfigError::semantic(
+                                        path,
+                                        format!("lighthouse {} tcp: {e}", l.name),
+                                    )
+                                },
+                            )?,
+                        ),
+                    };
+                    Ok(Lighthouse {
+                        name: l.name,
+                        address: l.address.0,
+                        park_after: (l.park_after > 0)
+                            .then(|| std::time::Duration::from_secs(l.park_after.into())),
+                        tcp,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, ConfigError>>()?,
             firewall: Policy {
                 inbound: raw.firewall.inbound.into_iter().map(|r| r.0).collect(),
                 outbound: raw.firewall.outbound.into_iter().map(|r| r.0).collect(),

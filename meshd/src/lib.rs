@@ -16,6 +16,7 @@ pub mod ipv4;
 pub mod join;
 pub mod lighthouse_address;
 pub mod lighthouse_links;
+mod lighthouse_tcp;
 pub mod metrics;
 pub mod node;
 pub mod renewal;

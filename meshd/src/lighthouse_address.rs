@@ -16,6 +16,11 @@ pub enum LighthouseAddress {
 impl LighthouseAddress {
     /// Parses `host:port`, or a host alone for the lighthouse's default port.
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::parse_with_port(text, rma_proto::lighthouse::DEFAULT_PORT)
+    }
+
+    /// Parses `host:port`, or a host alone for `default_port`.
+    pub fn parse_with_port(text: &str, default_port: u16) -> Result<Self, String> {
         let (host, port) = match text.rsplit_once(':') {
             Some((host, port)) => (
                 host,
@@ -25,7 +30,7 @@ impl LighthouseAddress {
                     )
                 })?,
             ),
-            None => (text, rma_proto::lighthouse::DEFAULT_PORT),
+            None => (text, default_port),
         };
         if let Ok(ip) = host.parse::<Ipv4Addr>() {
             return Ok(Self::Ip(SocketAddr::from((ip, port))));
@@ -35,6 +40,17 @@ impl LighthouseAddress {
             format!("lighthouse address {text:?}: not an IPv4 address or a host name (expected host:port)")
         })?;
         Ok(Self::Name { host: name, port })
+    }
+
+    /// The same host on another port.
+    pub fn with_port(&self, port: u16) -> Self {
+        match self {
+            Self::Ip(addr) => Self::Ip(SocketAddr::new(addr.ip(), port)),
+            Self::Name { host, .. } => Self::Name {
+                host: host.clone(),
+                port,
+            },
+        }
     }
 
     /// The address to connect to now: a name is looked up again each time.

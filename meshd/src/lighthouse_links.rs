@@ -1,11 +1,13 @@
-//! The QUIC connections to the configured lighthouses. One task per lighthouse connects (mutual
-//! TLS), registers, reads what the lighthouse sends and hands it to the event loop; when the
+//! The connections to the configured lighthouses. One task per lighthouse connects (QUIC with
+//! mutual TLS, or TLS over TCP when QUIC does not come up, [`crate::lighthouse_tcp`]),
+//! registers, reads what the lighthouse sends and hands it to the event loop; when the
 //! connection ends it reconnects with backoff. The event loop sends relayed datagrams on the
 //! connection itself, and control messages through the task. A connection the node parks
 //! ([`crate::node`]'s parking) is closed once the lighthouse has answered the park, and made
 //! again when the node connects or has a message to send.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,21 +16,69 @@ use rma_proto::parked;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Lighthouse;
-use crate::node::LighthouseId;
+use crate::lighthouse_tcp::{TcpEnded, TcpLink};
+use crate::node::{LighthouseId, Transport};
 
 /// Reconnect delays: doubling from the first to the last, with jitter.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long QUIC has to come up before a lighthouse with a TCP address is tried over TCP.
+const QUIC_FALLBACK: Duration = Duration::from_secs(3);
 /// Events from all lighthouses waiting for the event loop; relayed packets beyond it are
 /// dropped, like a full socket buffer.
 const EVENT_QUEUE: usize = 4096;
 const COMMAND_QUEUE: usize = 256;
 
+/// The TLS identity this node presents to lighthouses, on QUIC and on TCP.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    quic: quinn::ClientConfig,
+    tcp: Arc<tokio_rustls::rustls::ClientConfig>,
+}
+
+impl ClientIdentity {
+    pub fn new(
+        cert: &rma_ca::NodeCert,
+        keys: &rma_ca::NodeKeys,
+        trust: &Arc<rma_daemon::mesh_tls::Trust>,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            quic: rma_daemon::mesh_tls::client_config(cert, keys, Arc::clone(trust))?,
+            tcp: rma_daemon::mesh_tls::tcp_client_config(cert, keys, Arc::clone(trust))?,
+        })
+    }
+}
+
+/// What relayed datagrams to a connected lighthouse go out on.
+#[derive(Debug, Clone)]
+pub enum LinkHandle {
+    Quic(quinn::Connection),
+    /// The TCP link's queue for its writer.
+    Tcp(mpsc::Sender<Bytes>),
+}
+
+impl LinkHandle {
+    pub fn transport(&self) -> Transport {
+        match self {
+            Self::Quic(_) => Transport::Quic,
+            Self::Tcp(_) => Transport::Tcp,
+        }
+    }
+}
+
+/// A lighthouse connection that came up: where relayed datagrams go, and the address it is
+/// connected to.
+#[derive(Debug)]
+pub struct Up {
+    pub handle: LinkHandle,
+    pub remote: SocketAddr,
+}
+
 /// What a lighthouse connection reports to the event loop.
 #[derive(Debug)]
 pub enum LighthouseEvent {
-    Up(LighthouseId, quinn::Connection),
+    Up(LighthouseId, Up),
     Down(LighthouseId),
     Message(LighthouseId, FromLighthouse),
     Relayed(LighthouseId, Ipv4Addr, Bytes),
@@ -39,7 +89,7 @@ pub enum LighthouseEvent {
 
 /// What the event loop asks of one lighthouse's task.
 #[derive(Debug)]
-enum Command {
+pub(crate) enum Command {
     Send(ToLighthouse),
     Park,
     /// Connect again, if parked.
@@ -50,11 +100,11 @@ enum Command {
 #[derive(Debug)]
 pub struct LighthouseLinks {
     commands: Vec<mpsc::Sender<Command>>,
-    connections: Vec<Option<quinn::Connection>>,
+    connections: Vec<Option<LinkHandle>>,
     names: Vec<String>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The TLS identity new connections present: replaced when the certificate is renewed.
-    client: watch::Sender<quinn::ClientConfig>,
+    client: watch::Sender<ClientIdentity>,
     /// Relayed datagrams that could not be sent (connection gone or buffer full) since the
     /// last [`LighthouseLinks::take_failures`].
     relay_failed: u64,
@@ -73,7 +123,7 @@ impl LighthouseLinks {
     /// endpoints for registration.
     pub fn start(
         lighthouses: &[Lighthouse],
-        client: quinn::ClientConfig,
+        client: ClientIdentity,
         local: Vec<SocketAddr>,
     ) -> anyhow::Result<(Self, mpsc::Receiver<LighthouseEvent>)> {
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
@@ -113,7 +163,7 @@ impl LighthouseLinks {
     /// This node renewed its certificate: connections made from now on present `client`, and
     /// every connected lighthouse is told on the connection it has (`chain`: the certificate's
     /// DER with its issuing CA's), so that none is dropped.
-    pub fn renewed(&mut self, client: quinn::ClientConfig, chain: &[u8]) {
+    pub fn renewed(&mut self, client: ClientIdentity, chain: &[u8]) {
         self.client.send_replace(client);
         for id in 0..self.commands.len() {
             self.ask(
@@ -131,7 +181,7 @@ impl LighthouseLinks {
     }
 
     /// Notes a connection coming up or going down.
-    pub fn set_connection(&mut self, id: LighthouseId, connection: Option<quinn::Connection>) {
+    pub fn set_connection(&mut self, id: LighthouseId, connection: Option<LinkHandle>) {
         if let Some(slot) = self.connections.get_mut(id.0) {
             *slot = connection;
         }
@@ -161,13 +211,23 @@ impl LighthouseLinks {
     }
 
     /// Relays a WireGuard datagram for mesh IP `to` through lighthouse `id`: as a QUIC datagram,
-    /// or on a stream of its own while QUIC's datagrams are smaller than the packet.
+    /// or on a stream of its own while QUIC's datagrams are smaller than the packet, or as a
+    /// frame on the TCP link.
     pub fn relay(&mut self, id: LighthouseId, to: Ipv4Addr, datagram: &[u8]) {
-        let Some(Some(connection)) = self.connections.get(id.0) else {
+        let Some(Some(handle)) = self.connections.get(id.0) else {
             self.relay_failed += 1;
             return;
         };
         let frame = Bytes::from(lighthouse::relay_frame(to, datagram));
+        let connection = match handle {
+            LinkHandle::Quic(connection) => connection,
+            LinkHandle::Tcp(queue) => {
+                if queue.try_send(frame).is_err() {
+                    self.relay_failed += 1;
+                }
+                return;
+            }
+        };
         if connection
             .max_datagram_size()
             .is_some_and(|max| frame.len() <= max)
@@ -214,7 +274,7 @@ async fn maintain(
     id: LighthouseId,
     lighthouse: Lighthouse,
     endpoint: quinn::Endpoint,
-    identity: watch::Receiver<quinn::ClientConfig>,
+    identity: watch::Receiver<ClientIdentity>,
     local: Vec<SocketAddr>,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<LighthouseEvent>,
@@ -222,21 +282,55 @@ async fn maintain(
     let mut backoff = BACKOFF_FIRST;
     // A message that made a parked connection come back, for the new one.
     let mut carried: Option<ToLighthouse> = None;
+    // A QUIC connection that came up while the link was on TCP, to carry on with.
+    let mut ready: Option<quinn::Connection> = None;
     loop {
         let client = identity.borrow().clone();
-        let connect = (&endpoint, client);
         let first = carried.take();
-        match session(
-            id,
-            &lighthouse,
-            connect,
-            &local,
-            first,
-            &mut commands,
-            &events,
-        )
-        .await
-        {
+        let quic = |timeout| connect_quic(&lighthouse, &endpoint, client.quic.clone(), timeout);
+        let connected = match ready.take() {
+            Some(connection) => Ok(connection),
+            // With a TCP address to fall back on, QUIC gets a shorter time to come up.
+            None if lighthouse.tcp.is_some() => quic(QUIC_FALLBACK).await,
+            None => quic(CONNECT_TIMEOUT).await,
+        };
+        let ended = match connected {
+            Ok(connection) => {
+                session(
+                    id,
+                    &lighthouse,
+                    connection,
+                    &local,
+                    first,
+                    &mut commands,
+                    &events,
+                )
+                .await
+            }
+            Err(e) if lighthouse.tcp.is_some() => {
+                tracing::info!(lighthouse = %lighthouse.name, "QUIC did not come up ({e:#}); trying TCP");
+                let link = TcpLink {
+                    id,
+                    lighthouse: &lighthouse,
+                    tls: Arc::clone(&client.tcp),
+                    local: &local,
+                    events: &events,
+                };
+                match link
+                    .run(first, &mut commands, || quic(CONNECT_TIMEOUT))
+                    .await
+                {
+                    Ok(TcpEnded::Quic(connection)) => {
+                        ready = Some(connection);
+                        continue;
+                    }
+                    Ok(TcpEnded::Closed) => Ok(Ended::Closed),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match ended {
             Ok(Ended::Parked) => {
                 // Parked until the node wants the connection again; what it queued to send
                 // goes once the new connection has registered.
@@ -272,6 +366,23 @@ async fn maintain(
     }
 }
 
+/// A QUIC connection to the lighthouse, its name looked up first: both within `timeout`.
+async fn connect_quic(
+    lighthouse: &Lighthouse,
+    endpoint: &quinn::Endpoint,
+    client: quinn::ClientConfig,
+    timeout: Duration,
+) -> anyhow::Result<quinn::Connection> {
+    let connect = async {
+        let address = lighthouse.address.resolve().await?;
+        let connecting = endpoint.connect_with(client, address, &lighthouse.name)?;
+        anyhow::Ok(connecting.await?)
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
+}
+
 /// Up to a quarter less than `delay`, so that nodes restarted together spread out.
 fn jitter(delay: Duration) -> Duration {
     use rand_core::RngCore as _;
@@ -291,30 +402,18 @@ enum Ended {
     Parked,
 }
 
-/// One connection's life: connect, register (and send `first`), then pass messages both ways
+/// One QUIC connection's life: register (and send `first`), then pass messages both ways
 /// until it ends or is parked.
 async fn session(
     id: LighthouseId,
     lighthouse: &Lighthouse,
-    (endpoint, client): (&quinn::Endpoint, quinn::ClientConfig),
+    connection: quinn::Connection,
     local: &[SocketAddr],
     first: Option<ToLighthouse>,
     commands: &mut mpsc::Receiver<Command>,
     events: &mpsc::Sender<LighthouseEvent>,
 ) -> anyhow::Result<Ended> {
-    // A lookup that hangs is bounded like the handshake after it.
-    let address = tokio::time::timeout(CONNECT_TIMEOUT, lighthouse.address.resolve())
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "no address for {} within {CONNECT_TIMEOUT:?}",
-                lighthouse.address
-            )
-        })??;
-    let connecting = endpoint.connect_with(client, address, &lighthouse.name)?;
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;
+    let address = connection.remote_address();
     let (mut send, mut recv) = connection.open_bi().await?;
     lighthouse::write(
         &mut send,
@@ -327,8 +426,12 @@ async fn session(
         lighthouse::write(&mut send, message).await?;
     }
     tracing::info!(lighthouse = %lighthouse.name, %address, "connected to lighthouse");
+    let up = Up {
+        handle: LinkHandle::Quic(connection.clone()),
+        remote: address,
+    };
     events
-        .send(LighthouseEvent::Up(id, connection.clone()))
+        .send(LighthouseEvent::Up(id, up))
         .await
         .map_err(|_| anyhow::anyhow!("meshd is stopping"))?;
 

@@ -275,12 +275,11 @@ fn print_status(status: &Status) {
             "lighthouse {} at {}: {}{}",
             lighthouse.name,
             lighthouse.address,
-            if lighthouse.connected {
-                "connected"
-            } else if lighthouse.parked {
-                "parked (registered, pinging)"
-            } else {
-                "not connected"
+            match (lighthouse.connected, lighthouse.transport.as_deref()) {
+                (true, Some("tcp")) => "connected (tcp)",
+                (true, _) => "connected",
+                (false, _) if lighthouse.parked => "parked (registered, pinging)",
+                (false, _) => "not connected",
             },
             lighthouse
                 .observed

@@ -62,6 +62,18 @@ pub fn render(status: &Status) -> String {
         );
     }
     m.header(
+        "meshd_lighthouse_tcp",
+        "gauge",
+        "1 while the connection to the lighthouse runs over TCP because QUIC did not come up, else 0.",
+    );
+    for l in &status.lighthouses {
+        m.sample(
+            "meshd_lighthouse_tcp",
+            &[("lighthouse", &l.name)],
+            u8::from(l.transport.as_deref() == Some("tcp")),
+        );
+    }
+    m.header(
         "meshd_lighthouse_parked",
         "gauge",
         "1 while the connection to the lighthouse is parked (registered with signed pings), else 0.",
@@ -301,6 +313,7 @@ mod tests {
                 connected: true,
                 parked: false,
                 observed: None,
+                transport: Some("tcp".into()),
             }],
         };
         let text = render(&status);
@@ -308,6 +321,7 @@ mod tests {
             "meshd_peers_up 1",
             r#"meshd_peer_relayed{peer="we\"ird",mesh_ip="10.42.0.2"} 1"#,
             r#"meshd_lighthouse_connected{lighthouse="lh-1"} 1"#,
+            r#"meshd_lighthouse_tcp{lighthouse="lh-1"} 1"#,
             r#"meshd_peer_rx_bytes_total{peer="we\"ird",mesh_ip="10.42.0.2"} 20"#,
             r#"meshd_drops_total{reason="bad_cert"} 2"#,
             r#"meshd_table_entries{table="flows"} 12"#,

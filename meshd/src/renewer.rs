@@ -158,7 +158,7 @@ impl Renewer {
             to.trust.offer(list.clone(), now.wall);
             to.node.offer_crl(list, now, to.batch);
         }
-        let client = rma_daemon::mesh_tls::client_config(&cert, &self.keys, Arc::clone(to.trust))?;
+        let client = crate::lighthouse_links::ClientIdentity::new(&cert, &self.keys, to.trust)?;
         to.links.renewed(client, &cert.chain_der());
         // In memory it is in use already; on disk it is what the next start loads. A node
         // that cannot write it still runs on it, and renews again after a restart.

@@ -15,7 +15,7 @@ use crate::batch::Batch;
 use crate::config::Config;
 use crate::control::{Request, StatusSocket};
 use crate::dns_server::DnsServer;
-use crate::lighthouse_links::{LighthouseEvent, LighthouseLinks};
+use crate::lighthouse_links::{ClientIdentity, LighthouseEvent, LighthouseLinks};
 use crate::node::{Node, Now, Pong, Settings};
 use crate::resolved::Registration;
 use crate::tun_device::TunDevice;
@@ -103,7 +103,7 @@ pub async fn run(
     let trust = Trust::new(identity.ca.clone(), identity.crls.clone());
     let (links, link_events) = LighthouseLinks::start(
         &config.lighthouses,
-        rma_daemon::mesh_tls::client_config(&identity.cert, &identity.keys, Arc::clone(&trust))?,
+        ClientIdentity::new(&identity.cert, &identity.keys, &trust)?,
         crate::lighthouse_links::local_candidates(udp.local_addr()?, mesh_ip),
     )?;
     let worker_keys = identity.keys.clone();
@@ -260,10 +260,10 @@ fn handle_link_event(
     batch: &mut Batch,
 ) {
     match event {
-        LighthouseEvent::Up(id, connection) => {
-            let remote = connection.remote_address();
-            links.set_connection(id, Some(connection));
-            node.lighthouse_up(id, remote, Instant::now());
+        LighthouseEvent::Up(id, up) => {
+            let transport = up.handle.transport();
+            links.set_connection(id, Some(up.handle));
+            node.lighthouse_up(id, up.remote, transport, Instant::now());
         }
         LighthouseEvent::Down(id) => {
             links.set_connection(id, None);

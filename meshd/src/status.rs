@@ -134,4 +134,7 @@ pub struct LighthouseStatus {
     pub parked: bool,
     /// The public address of this node's WireGuard socket, as the lighthouse sees it.
     pub observed: Option<String>,
+    /// How the connection travels while up: `quic`, or `tcp` where QUIC did not come up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }

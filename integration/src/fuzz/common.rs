@@ -75,6 +75,7 @@ pub(super) fn node(world: &World) -> Node {
             name: "lighthouse-1".into(),
             address: meshd::lighthouse_address::LighthouseAddress::Ip(LIGHTHOUSE),
             park_after: None,
+            tcp: None,
         }],
     };
     let identity = Identity {
@@ -84,7 +85,12 @@ pub(super) fn node(world: &World) -> Node {
         crls: Vec::new(),
     };
     let mut node = Node::new(identity, &settings);
-    node.lighthouse_up(LighthouseId(0), LIGHTHOUSE, Instant::now());
+    node.lighthouse_up(
+        LighthouseId(0),
+        LIGHTHOUSE,
+        meshd::node::Transport::Quic,
+        Instant::now(),
+    );
     node
 }
 

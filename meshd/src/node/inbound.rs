@@ -221,12 +221,12 @@ impl Node {
             Inbound::Answer(packet) => answer = Some(packet),
             Inbound::Pong(seq) => {
                 let relay = match source {
-                    Source::Relay(id, _) => self.lighthouses.name(id),
-                    Source::Direct(_) => "",
+                    Source::Relay(id, _) => self.lighthouses.label(id),
+                    Source::Direct(_) => String::new(),
                 };
                 let name = peer.cert.name().as_str();
                 self.probes
-                    .answered(seq, peer_ip, name, source, relay, now.instant);
+                    .answered(seq, peer_ip, name, source, &relay, now.instant);
             }
             Inbound::Drop(reason) => match reason {
                 Dropped::WrongStamp | Dropped::Rejected => peer.counters.rejected += 1,

@@ -28,13 +28,32 @@ const REINTRODUCE_MAX: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LighthouseId(pub usize);
 
+/// How a lighthouse connection travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Quic,
+    /// TLS over TCP ([`rma_proto::stream`]): QUIC did not come up.
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quic => "quic",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
 /// What this node knows of one configured lighthouse: whether it is connected, its reflect
 /// token and reflector, and the address it sees for this node's WireGuard socket.
 #[derive(Debug)]
 pub(crate) struct LighthouseState {
     lighthouse: Lighthouse,
-    /// The QUIC connection is up and the registration was sent.
+    /// The connection is up and the registration was sent.
     pub(crate) up: bool,
+    /// How the connection travels, the last time it was up.
+    pub(super) transport: Transport,
     pub(super) token: Option<[u8; TOKEN_LEN]>,
     pub(super) reflector: Option<SocketAddr>,
     /// Where the connection went, the last time it was up: the reflector and parked pings
@@ -56,6 +75,14 @@ impl LighthouseState {
         &self.lighthouse.name
     }
 
+    /// The name, and the transport when it is not QUIC: `lighthouse-1 (tcp)`.
+    pub(crate) fn label(&self) -> String {
+        match self.transport {
+            Transport::Quic => self.lighthouse.name.clone(),
+            Transport::Tcp => format!("{} (tcp)", self.lighthouse.name),
+        }
+    }
+
     pub(super) fn park_after(&self) -> Option<Duration> {
         self.lighthouse.park_after
     }
@@ -72,6 +99,7 @@ impl LighthouseState {
             connected: self.up,
             parked: self.parked.is_some(),
             observed: self.observed.map(|a| a.to_string()),
+            transport: self.up.then(|| self.transport.as_str().to_owned()),
         }
     }
 }
@@ -88,6 +116,7 @@ impl Lighthouses {
                 .map(|lighthouse| LighthouseState {
                     lighthouse: lighthouse.clone(),
                     up: false,
+                    transport: Transport::Quic,
                     token: None,
                     reflector: None,
                     remote: None,
@@ -131,6 +160,12 @@ impl Lighthouses {
     /// The name of lighthouse `id`, for logs and `meshd ping`.
     pub(crate) fn name(&self, id: LighthouseId) -> &str {
         self.get(id).map_or("?", LighthouseState::name)
+    }
+
+    /// [`LighthouseState::label`] of lighthouse `id`.
+    pub(crate) fn label(&self, id: LighthouseId) -> String {
+        self.get(id)
+            .map_or_else(|| "?".to_owned(), LighthouseState::label)
     }
 
     /// Whether the lighthouse relaying for `peer` is connected.
@@ -216,9 +251,16 @@ impl Lighthouses {
 impl Node {
     /// The shell connected to lighthouse `id`, at `remote` (its address as looked up for this
     /// connection), and sent its state.
-    pub fn lighthouse_up(&mut self, id: LighthouseId, remote: SocketAddr, now: Instant) {
+    pub fn lighthouse_up(
+        &mut self,
+        id: LighthouseId,
+        remote: SocketAddr,
+        transport: Transport,
+        now: Instant,
+    ) {
         if let Some(state) = self.lighthouses.0.get_mut(id.0) {
             state.up = true;
+            state.transport = transport;
             state.remote = Some(remote);
             state.parked = None;
             state.parking = None;

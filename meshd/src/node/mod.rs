@@ -44,7 +44,7 @@ mod setup;
 pub(crate) mod tests;
 mod trust;
 
-pub use lighthouses::LighthouseId;
+pub use lighthouses::{LighthouseId, Transport};
 pub use names::Lookup;
 pub use probe::{PingError, Pong};
 pub use renewal::RenewalRefused;

@@ -54,8 +54,14 @@ impl LighthouseState {
         if let Some(asked) = self.parking {
             return Some(asked + PARK_ANSWER);
         }
+        // A connection over TCP is not parked: it is there because UDP may not get out,
+        // and a parked registration lives on UDP pings.
         match (self.up, self.park_after(), self.needed) {
-            (true, Some(after), Some(needed)) if self.observed.is_some() => Some(needed + after),
+            (true, Some(after), Some(needed))
+                if self.observed.is_some() && self.transport == super::Transport::Quic =>
+            {
+                Some(needed + after)
+            }
             _ => None,
         }
     }

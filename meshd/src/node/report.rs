@@ -72,8 +72,8 @@ impl Node {
                 let relay = p
                     .relay
                     .and_then(|id| self.lighthouses.get(id))
-                    .map(|r| (r.name(), r.up));
-                p.status(now, relay)
+                    .map(|r| (r.label(), r.up));
+                p.status(now, relay.as_ref().map(|(label, up)| (label.as_str(), *up)))
             })
             .collect();
         peers.sort_by(|a, b| a.mesh_ip.cmp(&b.mesh_ip));

@@ -82,6 +82,7 @@ impl Internet {
                 name: "lighthouse-1".into(),
                 address: LIGHTHOUSE.into(),
                 park_after: self.park_after,
+                tcp: None,
             }],
         };
         self.keys.push(keys.clone());

@@ -16,7 +16,7 @@ use rma_proto::wire::{self, Control};
 
 use crate::config::StaticPeer;
 use crate::firewall::{PeerMatch, Policy, Ports, Proto, Rule};
-use crate::node::{LighthouseId, Node, Now, Output, Settings};
+use crate::node::{LighthouseId, Node, Now, Output, Settings, Transport};
 
 mod lighthouse_peers;
 mod static_peers;
@@ -278,7 +278,7 @@ impl Sim {
         self.apply(effects);
         self.hosts[h]
             .node
-            .lighthouse_up(LighthouseId(0), LIGHTHOUSE, now);
+            .lighthouse_up(LighthouseId(0), LIGHTHOUSE, Transport::Quic, now);
         let local = vec![self.hosts[h].addr];
         let effects = self
             .lighthouse

@@ -657,6 +657,7 @@ fn packets_for_destinations_being_set_up_are_held_within_bounds() {
                 "198.51.100.1:4243".parse().unwrap(),
             ),
             park_after: None,
+            tcp: None,
         }],
         ..settings(None, &[])
     };
@@ -664,6 +665,7 @@ fn packets_for_destinations_being_set_up_are_held_within_bounds() {
     node.lighthouse_up(
         crate::node::LighthouseId(0),
         "198.51.100.1:4243".parse().unwrap(),
+        crate::node::Transport::Quic,
         Instant::now(),
     );
     let mut now = Now {

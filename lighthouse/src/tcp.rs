@@ -1,0 +1,164 @@
+//! The lighthouse over TCP ([`rma_proto::stream`]), for nodes on networks that let no UDP out:
+//! TLS with the same mutual certificate check as QUIC, the HTTP upgrade, then control and
+//! relay frames on the one stream. A node here is the same to the core as one on QUIC; only
+//! its relayed packets queue for its writer instead of leaving as datagrams.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rma_daemon::mesh_tls::{self, Trust};
+use rma_proto::lighthouse::{self, FromLighthouse, ToLighthouse};
+use rma_proto::stream::{self, Frame};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::Instrument as _;
+
+use crate::link::{NodeLink, TcpLink};
+use crate::rendezvous::ConnId;
+use crate::shell::{self, Relaying, Shared, ShellCounters};
+use rma_daemon::sync::lock;
+
+/// How long a node has to finish TLS and the upgrade.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections in TLS or the upgrade at once, at most; more are closed unanswered, so that a
+/// flood of idle sockets costs the lighthouse a bounded amount of memory.
+pub const MAX_SETTING_UP: usize = 512;
+/// Each side sends a keepalive frame when it has sent nothing for this long, and gives up on
+/// a link it has heard nothing on for [`mesh_tls::IDLE_TIMEOUT`], as QUIC does.
+const KEEPALIVE: Duration = mesh_tls::KEEPALIVE;
+
+/// One node's TCP connection, from the TLS handshake to close.
+pub(crate) async fn serve_node(
+    conn: ConnId,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Mutex<Shared>>,
+    trust: Arc<Trust>,
+) {
+    let counters = Arc::clone(&lock(&shared).counters);
+    let _ = tcp.set_nodelay(true);
+    let setup = async {
+        let mut tls = acceptor.accept(tcp).await?;
+        let head = stream::read_head(&mut tls).await?;
+        if let Err(e) = stream::check_request(&head) {
+            let _ = tls.write_all(stream::NOT_FOUND).await;
+            let _ = tls.shutdown().await;
+            return Err(e.into());
+        }
+        let der = mesh_tls::tls_peer_certificate(tls.get_ref().1)
+            .ok_or_else(|| anyhow::anyhow!("no client certificate"))?;
+        let cert = rma_ca::NodeCert::from_der(&der)?;
+        tls.write_all(stream::upgrade_response().as_bytes()).await?;
+        tls.flush().await?;
+        anyhow::Ok((tls, cert))
+    };
+    let set_up = tokio::time::timeout(SETUP_TIMEOUT, setup).await;
+    drop(permit);
+    let (tls, cert) = match set_up {
+        Ok(Ok(set_up)) => set_up,
+        Ok(Err(e)) => {
+            counters.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%remote, "refused a TCP connection: {e:#}");
+            return;
+        }
+        Err(_) => {
+            counters.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%remote, "a TCP connection did not finish setting up in time");
+            return;
+        }
+    };
+    let span = tracing::info_span!("node", conn, name = %cert.name(), mesh_ip = %cert.mesh_ip());
+    tracing::info!(parent: &span, %remote, "node connected over TCP");
+    let (link, relay_rx, close) = TcpLink::new();
+    let (control_rx, relaying) = shell::attach(conn, NodeLink::Tcp(link), cert, remote, &shared);
+    // The parked registration's key, from the TLS session and the token just issued.
+    let park_key = lock(&shared)
+        .core
+        .token(conn)
+        .and_then(|token| mesh_tls::tls_park_key(tls.get_ref().1, &token));
+    let session = Session {
+        conn,
+        shared: &shared,
+        counters: &counters,
+        relaying: &relaying,
+        trust: &trust,
+        park_key,
+    };
+    let reason = async {
+        tokio::select! {
+            reason = session.run(tls, control_rx, relay_rx) => reason,
+            () = close.notified() => "closed by the lighthouse".to_owned(),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    shell::detach(conn, &shared);
+    tracing::info!(parent: &span, reason = %reason, "node disconnected");
+}
+
+struct Session<'a> {
+    conn: ConnId,
+    shared: &'a Mutex<Shared>,
+    counters: &'a Arc<ShellCounters>,
+    relaying: &'a Relaying,
+    trust: &'a Trust,
+    park_key: Option<[u8; rma_proto::parked::KEY_LEN]>,
+}
+
+impl Session<'_> {
+    async fn run(
+        &self,
+        tls: TlsStream<TcpStream>,
+        control_rx: mpsc::Receiver<Box<FromLighthouse>>,
+        relay_rx: mpsc::Receiver<Bytes>,
+    ) -> String {
+        let (mut read, write) = tokio::io::split(tls);
+        let writer = stream::write_frames(BufWriter::new(write), control_rx, relay_rx, KEEPALIVE);
+        let reader = async {
+            let mut buf = Vec::new();
+            let mut last_renewal = None;
+            loop {
+                let frame = tokio::time::timeout(
+                    mesh_tls::IDLE_TIMEOUT,
+                    stream::read_frame(&mut read, &mut buf),
+                )
+                .await;
+                match frame {
+                    Err(_) => return "nothing heard within the idle timeout".to_owned(),
+                    Ok(Ok(Some(Frame::Control))) => {
+                        let message = match lighthouse::decode::<ToLighthouse>(&buf) {
+                            Ok(message) => message,
+                            Err(e) => return format!("control frame: {e}"),
+                        };
+                        shell::on_message(
+                            self.conn,
+                            message,
+                            |_| self.park_key,
+                            self.shared,
+                            self.trust,
+                            &mut last_renewal,
+                        );
+                    }
+                    Ok(Ok(Some(Frame::Relay))) => {
+                        shell::relay(self.conn, &buf, self.shared, self.counters, self.relaying)
+                    }
+                    Ok(Ok(Some(Frame::Keepalive))) => {}
+                    Ok(Ok(None)) => return "connection ended".to_owned(),
+                    Ok(Err(e)) => return format!("connection: {e}"),
+                }
+            }
+        };
+        tokio::select! {
+            reason = writer => reason,
+            reason = reader => reason,
+        }
+    }
+}
