@@ -738,7 +738,10 @@ fn a_site_that_drops_udp_joins_over_tcp_and_moves_back_when_udp_returns() {
     )
     .unwrap();
 
-    assert_eq!(world.lighthouse_metric(0, "lighthouse_tcp_connections"), 1.0);
+    assert_eq!(
+        world.lighthouse_metric(0, "lighthouse_tcp_connections"),
+        1.0
+    );
 
     // No UDP leaves a's site: b's packets reach a through the relay, on a's TCP link.
     assert!(world.ping_series(&a, &b, 3, "0.2") > 0);
@@ -786,7 +789,10 @@ fn a_site_that_drops_udp_joins_over_tcp_and_moves_back_when_udp_returns() {
         || (lighthouse_transport(&a).as_deref() == Some("quic")).then_some(()),
     )
     .unwrap();
-    assert_eq!(world.lighthouse_metric(0, "lighthouse_tcp_connections"), 0.0);
+    assert_eq!(
+        world.lighthouse_metric(0, "lighthouse_tcp_connections"),
+        0.0
+    );
     let direct = wait::until("a to reach b directly", Duration::from_secs(20), || {
         a.peer(b.mesh_ip).filter(|p| p.path == "direct")
     })
@@ -805,4 +811,69 @@ fn a_site_that_drops_udp_joins_over_tcp_and_moves_back_when_udp_returns() {
     assert!(received >= 114, "{text}");
     let rate = world.transfer(&a, &b, 16 * MIB);
     println!("16 MiB a->b direct in {rate:.0} Mbit/s");
+}
+
+#[test]
+fn idle_and_garbage_tcp_connections_do_not_keep_a_node_off_the_tcp_link() {
+    let mut world = World::new(1);
+    let (attacker, _) = world.net.public_host("attacker").unwrap();
+    let tcp = SocketAddr::new(world.lighthouses[0].address.ip(), 443).to_string();
+    let probe = traffic::probe_path().unwrap();
+    // One address holds 100 sockets open without a byte of TLS: all but its share of the
+    // setup slots are closed at once, the rest when the setup time runs out.
+    let holder = world
+        .net
+        .lab
+        .spawn_listening(
+            &attacker,
+            "tcp-hold",
+            std::path::Path::new(&probe),
+            &["tcp-hold", "--to", &tcp, "--count", "100", "--secs", "20"],
+        )
+        .unwrap();
+    // And connections that send random bytes instead of a ClientHello are closed.
+    let out = world
+        .net
+        .lab
+        .exec(
+            &attacker,
+            &probe,
+            &["tcp-garbage", "--to", &tcp, "--count", "50"],
+        )
+        .unwrap();
+    let garbage = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(garbage.trim(), "closed: 50 of 50");
+
+    // Meanwhile a node whose site lets no UDP out joins over TCP.
+    let mut site = world.net.site("a-router", Nat::Cone).unwrap();
+    world.net.block_udp(&site).unwrap();
+    let (ns, _) = world.net.host_behind(&mut site, "a").unwrap();
+    let a = world.start_node(&ns, "a", 1);
+    wait::until(
+        "a to reach its lighthouse over TCP",
+        Duration::from_secs(15),
+        || (lighthouse_transport(&a).as_deref() == Some("tcp")).then_some(()),
+    )
+    .unwrap();
+    let held = wait::until("the holder's report", Duration::from_secs(5), || {
+        let log = world.net.lab.proc(holder).log_text();
+        log.lines().find_map(|l| {
+            l.strip_prefix("closed at once: ")?
+                .split(' ')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+    })
+    .unwrap();
+    println!(
+        "100 idle sockets from one address: {held} closed at once; 50 garbage connections \
+         closed; a node joined over TCP meanwhile"
+    );
+    assert_eq!(held, 100 - 8);
+    assert!(world.lighthouse_metric(0, "lighthouse_handshakes_refused_total") >= 142.0);
+    assert_eq!(
+        world.lighthouse_metric(0, "lighthouse_tcp_connections"),
+        1.0
+    );
 }

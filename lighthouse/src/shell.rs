@@ -181,7 +181,7 @@ pub async fn run(
         }
         None => None,
     };
-    let setting_up = Arc::new(tokio::sync::Semaphore::new(crate::tcp::MAX_SETTING_UP));
+    let setting_up = Arc::new(crate::tcp::SetupSlots::default());
     let quic_addr = endpoint.local_addr()?;
     let reflector_addr = reflector.local_addr()?;
 
@@ -247,7 +247,7 @@ pub async fn run(
             }
             Some((stream, remote)) = accept_tcp(tcp.as_ref()) => {
                 // Over the limit, the connection is closed before any TLS is spent on it.
-                let Ok(permit) = Arc::clone(&setting_up).try_acquire_owned() else {
+                let Some(permit) = setting_up.take(remote.ip()) else {
                     counters.handshakes_refused.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };

@@ -3,7 +3,8 @@
 //! relay frames on the one stream. A node here is the same to the core as one on QUIC; only
 //! its relayed packets queue for its writer instead of leaving as datagrams.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use rma_proto::lighthouse::{self, FromLighthouse, ToLighthouse};
 use rma_proto::stream::{self, Frame};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::Instrument as _;
@@ -26,9 +27,58 @@ use rma_daemon::sync::lock;
 
 /// How long a node has to finish TLS and the upgrade.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections in TLS or the upgrade at once, at most; more are closed unanswered, so that a
-/// flood of idle sockets costs the lighthouse a bounded amount of memory.
+/// Connections in TLS or the upgrade at once, at most, and from one address; more are closed
+/// unanswered, so that a flood of idle sockets costs the lighthouse a bounded amount of
+/// memory, and one address cannot hold every slot.
 pub const MAX_SETTING_UP: usize = 512;
+pub const MAX_SETTING_UP_PER_IP: usize = 8;
+
+/// The connections setting up now, in all and by address.
+#[derive(Debug, Default)]
+pub struct SetupSlots {
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's slot, given back when dropped.
+#[derive(Debug)]
+pub struct SetupSlot {
+    slots: Arc<SetupSlots>,
+    ip: IpAddr,
+}
+
+impl SetupSlots {
+    /// A slot for a connection from `ip`, if neither bound is reached.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<SetupSlot> {
+        let mut by_ip = lock(&self.by_ip);
+        let total: usize = by_ip.values().sum();
+        let from_ip = by_ip.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_SETTING_UP || from_ip >= MAX_SETTING_UP_PER_IP {
+            return None;
+        }
+        *by_ip.entry(ip).or_default() += 1;
+        Some(SetupSlot {
+            slots: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Connections setting up now.
+    pub fn in_use(&self) -> usize {
+        lock(&self.by_ip).values().sum()
+    }
+}
+
+impl Drop for SetupSlot {
+    fn drop(&mut self) {
+        let mut by_ip = lock(&self.slots.by_ip);
+        if let Some(count) = by_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
 /// Each side sends a keepalive frame when it has sent nothing for this long, and gives up on
 /// a link it has heard nothing on for [`mesh_tls::IDLE_TIMEOUT`], as QUIC does.
 const KEEPALIVE: Duration = mesh_tls::KEEPALIVE;
@@ -39,7 +89,7 @@ pub(crate) async fn serve_node(
     tcp: TcpStream,
     remote: SocketAddr,
     acceptor: TlsAcceptor,
-    permit: OwnedSemaphorePermit,
+    permit: SetupSlot,
     shared: Arc<Mutex<Shared>>,
     trust: Arc<Trust>,
 ) {
@@ -160,5 +210,37 @@ impl Session<'_> {
             reason = writer => reason,
             reason = reader => reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_slots_are_bounded_in_all_and_by_address_and_come_back() {
+        let slots = Arc::new(SetupSlots::default());
+        let ip = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+        let one: Vec<_> = (0..MAX_SETTING_UP_PER_IP)
+            .map(|_| slots.take(ip(0)).unwrap())
+            .collect();
+        assert!(
+            slots.take(ip(0)).is_none(),
+            "one address holds at most its share"
+        );
+        let mut many: Vec<_> = (1..).map_while(|n| slots.take(ip(n))).collect();
+        assert_eq!(slots.in_use(), MAX_SETTING_UP);
+        assert!(slots.take(ip(100_000)).is_none());
+        drop(one);
+        assert!(
+            slots.take(ip(0)).is_some(),
+            "a slot given back is free again"
+        );
+        many.clear();
+        assert_eq!(slots.in_use(), 0);
+        assert!(
+            lock(&slots.by_ip).is_empty(),
+            "no address is remembered once its slots are back"
+        );
     }
 }

@@ -66,6 +66,28 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Open `count` TCP connections that send random bytes (no TLS), one after another, and
+    /// wait for the server to close each; prints how many it closed within `within` seconds.
+    TcpGarbage {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 50)]
+        count: u32,
+        #[arg(long, default_value_t = 5)]
+        within: u64,
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+    },
+    /// Open `count` TCP connections that send nothing, print `listening`, then how many the
+    /// server closed within a second, and hold the rest open for `secs` seconds.
+    TcpHold {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long, default_value_t = 100)]
+        count: u32,
+        #[arg(long, default_value_t = 15)]
+        secs: u64,
+    },
     /// Answer fixed-size requests on one TCP connection at a time, byte for byte.
     RrServer {
         #[arg(long)]
@@ -160,6 +182,26 @@ enum Command {
 }
 
 /// xorshift64*: fast, seeded, the same on both ends.
+/// Whether the other side closed `stream` (or reset it) before its read timeout.
+fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
 struct Prng(u64);
 
 impl Prng {
@@ -391,6 +433,47 @@ fn main() -> anyhow::Result<()> {
                 socket.send_to(&packet, &SocketAddr::V4(to).into())?;
             }
             println!("spoofed {count} from {src}");
+        }
+        Command::TcpGarbage {
+            to,
+            count,
+            within,
+            seed,
+        } => {
+            let mut prng = Prng(seed.max(1));
+            let mut closed = 0;
+            for _ in 0..count {
+                let mut stream = TcpStream::connect(to)?;
+                let mut bytes = vec![0u8; 1 + (prng.next() % 2000) as usize];
+                prng.fill(&mut bytes);
+                // The server may close before it has read everything.
+                let _ = stream.write_all(&bytes);
+                stream.set_read_timeout(Some(Duration::from_secs(within)))?;
+                if closed_by_peer(&mut stream) {
+                    closed += 1;
+                }
+            }
+            println!("closed: {closed} of {count}");
+        }
+        Command::TcpHold { to, count, secs } => {
+            let started = Instant::now();
+            let mut streams = (0..count)
+                .map(|_| TcpStream::connect(to))
+                .collect::<Result<Vec<_>, _>>()?;
+            println!("listening: {count} connections open");
+            std::io::stdout().flush()?;
+            let mut closed = 0;
+            for stream in &mut streams {
+                stream.set_read_timeout(Some(Duration::from_millis(
+                    1000 / u64::from(count.max(1)) + 1,
+                )))?;
+                if closed_by_peer(stream) {
+                    closed += 1;
+                }
+            }
+            println!("closed at once: {closed} of {count}");
+            std::io::stdout().flush()?;
+            std::thread::sleep(Duration::from_secs(secs).saturating_sub(started.elapsed()));
         }
         Command::Garbage { to, count, seed } => {
             let socket = UdpSocket::bind("0.0.0.0:0")?;
