@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use integration::internet::{Internet, Nat};
+use integration::internet::{Internet, Nat, Site};
 use integration::lab::{Lab, Ns};
 use integration::mesh::{self, LighthouseProc, MeshNode, NodeConfig, Pki};
 use integration::names::{self, NetnsResolver};
@@ -39,6 +39,8 @@ struct Mesh {
     routerd_config: PathBuf,
     crl: PathBuf,
     workers: Vec<(MeshNode, usize)>,
+    /// The site of the worker whose router drops all UDP, if one does.
+    udp_blocked: Option<Site>,
 }
 
 fn worker_ip(i: u8) -> Ipv4Addr {
@@ -73,6 +75,12 @@ fn catalog_toml() -> String {
 
 impl Mesh {
     fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// As [`Mesh::new`], with worker `blocked`'s router dropping every UDP packet it would
+    /// forward: that worker reaches the lighthouse over TCP only.
+    fn build(blocked: Option<usize>) -> Self {
         let lab = Lab::new().unwrap();
         let pki = Pki::new(lab.dir(), "mesh-ca", "10.42.0.0/16").unwrap();
         let mut net = Internet::new(lab).unwrap();
@@ -114,6 +122,7 @@ impl Mesh {
         // check) trusts its chain through the root alone.
         let issuing = pki.issuing("mesh-issuing", "10.42.0.0/16");
         let mut workers = Vec::new();
+        let mut udp_blocked = None;
         for (i, nat) in [Nat::Cone, Nat::Cone, Nat::Symmetric]
             .into_iter()
             .enumerate()
@@ -126,6 +135,10 @@ impl Mesh {
             let name = format!("worker-{}", i + 1);
             let mut site = net.site(&format!("{name}-router"), nat).unwrap();
             let (ns, _) = net.host_behind(&mut site, &name).unwrap();
+            if blocked == Some(i) {
+                net.block_udp(&site).unwrap();
+                udp_blocked = Some(site);
+            }
             let ip = worker_ip(i as u8);
             // The first worker names routerd by its mesh name, which its meshd resolves
             // through the lighthouse (it holds no certificate of routerd's yet).
@@ -133,15 +146,20 @@ impl Mesh {
                 0 => "http://routerd.mesh:8080".to_owned(),
                 _ => format!("http://{ROUTERD_IP}:8080"),
             };
-            let node = start_meshd(
-                &mut net.lab,
-                signer,
-                &ns,
-                &name,
-                ip,
-                &entries,
-                &coordinator_toml(&url),
-            );
+            let toml = coordinator_toml(&url);
+            let node = match blocked == Some(i) {
+                false => start_meshd(&mut net.lab, signer, &ns, &name, ip, &entries, &toml),
+                true => {
+                    let node = launch_meshd(&mut net.lab, signer, &ns, &name, ip, &entries, &toml);
+                    wait::until(
+                        &format!("{name} to reach the lighthouse over TCP"),
+                        Duration::from_secs(15),
+                        || (lighthouse_transport(&node).as_deref() == Some("tcp")).then_some(()),
+                    )
+                    .unwrap();
+                    node
+                }
+            };
             let svc = start_service(&mut net.lab, &ns, &name, ip);
             workers.push((node, svc));
         }
@@ -154,6 +172,7 @@ impl Mesh {
             routerd_config,
             crl,
             workers,
+            udp_blocked,
         };
         mesh.wait_workers(3);
         mesh
@@ -264,6 +283,17 @@ impl Mesh {
     }
 }
 
+/// How `node`'s lighthouse connection travels while it is up (`quic`, `tcp`).
+fn lighthouse_transport(node: &MeshNode) -> Option<String> {
+    let status = node.status().ok()?;
+    let lighthouse = status.lighthouses.first()?;
+    lighthouse
+        .connected
+        .then(|| lighthouse.transport.clone())
+        .flatten()
+}
+
+/// Starts meshd and waits until it has registered with its lighthouses.
 fn start_meshd(
     lab: &mut Lab,
     pki: &Pki,
@@ -273,8 +303,22 @@ fn start_meshd(
     lighthouses: &[(String, SocketAddr)],
     extra: &str,
 ) -> MeshNode {
+    let node = launch_meshd(lab, pki, ns, name, ip, lighthouses, extra);
+    node.wait_registered(Duration::from_secs(10)).unwrap();
+    node
+}
+
+fn launch_meshd(
+    lab: &mut Lab,
+    pki: &Pki,
+    ns: &Ns,
+    name: &str,
+    ip: Ipv4Addr,
+    lighthouses: &[(String, SocketAddr)],
+    extra: &str,
+) -> MeshNode {
     let issued = pki.issue(name, ip).unwrap();
-    let node = mesh::start(
+    mesh::start(
         lab,
         ns,
         &NodeConfig {
@@ -291,9 +335,7 @@ fn start_meshd(
             extra,
         },
     )
-    .unwrap();
-    node.wait_registered(Duration::from_secs(10)).unwrap();
-    node
+    .unwrap()
 }
 
 fn start_routerd(lab: &mut Lab, ns: &Ns, config: &std::path::Path) -> usize {
@@ -314,6 +356,102 @@ fn start_service(lab: &mut Lab, ns: &Ns, name: &str, ip: Ipv4Addr) -> usize {
         ],
     )
     .unwrap()
+}
+
+/// Who answered each of `count` calls to rag-embeddings through routerd's public listener.
+fn answering_workers(mesh: &Mesh, count: u32) -> BTreeMap<String, u32> {
+    let mut seen = BTreeMap::new();
+    for i in 0..count {
+        let (status, body) = mesh.public("GET", &format!("/service/rag/query?i={i}"));
+        assert_eq!(status, 200, "{body}");
+        *seen
+            .entry(body["worker"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    seen
+}
+
+#[test]
+fn a_worker_whose_network_lets_no_udp_out_serves_calls_over_tcp_and_moves_back() {
+    let mut mesh = Mesh::build(Some(1));
+    let (worker, _) = &mesh.workers[1];
+    let seen = answering_workers(&mesh, 30);
+    println!("30 calls answered by {seen:?}");
+    assert!(seen.contains_key("worker-2"), "{seen:?}");
+    let to_routerd = worker.peer(ROUTERD_IP).unwrap();
+    assert_eq!(to_routerd.via.as_deref(), Some("lighthouse-1 (tcp)"));
+    let from_routerd = mesh.routerd_node.peer(worker_ip(1)).unwrap();
+    assert_eq!(from_routerd.via.as_deref(), Some("lighthouse-1"));
+    let (worker_ns, routerd_ns) = (worker.ns.clone(), mesh.routerd_ns().clone());
+    let up = traffic::transfer(
+        &mut mesh.net.lab,
+        &worker_ns,
+        &routerd_ns,
+        ROUTERD_IP,
+        16 << 20,
+    )
+    .unwrap();
+    let down = traffic::transfer(
+        &mut mesh.net.lab,
+        &routerd_ns,
+        &worker_ns,
+        worker_ip(1),
+        16 << 20,
+    )
+    .unwrap();
+    println!(
+        "relayed over worker-2's TCP link: 16 MiB up in {up:.0} Mbit/s, down in {down:.0} Mbit/s"
+    );
+
+    // UDP is let out again: the worker's lighthouse link goes back to QUIC and its path to
+    // routerd to direct, while its route stays up and pings to routerd cross the change.
+    let pinger = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            worker_ns.name(),
+            "ping",
+            "-c",
+            "120",
+            "-i",
+            "0.25",
+        ])
+        .args(["-W", "2", &ROUTERD_IP.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    mesh.net
+        .allow_udp(mesh.udp_blocked.as_ref().unwrap())
+        .unwrap();
+    let (worker, _) = &mesh.workers[1];
+    wait::until(
+        "worker-2's lighthouse link to move back to QUIC",
+        Duration::from_secs(20),
+        || {
+            assert_eq!(mesh.route_state("worker-2"), "up");
+            (lighthouse_transport(worker).as_deref() == Some("quic")).then_some(())
+        },
+    )
+    .unwrap();
+    wait::until(
+        "worker-2 to reach routerd directly",
+        Duration::from_secs(20),
+        || {
+            assert_eq!(mesh.route_state("worker-2"), "up");
+            worker.peer(ROUTERD_IP).filter(|p| p.path == "direct")
+        },
+    )
+    .unwrap();
+    let seen = answering_workers(&mesh, 30);
+    assert!(seen.contains_key("worker-2"), "{seen:?}");
+    let out = pinger.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let received: u32 = text
+        .split(',')
+        .find_map(|part| part.trim().strip_suffix(" received")?.parse().ok())
+        .unwrap_or(0);
+    println!("{received} of 120 pings from worker-2 to routerd across the change answered");
+    assert!(received >= 114, "{text}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod node_datagrams;
 mod registration;
 mod request_heads;
 mod scripted;
+mod stream_frames;
 mod tun_packets;
 mod tun_writes;
 mod worker_responses;
@@ -22,6 +23,7 @@ pub use lighthouse_frames::lighthouse_frames;
 pub use node_datagrams::node_datagrams;
 pub use registration::registration;
 pub use request_heads::request_heads;
+pub use stream_frames::stream_frames;
 pub use tun_packets::tun_packets;
 pub use tun_writes::tun_writes;
 pub use worker_responses::worker_responses;
@@ -30,7 +32,7 @@ pub use worker_responses::worker_responses;
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name its fuzz binary and corpus directory have.
-pub const TARGETS: [(&str, Target); 10] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("control_messages", control_messages),
     ("dns_queries", dns_queries),
     ("enrollment", enrollment),
@@ -38,6 +40,7 @@ pub const TARGETS: [(&str, Target); 10] = [
     ("node_datagrams", node_datagrams),
     ("registration", registration),
     ("request_heads", request_heads),
+    ("stream_frames", stream_frames),
     ("tun_packets", tun_packets),
     ("tun_writes", tun_writes),
     ("worker_responses", worker_responses),
