@@ -26,6 +26,7 @@ declare -A packages=(
     [dig]=dnsutils
     [dbus-daemon]=dbus-daemon
     [busctl]=systemd
+    [tinyproxy]=tinyproxy-bin
 )
 
 missing=()

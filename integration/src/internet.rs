@@ -206,7 +206,21 @@ impl Internet {
         )
     }
 
-    /// Lifts [`Internet::block_udp`].
+    /// Makes `site`'s router forward nothing at all, as a network whose only way out is a
+    /// proxy on its router does; until [`Internet::allow_udp`] lifts it (the same rule name).
+    pub fn block_forwarding(&self, site: &Site) -> anyhow::Result<()> {
+        self.lab.nft(
+            &site.router,
+            "table inet udp_block {\n  chain forward {\n    type filter hook forward priority -10;\n    counter drop\n  }\n}\n",
+        )
+    }
+
+    /// The router's LAN address, where a service on the router (a proxy) listens.
+    pub fn router_lan_ip(site: &Site) -> Ipv4Addr {
+        site.host_ip(1)
+    }
+
+    /// Lifts [`Internet::block_udp`] (and [`Internet::block_forwarding`]).
     pub fn allow_udp(&self, site: &Site) -> anyhow::Result<()> {
         self.lab
             .exec(

@@ -32,6 +32,8 @@ struct World {
     lighthouses: Vec<LighthouseProc>,
     /// The nodes' `park_after`; meshd's default if `None`.
     park_after: Option<u32>,
+    /// TOML appended to the nodes' configs.
+    extra: String,
 }
 
 impl World {
@@ -44,6 +46,7 @@ impl World {
             pki,
             lighthouses: Vec::new(),
             park_after: None,
+            extra: String::new(),
         };
         for i in 1..=count {
             world.add_lighthouse(&format!("lighthouse-{i}"), Ipv4Addr::new(10, 42, 255, i));
@@ -92,7 +95,7 @@ impl World {
             lighthouses: &entries,
             mtu: None,
             park_after: self.park_after,
-            extra: "",
+            extra: &self.extra,
         };
         mesh::start(&mut self.net.lab, ns, &config).unwrap()
     }
@@ -875,5 +878,66 @@ fn idle_and_garbage_tcp_connections_do_not_keep_a_node_off_the_tcp_link() {
     assert_eq!(
         world.lighthouse_metric(0, "lighthouse_tcp_connections"),
         1.0
+    );
+}
+
+#[test]
+fn a_site_whose_only_way_out_is_an_http_proxy_joins_through_it() {
+    let mut world = World::new(1);
+    let b = world.node("b", 2, Place::Behind(Nat::Cone));
+    // The router forwards nothing; Debian's tinyproxy on it is the site's way out.
+    let mut site = world.net.site("a-router", Nat::Cone).unwrap();
+    world.net.block_forwarding(&site).unwrap();
+    let proxy_ip = Internet::router_lan_ip(&site);
+    let conf = world.net.lab.dir().join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port 3128\nListen {proxy_ip}\nTimeout 600\nAllow 192.168.0.0/16\nConnectPort 443\n\
+             MaxClients 16\nLogLevel Connect\n"
+        ),
+    )
+    .unwrap();
+    let tinyproxy = world
+        .net
+        .lab
+        .spawn(
+            &site.router,
+            "tinyproxy",
+            std::path::Path::new("tinyproxy"),
+            &["-d", "-c", &conf.to_string_lossy()],
+        )
+        .unwrap();
+    wait::until("tinyproxy to listen", Duration::from_secs(10), || {
+        let out = world
+            .net
+            .lab
+            .exec(&site.router, "ss", &["-Hltn", "sport = :3128"])
+            .ok()?;
+        (!out.stdout.is_empty()).then_some(())
+    })
+    .unwrap();
+    let (ns, _) = world.net.host_behind(&mut site, "a").unwrap();
+    // Appended right after the config's last table, its only [[lighthouse]].
+    world.extra = format!("proxy = \"http://{proxy_ip}:3128\"\n");
+    let a = world.start_node(&ns, "a", 1);
+    wait::until(
+        "a to reach its lighthouse through the proxy",
+        Duration::from_secs(15),
+        || (lighthouse_transport(&a).as_deref() == Some("tcp")).then_some(()),
+    )
+    .unwrap();
+    assert!(world.ping_series(&a, &b, 3, "0.2") > 0);
+    let from_a = world.wait_path(&a, &b, "relayed");
+    assert_eq!(from_a.via.as_deref(), Some("lighthouse-1 (tcp)"));
+    let rate = world.transfer(&a, &b, 16 * MIB);
+    let log = world.net.lab.proc(tinyproxy).log_text();
+    let lighthouse = world.lighthouses[0].address.ip();
+    assert!(
+        log.contains(&format!("{lighthouse}:443")),
+        "tinyproxy carried no CONNECT to the lighthouse:\n{log}"
+    );
+    println!(
+        "only an HTTP proxy out of a's site: relayed over the proxied TCP link, 16 MiB in {rate:.0} Mbit/s"
     );
 }

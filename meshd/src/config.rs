@@ -114,6 +114,8 @@ pub struct Lighthouse {
     /// Where it listens on TCP ([`rma_proto::stream`]), for when QUIC does not come up:
     /// `[[lighthouse]] tcp`, by default the address's host on port 443; `None`: `tcp = "off"`.
     pub tcp: Option<LighthouseAddress>,
+    /// The HTTP proxy that carries the TCP link with CONNECT (`[[lighthouse]] proxy`).
+    pub proxy: Option<crate::http_proxy::HttpProxy>,
 }
 
 /// Seconds a lighthouse connection goes unneeded before it is parked, unless configured.
@@ -492,6 +494,8 @@ struct RawLighthouse {
     park_after: u32,
     /// `host:port`, a host alone for port 443, or "off".
     tcp: Option<String>,
+    /// `http://[user:password@]host:port`.
+    proxy: Option<String>,
 }
 
 /// `host:port`, or a host alone for the lighthouse's default port.
@@ -758,12 +762,25 @@ impl Config {
                             )?,
                         ),
                     };
+                    let proxy = match (l.proxy.as_deref(), &tcp) {
+                        (None, _) => None,
+                        (Some(_), None) => {
+                            return Err(ConfigError::semantic(
+                                path,
+                                format!("lighthouse {}: a proxy carries the TCP link, which tcp = \"off\" turns off", l.name),
+                            ));
+                        }
+                        (Some(text), Some(_)) => Some(crate::http_proxy::HttpProxy::parse(text).map_err(|e| {
+                            ConfigError::semantic(path, format!("lighthouse {} {e}", l.name))
+                        })?),
+                    };
                     Ok(Lighthouse {
                         name: l.name,
                         address: l.address.0,
                         park_after: (l.park_after > 0)
                             .then(|| std::time::Duration::from_secs(l.park_after.into())),
                         tcp,
+                        proxy,
                     })
                 })
                 .collect::<Result<_, ConfigError>>()?,
@@ -848,6 +865,41 @@ mod tests {
         assert!(e.contains("routerd mesh URL"), "{e}");
         let e = error(&format!("{MINIMAL}[worker]\ntype = \"tpu\"\n"));
         assert!(e.contains("type"), "{e}");
+    }
+
+    #[test]
+    fn a_lighthouse_has_a_tcp_address_by_default_and_maybe_a_proxy() {
+        let lighthouse = |extra: &str| {
+            format!(
+                "{MINIMAL}[[lighthouse]]\nname = \"lh-1\"\naddress = \"lh1.example.org:4243\"\n{extra}"
+            )
+        };
+        let plain = parse(&lighthouse("")).unwrap();
+        let l = &plain.lighthouses[0];
+        assert_eq!(l.tcp.as_ref().unwrap().to_string(), "lh1.example.org:443");
+        assert_eq!(l.proxy, None);
+        let own = parse(&lighthouse(
+            "tcp = \"198.51.100.7:8443\"\nproxy = \"http://10.0.0.1:3128\"\n",
+        ))
+        .unwrap();
+        let l = &own.lighthouses[0];
+        assert_eq!(l.tcp.as_ref().unwrap().to_string(), "198.51.100.7:8443");
+        assert_eq!(
+            l.proxy.as_ref().unwrap().to_string(),
+            "http://10.0.0.1:3128"
+        );
+        assert_eq!(
+            parse(&lighthouse("tcp = \"off\"\n")).unwrap().lighthouses[0].tcp,
+            None
+        );
+        let e = error(&lighthouse(
+            "tcp = \"off\"\nproxy = \"http://10.0.0.1:3128\"\n",
+        ));
+        assert!(e.contains("proxy carries the TCP link"), "{e}");
+        let e = error(&lighthouse("proxy = \"socks5://10.0.0.1:1080\"\n"));
+        assert!(e.contains("lighthouse lh-1 proxy"), "{e}");
+        let e = error(&lighthouse("tcp = \"lh1:http\"\n"));
+        assert!(e.contains("lighthouse lh-1 tcp"), "{e}");
     }
 
     #[test]

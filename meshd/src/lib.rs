@@ -12,6 +12,7 @@ pub mod enroll_http;
 pub mod firewall;
 #[cfg(any(test, feature = "forge"))]
 pub mod forge;
+pub mod http_proxy;
 pub mod ipv4;
 pub mod join;
 pub mod lighthouse_address;

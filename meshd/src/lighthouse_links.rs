@@ -67,12 +67,12 @@ impl LinkHandle {
     }
 }
 
-/// A lighthouse connection that came up: where relayed datagrams go, and the address it is
-/// connected to.
+/// A lighthouse connection that came up: where relayed datagrams go, and the lighthouse's
+/// address (unknown when a proxy carries the link and the name does not resolve here).
 #[derive(Debug)]
 pub struct Up {
     pub handle: LinkHandle,
-    pub remote: SocketAddr,
+    pub remote: Option<SocketAddr>,
 }
 
 /// What a lighthouse connection reports to the event loop.
@@ -428,7 +428,7 @@ async fn session(
     tracing::info!(lighthouse = %lighthouse.name, %address, "connected to lighthouse");
     let up = Up {
         handle: LinkHandle::Quic(connection.clone()),
-        remote: address,
+        remote: Some(address),
     };
     events
         .send(LighthouseEvent::Up(id, up))

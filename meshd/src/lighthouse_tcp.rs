@@ -57,8 +57,14 @@ impl TcpLink<'_> {
         };
         let timeout = crate::lighthouse_links::CONNECT_TIMEOUT;
         let setup = async {
-            let address = address.resolve().await?;
-            let tcp = TcpStream::connect(address).await?;
+            let (tcp, address) = match &self.lighthouse.proxy {
+                // The lighthouse's own address, where it resolves, for its reflector.
+                Some(proxy) => (proxy.connect(address).await?, address.resolve().await.ok()),
+                None => {
+                    let resolved = address.resolve().await?;
+                    (TcpStream::connect(resolved).await?, Some(resolved))
+                }
+            };
             tcp.set_nodelay(true)?;
             let name = tokio_rustls::rustls::pki_types::ServerName::try_from(
                 self.lighthouse.name.clone(),
@@ -83,7 +89,14 @@ impl TcpLink<'_> {
             tls.write_all(&stream::control_frame(message)?).await?;
         }
         tls.flush().await?;
-        tracing::info!(lighthouse = %self.lighthouse.name, %address, "connected to lighthouse over TCP");
+        match &self.lighthouse.proxy {
+            Some(proxy) => {
+                tracing::info!(lighthouse = %self.lighthouse.name, %proxy, "connected to lighthouse over TCP, through the proxy")
+            }
+            None => {
+                tracing::info!(lighthouse = %self.lighthouse.name, address = ?address, "connected to lighthouse over TCP")
+            }
+        }
 
         let (relay_tx, relay_rx) = mpsc::channel::<Bytes>(RELAY_QUEUE);
         let (control_tx, control_rx) = mpsc::channel::<ToLighthouse>(CONTROL_QUEUE);

@@ -76,6 +76,7 @@ pub(super) fn node(world: &World) -> Node {
             address: meshd::lighthouse_address::LighthouseAddress::Ip(LIGHTHOUSE),
             park_after: None,
             tcp: None,
+            proxy: None,
         }],
     };
     let identity = Identity {
@@ -87,7 +88,7 @@ pub(super) fn node(world: &World) -> Node {
     let mut node = Node::new(identity, &settings);
     node.lighthouse_up(
         LighthouseId(0),
-        LIGHTHOUSE,
+        Some(LIGHTHOUSE),
         meshd::node::Transport::Quic,
         Instant::now(),
     );

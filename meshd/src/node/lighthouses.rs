@@ -254,14 +254,14 @@ impl Node {
     pub fn lighthouse_up(
         &mut self,
         id: LighthouseId,
-        remote: SocketAddr,
+        remote: Option<SocketAddr>,
         transport: Transport,
         now: Instant,
     ) {
         if let Some(state) = self.lighthouses.0.get_mut(id.0) {
             state.up = true;
             state.transport = transport;
-            state.remote = Some(remote);
+            state.remote = remote;
             state.parked = None;
             state.parking = None;
             state.needed = Some(now);

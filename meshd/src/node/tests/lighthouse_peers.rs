@@ -83,6 +83,7 @@ impl Internet {
                 address: LIGHTHOUSE.into(),
                 park_after: self.park_after,
                 tcp: None,
+                proxy: None,
             }],
         };
         self.keys.push(keys.clone());

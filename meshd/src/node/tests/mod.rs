@@ -278,7 +278,7 @@ impl Sim {
         self.apply(effects);
         self.hosts[h]
             .node
-            .lighthouse_up(LighthouseId(0), LIGHTHOUSE, Transport::Quic, now);
+            .lighthouse_up(LighthouseId(0), Some(LIGHTHOUSE), Transport::Quic, now);
         let local = vec![self.hosts[h].addr];
         let effects = self
             .lighthouse

@@ -658,13 +658,14 @@ fn packets_for_destinations_being_set_up_are_held_within_bounds() {
             ),
             park_after: None,
             tcp: None,
+            proxy: None,
         }],
         ..settings(None, &[])
     };
     let mut node = Node::new(identity, &settings);
     node.lighthouse_up(
         crate::node::LighthouseId(0),
-        "198.51.100.1:4243".parse().unwrap(),
+        Some("198.51.100.1:4243".parse().unwrap()),
         crate::node::Transport::Quic,
         Instant::now(),
     );
