@@ -54,27 +54,36 @@ for component in rustfmt clippy; do
 done
 
 
-# systemd-resolved, for the test of meshd's split-DNS registration: unpacked here, never
-# installed (installing it takes over the machine's /etc/resolv.conf). The test runs it in a
+# Debian packages that tests run but that must not be installed here (their maintainer
+# scripts would take over this machine's resolver, or start a daemon on it): downloaded and
+# unpacked into DIR. unpack DIR PACKAGE...
+unpack() {
+    local dir=$1 download deb
+    shift
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "install-deps: run as root to unpack $* into $dir" >&2
+        exit 1
+    fi
+    echo "install-deps: unpacking $* into $dir"
+    download=$(mktemp -d)
+    chmod 755 "$download" # apt's download sandbox user writes here
+    if ! (cd "$download" && apt-get download -qq "$@" 2>/dev/null); then
+        apt-get update -qq
+        (cd "$download" && apt-get download -qq "$@")
+    fi
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    for deb in "$download"/*.deb; do dpkg-deb -x "$deb" "$dir"; done
+    rm -rf "$download"
+}
+
+# systemd-resolved, for the test of meshd's split-DNS registration. The test runs it in a
 # private mount namespace with a D-Bus of its own. It comes with the libsystemd-shared of the
 # same version, since apt may offer a newer systemd than the one installed.
 resolved=/opt/rma-mesh-test/systemd-resolved
 if [[ ! -x $resolved/bin/resolvectl ]]; then
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "install-deps: run as root to unpack systemd-resolved into $resolved" >&2
-        exit 1
-    fi
-    echo "install-deps: unpacking systemd-resolved into $resolved"
-    download=$(mktemp -d)
-    chmod 755 "$download" # apt's download sandbox user writes here
-    if ! (cd "$download" && apt-get download -qq systemd-resolved libsystemd-shared 2>/dev/null); then
-        apt-get update -qq
-        (cd "$download" && apt-get download -qq systemd-resolved libsystemd-shared)
-    fi
-    rm -rf "$resolved"
+    unpack "$resolved/root" systemd-resolved libsystemd-shared
     mkdir -p "$resolved/bin"
-    for deb in "$download"/*.deb; do dpkg-deb -x "$deb" "$resolved/root"; done
-    rm -rf "$download"
     shared=$(echo "$resolved"/root/usr/lib/*/systemd/libsystemd-shared-*.so)
     for program in usr/bin/resolvectl lib/systemd/systemd-resolved; do
         cat >"$resolved/bin/${program##*/}" <<WRAPPER
@@ -83,4 +92,11 @@ LD_LIBRARY_PATH=${shared%/*} exec $resolved/root/$program "\$@"
 WRAPPER
         chmod 755 "$resolved/bin/${program##*/}"
     done
+fi
+
+# miniupnpd (nftables build), the router's port-mapping server (PCP, NAT-PMP, UPnP-IGD) in the
+# port-mapping tests.
+miniupnpd=/opt/rma-mesh-test/miniupnpd
+if [[ ! -x $miniupnpd/usr/sbin/miniupnpd ]]; then
+    unpack "$miniupnpd" miniupnpd-nftables
 fi

@@ -129,6 +129,17 @@ impl Internet {
     pub fn site(&mut self, role: &str, nat: Nat) -> anyhow::Result<Site> {
         let router = self.lab.namespace(role)?;
         let wan = self.uplink(&router, "wan")?;
+        self.site_on(router, wan, nat)
+    }
+
+    /// A home site whose router's public address is `wan`, on a /24 of its own.
+    pub fn site_at(&mut self, role: &str, nat: Nat, wan: Ipv4Addr) -> anyhow::Result<Site> {
+        let router = self.lab.namespace(role)?;
+        let wan = self.uplink_at(&router, "wan", wan)?;
+        self.site_on(router, wan, nat)
+    }
+
+    fn site_on(&mut self, router: Ns, wan: Ipv4Addr, nat: Nat) -> anyhow::Result<Site> {
         forwarding(&self.lab, &router)?;
         let lan = self.links;
         self.lab
@@ -144,7 +155,7 @@ impl Internet {
             &router,
             &format!(
                 "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat;\n    oifname \"wan\" {masquerade}\n  }}\n}}\n\
-                 table inet firewall {{\n  chain input {{\n    type filter hook input priority filter;\n    iifname \"wan\" ct state established,related accept\n    iifname \"wan\" drop\n  }}\n  chain forward {{\n    type filter hook forward priority filter;\n    iifname \"wan\" ct state established,related accept\n    iifname \"wan\" drop\n  }}\n}}\n"
+                 table inet firewall {{\n  chain input {{\n    type filter hook input priority filter;\n    iifname \"wan\" ct state established,related accept\n    iifname \"wan\" drop\n  }}\n  chain forward {{\n    type filter hook forward priority filter;\n    iifname \"wan\" ct state established,related accept\n    iifname \"wan\" ct status dnat accept\n    iifname \"wan\" drop\n  }}\n}}\n"
             ),
         )?;
         Ok(Site {
@@ -195,6 +206,65 @@ impl Internet {
                 "table inet loss {{\n  chain forward {{\n    type filter hook forward priority 0;\n    numgen random mod 100 < {percent} counter drop\n  }}\n}}\n"
             ),
         )
+    }
+
+    /// Runs Debian's miniupnpd (nftables build, unpacked by `scripts/install-deps.sh`) on
+    /// `site`'s router: it maps ports on request from the LAN, by PCP and NAT-PMP if `pmp`,
+    /// and by UPnP-IGD. Its rules go in chains of its own that the router's hooks jump to; the
+    /// router's firewall lets in what they forward (`ct status dnat`). Returns the lab's
+    /// handle on it.
+    pub fn run_miniupnpd(&mut self, site: &Site, pmp: bool) -> anyhow::Result<usize> {
+        self.lab.nft(
+            &site.router,
+            "table inet filter {\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    jump miniupnpd\n  }\n  chain miniupnpd {\n  }\n  chain prerouting {\n    type nat hook prerouting priority -100; policy accept;\n    jump prerouting_miniupnpd\n  }\n  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n    jump postrouting_miniupnpd\n  }\n  chain prerouting_miniupnpd {\n  }\n  chain postrouting_miniupnpd {\n  }\n}\n",
+        )?;
+        let name = site.router.name();
+        let conf = self.lab.dir().join(format!("{name}-miniupnpd.conf"));
+        let pmp = if pmp { "yes" } else { "no" };
+        std::fs::write(
+            &conf,
+            format!(
+                "ext_ifname=wan\nlistening_ip=br0\nenable_natpmp={pmp}\nenable_upnp=yes\n\
+                 secure_mode=yes\nsystem_uptime=yes\nuuid=3a1ac0d3-0b5e-4c0a-9c5e-b3f1d1c0ffee\n\
+                 upnp_table_name=filter\nupnp_nat_table_name=filter\nmin_lifetime=120\n\
+                 max_lifetime=86400\nallow 1024-65535 192.168.{lan}.0/24 1024-65535\n\
+                 deny 0-65535 0.0.0.0/0 0-65535\n",
+                lan = site.lan
+            ),
+        )?;
+        let pid = self.lab.dir().join(format!("{name}-miniupnpd.pid"));
+        let binary = std::path::Path::new("/opt/rma-mesh-test/miniupnpd/usr/sbin/miniupnpd");
+        anyhow::ensure!(
+            binary.exists(),
+            "no {}: run scripts/install-deps.sh",
+            binary.display()
+        );
+        let handle = self.lab.spawn(
+            &site.router,
+            "miniupnpd",
+            binary,
+            &[
+                "-d",
+                "-f",
+                &conf.to_string_lossy(),
+                "-P",
+                &pid.to_string_lossy(),
+            ],
+        )?;
+        crate::wait::until(
+            "miniupnpd to listen",
+            std::time::Duration::from_secs(10),
+            || {
+                let log = self.lab.proc(handle).log_text();
+                let ready = if pmp == "yes" {
+                    "Listening for NAT-PMP/PCP traffic"
+                } else {
+                    "HTTP listening on port"
+                };
+                log.contains(ready).then_some(())
+            },
+        )?;
+        Ok(handle)
     }
 
     /// Makes `site`'s router drop every UDP packet it would forward, either way, as a

@@ -941,3 +941,101 @@ fn a_site_whose_only_way_out_is_an_http_proxy_joins_through_it() {
         "only an HTTP proxy out of a's site: relayed over the proxied TCP link, 16 MiB in {rate:.0} Mbit/s"
     );
 }
+
+/// A node behind a symmetric NAT whose router runs miniupnpd, and one behind a cone NAT: the
+/// first maps its WireGuard port (by PCP or NAT-PMP if `pmp`, else UPnP-IGD), and the pair,
+/// relayed without the mapping, goes direct.
+fn mapped_symmetric_to_cone(pmp: bool) {
+    let mut world = World::new(1);
+    let b = world.node("b", 2, Place::Behind(Nat::Cone));
+    // miniupnpd maps nothing on a router whose own address is reserved (as the rest of this
+    // internet's are), so this router's WAN has an ordinary unicast address. It lives in this
+    // test's namespaces, which have no route to anywhere else.
+    let wan = Ipv4Addr::new(11, 0, 42, 1);
+    let mut site = world.net.site_at("a-router", Nat::Symmetric, wan).unwrap();
+    let miniupnpd = world.net.run_miniupnpd(&site, pmp).unwrap();
+    let (ns, _) = world.net.host_behind(&mut site, "a").unwrap();
+    let a = world.node_in(&ns, "a", 1);
+    let mapped = format!("{wan}:4242");
+    wait::until(
+        "a's log to show the mapping",
+        Duration::from_secs(15),
+        || {
+            let log = world.net.lab.proc(a.proc).log_text();
+            log.lines()
+                .find(|l| l.contains("the router maps the WireGuard port") && l.contains(&mapped))
+                .map(str::to_owned)
+        },
+    )
+    .unwrap();
+    let cold = world.first_ping(&a, &b);
+    let rate = world.transfer(&a, &b, 16 * MIB);
+    let from_b = world.wait_path(&b, &a, "direct");
+    let from_a = world.wait_path(&a, &b, "direct");
+    let protocol = if pmp { "PCP/NAT-PMP" } else { "UPnP-IGD" };
+    println!(
+        "symmetric NAT with {protocol} (miniupnpd) x cone NAT: first packet answered in {:.1} ms; \
+         direct (b sees a at {}, a sees b at {}); 16 MiB in {rate:.0} Mbit/s",
+        cold.as_secs_f64() * 1e3,
+        from_b.endpoint,
+        from_a.endpoint
+    );
+    assert_eq!(from_b.endpoint, mapped, "b reaches a at its mapped address");
+    // On shutdown the mapping goes.
+    world.net.lab.signal(a.proc, "TERM").unwrap();
+    world
+        .net
+        .lab
+        .wait_exit(a.proc, Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        world
+            .net
+            .lab
+            .proc(a.proc)
+            .log_text()
+            .contains("port mapping removed")
+    );
+    let rules = world
+        .net
+        .lab
+        .exec(
+            &site.router,
+            "nft",
+            &["list", "chain", "inet", "filter", "prerouting_miniupnpd"],
+        )
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    assert!(
+        !rules.contains("dnat"),
+        "the mapping outlived meshd:\n{rules}"
+    );
+    let _ = miniupnpd;
+}
+
+#[test]
+fn symmetric_nat_that_maps_by_pcp_or_nat_pmp_to_cone_nat_is_direct() {
+    mapped_symmetric_to_cone(true);
+}
+
+#[test]
+fn symmetric_nat_that_maps_by_upnp_to_cone_nat_is_direct() {
+    mapped_symmetric_to_cone(false);
+}
+
+#[test]
+fn with_port_mapping_off_a_node_asks_its_router_for_nothing() {
+    let mut world = World::new(1);
+    let b = world.node("b", 2, Place::Behind(Nat::Cone));
+    let wan = Ipv4Addr::new(11, 0, 42, 1);
+    let mut site = world.net.site_at("a-router", Nat::Symmetric, wan).unwrap();
+    let miniupnpd = world.net.run_miniupnpd(&site, true).unwrap();
+    let (ns, _) = world.net.host_behind(&mut site, "a").unwrap();
+    world.extra = "[wireguard]\nport_mapping = false\n".to_owned();
+    let a = world.node_in(&ns, "a", 1);
+    world.first_ping(&a, &b);
+    let from_b = world.wait_path(&b, &a, "relayed");
+    assert_eq!(from_b.via.as_deref(), Some("lighthouse-1"));
+    let log = world.net.lab.proc(miniupnpd).log_text();
+    assert!(!log.contains("request received"), "{log}");
+}

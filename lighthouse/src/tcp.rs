@@ -116,12 +116,13 @@ pub(crate) async fn serve_node(
         Ok(Ok(set_up)) => set_up,
         Ok(Err(e)) => {
             counters.handshakes_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%remote, "refused a TCP connection: {e:#}");
+            // Port 443 is scanned all day: counted, and logged only at debug.
+            tracing::debug!(%remote, "refused a TCP connection: {e:#}");
             return;
         }
         Err(_) => {
             counters.handshakes_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%remote, "a TCP connection did not finish setting up in time");
+            tracing::debug!(%remote, "a TCP connection did not finish setting up in time");
             return;
         }
     };
@@ -171,7 +172,14 @@ impl Session<'_> {
         relay_rx: mpsc::Receiver<Bytes>,
     ) -> String {
         let (mut read, write) = tokio::io::split(tls);
-        let writer = stream::write_frames(BufWriter::new(write), control_rx, relay_rx, KEEPALIVE);
+        let mut control_rx = control_rx;
+        let writer = stream::write_frames(
+            BufWriter::new(write),
+            &mut control_rx,
+            relay_rx,
+            KEEPALIVE,
+            mesh_tls::IDLE_TIMEOUT,
+        );
         let reader = async {
             let mut buf = Vec::new();
             let mut last_renewal = None;

@@ -43,6 +43,9 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// The mesh domain meshd answers DNS for on its mesh IP; `None`: `[dns] enabled = false`.
     pub dns: Option<crate::dns::Domain>,
+    /// Whether meshd asks the router to map its WireGuard port (PCP, NAT-PMP, UPnP-IGD):
+    /// `[wireguard] port_mapping`, on by default.
+    pub port_mapping: bool,
     /// Whether meshd hands the mesh domain to systemd-resolved for its TUN link (split DNS),
     /// when resolved runs here: `[dns] systemd_resolved`, on by default.
     pub dns_systemd_resolved: bool,
@@ -474,12 +477,14 @@ impl Default for RawStatus {
 struct RawWireGuard {
     /// Seconds; 0 turns keepalives off.
     persistent_keepalive: u16,
+    port_mapping: bool,
 }
 
 impl Default for RawWireGuard {
     fn default() -> Self {
         Self {
             persistent_keepalive: DEFAULT_KEEPALIVE_SECS,
+            port_mapping: true,
         }
     }
 }
@@ -797,6 +802,7 @@ impl Config {
             },
             metrics: raw.metrics.listen(),
             dns_systemd_resolved: raw.dns.systemd_resolved && dns_domain.is_some(),
+            port_mapping: raw.wireguard.port_mapping,
             dns: dns_domain,
             log,
             enrollment: raw.enrollment.map(|e| e.validate(path)).transpose()?,

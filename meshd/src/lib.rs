@@ -20,6 +20,7 @@ pub mod lighthouse_links;
 mod lighthouse_tcp;
 pub mod metrics;
 pub mod node;
+mod port_mapping;
 pub mod renewal;
 pub mod renewer;
 mod resolved;

@@ -105,6 +105,8 @@ pub struct LighthouseLinks {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The TLS identity new connections present: replaced when the certificate is renewed.
     client: watch::Sender<ClientIdentity>,
+    /// This node's candidate endpoints, which every registration sends.
+    candidates: watch::Sender<Vec<SocketAddr>>,
     /// Relayed datagrams that could not be sent (connection gone or buffer full) since the
     /// last [`LighthouseLinks::take_failures`].
     relay_failed: u64,
@@ -128,12 +130,14 @@ impl LighthouseLinks {
     ) -> anyhow::Result<(Self, mpsc::Receiver<LighthouseEvent>)> {
         let (events, receiver) = mpsc::channel(EVENT_QUEUE);
         let (client, identity) = watch::channel(client);
+        let (candidates, local) = watch::channel(local);
         let mut links = Self {
             commands: Vec::new(),
             connections: Vec::new(),
             names: Vec::new(),
             tasks: Vec::new(),
             client,
+            candidates,
             relay_failed: 0,
         };
         if lighthouses.is_empty() {
@@ -173,6 +177,26 @@ impl LighthouseLinks {
                 },
             );
         }
+    }
+
+    /// This node's candidate endpoints changed (the router mapped its port, say): connections
+    /// made from now on register them, and every lighthouse is told again now, connected or
+    /// not yet (a registration already on its way may have read the old ones). Whether they
+    /// changed.
+    pub fn set_candidates(&mut self, local: Vec<SocketAddr>) -> bool {
+        if *self.candidates.borrow() == local {
+            return false;
+        }
+        self.candidates.send_replace(local.clone());
+        for id in 0..self.commands.len() {
+            self.ask(
+                LighthouseId(id),
+                ToLighthouse::Register {
+                    local: local.clone(),
+                },
+            );
+        }
+        true
     }
 
     /// Relayed datagrams that could not be sent since the last call.
@@ -275,18 +299,22 @@ async fn maintain(
     lighthouse: Lighthouse,
     endpoint: quinn::Endpoint,
     identity: watch::Receiver<ClientIdentity>,
-    local: Vec<SocketAddr>,
+    candidates: watch::Receiver<Vec<SocketAddr>>,
     mut commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<LighthouseEvent>,
 ) {
     let mut backoff = BACKOFF_FIRST;
-    // A message that made a parked connection come back, for the new one.
-    let mut carried: Option<ToLighthouse> = None;
+    // Messages for the next connection: one that made a parked connection come back, or
+    // those a TCP link had not sent when QUIC replaced it.
+    let mut carried: Vec<ToLighthouse> = Vec::new();
     // A QUIC connection that came up while the link was on TCP, to carry on with.
     let mut ready: Option<quinn::Connection> = None;
     loop {
         let client = identity.borrow().clone();
-        let first = carried.take();
+        // Read at each connection; a change while it is being made reaches the lighthouse as
+        // the registration `set_candidates` queued.
+        let local = candidates.borrow().clone();
+        let first = std::mem::take(&mut carried);
         let quic = |timeout| connect_quic(&lighthouse, &endpoint, client.quic.clone(), timeout);
         let connected = match ready.take() {
             Some(connection) => Ok(connection),
@@ -316,12 +344,16 @@ async fn maintain(
                     local: &local,
                     events: &events,
                 };
-                match link
-                    .run(first, &mut commands, || quic(CONNECT_TIMEOUT))
-                    .await
-                {
-                    Ok(TcpEnded::Quic(connection)) => {
+                // Each retry presents the identity of the moment: a node may stay on TCP
+                // across a renewal of its certificate.
+                let retry = || {
+                    let client = identity.borrow().quic.clone();
+                    connect_quic(&lighthouse, &endpoint, client, CONNECT_TIMEOUT)
+                };
+                match link.run(first, &mut commands, retry).await {
+                    Ok(TcpEnded::Quic(connection, unsent)) => {
                         ready = Some(connection);
+                        carried = unsent;
                         continue;
                     }
                     Ok(TcpEnded::Closed) => Ok(Ended::Closed),
@@ -340,7 +372,7 @@ async fn maintain(
                         Some(Command::Park) => {}
                         Some(Command::Connect) => break,
                         Some(Command::Send(message)) => {
-                            carried = Some(message);
+                            carried.push(message);
                             break;
                         }
                     }
@@ -409,7 +441,7 @@ async fn session(
     lighthouse: &Lighthouse,
     connection: quinn::Connection,
     local: &[SocketAddr],
-    first: Option<ToLighthouse>,
+    first: Vec<ToLighthouse>,
     commands: &mut mpsc::Receiver<Command>,
     events: &mpsc::Sender<LighthouseEvent>,
 ) -> anyhow::Result<Ended> {
@@ -422,7 +454,7 @@ async fn session(
         },
     )
     .await?;
-    if let Some(message) = &first {
+    for message in &first {
         lighthouse::write(&mut send, message).await?;
     }
     tracing::info!(lighthouse = %lighthouse.name, %address, "connected to lighthouse");
@@ -437,15 +469,28 @@ async fn session(
 
     let datagrams = relay_datagrams(id, connection.clone(), events.clone());
     let streams = relay_streams(id, connection.clone(), events.clone());
-    let control = async {
+    // Frames are read whole by a future of their own and handed over: a read cut off by a
+    // command arriving mid-frame would lose the frame's first bytes.
+    let (frames_tx, mut frames) = mpsc::channel(16);
+    let reader = async {
         let mut buf = Vec::new();
+        loop {
+            let frame = lighthouse::read::<FromLighthouse>(&mut recv, &mut buf).await;
+            let end = !matches!(frame, Ok(Some(_)));
+            if frames_tx.send(frame).await.is_err() || end {
+                // The control loop ends on what was sent; this one waits to be dropped.
+                return std::future::pending::<()>().await;
+            }
+        }
+    };
+    let control = async {
         let mut token = None;
         // A park asked for and not yet answered; anything sent after it keeps the connection
         // (the lighthouse takes a message after a park as the node being back).
         let mut park = Park::None;
         loop {
             tokio::select! {
-                frame = lighthouse::read::<FromLighthouse>(&mut recv, &mut buf) => match frame? {
+                Some(frame) = frames.recv() => match frame? {
                     Some(FromLighthouse::Parked { lists }) => {
                         if std::mem::replace(&mut park, Park::None) != Park::Asked {
                             continue;
@@ -484,6 +529,7 @@ async fn session(
     };
     let result: anyhow::Result<Ended> = tokio::select! {
         r = control => r.map_err(|e: lighthouse::FrameError| anyhow::anyhow!(e)),
+        () = reader => Ok(Ended::Closed),
         () = datagrams => Ok(Ended::Closed),
         () = streams => Ok(Ended::Closed),
     };

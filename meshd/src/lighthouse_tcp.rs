@@ -19,6 +19,8 @@ use crate::node::LighthouseId;
 
 /// How often a node on TCP tries QUIC again.
 pub const QUIC_RETRY: Duration = Duration::from_secs(10);
+/// How long a proxied link waits for the lighthouse's name to resolve here.
+const PROXIED_LOOKUP: Duration = Duration::from_millis(500);
 /// Relayed packets waiting for the writer; beyond it they are dropped, as a full socket
 /// buffer drops UDP.
 const RELAY_QUEUE: usize = 512;
@@ -27,8 +29,9 @@ const CONTROL_QUEUE: usize = 64;
 /// How a TCP link ended without an error.
 pub enum TcpEnded {
     Closed,
-    /// QUIC came up: this connection takes the link's place.
-    Quic(quinn::Connection),
+    /// QUIC came up: this connection takes the link's place, and the control messages the
+    /// link had not sent go on it.
+    Quic(quinn::Connection, Vec<ToLighthouse>),
 }
 
 /// What a TCP session needs besides its lighthouse.
@@ -45,7 +48,7 @@ impl TcpLink<'_> {
     /// until the link ends or `quic` (tried every [`QUIC_RETRY`]) gives a connection.
     pub async fn run<F>(
         &self,
-        first: Option<ToLighthouse>,
+        first: Vec<ToLighthouse>,
         commands: &mut mpsc::Receiver<Command>,
         mut quic: impl FnMut() -> F,
     ) -> anyhow::Result<TcpEnded>
@@ -58,8 +61,13 @@ impl TcpLink<'_> {
         let timeout = crate::lighthouse_links::CONNECT_TIMEOUT;
         let setup = async {
             let (tcp, address) = match &self.lighthouse.proxy {
-                // The lighthouse's own address, where it resolves, for its reflector.
-                Some(proxy) => (proxy.connect(address).await?, address.resolve().await.ok()),
+                // The lighthouse's own address, where it resolves at once, for its reflector;
+                // a network that lets only its proxy out may have no outside DNS.
+                Some(proxy) => {
+                    let tcp = proxy.connect(address).await?;
+                    let lookup = tokio::time::timeout(PROXIED_LOOKUP, address.resolve()).await;
+                    (tcp, lookup.ok().and_then(Result::ok))
+                }
                 None => {
                     let resolved = address.resolve().await?;
                     (TcpStream::connect(resolved).await?, Some(resolved))
@@ -99,7 +107,7 @@ impl TcpLink<'_> {
         }
 
         let (relay_tx, relay_rx) = mpsc::channel::<Bytes>(RELAY_QUEUE);
-        let (control_tx, control_rx) = mpsc::channel::<ToLighthouse>(CONTROL_QUEUE);
+        let (control_tx, mut control_rx) = mpsc::channel::<ToLighthouse>(CONTROL_QUEUE);
         let up = Up {
             handle: LinkHandle::Tcp(relay_tx),
             remote: address,
@@ -111,9 +119,10 @@ impl TcpLink<'_> {
         let (mut read, write) = tokio::io::split(tls);
         let writer = stream::write_frames(
             BufWriter::new(write),
-            control_rx,
+            &mut control_rx,
             relay_rx,
             rma_daemon::mesh_tls::KEEPALIVE,
+            rma_daemon::mesh_tls::IDLE_TIMEOUT,
         );
         let reader = async {
             let mut buf = Vec::new();
@@ -170,14 +179,25 @@ impl TcpLink<'_> {
                 }
             }
         };
-        tokio::select! {
-            reason = writer => anyhow::bail!("TCP link: {reason}"),
-            result = reader => result.map(|()| TcpEnded::Closed),
-            () = control => Ok(TcpEnded::Closed),
-            connection = retry => {
+        // QUIC first: the lighthouse closes this link as soon as the new connection registers,
+        // and that end must not win over the connection that replaced it.
+        let ended = tokio::select! {
+            biased;
+            connection = retry => Ok(Some(connection)),
+            reason = writer => Err(anyhow::anyhow!("TCP link: {reason}")),
+            result = reader => result.map(|()| None),
+            () = control => Ok(None),
+        };
+        match ended? {
+            Some(connection) => {
                 tracing::info!(lighthouse = %self.lighthouse.name, "QUIC comes up again; leaving TCP");
-                Ok(TcpEnded::Quic(connection))
+                let mut unsent = Vec::new();
+                while let Ok(message) = control_rx.try_recv() {
+                    unsent.push(message);
+                }
+                Ok(TcpEnded::Quic(connection, unsent))
             }
+            None => Ok(TcpEnded::Closed),
         }
     }
 }

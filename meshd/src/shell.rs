@@ -2,6 +2,7 @@
 //! the node, and turns their readiness into calls on the node.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +18,7 @@ use crate::control::{Request, StatusSocket};
 use crate::dns_server::DnsServer;
 use crate::lighthouse_links::{ClientIdentity, LighthouseEvent, LighthouseLinks};
 use crate::node::{Node, Now, Pong, Settings};
+use crate::port_mapping::PortMapper;
 use crate::resolved::Registration;
 use crate::tun_device::TunDevice;
 use crate::udp::Udp;
@@ -101,11 +103,16 @@ pub async fn run(
     warn_if_no_rules(&config);
     let ca = identity.ca.clone();
     let trust = Trust::new(identity.ca.clone(), identity.crls.clone());
+    let candidates = crate::lighthouse_links::local_candidates(udp.local_addr()?, mesh_ip);
     let (links, link_events) = LighthouseLinks::start(
         &config.lighthouses,
         ClientIdentity::new(&identity.cert, &identity.keys, &trust)?,
-        crate::lighthouse_links::local_candidates(udp.local_addr()?, mesh_ip),
+        candidates.clone(),
     )?;
+    // The router's mapping of the WireGuard port, offered ahead of the local candidates.
+    let (mapped_tx, mapped) = tokio::sync::watch::channel(None);
+    let mapper = (config.port_mapping && !config.lighthouses.is_empty())
+        .then(|| PortMapper::start(udp.local_addr().map_or(0, |a| a.port()), mapped_tx));
     let worker_keys = identity.keys.clone();
     let certificate_pem = identity.cert.to_pem();
     let renewer = config.enrollment.as_ref().map(|enrollment| {
@@ -181,9 +188,13 @@ pub async fn run(
         trust,
         crl_watch,
         ca,
+        candidates: (candidates, mapped),
     };
     let result = event_loop(&mut node, io, on_hangup, on_renewed, shutdown).await;
     workers.into_inner().shutdown().await;
+    if let Some(mapper) = mapper {
+        mapper.stop().await;
+    }
     if let Some(registration) = resolved {
         registration.revert().await;
     }
@@ -251,6 +262,11 @@ struct Io<'a> {
     /// whose lists a file the configuration names after a reload may hold.
     crl_watch: Option<CrlWatch>,
     ca: CaCert,
+    /// This node's local candidate endpoints, and the router's mapping of its port.
+    candidates: (
+        Vec<SocketAddr>,
+        tokio::sync::watch::Receiver<Option<std::net::SocketAddrV4>>,
+    ),
 }
 
 fn handle_link_event(
@@ -306,6 +322,7 @@ async fn event_loop(
         trust,
         mut crl_watch,
         ca,
+        candidates: (local, mut mapped),
     } = io;
     let mut batch = Batch::default();
     // `meshd ping` probes in flight, by sequence number.
@@ -380,6 +397,17 @@ async fn event_loop(
                 node.handle_timers(at, &mut batch);
                 if let Some(dns) = dns.as_mut() {
                     dns.retry(node, at, &mut batch);
+                }
+            }
+            Ok(()) = mapped.changed() => {
+                let mapped = *mapped.borrow_and_update();
+                let mut candidates: Vec<SocketAddr> = mapped.map(SocketAddr::V4).into_iter().collect();
+                candidates.extend(local.iter().filter(|c| Some(**c) != mapped.map(SocketAddr::V4)));
+                candidates.truncate(rma_proto::lighthouse::MAX_LOCAL_ENDPOINTS);
+                // After the new registration, on the same queue: relayed peers are
+                // introduced again, with the new candidates.
+                if links.set_candidates(candidates) {
+                    node.candidates_changed(Instant::now(), &mut batch);
                 }
             }
             Some(event) = link_events.recv() => {

@@ -192,18 +192,25 @@ pub async fn read_frame(
     if len > max {
         return Err(FrameError::TooLarge(len));
     }
-    buf.resize(len, 0);
-    stream.read_exact(buf).await?;
+    // Grown as the body arrives, not allocated at once for the length claimed.
+    buf.clear();
+    let read = (&mut *stream).take(len as u64).read_to_end(buf).await?;
+    if read < len {
+        return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     Ok(Some(frame))
 }
 
 /// Writes control messages (first) and relayed packets as frames, flushing once both queues
-/// are empty, and a keepalive when nothing went for `keepalive`. Returns why it stopped.
+/// are empty, and a keepalive when nothing went for `keepalive`. A write that does not finish
+/// within `stall` (a peer that stopped reading) ends it. Returns why it stopped; the control
+/// messages it had not taken are still in `control`.
 pub async fn write_frames<M: serde::Serialize>(
     mut out: BufWriter<impl AsyncWrite + Unpin>,
-    mut control: mpsc::Receiver<M>,
+    control: &mut mpsc::Receiver<M>,
     mut relay: mpsc::Receiver<Bytes>,
     keepalive: Duration,
+    stall: Duration,
 ) -> String {
     let mut last_sent = Instant::now();
     loop {
@@ -223,14 +230,18 @@ pub async fn write_frames<M: serde::Serialize>(
             },
             () = tokio::time::sleep(idle) => keepalive_frame(),
         };
-        if let Err(e) = out.write_all(&frame).await {
-            return format!("connection: {e}");
-        }
-        if control.is_empty() && relay.is_empty() {
-            if let Err(e) = out.flush().await {
-                return format!("connection: {e}");
+        let write = async {
+            out.write_all(&frame).await?;
+            if control.is_empty() && relay.is_empty() {
+                out.flush().await?;
+                last_sent = Instant::now();
             }
-            last_sent = Instant::now();
+            std::io::Result::Ok(())
+        };
+        match tokio::time::timeout(stall, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return format!("connection: {e}"),
+            Err(_) => return format!("a write stalled for {stall:?}"),
         }
     }
 }

@@ -268,6 +268,22 @@ impl Node {
         }
     }
 
+    /// This node's candidate endpoints changed (the router mapped its port): the lighthouses
+    /// have been sent them, and every peer whose traffic still needs a relay is asked for
+    /// again, so that the lighthouse introduces the pair anew and the peer punches towards the
+    /// new candidates.
+    pub fn candidates_changed(&mut self, now: Instant, out: &mut impl Output) {
+        let relayed: Vec<Ipv4Addr> = self
+            .peers
+            .iter()
+            .filter(|p| p.needs_relay(now))
+            .map(|p| p.cert.mesh_ip())
+            .collect();
+        for ip in relayed {
+            self.lighthouses.ask_all(&Target::MeshIp(ip), now, out);
+        }
+    }
+
     /// The connection to lighthouse `id` ended. Peers it relayed for fall back to their direct
     /// endpoints until another lighthouse introduces them again.
     pub fn lighthouse_down(&mut self, id: LighthouseId) {
