@@ -210,7 +210,8 @@ impl Internet {
 
     /// Runs Debian's miniupnpd (nftables build, unpacked by `scripts/install-deps.sh`) on
     /// `site`'s router: it maps ports on request from the LAN, by PCP and NAT-PMP if `pmp`,
-    /// and by UPnP-IGD. Its rules go in chains of its own that the router's hooks jump to; the
+    /// and by UPnP-IGD. A PCP mapping lasts 120 s at most, so that a test sees it
+    /// renewed. Its rules go in chains of its own that the router's hooks jump to; the
     /// router's firewall lets in what they forward (`ct status dnat`). Returns the lab's
     /// handle on it.
     pub fn run_miniupnpd(&mut self, site: &Site, pmp: bool) -> anyhow::Result<usize> {
@@ -226,8 +227,8 @@ impl Internet {
             format!(
                 "ext_ifname=wan\nlistening_ip=br0\nenable_natpmp={pmp}\nenable_upnp=yes\n\
                  secure_mode=yes\nsystem_uptime=yes\nuuid=3a1ac0d3-0b5e-4c0a-9c5e-b3f1d1c0ffee\n\
-                 upnp_table_name=filter\nupnp_nat_table_name=filter\nmin_lifetime=120\n\
-                 max_lifetime=86400\nallow 1024-65535 192.168.{lan}.0/24 1024-65535\n\
+                 upnp_table_name=filter\nupnp_nat_table_name=filter\nmin_lifetime=60\n\
+                 max_lifetime=120\nallow 1024-65535 192.168.{lan}.0/24 1024-65535\n\
                  deny 0-65535 0.0.0.0/0 0-65535\n",
                 lan = site.lan
             ),
@@ -273,6 +274,15 @@ impl Internet {
         self.lab.nft(
             &site.router,
             "table inet udp_block {\n  chain forward {\n    type filter hook forward priority -10;\n    meta l4proto udp counter drop\n  }\n}\n",
+        )
+    }
+
+    /// Makes `site`'s router drop the UDP it would forward to `port` (a firewall that blocks
+    /// QUIC to a known port, say); until [`Internet::allow_udp`].
+    pub fn block_udp_to(&self, site: &Site, port: u16) -> anyhow::Result<()> {
+        self.lab.nft(
+            &site.router,
+            &format!("table inet udp_block {{\n  chain forward {{\n    type filter hook forward priority -10;\n    udp dport {port} counter drop\n  }}\n}}\n"),
         )
     }
 

@@ -159,6 +159,16 @@ impl World {
     }
 
     /// `meshd ping TARGET -c COUNT` on `node`; its output.
+    /// `meshd status` on `node`: what an operator reads.
+    fn meshd_status(&self, node: &MeshNode) -> String {
+        let out = std::process::Command::new(mesh::binary("meshd").unwrap())
+            .args(["status", "--socket"])
+            .arg(&node.socket)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn meshd_ping(&self, node: &MeshNode, target: &str, count: u32) -> String {
         let out = std::process::Command::new(mesh::binary("meshd").unwrap())
             .args(["ping", target, "-c", &count.to_string(), "--socket"])
@@ -763,6 +773,12 @@ fn a_site_that_drops_udp_joins_over_tcp_and_moves_back_when_udp_returns() {
         2,
         "{pongs}"
     );
+    let status = world.meshd_status(&a);
+    assert!(
+        status.contains("relayed via lighthouse-1 (tcp)")
+            && status.contains("lighthouse lighthouse-1 at 198.18.1.1:4243: connected (tcp)"),
+        "{status}"
+    );
     println!(
         "UDP blocked at a's site: relayed over a's TCP link, 16 MiB a->b in {rate:.0} Mbit/s, \
          b->a in {back:.0} Mbit/s"
@@ -981,6 +997,16 @@ fn mapped_symmetric_to_cone(pmp: bool) {
         from_a.endpoint
     );
     assert_eq!(from_b.endpoint, mapped, "b reaches a at its mapped address");
+    if pmp {
+        // The router gave 120 s: meshd renews at half, and the pair stays direct.
+        wait::until("the mapping to be renewed", Duration::from_secs(75), || {
+            let log = world.net.lab.proc(a.proc).log_text();
+            log.contains("port mapping renewed").then_some(())
+        })
+        .unwrap();
+        assert_eq!(world.ping_series(&a, &b, 3, "0.2"), 3);
+        assert_eq!(world.wait_path(&b, &a, "direct").endpoint, mapped);
+    }
     // On shutdown the mapping goes.
     world.net.lab.signal(a.proc, "TERM").unwrap();
     world
@@ -1038,4 +1064,28 @@ fn with_port_mapping_off_a_node_asks_its_router_for_nothing() {
     assert_eq!(from_b.via.as_deref(), Some("lighthouse-1"));
     let log = world.net.lab.proc(miniupnpd).log_text();
     assert!(!log.contains("request received"), "{log}");
+}
+
+#[test]
+fn a_site_that_blocks_only_quic_is_on_tcp_and_still_direct_to_its_peers() {
+    let mut world = World::new(1);
+    let b = world.node("b", 2, Place::Behind(Nat::Cone));
+    let mut site = world.net.site("a-router", Nat::Cone).unwrap();
+    world
+        .net
+        .block_udp_to(&site, rma_proto::lighthouse::DEFAULT_PORT)
+        .unwrap();
+    let (ns, _) = world.net.host_behind(&mut site, "a").unwrap();
+    // The reflector's port is open: the lighthouse still learns a's WireGuard address.
+    let a = world.node_in(&ns, "a", 1);
+    assert_eq!(lighthouse_transport(&a).as_deref(), Some("tcp"));
+    world.first_ping(&a, &b);
+    let from_a = world.wait_path(&a, &b, "direct");
+    let from_b = world.wait_path(&b, &a, "direct");
+    let rate = world.transfer(&a, &b, 16 * MIB);
+    println!(
+        "QUIC blocked at a's site: lighthouse over TCP, a and b direct (a sees b at {}, b sees \
+         a at {}); 16 MiB in {rate:.0} Mbit/s",
+        from_a.endpoint, from_b.endpoint
+    );
 }

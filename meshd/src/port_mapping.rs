@@ -164,6 +164,7 @@ async fn hold(
                         mapped.send_replace(None);
                         break;
                     }
+                    tracing::debug!(protocol = mapping.protocol(), next_in = ?mapping.renew_in(), "port mapping renewed");
                 }
                 _ = &mut stopped => {
                     let protocol = mapping.protocol();
