@@ -220,6 +220,10 @@ fn reload_config(
     (reload.set_log_filter)(&new.log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
     let restart_needed = [
         ("listen", new.listen != running.listen),
+        (
+            "wireguard.port_mapping",
+            new.port_mapping != running.port_mapping,
+        ),
         ("tun", new.tun != running.tun),
         ("status.socket", new.status_socket != running.status_socket),
         (
