@@ -102,6 +102,24 @@ impl Mapping {
         }
     }
 
+    /// The public address after a renewal: a PCP server may move the mapping, and any
+    /// server its port. A NAT-PMP renewal does not say the address, which stays `was`'s.
+    fn external(&self, was: SocketAddrV4) -> SocketAddrV4 {
+        match self {
+            Self::Pmp(m) => {
+                let ip = match m.mapping_type() {
+                    crab_nat::PortMappingType::Pcp {
+                        external_ip: IpAddr::V4(ip),
+                        ..
+                    } => ip,
+                    _ => *was.ip(),
+                };
+                SocketAddrV4::new(ip, m.external_port().get())
+            }
+            Self::Upnp { .. } => was,
+        }
+    }
+
     async fn remove(self) -> anyhow::Result<()> {
         match self {
             Self::Pmp(m) => m
@@ -156,15 +174,25 @@ async fn hold(
         }
         tracing::info!(protocol = mapping.protocol(), %external, "the router maps the WireGuard port");
         mapped.send_replace(Some(external));
+        let mut external = external;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(mapping.renew_in()) => {
-                    if let Err(e) = mapping.renew().await {
+                    let renewed = tokio::time::timeout(ATTEMPT * 3, mapping.renew())
+                        .await
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer")));
+                    if let Err(e) = renewed {
                         tracing::warn!(protocol = mapping.protocol(), "renewing the port mapping failed, mapping again: {e:#}");
                         mapped.send_replace(None);
                         break;
                     }
                     tracing::debug!(protocol = mapping.protocol(), next_in = ?mapping.renew_in(), "port mapping renewed");
+                    let now = mapping.external(external);
+                    if now != external {
+                        tracing::info!(protocol = mapping.protocol(), was = %external, %now, "the router moved the mapping");
+                        external = now;
+                        mapped.send_replace(Some(now));
+                    }
                 }
                 _ = &mut stopped => {
                     let protocol = mapping.protocol();

@@ -117,11 +117,18 @@ async fn resolved_pid() -> Result<u32, Failure> {
         .ok_or_else(|| Failure::Refused(format!("busctl said {out:?}")))
 }
 
-/// Whether process `pid` shares this process's network namespace. A meshd in a namespace of
-/// its own that reaches the host's D-Bus would otherwise hand resolved a link index that names
-/// another link there. When the namespace cannot be read (a sandbox without CAP_SYS_PTRACE,
-/// as meshd's unit is, in the host's namespace), it is taken to be shared.
+/// Whether process `pid`, which the bus says is resolved, is resolved as this process sees it
+/// and shares its network namespace. A meshd in a namespace of its own that reaches the
+/// host's D-Bus would otherwise hand resolved a link index that names another link there; in
+/// a PID namespace of its own, the bus's PID names another process, or none. When the network
+/// namespace cannot be read (a sandbox without CAP_SYS_PTRACE, as meshd's unit is, in the
+/// host's namespace), it is taken to be shared.
 fn same_network_namespace(pid: u32) -> bool {
+    // The kernel keeps 15 bytes of the program's name.
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) if comm.trim_end() == "systemd-resolve" => {}
+        _ => return false,
+    }
     let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net"));
     let ours = std::fs::read_link("/proc/self/ns/net");
     match (theirs, ours) {
