@@ -433,6 +433,25 @@ pub fn start_lighthouse(
 impl MeshNode {
     /// Waits until every configured lighthouse holds this node's registration and has seen its
     /// WireGuard socket.
+    /// How the first lighthouse connection travels while it is up (`quic`, `tcp`).
+    pub fn lighthouse_transport(&self) -> Option<String> {
+        let status = self.status().ok()?;
+        let lighthouse = status.lighthouses.first()?;
+        lighthouse
+            .connected
+            .then(|| lighthouse.transport.clone())
+            .flatten()
+    }
+
+    /// Waits until the first lighthouse connection is up over `transport`.
+    pub fn wait_transport(&self, transport: &str, timeout: Duration) -> anyhow::Result<()> {
+        wait::until(
+            &format!("{} to reach its lighthouse over {transport}", self.name),
+            timeout,
+            || (self.lighthouse_transport().as_deref() == Some(transport)).then_some(()),
+        )
+    }
+
     pub fn wait_registered(&self, timeout: Duration) -> anyhow::Result<()> {
         wait::until(
             &format!("{} to register with its lighthouses", self.name),

@@ -728,16 +728,6 @@ fn a_thousand_parked_registrations_cost_under_16_kib_each() {
     );
 }
 
-/// How `node`'s first lighthouse connection travels while it is up (`quic`, `tcp`).
-fn lighthouse_transport(node: &MeshNode) -> Option<String> {
-    let status = node.status().ok()?;
-    let lighthouse = status.lighthouses.first()?;
-    lighthouse
-        .connected
-        .then(|| lighthouse.transport.clone())
-        .flatten()
-}
-
 #[test]
 fn a_site_that_drops_udp_joins_over_tcp_and_moves_back_when_udp_returns() {
     let mut world = World::new(1);
@@ -746,12 +736,7 @@ fn a_site_that_drops_udp_joins_over_tcp_and_moves_back_when_udp_returns() {
     world.net.block_udp(&site).unwrap();
     let (ns, _) = world.net.host_behind(&mut site, "a").unwrap();
     let a = world.start_node(&ns, "a", 1);
-    wait::until(
-        "a to reach its lighthouse over TCP",
-        Duration::from_secs(15),
-        || (lighthouse_transport(&a).as_deref() == Some("tcp")).then_some(()),
-    )
-    .unwrap();
+    a.wait_transport("tcp", Duration::from_secs(15)).unwrap();
 
     assert_eq!(
         world.lighthouse_metric(0, "lighthouse_tcp_connections"),
@@ -804,12 +789,7 @@ fn a_site_that_drops_udp_joins_over_tcp_and_moves_back_when_udp_returns() {
         .spawn()
         .unwrap();
     world.net.allow_udp(&site).unwrap();
-    wait::until(
-        "a's lighthouse link to move back to QUIC",
-        Duration::from_secs(20),
-        || (lighthouse_transport(&a).as_deref() == Some("quic")).then_some(()),
-    )
-    .unwrap();
+    a.wait_transport("quic", Duration::from_secs(20)).unwrap();
     assert_eq!(
         world.lighthouse_metric(0, "lighthouse_tcp_connections"),
         0.0
@@ -870,12 +850,7 @@ fn idle_and_garbage_tcp_connections_do_not_keep_a_node_off_the_tcp_link() {
     world.net.block_udp(&site).unwrap();
     let (ns, _) = world.net.host_behind(&mut site, "a").unwrap();
     let a = world.start_node(&ns, "a", 1);
-    wait::until(
-        "a to reach its lighthouse over TCP",
-        Duration::from_secs(15),
-        || (lighthouse_transport(&a).as_deref() == Some("tcp")).then_some(()),
-    )
-    .unwrap();
+    a.wait_transport("tcp", Duration::from_secs(15)).unwrap();
     let held = wait::until("the holder's report", Duration::from_secs(5), || {
         let log = world.net.lab.proc(holder).log_text();
         log.lines().find_map(|l| {
@@ -939,12 +914,7 @@ fn a_site_whose_only_way_out_is_an_http_proxy_joins_through_it() {
     // Appended right after the config's last table, its only [[lighthouse]].
     world.extra = format!("proxy = \"http://{proxy_ip}:3128\"\n");
     let a = world.start_node(&ns, "a", 1);
-    wait::until(
-        "a to reach its lighthouse through the proxy",
-        Duration::from_secs(15),
-        || (lighthouse_transport(&a).as_deref() == Some("tcp")).then_some(()),
-    )
-    .unwrap();
+    a.wait_transport("tcp", Duration::from_secs(15)).unwrap();
     assert!(world.ping_series(&a, &b, 3, "0.2") > 0);
     let from_a = world.wait_path(&a, &b, "relayed");
     assert_eq!(from_a.via.as_deref(), Some("lighthouse-1 (tcp)"));
@@ -1080,7 +1050,7 @@ fn a_site_that_blocks_only_quic_is_on_tcp_and_still_direct_to_its_peers() {
     let (ns, _) = world.net.host_behind(&mut site, "a").unwrap();
     // The reflector's port is open: the lighthouse still learns a's WireGuard address.
     let a = world.node_in(&ns, "a", 1);
-    assert_eq!(lighthouse_transport(&a).as_deref(), Some("tcp"));
+    assert_eq!(a.lighthouse_transport().as_deref(), Some("tcp"));
     world.first_ping(&a, &b);
     let from_a = world.wait_path(&a, &b, "direct");
     let from_b = world.wait_path(&b, &a, "direct");

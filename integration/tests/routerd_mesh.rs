@@ -151,12 +151,7 @@ impl Mesh {
                 false => start_meshd(&mut net.lab, signer, &ns, &name, ip, &entries, &toml),
                 true => {
                     let node = launch_meshd(&mut net.lab, signer, &ns, &name, ip, &entries, &toml);
-                    wait::until(
-                        &format!("{name} to reach the lighthouse over TCP"),
-                        Duration::from_secs(15),
-                        || (lighthouse_transport(&node).as_deref() == Some("tcp")).then_some(()),
-                    )
-                    .unwrap();
+                    node.wait_transport("tcp", Duration::from_secs(15)).unwrap();
                     node
                 }
             };
@@ -281,16 +276,6 @@ impl Mesh {
             .map(|r| r["state"].as_str().unwrap().to_owned())
             .unwrap_or_else(|| "gone".into())
     }
-}
-
-/// How `node`'s lighthouse connection travels while it is up (`quic`, `tcp`).
-fn lighthouse_transport(node: &MeshNode) -> Option<String> {
-    let status = node.status().ok()?;
-    let lighthouse = status.lighthouses.first()?;
-    lighthouse
-        .connected
-        .then(|| lighthouse.transport.clone())
-        .flatten()
 }
 
 /// Starts meshd and waits until it has registered with its lighthouses.
@@ -429,7 +414,7 @@ fn a_worker_whose_network_lets_no_udp_out_serves_calls_over_tcp_and_moves_back()
         Duration::from_secs(20),
         || {
             assert_eq!(mesh.route_state("worker-2"), "up");
-            (lighthouse_transport(worker).as_deref() == Some("quic")).then_some(())
+            (worker.lighthouse_transport().as_deref() == Some("quic")).then_some(())
         },
     )
     .unwrap();

@@ -36,7 +36,8 @@ pub const MAX_SETTING_UP_PER_IP: usize = 8;
 /// The connections setting up now, in all and by address.
 #[derive(Debug, Default)]
 pub struct SetupSlots {
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Slots in use by address, and their sum.
+    by_ip: Mutex<(HashMap<IpAddr, usize>, usize)>,
 }
 
 /// One connection's slot, given back when dropped.
@@ -49,13 +50,14 @@ pub struct SetupSlot {
 impl SetupSlots {
     /// A slot for a connection from `ip`, if neither bound is reached.
     pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<SetupSlot> {
-        let mut by_ip = lock(&self.by_ip);
-        let total: usize = by_ip.values().sum();
+        let mut guard = lock(&self.by_ip);
+        let (by_ip, total) = &mut *guard;
         let from_ip = by_ip.get(&ip).copied().unwrap_or(0);
-        if total >= MAX_SETTING_UP || from_ip >= MAX_SETTING_UP_PER_IP {
+        if *total >= MAX_SETTING_UP || from_ip >= MAX_SETTING_UP_PER_IP {
             return None;
         }
         *by_ip.entry(ip).or_default() += 1;
+        *total += 1;
         Some(SetupSlot {
             slots: Arc::clone(self),
             ip,
@@ -64,15 +66,17 @@ impl SetupSlots {
 
     /// Connections setting up now.
     pub fn in_use(&self) -> usize {
-        lock(&self.by_ip).values().sum()
+        lock(&self.by_ip).1
     }
 }
 
 impl Drop for SetupSlot {
     fn drop(&mut self) {
-        let mut by_ip = lock(&self.slots.by_ip);
+        let mut guard = lock(&self.slots.by_ip);
+        let (by_ip, total) = &mut *guard;
         if let Some(count) = by_ip.get_mut(&self.ip) {
             *count -= 1;
+            *total -= 1;
             if *count == 0 {
                 by_ip.remove(&self.ip);
             }
@@ -247,7 +251,7 @@ mod tests {
         many.clear();
         assert_eq!(slots.in_use(), 0);
         assert!(
-            lock(&slots.by_ip).is_empty(),
+            lock(&slots.by_ip).0.is_empty(),
             "no address is remembered once its slots are back"
         );
     }
