@@ -102,6 +102,9 @@ pub struct Tun {
     /// Reads and writes TCP and UDP super-packets (virtio-net header: GSO and GRO), where the
     /// kernel offers it.
     pub offload: bool,
+    /// The most the event loop spins for more input after a turn that moved data (see
+    /// [`crate::busy_poll`]); zero never spins.
+    pub busy_poll: std::time::Duration,
 }
 
 /// A lighthouse to register with and ask for peers.
@@ -428,6 +431,7 @@ struct RawTun {
     name: TunName,
     mtu: Mtu,
     offload: bool,
+    busy_poll_us: BusyPollUs,
 }
 
 impl Default for RawTun {
@@ -436,6 +440,7 @@ impl Default for RawTun {
             name: TunName("rma0".into()),
             mtu: Mtu(DEFAULT_MTU),
             offload: true,
+            busy_poll_us: BusyPollUs(crate::busy_poll::DEFAULT_MAX),
         }
     }
 }
@@ -555,6 +560,26 @@ impl TryFrom<String> for TunName {
 #[derive(Deserialize)]
 #[serde(try_from = "u16")]
 struct Mtu(u16);
+
+#[derive(Deserialize)]
+#[serde(try_from = "u64")]
+struct BusyPollUs(std::time::Duration);
+
+impl TryFrom<u64> for BusyPollUs {
+    type Error = String;
+    fn try_from(us: u64) -> Result<Self, String> {
+        let limit = crate::busy_poll::LIMIT;
+        let window = std::time::Duration::from_micros(us);
+        if window <= limit {
+            Ok(Self(window))
+        } else {
+            Err(format!(
+                "busy_poll_us {us} is over {} (a spin that long costs more than a wakeup)",
+                limit.as_micros()
+            ))
+        }
+    }
+}
 
 impl TryFrom<u16> for Mtu {
     type Error = String;
@@ -737,6 +762,7 @@ impl Config {
                 name: raw.tun.name.0,
                 mtu: raw.tun.mtu.0,
                 offload: raw.tun.offload,
+                busy_poll: raw.tun.busy_poll_us.0,
             },
             status_socket: resolve(raw.status.socket),
             keepalive: (raw.wireguard.persistent_keepalive > 0)
@@ -989,6 +1015,7 @@ mod tests {
                 name: "rma0".into(),
                 mtu: DEFAULT_MTU,
                 offload: true,
+                busy_poll: crate::busy_poll::DEFAULT_MAX,
             }
         );
         assert_eq!(config.keepalive, Some(DEFAULT_KEEPALIVE_SECS));
@@ -999,7 +1026,7 @@ mod tests {
     #[test]
     fn static_peers_and_overrides() {
         let text = format!(
-            "listen = \"10.0.0.1\"\n{MINIMAL}[tun]\nname = \"mesh0\"\nmtu = 1380\noffload = false\n\
+            "listen = \"10.0.0.1\"\n{MINIMAL}[tun]\nname = \"mesh0\"\nmtu = 1380\noffload = false\nbusy_poll_us = 40\n\
              [wireguard]\npersistent_keepalive = 0\n\
              [[static_peer]]\nmesh_ip = \"10.42.0.2\"\nendpoints = [\"192.0.2.1:4242\", \"127.0.0.1:5000\"]\n"
         );
@@ -1007,6 +1034,10 @@ mod tests {
         assert_eq!(config.listen, "10.0.0.1:4242".parse().unwrap());
         assert_eq!(config.tun.mtu, 1380);
         assert!(!config.tun.offload);
+        assert_eq!(config.tun.busy_poll, std::time::Duration::from_micros(40));
+        let over = format!("{MINIMAL}[tun]\nbusy_poll_us = 5000\n");
+        let error = error(&over);
+        assert!(error.contains("busy_poll_us 5000"), "{error}");
         assert_eq!(config.keepalive, None);
         assert_eq!(config.static_peers[0].mesh_ip, Ipv4Addr::new(10, 42, 0, 2));
         assert_eq!(config.static_peers[0].endpoints.len(), 2);

@@ -2,6 +2,7 @@
 //! WireGuard tunnels; a thin tokio shell ([`shell`]) owns the TUN device and the UDP socket.
 
 mod batch;
+pub mod busy_poll;
 pub mod capabilities;
 pub mod config;
 pub mod control;

@@ -157,6 +157,7 @@ pub async fn run(
         .crl
         .clone()
         .map(|path| CrlWatch::new(path, ca.clone()));
+    let busy_poll = crate::busy_poll::BusyPoll::new(config.tun.busy_poll);
     let mut reloader = reload.map(|r| (r, config));
     // Reloads, and says which revocation list file the configuration now names.
     let on_hangup = |node: &mut Node| match &mut reloader {
@@ -189,6 +190,7 @@ pub async fn run(
         crl_watch,
         ca,
         candidates: (candidates, mapped),
+        busy_poll,
     };
     let result = event_loop(&mut node, io, on_hangup, on_renewed, shutdown).await;
     workers.into_inner().shutdown().await;
@@ -271,6 +273,7 @@ struct Io<'a> {
         Vec<SocketAddr>,
         tokio::sync::watch::Receiver<Option<std::net::SocketAddrV4>>,
     ),
+    busy_poll: crate::busy_poll::BusyPoll,
 }
 
 fn handle_link_event(
@@ -327,6 +330,7 @@ async fn event_loop(
         mut crl_watch,
         ca,
         candidates: (local, mut mapped),
+        mut busy_poll,
     } = io;
     let mut batch = Batch::default();
     // `meshd ping` probes in flight, by sequence number.
@@ -364,6 +368,9 @@ async fn event_loop(
             }
             armed_for = deadline;
         }
+        // When a turn that moved data began: a TUN read, or datagrams that decrypted to
+        // packets (so that unauthenticated traffic never earns a busy poll).
+        let mut data_at = None;
         // Unbiased: when the TUN and the socket are both ready, either may go first, so that
         // neither direction of a busy tunnel starves the other.
         tokio::select! {
@@ -371,6 +378,7 @@ async fn event_loop(
             ready = tun.readable() => {
                 ready.map_err(|e| anyhow::anyhow!("reading the TUN device: {e}"))?;
                 let at = now();
+                data_at = Some(at.instant);
                 let refused = tun
                     .drain(TUN_BUDGET, |packet| node.handle_tun_packet(packet, at, &mut batch))
                     .map_err(|e| anyhow::anyhow!("reading the TUN device: {e}"))?;
@@ -382,6 +390,9 @@ async fn event_loop(
                 udp.drain(UDP_BUDGET, |from, datagram| {
                     node.handle_datagram(from, datagram, at, &mut batch);
                 })?;
+                if !batch.deliveries().is_empty() {
+                    data_at = Some(at.instant);
+                }
             }
             ready = async {
                 match &dns {
@@ -505,5 +516,33 @@ async fn event_loop(
             }
             batch.clear();
         }
+        let ended = Instant::now();
+        let window = busy_poll.turn(data_at.unwrap_or(ended), ended, data_at.is_some());
+        if !window.is_zero() {
+            spin_for_input(tun, udp, ended + window);
+        }
+    }
+}
+
+/// Spins until the TUN or the socket has input, or until `until`: input due soon is then read
+/// without a sleep and a wakeup of the CPU (see [`crate::busy_poll`]).
+fn spin_for_input(tun: &TunDevice, udp: &Udp, until: Instant) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    if udp.has_pending() {
+        return;
+    }
+    let mut fds = [
+        PollFd::new(tun.as_fd(), PollFlags::POLLIN),
+        PollFd::new(udp.as_fd(), PollFlags::POLLIN),
+    ];
+    loop {
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) | Err(_) => return,
+        }
+        if Instant::now() >= until {
+            return;
+        }
+        std::hint::spin_loop();
     }
 }

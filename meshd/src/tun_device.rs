@@ -100,6 +100,11 @@ impl TunDevice {
         self.device.readable().await
     }
 
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        let device: &tun_rs::DeviceImpl = &self.device;
+        std::os::fd::AsFd::as_fd(device)
+    }
+
     /// Reads whatever is queued, without waiting, until `budget` packets have been handed to
     /// `each` (a super-packet's segments all go, so a read may overshoot it) or the device is
     /// drained. Returns how many reads the splitter refused (each dropped, and counted against

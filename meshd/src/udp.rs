@@ -67,6 +67,15 @@ impl Udp {
         self.socket.readable().await
     }
 
+    /// Datagrams from the last read are still to be handed over.
+    pub fn has_pending(&self) -> bool {
+        self.next.0 < self.received
+    }
+
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.socket)
+    }
+
     /// Hands up to `budget` datagrams to `each`: first those the last read left, then, if
     /// none was left, those of one new read (without waiting). What is over the budget waits
     /// for the next call, so that the caller can write out what the datagrams produced before

@@ -547,6 +547,8 @@ fn main() -> anyhow::Result<()> {
         ("wireguard-go", "wireguard-go"),
         ("wg", "wireguard-tools"),
         ("iperf3", "iperf3"),
+        // Each path's readiness is a ping through it.
+        ("ping", "iputils-ping"),
     ])?;
     ensure_crate_installed(BORINGTUN, BORINGTUN_VERSION)?;
     let mut lab = Lab::new()?;
