@@ -516,10 +516,12 @@ async fn event_loop(
             }
             batch.clear();
         }
-        let ended = Instant::now();
-        let window = busy_poll.turn(data_at.unwrap_or(ended), ended, data_at.is_some());
-        if !window.is_zero() {
-            spin_for_input(tun, udp, ended + window);
+        if let Some(started) = data_at.filter(|_| busy_poll.is_on()) {
+            let ended = Instant::now();
+            let window = busy_poll.after_data(started, ended);
+            if !window.is_zero() {
+                spin_for_input(tun, udp, ended + window);
+            }
         }
     }
 }

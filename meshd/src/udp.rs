@@ -61,7 +61,7 @@ impl Udp {
     /// Ready when datagrams from the last read are still to be handed over, or the socket
     /// has more.
     pub async fn readable(&self) -> io::Result<()> {
-        if self.next.0 < self.received {
+        if self.has_pending() {
             return Ok(());
         }
         self.socket.readable().await
