@@ -73,6 +73,7 @@ impl JoinSite {
                 metrics: None,
                 lighthouses: &[lighthouse.entry()],
                 mtu: None,
+                busy_poll_us: None,
                 park_after: None,
                 extra: "",
             },

@@ -365,6 +365,28 @@ fn kill_namespace(name: &str) {
 }
 
 /// The processes running in namespace `name`.
+/// The CPU time process `pid` has run, all its threads summed: the first field (ns) of each
+/// /proc/PID/task/TID/schedstat.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for task in std::fs::read_dir(&tasks).with_context(|| tasks.clone())? {
+        let path = task?.path().join("schedstat");
+        // A thread that exited since the listing has nothing left to count.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let ran: u64 = text
+            .split_whitespace()
+            .next()
+            .with_context(|| format!("an empty {}", path.display()))?
+            .parse()
+            .with_context(|| path.display().to_string())?;
+        total += ran;
+    }
+    Ok(Duration::from_nanos(total))
+}
+
 pub fn pids(name: &str) -> Vec<String> {
     let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
         return Vec::new();

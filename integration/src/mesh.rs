@@ -162,6 +162,8 @@ pub struct NodeConfig<'a> {
     pub lighthouses: &'a [(String, SocketAddr)],
     /// The TUN MTU; meshd's default (1380) if `None`.
     pub mtu: Option<u16>,
+    /// `[tun] busy_poll_us`; meshd's default if `None`.
+    pub busy_poll_us: Option<u32>,
     /// Each lighthouse's `park_after` in seconds; meshd's default (300) if `None`.
     pub park_after: Option<u32>,
     /// More TOML appended to the config, such as `[coordinator]` and `[[service]]`.
@@ -183,8 +185,12 @@ pub fn write_config(lab: &Lab, node: &NodeConfig<'_>) -> anyhow::Result<(PathBuf
         text.push_str(&format!("crl = {crl:?}\n"));
     }
     let mtu = node.mtu.map(|m| format!("mtu = {m}\n")).unwrap_or_default();
+    let busy_poll = node
+        .busy_poll_us
+        .map(|us| format!("busy_poll_us = {us}\n"))
+        .unwrap_or_default();
     text.push_str(&format!(
-        "\n[tun]\nname = \"rma0\"\n{mtu}\n[status]\nsocket = {socket:?}\n\n[log]\nlevel = \"info,meshd=debug\"\n"
+        "\n[tun]\nname = \"rma0\"\n{mtu}{busy_poll}\n[status]\nsocket = {socket:?}\n\n[log]\nlevel = \"info,meshd=debug\"\n"
     ));
     if let Some(addr) = node.metrics {
         text.push_str(&format!("\n[metrics]\nlisten = \"{addr}\"\n"));

@@ -94,6 +94,7 @@ impl World {
             metrics: None,
             lighthouses: &entries,
             mtu: None,
+            busy_poll_us: None,
             park_after: self.park_after,
             extra: &self.extra,
         };

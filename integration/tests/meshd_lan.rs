@@ -34,6 +34,7 @@ struct Extra<'a> {
     ca: Option<&'a Path>,
     crl: Option<&'a Path>,
     firewall: Option<&'a str>,
+    busy_poll_us: Option<u32>,
 }
 
 /// Hosts on one Ethernet segment: a switch namespace bridges every host's eth0.
@@ -97,6 +98,7 @@ impl Lan {
             metrics: None,
             lighthouses: &[],
             mtu: None,
+            busy_poll_us: extra.busy_poll_us,
             park_after: None,
             extra: "",
         };
@@ -119,6 +121,75 @@ impl Lan {
 
 fn peer_status(status: &meshd::status::Status, ip: Ipv4Addr) -> Option<&meshd::status::PeerStatus> {
     status.peers.iter().find(|p| p.mesh_ip == ip.to_string())
+}
+
+/// With `[tun] busy_poll_us`, meshd spins for input after data turns while exchanges run,
+/// the spins catch replies, and the spins stop once traffic is sparse: pings every 200 ms that
+/// b's firewall drops, so a's meshd reads one packet from its TUN each time and no reply comes.
+/// Idle, it costs next to no CPU.
+#[test]
+fn busy_poll_spins_during_exchanges_and_stops_when_traffic_is_sparse() {
+    const TCP_ONLY: &str = "[[firewall.inbound]]\nport = \"any\"\nproto = \"tcp\"\nhost = \"any\"\n\n\
+                            [[firewall.outbound]]\nport = \"any\"\nproto = \"any\"\nhost = \"any\"\n";
+    let mut lan = Lan::new();
+    let spinning = || Extra {
+        busy_poll_us: Some(200),
+        firewall: Some(TCP_ONLY),
+        ..Extra::default()
+    };
+    let issued_a = lan.pki.issue("a", mesh_ip(1)).unwrap();
+    let issued_b = lan.pki.issue("b", mesh_ip(2)).unwrap();
+    let a = lan.node_from(1, &[2], &issued_a, spinning());
+    let b = lan.node_from(2, &[1], &issued_b, spinning());
+    lan.transfer(&a.ns, &b.ns, b.mesh_ip, 16 * MIB);
+
+    let listen = format!("{}:{}", b.mesh_ip, traffic::next_port());
+    lan.lab
+        .spawn_listening(
+            &b.ns,
+            "rr-server",
+            Path::new(PROBE),
+            &["rr-server", "--listen", &listen],
+        )
+        .unwrap();
+    let out = lan
+        .lab
+        .exec(
+            &a.ns,
+            PROBE,
+            &["rr-client", "--connect", &listen, "--count", "2000"],
+        )
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&out.stdout).trim());
+    let busy = a.status().unwrap().busy_polls;
+    // Two data turns an exchange; under load some gaps outgrow the window, and those turns
+    // sleep instead.
+    assert!(busy.spins >= 400, "{busy:?}");
+    assert!(busy.caught > 0, "{busy:?}");
+
+    // Sparse traffic: at most the remembered gaps spin. A spin that never ended would cost
+    // all of the time the pings take.
+    let pid = lan.lab.proc(a.proc).pid();
+    let cpu = integration::lab::cpu_time(pid).unwrap();
+    let started = std::time::Instant::now();
+    let to = b.mesh_ip.to_string();
+    let pinged = lan
+        .lab
+        .exec(&a.ns, "ping", &["-c", "15", "-i", "0.2", "-W", "1", &to]);
+    assert!(pinged.is_err(), "b's firewall lets ICMP in: {pinged:?}");
+    let (took, idle_cpu) = (
+        started.elapsed(),
+        integration::lab::cpu_time(pid).unwrap() - cpu,
+    );
+    let after = a.status().unwrap().busy_polls;
+    assert!(
+        after.spins - busy.spins <= u64::from(meshd::busy_poll::HISTORY),
+        "{busy:?}, then {after:?} over 15 pings 200 ms apart"
+    );
+    assert!(
+        idle_cpu < took / 20,
+        "{idle_cpu:?} of CPU in {took:?} of sparse traffic"
+    );
 }
 
 #[test]
@@ -330,6 +401,7 @@ fn untrusted_certificates_get_no_session() {
         metrics: None,
         lighthouses: &[],
         mtu: None,
+        busy_poll_us: None,
         park_after: None,
         extra: "",
     };
@@ -647,6 +719,7 @@ fn sighup_reloads_rules_and_revocations_without_dropping_sessions() {
         metrics: None,
         lighthouses: &[],
         mtu: None,
+        busy_poll_us: None,
         park_after: None,
         extra: "",
     };
@@ -712,6 +785,7 @@ fn meshd_tells_systemd_it_is_ready_and_cleans_up_on_sigterm() {
         metrics: None,
         lighthouses: &[],
         mtu: None,
+        busy_poll_us: None,
         park_after: None,
         extra: "",
     };
@@ -775,6 +849,7 @@ fn metrics_are_served_in_the_prometheus_format() {
         metrics: Some(metrics_addr),
         lighthouses: &[],
         mtu: None,
+        busy_poll_us: None,
         park_after: None,
         extra: "",
     };
@@ -1147,6 +1222,7 @@ fn systemd_resolved_sends_the_mesh_domain_and_nothing_else_to_meshd() {
         metrics: None,
         lighthouses: &[],
         mtu: None,
+        busy_poll_us: None,
         park_after: None,
         extra,
     };

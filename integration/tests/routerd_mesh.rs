@@ -316,6 +316,7 @@ fn launch_meshd(
             metrics: None,
             lighthouses,
             mtu: None,
+            busy_poll_us: None,
             park_after: None,
             extra,
         },

@@ -169,6 +169,7 @@ impl Platform {
                 metrics: None,
                 lighthouses: &self.lighthouse,
                 mtu: None,
+                busy_poll_us: None,
                 park_after: None,
                 extra,
             },

@@ -301,6 +301,10 @@ fn print_status(status: &Status) {
         d.hello_conflict,
         d.tun_failed
     );
+    let b = status.busy_polls;
+    if b.spins > 0 {
+        println!("busy polls: {} spins, {} caught input", b.spins, b.caught);
+    }
 }
 
 #[cfg(test)]

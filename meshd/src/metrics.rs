@@ -142,6 +142,18 @@ pub fn render(status: &Status) -> String {
     ] {
         m.sample("meshd_drops_total", &[("reason", reason)], n);
     }
+    m.single(
+        "meshd_busy_polls_total",
+        "counter",
+        "Spins for input after a data turn ([tun] busy_poll_us).",
+        status.busy_polls.spins,
+    );
+    m.single(
+        "meshd_busy_polls_caught_total",
+        "counter",
+        "Spins for input after a data turn that input ended before the window closed.",
+        status.busy_polls.caught,
+    );
     m.header(
         "meshd_table_entries",
         "gauge",
@@ -289,6 +301,10 @@ mod tests {
                 next_attempt: None,
                 next_attempt_in_secs: Some(3600),
             },
+            busy_polls: crate::status::BusyPolls {
+                spins: 7,
+                caught: 5,
+            },
             peers: vec![PeerStatus {
                 name: "we\"ird".into(),
                 mesh_ip: "10.42.0.2".into(),
@@ -325,6 +341,8 @@ mod tests {
             r#"meshd_peer_rx_bytes_total{peer="we\"ird",mesh_ip="10.42.0.2"} 20"#,
             r#"meshd_drops_total{reason="bad_cert"} 2"#,
             r#"meshd_table_entries{table="flows"} 12"#,
+            "meshd_busy_polls_total 7",
+            "meshd_busy_polls_caught_total 5",
             r#"meshd_drops_total{reason="spoofed"} 4"#,
             r#"meshd_cert_expiry_seconds{cert="ca"} -5"#,
             "meshd_crl_next_update_seconds -60",

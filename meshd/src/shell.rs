@@ -520,18 +520,19 @@ async fn event_loop(
             let ended = Instant::now();
             let window = busy_poll.after_data(started, ended);
             if !window.is_zero() {
-                spin_for_input(tun, udp, ended + window);
+                node.count_busy_poll(spin_for_input(tun, udp, ended + window));
             }
         }
     }
 }
 
 /// Spins until the TUN or the socket has input, or until `until`: input due soon is then read
-/// without a sleep and a wakeup of the CPU (see [`crate::busy_poll`]).
-fn spin_for_input(tun: &TunDevice, udp: &Udp, until: Instant) {
+/// without a sleep and a wakeup of the CPU (see [`crate::busy_poll`]). Returns whether input
+/// came (or a poll failed, which the next select then reports).
+fn spin_for_input(tun: &TunDevice, udp: &Udp, until: Instant) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     if udp.has_pending() {
-        return;
+        return true;
     }
     let mut fds = [
         PollFd::new(tun.as_fd(), PollFlags::POLLIN),
@@ -540,11 +541,13 @@ fn spin_for_input(tun: &TunDevice, udp: &Udp, until: Instant) {
     loop {
         match poll(&mut fds, PollTimeout::ZERO) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => {}
-            Ok(_) | Err(_) => return,
+            Ok(_) | Err(_) => return true,
         }
         if Instant::now() >= until {
-            return;
+            return false;
         }
-        std::hint::spin_loop();
+        // Lets a runnable task (the application the reply comes from, on two cores) have the
+        // CPU first; with none, it returns at once, and the CPU still never halts.
+        std::thread::yield_now();
     }
 }

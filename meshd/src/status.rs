@@ -31,6 +31,15 @@ pub struct NodeCounters {
     pub tun_failed: u64,
 }
 
+/// The event loop's busy polls since meshd started (`[tun] busy_poll_us`): how often it spun
+/// for input after a data turn, and how often input came before the window closed. Their ratio
+/// says whether the spin pays for its CPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusyPolls {
+    pub spins: u64,
+    pub caught: u64,
+}
+
 /// This node's certificate renewals since meshd started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Renewals {
@@ -118,6 +127,8 @@ pub struct Status {
     /// Renewals of this node's certificate through its enrollment service.
     #[serde(default)]
     pub renewals: Renewals,
+    #[serde(default)]
+    pub busy_polls: BusyPolls,
     pub peers: Vec<PeerStatus>,
     #[serde(default)]
     pub lighthouses: Vec<LighthouseStatus>,

@@ -7,8 +7,9 @@
 //! - UDP throughput: the highest rate the receiver gets with under 1% loss, in 1392-byte
 //!   datagrams (what fills MTU 1420), found by at most six 2-second trials that start at the
 //!   path's TCP rate and bisect; printed with the loss at that rate;
-//! - round-trip latency: 1,000 TCP request/response exchanges of 64 bytes, median and p99, and
-//!   the median's excess over raw veth;
+//! - round-trip latency: 5,000 TCP request/response exchanges of 64 bytes, median and
+//!   p99, and the median's excess over raw veth; and the CPU time both ends' daemons spent on
+//!   them (all their threads, from /proc/PID/task/*/schedstat), per exchange;
 //! - each daemon's resident memory, the larger of the two ends: VmRSS once the tunnel carries a
 //!   ping and before any traffic, and VmHWM (the peak so far) after the single-stream TCP runs.
 //!
@@ -19,6 +20,8 @@
 //!
 //! `BENCH_PATHS=meshd,nebula` runs only the paths it names (raw veth, and the baseline below,
 //! always run); without an anchor, the ratio to the best anchor is infinite.
+//! `BENCH_RR_EXCHANGES` (5000) sets the length of the latency test.
+//! `BENCH_BUSY_POLL_US=N` sets `[tun] busy_poll_us` for the meshd path (not the baseline).
 //! `BENCH_BASELINE=/path/to/meshd` adds a path: that build of meshd, so a change can be
 //! measured against the build before it. `BENCH_ROUNDS` (1) runs every path that many times,
 //! one after another in each round, and reports each path's median over the rounds: with
@@ -33,7 +36,7 @@ use anyhow::Context as _;
 use integration::bench::{
     crate_binary, ensure_crate_installed, ensure_installed, env_number, median,
 };
-use integration::lab::{Lab, Ns, run};
+use integration::lab::{Lab, Ns, cpu_time, run};
 use integration::mesh::{self, NodeConfig, Pki};
 use integration::wait;
 
@@ -48,6 +51,9 @@ const UDP_SECONDS: &str = "2";
 const UDP_TRIALS: usize = 6;
 /// The loss under which a UDP rate counts as carried.
 const UDP_MAX_LOSS_PERCENT: f64 = 1.0;
+
+/// The request/response exchanges of the latency test, unless BENCH_RR_EXCHANGES says.
+const RR_EXCHANGES: u32 = 5000;
 
 const BORINGTUN: &str = "boringtun-cli";
 const BORINGTUN_VERSION: &str = "0.7.1";
@@ -66,6 +72,8 @@ struct Measured {
     udp_lost_percent: f64,
     rr_median_us: f64,
     rr_p99_us: f64,
+    /// CPU µs both ends' daemons spent per exchange; `None` for a path without a daemon.
+    rr_cpu_us: Option<f64>,
     /// The larger end's resident memory before traffic; `None` for a path without a daemon.
     idle_rss_mib: Option<f64>,
     /// The larger end's peak resident memory, after the single-stream TCP runs.
@@ -91,6 +99,7 @@ fn over_rounds(name: &'static str, rounds: &[Measured]) -> Measured {
         udp_lost_percent: of(|m| m.udp_lost_percent),
         rr_median_us: of(|m| m.rr_median_us),
         rr_p99_us: of(|m| m.rr_p99_us),
+        rr_cpu_us: of_daemons(|m| m.rr_cpu_us),
         idle_rss_mib: of_daemons(|m| m.idle_rss_mib),
         peak_rss_mib: of_daemons(|m| m.peak_rss_mib),
     }
@@ -138,7 +147,13 @@ fn measure(
     let tcp4_mbit_s = tcp_rate(lab, a, target, 4)?;
     let udp = best_udp(lab, a, target, tcp_mbit_s)?;
     lab.stop(iperf);
+    let cpu_before = daemons.map(cpu_ns).transpose()?;
     let (rr_median_us, rr_p99_us) = round_trips(lab, a, b, target, name, &probe)?;
+    let exchanges = f64::from(env_number("BENCH_RR_EXCHANGES", RR_EXCHANGES));
+    let rr_cpu_us = match (daemons, cpu_before) {
+        (Some(pids), Some(before)) => Some((cpu_ns(pids)? - before) as f64 / 1e3 / exchanges),
+        _ => None,
+    };
     let measured = Measured {
         name,
         tcp_mbit_s,
@@ -147,18 +162,20 @@ fn measure(
         udp_lost_percent: udp.lost_percent,
         rr_median_us,
         rr_p99_us,
+        rr_cpu_us,
         idle_rss_mib,
         peak_rss_mib,
     };
     eprintln!(
         "{name}: TCP {:.0} Mbit/s, 4 streams {:.0} Mbit/s, UDP {:.0} Mbit/s at {:.2}% loss, \
-         rr median {} us, p99 {} us, RSS idle {} MiB, peak {} MiB",
+         rr median {} us, p99 {} us, {} CPU us per exchange, RSS idle {} MiB, peak {} MiB",
         measured.tcp_mbit_s,
         measured.tcp4_mbit_s,
         measured.udp_mbit_s,
         measured.udp_lost_percent,
         measured.rr_median_us,
         measured.rr_p99_us,
+        cpu_us(measured.rr_cpu_us),
         mib(measured.idle_rss_mib),
         mib(measured.peak_rss_mib)
     );
@@ -166,12 +183,27 @@ fn measure(
 }
 
 /// One iperf3 run from `a` against the server at `target`, with `args` added; its JSON report.
+/// A run that failed, or whose report has no receiver's sum, is run once more (one such run
+/// ended a four-round run after eight minutes), and why is printed.
 fn iperf3(lab: &Lab, a: &Ns, target: Ipv4Addr, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let target = target.to_string();
     let mut full = vec!["-c", target.as_str(), "-p", "5201", "-J"];
     full.extend_from_slice(args);
-    let out = lab.exec(a, "iperf3", &full)?;
-    Ok(serde_json::from_slice(&out.stdout)?)
+    let once = || -> anyhow::Result<serde_json::Value> {
+        let out = lab.exec(a, "iperf3", &full)?;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        match report.get("error").and_then(serde_json::Value::as_str) {
+            Some(error) => anyhow::bail!("iperf3 {full:?}: {error}"),
+            None if report.pointer("/end/sum_received").is_none() => {
+                anyhow::bail!("iperf3 {full:?}: a report without a receiver's sum")
+            }
+            None => Ok(report),
+        }
+    };
+    once().or_else(|e| {
+        eprintln!("{e:#}; running it once more");
+        once()
+    })
 }
 
 /// A number in an iperf3 report, by JSON pointer.
@@ -256,7 +288,7 @@ fn best_udp(lab: &Lab, a: &Ns, target: Ipv4Addr, tcp_mbit_s: f64) -> anyhow::Res
     best.or(least_lossy).context("no UDP trial ran")
 }
 
-/// Round-trip latency in µs, median and p99: 1,000 TCP request/response exchanges of 64 bytes
+/// Round-trip latency in µs, median and p99: BENCH_RR_EXCHANGES (5,000) TCP request/response exchanges of 64 bytes
 /// from `a` to the probe's server at `target`.
 fn round_trips(
     lab: &mut Lab,
@@ -267,6 +299,7 @@ fn round_trips(
     probe: &Path,
 ) -> anyhow::Result<(f64, f64)> {
     let listen = format!("{target}:6000");
+    let exchanges = env_number("BENCH_RR_EXCHANGES", RR_EXCHANGES).to_string();
     let server = lab.spawn_listening(
         b,
         &format!("rr-{name}"),
@@ -276,7 +309,7 @@ fn round_trips(
     let out = lab.exec(
         a,
         &probe.to_string_lossy(),
-        &["rr-client", "--connect", &listen, "--count", "1000"],
+        &["rr-client", "--connect", &listen, "--count", &exchanges],
     )?;
     lab.stop(server);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -304,19 +337,37 @@ fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
     Ok(value.parse()?)
 }
 
+/// The CPU time in ns that processes `pids` have run together, all their threads.
+fn cpu_ns(pids: [u32; 2]) -> anyhow::Result<u64> {
+    let mut total = Duration::ZERO;
+    for pid in pids {
+        total += cpu_time(pid)?;
+    }
+    Ok(u64::try_from(total.as_nanos())?)
+}
+
+/// A CPU figure for the table: "-" for a path without a daemon.
+fn cpu_us(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+}
+
 /// A memory figure for the table: "-" for a path without a daemon.
 fn mib(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
 }
 
 fn start_meshd(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, usize)> {
-    start_meshd_binary(lab, a, b, &mesh::binary("meshd")?)
+    let busy_poll_us = match std::env::var("BENCH_BUSY_POLL_US") {
+        Ok(us) => Some(us.parse().context("BENCH_BUSY_POLL_US")?),
+        Err(_) => None,
+    };
+    start_meshd_binary(lab, a, b, &mesh::binary("meshd")?, busy_poll_us)
 }
 
 /// The meshd that BENCH_BASELINE names.
 fn start_baseline(lab: &mut Lab, a: &Ns, b: &Ns) -> anyhow::Result<(usize, usize)> {
     let path = std::env::var_os("BENCH_BASELINE").context("BENCH_BASELINE")?;
-    start_meshd_binary(lab, a, b, &PathBuf::from(path))
+    start_meshd_binary(lab, a, b, &PathBuf::from(path), None)
 }
 
 fn start_meshd_binary(
@@ -324,6 +375,7 @@ fn start_meshd_binary(
     a: &Ns,
     b: &Ns,
     meshd: &Path,
+    busy_poll_us: Option<u32>,
 ) -> anyhow::Result<(usize, usize)> {
     let pki = Pki::new(lab.dir(), "bench-ca", "10.42.0.0/16")?;
     let mut procs = Vec::new();
@@ -343,6 +395,7 @@ fn start_meshd_binary(
             metrics: None,
             lighthouses: &[],
             mtu: Some(1420),
+            busy_poll_us,
             park_after: None,
             extra: "",
         };
@@ -631,13 +684,13 @@ fn print_table(results: &[Measured], rounds: u32) {
     println!(
         "| path | TCP 1-stream Mbit/s (median of {} x {rounds}) | vs best anchor | \
          TCP 4-stream Mbit/s | UDP Mbit/s at <1% loss (loss) | RR median µs | RR p99 µs | \
-         added median µs | idle RSS MiB (larger end) | peak RSS MiB (larger end) |",
+         added median µs | RR CPU µs per exchange (both ends) | idle RSS MiB (larger end) | peak RSS MiB (larger end) |",
         env_number("BENCH_REPS", 3)
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
         println!(
-            "| {} | {:.0} | {:.2}x | {:.0} | {:.0} ({:.2}%) | {:.0} | {:.0} | {:+.0} | {} | {} |",
+            "| {} | {:.0} | {:.2}x | {:.0} | {:.0} ({:.2}%) | {:.0} | {:.0} | {:+.0} | {} | {} | {} |",
             r.name,
             r.tcp_mbit_s,
             r.tcp_mbit_s / best_anchor,
@@ -647,6 +700,7 @@ fn print_table(results: &[Measured], rounds: u32) {
             r.rr_median_us,
             r.rr_p99_us,
             r.rr_median_us - raw.rr_median_us,
+            cpu_us(r.rr_cpu_us),
             mib(r.idle_rss_mib),
             mib(r.peak_rss_mib)
         );

@@ -180,6 +180,7 @@ pub struct Node {
     /// Names asked of the lighthouses for mesh DNS.
     names: names::NameAsks,
     counters: NodeCounters,
+    busy_polls: crate::status::BusyPolls,
     renewals: renewal::Record,
     scratch: Box<[u8]>,
 }
@@ -227,6 +228,7 @@ impl Node {
             probes: probe::Probes::default(),
             names: names::NameAsks::new(Instant::now()),
             counters: NodeCounters::default(),
+            busy_polls: crate::status::BusyPolls::default(),
             renewals: renewal::Record::default(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
         }
@@ -466,5 +468,11 @@ impl Node {
     /// The shell reports TUN reads it dropped and TUN writes that failed.
     pub fn count_tun_failures(&mut self, failures: u64) {
         self.counters.tun_failed += failures;
+    }
+
+    /// The shell reports a busy poll, and whether input came before its window closed.
+    pub fn count_busy_poll(&mut self, caught: bool) {
+        self.busy_polls.spins += 1;
+        self.busy_polls.caught += u64::from(caught);
     }
 }

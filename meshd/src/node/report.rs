@@ -87,6 +87,7 @@ impl Node {
             drops: self.counters,
             tables: self.tables(),
             renewals: crate::status::Renewals::default(),
+            busy_polls: self.busy_polls,
             peers,
             lighthouses: self.lighthouses.status(),
         }
