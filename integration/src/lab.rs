@@ -364,12 +364,12 @@ fn kill_namespace(name: &str) {
     let _ = Command::new("ip").args(["netns", "del", name]).status();
 }
 
-/// The processes running in namespace `name`.
-/// The CPU time process `pid` has run, all its threads summed: the first field (ns) of each
-/// /proc/PID/task/TID/schedstat.
+/// The CPU time process `pid` has run, all its live threads summed: the first field (ns) of
+/// each /proc/PID/task/TID/schedstat. A thread that exits takes its time with it, so subtract
+/// two readings with `saturating_sub`.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let tasks = format!("/proc/{pid}/task");
-    let mut total = 0;
+    let (mut total, mut read) = (0, 0);
     for task in std::fs::read_dir(&tasks).with_context(|| tasks.clone())? {
         let path = task?.path().join("schedstat");
         // A thread that exited since the listing has nothing left to count.
@@ -383,10 +383,16 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
             .parse()
             .with_context(|| path.display().to_string())?;
         total += ran;
+        read += 1;
     }
+    anyhow::ensure!(
+        read > 0,
+        "no thread of process {pid} could be read in {tasks}"
+    );
     Ok(Duration::from_nanos(total))
 }
 
+/// The processes running in namespace `name`.
 pub fn pids(name: &str) -> Vec<String> {
     let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
         return Vec::new();

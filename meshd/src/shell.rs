@@ -520,19 +520,32 @@ async fn event_loop(
             let ended = Instant::now();
             let window = busy_poll.after_data(started, ended);
             if !window.is_zero() {
-                node.count_busy_poll(spin_for_input(tun, udp, ended + window));
+                match spin_for_input(tun, udp, ended + window) {
+                    Spin::Skipped => {}
+                    Spin::Caught => node.count_busy_poll(true),
+                    Spin::Missed => node.count_busy_poll(false),
+                }
             }
         }
     }
 }
 
+/// How a busy poll ended.
+enum Spin {
+    /// It did not spin: datagrams over the last turn's budget wait to be handled.
+    Skipped,
+    /// Input came within the window.
+    Caught,
+    /// The window closed first, or a poll failed (which the next select then reports).
+    Missed,
+}
+
 /// Spins until the TUN or the socket has input, or until `until`: input due soon is then read
-/// without a sleep and a wakeup of the CPU (see [`crate::busy_poll`]). Returns whether input
-/// came (or a poll failed, which the next select then reports).
-fn spin_for_input(tun: &TunDevice, udp: &Udp, until: Instant) -> bool {
+/// without a sleep and a wakeup of the CPU (see [`crate::busy_poll`]).
+fn spin_for_input(tun: &TunDevice, udp: &Udp, until: Instant) -> Spin {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     if udp.has_pending() {
-        return true;
+        return Spin::Skipped;
     }
     let mut fds = [
         PollFd::new(tun.as_fd(), PollFlags::POLLIN),
@@ -541,13 +554,23 @@ fn spin_for_input(tun: &TunDevice, udp: &Udp, until: Instant) -> bool {
     loop {
         match poll(&mut fds, PollTimeout::ZERO) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => {}
-            Ok(_) | Err(_) => return true,
+            Ok(_) => {
+                let input = fds
+                    .iter()
+                    .any(|fd| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)));
+                return if input { Spin::Caught } else { Spin::Missed };
+            }
+            Err(_) => return Spin::Missed,
         }
         if Instant::now() >= until {
-            return false;
+            return Spin::Missed;
         }
         // Lets a runnable task (the application the reply comes from, on two cores) have the
-        // CPU first; with none, it returns at once, and the CPU still never halts.
+        // CPU first; with none, it returns at once, and the CPU still never halts. A yield
+        // that gave the CPU away past the window ends the spin.
         std::thread::yield_now();
+        if Instant::now() >= until {
+            return Spin::Missed;
+        }
     }
 }

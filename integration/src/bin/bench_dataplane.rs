@@ -51,6 +51,8 @@ const UDP_SECONDS: &str = "2";
 const UDP_TRIALS: usize = 6;
 /// The loss under which a UDP rate counts as carried.
 const UDP_MAX_LOSS_PERCENT: f64 = 1.0;
+/// How long a failed iperf3 run is tried again.
+const IPERF3_RETRY: Duration = Duration::from_secs(30);
 
 /// The request/response exchanges of the latency test, unless BENCH_RR_EXCHANGES says.
 const RR_EXCHANGES: u32 = 5000;
@@ -141,17 +143,19 @@ fn measure(
         Path::new("/usr/bin/iperf3"),
         &["-s", "-p", "5201", "--forceflush"],
     )?;
-    let tcp_mbit_s = tcp_rate(lab, a, target, 1)?;
+    let tcp_mbit_s = tcp_rate(a, target, 1)?;
     // The high-water mark since the daemon started: the single-stream runs are its peak load.
     let peak_rss_mib = rss("VmHWM:")?;
-    let tcp4_mbit_s = tcp_rate(lab, a, target, 4)?;
-    let udp = best_udp(lab, a, target, tcp_mbit_s)?;
+    let tcp4_mbit_s = tcp_rate(a, target, 4)?;
+    let udp = best_udp(a, target, tcp_mbit_s)?;
     lab.stop(iperf);
     let cpu_before = daemons.map(cpu_ns).transpose()?;
     let (rr_median_us, rr_p99_us) = round_trips(lab, a, b, target, name, &probe)?;
     let exchanges = f64::from(env_number("BENCH_RR_EXCHANGES", RR_EXCHANGES));
     let rr_cpu_us = match (daemons, cpu_before) {
-        (Some(pids), Some(before)) => Some((cpu_ns(pids)? - before) as f64 / 1e3 / exchanges),
+        (Some(pids), Some(before)) => {
+            Some(cpu_ns(pids)?.saturating_sub(before) as f64 / 1e3 / exchanges)
+        }
         _ => None,
     };
     let measured = Measured {
@@ -183,27 +187,52 @@ fn measure(
 }
 
 /// One iperf3 run from `a` against the server at `target`, with `args` added; its JSON report.
-/// A run that failed, or whose report has no receiver's sum, is run once more (one such run
-/// ended a four-round run after eight minutes), and why is printed.
-fn iperf3(lab: &Lab, a: &Ns, target: Ipv4Addr, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+/// A run that failed, or whose report has no receiver's sum (one such run ended a four-round
+/// run after eight minutes), is run again, for at most IPERF3_RETRY: a server whose last
+/// client died may turn the next away until it notices. Each failure's reason is printed.
+fn iperf3(a: &Ns, target: Ipv4Addr, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let target = target.to_string();
-    let mut full = vec!["-c", target.as_str(), "-p", "5201", "-J"];
+    let mut full = vec![
+        "netns",
+        "exec",
+        a.name(),
+        "iperf3",
+        "-c",
+        &target,
+        "-p",
+        "5201",
+        "-J",
+    ];
     full.extend_from_slice(args);
     let once = || -> anyhow::Result<serde_json::Value> {
-        let out = lab.exec(a, "iperf3", &full)?;
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        // With -J, iperf3 puts the reason for a failure in its report on stdout, and exits 1.
+        let out = Command::new("ip").args(&full).output()?;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "iperf3 {args:?} ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
         match report.get("error").and_then(serde_json::Value::as_str) {
-            Some(error) => anyhow::bail!("iperf3 {full:?}: {error}"),
+            Some(error) => anyhow::bail!("iperf3 {args:?} ({}): {error}", out.status),
+            None if !out.status.success() => anyhow::bail!("iperf3 {args:?}: {}", out.status),
             None if report.pointer("/end/sum_received").is_none() => {
-                anyhow::bail!("iperf3 {full:?}: a report without a receiver's sum")
+                anyhow::bail!("iperf3 {args:?}: a report without a receiver's sum")
             }
             None => Ok(report),
         }
     };
-    once().or_else(|e| {
-        eprintln!("{e:#}; running it once more");
-        once()
+    let mut last = None;
+    wait::until("iperf3 to complete a run", IPERF3_RETRY, || match once() {
+        Ok(report) => Some(report),
+        Err(e) => {
+            eprintln!("{e:#}; running it again");
+            last = Some(e);
+            None
+        }
     })
+    .map_err(|timeout| last.take().unwrap_or(timeout))
 }
 
 /// A number in an iperf3 report, by JSON pointer.
@@ -216,12 +245,12 @@ fn reported(report: &serde_json::Value, pointer: &str) -> anyhow::Result<f64> {
 
 /// TCP throughput in Mbit/s over `streams` parallel streams, the median of BENCH_REPS runs.
 /// The receiver's sum counts only what arrived, not what the sender's buffers took.
-fn tcp_rate(lab: &Lab, a: &Ns, target: Ipv4Addr, streams: u32) -> anyhow::Result<f64> {
+fn tcp_rate(a: &Ns, target: Ipv4Addr, streams: u32) -> anyhow::Result<f64> {
     let seconds = env_number("BENCH_SECONDS", 10).to_string();
     let streams = streams.to_string();
     let rates = (0..env_number("BENCH_REPS", 3))
         .map(|_| {
-            let report = iperf3(lab, a, target, &["-t", &seconds, "-P", &streams])?;
+            let report = iperf3(a, target, &["-t", &seconds, "-P", &streams])?;
             Ok(reported(&report, "/end/sum_received/bits_per_second")? / 1e6)
         })
         .collect::<anyhow::Result<Vec<f64>>>()?;
@@ -237,11 +266,10 @@ struct UdpTrial {
 
 /// Offers `offered` Mbit/s of UDP for UDP_SECONDS. The figures are the receiver's
 /// (`sum_received`): iperf3's plain `sum` carries the sender's rate.
-fn udp_trial(lab: &Lab, a: &Ns, target: Ipv4Addr, offered: f64) -> anyhow::Result<UdpTrial> {
+fn udp_trial(a: &Ns, target: Ipv4Addr, offered: f64) -> anyhow::Result<UdpTrial> {
     // At least 1 Mbit/s: to iperf3, a rate of 0 means unlimited.
     let rate = format!("{:.0}M", offered.max(1.0));
     let report = iperf3(
-        lab,
         a,
         target,
         &["-u", "-l", UDP_PAYLOAD, "-b", &rate, "-t", UDP_SECONDS],
@@ -258,13 +286,13 @@ fn udp_trial(lab: &Lab, a: &Ns, target: Ipv4Addr, offered: f64) -> anyhow::Resul
 /// offer arrives short by more than 10%: then the sender is the limit, and offering more
 /// changes nothing. If nothing passes, the trial with the least loss stands, and the loss
 /// column shows it.
-fn best_udp(lab: &Lab, a: &Ns, target: Ipv4Addr, tcp_mbit_s: f64) -> anyhow::Result<UdpTrial> {
+fn best_udp(a: &Ns, target: Ipv4Addr, tcp_mbit_s: f64) -> anyhow::Result<UdpTrial> {
     let mut best: Option<UdpTrial> = None;
     let mut least_lossy: Option<UdpTrial> = None;
     let (mut passed_at, mut failed_at) = (0.0, None);
     let mut offered = tcp_mbit_s;
     for _ in 0..UDP_TRIALS {
-        let trial = udp_trial(lab, a, target, offered)?;
+        let trial = udp_trial(a, target, offered)?;
         if trial.lost_percent < UDP_MAX_LOSS_PERCENT {
             passed_at = offered;
             if best.is_none_or(|b| trial.mbit_s > b.mbit_s) {
@@ -288,8 +316,8 @@ fn best_udp(lab: &Lab, a: &Ns, target: Ipv4Addr, tcp_mbit_s: f64) -> anyhow::Res
     best.or(least_lossy).context("no UDP trial ran")
 }
 
-/// Round-trip latency in µs, median and p99: BENCH_RR_EXCHANGES (5,000) TCP request/response exchanges of 64 bytes
-/// from `a` to the probe's server at `target`.
+/// Round-trip latency in µs, median and p99: BENCH_RR_EXCHANGES (5,000) TCP request/response
+/// exchanges of 64 bytes from `a` to the probe's server at `target`.
 fn round_trips(
     lab: &mut Lab,
     a: &Ns,
